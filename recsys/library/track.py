@@ -1,0 +1,54 @@
+"""The Track record: one playable item of the user's library, as the rest of recsys sees it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
+    """The track key of DESIGN.md: the absolute path, plus the start offset for tracks that share a file (CUE).
+
+    Keys never use a database row id (ids shift between backups).
+    """
+    if not segment:
+        return path
+    return f"{path}@{start_s:.3f}"
+
+
+@dataclass(frozen=True)
+class Track:
+    """One track: where its audio is, what its tags say, and what the player knows about the owner's taste.
+
+    ``start_s``/``length_s`` delimit a segment inside a shared file (CUE sheets); ``length_s`` is None when unknown.
+    ``rating`` is a float in [0, 1] (0.2 per star) or None when unrated.
+    """
+
+    path: str
+    start_s: float = 0.0
+    length_s: float | None = None
+    segment: bool = False
+    title: str = ""
+    artist: str = ""
+    album: str = ""
+    albumartist: str = ""
+    genre: str = ""
+    year: int | None = None
+    track_number: int | None = None
+    rating: float | None = None
+    playcount: int = 0
+    skipcount: int = 0
+    lastplayed: int | None = None
+
+    @property
+    def key(self) -> str:
+        return make_key(self.path, self.start_s, self.segment)
+
+    @property
+    def stars(self) -> float | None:
+        return None if self.rating is None else self.rating * 5.0
+
+    def label(self) -> str:
+        """'artist - title' for people, falling back to the file name."""
+        if self.artist or self.title:
+            return f"{self.artist or '?'} - {self.title or '?'}"
+        return self.path.rsplit("/", 1)[-1]
