@@ -1,0 +1,283 @@
+"""Read-only reader for Clementine and Strawberry databases: the tracks of the library and the owner's ratings.
+
+The database belongs to the music player, which may be running and writing while we read. We open it read-only,
+read everything inside one read transaction (one consistent snapshot), and never write, not even the side files
+(``-wal``/``-shm``) that SQLite would otherwise leave behind (see ``_open_mode``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from recsys.errors import RecsysError
+from recsys.library.track import Track
+
+
+class PlayerDBError(RecsysError):
+    """The player database cannot be read; the message names the file and what to do."""
+
+
+# Usual places, relative to the home folder; the first that exists wins (Clementine before Strawberry).
+CLEMENTINE_PATHS: tuple[Path, ...] = (
+    Path(".config/Clementine/clementine.db"),
+    Path(".var/app/org.clementine_player.Clementine/config/Clementine/clementine.db"),
+)
+STRAWBERRY_PATHS: tuple[Path, ...] = (
+    Path(".local/share/strawberry/strawberry/strawberry.db"),
+    Path(".var/app/org.strawberrymusicplayer.strawberry/data/strawberry/strawberry/strawberry.db"),
+)
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_WAL_VERSION = 2  # header bytes 18/19 (read/write format version): 1 = rollback journal, 2 = WAL
+_COLUMNS = ("rating", "playcount", "skipcount", "lastplayed", "title", "artist", "album", "albumartist", "genre",
+            "year", "track", "length", "beginning", "cue_path", "unavailable")
+_SNAPSHOT_TRIES = 3
+
+
+@dataclass
+class PlayerLibrary:
+    """What the player database lists: its local-file tracks, and how many rows were left out and why."""
+
+    path: Path
+    kind: str  # 'clementine' or 'strawberry'
+    tracks: list[Track]
+    skipped_urls: int
+    skipped_unavailable: int
+    duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
+
+
+def find_player_db(home: Path | None = None) -> Path | None:
+    """The first player database that exists at its usual place under ``home`` (default: the user's home)."""
+    base = Path.home() if home is None else Path(home)
+    for relative in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS):
+        if (base / relative).is_file():
+            return base / relative
+    return None
+
+
+def read_player_db(path: str | Path, timeout_s: float = 5.0) -> PlayerLibrary:
+    """Read every local-file track of a Clementine or Strawberry database, without ever writing to it.
+
+    ``timeout_s`` is how long to wait for a player that holds the database locked before giving up.
+    """
+    db = Path(path).expanduser().absolute()
+    is_wal = _check_file(db)
+    for _ in range(_SNAPSHOT_TRIES):
+        how = _open_mode(db, is_wal)
+        before = _fingerprint(db)
+        if how == "copy":
+            with tempfile.TemporaryDirectory(prefix="recsys-playerdb-") as tmp:
+                copy = Path(tmp) / db.name
+                shutil.copyfile(db, copy)
+                shutil.copyfile(_sidecar(db, "-wal"), _sidecar(copy, "-wal"))
+                kind, rows = _read_rows(copy, "", timeout_s, shown=db)
+        else:
+            kind, rows = _read_rows(db, "?mode=ro" + ("&immutable=1" if how == "immutable" else ""), timeout_s)
+        if how == "ro" or _fingerprint(db) == before:
+            return _build(db, kind, rows)
+    raise PlayerDBError(f"player database {db} kept changing while it was read: wait for the player to finish "
+                        "scanning, then retry")
+
+
+def _check_file(db: Path) -> bool:
+    """Fail early, in one line, on the usual mistakes; returns whether the database is in WAL mode."""
+    try:
+        with open(db, "rb") as f:
+            header = f.read(100)
+    except FileNotFoundError:
+        raise PlayerDBError(f"player database {db} does not exist: check --db (or the player's settings)") from None
+    except IsADirectoryError:
+        raise PlayerDBError(f"player database {db} is a folder, not a file: give the .db file to --db") from None
+    except PermissionError:
+        raise PlayerDBError(f"player database {db} cannot be read (permission denied): make it readable by this "
+                            "user") from None
+    except OSError as exc:
+        raise PlayerDBError(f"player database {db} cannot be read ({exc.strerror}): check the file") from None
+    if not header.startswith(_SQLITE_MAGIC):
+        raise PlayerDBError(f"{db} is not a SQLite database: give the Clementine or Strawberry database to --db")
+    return len(header) > 19 and header[18] == _WAL_VERSION
+
+
+def _sidecar(db: Path, suffix: str) -> Path:
+    return db.with_name(db.name + suffix)
+
+
+def _open_mode(db: Path, is_wal: bool) -> str:
+    """How to open the database: ``ro`` (read-only, with locking), ``immutable`` (no locking, no side files) or
+    ``copy`` (read a private copy of the database and its ``-wal``).
+
+    A WAL database opened ``mode=ro`` needs its ``-shm`` and ``-wal`` files: SQLite creates them when they are
+    missing and leaves them behind after a read-only connection closes, and cannot create them in a read-only folder
+    (the open then fails). Without a ``-wal`` file no connection has the database open, so no player is writing it
+    and all its pages are in the main file: ``immutable=1`` reads it without creating anything. ``immutable`` would
+    ignore a ``-wal`` file, though; one left without its ``-shm`` in a read-only folder (a player that crashed) can
+    only be read through a private copy. In both cases no writer can be active, and ``read_player_db`` still checks
+    that size and mtime did not change during the read. Everything else (a rollback journal, a live WAL with its
+    side files) is read with normal locking, so a player writing at the same time is handled by SQLite's own rules.
+    """
+    if not is_wal:
+        return "ro"
+    if not _sidecar(db, "-wal").exists():
+        return "immutable"
+    if not _sidecar(db, "-shm").exists() and not os.access(db.parent, os.W_OK):
+        return "copy"
+    return "ro"
+
+
+def _fingerprint(db: Path) -> tuple[int, int]:
+    st = db.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None) -> tuple[str, list[sqlite3.Row]]:
+    """Schema check and every row of ``songs`` in one read transaction; errors name ``shown`` (default ``db``)."""
+    uri = f"file:{quote(str(db))}{query}"
+    db = shown or db
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise PlayerDBError(f"player database {db} cannot be opened ({exc}): check that it is readable") from None
+    conn.row_factory = sqlite3.Row
+    try:
+        conn.execute("BEGIN")  # deferred: the first SELECT takes the read snapshot, held until the end
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
+        kind, location = _shape(db, conn, columns)
+        wanted = ", ".join(c for c in _COLUMNS if c in columns)
+        rows = conn.execute(f"SELECT {location} AS location, {wanted} FROM songs").fetchall()
+        conn.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise PlayerDBError(f"player database {db} is locked by another program (the player?) for more than "
+                                f"{timeout_s:g} s: close the player or wait for it to finish, then retry") from None
+        raise PlayerDBError(f"player database {db} cannot be read ({exc}): check the file") from None
+    except sqlite3.DatabaseError as exc:
+        raise PlayerDBError(f"player database {db} is damaged or not a database ({exc}): give the Clementine or "
+                            "Strawberry database to --db") from None
+    finally:
+        conn.close()
+    return kind, rows
+
+
+def _shape(db: Path, conn: sqlite3.Connection, columns: set[str]) -> tuple[str, str]:
+    if not columns:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        found = ", ".join(tables[:8]) + (" ..." if len(tables) > 8 else "") if tables else "no tables"
+        raise PlayerDBError(f"{db} has no 'songs' table (found: {found}): give a Clementine or Strawberry database")
+    if "filename" in columns:
+        return "clementine", "filename"
+    if "url" in columns:
+        return "strawberry", "url"
+    raise PlayerDBError(f"{db}: table 'songs' has neither 'filename' (Clementine) nor 'url' (Strawberry) "
+                        f"(found: {', '.join(sorted(columns))}): give a Clementine or Strawberry database")
+
+
+def uri_to_path(value: str | bytes | None) -> str | None:
+    """The absolute POSIX path of a ``file://`` URI as the players store it; None for anything that is not a file.
+
+    Clementine stores a BLOB, Strawberry TEXT; both percent-encode (UTF-8 bytes as ``%C3%9C``). Bytes that are not
+    valid UTF-8 survive as surrogate escapes, like ``os.fsdecode`` would give for the same file name.
+    """
+    if value is None:
+        return None
+    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+    if text.startswith("/"):
+        return text  # a bare path, as very old databases wrote them
+    parts = urlsplit(text)
+    if parts.scheme.lower() != "file" or parts.netloc.lower() not in ("", "localhost"):
+        return None
+    path = unquote(parts.path, errors="surrogateescape")
+    return path if path.startswith("/") else None
+
+
+def _rating(value: object, kind: str) -> float | None:
+    """0.2 per star; -1 is unrated, and so is 0 in Clementine (which writes 0 for "never rated").
+
+    Strawberry writes -1 for unrated, so its 0 is a real rating of no stars. Values outside [0, 1] are not ratings.
+    """
+    try:
+        rating = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if rating < 0 or rating > 1 or (kind == "clementine" and rating == 0):
+        return None
+    return rating
+
+
+def _int(row: sqlite3.Row, name: str) -> int | None:
+    """An integer column; None when absent, NULL or not a number (SQLite columns hold whatever was written)."""
+    value = row[name] if name in row.keys() else None
+    try:
+        return None if value is None else int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _positive(row: sqlite3.Row, name: str) -> int | None:
+    value = _int(row, name)
+    return value if value is not None and value > 0 else None
+
+
+def _text(row: sqlite3.Row, name: str) -> str:
+    value = row[name] if name in row.keys() else None
+    return "" if value is None else str(value)
+
+
+def _build(db: Path, kind: str, rows: list[sqlite3.Row]) -> PlayerLibrary:
+    skipped_urls = skipped_unavailable = 0
+    kept: list[tuple[str, sqlite3.Row]] = []
+    for row in rows:
+        path = uri_to_path(row["location"])
+        if path is None:
+            skipped_urls += 1
+        elif _int(row, "unavailable") == 1:
+            skipped_unavailable += 1
+        else:
+            kept.append((path, row))
+    # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
+    beginnings: dict[str, set[int]] = defaultdict(set)
+    for path, row in kept:
+        beginnings[path].add(_int(row, "beginning") or 0)
+    by_key: dict[str, Track] = {}
+    duplicates = 0
+    for path, row in kept:
+        begin_ns = _int(row, "beginning") or 0
+        length_ns = _int(row, "length") or 0
+        segment = bool(_text(row, "cue_path")) or len(beginnings[path]) > 1
+        lastplayed = _positive(row, "lastplayed")
+        track = Track(
+            path=path,
+            start_s=begin_ns / 1e9 if segment else 0.0,
+            length_s=length_ns / 1e9 if length_ns > 0 else None,
+            segment=segment,
+            title=_text(row, "title"),
+            artist=_text(row, "artist"),
+            album=_text(row, "album"),
+            albumartist=_text(row, "albumartist"),
+            genre=_text(row, "genre"),
+            year=_positive(row, "year"),
+            track_number=_positive(row, "track"),
+            rating=_rating(row["rating"] if "rating" in row.keys() else None, kind),
+            playcount=_positive(row, "playcount") or 0,
+            skipcount=_positive(row, "skipcount") or 0,
+            lastplayed=lastplayed,
+        )
+        previous = by_key.get(track.key)
+        if previous is not None:
+            duplicates += 1
+            if _richness(previous) >= _richness(track):
+                continue
+        by_key[track.key] = track
+    tracks = sorted(by_key.values(), key=lambda t: t.key)
+    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates)
+
+
+def _richness(track: Track) -> tuple[bool, int, int]:
+    """Of two rows for one track, keep the one that knows more about the owner's taste."""
+    return track.rating is not None, track.playcount, track.lastplayed or 0

@@ -1,0 +1,61 @@
+"""One list of tracks from wherever the user's library is: the player database, music folders, or both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recsys.errors import RecsysError
+from recsys.library.player_db import find_player_db, read_player_db
+from recsys.library.scan import scan_folders
+from recsys.library.track import Track
+
+
+class NoLibraryError(RecsysError):
+    """Neither a player database nor a music folder was found or given."""
+
+
+@dataclass
+class Library:
+    """The tracks of the library, and what was left out on the way (reported, never silent)."""
+
+    tracks: list[Track]
+    db_path: Path | None = None
+    db_kind: str | None = None
+    folders: list[str] = field(default_factory=list)
+    skipped_urls: int = 0
+    skipped_unavailable: int = 0
+    scan_errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_library(
+    db: str | Path | None,
+    folders: Sequence[str | Path],
+    auto_detect: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Library:
+    """Read the player database (given, or found at its usual place when ``auto_detect`` and no folders are given)
+    and scan the folders; a track listed by both keeps the database's tags and ratings."""
+    db_path = Path(db).expanduser() if db else None
+    if db_path is None and auto_detect and not folders:
+        db_path = find_player_db()
+    if db_path is None and not folders:
+        raise NoLibraryError(
+            "no music library found: no Clementine or Strawberry database at its usual place; "
+            "give one with --db PATH or a music folder with --library DIR"
+        )
+    library = Library(tracks=[], folders=[str(f) for f in folders])
+    by_key: dict[str, Track] = {}
+    if db_path is not None:
+        player = read_player_db(db_path)
+        library.db_path, library.db_kind = player.path, player.kind
+        library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
+        by_key.update((t.key, t) for t in player.tracks)
+    if folders:
+        scan = scan_folders(folders, progress=progress)
+        library.scan_errors = scan.errors
+        for track in scan.tracks:
+            by_key.setdefault(track.key, track)
+    library.tracks = sorted(by_key.values(), key=lambda t: t.key)
+    return library

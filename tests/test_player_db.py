@@ -1,0 +1,304 @@
+"""The player database reader on Clementine- and Strawberry-shaped databases: decoding, ratings, CUE, read-only."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+
+import pytest
+
+from recsys.library import player_db
+from recsys.library.player_db import PlayerDBError, find_player_db, read_player_db, uri_to_path
+from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db, write_strawberry_db
+
+HOSTILE = [
+    "/music/with space/a  b.flac",
+    "/music/#hash/track #1.mp3",
+    "/music/100% pure/50%25 off.ogg",
+    "/music/Tom & Jerry/rock&roll.wav",
+    "/music/quotes/it's \"quoted\".flac",
+    "/music/日本語/夜の曲.flac",
+    "/music/Über/Ünïcödé — Ночь.mp3",
+    "/music/odd?query=1/x;y,z+w.flac",
+]
+WRITERS = {"clementine": write_clementine_db, "strawberry": write_strawberry_db}
+
+
+def _library(tmp_path, kind, songs):
+    return read_player_db(WRITERS[kind](tmp_path / f"{kind}.db", songs))
+
+
+def _files(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_paths_round_trip_through_uris(tmp_path, kind):
+    lib = _library(tmp_path, kind, [SynthSong(path=p, title=str(i)) for i, p in enumerate(HOSTILE)])
+    assert lib.kind == kind
+    assert sorted(t.path for t in lib.tracks) == sorted(HOSTILE)
+    assert {t.title: t.path for t in lib.tracks} == {str(i): p for i, p in enumerate(HOSTILE)}
+    assert all(not t.segment and t.key == t.path for t in lib.tracks)
+
+
+def test_uri_decoding():
+    assert file_uri("/a b/#1 100%.flac") == "file:///a%20b/%231%20100%25.flac"
+    assert file_uri("/Ü") == "file:///%C3%9C"
+    assert uri_to_path(b"file:///a%20b/%231%20100%25.flac") == "/a b/#1 100%.flac"
+    assert uri_to_path("file://localhost/m/%C3%9C.mp3") == "/m/Ü.mp3"
+    assert uri_to_path("/plain/path.mp3") == "/plain/path.mp3"
+    for other in ("http://radio/stream", "https://x/y.mp3", "spotify:track:1", "tidal:1", "subsonic:2",
+                  "file://server/share/a.mp3", "", None):
+        assert uri_to_path(other) is None
+    raw = os.fsdecode(b"/m/latin1-\xe9.mp3")  # a file name that is not UTF-8 survives as it would from os.listdir
+    assert uri_to_path(file_uri(raw)) == raw
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_fields_are_mapped(tmp_path, kind):
+    song = SynthSong(path="/m/a.flac", title="T", artist="A", album="Al", albumartist="AA", genre="G", year=1999,
+                     track=7, rating=0.6, playcount=12, skipcount=3, lastplayed=1_700_000_000,
+                     length_ns=183_500_000_000)
+    (t,) = _library(tmp_path, kind, [song]).tracks
+    assert (t.title, t.artist, t.album, t.albumartist, t.genre) == ("T", "A", "Al", "AA", "G")
+    assert (t.year, t.track_number, t.playcount, t.skipcount, t.lastplayed) == (1999, 7, 12, 3, 1_700_000_000)
+    assert t.rating == pytest.approx(0.6) and t.stars == pytest.approx(3.0)
+    assert t.length_s == pytest.approx(183.5) and t.start_s == 0.0 and not t.segment
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_unknown_values_become_none(tmp_path, kind):
+    (t,) = _library(tmp_path, kind, [SynthSong(path="/m/a.flac", year=0, track=-1, lastplayed=-1)]).tracks
+    assert (t.year, t.track_number, t.lastplayed, t.length_s, t.rating) == (None, None, None, None, None)
+
+
+@pytest.mark.parametrize("kind, zero", [("clementine", None), ("strawberry", 0.0)])
+def test_ratings(tmp_path, kind, zero):
+    ratings = {"unrated": -1.0, "zero": 0.0, "three": 0.6, "five": 1.0, "bogus": 3.0}
+    songs = [SynthSong(path=f"/m/{name}.flac", title=name, rating=r) for name, r in ratings.items()]
+    got = {t.title: t.rating for t in _library(tmp_path, kind, songs).tracks}
+    assert got == {"unrated": None, "zero": zero, "three": pytest.approx(0.6), "five": 1.0, "bogus": None}
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_cue_rows_are_distinct_tracks(tmp_path, kind):
+    ns = 10**9
+    songs = [
+        SynthSong(path="/m/live.flac", title="one", beginning_ns=0, length_ns=200 * ns),
+        SynthSong(path="/m/live.flac", title="two", beginning_ns=200 * ns, length_ns=150 * ns),
+        SynthSong(path="/m/live.flac", title="three", beginning_ns=350_500_000_000, length_ns=0),
+        SynthSong(path="/m/single-cue.flac", title="only", cue_path="/m/single-cue.cue", length_ns=60 * ns),
+        SynthSong(path="/m/plain.flac", title="plain", length_ns=90 * ns),
+    ]
+    tracks = {t.title: t for t in _library(tmp_path, kind, songs).tracks}
+    assert len({t.key for t in tracks.values()}) == 5
+    assert [(tracks[n].start_s, tracks[n].length_s) for n in ("one", "two", "three")] == [
+        (0.0, 200.0), (200.0, 150.0), (350.5, None)]
+    assert all(tracks[n].segment for n in ("one", "two", "three", "only"))
+    assert tracks["two"].key == "/m/live.flac@200.000"
+    assert tracks["only"].key == "/m/single-cue.flac@0.000"
+    assert not tracks["plain"].segment and tracks["plain"].key == "/m/plain.flac"
+
+
+def test_duplicate_rows_keep_the_one_that_knows_more(tmp_path):
+    songs = [SynthSong(path="/m/a.flac", title="first"), SynthSong(path="/m/a.flac", title="rated", rating=0.8)]
+    lib = _library(tmp_path, "clementine", songs)
+    assert [t.title for t in lib.tracks] == ["rated"] and lib.duplicates == 1
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_streams_and_unavailable_are_skipped_and_counted(tmp_path, kind):
+    songs = [
+        SynthSong(path="/m/a.flac"),
+        SynthSong(path="", url="http://radio.example/stream"),
+        SynthSong(path="", url="https://x.example/b.mp3"),
+        SynthSong(path="", url="spotify:track:4uLU6hMCjMI75M1A2tKUQC"),
+        SynthSong(path="", url="tidal:12345"),
+        SynthSong(path="", url="subsonic:67"),
+        SynthSong(path="/m/gone.flac", unavailable=1),
+    ]
+    lib = _library(tmp_path, kind, songs)
+    assert [t.path for t in lib.tracks] == ["/m/a.flac"]
+    assert (lib.skipped_urls, lib.skipped_unavailable) == (5, 1)
+
+
+def test_reading_writes_nothing(tmp_path):
+    db = write_clementine_db(tmp_path / "clementine.db", [SynthSong(path=p) for p in HOSTILE])
+    before = _files(tmp_path)
+    assert len(read_player_db(db).tracks) == len(HOSTILE)
+    assert _files(tmp_path) == before
+
+
+def test_wal_database_is_read_without_leaving_side_files(tmp_path):
+    db = write_strawberry_db(tmp_path / "strawberry.db", [SynthSong(path="/m/a.flac", title="x")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+    before = _files(tmp_path)
+    assert sorted(before) == ["strawberry.db"]
+    assert [t.title for t in read_player_db(db).tracks] == ["x"]
+    assert _files(tmp_path) == before
+
+
+def test_reads_last_commit_while_a_writer_holds_a_wal_transaction(tmp_path):
+    db = write_strawberry_db(tmp_path / "s.db", [SynthSong(path="/m/a.flac", title="old")])
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("PRAGMA journal_mode=WAL")
+        writer.execute("UPDATE songs SET title = 'committed'")
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE songs SET title = 'uncommitted'")
+        writer.execute("INSERT INTO songs (url) VALUES ('file:///m/new.flac')")
+        assert [t.title for t in read_player_db(db, timeout_s=0.5).tracks] == ["committed"]
+        writer.execute("COMMIT")
+        assert sorted(t.title for t in read_player_db(db, timeout_s=0.5).tracks) == ["", "uncommitted"]
+    finally:
+        writer.close()
+
+
+def test_locked_database_is_a_clear_error(tmp_path):
+    db = write_clementine_db(tmp_path / "clementine.db", [SynthSong(path="/m/a.flac")])
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # a rollback-journal writer in the middle of its commit
+        with pytest.raises(PlayerDBError, match="locked") as err:
+            read_player_db(db, timeout_s=0.2)
+    finally:
+        writer.close()
+    assert str(db) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("wal", [False, True])
+def test_read_only_file_and_folder(tmp_path, wal):
+    folder = tmp_path / "ro"
+    db = write_clementine_db(folder / "clementine.db", [SynthSong(path="/m/a.flac", title="x")])
+    if wal:
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+    db.chmod(0o444)
+    folder.chmod(0o555)
+    try:
+        before = _files(folder)
+        assert [t.title for t in read_player_db(db).tracks] == ["x"]
+        assert _files(folder) == before
+    finally:
+        folder.chmod(0o755)
+        db.chmod(0o644)
+
+
+def test_wal_left_by_a_crashed_player_in_a_read_only_folder(tmp_path, monkeypatch):
+    """A -wal file without its -shm (the player crashed) in a folder we cannot write: its commits are still read."""
+    db = write_strawberry_db(tmp_path / "s.db", [SynthSong(path="/m/a.flac", title="old")])
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("UPDATE songs SET title = 'in the wal'")
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for suffix in ("", "-wal"):  # what a crash leaves: the database and its WAL, not checkpointed
+        (crashed / f"s.db{suffix}").write_bytes((tmp_path / f"s.db{suffix}").read_bytes())
+    conn.close()
+    monkeypatch.setattr(player_db.os, "access", lambda p, mode: False)  # root can write anywhere: say we cannot
+    before = _files(crashed)
+    assert [t.title for t in read_player_db(crashed / "s.db").tracks] == ["in the wal"]
+    assert _files(crashed) == before
+
+
+def test_find_player_db(tmp_path):
+    assert find_player_db(tmp_path) is None
+    strawberry = tmp_path / ".local/share/strawberry/strawberry/strawberry.db"
+    write_strawberry_db(strawberry, [])
+    assert find_player_db(tmp_path) == strawberry
+    clementine = tmp_path / ".config/Clementine/clementine.db"
+    write_clementine_db(clementine, [])
+    assert find_player_db(tmp_path) == clementine
+
+
+def _raises(db, *words):
+    with pytest.raises(PlayerDBError) as err:
+        read_player_db(db)
+    message = str(err.value)
+    assert "\n" not in message and str(db) in message
+    for word in words:
+        assert word in message
+    return message
+
+
+def test_error_missing(tmp_path):
+    _raises(tmp_path / "nope.db", "does not exist", "--db")
+
+
+def test_error_folder(tmp_path):
+    _raises(tmp_path, "folder")
+
+
+def test_error_not_sqlite(tmp_path):
+    text = tmp_path / "notes.db"
+    text.write_text("hello, this is not a database\n" * 20)
+    _raises(text, "not a SQLite database")
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    _raises(empty, "not a SQLite database")
+
+
+def test_error_damaged(tmp_path):
+    db = write_clementine_db(tmp_path / "c.db", [SynthSong(path=f"/m/{i}.flac") for i in range(200)])
+    data = bytearray(db.read_bytes())
+    data[100:] = bytes(len(data) - 100)  # keep the header, wipe every page
+    db.write_bytes(bytes(data))
+    _raises(db, "database")
+
+
+def test_error_no_songs_table(tmp_path):
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE albums (name TEXT)")
+        conn.execute("CREATE TABLE artists (name TEXT)")
+    conn.close()
+    message = _raises(db, "'songs'")
+    assert "albums, artists" in message
+
+
+def test_error_songs_without_location(tmp_path):
+    db = tmp_path / "odd.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT, path TEXT)")
+    conn.close()
+    message = _raises(db, "filename", "url")
+    assert "path, title" in message
+
+
+def test_error_unreadable(tmp_path, monkeypatch):
+    db = write_clementine_db(tmp_path / "c.db", [SynthSong(path="/m/a.flac")])
+    if os.geteuid() == 0:  # root reads any file: make the open fail as it would for a user without permission
+        def denied(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(player_db, "open", denied, raising=False)
+    else:
+        db.chmod(0)
+    try:
+        _raises(db, "permission denied")
+    finally:
+        db.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_garbage_values_are_unknown_not_a_crash(tmp_path):
+    db = write_strawberry_db(tmp_path / "s.db", [SynthSong(path="/m/a.flac", title="x")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE songs SET year = 'nineteen', rating = 'five', playcount = '', length = 'long'")
+    conn.close()
+    (t,) = read_player_db(db).tracks
+    assert (t.title, t.year, t.rating, t.playcount, t.length_s) == ("x", None, None, 0, None)
+
+
+def test_unlocked_read_of_a_changing_file_is_retried_then_refused(tmp_path, monkeypatch):
+    db = write_strawberry_db(tmp_path / "s.db", [SynthSong(path="/m/a.flac")])
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")  # no -wal file afterwards: read without locking
+    conn.close()
+    ticks = iter(range(100))
+    monkeypatch.setattr(player_db, "_fingerprint", lambda path: next(ticks))  # a file that changes under every read
+    _raises(db, "kept changing")
