@@ -54,7 +54,7 @@ class EmbedSettings:
 
 @dataclass
 class IndexSettings:
-    exact_max_tracks: int = 50000
+    exact_max_tracks: int = 30000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 128

@@ -1,0 +1,95 @@
+"""One writer per home folder: an advisory ``flock`` on ``<home>/recsys.lock``.
+
+The kernel drops a flock when its holder dies, however it dies, so a lock left by a killed run is simply taken over:
+no pid-file guessing. The holder writes who it is into the file so a second run can name it in its error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+from recsys.errors import RecsysError
+
+LOCK_FILE = "recsys.lock"
+
+
+class LockError(RecsysError):
+    """The home folder's lock cannot be taken."""
+
+
+class LockHeld(LockError):
+    """Another process holds the home folder's lock."""
+
+
+class HomeLock:
+    """Context manager holding ``<home>/recsys.lock``; never blocks: a second acquirer gets :class:`LockHeld`."""
+
+    def __init__(self, home: Path, command: str) -> None:
+        self.home = Path(home)
+        self.command = command
+        self.path = self.home / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LockError(f"cannot create the lock {self.path} ({exc.strerror or exc}): "
+                           "choose a writable home with --home") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockHeld(f"{_describe(holder)} is using {self.home}: wait for it to finish or stop it") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)  # the file stays (removing it would race a new acquirer); only its content goes
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> HomeLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> dict:
+    try:
+        data = json.loads(os.pread(fd, 65536, 0).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _describe(holder: dict) -> str:
+    """'another `recsys embed` (pid 123 on host, since 02:31)'; whatever is missing (a holder mid-write) is left out."""
+    command = holder.get("command") or "recsys run"
+    details = []
+    if holder.get("pid"):
+        details.append(f"pid {holder['pid']}" + (f" on {holder['host']}" if holder.get("host") else ""))
+    started = holder.get("started")
+    if started:
+        try:
+            details.append(f"since {datetime.fromisoformat(started).strftime('%H:%M')}")
+        except ValueError:
+            pass
+    return f"another `{command}`" + (f" ({', '.join(details)})" if details else "")

@@ -1,0 +1,169 @@
+"""`recsys similar`: find the query track in the index snapshot and return its nearest neighbours.
+
+Imports neither torch nor lancedb on the common path (start-up time): the snapshot under ``<home>/ann`` holds all a
+query needs. Only when the table changed since the snapshot was built does it open the table to rebuild it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+
+from recsys.config import Settings
+from recsys.errors import RecsysError
+from recsys.index.ann import LibraryVectors, Searcher, build_snapshot, load_snapshot, read_manifest, snapshot_is_current
+
+DUPLICATE_COSINE = 0.99999
+
+
+class TrackNotFound(RecsysError):
+    """The query matches no embedded track."""
+
+
+class AmbiguousQuery(RecsysError):
+    """The query text matches several tracks; the message lists them. Exit code 2."""
+
+    exit_code = 2
+
+
+@dataclass
+class Hit:
+    key: str
+    path: str
+    start_s: float
+    score: float
+    artist: str
+    title: str
+    album: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.artist or '?'} - {self.title or '?'}" if (self.artist or self.title) else Path(self.path).name
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SimilarResult:
+    query: Hit
+    neighbours: list[Hit]
+
+
+def normalise(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form for loose matching."""
+    text = unicodedata.normalize("NFKD", text.casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return " ".join(re.sub(r"[^\w]+", " ", text).split())
+
+
+def _hit(lib: LibraryVectors, row: int, score: float) -> Hit:
+    m = lib.row(row)
+    return Hit(key=m["key"], path=m["path"], start_s=float(m.get("start_s") or 0.0), score=float(score),
+               artist=m.get("artist") or "", title=m.get("title") or "", album=m.get("album") or "")
+
+
+def _as_path(query: str) -> str | None:
+    if query.startswith("file://"):
+        parts = urlsplit(query)
+        return unquote(parts.path)
+    if os.sep in query or os.path.exists(query):
+        return os.path.abspath(os.path.expanduser(query))
+    return None
+
+
+def resolve_query(lib: LibraryVectors, query: str) -> int:
+    """The row of the track TRACK names: a path or file:// URI first, else 'artist - title' text (loose)."""
+    paths = lib.meta.column("path").to_pylist()
+    path = _as_path(query)
+    if path is not None:
+        real = os.path.realpath(path)
+        rows = [i for i, p in enumerate(paths) if p == path or os.path.realpath(p) == real]
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:  # several tracks cut from one file (CUE): the user must pick one by name
+            return _choose(lib, rows, query)
+        if query.startswith("file://") or os.path.exists(path):
+            raise TrackNotFound(f"{path} is not in the index: run `recsys embed` (is it in your library?)")
+    return _by_text(lib, query)
+
+
+def _labels(lib: LibraryVectors) -> list[str]:
+    artists = lib.meta.column("artist").to_pylist()
+    titles = lib.meta.column("title").to_pylist()
+    paths = lib.meta.column("path").to_pylist()
+    return [
+        normalise(f"{a or ''} {t or ''}") if (a or t) else normalise(Path(p).stem)
+        for a, t, p in zip(artists, titles, paths, strict=True)
+    ]
+
+
+def _by_text(lib: LibraryVectors, query: str) -> int:
+    wanted = normalise(query)
+    if not wanted:
+        raise TrackNotFound(f"'{query}' names no track: give a path, a file:// URI or 'artist - title'")
+    labels = _labels(lib)
+    exact = [i for i, label in enumerate(labels) if label == wanted]
+    if len(exact) == 1:
+        return exact[0]
+    tokens = wanted.split()
+    rows = exact or [i for i, label in enumerate(labels) if all(t in label.split() for t in tokens)]
+    if not rows:
+        rows = [i for i, label in enumerate(labels) if wanted in label]
+    if not rows:
+        close = difflib.get_close_matches(wanted, labels, n=5, cutoff=0.6)
+        rows = sorted({i for i, label in enumerate(labels) if label in close})
+    if not rows:
+        raise TrackNotFound(f"no embedded track matches '{query}': try 'artist - title' or a file path")
+    if len(rows) == 1:
+        return rows[0]
+    return _choose(lib, rows, query)
+
+
+def _choose(lib: LibraryVectors, rows: list[int], query: str) -> int:
+    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['path']}]" for i in rows[:8])
+    more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
+    raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give a path or more words")
+
+
+def _current_snapshot(settings: Settings) -> LibraryVectors:
+    home = settings.home_path
+    manifest = read_manifest(home)
+    if manifest is None:
+        raise TrackNotFound(f"nothing is embedded in {home} yet: run `recsys embed` first")
+    if not snapshot_is_current(home, manifest["encoder_id"]):
+        from recsys.index.store import TrackStore  # slow import, only when the table changed since the last build
+
+        ix = settings.index
+        build_snapshot(TrackStore.open(home), home, manifest["encoder_id"], exact_max_tracks=ix.exact_max_tracks,
+                       hnsw_m=ix.hnsw_m, hnsw_ef_construction=ix.hnsw_ef_construction)
+    return load_snapshot(home)
+
+
+def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
+    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector)."""
+    lib = _current_snapshot(settings)
+    row = resolve_query(lib, query)
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    content_ids = lib.meta.column("content_id").to_pylist()
+    qvec = np.asarray(lib.vectors[row], dtype=np.float32)
+    hits: list[Hit] = []
+    want = k + 1
+    while True:
+        found = searcher.search(qvec, min(want, len(lib.keys)))[0]
+        hits = [
+            _hit(lib, i, s)
+            for i, s in found
+            if i != row and content_ids[i] != content_ids[row] and s < DUPLICATE_COSINE
+        ]
+        if len(hits) >= k or want >= len(lib.keys):
+            break
+        want *= 4  # many copies of the query: look further
+    return SimilarResult(query=_hit(lib, row, 1.0), neighbours=hits[:k])

@@ -1,0 +1,317 @@
+"""The LanceDB tables under the home folder: `tracks` (one vector per track, the source of truth) and `failures`.
+
+Every write is one LanceDB commit (atomic: a process killed mid-write leaves the previous version intact), and after
+each commit ``<home>/tracks.stamp`` records the table version and row count, so fast readers (``recsys similar``) can
+tell whether the ANN snapshot is current without paying ~1.3 s to import lancedb.
+
+Vector dimension: the `vector` column is a fixed-size list, so a table holds one dimension. An encoder with another
+dimension makes every stored vector stale anyway; :meth:`TrackStore.upsert` refuses such rows and the caller must first
+call :meth:`TrackStore.reset_vectors`, which overwrites the table (as a new version) with an empty one of the new dim.
+Nothing of the old rows is kept: they are all re-embedded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+from lancedb.expr import col, lit
+
+from recsys.errors import RecsysError
+
+TRACKS = "tracks"
+FAILURES = "failures"
+STAMP = "tracks.stamp"
+UTC_US = pa.timestamp("us", tz="UTC")
+CLEANUP_AFTER = timedelta(minutes=1)  # compact() drops table versions older than this
+
+META_COLUMNS = ["key", "path", "start_s", "content_id", "size", "mtime_ns", "duration_s", "artist", "album", "title",
+                "genre", "year", "track_number", "encoder_id", "embedded_at"]
+VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
+STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
+
+_TEXT = pa.string()
+_FIELD_TYPES: dict[str, pa.DataType] = {
+    "key": _TEXT, "path": _TEXT, "start_s": pa.float64(), "content_id": _TEXT, "size": pa.int64(),
+    "mtime_ns": pa.int64(), "duration_s": pa.float64(), "artist": _TEXT, "album": _TEXT, "title": _TEXT,
+    "genre": _TEXT, "year": pa.int32(), "track_number": pa.int32(), "encoder_id": _TEXT, "embedded_at": UTC_US,
+}
+FAILURE_SCHEMA = pa.schema([
+    pa.field("key", _TEXT, nullable=False), pa.field("path", _TEXT), pa.field("size", pa.int64()),
+    pa.field("mtime_ns", pa.int64()), pa.field("error", _TEXT), pa.field("failed_at", UTC_US),
+])
+
+
+class StoreError(RecsysError):
+    """The track table cannot be opened or written; the message names the home folder and what to do."""
+
+
+def tracks_schema(dim: int) -> pa.Schema:
+    fields = [pa.field(name, _FIELD_TYPES[name], nullable=name != "key") for name in META_COLUMNS]
+    fields.insert(len(fields) - 1, pa.field("vector", pa.list_(pa.float32(), dim)))
+    return pa.schema(fields)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class TrackRow:
+    key: str
+    path: str
+    start_s: float
+    content_id: str
+    size: int
+    mtime_ns: int
+    duration_s: float
+    artist: str
+    album: str
+    title: str
+    genre: str
+    year: int | None
+    track_number: int | None
+    encoder_id: str
+    vector: np.ndarray
+    embedded_at: datetime = field(default_factory=_now)
+
+
+@dataclass
+class FailureRow:
+    key: str
+    path: str
+    size: int
+    mtime_ns: int
+    error: str
+    failed_at: datetime = field(default_factory=_now)
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What `recsys embed` needs to plan a run: which file each key was embedded from, and with which encoder."""
+
+    key: str
+    path: str
+    content_id: str
+    size: int
+    mtime_ns: int
+    encoder_id: str
+
+
+def read_stamp(home: Path) -> dict | None:
+    """``{"table_version": int, "count": int}`` of the last committed write, or None if nothing was written yet."""
+    try:
+        data = json.loads((Path(home) / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write to a temporary file in the same folder, then rename over: a reader sees the old or the new file, whole."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _unwritable(home: Path, exc: OSError) -> StoreError:
+    reason = exc.strerror or type(exc).__name__
+    return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
+
+
+class TrackStore:
+    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.index.lock.HomeLock`."""
+
+    def __init__(self, home: Path, db: lancedb.DBConnection) -> None:
+        self.home = home
+        self._db = db
+        self._tracks = self._open(TRACKS)
+        self._failures = self._open(FAILURES)
+
+    @classmethod
+    def open(cls, home: Path) -> TrackStore:
+        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write."""
+        home = Path(home).expanduser()
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.TemporaryFile(dir=home)  # mkdir succeeds on an existing read-only folder: try a write
+            probe.close()
+        except OSError as exc:
+            raise _unwritable(home, exc) from None
+        store = cls(home, lancedb.connect(str(home)))
+        if store._tracks is not None:
+            stamp = read_stamp(home)
+            if stamp is None or stamp.get("table_version") != store.version:
+                store._write_stamp()  # a run killed between commit and stamp: repair before anyone trusts it
+        return store
+
+    def _open(self, name: str):
+        try:
+            return self._db.open_table(name)
+        except ValueError:  # lancedb: "Table 'x' was not found"
+            return None
+
+    # ---- reading --------------------------------------------------------------------------------------------------
+
+    @property
+    def version(self) -> int:
+        return 0 if self._tracks is None else int(self._tracks.version)
+
+    @property
+    def count(self) -> int:
+        return 0 if self._tracks is None else int(self._tracks.count_rows())
+
+    @property
+    def dim(self) -> int | None:
+        if self._tracks is None:
+            return None
+        return int(self._tracks.schema.field("vector").type.list_size)
+
+    def _select(self, columns: list[str], where=None) -> pa.Table:
+        query = self._tracks.search()
+        if where is not None:
+            query = query.where(where)
+        return query.select(columns).limit(None).to_arrow()
+
+    def states(self) -> dict[str, RowState]:
+        """Every row's file identity and encoder, without reading vectors."""
+        if self._tracks is None:
+            return {}
+        table = self._select(STATE_COLUMNS)
+        cols = [table.column(name).to_pylist() for name in STATE_COLUMNS]
+        return {values[0]: RowState(*values) for values in zip(*cols, strict=True)}
+
+    def vectors_by_content_id(self, content_ids: Iterable[str], encoder_id: str) -> dict[str, np.ndarray]:
+        """Vectors of the current encoder for files seen before under another path (moved or renamed files)."""
+        wanted = sorted(set(content_ids))
+        if self._tracks is None or not wanted:
+            return {}
+        table = self._select(["content_id", "vector"],
+                             col("content_id").isin(wanted) & (col("encoder_id") == lit(encoder_id)))
+        if table.num_rows == 0:
+            return {}
+        vectors = _vectors(table.column("vector"), self.dim or 0)
+        return {cid: vectors[i].copy() for i, cid in enumerate(table.column("content_id").to_pylist())}
+
+    def read_all(self, encoder_id: str | None = None) -> tuple[pa.Table, np.ndarray]:
+        """(metadata, float32 N x D vectors) of all rows or of one encoder's rows; row i <-> vector i."""
+        if self._tracks is None:
+            return pa.table({name: pa.array([], _FIELD_TYPES[name]) for name in META_COLUMNS}), \
+                np.zeros((0, 0), np.float32)
+        where = None if encoder_id is None else col("encoder_id") == lit(encoder_id)
+        table = self._select(VECTOR_COLUMNS, where)
+        vectors = _vectors(table.column("vector"), self.dim or 0)
+        return table.drop_columns(["vector"]), vectors
+
+    def failures(self) -> list[FailureRow]:
+        if self._failures is None:
+            return []
+        rows = self._failures.search().limit(None).to_arrow().to_pylist()
+        return [FailureRow(**{name: row[name] for name in FAILURE_SCHEMA.names}) for row in rows]
+
+    # ---- writing: each call is one commit, then the stamp ---------------------------------------------------------
+
+    def upsert(self, rows: Sequence[TrackRow]) -> None:
+        """Insert or replace rows by key in one commit (callers batch ~64 rows: a commit per row is slow)."""
+        if not rows:
+            return
+        dims = {int(np.asarray(r.vector).shape[-1]) for r in rows}
+        if len(dims) != 1:
+            raise StoreError(f"rows for {self.home} mix vector sizes {sorted(dims)}: one encoder per batch")
+        dim = dims.pop()
+        if self._tracks is None:
+            self._tracks = self._guard(lambda: self._db.create_table(TRACKS, schema=tracks_schema(dim)))
+        elif dim != self.dim:
+            raise StoreError(f"table in {self.home} holds {self.dim}-d vectors, got {dim}-d: call reset_vectors({dim})"
+                             " first (a new encoder makes all old vectors stale)")
+        data = _track_batch(_dedupe(rows), dim)
+        self._guard(lambda: self._tracks.merge_insert("key").when_matched_update_all()
+                    .when_not_matched_insert_all().execute(data))
+        self._write_stamp()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete rows by key, in one commit; keys are matched as typed literals, never pasted into SQL."""
+        wanted = sorted(set(keys))
+        if self._tracks is None or not wanted:
+            return
+        self._guard(lambda: self._tracks.delete(col("key").isin(wanted)))
+        self._write_stamp()
+
+    def reset_vectors(self, dim: int) -> None:
+        """Replace the table by an empty one of ``dim``-d vectors (a new version; old rows are not kept)."""
+        self._tracks = self._guard(
+            lambda: self._db.create_table(TRACKS, schema=tracks_schema(int(dim)), mode="overwrite"))
+        self._write_stamp()
+
+    def record_failures(self, rows: Sequence[FailureRow]) -> None:
+        """Insert or replace failures by key, in one commit."""
+        if not rows:
+            return
+        if self._failures is None:
+            self._failures = self._guard(lambda: self._db.create_table(FAILURES, schema=FAILURE_SCHEMA))
+        latest = {r.key: r for r in rows}
+        data = pa.Table.from_pylist(
+            [{name: getattr(r, name) for name in FAILURE_SCHEMA.names} for r in latest.values()], schema=FAILURE_SCHEMA)
+        self._guard(lambda: self._failures.merge_insert("key").when_matched_update_all()
+                    .when_not_matched_insert_all().execute(data))
+        self._write_stamp()
+
+    def clear_failures(self, keys: Iterable[str]) -> None:
+        wanted = sorted(set(keys))
+        if self._failures is None or not wanted:
+            return
+        self._guard(lambda: self._failures.delete(col("key").isin(wanted)))
+
+    def compact(self) -> None:
+        """Merge the many small fragments of batched commits and drop superseded versions' files.
+
+        Old versions go after a minute (not LanceDB's default 7 days): a full re-embed would otherwise keep every
+        replaced vector on disk for a week. The minute spares a concurrent reader (`recsys status`) mid-read.
+        """
+        for table in (self._tracks, self._failures):
+            if table is not None:
+                self._guard(lambda t=table: t.optimize(cleanup_older_than=CLEANUP_AFTER))
+        if self._tracks is not None:
+            self._write_stamp()
+
+    def _write_stamp(self) -> None:
+        self._guard(lambda: write_json_atomic(self.home / STAMP, {"table_version": self.version, "count": self.count}))
+
+    def _guard(self, action):
+        try:
+            return action()
+        except OSError as exc:
+            raise _unwritable(self.home, exc) from None
+
+
+def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:
+    """The last row per key: merge_insert rejects a batch that matches one target row twice."""
+    return list({r.key: r for r in rows}.values())
+
+
+def _track_batch(rows: list[TrackRow], dim: int) -> pa.Table:
+    columns = {name: pa.array([getattr(r, name) for r in rows], _FIELD_TYPES[name]) for name in META_COLUMNS}
+    flat = np.stack([np.asarray(r.vector, dtype=np.float32).reshape(dim) for r in rows]).reshape(-1)
+    columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+    return pa.table(columns, schema=tracks_schema(dim))
+
+
+def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:
+    """A fixed-size-list column as a contiguous float32 N x D array."""
+    if len(column) == 0:
+        return np.zeros((0, dim), np.float32)
+    flat = pa.concat_arrays([chunk.flatten() for chunk in column.chunks]).to_numpy(zero_copy_only=False)
+    return np.ascontiguousarray(flat, dtype=np.float32).reshape(len(column), dim)

@@ -1,0 +1,175 @@
+"""The ANN snapshot: build/load/search, exact vs HNSW, atomic swap, staleness by stamp, no slow imports in readers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recsys.index.ann import AnnError, Searcher, build_snapshot, load_snapshot, read_manifest, snapshot_is_current
+from recsys.index.store import TrackRow, TrackStore
+
+DIM = 16
+
+
+def _clustered(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(max(n // 100, 4), DIM))
+    x = centers[rng.integers(0, len(centers), n)] + 0.5 * rng.normal(size=(n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _rows(vectors: np.ndarray, encoder_id: str = "enc", prefix: str = "t", first: int = 0) -> list[TrackRow]:
+    return [TrackRow(key=f"{prefix}{i}'", path=f"/m/{prefix}{i}.flac", start_s=0.0, content_id=f"{prefix}c{i}",
+                     size=i, mtime_ns=i, duration_s=200.0, artist=f"artist {i % 7}", album="al", title=f"song {i}",
+                     genre="", year=2000 + i % 20, track_number=None, encoder_id=encoder_id, vector=v)
+            for i, v in enumerate(vectors, start=first)]
+
+
+def _fill(home: Path, vectors: np.ndarray, encoder_id: str = "enc", prefix: str = "t") -> TrackStore:
+    store = TrackStore.open(home)
+    rows = _rows(vectors, encoder_id, prefix)
+    for start in range(0, len(rows), 512):
+        store.upsert(rows[start:start + 512])
+    return store
+
+
+def test_flat_snapshot_is_exact(tmp_path):
+    vectors = _clustered(300)
+    store = _fill(tmp_path, vectors)
+    _fill(tmp_path, _clustered(20, seed=5), encoder_id="other", prefix="o")  # another encoder's rows stay out
+    manifest = build_snapshot(store, tmp_path, "enc")
+    assert manifest["kind"] == "flat" and manifest["count"] == 300 and manifest["dim"] == DIM
+    assert read_manifest(tmp_path) == manifest
+    lib = load_snapshot(tmp_path)
+    assert isinstance(lib.vectors, np.memmap) and lib.vectors.shape == (300, DIM)
+    assert lib.keys == [f"t{i}'" for i in range(300)] and lib.encoder_id == "enc"
+    assert lib.row(7) == {"key": "t7'", "path": "/m/t7.flac", "start_s": 0.0, "content_id": "tc7", "artist": "artist 0",
+                          "title": "song 7", "album": "al", "genre": "", "year": 2007, "track_number": None,
+                          "duration_s": 200.0}
+    queries = vectors[[3, 42]]
+    found = Searcher(lib, tmp_path).search(queries, 10)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    assert [[i for i, _ in hits] for hits in found] == truth.tolist()
+    assert found[0][0] == (3, pytest.approx(1.0, abs=1e-5))
+    assert len(Searcher(lib, tmp_path).search(vectors[0], 1000)[0]) == 300  # k beyond N: all rows
+
+
+def test_hnsw_agrees_with_exact(tmp_path):
+    vectors = _clustered(3000)
+    store = _fill(tmp_path, vectors)
+    build_snapshot(store, tmp_path, "enc")
+    exact = Searcher(load_snapshot(tmp_path), tmp_path)
+    manifest = build_snapshot(store, tmp_path, "enc", exact_max_tracks=1000, hnsw_m=16, hnsw_ef_construction=64)
+    assert manifest["kind"] == "hnsw" and manifest["params"] == {"m": 16, "ef_construction": 64}
+    lib = load_snapshot(tmp_path)
+    approx = Searcher(lib, tmp_path, ef_search=64)
+    queries = vectors[::30]
+    a, e = approx.search(queries, 10), exact.search(queries, 10)
+    recall = np.mean([len({i for i, _ in x} & {i for i, _ in y}) / 10 for x, y in zip(a, e, strict=True)])
+    assert recall >= 0.95
+    for x, y in zip(a, e, strict=True):  # same scores for the rows both found
+        ys = dict(y)
+        assert all(abs(s - ys[i]) < 1e-5 for i, s in x if i in ys)
+
+
+def test_staleness_by_stamp(tmp_path):
+    store = _fill(tmp_path, _clustered(50))
+    assert not snapshot_is_current(tmp_path, "enc")  # nothing built
+    build_snapshot(store, tmp_path, "enc")
+    assert snapshot_is_current(tmp_path, "enc")
+    assert not snapshot_is_current(tmp_path, "another-encoder")
+    store.delete(["t3'"])
+    assert not snapshot_is_current(tmp_path, "enc")
+    build_snapshot(store, tmp_path, "enc")
+    assert snapshot_is_current(tmp_path, "enc") and len(load_snapshot(tmp_path).keys) == 49
+
+
+def test_atomic_swap_keeps_readers_whole(tmp_path):
+    vectors = _clustered(200)
+    store = _fill(tmp_path, vectors)
+    build_snapshot(store, tmp_path, "enc")
+    held = load_snapshot(tmp_path)
+    first = held.vectors.copy()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_forever():
+        while not stop.is_set():
+            try:
+                lib = load_snapshot(tmp_path)
+                assert len(lib.keys) == lib.vectors.shape[0] == lib.manifest["count"]
+            except BaseException as exc:  # noqa: BLE001 -- handed to the main thread
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        for n in (150, 120, 180, 100, 160):
+            store.delete([f"t{i}'" for i in range(n, 200)])
+            build_snapshot(store, tmp_path, "enc")
+            store.upsert(_rows(vectors[n:], first=n))
+            build_snapshot(store, tmp_path, "enc")
+    finally:
+        stop.set()
+        reader.join()
+    assert not errors, errors[0]
+    np.testing.assert_array_equal(held.vectors, first)  # an open snapshot survives its replacement
+    assert (tmp_path / "ann").is_symlink()
+    assert [p.name for p in tmp_path.glob("ann-*")] == [(tmp_path / "ann").resolve().name]  # old ones removed
+
+
+def test_failed_build_leaves_the_old_snapshot(tmp_path, monkeypatch):
+    store = _fill(tmp_path, _clustered(40))
+    build_snapshot(store, tmp_path, "enc")
+    before = read_manifest(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("recsys.index.ann.pq.write_table", broken)
+    store.delete(["t1'"])
+    with pytest.raises(OSError):
+        build_snapshot(store, tmp_path, "enc")
+    assert read_manifest(tmp_path) == before and len(load_snapshot(tmp_path).keys) == 40
+    assert len(list(tmp_path.glob("ann-*"))) == 1  # the half-built folder is gone
+
+
+def test_missing_and_empty_snapshots(tmp_path):
+    with pytest.raises(AnnError, match=r"no index in .*: run `recsys embed`"):
+        load_snapshot(tmp_path)
+    store = _fill(tmp_path, _clustered(10))
+    manifest = build_snapshot(store, tmp_path, "new-encoder")  # no rows of this encoder yet
+    assert (manifest["count"], manifest["dim"]) == (0, DIM)
+    lib = load_snapshot(tmp_path)
+    assert Searcher(lib, tmp_path).search(np.ones(DIM, np.float32), 5) == [[]]
+    build_snapshot(store, tmp_path, "enc")
+    with pytest.raises(AnnError, match="dimensions"):
+        Searcher(load_snapshot(tmp_path), tmp_path).search(np.ones(DIM + 1, np.float32), 5)
+
+
+READER = """
+import sys
+import numpy as np
+from pathlib import Path
+from recsys.index.ann import Searcher, load_snapshot, snapshot_is_current
+home = Path(sys.argv[1])
+assert snapshot_is_current(home, "enc")
+lib = load_snapshot(home)
+hits = Searcher(lib, home).search(np.asarray(lib.vectors[0]), 3)
+assert hits[0][0][0] == 0, hits
+print(lib.kind, sorted(m for m in ("lancedb", "torch", "pandas") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 10])
+def test_reader_imports_neither_lancedb_nor_torch(tmp_path, exact_max):
+    store = _fill(tmp_path, _clustered(100))
+    build_snapshot(store, tmp_path, "enc", exact_max_tracks=exact_max)
+    out = subprocess.run([sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["flat" if exact_max > 100 else "hnsw", "[]"], out.stderr
