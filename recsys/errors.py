@@ -1,4 +1,4 @@
-"""The one base class of the errors recsys reports to a user as a single line (the CLI prints them, never a traceback)."""
+"""The base class of the errors recsys reports to a user as a single line (the CLI prints them, no traceback)."""
 
 
 class RecsysError(Exception):

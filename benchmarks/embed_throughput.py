@@ -1,0 +1,137 @@
+"""Embed throughput, measured side by side in one run (issue: goals (b) dsp >= 0.7x (a) and >= 5x (c)).
+
+(a) decode-only of the center crops, with the same worker processes `recsys embed` uses: the floor;
+(b) `recsys embed` end to end (a fresh process, a fresh home) with the dsp encoder, and with the cnn encoder;
+(c) a naive pipeline: decode each whole file, then cut the crop, same workers.
+
+    python benchmarks/embed_throughput.py [--tracks 100] [--minutes 4] [--workers 0] [--dir /tmp/recsys-bench-lib]
+
+The synthetic library (mixed formats) is written once into --dir and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+
+from recsys.embedder.audio import crop_window, load_crop
+from recsys.embedder.pipeline import DecodeSpec, Job, _decoded, default_workers
+from recsys.library.track import Track
+from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
+from recsys.synth.player_db import SynthSong, write_clementine_db
+
+SR = 22050
+CROP_S = 30.0
+
+
+def build(folder: Path, n: int, minutes: float) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    formats = list(FORMATS)
+    paths = []
+    for i in range(n):
+        fmt = formats[i % len(formats)]
+        path = folder / f"{i:03d}.{FORMATS[fmt]}"
+        if not path.exists():
+            samples = synth_track(STYLES[i % len(STYLES)], minutes * 60, sample_rate=44100, seed=i)
+            tmp = path.with_name(f".partial-{path.name}")
+            write_audio(tmp, samples, 44100, fmt)
+            os.replace(tmp, path)
+        paths.append(path)
+    return paths
+
+
+def decode_whole(path: str) -> np.ndarray:
+    """The naive way: every sample of the file, then the crop."""
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception:
+        with av.open(path) as container:
+            stream = container.streams.audio[0]
+            rate = stream.rate
+            data = np.concatenate([f.to_ndarray().reshape(-1, stream.channels) if f.format.is_packed
+                                   else f.to_ndarray().T for f in container.decode(stream)]).astype(np.float32)
+    mono = data.mean(axis=1)
+    start, length = crop_window(len(mono) / rate, CROP_S, "center")
+    crop = mono[int(start * rate): int((start + length) * rate)]
+    return soxr.resample(crop, rate, SR)
+
+
+def _naive(job: Job, spec: DecodeSpec):
+    return job, decode_whole(job.track.path)
+
+
+def timed_pool(fn, paths: list[Path], workers: int) -> float:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    jobs = [Job(Track(str(p)), 0, 0, "") for p in paths]
+    spec = DecodeSpec(SR, CROP_S, "center", 3600.0, 600.0)
+    started = time.perf_counter()
+    if fn is None:
+        for _ in _decoded(jobs, spec, workers):
+            pass
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            list(pool.map(fn, jobs, [spec] * len(jobs)))
+    return time.perf_counter() - started
+
+
+def timed_embed(db: Path, encoder: str, workers: int) -> float:
+    home = Path(tempfile.mkdtemp(prefix="recsys-bench-home-"))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), "embed", "--db", str(db), "--encoder",
+                    encoder, "--workers", str(workers), "--device", "cpu", "-q"], check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    shutil.rmtree(home)
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tracks", type=int, default=100)
+    ap.add_argument("--minutes", type=float, default=4.0)
+    ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench-lib")
+    ap.add_argument("--skip-cnn", action="store_true")
+    args = ap.parse_args()
+    workers = default_workers(args.workers)
+    t0 = time.perf_counter()
+    paths = build(args.dir, args.tracks, args.minutes)
+    print(f"library: {len(paths)} tracks x {args.minutes:g} min in {args.dir} "
+          f"(formats: {', '.join(FORMATS)}; ready in {time.perf_counter() - t0:.0f} s); workers: {workers}")
+    db = args.dir / "bench.db"
+    if db.exists():
+        db.unlink()
+    write_clementine_db(db, [SynthSong(path=str(p), title=p.stem, artist="bench") for p in paths])
+    load_crop(str(paths[0]), SR, CROP_S)  # warm the page cache the same way for everyone
+    n = len(paths)
+    results = {"(a) decode crops (floor)": timed_pool(None, paths, workers)}
+    results["(b) recsys embed, dsp"] = timed_embed(db, "dsp", workers)
+    if not args.skip_cnn:
+        results["(b) recsys embed, cnn"] = timed_embed(db, "cnn", workers)
+    results["(c) naive full decode + crop"] = timed_pool(_naive, paths, workers)
+    print(f"{'pipeline':32s} {'seconds':>8s} {'tracks/s':>9s}")
+    for name, secs in results.items():
+        print(f"{name:32s} {secs:8.1f} {n / secs:9.2f}")
+    floor = n / results["(a) decode crops (floor)"]
+    dsp = n / results["(b) recsys embed, dsp"]
+    naive = n / results["(c) naive full decode + crop"]
+    print(f"dsp embed / decode floor = {dsp / floor:.2f}x   (goal >= 0.7x)")
+    print(f"dsp embed / naive decode = {dsp / naive:.2f}x   (goal >= 5x)")
+    if "(b) recsys embed, cnn" in results:
+        print(f"cnn embed / decode floor = {n / results['(b) recsys embed, cnn'] / floor:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

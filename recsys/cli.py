@@ -1,0 +1,217 @@
+"""The `recsys` command: parses, calls one library function, renders. Heavy imports happen inside each command so that
+`recsys similar` starts fast (it must not import torch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import click
+
+from recsys.config import Settings, load_settings
+from recsys.errors import RecsysError
+
+EXIT_ERROR = 1
+EXIT_AMBIGUOUS = 2
+EXIT_INTERRUPTED = 130
+
+
+def _one_line(text: object) -> str:
+    """Tags can hold newlines, tabs and terminal escapes: keep every printed track on one line."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(text))
+
+
+class RecsysGroup(click.Group):
+    """Turns every RecsysError into one line on stderr and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RecsysError as exc:
+            click.echo(f"recsys: error: {_one_line(exc)}", err=True)
+            sys.exit(getattr(exc, "exit_code", EXIT_ERROR))
+        except KeyboardInterrupt:
+            click.echo("recsys: interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as exc:  # a bug: still one line, the traceback only on request
+            if os.environ.get("RECSYS_DEBUG"):
+                traceback.print_exc()
+            click.echo(
+                f"recsys: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                "(set RECSYS_DEBUG=1 for the traceback and report it)",
+                err=True,
+            )
+            sys.exit(EXIT_ERROR)
+
+
+def _settings(ctx: click.Context, **overrides) -> Settings:
+    obj = ctx.find_root().obj
+    return load_settings(obj["config"], overrides={"home": obj["home"], **overrides})
+
+
+@click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", type=click.Path(), envvar="RECSYS_HOME", default=None,
+              help="Folder for the table, index, models and MLflow runs [default: ~/.local/share/recsys].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML file overriding configs/default.yaml (any subset of its settings).")
+@click.version_option(package_name="recsys")
+@click.pass_context
+def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
+    """recsys: music recommendations from your own library, by listening to it.
+
+    \b
+    Typical use:
+      recsys embed                  listen to every track (reads your Clementine/Strawberry database)
+      recsys similar "Artist - Title"   tracks that sound like it
+      recsys status                 what is embedded, stale or failed
+      recsys demo                   try it all on a small synthetic library first
+
+    Your music files and player database are only ever read, never written.
+    """
+    ctx.obj = {"home": home, "config": config_file}
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Clementine or Strawberry database [default: found at its usual place].")
+@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
+              help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
+@click.option("--encoder", default=None, help="dsp, cnn, or module:Class [default: from the config, dsp].")
+@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (0: one per core).")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips encoded together.")
+@click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, quiet):
+    """Embed every track of the library into the table and index.
+
+    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, deleted ones
+    dropped, moved or copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
+    stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
+    """
+    from recsys.embedder.pipeline import embed_library
+
+    settings = _settings(
+        ctx,
+        library={"db": db, "folders": list(folders) or None},
+        embed={"encoder": encoder, "workers": workers, "device": device, "batch_size": batch_size},
+    )
+    if folders and not db:
+        settings.library.db = None
+    report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar)
+    _render_embed(report)
+    if report.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _progress_bar(total: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="track", desc="embedding", dynamic_ncols=True, file=sys.stderr,
+                disable=None)
+
+
+def _render_embed(report) -> None:
+    lib = report.library
+    source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
+    click.echo(f"library: {report.total} tracks from {source}"
+               + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
+    if lib.skipped_urls or lib.skipped_unavailable:
+        click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
+    if lib.scan_errors:
+        click.echo(f"  folder scan: {len(lib.scan_errors)} problem(s), e.g. {_one_line(lib.scan_errors[0][0])}: "
+                   f"{_one_line(lib.scan_errors[0][1])}")
+    click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    click.echo(
+        f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
+        f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
+        f"missing {report.missing}, dropped {report.deleted}"
+    )
+    if report.embedded or report.failed:
+        click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
+    for path, error in report.new_failures[:10]:
+        click.echo(f"  failed: {_one_line(path)}: {_one_line(error)}")
+    if len(report.new_failures) > 10:
+        click.echo(f"  ... and {len(report.new_failures) - 10} more (recsys status --json lists them all)")
+    if report.known_failed:
+        click.echo(f"  {report.known_failed} file(s) failed before and did not change: --retry-failed tries them again")
+    if report.index:
+        click.echo(f"index: {report.index.get('kind')} over {report.index.get('count')} tracks")
+    if report.interrupted:
+        click.echo("interrupted: everything finished so far is saved; run `recsys embed` again to continue")
+
+
+@main.command()
+@click.argument("track")
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_context
+def similar(ctx, track, k, as_json):
+    """Tracks that sound like TRACK.
+
+    TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
+    match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
+    """
+    from recsys.index.similar import find_similar
+
+    settings = _settings(ctx)
+    result = find_similar(settings, track, k)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
+        return
+    q = result.query
+    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.path)}]")
+    for rank, r in enumerate(result.neighbours, 1):
+        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.artist or '?')} - {_one_line(r.title or '?')}"
+                   f"  ({_one_line(r.album or '-')})  {_one_line(r.path)}")
+
+
+@main.command()
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
+@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (includes every failure).")
+@click.pass_context
+def status(ctx, db, folders, as_json):
+    """What recsys knows: tracks in the library, embedded, stale, failed; the encoder; the index."""
+    from recsys.embedder.pipeline import library_status
+
+    settings = _settings(ctx, library={"db": db, "folders": list(folders) or None})
+    if folders and not db:
+        settings.library.db = None
+    st = library_status(settings)
+    if as_json:
+        click.echo(json.dumps(st, ensure_ascii=False, indent=1, default=str))
+        return
+    click.echo(f"home: {st['home']}")
+    click.echo(f"library: {st['library_tracks']} tracks ({st['library_source']})")
+    click.echo(f"encoder: {st['encoder']} ({st['encoder_id']})")
+    click.echo(f"embedded: {st['embedded']} current, {st['stale']} stale (other encoder or changed file), "
+               f"{st['not_embedded']} not yet, {st['missing']} missing files")
+    click.echo(f"failed: {len(st['failures'])}")
+    for f in st["failures"][:10]:
+        click.echo(f"  {_one_line(f['path'])}: {_one_line(f['error'])}")
+    idx = st["index"]
+    click.echo(f"index: {idx['state']}" + (f" ({idx['kind']}, {idx['count']} tracks)" if idx.get("kind") else ""))
+    if st["embedded"] + st["stale"] + st["not_embedded"] and (st["stale"] or st["not_embedded"]):
+        click.echo("run `recsys embed` to bring it up to date")
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where to build the demo library and its home [default: a new temporary folder].")
+@click.pass_context
+def demo(ctx, directory):
+    """Try recsys on a small synthetic library: builds it (several styles and formats, a Clementine database with
+    ratings, file names that break naive URL handling), embeds it and shows similar tracks."""
+    from recsys.demo import run_demo
+
+    run_demo(directory, echo=click.echo, progress=_progress_bar)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
