@@ -1,0 +1,137 @@
+"""Playlist files: XSPF read back with the stdlib XML parser and checked against the XSPF 1 element rules, M3U,
+URI round trips of awkward names, XML-hostile tag text, atomic writes and no silent overwrite."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import unquote_to_bytes, urlsplit
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from recsys.recommender import xspf
+from recsys.recommender.rank import RankedTrack
+from recsys.recommender.xspf import PlaylistWriteError, file_uri, write_playlist
+
+NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
+# XSPF 1's track children, in the order its schema's <xsd:sequence> requires.
+TRACK_ORDER = ["location", "identifier", "title", "creator", "annotation", "info", "image", "album", "trackNum",
+               "duration", "link", "meta", "extension"]
+NAMES = ["plain.flac", "with space.mp3", "hash #1.ogg", "100% sure.flac", "rock & roll.opus", "quote ' \" .m4a",
+         "日本語の歌.flac", "Кино - Группа крови.mp3", "question?.wav", "semi;colon=eq+plus.flac",
+         "caf\udce9 latin-1.mp3"]
+
+
+def ranked(path: str, **kw) -> RankedTrack:
+    base = dict(key=path, path=path, start_s=0.0, score=0.5, predicted=0.84, artist="Artist", title="Title",
+                album="Album", track_number=3, duration_s=201.5, because=["A - Liked"])
+    base.update(kw)
+    return RankedTrack(**base)
+
+
+def uri_to_path(uri: str) -> str:
+    parts = urlsplit(uri)
+    assert parts.scheme == "file" and parts.netloc == ""
+    return os.fsdecode(unquote_to_bytes(parts.path))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_file_uri_round_trips(tmp_path, name):
+    path = str(tmp_path / "Música" / name)
+    uri = file_uri(path)
+    assert uri.startswith("file:///") and " " not in uri and "#" not in uri[7:] and "&" not in uri
+    assert uri_to_path(uri) == path
+
+
+def test_xspf_reads_back_with_every_field(tmp_path):
+    music = tmp_path / "music"
+    tracks = [ranked(str(music / name), title=f"T{i} <&> \"q\"", artist=f"Art'ist {i}", track_number=i + 1)
+              for i, name in enumerate(NAMES)]
+    tracks.append(ranked(str(music / "album.flac"), start_s=312.25, duration_s=180.0, title="CUE part"))
+    out = write_playlist(tmp_path / "out" / "mix.xspf", tracks, title="Taste & more")
+    root = ET.parse(out).getroot()
+    assert root.tag == f"{{{NS['x']}}}playlist" and root.get("version") == "1"
+    assert root.find("x:title", NS).text == "Taste & more" and root.find("x:creator", NS).text == "recsys"
+    datetime.fromisoformat(root.find("x:date", NS).text)
+    got = root.findall("x:trackList/x:track", NS)
+    assert len(got) == len(tracks)
+    for element, track in zip(got, tracks, strict=True):
+        children = [c.tag.split("}")[1] for c in element]
+        assert children == sorted(children, key=TRACK_ORDER.index)
+        assert uri_to_path(element.find("x:location", NS).text) == track.path
+        assert element.find("x:title", NS).text == track.title
+        assert element.find("x:creator", NS).text == track.artist
+        assert element.find("x:album", NS).text == "Album"
+        assert int(element.find("x:trackNum", NS).text) == track.track_number
+        assert int(element.find("x:duration", NS).text) == round(track.duration_s * 1000)
+        assert element.find("x:annotation", NS).text == "predicted 4.2 stars, close to A - Liked"
+    cue = got[-1].find("x:extension", NS)
+    assert cue.get("application") == "http://www.videolan.org/vlc/playlist/0"
+    assert [o.text for o in cue.findall("vlc:option", NS)] == ["start-time=312.250", "stop-time=492.250"]
+    assert got[0].find("x:extension", NS) is None
+
+
+def test_xml_hostile_tags_are_stripped_not_fatal(tmp_path):
+    nasty = "bad\x00ctl\x07 \x1b[31m tab\tok \ud800lone \ufffe end"
+    out = write_playlist(tmp_path / "n.xspf", [ranked("/m/x.flac", title=nasty, artist="Ar\x0btist", album="")],
+                         title="t\x01")
+    track = ET.parse(out).getroot().find("x:trackList/x:track", NS)
+    assert track.find("x:title", NS).text == "badctl [31m tab\tok lone  end"
+    assert track.find("x:creator", NS).text == "Artist"
+    assert track.find("x:album", NS) is None
+
+
+def test_m3u8(tmp_path):
+    tracks = [ranked("/m/日本 #1.flac", artist="A\nB", title="T\ud800\x00", duration_s=61.6),
+              ranked("/m/b.mp3", duration_s=None)]
+    out = write_playlist(tmp_path / "p.m3u8", tracks, title="x", fmt="m3u8")
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "#EXTM3U", "#EXTINF:62,A B - T", "/m/日本 #1.flac", "#EXTINF:-1,Artist - Title", "/m/b.mp3"]
+
+
+def test_never_overwrites_unless_asked(tmp_path):
+    target = tmp_path / "p.xspf"
+    target.write_text("keep me")
+    with pytest.raises(PlaylistWriteError, match=r"p\.xspf exists: pass --force or choose another --out"):
+        write_playlist(target, [ranked("/m/a.flac")], title="x")
+    assert target.read_text() == "keep me"
+    write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
+    assert ET.parse(target).getroot().get("version") == "1"
+
+
+def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "p.xspf"
+    target.write_text("old playlist")
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xspf.os, "fsync", broken_fsync)
+    with pytest.raises(PlaylistWriteError, match="No space left on device") as err:
+        write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
+    assert "\n" not in str(err.value)
+    assert target.read_text() == "old playlist"
+    assert [p.name for p in tmp_path.iterdir()] == ["p.xspf"]
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
+    # Simulated: the tests may run as root, who can write into a read-only folder.
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied", kwargs["dir"])
+
+    monkeypatch.setattr(xspf.tempfile, "mkstemp", denied)
+    with pytest.raises(PlaylistWriteError, match=r"\(Permission denied\): choose a writable folder with --out"):
+        write_playlist(tmp_path / "p.xspf", [], title="x")
+    assert not (tmp_path / "p.xspf").exists()
+
+
+def test_unwritable_parent_path_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PlaylistWriteError, match="choose a writable folder with --out"):
+        write_playlist(blocker / "p.xspf", [], title="x")
+    with pytest.raises(PlaylistWriteError, match="unknown playlist format 'pls'"):
+        write_playlist(tmp_path / "p.pls", [], title="x", fmt="pls")
+    assert not Path(tmp_path / "p.pls").exists()
