@@ -201,6 +201,87 @@ def status(ctx, db, folders, as_json):
         click.echo("run `recsys embed` to bring it up to date")
 
 
+@main.command("train-classifier")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help="Clementine or Strawberry database holding your ratings [default: found at its usual place].")
+@click.option("--min-ratings", type=click.IntRange(min=2), default=None,
+              help="Fewest rated, embedded tracks to train on [default: 20].")
+@click.option("--seed", type=int, default=None, help="Seed of the split and the model [default: 0].")
+@click.pass_context
+def train_classifier(ctx, db, min_ratings, seed):
+    """Learn your taste from the star ratings in your player (stage 2).
+
+    Reads the ratings live from the player database, joins them to the embedded tracks, and trains a small model
+    (vector -> predicted stars). Validation holds out whole albums; the model is compared with the mean rating and a
+    kNN baseline (MAE, Spearman, ROC-AUC of 4+ stars, NDCG@20) and kept only if it beats the mean rating, else
+    recommendations use the kNN scorer. With few ratings, play and skip counts add weak evidence (see README).
+    The run, the metrics, the model and a model card go to MLflow (sqlite:///<home>/mlflow.db by default).
+    """
+    from recsys.recommender.recommend import train_from_player
+
+    settings = _settings(ctx, library={"db": db}, classifier={"min_ratings": min_ratings, "seed": seed})
+    report = train_from_player(settings)
+    used = ", ".join(f"{k} {v}" for k, v in report.used.items())
+    dropped = ", ".join(f"{k} {v}" for k, v in report.dropped.items()) or "none"
+    click.echo(f"labels used: {used}; dropped: {dropped}")
+    click.echo(f"split by {report.split}: {report.n_train} training labels, {report.n_val} validation ratings")
+    click.echo(report.table())
+    click.echo(report.reason)
+    click.echo(f"saved the {report.kind} scorer to {os.path.dirname(report.files[0])} in {report.seconds:.1f} s"
+               + (f"; MLflow run {report.run_id}" if report.run_id else ""))
+
+
+@main.command()
+@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, never overwritten].")
+@click.option("--name", default=None, help="Playlist name (its title and file name) [default: recsys].")
+@click.option("--seed", "seeds", multiple=True,
+              help="Build the playlist around this track (path, file:// URI or 'artist - title'); repeatable.")
+@click.option("--mode", type=click.Choice(["taste", "uncertain"]), default="taste", show_default=True,
+              help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
+                   "teach it most).")
+@click.option("--min-rating", "min_stars", type=click.FloatRange(0, 5), default=None,
+              help="Drop tracks predicted below this many stars.")
+@click.option("--include-rated", is_flag=True, help="Also recommend tracks you have already rated.")
+@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+              help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
+@click.option("--json", "as_json", is_flag=True, help="Print the ranked list as JSON (the file is written too).")
+@click.option("--explain", is_flag=True, help="Show per track the predicted stars and the liked tracks it is close to.")
+@click.pass_context
+def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, fmt, force, db, as_json, explain):
+    """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
+
+    Score = the classifier's predicted rating blended with similarity to your top-rated and most played tracks
+    (minus similarity to disliked ones); weights in the config. At most 3 tracks per artist and per album, never
+    the same artist twice in a row, no duplicates. Works without a trained classifier (similarity alone).
+    """
+    from recsys.recommender.recommend import PlaylistRequest, make_playlist
+
+    settings = _settings(ctx, library={"db": db})
+    result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
+                                                     include_rated=include_rated, mode=mode, min_stars=min_stars,
+                                                     fmt=fmt, force=force))
+    for note in result.notes:
+        click.echo(f"note: {_one_line(note)}", err=True)
+    if as_json:
+        click.echo(json.dumps([{"key": t.key, "path": t.path, "start_s": t.start_s, "score": round(t.score, 6),
+                                "predicted_rating": t.predicted,
+                                "predicted_stars": None if t.predicted is None else round(t.predicted * 5, 2),
+                                "artist": t.artist, "title": t.title, "album": t.album} for t in result.tracks],
+                              ensure_ascii=False, indent=1))
+    else:
+        for rank, t in enumerate(result.tracks, 1):
+            stars = "" if t.predicted is None else f"{t.predicted * 5:4.1f}*  "
+            line = f"{rank:3d}  {stars}{_one_line(t.label)}  ({_one_line(t.album or '-')})"
+            if explain and t.because:
+                line += "  near: " + "; ".join(_one_line(b) for b in t.because)
+            click.echo(line)
+    click.echo(f"wrote {len(result.tracks)} tracks ({result.scorer}) to {result.path}", err=as_json)
+
+
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to build the demo library and its home [default: a new temporary folder].")

@@ -61,12 +61,41 @@ class IndexSettings:
 
 
 @dataclass
+class ClassifierSettings:
+    min_ratings: int = 20
+    seed: int = 0
+    pseudo_until: int = 500
+    knn_k: int = 10
+
+
+@dataclass
+class RecommendSettings:
+    top_n: int = 100
+    max_per_artist: int = 3
+    max_per_album: int = 3
+    mmr_lambda: float = 0.7
+    w_model: float = 0.6
+    w_knn: float = 0.4
+    format: str = "xspf"
+    out_dir: str = "~/Music/recommendations"
+    name: str = "recsys"
+
+
+@dataclass
+class TrackingSettings:
+    uri: str | None = None
+
+
+@dataclass
 class Settings:
     home: str = ""
     library: LibrarySettings = field(default_factory=LibrarySettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    recommend: RecommendSettings = field(default_factory=RecommendSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
 
     @property
     def home_path(self) -> Path:

@@ -16,11 +16,13 @@ from recsys.config import Settings, load_settings
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
-TRACKS_PER_STYLE = 6
+TRACKS_PER_STYLE = 8
 SECONDS = 36.0
 SAMPLE_RATE = 22050
-# The demo owner's taste: stars per style (0 = never rated).
-STARS = {STYLES[0]: 5, STYLES[1]: 4, STYLES[2]: 1}
+# The demo owner's taste: stars per style; 4 stars and up is liked.
+STARS = {STYLES[0]: 5, STYLES[1]: 4, STYLES[2]: 1, STYLES[3]: 2, STYLES[4]: 3}
+RATED_PER_STYLE = 5  # tracks 2..6 of each style are rated; the others (hostile names among them) are left to recommend
+PLAYLIST_N = 6
 # Names that break naive handling: '#', '%', '&', quotes, spaces and non-Latin scripts.
 HOSTILE_TITLES = ["Track #1 & 100% \"quoted\"", "Ünïcödé — Ночь 夜", "it's a  double  space?"]
 
@@ -56,11 +58,11 @@ def build_library(root: Path) -> list[DemoTrack]:
 
 
 def write_demo_db(db_path: Path, tracks: list[DemoTrack]) -> Path:
-    """A Clementine database rating some styles; every other track of a rated style stays unrated (to recommend)."""
+    """A Clementine database rating most tracks of every style; the rest stay unrated, to be recommended."""
     songs = []
-    for i, t in enumerate(tracks):
-        stars = STARS.get(t.style, 0)
-        rated = stars and i % 2 == 0
+    for t in tracks:
+        stars = STARS[t.style]
+        rated = 2 <= int(t.path.name[:2]) <= RATED_PER_STYLE + 1
         songs.append(SynthSong(path=str(t.path), title=t.title, artist=t.artist, album=t.album,
                                track=int(t.path.name[:2]), year=2020, genre=t.style,
                                rating=stars / 5.0 if rated else -1.0, playcount=stars * 3 if rated else 0,
@@ -75,11 +77,53 @@ def demo_settings(root: Path) -> Settings:
     return settings
 
 
+def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[str], None]) -> float:
+    """Query one track per style; returns the share of neighbours that share the query's style."""
+    from recsys.index.similar import find_similar
+
+    style_of = {str(t.path): t.style for t in tracks}
+    k, agree = 5, 0
+    for style in STYLES:
+        query = next(t for t in tracks if t.style == style)
+        result = find_similar(settings, str(query.path), k=k)
+        same = sum(style_of.get(h.path) == style for h in result.neighbours)
+        agree += same
+        echo(f"\n$ recsys similar '{query.path.name}'   ({style}: {same}/{k} neighbours share its style)")
+        for rank, h in enumerate(result.neighbours, 1):
+            echo(f"  {rank}. {h.score:.3f}  {h.label}  [{style_of.get(h.path, '?')}]")
+    return agree / (k * len(STYLES))
+
+
+def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
+                   echo: Callable[[str], None]) -> tuple[float, float]:
+    """Train the classifier, write a playlist; returns (share of it in liked styles, what random choice gives)."""
+    from recsys.recommender.recommend import PlaylistRequest, make_playlist, train_from_player
+
+    echo(f"\n$ recsys --home {settings.home} train-classifier --db {settings.library.db}")
+    report = train_from_player(settings)
+    echo(report.table())
+    echo(report.reason)
+    out = root / "demo-playlist.xspf"
+    echo(f"\n$ recsys playlist --top-n {PLAYLIST_N} --out {out}")
+    result = make_playlist(settings, PlaylistRequest(top_n=PLAYLIST_N, out=str(out), force=True))
+    style_of = {str(t.path): t.style for t in tracks}
+    liked = {style for style, stars in STARS.items() if stars >= 4}
+    for rank, t in enumerate(result.tracks, 1):
+        stars = "" if t.predicted is None else f"{t.predicted * 5:.1f} stars  "
+        echo(f"  {rank}. {stars}{t.label}  [{style_of.get(t.path, '?')}]")
+    share = sum(style_of.get(t.path) in liked for t in result.tracks) / len(result.tracks)
+    unrated = [t for t in tracks if not 2 <= int(t.path.name[:2]) <= RATED_PER_STYLE + 1]
+    chance = sum(t.style in liked for t in unrated) / len(unrated)
+    echo(f"wrote {result.path}: {share:.0%} of it in the styles the demo owner likes "
+         f"(random unrated tracks would give {chance:.0%})")
+    return share, chance
+
+
 def run_demo(directory: str | None, echo: Callable[[str], None] = print,
              progress: Callable[[int], object] | None = None) -> dict:
-    """Build the demo library, embed it, and show similar tracks; returns the measured style agreement."""
+    """Build the demo library, embed it, show similar tracks, learn the owner's taste and write a playlist;
+    returns the measured style agreements."""
     from recsys.embedder.pipeline import embed_library
-    from recsys.index.similar import find_similar
 
     root = Path(directory).expanduser().resolve() if directory else Path(tempfile.mkdtemp(prefix="recsys-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -92,19 +136,10 @@ def run_demo(directory: str | None, echo: Callable[[str], None] = print,
     report = embed_library(settings, progress=progress)
     echo(f"embedded {report.embedded} tracks ({report.failed} failed) in {report.seconds:.1f} s "
          f"with the '{report.encoder}' encoder")
-    style_of = {str(t.path): t.style for t in tracks}
-    k = 5
-    agree = 0
-    for style in STYLES:
-        query = next(t for t in tracks if t.style == style)
-        result = find_similar(settings, str(query.path), k=k)
-        same = sum(style_of.get(h.path) == style for h in result.neighbours)
-        agree += same
-        echo(f"\n$ recsys similar '{query.path.name}'   ({style}: {same}/{k} neighbours share its style)")
-        for rank, h in enumerate(result.neighbours, 1):
-            echo(f"  {rank}. {h.score:.3f}  {h.label}  [{style_of.get(h.path, '?')}]")
-    share = agree / (k * len(STYLES))
+    share = _show_similar(settings, tracks, echo)
     chance = (TRACKS_PER_STYLE - 1) / (len(tracks) - 1)
     echo(f"\nneighbours sharing the query's style: {share:.0%} (random choice would give {chance:.0%})")
-    echo(f"try it yourself: recsys --home {settings.home} similar '{tracks[1].artist} - {tracks[1].title}'")
-    return {"root": str(root), "style_agreement": share, "chance": chance, "embedded": report.embedded}
+    liked_share, liked_chance = _show_playlist(settings, root, tracks, echo)
+    echo(f"\ntry it yourself: recsys --home {settings.home} similar '{tracks[1].artist} - {tracks[1].title}'")
+    return {"root": str(root), "style_agreement": share, "chance": chance, "embedded": report.embedded,
+            "playlist_liked_share": liked_share, "playlist_liked_chance": liked_chance}

@@ -80,8 +80,9 @@ def mlflow_run(home: Path, experiment: str, run_name: str, params: dict[str, Any
 
     The run ends FINISHED, or FAILED when the body raises (the exception goes on).
     """
-    _quiet()
     import mlflow  # noqa: F401  (slow import: only training tracks runs)
+
+    _quiet()  # after the import: importing mlflow sets its loggers to INFO
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

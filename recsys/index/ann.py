@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys.config import IndexSettings
 from recsys.errors import RecsysError
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
@@ -161,6 +162,21 @@ def load_snapshot(home: Path) -> LibraryVectors:
                               encoder_id=manifest["encoder_id"], table_version=int(manifest["table_version"]),
                               kind=manifest.get("kind", "flat"), folder=folder, manifest=manifest)
     raise AnnError(f"no index in {home}: run `recsys embed`")
+
+
+def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
+    """The snapshot of the table as it is now: rebuilt first when the table changed since it was built (only then is
+    the slow lancedb import paid)."""
+    home = Path(home)
+    manifest = read_manifest(home)
+    if manifest is None:
+        raise AnnError(f"nothing is embedded in {home} yet: run `recsys embed` first")
+    if not snapshot_is_current(home, manifest["encoder_id"]):
+        from recsys.index.store import TrackStore
+
+        build_snapshot(TrackStore.open(home), home, manifest["encoder_id"], exact_max_tracks=index.exact_max_tracks,
+                       hnsw_m=index.hnsw_m, hnsw_ef_construction=index.hnsw_ef_construction)
+    return load_snapshot(home)
 
 
 class Searcher:

@@ -18,7 +18,7 @@ import numpy as np
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.index.ann import LibraryVectors, Searcher, build_snapshot, load_snapshot, read_manifest, snapshot_is_current
+from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 
 DUPLICATE_COSINE = 0.99999
 
@@ -133,23 +133,9 @@ def _choose(lib: LibraryVectors, rows: list[int], query: str) -> int:
     raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give a path or more words")
 
 
-def _current_snapshot(settings: Settings) -> LibraryVectors:
-    home = settings.home_path
-    manifest = read_manifest(home)
-    if manifest is None:
-        raise TrackNotFound(f"nothing is embedded in {home} yet: run `recsys embed` first")
-    if not snapshot_is_current(home, manifest["encoder_id"]):
-        from recsys.index.store import TrackStore  # slow import, only when the table changed since the last build
-
-        ix = settings.index
-        build_snapshot(TrackStore.open(home), home, manifest["encoder_id"], exact_max_tracks=ix.exact_max_tracks,
-                       hnsw_m=ix.hnsw_m, hnsw_ef_construction=ix.hnsw_ef_construction)
-    return load_snapshot(home)
-
-
 def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
     """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector)."""
-    lib = _current_snapshot(settings)
+    lib = current_snapshot(settings.home_path, settings.index)
     row = resolve_query(lib, query)
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
     content_ids = lib.meta.column("content_id").to_pylist()

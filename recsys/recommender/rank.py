@@ -2,15 +2,16 @@
 
 Score of a track = ``w_model`` * the classifier's predicted rating + ``w_knn`` * (its mean cosine similarity to the
 taste profile's positive tracks minus its mean similarity to the disliked ones). Positives are the tracks rated 4 stars
-or more and the most played tracks not rated low; disliked are the tracks rated 2 stars or less. With ``seeds`` the
-positives are the seed tracks instead (the playlist is built around them). The mean similarity to a set is the dot
-product with the set's mean vector, so scoring 100,000 tracks is two matrix-vector products.
+or more and the most played of the unrated tracks (a rating overrides what plays suggest); disliked are the tracks rated
+2 stars or less. With ``seeds`` the positives are the seed tracks instead (the playlist is built around them). The mean
+similarity to a set is the dot product with the set's mean vector, so scoring 100,000 tracks is two matrix-vector
+products.
 
-Diversity is chosen by MMR over a shortlist of the best few thousand: each pick maximises
-``lambda * relevance - (1 - lambda) * max similarity to the tracks already picked``, subject to at most
-``max_per_artist`` / ``max_per_album`` tracks, never the same artist twice in a row, and no duplicates (same normalised
-artist + title, or vectors with cosine > 0.995). Whether a file exists is checked only for the tracks considered for
-picking (100,000 ``stat`` calls would cost more than the rest together).
+Diversity is chosen by MMR over a shortlist of the best few thousand: each pick maximises ``lambda * relevance - (1 -
+lambda) * max similarity to the tracks already picked``, subject to at most ``max_per_artist`` / ``max_per_album``
+tracks, never the same artist twice in a row, and no duplicates (same normalised artist + title, or vectors with cosine
+> 0.995). Whether a file exists is checked only for the tracks considered for picking (100,000 ``stat`` calls would cost
+more than the rest together).
 
 Mode ``uncertain`` ranks ALL unrated scored tracks by the classifier's uncertainty (not the top of the taste ranking)
 and diversifies the same way: rating those tracks teaches the classifier most.
@@ -91,8 +92,9 @@ def _profile(tracks: Sequence[Track], row_of: dict[str, int], seeds: Sequence[st
             raise RankError(f"seed track {missing[0]} has no vector: check the path, or run `recsys embed` first")
         return np.array([row_of[s] for s in seeds]), np.array(disliked, dtype=np.int64)
     liked = {row_of[t.key] for t in tracks if t.rating is not None and t.rating >= LIKED and t.key in row_of}
-    played = sorted((t for t in tracks if t.playcount > 0 and t.key in row_of
-                     and (t.rating is None or t.rating > DISLIKED)), key=lambda t: -t.playcount)[:TOP_PLAYED]
+    # an explicit rating speaks for itself: play counts add taste only for tracks the owner never rated
+    played = sorted((t for t in tracks if t.playcount > 0 and t.key in row_of and t.rating is None),
+                    key=lambda t: -t.playcount)[:TOP_PLAYED]
     liked |= {row_of[t.key] for t in played}
     return np.array(sorted(liked), dtype=np.int64), np.array(disliked, dtype=np.int64)
 

@@ -1,0 +1,184 @@
+"""`recsys train-classifier` and `recsys playlist` end to end through the CLI, on synthesised audio and ratings."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import date
+from pathlib import Path
+
+import pytest
+import xspf_lib
+
+from recsys.synth.audio import STYLES
+
+
+def _rate_by_style(lib, unrated_every: int = 2) -> set[str]:
+    """Rate tracks by style (first style 5 stars ... last 1 star), leaving every other track unrated; returns the
+    paths of the unrated tracks of the liked style."""
+    stars = {style: 5 - i for i, style in enumerate(STYLES)}
+    liked_unrated = set()
+    for i, song in enumerate(lib.songs):
+        style = STYLES[i % len(STYLES)]
+        if i // len(STYLES) % unrated_every == 1 or i >= 10:
+            song.rating = -1.0
+            if stars[style] >= 4:
+                liked_unrated.add(song.path)
+        else:
+            song.rating = stars[style] / 5.0
+    lib.rewrite_db()
+    return liked_unrated
+
+
+def _embedded(lib):
+    r = lib.run("embed", "--db", str(lib.db), "--workers", "1", "-q")
+    assert r.exit_code == 0, r.output
+    return lib
+
+
+@pytest.fixture
+def embedded(small_library):
+    return _embedded(small_library)
+
+
+def _location_path(decoded_uri: str) -> str:
+    """xspf_lib hands back locations already percent-decoded ('#' and '%' included)."""
+    assert decoded_uri.startswith("file:///")
+    return decoded_uri[len("file://"):]
+
+
+def test_train_classifier_refuses_too_few_then_trains_and_tracks(embedded):
+    lib = embedded
+    rated = sum(1 for s in lib.songs if s.rating is not None and s.rating > 0)
+    r = lib.run("train-classifier", "--db", str(lib.db))
+    assert r.exit_code == 1
+    assert f"rate {20 - rated} more" in r.output and len(r.output.strip().splitlines()) == 1
+
+    r = lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5")
+    assert r.exit_code == 0, r.output
+    for row in ("model", "mean baseline", "knn baseline"):
+        assert row in r.output
+    assert "MAE (stars)" in r.output and "Spearman" in r.output and "NDCG@20" in r.output
+    assert (lib.home / "models" / "classifier.npz").is_file()
+    assert (lib.home / "mlflow.db").is_file() and "MLflow run" in r.output
+
+
+@pytest.mark.parametrize("case", ["no_ratings", "all_equal"])
+def test_train_classifier_bad_ratings(embedded, case):
+    lib = embedded
+    for song in lib.songs:
+        song.rating = -1.0 if case == "no_ratings" else 0.6
+    lib.rewrite_db()
+    r = lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5")
+    assert r.exit_code == 1
+    expected = "no rated tracks" if case == "no_ratings" else "all 12 ratings are 3 stars"
+    assert expected in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_not_embedded_says_run_embed(small_library):
+    lib = small_library
+    for command in (["train-classifier"], ["playlist"]):
+        r = lib.run(*command, "--db", str(lib.db))
+        assert r.exit_code == 1 and "run `recsys embed`" in r.output, r.output
+
+
+def test_playlist_is_valid_xspf_of_unrated_tracks(embedded):
+    lib = embedded
+    liked_unrated = _rate_by_style(lib)
+    assert lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5").exit_code == 0
+    out = lib.root / "out" / "mine.xspf"
+    r = lib.run("playlist", "--db", str(lib.db), "--top-n", "5", "--out", str(out), "--name", "Mine")
+    assert r.exit_code == 0, r.output
+    playlist = xspf_lib.Playlist.parse(str(out))  # an independent XSPF reader
+    assert playlist.title.startswith("Mine") and playlist.creator == "recsys"
+    paths = [_location_path(t.location[0]) for t in playlist.trackList]
+    assert 1 <= len(paths) <= 5 and all(os.path.isfile(p) for p in paths)
+    unrated = {s.path for s in lib.songs if s.rating is None or s.rating < 0}
+    assert set(paths) <= unrated
+    assert paths[0] in liked_unrated  # the best pick sounds like the 5- and 4-star styles
+    first = playlist.trackList[0]
+    assert first.title and first.creator and first.album and first.duration == 8000
+    assert "stars" in first.annotation
+
+    # never overwrite a file the user did not ask to overwrite
+    r = lib.run("playlist", "--db", str(lib.db), "--out", str(out))
+    assert r.exit_code == 1 and "exists" in r.output
+    assert lib.run("playlist", "--db", str(lib.db), "--out", str(out), "--force").exit_code == 0
+
+
+def test_playlist_default_path_json_explain_and_m3u8(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "3")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    assert hits and set(hits[0]) == {"key", "path", "start_s", "score", "predicted_rating", "predicted_stars",
+                                     "artist", "title", "album"}
+    assert hits[0]["predicted_rating"] is None  # no classifier yet: similarity to liked tracks alone
+    assert "similarity to your liked tracks alone" in r.stderr
+    folder = Path(os.environ["HOME"]) / "Music" / "recommendations"
+    today = date.today().isoformat()
+    assert (folder / f"recsys-{today}.xspf").is_file()
+    assert lib.run("playlist", "--db", str(lib.db), "--top-n", "3").exit_code == 0
+    assert (folder / f"recsys-{today}-2.xspf").is_file()  # the default name never overwrites
+
+    r = lib.run("playlist", "--db", str(lib.db), "--top-n", "3", "--explain")
+    assert "near: " in r.output
+    m3u = lib.root / "list.m3u8"
+    assert lib.run("playlist", "--db", str(lib.db), "--out", str(m3u)).exit_code == 0
+    lines = m3u.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "#EXTM3U" and any(os.path.isfile(line) for line in lines if not line.startswith("#"))
+
+
+def test_include_rated_and_seed(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    rated = {s.path for s in lib.songs if s.rating is not None and s.rating > 0}
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "12", "--include-rated",
+                "--out", str(lib.root / "all.xspf"))
+    assert r.exit_code == 0, r.output
+    assert rated & {h["path"] for h in json.loads(r.stdout)}
+
+    seed = lib.songs[3]
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "2", "--seed", seed.path,
+                "--out", str(lib.root / "seeded.xspf"))
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    assert seed.path not in {h["path"] for h in hits}
+    r = lib.run("playlist", "--db", str(lib.db), "--seed", "no such track at all", "--out", str(lib.root / "x.xspf"))
+    assert r.exit_code == 1 and "no embedded track matches" in r.output
+
+
+def test_uncertain_mode_needs_a_classifier_then_works(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    r = lib.run("playlist", "--db", str(lib.db), "--mode", "uncertain", "--out", str(lib.root / "u.xspf"))
+    assert r.exit_code == 1 and "train-classifier" in r.output
+    assert lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5").exit_code == 0
+    r = lib.run("playlist", "--db", str(lib.db), "--mode", "uncertain", "--json", "--out", str(lib.root / "u.xspf"))
+    assert r.exit_code == 0, r.output
+    assert all(h["predicted_rating"] is not None for h in json.loads(r.stdout))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_unwritable_output_folder_is_one_line(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    folder = lib.root / "locked"
+    folder.mkdir()
+    folder.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    try:
+        r = lib.run("playlist", "--db", str(lib.db), "--out", str(folder / "p.xspf"))
+    finally:
+        folder.chmod(stat.S_IRWXU)
+    assert r.exit_code == 1 and "cannot write playlist" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_unwritable_output_path_is_one_line(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    blocker = lib.root / "a-file"
+    blocker.write_text("not a folder")
+    r = lib.run("playlist", "--db", str(lib.db), "--out", str(blocker / "p.xspf"))
+    assert r.exit_code == 1 and "cannot write playlist" in r.output and len(r.output.strip().splitlines()) == 1
