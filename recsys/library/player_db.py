@@ -136,7 +136,7 @@ def _fingerprint(db: Path) -> tuple[int, int]:
     return st.st_size, st.st_mtime_ns
 
 
-def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None) -> tuple[str, list[sqlite3.Row]]:
+def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None) -> tuple[str, list[tuple]]:
     """Schema check and every row of ``songs`` in one read transaction; errors name ``shown`` (default ``db``)."""
     uri = f"file:{quote(str(db))}{query}"
     db = shown or db
@@ -144,13 +144,23 @@ def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None
         conn = sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None)
     except sqlite3.Error as exc:
         raise PlayerDBError(f"player database {db} cannot be opened ({exc}): check that it is readable") from None
-    conn.row_factory = sqlite3.Row
     try:
         conn.execute("BEGIN")  # deferred: the first SELECT takes the read snapshot, held until the end
         columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
         kind, location = _shape(db, conn, columns)
-        wanted = ", ".join(c for c in _COLUMNS if c in columns)
-        rows = conn.execute(f"SELECT {location} AS location, {wanted} FROM songs").fetchall()
+        # every row is (location, *_COLUMNS), NULL where this database lacks the column: unpacked positionally
+        wanted = ", ".join(c if c in columns else f"NULL AS {c}" for c in _COLUMNS)
+        select = f"SELECT {location} AS location, {wanted} FROM songs"
+        try:
+            rows = conn.execute(select).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise
+            # One tag written in Latin-1 by an old tagger must not make the whole library unreadable: read again
+            # (same snapshot) with bytes that are not UTF-8 as U+FFFD. Clementine's locations are BLOBs, untouched;
+            # Strawberry's are percent-encoded ASCII. Only then: a Python text factory triples the read time.
+            conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+            rows = conn.execute(select).fetchall()
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -189,6 +199,8 @@ def uri_to_path(value: str | bytes | None) -> str | None:
     text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
     if text.startswith("/"):
         return text  # a bare path, as very old databases wrote them
+    if text.startswith("file:///") and "?" not in text and "#" not in text:  # the usual case, without urlsplit
+        return unquote(text[7:], errors="surrogateescape")
     parts = urlsplit(text)
     if parts.scheme.lower() != "file" or parts.netloc.lower() not in ("", "localhost"):
         return None
@@ -210,63 +222,65 @@ def _rating(value: object, kind: str) -> float | None:
     return rating
 
 
-def _int(row: sqlite3.Row, name: str) -> int | None:
-    """An integer column; None when absent, NULL or not a number (SQLite columns hold whatever was written)."""
-    value = row[name] if name in row.keys() else None
+def _int(value: object) -> int | None:
+    """An integer column's value; None when NULL or not a number (SQLite columns hold whatever was written)."""
+    if type(value) is int:
+        return value
     try:
-        return None if value is None else int(float(value))
+        return None if value is None else int(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
 
 
-def _positive(row: sqlite3.Row, name: str) -> int | None:
-    value = _int(row, name)
-    return value if value is not None and value > 0 else None
+def _positive(value: object) -> int | None:
+    number = _int(value)
+    return number if number is not None and number > 0 else None
 
 
-def _text(row: sqlite3.Row, name: str) -> str:
-    value = row[name] if name in row.keys() else None
+def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _build(db: Path, kind: str, rows: list[sqlite3.Row]) -> PlayerLibrary:
+def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
     skipped_urls = skipped_unavailable = 0
-    kept: list[tuple[str, sqlite3.Row]] = []
+    kept: list[tuple[str, tuple]] = []
+    unavailable_at = 1 + _COLUMNS.index("unavailable")
     for row in rows:
-        path = uri_to_path(row["location"])
+        path = uri_to_path(row[0])
         if path is None:
             skipped_urls += 1
-        elif _int(row, "unavailable") == 1:
+        elif _int(row[unavailable_at]) == 1:
             skipped_unavailable += 1
         else:
             kept.append((path, row))
     # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
+    beginning_at = 1 + _COLUMNS.index("beginning")
     beginnings: dict[str, set[int]] = defaultdict(set)
     for path, row in kept:
-        beginnings[path].add(_int(row, "beginning") or 0)
+        beginnings[path].add(_int(row[beginning_at]) or 0)
     by_key: dict[str, Track] = {}
     duplicates = 0
-    for path, row in kept:
-        begin_ns = _int(row, "beginning") or 0
-        length_ns = _int(row, "length") or 0
-        segment = bool(_text(row, "cue_path")) or len(beginnings[path]) > 1
-        lastplayed = _positive(row, "lastplayed")
+    for path, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number,
+               length, beginning, cue_path, _unavailable) in kept:
+        begin_ns = _int(beginning) or 0
+        length_ns = _int(length) or 0
+        segment = bool(cue_path) or len(beginnings[path]) > 1
         track = Track(
             path=path,
             start_s=begin_ns / 1e9 if segment else 0.0,
             length_s=length_ns / 1e9 if length_ns > 0 else None,
             segment=segment,
-            title=_text(row, "title"),
-            artist=_text(row, "artist"),
-            album=_text(row, "album"),
-            albumartist=_text(row, "albumartist"),
-            genre=_text(row, "genre"),
-            year=_positive(row, "year"),
-            track_number=_positive(row, "track"),
-            rating=_rating(row["rating"] if "rating" in row.keys() else None, kind),
-            playcount=_positive(row, "playcount") or 0,
-            skipcount=_positive(row, "skipcount") or 0,
-            lastplayed=lastplayed,
+            title=_text(title),
+            artist=_text(artist),
+            album=_text(album),
+            albumartist=_text(albumartist),
+            genre=_text(genre),
+            year=_positive(year),
+            track_number=_positive(number),
+            rating=_rating(rating, kind),
+            playcount=_positive(playcount) or 0,
+            skipcount=_positive(skipcount) or 0,
+            lastplayed=_positive(lastplayed),
         )
         previous = by_key.get(track.key)
         if previous is not None:

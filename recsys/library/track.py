@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
@@ -39,7 +40,7 @@ class Track:
     skipcount: int = 0
     lastplayed: int | None = None
 
-    @property
+    @cached_property  # asked for hundreds of thousands of times on a large library
     def key(self) -> str:
         return make_key(self.path, self.start_s, self.segment)
 
