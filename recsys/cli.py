@@ -282,6 +282,108 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, fmt, 
     click.echo(f"wrote {len(result.tracks)} tracks ({result.scorer}) to {result.path}", err=as_json)
 
 
+def _named_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="track", desc=desc, dynamic_ncols=True, file=sys.stderr, disable=None,
+                leave=False)
+
+
+def _library_settings(ctx: click.Context, db, folders, **overrides) -> Settings:
+    settings = _settings(ctx, library={"db": db, "folders": list(folders) or None}, **overrides)
+    if folders and not db:
+        settings.library.db = None
+    return settings
+
+
+def _render_scores(scores) -> None:
+    def fmt(value) -> str:
+        return "  n/a" if value != value else f"{value:.3f}"  # NaN: no usable query
+
+    for s in scores:
+        m = s.metrics
+        click.echo(f"  {_one_line(s.label)} ({s.encoder_id}, from {s.source}): same-album precision@10 "
+                   f"{fmt(m['album_p10'])} over {m['album_queries']} queries, same-artist "
+                   f"{fmt(m['artist_p10'])} over {m['artist_queries']} queries ({m['tracks']} tracks)")
+    if not any(s.comparable for s in scores):
+        click.echo("  no two tracks share an album tag: these numbers cannot compare encoders on this library")
+
+
+@main.command("train-encoder")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
+@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the library [config: 30].")
+@click.option("--batch-size", type=click.IntRange(min=4), default=None, help="Tracks per step [config: 64].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate [config: 1e-3].")
+@click.option("--seed", type=int, default=None, help="Seed: the same seed and library train the same encoder.")
+@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
+@click.option("--resume", is_flag=True, help="Continue the last run (after Ctrl-C or a kill) up to --epochs.")
+@click.option("--activate/--no-activate", default=None,
+              help="Force or forbid making it the current encoder [default: only if it groups albums better].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def train_encoder(ctx, db, folders, epochs, batch_size, lr, seed, device, resume, activate, quiet):
+    """Train the cnn encoder on your own music, without labels.
+
+    \b
+    Decodes each track's training window once into a feature cache (<home>/cache, ~0.46 MiB per track),
+    then learns so that two excerpts of one track map close together and other tracks apart (contrastive,
+    NT-Xent). Runs on CUDA with mixed precision when present, else on the CPU; Ctrl-C saves a checkpoint that
+    --resume continues. Every run is tracked in MLflow:
+      mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
+
+    \b
+    Afterwards the new encoder is compared with the current one on your library (same-album and same-artist
+    precision@10, your tags as labels) and becomes the current encoder only if it is better; then
+    `recsys embed` re-embeds the library with it.
+    """
+    from recsys.embedder.train import train_encoder as run
+
+    settings = _library_settings(ctx, db, folders, train={"epochs": epochs, "batch_size": batch_size, "lr": lr,
+                                                          "seed": seed, "device": device})
+    report = run(settings, resume=resume, activate=activate, progress=None if quiet else _named_bar, echo=click.echo)
+    click.echo(f"trained {len(report.fit.history)} epoch(s) on {report.tracks} tracks on {report.device} in "
+               f"{report.seconds:.0f} s; best checkpoint {report.fit.best} (MLflow run {report.run_id})")
+    click.echo("retrieval on your library:")
+    _render_scores(report.scores)
+    click.echo(report.decision)
+    if report.activated:
+        click.echo(f"current encoder: {report.active_path}; run `recsys embed` to re-embed the library with it")
+
+
+@main.command("eval")
+@click.option("--encoder", "encoders", multiple=True,
+              help="auto, dsp, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
+@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
+@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@click.pass_context
+def eval_(ctx, encoders, db, folders, as_json, quiet):
+    """How well an encoder groups tracks that belong together, on your library.
+
+    For every track with an album (artist) tag, the share of its 10 nearest neighbours from the same album
+    (artist), out of as many as could be: same-album and same-artist precision@10, 1.0 is perfect. The track itself
+    and copies of its file are left out. Without --encoder it scores the current table (what `recsys similar`
+    uses); several --encoder options are scored side by side on the same tracks, e.g.
+    `recsys eval --encoder dsp --encoder cnn --encoder ~/.local/share/recsys/models/encoder-best.pt`.
+    """
+    from recsys.embedder.evaluation import TABLE, evaluate
+    from recsys.library.sources import load_library
+
+    specs = list(encoders) or [TABLE]
+    settings = _library_settings(ctx, db, folders)
+    tracks = None
+    if any(spec != TABLE for spec in specs):
+        tracks = load_library(settings.library.db, settings.library.folders).tracks
+    scores = evaluate(settings, specs, tracks, progress=None if quiet else (lambda n: _named_bar(n, "caching")))
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in scores], ensure_ascii=False, indent=1))
+        return
+    click.echo("retrieval on your library (tags as labels):")
+    _render_scores(scores)
+
+
 @main.command()
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
               help="Where to build the demo library and its home [default: a new temporary folder].")

@@ -45,7 +45,7 @@ class AudioSettings:
 
 @dataclass
 class EmbedSettings:
-    encoder: str = "dsp"
+    encoder: str = "auto"
     device: str = "auto"
     workers: int = 0
     batch_size: int = 32
@@ -87,12 +87,31 @@ class TrackingSettings:
 
 
 @dataclass
+class TrainSettings:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.001
+    weight_decay: float = 0.0001
+    temperature: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    window_seconds: float = 40.0
+    excerpt_seconds: float = 3.0
+    min_tracks: int = 16
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
+    cache_max_gb: float = 20.0
+    workers: int = 0
+    collapse_std: float = 0.005
+
+
+@dataclass
 class Settings:
     home: str = ""
     library: LibrarySettings = field(default_factory=LibrarySettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)

@@ -20,8 +20,8 @@ from multiprocessing import get_context
 import numpy as np
 
 from recsys.config import Settings
+from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import Clip, DecodeError, TrackTooLong, limit_decoder_threads, load_crop
-from recsys.embedder.encoders import build_encoder, encoder_id
 from recsys.errors import RecsysError
 from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
@@ -130,7 +130,8 @@ def plan_embedding(
             plan.known_failed += 1
             continue
         try:
-            cid = _segment_content_id(content_id(track.path, st.st_size), track)
+            # reading a FIFO or device listed as a track would block the run: the decoder records it as a failure
+            cid = _segment_content_id(content_id(track.path, st.st_size), track) if os.path.isfile(track.path) else ""
         except OSError:
             plan.missing.append(track)
             continue
@@ -163,11 +164,16 @@ def _on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise _DecodeTimeout()
 
 
-def _init_worker() -> None:
-    """Workers leave Ctrl-C to the main process and use one decoder thread each (no CPU oversubscription)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _init_decoding() -> None:
+    """The per-file time limit (SIGALRM) and one decoder thread per process (no CPU oversubscription)."""
     signal.signal(signal.SIGALRM, _on_alarm)
     limit_decoder_threads()
+
+
+def _init_worker() -> None:
+    """Worker processes leave Ctrl-C to the main process, which stops the run cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_decoding()
 
 
 @dataclass(frozen=True)
@@ -210,8 +216,8 @@ def _decode(job: Job, spec: DecodeSpec) -> Decoded:
 
 def _decoded(jobs: Sequence[Job], spec: DecodeSpec, workers: int) -> Iterator[Decoded]:
     """Decode in worker processes, a bounded number of jobs ahead, so memory stays flat however large the library."""
-    if workers <= 1:
-        _init_worker()
+    if workers <= 1:  # decoding in the main process: Ctrl-C must still reach it
+        _init_decoding()
         for job in jobs:
             yield _decode(job, spec)
         return
@@ -423,8 +429,8 @@ def embed_library(
     home = settings.home_path
     with HomeLock(home, "recsys embed"):
         store = TrackStore.open(home)
-        encoder = build_encoder(settings.embed.encoder, device=settings.embed.device)
-        eid = encoder_id(encoder)
+        resolved = resolve_encoder(settings.embed.encoder, home, settings.embed.device)
+        encoder, eid = resolved.encoder, resolved.encoder_id
         if store.dim is not None and store.dim != encoder.dim:
             store.reset_vectors(encoder.dim)
         report = embed_tracks(
@@ -439,7 +445,7 @@ def embed_library(
             retry_failed=retry_failed,
             progress=progress,
         )
-        report.library, report.encoder, report.device = library, settings.embed.encoder, str(encoder.device)
+        report.library, report.encoder, report.device = library, resolved.label, str(encoder.device)
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:
                 store.compact()
@@ -455,8 +461,8 @@ def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
     home = settings.home_path
     library = load_library(settings.library.db, settings.library.folders)
-    encoder = build_encoder(settings.embed.encoder, device="cpu")
-    eid = encoder_id(encoder)
+    resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
+    eid = resolved.encoder_id
     store = TrackStore.open(home)
     failures = store.failures()
     states = store.states()
@@ -472,7 +478,7 @@ def library_status(settings: Settings) -> dict:
         "home": str(home),
         "library_tracks": len(library.tracks),
         "library_source": str(library.db_path or ", ".join(library.folders)),
-        "encoder": settings.embed.encoder,
+        "encoder": resolved.label,
         "encoder_id": eid,
         "embedded": plan.up_to_date,
         "stale": stale,

@@ -1,0 +1,172 @@
+"""`recsys eval`: the retrieval metrics of :mod:`recsys.index.evaluate` for any encoder, or for the current table.
+
+Vectors come from the cheapest honest source: the table when it holds the encoder's rows, the feature cache for a
+cnn (its inference crop is cut from the cached window, no decoding), else the encoder runs over decoded crops in a
+temporary table. Encoders compared in one call are scored on the same tracks (those every one of them has).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recsys.config import Settings
+from recsys.embedder.active import ResolvedEncoder, resolve_encoder
+from recsys.embedder.cache import CacheReport, FeatureCache, Frontend
+from recsys.embedder.encoders import CnnEncoder
+from recsys.embedder.pipeline import _decode_spec, default_workers, embed_tracks
+from recsys.errors import RecsysError
+from recsys.index.ann import read_manifest
+from recsys.index.evaluate import retrieval_metrics
+from recsys.index.lock import HomeLock
+from recsys.index.store import TrackStore
+from recsys.library.track import Track
+
+TABLE = "table"
+
+
+class EvalError(RecsysError):
+    """Nothing to evaluate, or no tags to evaluate with."""
+
+
+@dataclass
+class Rows:
+    """Vectors by track key with the tags and content ids the metrics need."""
+
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    album: dict[str, str] = field(default_factory=dict)
+    artist: dict[str, str] = field(default_factory=dict)
+    content_id: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    spec: str
+    label: str
+    encoder_id: str
+    source: str
+    metrics: dict[str, float | int]
+
+    @property
+    def comparable(self) -> bool:
+        """False when no track has a same-album partner: the tags cannot judge this library."""
+        return not math.isnan(float(self.metrics["album_p10"]))
+
+    def as_json(self) -> dict:
+        return {"encoder": self.spec, "label": self.label, "encoder_id": self.encoder_id, "source": self.source,
+                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.metrics.items()}}
+
+
+def feature_cache(settings: Settings, cnn_config: dict) -> FeatureCache:
+    return FeatureCache(settings.home_path, Frontend.of(cnn_config, settings.train.window_seconds,
+                                                        settings.audio.crop_position))
+
+
+def build_cache(settings: Settings, tracks: Sequence[Track], cnn_config: dict,
+                progress: Callable[[int], object] | None = None) -> tuple[FeatureCache, CacheReport]:
+    """The feature cache for ``cnn_config``'s frontend, brought up to date with ``tracks``."""
+    cache = feature_cache(settings, cnn_config)
+    t, a = settings.train, settings.audio
+    report = cache.build(tracks, max_bytes=t.cache_max_gb * 1e9, seed=t.seed, max_duration_s=a.max_track_minutes * 60,
+                         timeout_s=a.decode_timeout_s, workers=default_workers(t.workers), progress=progress)
+    return cache, report
+
+
+def cnn_rows(encoder: CnnEncoder, cache: FeatureCache, tracks: Sequence[Track], crop_s: float,
+             batch_size: int = 16) -> Rows:
+    """The cnn's vectors of ``tracks`` from their cached windows, cut to the inference crop; no decoding."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = Rows()
+    entries = cache.for_tracks(tracks)
+    spans = {e.key: cache.crop_frames(e, crop_s) for e in entries}
+    encoder.eval()
+    by_length = sorted(entries, key=lambda e: spans[e.key][1])
+    for _, same in itertools.groupby(by_length, key=lambda e: spans[e.key][1]):  # a batch needs one length
+        same = list(same)
+        for start in range(0, len(same), batch_size):
+            chunk = same[start: start + batch_size]
+            x = np.stack([np.asarray(e.load(cache.folder)[spans[e.key][0]: sum(spans[e.key])], dtype=np.float32)
+                          for e in chunk])
+            with torch.inference_mode():
+                z = F.normalize(encoder.embed_logmel(torch.from_numpy(x).transpose(1, 2).to(encoder.device)), dim=1)
+            for e, v in zip(chunk, z.float().cpu().numpy(), strict=True):
+                rows.vectors[e.key], rows.album[e.key], rows.artist[e.key] = v, e.album, e.artist
+                rows.content_id[e.key] = e.content_id
+    return rows
+
+
+def _table_rows(store: TrackStore, eid: str) -> Rows:
+    meta, vectors = store.read_all(eid)
+    rows = Rows()
+    for i, (key, album, artist, cid) in enumerate(zip(*(meta.column(c).to_pylist() for c in
+                                                       ("key", "album", "artist", "content_id")), strict=True)):
+        rows.vectors[key], rows.album[key], rows.artist[key], rows.content_id[key] = vectors[i], album, artist, cid
+    return rows
+
+
+def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track]) -> Rows:
+    with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
+        store = TrackStore.open(Path(tmp))
+        embed_tracks(tracks, store, resolved.encoder, resolved.encoder_id,
+                     _decode_spec(settings, resolved.encoder.sample_rate),
+                     workers=default_workers(settings.embed.workers), batch_size=settings.embed.batch_size)
+        return _table_rows(store, resolved.encoder_id)
+
+
+def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
+                 progress: Callable[[int], object] | None = None) -> tuple[Rows, str]:
+    """(rows, source) of one encoder: its table rows, else the cache (cnn), else decoded crops."""
+    if store.count and resolved.encoder_id in {s.encoder_id for s in store.states().values()}:
+        return _table_rows(store, resolved.encoder_id), TABLE
+    if isinstance(resolved.encoder, CnnEncoder):
+        cache, _ = build_cache(settings, tracks, resolved.encoder.config, progress)
+        return cnn_rows(resolved.encoder, cache, tracks, settings.audio.crop_seconds), "cache"
+    return _decoded_rows(settings, resolved, tracks), "decoded"
+
+
+def score_rows(named: Sequence[tuple[str, str, str, str, Rows]]) -> list[Score]:
+    """Score (spec, label, encoder_id, source, rows) entries on the keys they all have."""
+    common = sorted(set.intersection(*(set(r.vectors) for *_, r in named))) if named else []
+    if not common:
+        raise EvalError("the encoders compared share no embedded track: run `recsys embed` (or check the library)")
+    scores = []
+    for spec, label, eid, source, rows in named:
+        vectors = np.stack([rows.vectors[k] for k in common])
+        metrics = retrieval_metrics(vectors, [rows.album[k] for k in common], [rows.artist[k] for k in common],
+                                    [rows.content_id[k] for k in common])
+        scores.append(Score(spec, label, eid, source, metrics))
+    return scores
+
+
+def evaluate(settings: Settings, specs: Sequence[str], tracks: Sequence[Track] | None = None,
+             progress: Callable[[int], object] | None = None) -> list[Score]:
+    """`recsys eval`: metrics of each spec (``table``: the rows the index was built from; else an encoder spec as
+    ``embed.encoder`` takes it, or a checkpoint path), scored on the same tracks. Holds the home lock (the feature
+    cache may be built)."""
+    home = settings.home_path
+    with HomeLock(home, "recsys eval"):
+        store = TrackStore.open(home)
+        named = []
+        for spec in specs:
+            if spec == TABLE:
+                manifest = read_manifest(home)
+                if manifest is None or not store.count:
+                    raise EvalError(f"nothing is embedded in {home}: run `recsys embed`, or name an encoder with "
+                                    "--encoder")
+                named.append((spec, "current table", manifest["encoder_id"], TABLE,
+                              _table_rows(store, manifest["encoder_id"])))
+                continue
+            if tracks is None:
+                raise EvalError(f"evaluating encoder '{spec}' needs the library: give --db or --library")
+            resolved = resolve_encoder(spec, home, settings.train.device)
+            rows, source = encoder_rows(settings, resolved, tracks, store, progress)
+            named.append((spec, resolved.label, resolved.encoder_id, source, rows))
+        return score_rows(named)
