@@ -26,7 +26,7 @@ import soundfile as sf
 import soxr
 
 from recsys.embedder.audio import crop_window, load_crop
-from recsys.embedder.pipeline import DecodeSpec, Job, _decoded, default_workers
+from recsys.embedder.decoding import DecodeSpec, Job, decoded, default_workers
 from recsys.library.track import Track
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, write_clementine_db
@@ -79,7 +79,7 @@ def timed_pool(fn, paths: list[Path], workers: int) -> float:
     spec = DecodeSpec(SR, CROP_S, "center", 3600.0, 600.0)
     started = time.perf_counter()
     if fn is None:
-        for _ in _decoded(jobs, spec, workers):
+        for _ in decoded(jobs, spec, workers):
             pass
     else:
         with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.embedder.audio import crop_window
+from recsys.embedder.decoding import DecodeSpec, Job, decoded
 from recsys.embedder.encoders import CnnEncoder
-from recsys.embedder.pipeline import DecodeSpec, Job, _decoded
 from recsys.errors import RecsysError
 from recsys.index.store import write_json_atomic
 from recsys.library.content_id import content_id
@@ -249,7 +249,7 @@ class FeatureCache:
         spec = DecodeSpec(fe.sample_rate, fe.window_s, fe.position, max_duration_s, timeout_s)
         bar = progress(len(jobs)) if (progress and jobs) else None
         try:
-            for n, (job, clip, error, too_long) in enumerate(_decoded(jobs, spec, workers), 1):
+            for n, (job, clip, error, too_long) in enumerate(decoded(jobs, spec, workers), 1):
                 key = job.track.key
                 if clip is None:
                     if too_long:

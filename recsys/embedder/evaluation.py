@@ -19,8 +19,9 @@ import numpy as np
 from recsys.config import Settings
 from recsys.embedder.active import ResolvedEncoder, resolve_encoder
 from recsys.embedder.cache import CacheReport, FeatureCache, Frontend
+from recsys.embedder.decoding import decode_spec, default_workers
 from recsys.embedder.encoders import CnnEncoder
-from recsys.embedder.pipeline import _decode_spec, default_workers, embed_tracks
+from recsys.embedder.pipeline import embed_tracks
 from recsys.errors import RecsysError
 from recsys.index.ann import read_manifest
 from recsys.index.evaluate import retrieval_metrics
@@ -116,7 +117,7 @@ def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequenc
     with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
         store = TrackStore.open(Path(tmp))
         embed_tracks(tracks, store, resolved.encoder, resolved.encoder_id,
-                     _decode_spec(settings, resolved.encoder.sample_rate),
+                     decode_spec(settings, resolved.encoder.sample_rate),
                      workers=default_workers(settings.embed.workers), batch_size=settings.embed.batch_size)
         return _table_rows(store, resolved.encoder_id)
 

@@ -9,19 +9,17 @@ loses at most the batch in flight; the next run plans again from what the table 
 from __future__ import annotations
 
 import os
-import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from multiprocessing import get_context
 
 import numpy as np
 
 from recsys.config import Settings
 from recsys.embedder.active import resolve_encoder
-from recsys.embedder.audio import Clip, DecodeError, TrackTooLong, limit_decoder_threads, load_crop
+from recsys.embedder.audio import Clip
+from recsys.embedder.decoding import DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.errors import RecsysError
 from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
@@ -37,16 +35,6 @@ class NoTracksError(RecsysError):
 
 class MissingFilesError(RecsysError):
     """Every file of the library is missing: most likely an unmounted drive, so nothing is deleted."""
-
-
-@dataclass(frozen=True)
-class Job:
-    """One track to decode, with the file facts its row will record."""
-
-    track: Track
-    size: int
-    mtime_ns: int
-    content_id: str
 
 
 @dataclass
@@ -153,98 +141,6 @@ def plan_embedding(
     return plan
 
 
-# ---- decode workers -------------------------------------------------------------------------------------------------
-
-
-class _DecodeTimeout(Exception):
-    pass
-
-
-def _on_alarm(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise _DecodeTimeout()
-
-
-def _init_decoding() -> None:
-    """The per-file time limit (SIGALRM) and one decoder thread per process (no CPU oversubscription)."""
-    signal.signal(signal.SIGALRM, _on_alarm)
-    limit_decoder_threads()
-
-
-def _init_worker() -> None:
-    """Worker processes leave Ctrl-C to the main process, which stops the run cleanly."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_decoding()
-
-
-@dataclass(frozen=True)
-class DecodeSpec:
-    sample_rate: int
-    crop_s: float
-    position: str
-    max_duration_s: float
-    timeout_s: float
-
-
-Decoded = tuple[Job, Clip | None, str | None, bool]  # (job, clip, error, too long)
-
-
-def _decode(job: Job, spec: DecodeSpec) -> Decoded:
-    """Never raises, so one bad file never stops the run."""
-    signal.alarm(max(1, int(np.ceil(spec.timeout_s))))
-    try:
-        clip = load_crop(
-            job.track.path,
-            spec.sample_rate,
-            crop_s=spec.crop_s,
-            position=spec.position,
-            seg_start_s=job.track.start_s,
-            seg_length_s=job.track.length_s if job.track.segment else None,
-            max_duration_s=spec.max_duration_s,
-        )
-        return job, clip, None, False
-    except TrackTooLong as exc:
-        return job, None, str(exc), True
-    except DecodeError as exc:
-        return job, None, str(exc), False
-    except _DecodeTimeout:
-        return job, None, f"decoding took longer than {spec.timeout_s:g} s (audio.decode_timeout_s)", False
-    except Exception as exc:  # a decoder bug must not stop the run: record it as this file's failure
-        return job, None, f"{type(exc).__name__}: {exc}".splitlines()[0], False
-    finally:
-        signal.alarm(0)
-
-
-def _decoded(jobs: Sequence[Job], spec: DecodeSpec, workers: int) -> Iterator[Decoded]:
-    """Decode in worker processes, a bounded number of jobs ahead, so memory stays flat however large the library."""
-    if workers <= 1:  # decoding in the main process: Ctrl-C must still reach it
-        _init_decoding()
-        for job in jobs:
-            yield _decode(job, spec)
-        return
-    ahead = workers * 4
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker)
-    pending: set[Future] = set()
-    it = iter(jobs)
-    try:
-        for job in it:
-            pending.add(pool.submit(_decode, job, spec))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(it, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_decode, nxt, spec))
-    finally:
-        # a worker stuck in a decoder (or the rest of an interrupted run) must not keep the command alive
-        processes = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for proc in processes:
-            proc.terminate()
-
-
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
@@ -346,10 +242,6 @@ class _NoProgress:
         pass
 
 
-def default_workers(configured: int) -> int:
-    return configured if configured > 0 else max(1, os.cpu_count() or 1)
-
-
 def embed_tracks(
     tracks: Sequence[Track],
     store: TrackStore,
@@ -386,7 +278,7 @@ def embed_tracks(
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     try:
-        for job, clip, error, too_long in _decoded(plan.todo, spec, workers):
+        for job, clip, error, too_long in decoded(plan.todo, spec, workers):
             if clip is not None:
                 encoding.add_clip(job, clip)
                 report.embedded += 1
@@ -413,11 +305,6 @@ def embed_tracks(
     return report
 
 
-def _decode_spec(settings: Settings, sample_rate: int) -> DecodeSpec:
-    a = settings.audio
-    return DecodeSpec(sample_rate, a.crop_seconds, a.crop_position, a.max_track_minutes * 60.0, a.decode_timeout_s)
-
-
 def embed_library(
     settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None
 ) -> EmbedReport:
@@ -438,7 +325,7 @@ def embed_library(
             store,
             encoder,
             eid,
-            _decode_spec(settings, encoder.sample_rate),
+            decode_spec(settings, encoder.sample_rate),
             workers=default_workers(settings.embed.workers),
             batch_size=settings.embed.batch_size,
             write_batch=settings.embed.write_batch,
