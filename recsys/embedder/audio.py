@@ -146,6 +146,9 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.audio.stream.Audi
         container.close()
         raise DecodeError(f"{path}: the file holds no audio stream; check or replace the file")
     stream = container.streams.audio[0]
+    if stream.codec_context is None:  # a damaged header can leave FFmpeg without any codec for the stream
+        container.close()
+        raise DecodeError(f"{path}: the audio stream's codec is unknown (damaged header); check or replace the file")
     stream.codec_context.thread_count = 1  # FFmpeg threads per worker oversubscribed the CPU before
     stream.codec_context.thread_type = "NONE"
     return container, stream

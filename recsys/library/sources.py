@@ -57,5 +57,17 @@ def load_library(
         library.scan_errors = scan.errors
         for track in scan.tracks:
             by_key.setdefault(track.key, track)
-    library.tracks = sorted(by_key.values(), key=lambda t: t.key)
+    library.tracks = sorted((t for t in by_key.values() if _storable(t, library.scan_errors)), key=lambda t: t.key)
     return library
+
+
+def _storable(track: Track, errors: list[tuple[str, str]]) -> bool:
+    """Whether the track's path can be kept as text in the table. A file name whose bytes are not UTF-8 arrives with
+    surrogate escapes, which the table's text columns cannot hold: one such name once failed every write of the run
+    and so the whole library. It is left out and reported instead."""
+    try:
+        track.path.encode("utf-8")
+    except UnicodeEncodeError:
+        errors.append((track.path, "file name is not valid UTF-8 (recsys cannot store it): rename the file"))
+        return False
+    return True
