@@ -124,7 +124,8 @@ def _render_embed(report) -> None:
     if lib.skipped_urls or lib.skipped_unavailable:
         click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
     if lib.scan_errors:
-        click.echo(f"  left out: {len(lib.scan_errors)} file(s) that cannot be read or stored, e.g. {_one_line(lib.scan_errors[0][0])}: "
+        click.echo(f"  left out: {len(lib.scan_errors)} file(s) that cannot be read or stored, "
+                   f"e.g. {_one_line(lib.scan_errors[0][0])}: "
                    f"{_one_line(lib.scan_errors[0][1])}")
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
     click.echo(
