@@ -20,7 +20,6 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +41,7 @@ MANIFEST = "manifest.json"
 # 0.65 ms at 30k, 2.2 ms at 50k (the vectors outgrow the cache), 10.9 ms at 200k; HNSW (M=32, efConstruction=80,
 # efSearch=128) 0.05-0.18 ms with recall@10 >= 0.995 over the same sizes. Exact search keeps p50 < 1 ms up to here.
 EXACT_MAX_TRACKS = 30000
+META_ROW_GROUP = 16384  # rows per parquet row group: a hit's metadata reads one group, not a million rows
 STALE_BUILD_S = 3600  # an unfinished snapshot folder older than this is a killed build's leftover
 LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the reader starts over
 SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "album", "genre", "year",
@@ -52,19 +52,57 @@ class AnnError(RecsysError):
     """The index snapshot is missing or unreadable; the message says to run `recsys embed`."""
 
 
-@dataclass
 class LibraryVectors:
-    keys: list[str]
-    vectors: np.ndarray
-    meta: pa.Table
-    encoder_id: str
-    table_version: int
-    kind: str = "flat"
-    folder: Path | None = None
-    manifest: dict = field(default_factory=dict)
+    """A loaded snapshot: vectors memory-mapped, metadata read column by column on first use.
+
+    At a million tracks reading every metadata column costs more than a query may take in all: a path query needs
+    the paths, a text query the artists and titles, a hit a few values of its own row (one row group is read).
+    """
+
+    def __init__(self, vectors: np.ndarray, meta: pq.ParquetFile, encoder_id: str, table_version: int,
+                 kind: str = "flat", folder: Path | None = None, manifest: dict | None = None) -> None:
+        self.vectors = vectors
+        self.encoder_id, self.table_version, self.kind = encoder_id, table_version, kind
+        self.folder, self.manifest = folder, manifest or {}
+        self._parquet = meta
+        self._columns: dict[str, pa.ChunkedArray] = {}
+        self._lists: dict[str, list] = {}
+        self._groups: dict[int, pa.Table] = {}
+        sizes = [meta.metadata.row_group(g).num_rows for g in range(meta.metadata.num_row_groups)]
+        self._group_starts = np.cumsum([0, *sizes])
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        if name not in self._columns:
+            self._columns[name] = self._parquet.read(columns=[name]).column(name)
+        return self._columns[name]
+
+    def values(self, name: str) -> list:
+        """Column ``name`` as a Python list (built once)."""
+        if name not in self._lists:
+            self._lists[name] = self.column(name).to_pylist()
+        return self._lists[name]
+
+    @property
+    def keys(self) -> list[str]:
+        return self.values("key")
+
+    @property
+    def meta(self) -> pa.Table:
+        """Every metadata column (reads what is not read yet)."""
+        names = self._parquet.schema_arrow.names
+        return pa.table({name: self.column(name) for name in names})
 
     def row(self, i: int) -> dict:
-        return {name: self.meta.column(name)[i].as_py() for name in self.meta.column_names}
+        """Row ``i``'s metadata, reading only its row group."""
+        group = int(np.searchsorted(self._group_starts, i, side="right")) - 1
+        if group not in self._groups:
+            self._groups[group] = self._parquet.read_row_group(group)
+        table = self._groups[group]
+        offset = i - int(self._group_starts[group])
+        return {name: table.column(name)[offset].as_py() for name in table.column_names}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -110,7 +148,7 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tra
     folder = Path(tempfile.mkdtemp(prefix=f"{ANN}-{version}-", dir=home))
     try:
         np.save(folder / "vectors.npy", vectors)
-        pq.write_table(meta.select(SNAPSHOT_COLUMNS), folder / "meta.parquet")
+        pq.write_table(meta.select(SNAPSHOT_COLUMNS), folder / "meta.parquet", row_group_size=META_ROW_GROUP)
         if kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = hnsw_ef_construction
@@ -153,14 +191,14 @@ def load_snapshot(home: Path) -> LibraryVectors:
             break
         try:
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-            meta = pq.ParquetFile(folder / "meta.parquet").read()  # pq.read_table would import pandas (~0.2 s)
+            meta = pq.ParquetFile(folder / "meta.parquet")  # not pq.read_table: that imports pandas (~0.2 s)
         except (OSError, ValueError) as exc:
             if attempt < LOAD_ATTEMPTS - 1:
                 continue  # the folder was replaced between resolving the link and opening its files
             raise AnnError(f"index in {home / ANN} is unreadable ({exc}): run `recsys embed` to rebuild it") from None
-        return LibraryVectors(keys=meta.column("key").to_pylist(), vectors=vectors, meta=meta,
-                              encoder_id=manifest["encoder_id"], table_version=int(manifest["table_version"]),
-                              kind=manifest.get("kind", "flat"), folder=folder, manifest=manifest)
+        return LibraryVectors(vectors, meta, encoder_id=manifest["encoder_id"],
+                              table_version=int(manifest["table_version"]), kind=manifest.get("kind", "flat"),
+                              folder=folder, manifest=manifest)
     raise AnnError(f"no index in {home}: run `recsys embed`")
 
 
@@ -197,7 +235,7 @@ class Searcher:
     def search(self, query: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """For each query row, up to k (row, cosine) pairs, best first."""
         queries = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
-        n = len(self.lib.keys)
+        n = len(self.lib.vectors)
         k = min(int(k), n)
         if k <= 0:
             return [[] for _ in range(len(queries))]

@@ -83,9 +83,9 @@ def _as_path(query: str) -> str | None:
 
 def resolve_query(lib: LibraryVectors, query: str) -> int:
     """The row of the track TRACK names: a path or file:// URI first, else 'artist - title' text (loose)."""
-    paths = lib.meta.column("path").to_pylist()
     path = _as_path(query)
     if path is not None:
+        paths = lib.values("path")
         real = os.path.realpath(path)
         # realpath() of every row costs ~30 us each (3 s at 100k tracks): only when no path matches as given
         rows = ([i for i, p in enumerate(paths) if p in (path, real)]
@@ -100,9 +100,7 @@ def resolve_query(lib: LibraryVectors, query: str) -> int:
 
 
 def _labels(lib: LibraryVectors) -> list[str]:
-    artists = lib.meta.column("artist").to_pylist()
-    titles = lib.meta.column("title").to_pylist()
-    paths = lib.meta.column("path").to_pylist()
+    artists, titles, paths = lib.values("artist"), lib.values("title"), lib.values("path")
     return [
         normalise(f"{a or ''} {t or ''}") if (a or t) else normalise(Path(p).stem)
         for a, t, p in zip(artists, titles, paths, strict=True)
@@ -142,18 +140,18 @@ def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
     lib = current_snapshot(settings.home_path, settings.index)
     row = resolve_query(lib, query)
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    content_ids = lib.meta.column("content_id").to_pylist()
     qvec = np.asarray(lib.vectors[row], dtype=np.float32)
+    query_content = lib.row(row)["content_id"]
     hits: list[Hit] = []
     want = k + 1
     while True:
-        found = searcher.search(qvec, min(want, len(lib.keys)))[0]
+        found = searcher.search(qvec, min(want, len(lib)))[0]
         hits = [
             _hit(lib, i, s)
             for i, s in found
-            if i != row and content_ids[i] != content_ids[row] and s < DUPLICATE_COSINE
+            if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content
         ]
-        if len(hits) >= k or want >= len(lib.keys):
+        if len(hits) >= k or want >= len(lib):
             break
         want *= 4  # many copies of the query: look further
     return SimilarResult(query=_hit(lib, row, 1.0), neighbours=hits[:k])
