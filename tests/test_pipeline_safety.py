@@ -1,0 +1,75 @@
+"""The whole pipeline harms nothing: music files and the player database keep their bytes and mtimes through embed,
+train-encoder, train-classifier, playlist and similar (with both made read-only, and the home elsewhere), and a
+playlist killed while it is written never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import xspf_lib
+
+from recsys.demo import build_library, write_demo_db
+
+
+def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns, stat.S_IMODE(p.stat().st_mode)) for p in paths}
+
+
+def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RECSYS_TRAIN__EPOCHS": "1"}
+    return subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_whole_pipeline_never_writes_music_or_player_db(tmp_path):
+    music = tmp_path / "music"
+    tracks = build_library(music)  # the demo's library: enough ratings and tracks for both training stages
+    db = write_demo_db(tmp_path / "library-db" / "clementine.db", tracks)
+    files = sorted(p for p in music.rglob("*") if p.is_file())
+    folders = sorted({p.parent for p in files} | {music, db.parent})
+    for path in [*files, db]:
+        path.chmod(0o444)
+    for folder in folders:
+        folder.chmod(0o555)
+    before = _snapshot([*files, db])
+    home = tmp_path / "elsewhere" / "recsys-home"  # the home on another path than the music and the database
+    try:
+        for args in (["embed", "--db", str(db), "-q"],
+                     ["train-encoder", "--db", str(db), "--epochs", "1", "--no-activate"],
+                     ["train-classifier", "--db", str(db)],
+                     ["playlist", "--db", str(db), "--out", str(tmp_path / "out.xspf")],
+                     ["similar", str(files[0])]):
+            done = _cli(home, *args)
+            assert done.returncode == 0, f"{args[0]}: {done.stderr}"
+        after = _snapshot([*files, db])
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert after == before
+    assert sorted(p.name for p in db.parent.iterdir()) == ["clementine.db"]  # no -wal, -shm or journal left
+    assert sorted(p for p in music.rglob("*") if p.is_file()) == files
+
+
+def test_killed_playlist_leaves_no_half_written_file(small_library):
+    lib = small_library
+    db, home = lib.db, lib.home
+    assert _cli(home, "embed", "--db", str(db), "-q").returncode == 0
+    rng = random.Random(7)
+    out = lib.root / "lists" / "killed.xspf"
+    for _ in range(6):
+        proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "--home", str(home), "playlist", "--db", str(db),
+                                 "--out", str(out), "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():  # whatever moment it died at, the playlist is whole or absent
+            assert len(xspf_lib.Playlist.parse(str(out)).trackList) > 0
+    visible = [p.name for p in out.parent.iterdir() if not p.name.startswith(".")] if out.parent.exists() else []
+    assert visible in ([], ["killed.xspf"])
