@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,14 +88,18 @@ def timed_pool(fn, paths: list[Path], workers: int) -> float:
     return time.perf_counter() - started
 
 
-def timed_embed(db: Path, encoder: str, workers: int) -> float:
+def timed_embed(db: Path, encoder: str, workers: int) -> tuple[float, float]:
+    """(end-to-end seconds of a fresh `recsys embed` process, seconds of its decode-and-encode loop as it reports
+    them: the difference is the fixed start-up, mostly importing torch, lancedb and faiss)."""
     home = Path(tempfile.mkdtemp(prefix="recsys-bench-home-"))
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), "embed", "--db", str(db), "--encoder",
-                    encoder, "--workers", str(workers), "--device", "cpu", "-q"], check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), "embed", "--db", str(db),
+                           "--encoder", encoder, "--workers", str(workers), "--device", "cpu", "-q"], check=True,
+                          capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     shutil.rmtree(home)
-    return elapsed
+    loop = re.search(r"tracks/s over ([0-9.]+) s", done.stdout)
+    return elapsed, float(loop.group(1)) if loop else float("nan")
 
 
 def main() -> None:
@@ -117,9 +122,11 @@ def main() -> None:
     load_crop(str(paths[0]), SR, CROP_S)  # warm the page cache the same way for everyone
     n = len(paths)
     results = {"(a) decode crops (floor)": timed_pool(None, paths, workers)}
-    results["(b) recsys embed, dsp"] = timed_embed(db, "dsp", workers)
-    if not args.skip_cnn:
-        results["(b) recsys embed, cnn"] = timed_embed(db, "cnn", workers)
+    encoders = ["dsp"] if args.skip_cnn else ["dsp", "cnn"]
+    for encoder in encoders:
+        whole, loop = timed_embed(db, encoder, workers)
+        results[f"(b) recsys embed, {encoder}"] = whole
+        results[f"    its embed loop, {encoder}"] = loop
     results["(c) naive full decode + crop"] = timed_pool(_naive, paths, workers)
     print(f"{'pipeline':32s} {'seconds':>8s} {'tracks/s':>9s}")
     for name, secs in results.items():
@@ -127,8 +134,11 @@ def main() -> None:
     floor = n / results["(a) decode crops (floor)"]
     dsp = n / results["(b) recsys embed, dsp"]
     naive = n / results["(c) naive full decode + crop"]
-    print(f"dsp embed / decode floor = {dsp / floor:.2f}x   (goal >= 0.7x)")
-    print(f"dsp embed / naive decode = {dsp / naive:.2f}x   (goal >= 5x)")
+    loop = n / results["    its embed loop, dsp"]
+    print(f"dsp embed / decode floor = {dsp / floor:.2f}x end to end, {loop / floor:.2f}x without start-up "
+          "(goal >= 0.7x)")
+    print(f"dsp embed / naive decode = {dsp / naive:.2f}x end to end, {loop / naive:.2f}x without start-up "
+          "(goal >= 5x)")
     if "(b) recsys embed, cnn" in results:
         print(f"cnn embed / decode floor = {n / results['(b) recsys embed, cnn'] / floor:.2f}x")
 
