@@ -11,7 +11,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from recsys.recommender import xspf
+from recsys import atomic
 from recsys.recommender.rank import RankedTrack
 from recsys.recommender.xspf import PlaylistWriteError, file_uri, write_playlist
 
@@ -108,7 +108,7 @@ def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(xspf.os, "fsync", broken_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", broken_fsync)
     with pytest.raises(PlaylistWriteError, match="No space left on device") as err:
         write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
     assert "\n" not in str(err.value)
@@ -121,7 +121,7 @@ def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
     def denied(**kwargs):
         raise PermissionError(13, "Permission denied", kwargs["dir"])
 
-    monkeypatch.setattr(xspf.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", denied)
     with pytest.raises(PlaylistWriteError, match=r"\(Permission denied\): choose a writable folder with --out"):
         write_playlist(tmp_path / "p.xspf", [], title="x")
     assert not (tmp_path / "p.xspf").exists()

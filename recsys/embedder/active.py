@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from recsys.atomic import write_json_atomic
 from recsys.embedder.encoders import Encoder, EncoderError, build_encoder, encoder_id
-from recsys.index.store import write_json_atomic
 
 MODELS = "models"
 CURRENT = "current.json"

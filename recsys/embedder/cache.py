@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.atomic import write_json_atomic
 from recsys.embedder.audio import crop_window
 from recsys.embedder.decoding import DecodeSpec, Job, decoded
 from recsys.embedder.encoders import CnnEncoder
 from recsys.errors import RecsysError
-from recsys.index.store import write_json_atomic
 from recsys.library.content_id import content_id
 from recsys.library.track import Track
 

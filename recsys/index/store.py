@@ -13,7 +13,6 @@ Nothing of the old rows is kept: they are all re-embedded.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from lancedb.expr import col, lit
 
+from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
 
 TRACKS = "tracks"
@@ -113,18 +113,6 @@ def read_stamp(home: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write to a temporary file in the same folder, then rename over: a reader sees the old or the new file, whole."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _unwritable(home: Path, exc: OSError) -> StoreError:

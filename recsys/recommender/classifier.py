@@ -32,9 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import re
-import tempfile
 import time
 import unicodedata
 from collections import Counter
@@ -47,6 +45,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from recsys.atomic import atomic_path, write_bytes_atomic
 from recsys.errors import RecsysError
 from recsys.library.track import Track
 
@@ -375,32 +374,18 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def _save_atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _save(models_dir: Path, model: RatingModel, torch_state: dict[str, Any]) -> list[Path]:
     import torch
 
     models_dir.mkdir(parents=True, exist_ok=True)
     npz, js, pt = (models_dir / name for name in FILES)
 
-    def write_npz(tmp: str) -> None:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **model.arrays)
-
-    _save_atomic(npz, write_npz)
-    _save_atomic(pt, lambda tmp: torch.save(torch_state, tmp))
+    with atomic_path(npz) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **model.arrays)
+    with atomic_path(pt) as tmp:
+        torch.save(torch_state, tmp)
     # The json goes last: it is what `load` checks first, so a crash midway leaves the previous json naming its kind.
-    text = json.dumps(_finite(model.info), indent=2)
-    _save_atomic(js, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_bytes_atomic(js, json.dumps(_finite(model.info), indent=2).encode("utf-8"))
     return [npz, js, pt]
 
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
+from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
 from recsys.recommender.rank import RankedTrack
 
@@ -109,20 +109,6 @@ def _m3u_bytes(tracks: Sequence[RankedTrack]) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: readers never see a partial playlist."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_playlist(path: Path, tracks: Sequence[RankedTrack], title: str, fmt: str = "xspf", overwrite: bool = False,
                    creator: str = "recsys") -> Path:
     """Write ``tracks`` as a playlist file at ``path`` (folders created) and return its absolute path."""
@@ -134,7 +120,7 @@ def write_playlist(path: Path, tracks: Sequence[RankedTrack], title: str, fmt: s
     data = _xspf_bytes(tracks, title, creator) if fmt == "xspf" else _m3u_bytes(tracks)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, data)
+        write_bytes_atomic(path, data)  # readers never see a partial playlist
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise PlaylistWriteError(f"cannot write playlist {path} ({reason}): choose a writable folder with --out") \
