@@ -92,7 +92,7 @@ class TrainSettings:
     batch_size: int = 64
     lr: float = 0.001
     weight_decay: float = 0.0001
-    temperature: float = 0.1
+    temperature: float = 0.5
     seed: int = 0
     device: str = "auto"
     window_seconds: float = 40.0
