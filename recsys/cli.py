@@ -65,10 +65,14 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 
     \b
     Typical use:
-      recsys embed                  listen to every track (reads your Clementine/Strawberry database)
+      recsys demo                       try it all on a small synthetic library first
+      recsys embed                      listen to every track (reads your Clementine/Strawberry database)
       recsys similar "Artist - Title"   tracks that sound like it
-      recsys status                 what is embedded, stale or failed
-      recsys demo                   try it all on a small synthetic library first
+      recsys train-classifier           learn your taste from your star ratings
+      recsys playlist                   100 unrated tracks you will likely like, as XSPF
+      recsys train-encoder              teach the cnn encoder your music (optional; GPU when present)
+      recsys eval                       how well the encoder groups albums and artists
+      recsys status                     what is embedded, stale or failed
 
     Your music files and player database are only ever read, never written.
     """
