@@ -1,7 +1,7 @@
 """Encoder training throughput, measured side by side in one run (issue: train-encoder).
 
-(1) feature-cache build, tracks/s, against the decode floor: decoding the same training windows with the same
-    worker processes and nothing else;
+(1) feature-cache build, tracks/s, against two decode floors with the same worker processes and nothing else:
+    the same training windows (what the build must decode), and the 30 s inference crops of embed_throughput's (a);
 (2) training excerpts/s fed from the cache, against the same training steps fed by decoding each excerpt from the
     audio file on the fly (seeking, as `recsys embed` does), with the default cnn.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from embed_throughput import build  # noqa: E402  (same folder: the shared synthetic library)
+from embed_throughput import build, timed_pool  # noqa: E402  (same folder: the shared synthetic library)
 
 from recsys.config import load_settings
 from recsys.embedder.audio import load_crop
@@ -86,12 +86,14 @@ def main() -> None:
     config = {**CNN_DEFAULTS, "channels": list(settings.train.channels), "seed": settings.train.seed}
 
     floor = decode_floor(tracks, int(config["sample_rate"]), settings.train.window_seconds, workers)
+    crop_floor = timed_pool(None, paths, workers)
     started = time.perf_counter()
     cache, report = build_cache(settings, tracks, config)
     build_s = time.perf_counter() - started
     print(f"{len(tracks)} tracks x {a.minutes:g} min, {workers} workers, {settings.train.window_seconds:g} s windows")
-    print(f"(1) decode floor {len(tracks) / floor:.2f} tracks/s; cache build {len(tracks) / build_s:.2f} tracks/s "
-          f"= {floor / build_s:.2f}x the floor ({report.built} built, "
+    print(f"(1) decode floor, training windows {len(tracks) / floor:.2f} tracks/s, 30 s crops (embed (a)) "
+          f"{len(tracks) / crop_floor:.2f} tracks/s; cache build {len(tracks) / build_s:.2f} tracks/s = "
+          f"{floor / build_s:.2f}x the window floor, {crop_floor / build_s:.2f}x the crop floor ({report.built} built, "
           f"{cache.frontend.bytes_per_track} bytes per track)")
 
     trainer = Trainer(settings.train, cache.for_tracks(tracks), cache.folder, home / "models",

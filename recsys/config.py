@@ -101,7 +101,7 @@ class TrainSettings:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
     cache_max_gb: float = 20.0
     workers: int = 0
-    collapse_std: float = 0.005
+    collapse_std: float = 0.05
 
 
 @dataclass

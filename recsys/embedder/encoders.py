@@ -362,8 +362,12 @@ class CnnEncoder(nn.Module):
 
     Each block is conv3x3 - BatchNorm - ReLU - 2x2 max-pool; after the last block the map is averaged over
     frequency, then mean- and max-pooled over time (so any length works) and mapped to ``embed_dim`` (the
-    projection-free embedding), then projected to ``dim`` and L2-normalised. The weights are initialised from
-    ``seed`` without touching the global RNG, so an untrained encoder is the same everywhere (and so is its id).
+    projection-free embedding), then BatchNorm - ReLU - projected to ``dim`` and L2-normalised (SimCLR's head). The
+    head's BatchNorm matters for training: pooled activations of a fresh network share one large common component,
+    so without it every track starts at nearly one point (embedding std ~0.04) where the contrastive loss has almost
+    no gradient and training sat at chance for epochs; centring across the batch starts the tracks spread out. The
+    weights are initialised from ``seed`` without touching the global RNG, so an untrained encoder is the same
+    everywhere (and so is its id).
     Training (stage 1) can work from cached log-mels: ``frontend`` and ``embed_logmel`` are separate.
     """
 
@@ -394,6 +398,7 @@ class CnnEncoder(nn.Module):
                 in_ch = out_ch
             self.blocks = nn.Sequential(*blocks)
             self.embedding = nn.Linear(2 * in_ch, self.embed_dim)
+            self.head_norm = nn.BatchNorm1d(self.embed_dim)
             self.projection = nn.Linear(self.embed_dim, self.dim)
         self.eval()
 
@@ -418,7 +423,7 @@ class CnnEncoder(nn.Module):
         x = x.mean(2)
         x = torch.cat([x.mean(-1), x.amax(-1)], dim=1)
         x = self.embedding(x)
-        return self.projection(torch.relu(x)) if project else x
+        return self.projection(torch.relu(self.head_norm(x))) if project else x
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.embed_logmel(self.frontend(waves))

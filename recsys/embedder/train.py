@@ -172,7 +172,7 @@ def representation_metrics(z1: torch.Tensor, z2: torch.Tensor) -> dict[str, floa
 def _recalibrate_batchnorm(model: CnnEncoder, batches: Sequence[torch.Tensor]) -> None:
     """Set BatchNorm running statistics to the exact averages over ``batches``: with few steps per epoch (a small
     library) the momentum averages are still far from the data, and inference (eval mode) uses them."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
     saved = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
@@ -506,7 +506,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
     return report
 
 
-DEMO_CHANNELS = [16, 32, 64, 64]  # a small cnn: 5 epochs over the demo's 40 tracks take ~20 s on two CPU cores
+DEMO_CHANNELS = [16, 32, 64, 64]  # a small cnn: caching and 5 epochs over the demo's 40 tracks take ~25 s on 2 cores
 DEMO_EXCERPT_S = 2.0
 
 
