@@ -11,9 +11,7 @@ import hashlib
 import importlib
 import json
 import math
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -21,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recsys.atomic import atomic_path
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
 from recsys.errors import RecsysError
 
@@ -506,16 +505,8 @@ def save_checkpoint(encoder: CnnEncoder, path: Path, extra: dict | None = None) 
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "auto") -> CnnEncoder:

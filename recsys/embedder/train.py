@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recsys.atomic import atomic_path
 from recsys.config import Settings, TrainSettings
 from recsys.embedder.active import activate as activate_encoder
 from recsys.embedder.active import models_dir, resolve_encoder
@@ -233,9 +234,8 @@ class Trainer:
     def save_state(self, state: dict) -> Path:
         path = self.models / LAST
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{LAST}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
         return path
 
     def resume(self) -> None:

@@ -16,7 +16,7 @@ more than the rest together).
 Mode ``uncertain`` ranks ALL unrated scored tracks by the classifier's uncertainty (not the top of the taste ranking)
 and diversifies the same way: rating those tracks teaches the classifier most.
 
-This module imports numpy only: the playlist command must start fast.
+This module imports numpy (and faiss, through the classifier), never torch: the playlist command must start fast.
 """
 
 from __future__ import annotations
@@ -200,16 +200,17 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     short = rows[np.argpartition(-relevance[rows], size - 1)[:size]] if size < len(rows) else rows
     short = short[np.argsort(-relevance[short], kind="stable")]
 
-    artist_raw = _take(lib.meta, "artist", short)
-    album_raw = _take(lib.meta, "album", short)
-    title_raw = _take(lib.meta, "title", short)
-    paths = _take(lib.meta, "path", short)
+    meta = lib.meta  # a snapshot builds this table on each access
+    artist_raw = _take(meta, "artist", short)
+    album_raw = _take(meta, "album", short)
+    title_raw = _take(meta, "title", short)
+    paths = _take(meta, "path", short)
     picked = _mmr(vectors, short, relevance[short], [_norm(a) for a in artist_raw], [_norm(a) for a in album_raw],
                   [_norm(t) for t in title_raw], paths, top_n, mmr_lambda, max_per_artist, max_per_album, exists)
     chosen = short[picked]
-    starts = _take(lib.meta, "start_s", chosen)
-    numbers = _take(lib.meta, "track_number", chosen)
-    durations = _take(lib.meta, "duration_s", chosen)
+    starts = _take(meta, "start_s", chosen)
+    numbers = _take(meta, "track_number", chosen)
+    durations = _take(meta, "duration_s", chosen)
     because = _because(vectors, chosen, pos, lib.keys, tracks)
     return [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[n] or 0.0), score=float(relevance[r]),
                         predicted=None if predicted is None else float(predicted[r]), artist=artist_raw[j] or "",
