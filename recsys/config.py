@@ -39,6 +39,7 @@ class LibrarySettings:
 class AudioSettings:
     crop_seconds: float = 30.0
     crop_position: str = "center"
+    crop_count: int = 1
     max_track_minutes: float = 15.0
     decode_timeout_s: float = 60.0
 

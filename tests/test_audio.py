@@ -20,6 +20,7 @@ from recsys.embedder.audio import (
     DecodeError,
     TrackTooLong,
     crop_window,
+    crop_windows,
     limit_decoder_threads,
     load_crop,
     probe_duration,
@@ -95,6 +96,35 @@ def test_decoder_choice(encoded):
     assert load_crop(encoded["flac"], OUT, 2.0).decoder == "soundfile"
     assert load_crop(encoded["m4a"], OUT, 2.0).decoder == "pyav"
     assert load_crop(encoded["alac"], OUT, 2.0).decoder == "pyav"
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "m4a", "ogg"])
+def test_several_excerpts_are_each_the_right_part(encoded, reference, fmt):
+    """Three 2 s excerpts of the 12 s signal, centred at 25/50/75 %: each one matches the source where it starts,
+    through either decoder (FLAC and Ogg by soundfile, M4A by PyAV)."""
+    clip = load_crop(encoded[fmt], OUT, crop_s=2.0, count=3)
+    assert len(clip.samples) == 6 * OUT
+    starts = [2.0, 5.0, 8.0]
+    assert clip.start_s == pytest.approx(starts[0], abs=0.05)
+    for i, start_s in enumerate(starts):
+        part = clip.samples[i * 2 * OUT:(i + 1) * 2 * OUT]
+        lag, corr = _lag_and_corr(part, reference, round(start_s * OUT), max_lag=int(0.05 * OUT))
+        assert corr > 0.99, f"{fmt} excerpt {i}: does not match the source at {start_s} s (corr {corr:.3f})"
+
+
+def test_crop_windows_geometry():
+    assert crop_windows(100.0, 30.0) == [crop_window(100.0, 30.0)]
+    assert crop_windows(100.0, 30.0, 1, "start") == [(0.0, 30.0)]
+    assert crop_windows(200.0, 10.0, 3) == [(45.0, 10.0), (95.0, 10.0), (145.0, 10.0)]
+    # inside a CUE segment: 25/50/75 % of the segment, not of the file
+    assert crop_windows(600.0, 10.0, 3, seg_start_s=200.0, seg_length_s=100.0) == [
+        (220.0, 10.0), (245.0, 10.0), (270.0, 10.0)]
+    # no longer than all excerpts together: one window of that total length, nothing decoded twice
+    assert crop_windows(30.0, 10.0, 3) == [(0.0, 30.0)]
+    assert crop_windows(40.0, 10.0, 3) == [(5.0, 10.0), (15.0, 10.0), (25.0, 10.0)]  # just longer: spread, no overlap
+    assert crop_windows(12.0, 10.0, 3) == [(0.0, 12.0)]
+    with pytest.raises(CropError, match="crop_count"):
+        crop_windows(100.0, 10.0, 0)
 
 
 def test_probe_duration(encoded):

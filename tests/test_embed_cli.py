@@ -110,6 +110,20 @@ def test_changing_encoder_reembeds_everything(small_library):
     assert snap.encoder_id != dsp_id and len(snap.keys) == 12
 
 
+def test_changing_the_clip_policy_reembeds_everything(small_library, monkeypatch):
+    """A vector depends on the clip it heard as much as on the encoder: rows of another excerpt policy are stale."""
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    before = load_snapshot(lib.home).encoder_id
+    monkeypatch.setenv("RECSYS_AUDIO__CROP_SECONDS", "2")
+    monkeypatch.setenv("RECSYS_AUDIO__CROP_COUNT", "3")
+    r = _embed(lib)
+    assert r.exit_code == 0, r.output
+    assert "embedded 12," in r.output
+    assert load_snapshot(lib.home).encoder_id != before
+    assert "embedded 0," in _embed(lib).output  # and the new policy's rows are then up to date
+
+
 def test_similar_by_path_uri_and_text(small_library):
     lib = small_library
     assert _embed(lib).exit_code == 0

@@ -6,6 +6,7 @@ soxr): not torch, lancedb or faiss, which the pipeline needs and which cost seco
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 from collections.abc import Iterator, Sequence
@@ -37,6 +38,18 @@ class DecodeSpec:
     position: str
     max_duration_s: float
     timeout_s: float
+    crop_count: int = 1  # excerpts per track (audio.crop_count), crop_s seconds each
+
+    @property
+    def clip_samples(self) -> int:
+        """Samples of a full clip: every excerpt, at ``sample_rate``."""
+        return int(round(self.crop_s * self.crop_count * self.sample_rate))
+
+    def vector_id(self, encoder_id: str) -> str:
+        """The id stored with each vector: the encoder's id and the clip it heard (rate, excerpt length, count,
+        position), so that changing either makes the rows stale and `recsys embed` re-embeds them."""
+        clip = f"{self.sample_rate}|{self.crop_s:g}|{self.crop_count}|{self.position}"
+        return hashlib.sha256(f"{encoder_id}|{clip}".encode()).hexdigest()[:16]
 
 
 def default_workers(configured: int) -> int:
@@ -45,7 +58,8 @@ def default_workers(configured: int) -> int:
 
 def decode_spec(settings: Settings, sample_rate: int) -> DecodeSpec:
     a = settings.audio
-    return DecodeSpec(sample_rate, a.crop_seconds, a.crop_position, a.max_track_minutes * 60.0, a.decode_timeout_s)
+    return DecodeSpec(sample_rate, a.crop_seconds, a.crop_position, a.max_track_minutes * 60.0, a.decode_timeout_s,
+                      a.crop_count)
 
 
 class _DecodeTimeout(Exception):
@@ -83,6 +97,7 @@ def _decode(job: Job, spec: DecodeSpec) -> Decoded:
             seg_start_s=job.track.start_s,
             seg_length_s=job.track.length_s if job.track.segment else None,
             max_duration_s=spec.max_duration_s,
+            count=spec.crop_count,
         )
         return job, clip, None, False
     except TrackTooLong as exc:

@@ -271,7 +271,7 @@ def embed_tracks(
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
-    encoding = _Encoding(encoder, encoder_id, int(round(spec.crop_s * spec.sample_rate)), batch_size, store,
+    encoding = _Encoding(encoder, encoder_id, spec.clip_samples, batch_size, store,
                          write_batch)
     for job, vector in plan.reuse:
         encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
@@ -317,7 +317,9 @@ def embed_library(
     with HomeLock(home, "recsys embed"):
         store = TrackStore.open(home)
         resolved = resolve_encoder(settings.embed.encoder, home, settings.embed.device)
-        encoder, eid = resolved.encoder, resolved.encoder_id
+        encoder = resolved.encoder
+        spec = decode_spec(settings, encoder.sample_rate)
+        eid = spec.vector_id(resolved.encoder_id)
         if store.dim is not None and store.dim != encoder.dim:
             store.reset_vectors(encoder.dim)
         report = embed_tracks(
@@ -325,7 +327,7 @@ def embed_library(
             store,
             encoder,
             eid,
-            decode_spec(settings, encoder.sample_rate),
+            spec,
             workers=default_workers(settings.embed.workers),
             batch_size=settings.embed.batch_size,
             write_batch=settings.embed.write_batch,
@@ -349,7 +351,7 @@ def library_status(settings: Settings) -> dict:
     home = settings.home_path
     library = load_library(settings.library.db, settings.library.folders)
     resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
-    eid = resolved.encoder_id
+    eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     store = TrackStore.open(home)
     failures = store.failures()
     states = store.states()
