@@ -308,8 +308,9 @@ def _render_scores(scores) -> None:
     for s in scores:
         m = s.metrics
         click.echo(f"  {_one_line(s.label)} ({s.encoder_id}, from {s.source}): same-album precision@10 "
-                   f"{fmt(m['album_p10'])} over {m['album_queries']} queries, same-artist "
-                   f"{fmt(m['artist_p10'])} over {m['artist_queries']} queries ({m['tracks']} tracks)")
+                   f"{fmt(m['album_p10'])} (chance {fmt(m['album_chance'])}) over {m['album_queries']} queries, "
+                   f"same-artist {fmt(m['artist_p10'])} (chance {fmt(m['artist_chance'])}) over "
+                   f"{m['artist_queries']} queries ({m['tracks']} tracks)")
     if not any(s.comparable for s in scores):
         click.echo("  no two tracks share an album tag: these numbers cannot compare encoders on this library")
 
