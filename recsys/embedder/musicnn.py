@@ -180,17 +180,23 @@ class MusicnnEncoder(nn.Module):
         penultimate = self.dense_bn(torch.relu(self.dense(self.pool_bn(pooled))))
         return penultimate, self.tags(penultimate)
 
-    def _freq_max(self, conv: nn.Module, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
-        """relu(conv) -> batch norm -> max over frequency. In inference the max is taken first: batch norm is then
-        a per-channel affine map, so max(a x + b) = a max(x) + b where a >= 0 and a min(x) + b where a < 0 (a pass
-        over the largest tensor of the network saved). In training, batch norm uses the batch's statistics."""
-        y = torch.relu(conv(x))  # (N, C, freq, time)
+    def _freq_max(self, conv: nn.Conv2d, bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+        """relu(conv) -> batch norm -> max over frequency, (N, C, freq, time) -> (N, C, time).
+
+        In training batch norm uses the batch's statistics, so it is computed as written. In inference it is a
+        per-channel affine map a y + b, and the maximum over frequency of a relu(z) + b is a relu(max z) + b where
+        a >= 0 and a relu(min z) + b where a < 0 (relu is monotonic). Most of MSD_musicnn's front-end channels have
+        a < 0, so those filters are run negated (max of -z is -min z): one convolution and one max over the largest
+        tensor of the network, and the relu and batch norm only on the pooled result."""
         if self.training:
+            y = torch.relu(conv(x))
             return bn(y.flatten(2)).view_as(y).amax(2)
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         shift = bn.bias - bn.running_mean * scale
-        pick = torch.where((scale >= 0).view(1, -1, 1), y.amax(2), y.amin(2))
-        return pick * scale.view(1, -1, 1) + shift.view(1, -1, 1)
+        sign = torch.where(scale >= 0, 1.0, -1.0)
+        z = F.conv2d(x, conv.weight * sign.view(-1, 1, 1, 1), conv.bias * sign)  # sign * conv(x)
+        pooled = torch.relu(z.amax(2) * sign.view(1, -1, 1))  # relu(max conv) or relu(min conv), per channel
+        return pooled * scale.view(1, -1, 1) + shift.view(1, -1, 1)
 
     def embed_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, 96, frames) log-mel -> (B, 200) mean of the patch vectors (not normalised); differentiable."""
