@@ -132,6 +132,9 @@ def _render_embed(report) -> None:
                    f"e.g. {_one_line(lib.scan_errors[0][0])}: "
                    f"{_one_line(lib.scan_errors[0][1])}")
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    if report.stale:
+        click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
+                   "or a new default): embedding them again")
     click.echo(
         f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
         f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "

@@ -120,6 +120,7 @@ def test_changing_the_clip_policy_reembeds_everything(small_library, monkeypatch
     r = _embed(lib)
     assert r.exit_code == 0, r.output
     assert "embedded 12," in r.output
+    assert "12 track(s) were embedded by another encoder or clip policy" in r.output
     assert load_snapshot(lib.home).encoder_id != before
     assert "embedded 0," in _embed(lib).output  # and the new policy's rows are then up to date
 

@@ -43,6 +43,7 @@ class Plan:
     reuse: list[tuple[Job, np.ndarray]] = field(default_factory=list)
     up_to_date: int = 0
     known_failed: int = 0
+    stale: int = 0  # rows made by another encoder or clip policy, to be embedded again
     missing: list[Track] = field(default_factory=list)
     delete_keys: list[str] = field(default_factory=list)
 
@@ -58,6 +59,7 @@ class EmbedReport:
     deleted: int = 0
     failed: int = 0
     known_failed: int = 0
+    stale: int = 0
     too_long: int = 0
     missing: int = 0
     interrupted: bool = False
@@ -108,6 +110,8 @@ def plan_embedding(
         ):
             plan.up_to_date += 1
             continue
+        if row is not None and row.encoder_id != encoder_id:
+            plan.stale += 1
         failure = failures.get(track.key)
         if (
             failure is not None
@@ -268,6 +272,7 @@ def embed_tracks(
         vectors_by_content_id=lambda cids: store.vectors_by_content_id(cids, encoder_id),
     )
     report.up_to_date, report.known_failed, report.missing = plan.up_to_date, plan.known_failed, len(plan.missing)
+    report.stale = plan.stale
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
