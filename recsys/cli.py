@@ -135,8 +135,14 @@ def _render_embed(report) -> None:
     click.echo(
         f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
         f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
-        f"missing {report.missing}, dropped {report.deleted}"
+        f"missing {report.missing}, changed while read {report.changed}, dropped {report.deleted} (moved)"
     )
+    for folder in report.empty_folders:
+        click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
+                   "were")
+    if report.kept_missing:
+        click.echo(f"  {report.kept_missing} track(s) whose file is missing are kept out of the index until the file "
+                   "is back (`recsys prune` removes them)")
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
@@ -166,6 +172,8 @@ def similar(ctx, track, k, as_json):
 
     settings = _settings(ctx)
     result = find_similar(settings, track, k)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
         return

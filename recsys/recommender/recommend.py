@@ -132,7 +132,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     if fmt not in FORMATS:
         raise RecsysError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
     taste = load_taste(settings)
-    notes: list[str] = []
+    notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     model = _model(settings, taste.lib, notes)
     r = settings.recommend
     ranked = rank(taste.lib, taste.tracks, model, top_n=req.top_n or r.top_n, mode=req.mode,
