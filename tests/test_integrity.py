@@ -21,7 +21,7 @@ import pytest
 
 from recsys.embedder import decoding, pipeline
 from recsys.index.ann import load_snapshot
-from recsys.index.store import TrackStore
+from recsys.index.store import TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.synth.player_db import SynthSong
 
@@ -360,3 +360,109 @@ def test_sigterm_saves_like_ctrl_c_and_no_worker_outlives_the_run(small_library,
     assert set(_rows(lib.home)) == {s.path for s in lib.songs}
     assert TrackStore.open(lib.home).failures() == []
 
+
+
+# ---- readers never see a broken index; a damaged home has a way out ----------------------------------------------
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_a_damaged_snapshot_is_rebuilt_by_embed_and_by_repair(small_library):
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    _truncate((lib.home / "ann").resolve() / "vectors.npy")
+    sim = lib.run("similar", lib.songs[0].path)
+    assert sim.exit_code == 1 and "damaged" in sim.output and "recsys repair" in sim.output, sim.output
+    r = _embed(lib)
+    assert r.exit_code == 0 and "index: flat over 12 tracks" in r.output, r.output  # was "up to date", not rebuilt
+    assert lib.run("similar", lib.songs[0].path).exit_code == 0
+    ((lib.home / "ann").resolve() / "meta.parquet").unlink()
+    r = lib.run("repair")
+    assert r.exit_code == 0 and "index: rebuilt (flat, 12 tracks)" in r.output, r.output
+    assert lib.run("similar", lib.songs[0].path).exit_code == 0
+
+
+def _data_files(home: Path) -> list[Path]:
+    return sorted((home / "tracks.lance" / "data").glob("*.lance"), key=lambda p: p.stat().st_mtime_ns)
+
+
+def test_damaged_table_data_is_one_line_and_repair_restores_it(small_library, monkeypatch):
+    """A truncated tracks.lance data file failed every run with Lance's internal text. It is named in one line, and
+    `recsys repair` restores the last readable version (or rebuilds from the index) and says what must be decoded
+    again; after it, embed decodes only that."""
+    lib = small_library
+    monkeypatch.setenv("RECSYS_EMBED__WRITE_BATCH", "4")  # several versions, each adding data files
+    assert _embed(lib).exit_code == 0
+    before = _rows(lib.home)
+    for path in _data_files(lib.home):  # every version damaged: only the index snapshot can give the rows back
+        _truncate(path)
+    r = _embed(lib)
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "tracks.lance is damaged" in r.output and "`recsys repair`" in r.output
+    r = lib.run("repair")
+    assert r.exit_code == 0, r.output
+    assert "table: damaged;" in r.output and "12 track(s) recovered from the index snapshot\n" in r.output, r.output
+    after = _rows(lib.home)
+    assert after.keys() == before.keys()
+    for key, (cid, vector) in before.items():
+        assert after[key][0] == cid and np.array_equal(after[key][1], vector)
+    r = _embed(lib)
+    assert r.exit_code == 0 and "embedded 0," in r.output and "up to date 12" in r.output, r.output
+
+
+def test_repair_restores_the_last_readable_version(small_library):
+    """Only the newest commit's data is damaged: the table goes back to the version before it, and repair says how
+    many tracks that costs."""
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    before = _rows(lib.home)
+    store = TrackStore.open(lib.home)
+    meta, vectors = store.read_all()
+    row = {name: meta.column(name)[0].as_py() for name in meta.column_names}
+    row.update(key="/m/late.flac", path="/m/late.flac", content_id="late")
+    store.upsert([TrackRow(**row, vector=vectors[0])])  # one more commit, with a data file of its own
+    _truncate(_data_files(lib.home)[-1])
+    assert TrackStore.open(lib.home).damage() is not None
+    r = lib.run("repair")
+    assert r.exit_code == 0, r.output
+    assert "table: damaged; restored its last readable version" in r.output, r.output
+    assert "0 track(s) recovered from the index snapshot: 1 track(s) must be decoded again" in r.output
+    assert _rows(lib.home).keys() == before.keys()
+    assert lib.run("similar", lib.songs[0].path).exit_code == 0
+
+
+def test_prune_removes_only_the_rows_of_missing_files(small_library):
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    gone = Path(lib.songs[0].path)
+    gone.unlink()
+    assert _embed(lib).exit_code == 0
+    assert str(gone) in _rows(lib.home)  # kept by embed
+    r = lib.run("prune")
+    assert r.exit_code == 0 and "removed 1 track(s)" in r.output and str(gone) in r.output, r.output
+    assert set(_rows(lib.home)) == {s.path for s in lib.songs[1:]}
+    assert set(load_snapshot(lib.home).keys) == {s.path for s in lib.songs[1:]}
+
+
+def test_damaged_classifier_and_mlflow_store_have_a_way_out(small_library):
+    """A damaged classifier.npz or mlflow.db gave an internal error: the playlist names the damage and ranks by
+    similarity, and `recsys repair` moves both aside (kept) so training starts afresh."""
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    models = lib.home / "models"
+    models.mkdir()
+    (models / "classifier.json").write_text('{"kind": "mlp", "encoder_id": "x"}')
+    (models / "classifier.npz").write_bytes(b"PK\x03\x04 truncated")
+    (lib.home / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
+    r = lib.run("playlist", "--db", str(lib.db), "--out", str(lib.root / "p.xspf"), "--include-rated")
+    assert r.exit_code == 0 and "classifier in" in r.output and "is damaged" in r.output, r.output
+    r = lib.run("repair")
+    assert r.exit_code == 0, r.output
+    assert "mlflow.db: damaged" in r.output and "classifier: damaged" in r.output, r.output
+    assert not (lib.home / "mlflow.db").exists() and not (models / "classifier.npz").exists()
+    assert len(list(lib.home.glob("mlflow.db.damaged-*"))) == 1
+    r = lib.run("repair")
+    assert r.exit_code == 0 and "damaged" not in r.output, r.output

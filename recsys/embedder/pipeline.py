@@ -29,8 +29,9 @@ from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.errors import RecsysError
-from recsys.index.ann import build_snapshot, excluded_digest, read_manifest, snapshot_is_current
+from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
+from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_library
@@ -91,10 +92,6 @@ class EmbedReport:
     @property
     def decoded_per_s(self) -> float:
         return (self.embedded + self.failed + self.too_long) / self.seconds if self.seconds else 0.0
-
-
-def _is_under(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def plan_embedding(
@@ -162,7 +159,7 @@ def plan_embedding(
     living = {j.content_id for j, _ in plan.reuse} | {
         r.content_id for k, r in states.items() if k in listed and k not in missing_listed}
     for key, row in sorted(states.items()):
-        if any(_is_under(row.path, folder) for folder in untouched_folders):
+        if any(is_under(row.path, folder) for folder in untouched_folders):
             continue
         if key in missing_listed or (key not in listed and not os.path.exists(row.path)):
             if row.content_id and row.content_id in living:
@@ -406,7 +403,7 @@ def embed_tracks(
 def _empty_folders(library: Library) -> list[str]:
     """Music folders that hold no track of the library now: unmounted shares (an empty mount point), most likely."""
     return [f for f in library.folders
-            if not any(_is_under(t.path, os.path.abspath(os.path.expanduser(f))) for t in library.tracks)]
+            if not any(is_under(t.path, os.path.abspath(os.path.expanduser(f))) for t in library.tracks)]
 
 
 def embed_library(
@@ -446,22 +443,6 @@ def embed_library(
             refresh_snapshot(store, settings, eid, missing_keys(store, empty))
             report.index = read_manifest(home) or {}
     return report
-
-
-def missing_keys(store: TrackStore, untouched_folders: Sequence[str] = ()) -> list[str]:
-    """Keys of the rows whose file cannot be found now (kept in the table, left out of the index)."""
-    return sorted(k for k, r in store.states().items()
-                  if not any(_is_under(r.path, f) for f in untouched_folders) and not os.path.exists(r.path))
-
-
-def refresh_snapshot(store: TrackStore, settings: Settings, encoder_id: str, missing: Sequence[str]) -> dict:
-    """Rebuild the index snapshot when it does not match the table, the encoder, the index settings or the set of
-    missing files; the caller holds the home lock (only a writer builds and swaps snapshots)."""
-    home, ix = settings.home_path, settings.index
-    if not snapshot_is_current(home, encoder_id, ix, excluded_digest(missing)):
-        build_snapshot(store, home, encoder_id, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
-                       hnsw_ef_construction=ix.hnsw_ef_construction, exclude=missing)
-    return read_manifest(home) or {}
 
 
 def library_status(settings: Settings) -> dict:
