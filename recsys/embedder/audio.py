@@ -27,6 +27,14 @@ POSITIONS = ("center", "start", "end")
 # header, codec padding) without being treated as a broken file.
 _SHORT_TOLERANCE_S = 0.5
 _SHORT_TOLERANCE_FRACTION = 0.02
+# What a crop may read: a header's sample rate or channel count beyond any real recording (a damaged or hostile
+# header claiming 100 MHz once made a worker read a whole 512 MB file into 2.4 GB) is refused, and channels are mixed
+# down in blocks of at most _READ_BYTES, so one crop holds at most crop_s x MAX_SAMPLE_RATE mono samples (92 MB for
+# 30 s) plus one block. A block holds a whole stereo crop (up to 30 s at 48 kHz+): libsndfile's MP3 decoder shifts
+# the audio between consecutive reads, so MP3 (stereo at most) is always read in one go.
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+_READ_BYTES = 16 * 2**20
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS")
 
@@ -89,6 +97,15 @@ def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
                            f"skipped (raise audio.max_track_minutes to include it)")
 
 
+def _check_format(path: Path, rate: int, channels: int) -> None:
+    if rate > MAX_SAMPLE_RATE:
+        raise DecodeError(f"{path}: the header claims {rate} Hz, beyond the {MAX_SAMPLE_RATE} Hz of any real "
+                          "recording (a damaged header); re-encode or replace the file")
+    if channels > MAX_CHANNELS:
+        raise DecodeError(f"{path}: the header claims {channels} channels, beyond the {MAX_CHANNELS} recsys reads "
+                          "(a damaged header?); re-encode or replace the file")
+
+
 def _short(got: int, wanted: int, sample_rate: int) -> bool:
     missing = wanted - got
     return missing > max(_SHORT_TOLERANCE_S * sample_rate, _SHORT_TOLERANCE_FRACTION * wanted)
@@ -123,16 +140,25 @@ def _soundfile_crop(path: Path, crop_s: float, position: str, seg_start_s: float
             segment = _segment_duration(duration, seg_start_s, seg_length_s)
             _check_length(path, segment, max_duration_s)
             start, length = crop_window(duration, crop_s, position, seg_start_s, seg_length_s)
-            first, wanted = round(start * f.samplerate), round(length * f.samplerate)
+            rate = f.samplerate
+            _check_format(path, rate, f.channels)
+            first, wanted = round(start * rate), round(length * rate)
             if first:
                 f.seek(first)
-            data = f.read(wanted, dtype="float32", always_2d=True)
-            rate = f.samplerate
+            mono = np.empty(wanted, np.float32)
+            got = 0
+            block_frames = max(1, _READ_BYTES // (4 * f.channels))
+            while got < wanted:  # block by block: a many-channel file never sits whole in memory
+                block = f.read(min(block_frames, wanted - got), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                mono[got:got + len(block)] = block.mean(axis=1, dtype=np.float32)
+                got += len(block)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise _Fallback(str(exc)) from exc
-    if wanted == 0 or len(data) < wanted:
-        raise _Fallback(f"short read: {len(data)} of {wanted} frames")
-    return data.mean(axis=1, dtype=np.float32), rate, start, segment
+    if wanted == 0 or got < wanted:
+        raise _Fallback(f"short read: {got} of {wanted} frames")
+    return mono, rate, start, segment
 
 
 # ---- PyAV ------------------------------------------------------------------------------------------------------------
@@ -186,6 +212,7 @@ def _pyav_crop(path: Path, crop_s: float, position: str, seg_start_s: float, seg
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
             raise DecodeError(f"{path}: the audio stream states no sample rate; re-encode the file")
+        _check_format(path, rate, stream.codec_context.channels or 1)
         wanted = round(length * rate)
         time_base = stream.time_base or Fraction(1, rate)
         origin = float(stream.start_time * time_base) if stream.start_time and stream.start_time > 0 else 0.0
@@ -196,20 +223,20 @@ def _pyav_crop(path: Path, crop_s: float, position: str, seg_start_s: float, seg
         except av.FFmpegError as exc:
             raise DecodeError(f"{path}: corrupt audio data ({_first_line(exc)}); re-encode or replace the file") \
                 from exc
-    got = sum(c.shape[1] for c in chunks)
+    got = sum(len(c) for c in chunks)
     if got == 0:
         raise DecodeError(f"{path}: no audio could be decoded at {start:.1f} s; the file is corrupt or truncated")
     if _short(got, wanted, rate):
         raise DecodeError(f"{path}: audio ends at {start + got / rate:.1f} s but the header says {duration:.1f} s; "
                           f"the file is truncated or corrupt, replace it")
-    samples = np.concatenate(chunks, axis=1)[:, :wanted]
-    return samples.mean(axis=0, dtype=np.float32), rate, start, segment
+    return np.concatenate(chunks)[:wanted], rate, start, segment
 
 
 def _decode_from(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
                  wanted: int, rate: int) -> list[np.ndarray]:
     """Decode from the seek point until ``wanted`` samples from ``start_s`` on are in hand (never to EOF without
-    need), dropping the samples before ``start_s`` by each frame's timestamp."""
+    need), dropping the samples before ``start_s`` by each frame's timestamp; each frame is mixed down to mono as it
+    comes (memory: the crop's mono samples, whatever the channel count)."""
     chunks: list[np.ndarray] = []
     got = 0
     position = None  # seconds at the next frame's first sample, when frames carry no timestamp
@@ -225,7 +252,7 @@ def _decode_from(container: av.container.InputContainer, stream: av.audio.stream
             continue
         if skip > 0:
             x = x[:, skip:]
-        chunks.append(x)
+        chunks.append(x.mean(axis=0, dtype=np.float32))
         got += x.shape[1]
         if got >= wanted:
             break
