@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -50,7 +50,9 @@ class EncoderOutputError(RecsysError):
     """An encoder returned vectors the table cannot hold (wrong shape, NaN/Inf, not unit length): nothing is stored."""
 
 
-NORM_TOLERANCE = 1e-3  # |norm - 1| allowed in an encoder's output (float32 rounding is ~1e-7)
+# |norm - 1| allowed in an encoder's output: half precision on a GPU rounds a unit vector's norm by up to ~1e-3; an
+# encoder that does not normalise is off by far more. Accepted vectors are normalised again exactly before storing.
+NORM_TOLERANCE = 1e-2
 
 
 @dataclass
@@ -195,7 +197,7 @@ def _checked_vectors(out: object, batch: Sequence[tuple[Job, object]], dim: int,
         raise EncoderOutputError(f"encoder {label} returned vectors that are not unit length (norm {norms[i]:.4g} for "
                                  f"{batch[i][0].track.path}): return L2-normalised vectors; nothing of this batch "
                                  "was stored")
-    return vectors
+    return (vectors / norms[:, None]).astype(np.float32)
 
 
 # ---- the run --------------------------------------------------------------------------------------------------------
@@ -227,8 +229,9 @@ class _Encoding:
     """Collects decoded clips into equal-length batches for the device and finished rows into write batches."""
 
     def __init__(self, encoder, encoder_id: str, crop_samples: int, batch_size: int, store: TrackStore,
-                 write_batch: int, label: str) -> None:
+                 write_batch: int, label: str, critical: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.encoder, self.encoder_id, self.label = encoder, encoder_id, label
+        self.critical = critical  # sections a signal must not cut: encoding a batch, writing rows
         self.crop_samples, self.batch_size = crop_samples, batch_size
         self.store, self.write_batch = store, write_batch
         self.clips: list[tuple[Job, Clip]] = []
@@ -259,6 +262,10 @@ class _Encoding:
             self.flush_failures()
 
     def _encode(self, batch: list[tuple[Job, Clip]]) -> None:
+        with self.critical():
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[tuple[Job, Clip]]) -> None:
         import torch
 
         waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
@@ -283,6 +290,10 @@ class _Encoding:
             self._encode(batch)
 
     def flush_rows(self) -> None:
+        with self.critical():
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
         if self.rows:
             dim = len(self.rows[0].vector)
             if self.store.dim is not None and self.store.dim != dim:
@@ -311,22 +322,45 @@ class _NoProgress:
         pass
 
 
-def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt
+class _Interrupts:
+    """Ctrl-C and SIGTERM (systemd stopping the service, `kill`) both stop a run as KeyboardInterrupt, but never in the
+    middle of encoding a batch or writing rows: a signal there waits for the section to end. So the rows counted are
+    exactly the rows saved, whenever the signal lands."""
 
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.done = False  # the run is saving its last rows: later signals change nothing
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (systemd stopping the service, `kill`) stops the run the way Ctrl-C does: what is done is saved."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    except ValueError:  # not the main thread: signals cannot be handled here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.depth or self.done:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending and not self.done:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals cannot be handled here
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def embed_tracks(
@@ -345,7 +379,8 @@ def embed_tracks(
     untouched_folders: Sequence[str] = (),
 ) -> EmbedReport:
     """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C or SIGTERM keeps everything decoded so
-    far (the clips waiting for a full batch are encoded first, so the count reported is the count saved)."""
+    far (the clips waiting for a full batch are encoded first, and no signal cuts a batch or a write, so the count
+    reported is the count saved)."""
     started = time.monotonic()
     report = EmbedReport(total=len(tracks), encoder_id=encoder_id)
     failures = {f.key: f for f in store.failures()}
@@ -363,34 +398,41 @@ def embed_tracks(
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
+    interrupts = _Interrupts()
     encoding = _Encoding(encoder, encoder_id, int(round(spec.crop_s * spec.sample_rate)), batch_size, store,
-                         write_batch, label or str(getattr(encoder, "name", type(encoder).__name__)))
+                         write_batch, label or str(getattr(encoder, "name", type(encoder).__name__)),
+                         interrupts.critical)
     for job, vector in plan.reuse:
         encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     try:
-        with sigterm_as_interrupt(), closing(decoded(plan.todo, spec, workers)) as outcomes:
+        with interrupts.installed(), closing(decoded(plan.todo, spec, workers)) as outcomes:
             try:
-                for job, clip, error, too_long in outcomes:
-                    if clip is not None:
-                        encoding.add_clip(job, clip)
-                    elif too_long:
-                        report.too_long += 1
-                    elif error == FILE_CHANGED:
-                        report.changed += 1
-                    else:
-                        report.failed += 1
-                        report.new_failures.append((job.track.path, error or "unknown error"))
-                        encoding.add_failure(
-                            FailureRow(key=job.track.key, path=job.track.path, size=job.size,
-                                       mtime_ns=job.mtime_ns, error=error or "unknown error")
-                        )
-                    bar.update(1)
+                for job, clip, error, too_long in outcomes:  # a signal lands while waiting for the decoders
+                    with interrupts.critical():
+                        if clip is not None:
+                            encoding.add_clip(job, clip)
+                        elif too_long:
+                            report.too_long += 1
+                        elif error == FILE_CHANGED:
+                            report.changed += 1
+                        else:
+                            report.failed += 1
+                            report.new_failures.append((job.track.path, error or "unknown error"))
+                            encoding.add_failure(
+                                FailureRow(key=job.track.key, path=job.track.path, size=job.size,
+                                           mtime_ns=job.mtime_ns, error=error or "unknown error")
+                            )
+                        bar.update(1)
             except KeyboardInterrupt:
                 report.interrupted = True
                 outcomes.close()  # the workers stop now, not after the last batch is encoded
+            interrupts.done = True  # saving what is decoded: a signal now only marks the run interrupted
             encoding.flush_clips()
+            encoding.flush_rows()
+            encoding.flush_failures()
+        report.interrupted = report.interrupted or interrupts.pending
     finally:
         bar.close()
         encoding.flush_rows()
