@@ -333,3 +333,55 @@ def test_module_does_not_import_torch():
     code = "import sys, recsys.embedder.audio, recsys.synth.audio; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _sparse_wav(path, frames: int, rate: int, channels: int) -> None:
+    """A 16-bit PCM WAV whose data is a hole in the file (reads as silence): big to read, free to make."""
+    import struct
+
+    size = frames * channels * 2
+    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+              + b"data" + struct.pack("<I", size))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + size)
+
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_header_claiming_a_huge_sample_rate_reads_nothing(tmp_path):
+    """A WAV header claiming 100 MHz made a worker read the whole file (2.4 GB RSS for 512 MB): refused from the
+    header, before a sample is read."""
+    path = tmp_path / "100 MHz.wav"
+    _sparse_wav(path, 32 * 1024 * 1024, 100_000_000, 1)  # 64 MB: 0.3 s at the claimed rate, well under any limit
+
+    def load():
+        with pytest.raises(DecodeError, match="claims 100000000 Hz"):
+            load_crop(path, 22050)
+
+    assert _peak_bytes(load) < 8 * 2**20
+
+
+def test_many_channels_are_mixed_down_block_by_block(tmp_path):
+    """A crop of a 64-channel file never holds all channels of the crop at once."""
+    path = tmp_path / "64 channels.wav"
+    _sparse_wav(path, 8000 * 40, 8000, 64)
+    clip = None
+
+    def load():
+        nonlocal clip
+        clip = load_crop(path, 8000, crop_s=30.0)
+
+    assert _peak_bytes(load) < 48 * 2**20  # 61 MB (and more) as one float32 (frames, 64) array
+    assert clip is not None and clip.samples.shape == (240000,) and not clip.samples.any()

@@ -59,9 +59,11 @@ def test_embed_then_incremental_runs(small_library):
     r = _embed(lib)
     assert r.exit_code == 0, r.output
     assert "embedded 1," in r.output, r.output
-    assert "reused 1 " in r.output and "dropped 2" in r.output  # the deleted file and the moved file's old key
+    assert "reused 1 " in r.output and "dropped 1 (moved)" in r.output  # the moved file's old key
+    assert "1 track(s) whose file is missing are kept" in r.output  # the deleted file: kept, out of the index
     snap = load_snapshot(lib.home)
     assert len(snap.keys) == 11 and deleted.path not in snap.keys
+    assert deleted.path in TrackStore.open(lib.home).states()
     assert np.allclose(snap.vectors[snap.keys.index(new_path)], old_moved)
 
 

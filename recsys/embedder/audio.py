@@ -27,6 +27,14 @@ POSITIONS = ("center", "start", "end")
 # header, codec padding) without being treated as a broken file.
 _SHORT_TOLERANCE_S = 0.5
 _SHORT_TOLERANCE_FRACTION = 0.02
+# What a crop may read: a header's sample rate or channel count beyond any real recording (a damaged or hostile
+# header claiming 100 MHz once made a worker read a whole 512 MB file into 2.4 GB) is refused, and channels are mixed
+# down in blocks of at most _READ_BYTES, so one crop holds at most crop_s x MAX_SAMPLE_RATE mono samples (92 MB for
+# 30 s) plus one block. A block holds a whole stereo crop (up to 30 s at 48 kHz+): libsndfile's MP3 decoder shifts
+# the audio between consecutive reads, so MP3 (stereo at most) is always read in one go.
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+_READ_BYTES = 16 * 2**20
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS")
 
@@ -119,6 +127,15 @@ def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
                            f"skipped (raise audio.max_track_minutes to include it)")
 
 
+def _check_format(path: Path, rate: int, channels: int) -> None:
+    if rate > MAX_SAMPLE_RATE:
+        raise DecodeError(f"{path}: the header claims {rate} Hz, beyond the {MAX_SAMPLE_RATE} Hz of any real "
+                          "recording (a damaged header); re-encode or replace the file")
+    if channels > MAX_CHANNELS:
+        raise DecodeError(f"{path}: the header claims {channels} channels, beyond the {MAX_CHANNELS} recsys reads "
+                          "(a damaged header?); re-encode or replace the file")
+
+
 def _short(got: int, wanted: int, sample_rate: int) -> bool:
     missing = wanted - got
     return missing > max(_SHORT_TOLERANCE_S * sample_rate, _SHORT_TOLERANCE_FRACTION * wanted)
@@ -145,30 +162,44 @@ def _soundfile_probe(path: Path) -> float:
         raise _Fallback(str(exc)) from exc
 
 
+def _soundfile_read(path: Path, start: float, length: float) -> tuple[np.ndarray, int]:
+    """One excerpt, mono: a fresh handle seeks to ``start`` and reads ``length`` seconds block by block (a
+    many-channel file never sits whole in memory). A fresh handle per excerpt because libsndfile 1.2.2 returns the
+    wrong samples for an Ogg Vorbis seek a little ahead of where the previous read ended (measured: 5-7 s read, then
+    a seek to 8 s)."""
+    with sf.SoundFile(path) as f:
+        rate = f.samplerate
+        _check_format(path, rate, f.channels)
+        first, wanted = round(start * rate), round(length * rate)
+        if first:
+            f.seek(first)
+        mono = np.empty(wanted, np.float32)
+        got = 0
+        block_frames = max(1, _READ_BYTES // (4 * f.channels))
+        while got < wanted:
+            block = f.read(min(block_frames, wanted - got), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            mono[got:got + len(block)] = block.mean(axis=1, dtype=np.float32)
+            got += len(block)
+    if wanted == 0 or got < wanted:
+        raise _Fallback(f"short read: {got} of {wanted} frames")
+    return mono, rate
+
+
 def _soundfile_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s: float,
                     seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
     try:
         with sf.SoundFile(path) as f:
             duration = _soundfile_duration(f)
-            rate = f.samplerate
         segment = _segment_duration(duration, seg_start_s, seg_length_s)
         _check_length(path, segment, max_duration_s)
         windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
-        parts = []
-        for start, length in windows:
-            # one fresh handle per excerpt: libsndfile 1.2.2 returns the wrong samples for an Ogg Vorbis seek a
-            # little ahead of where the previous read ended (measured: 5-7 s read, then a seek to 8 s)
-            with sf.SoundFile(path) as f:
-                first, wanted = round(start * rate), round(length * rate)
-                f.seek(first)
-                data = f.read(wanted, dtype="float32", always_2d=True)
-            if wanted == 0 or len(data) < wanted:
-                raise _Fallback(f"short read: {len(data)} of {wanted} frames")
-            parts.append(data)
+        parts = [_soundfile_read(path, start, length) for start, length in windows]
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise _Fallback(str(exc)) from exc
-    data = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    return data.mean(axis=1, dtype=np.float32), rate, windows[0][0], segment
+    mono = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
+    return mono, parts[0][1], windows[0][0], segment
 
 
 # ---- PyAV ------------------------------------------------------------------------------------------------------------
@@ -221,19 +252,20 @@ def _pyav_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
             raise DecodeError(f"{path}: the audio stream states no sample rate; re-encode the file")
+        _check_format(path, rate, stream.codec_context.channels or 1)
         time_base = stream.time_base or Fraction(1, rate)
         origin = float(stream.start_time * time_base) if stream.start_time and stream.start_time > 0 else 0.0
         windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
         parts = [_pyav_window(path, container, stream, start, length, origin, rate, time_base, duration)
                  for start, length in windows]
-    samples = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
-    return samples.mean(axis=0, dtype=np.float32), rate, windows[0][0], segment
+    mono = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return mono, rate, windows[0][0], segment
 
 
 def _pyav_window(path: Path, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
                  start: float, length: float, origin: float, rate: int, time_base: Fraction,
                  duration: float) -> np.ndarray:
-    """Seek to ``start`` and decode ``length`` seconds: (channels, samples) float32."""
+    """Seek to ``start`` and decode ``length`` seconds, mono float32."""
     wanted = round(length * rate)
     try:
         if start > 0:
@@ -242,19 +274,20 @@ def _pyav_window(path: Path, container: av.container.InputContainer, stream: av.
     except av.FFmpegError as exc:
         raise DecodeError(f"{path}: corrupt audio data ({_first_line(exc)}); re-encode or replace the file") \
             from exc
-    got = sum(c.shape[1] for c in chunks)
+    got = sum(len(c) for c in chunks)
     if got == 0:
         raise DecodeError(f"{path}: no audio could be decoded at {start:.1f} s; the file is corrupt or truncated")
     if _short(got, wanted, rate):
         raise DecodeError(f"{path}: audio ends at {start + got / rate:.1f} s but the header says {duration:.1f} s; "
                           f"the file is truncated or corrupt, replace it")
-    return np.concatenate(chunks, axis=1)[:, :wanted]
+    return np.concatenate(chunks)[:wanted]
 
 
 def _decode_from(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
                  wanted: int, rate: int) -> list[np.ndarray]:
     """Decode from the seek point until ``wanted`` samples from ``start_s`` on are in hand (never to EOF without
-    need), dropping the samples before ``start_s`` by each frame's timestamp."""
+    need), dropping the samples before ``start_s`` by each frame's timestamp; each frame is mixed down to mono as it
+    comes (memory: the crop's mono samples, whatever the channel count)."""
     chunks: list[np.ndarray] = []
     got = 0
     position = None  # seconds at the next frame's first sample, when frames carry no timestamp
@@ -270,7 +303,7 @@ def _decode_from(container: av.container.InputContainer, stream: av.audio.stream
             continue
         if skip > 0:
             x = x[:, skip:]
-        chunks.append(x)
+        chunks.append(x.mean(axis=0, dtype=np.float32))
         got += x.shape[1]
         if got >= wanted:
             break
