@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.recommender import models
 from recsys.recommender.labels import Labels, group_ids, grouped_folds
-from recsys.recommender.neighbours import Neighbourhoods, evidence_weights, prior_of, vote
+from recsys.recommender.neighbours import Neighbourhoods, evidence_weights, vote
 
 VECTOR_KINDS = ("logistic", "ridge", "mlp")
 KINDS = (*VECTOR_KINDS, "knn", "base rate")
@@ -160,10 +160,11 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
             oof[kind][val] = models.probability(kind, arrays, xv)
             if kind == "ridge":
                 stars[val] = np.clip(xv @ arrays["coef"] + arrays["bias"], 0.0, 1.0)
-        p, _ = vote(Neighbourhoods(hoods.sims[train], hoods.rows[train]), part.liked, evidence_weights(part), n,
-                    prior_of(part))
+        p, _ = vote(Neighbourhoods(hoods.sims[train], hoods.rows[train]), part.rows, part.liked,
+                    evidence_weights(part), n)
         oof["knn"][val] = p[labels.rows[val]]
-        oof["base rate"][val] = prior_of(part)
+        explicit = part.liked[part.explicit]
+        oof["base rate"][val] = float(explicit.mean()) if len(explicit) else 0.5
         mean_stars[val] = float(part.targets[part.explicit].mean())
     scored = labels.explicit & ~np.isnan(oof["knn"])
     liked = labels.liked[scored]

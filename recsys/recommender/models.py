@@ -84,6 +84,16 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int 
     """The D -> 64 -> 1 network on liked (BCE with logits, (B,) against (B,)), fixed epochs; numpy weights back."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a 64-unit net: thread hand-offs cost more than the arithmetic (10x on a busy CPU)
+    try:
+        return _train_mlp(torch, x, y, w, seed, epochs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_mlp(torch: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray, seed: int, epochs: int
+               ) -> dict[str, np.ndarray]:
     torch.manual_seed(seed)
     dim = x.shape[1]
     net = torch.nn.Sequential(torch.nn.Linear(dim, MLP_HIDDEN), torch.nn.ReLU(), torch.nn.Dropout(MLP_DROPOUT),

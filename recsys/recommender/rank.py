@@ -34,7 +34,7 @@ import numpy as np
 from recsys.errors import RecsysError
 from recsys.library.track import Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root, norm
-from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, prior_of, vote
+from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
@@ -186,11 +186,11 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
 
 
 def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """Rows, liked (0/1), weights of the voting tracks, and the prior: the labels, or the seeds and disliked ones."""
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, liked (0/1) and weights of the voting tracks: the labels, or the seeds and the disliked ratings."""
     labels = collect_labels(lib.keys, tracks, pseudo_until)
     if not seeds:
-        return labels.rows, labels.liked, evidence_weights(labels), prior_of(labels)
+        return labels.rows, labels.liked, evidence_weights(labels)
     row_of = {k: i for i, k in enumerate(lib.keys)}
     missing = [s for s in seeds if s not in row_of]
     if missing:
@@ -200,7 +200,7 @@ def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_un
     rows = np.concatenate([np.array([row_of[s] for s in seeds], dtype=np.int64), disliked.rows])
     liked = np.concatenate([np.ones(len(seeds)), np.zeros(len(disliked.rows))])
     weights = np.concatenate([np.ones(len(seeds)), evidence_weights(disliked)])
-    return rows, liked, weights, 0.5
+    return rows, liked, weights
 
 
 def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
@@ -224,13 +224,13 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     if len(vectors) == 0:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
-    evidence, liked, weights, prior = _evidence(lib, tracks, seeds, pseudo_until)
+    evidence, liked, weights = _evidence(lib, tracks, seeds, pseudo_until)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    p_knn, _support = vote(hoods, liked, weights, n, prior)
+    p_knn, _support = vote(hoods, evidence, liked, weights, n)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
     p_model = model.like_probability(vectors) if use_model else None
     if scorer == "neighbours" or p_model is None:
