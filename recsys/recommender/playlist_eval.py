@@ -44,7 +44,11 @@ class PlaylistEval:
 
 
 def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Track], set[str]]:
-    """The tracks with the ratings of whole, randomly drawn albums removed; and the hidden keys."""
+    """The tracks with the ratings of whole, randomly drawn albums removed; and the hidden keys.
+
+    A hidden track's play and skip counts go too: they would vote for it (and bar it as often played) and so leak
+    the very rating the split hides.
+    """
     rated = [t for t in tracks if t.rating is not None and 0.0 <= t.rating <= 1.0]
     albums: dict[str, list[str]] = {}
     for t in rated:
@@ -56,7 +60,8 @@ def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Tra
         if len(hidden) >= want or len(hidden) + len(albums[names[i]]) > max(want, len(rated) - 20):
             continue  # keep enough ratings to train on (at least the minimum of 20 where possible)
         hidden.update(albums[names[i]])
-    return [dataclasses.replace(t, rating=None) if t.key in hidden else t for t in tracks], hidden
+    return [dataclasses.replace(t, rating=None, playcount=0, skipcount=0) if t.key in hidden else t
+            for t in tracks], hidden
 
 
 def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., Any], train: Callable[..., Any], *,
