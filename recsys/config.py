@@ -77,6 +77,7 @@ class RecommendSettings:
     w_model: float = 0.6
     w_knn: float = 0.4
     played_min: int = 3
+    max_voters: int = 1000
     eval_splits: int = 5
     eval_hidden_fraction: float = 0.25
     format: str = "xspf"

@@ -248,3 +248,14 @@ def test_files_missing_on_disk_are_not_candidates(tmp_path):
     assert len(ranking.tracks) == 9 and all(int(t.key.rsplit("/", 1)[1].split(".")[0]) % 2 == 0
                                             for t in ranking.tracks)
     assert "missing file 10" in ranking.stopped
+
+
+def test_only_the_strongest_ratings_vote_past_max_voters():
+    vectors, which = clusters(n_clusters=2, per=30)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    # style 0: three 5-star ratings; style 1: many 4-star ones. With 3 voters only the 5-star ones vote.
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
+    tracks += [Track(path=lib.keys[i], rating=0.8) for i in np.flatnonzero(which == 1)[:10]]
+    out = rank(lib, tracks, None, top_n=10, max_voters=3, mmr_lambda=1.0).tracks
+    assert {int(which[lib.keys.index(t.key)]) for t in out} == {0}
+    assert {int(which[lib.keys.index(t.key)]) for t in rank(lib, tracks, None, top_n=10).tracks} >= {1}

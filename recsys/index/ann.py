@@ -265,8 +265,11 @@ class Searcher:
         return [[(int(i), float(s)) for i, s in zip(r, sc, strict=True) if i >= 0] for r, sc in zip(rows, scores,
                                                                                                       strict=True)]
 
-    def search_arrays(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Batched top-k: (cosines, rows), each (queries, k), best first; row -1 where HNSW found fewer than k."""
+    def search_arrays(self, query: np.ndarray, k: int, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batched top-k: (cosines, rows), each (queries, k), best first; row -1 where HNSW found fewer than k.
+
+        ``ef_search`` overrides the HNSW search breadth for this call (a batch of many queries that needs fewer
+        neighbours than a user's query can search narrower)."""
         queries = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
         n = len(self.lib.vectors)
         k = min(int(k), n)
@@ -277,4 +280,10 @@ class Searcher:
                            "re-embed with the index's encoder (`recsys embed`)")
         if self._index is None:
             return faiss.knn(queries, np.asarray(self.lib.vectors), k, metric=faiss.METRIC_INNER_PRODUCT)
-        return self._index.search(queries, k)
+        if ef_search is None:
+            return self._index.search(queries, k)
+        default, self._index.hnsw.efSearch = self._index.hnsw.efSearch, max(int(ef_search), k)
+        try:
+            return self._index.search(queries, k)
+        finally:
+            self._index.hnsw.efSearch = default

@@ -7,6 +7,8 @@ P(liked) (``recsys.recommender.models``). The blend is their weighted mean, ``(w
 With ``seeds`` the seed tracks are the liked evidence instead of the ratings (the playlist is built around them).
 ``scorer`` forces "neighbours" or "classifier" alone (``recsys eval --playlist`` compares them).
 
+At most ``max_voters`` rated tracks vote (the strongest ratings first): the search is the playlist's largest cost.
+
 Candidates: embedded tracks the owner has not rated (``include_rated`` adds them) and has not played
 ``played_min`` times or more (``include_played`` adds them: a track you play often is not a recommendation),
 predicted at least ``min_rating`` when given, whose file exists (checked only for the tracks considered).
@@ -203,10 +205,24 @@ def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_un
     return rows, liked, weights
 
 
+def _strongest(rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, most: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At most ``most`` voters: the heaviest (5 and 1 stars first), the earliest listed among equals.
+
+    The search costs about 0.3 ms per voter at 100,000 tracks (HNSW, 2 cores): 5,000 ratings would take the whole
+    playlist budget. Past ``most`` ratings the classifier, fit on all of them, carries the rest.
+    """
+    if len(rows) <= most:
+        return rows, liked, weights
+    keep = np.sort(np.argsort(-weights, kind="stable")[:most])
+    return rows[keep], liked[keep], weights[keep]
+
+
 def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
          seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False, played_min: int = 3,
          min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
-         w_model: float = 0.6, w_knn: float = 0.4, neighbours_k: int = 20, pseudo_until: int = 500,
+         w_model: float = 0.6, w_knn: float = 0.4, neighbours_k: int = 20, max_voters: int = 1000,
+         pseudo_until: int = 500,
          scorer: str = "blend", search: Search | None = None,
          exists: Callable[[str], bool] = os.path.exists) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
@@ -224,7 +240,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     if len(vectors) == 0:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
-    evidence, liked, weights = _evidence(lib, tracks, seeds, pseudo_until)
+    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
                         "more in your player, pass --seed, or run `recsys train-classifier`")

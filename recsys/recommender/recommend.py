@@ -54,9 +54,13 @@ def load_taste(settings: Settings) -> Taste:
     return Taste(lib, library.tracks, source)
 
 
+VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
+
+
 def _search(settings: Settings, lib: LibraryVectors):
     """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``."""
-    return Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search).search_arrays
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    return lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH)
 
 
 def _train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Path,
@@ -155,7 +159,8 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 min_rating=None if req.min_stars is None else req.min_stars / 5.0,
                 max_per_artist=req.max_per_artist or r.max_per_artist,
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
-                w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, pseudo_until=settings.classifier.pseudo_until,
+                w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
+                pseudo_until=settings.classifier.pseudo_until,
                 scorer=scorer, search=_search(settings, taste.lib), exists=os.path.exists)
 
 
