@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -207,6 +209,14 @@ def test_json_explain_short_playlists_and_played_tracks(embedded):
     r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "50", "--include-played",
                 "--out", str(lib.root / "p.xspf"), "--force")
     assert played.path in {h["path"] for h in json.loads(r.stdout)}
+
+    # the playlist runs the saved classifier in numpy: a fresh process never imports torch
+    code = ("import sys\nfrom recsys.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+            "    print('EXIT', e.code, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, "--home", str(lib.home), "playlist", "--db", str(lib.db),
+                           "--out", str(lib.root / "t.xspf")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert "EXIT 0 False" in done.stdout, done.stdout + done.stderr
 
 
 def test_eval_playlist_counts_hidden_tracks(embedded):
