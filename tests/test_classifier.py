@@ -210,3 +210,12 @@ def test_clear_errors(tmp_path):
     with pytest.raises(ClassifierError, match="no classifier in .*: run `recsys train-classifier`"):
         RatingModel.load(tmp_path / "empty", "enc-a")
     assert not (tmp_path / "classifier.json").exists()
+
+
+def test_library_root_is_the_deepest_common_folder():
+    from recsys.recommender.labels import library_root
+
+    assert library_root(["/m/a b/y.ogg", "/m/a/x.ogg", "/m/a/z.ogg"]) == "/m"
+    assert library_root(["/m/a/x.ogg", "/m/a/z.ogg"]) == "/m/a"
+    assert library_root(["/m/ab/x.ogg", "/m/a/z.ogg"]) == "/m"
+    assert library_root([]) == ""

@@ -302,7 +302,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
 def _nearest_rated(vectors: np.ndarray, chosen: np.ndarray, keys: Sequence[str], tracks: Sequence[Track],
                    row_of: dict[str, int], seeds: Sequence[str]) -> tuple[list[list[Near]], list[list[Near]]]:
     """For each chosen track, the nearest liked (or seed) and the nearest disliked tracks, with stars and cosine."""
-    by_key = {t.key: t for t in tracks}
+    wanted = set(seeds)
+    by_key = {t.key: t for t in tracks if t.rating is not None or t.key in wanted}
     if seeds:
         liked_keys = list(seeds)
     else:
