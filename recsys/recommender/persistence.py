@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -53,9 +54,9 @@ class RatingModel:
             info = json.loads(meta_file.read_text(encoding="utf-8"))
             with np.load(arrays_file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as exc:
-            raise ClassifierError(f"classifier in {models_dir} cannot be read ({exc}): run `recsys train-classifier`"
-                                  ) from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+            raise ClassifierError(f"classifier in {models_dir} is damaged ({exc}): run `recsys train-classifier` "
+                                  "(or `recsys repair`)") from None
         if info.get("encoder_id") != encoder_id:
             raise ClassifierError("the classifier was trained on another encoder's vectors: "
                                   "run `recsys train-classifier`")

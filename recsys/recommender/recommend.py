@@ -22,7 +22,7 @@ from recsys.recommender.classifier import TrainReport, train_classifier
 from recsys.recommender.persistence import ClassifierError, RatingModel
 from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
 from recsys.recommender.rank import RankedTrack, Ranking, rank
-from recsys.recommender.xspf import FORMATS, write_playlist
+from recsys.recommender.xspf import FORMATS, Inputs, write_playlist
 
 
 class NotEmbeddedError(RecsysError):
@@ -36,6 +36,7 @@ class Taste:
     lib: LibraryVectors
     tracks: list[Track]
     source: str
+    inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
 
 
 def models_dir(settings: Settings) -> Path:
@@ -51,7 +52,8 @@ def load_taste(settings: Settings) -> Taste:
     if not any(t.key in embedded for t in library.tracks):
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
-    return Taste(lib, library.tracks, source)
+    inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
+    return Taste(lib, library.tracks, source, inputs)
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
@@ -170,7 +172,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     if fmt not in FORMATS:
         raise RecsysError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
     taste = load_taste(settings)
-    notes: list[str] = []
+    notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     model = _model(settings, taste.lib, notes)
     ranking = build_ranking(settings, taste, taste.tracks, model, req)
     if not ranking.tracks:
@@ -180,7 +182,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    path = write_playlist(_output_path(req, settings, name, fmt), ranking.tracks, title, fmt=fmt, overwrite=req.force)
+    path = write_playlist(_output_path(req, settings, name, fmt), ranking.tracks, title, fmt=fmt, overwrite=req.force,
+                          inputs=taste.inputs)
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
                     stopped=ranking.stopped)
 
