@@ -66,7 +66,7 @@ class ClassifierSettings:
     min_ratings: int = 20
     seed: int = 0
     pseudo_until: int = 500
-    knn_k: int = 10
+    knn_k: int = 20
 
 
 @dataclass
@@ -77,6 +77,10 @@ class RecommendSettings:
     mmr_lambda: float = 0.7
     w_model: float = 0.6
     w_knn: float = 0.4
+    played_min: int = 3
+    max_voters: int = 1000
+    eval_splits: int = 5
+    eval_hidden_fraction: float = 0.25
     format: str = "xspf"
     out_dir: str = "~/Music/recommendations"
     name: str = "recsys"

@@ -1,4 +1,4 @@
-"""Stage 2 classifier: labels, grouped split, metrics, training decisions, saved files, numpy inference, MLflow."""
+"""Stage 2 classifier: labels and groups, grouped folds, the models, the chance rule, saved files, MLflow."""
 
 from __future__ import annotations
 
@@ -10,14 +10,11 @@ import numpy as np
 import pytest
 
 from recsys.library.track import Track
-from recsys.recommender.classifier import (
-    ClassifierError,
-    RatingModel,
-    collect_labels,
-    metrics,
-    split_by_group,
-    train_classifier,
-)
+from recsys.recommender import models
+from recsys.recommender.classifier import ClassifierError, RatingModel, train_classifier
+from recsys.recommender.evaluation import auc_lower_bound, better_than_chance, roc_auc
+from recsys.recommender.labels import collect_labels, group_ids, grouped_folds
+from recsys.recommender.persistence import save
 
 
 @dataclass
@@ -57,98 +54,144 @@ def test_labels_count_used_and_dropped_by_reason():
     assert labels.dropped == {"duplicate entry": 1, "rating out of range": 1, "no vector (not embedded)": 1}
     assert labels.targets.tolist() == pytest.approx([0.8, 0.2, 0.7, 0.3])
     assert labels.weights.tolist() == pytest.approx([1, 1, 0.2, 0.2])
+    assert labels.liked.tolist() == [1, 0, 1, 0]  # a liked-ish play history counts as liked
     assert collect_labels(keys, tracks, pseudo_until=2).used["pseudo (plays)"] == 0
 
 
-def test_split_keeps_albums_on_one_side_and_is_deterministic():
+def test_untagged_tracks_group_by_folder_and_parent_but_not_the_library_root():
+    paths = ["/lib/Band/One/a.ogg", "/lib/Band/One/b.ogg", "/lib/Band/Two/c.ogg", "/lib/Solo/d.ogg",
+             "/lib/Other/e.ogg", "/lib/x/y/f.ogg"]
+    tracks = [Track(path=p, rating=0.2 * (1 + i % 5)) for i, p in enumerate(paths)]
+    tracks.append(Track(path="/lib/x/y/g.ogg", artist="Band", album="Tagged", rating=1.0))
+    labels = collect_labels([t.key for t in tracks], tracks)
+    assert labels.albums[0] == labels.albums[1] == "folder:/lib/Band/One" != labels.albums[2]
+    assert labels.artists[0] == labels.artists[2] == "folder:/lib/Band"
+    assert labels.artists[3] == labels.artists[4] == ""  # /lib is the library's root, nobody's artist
+    ids = group_ids(labels)
+    # One and Two share the artist folder; the tagged "Band" is another artist than the folder "Band"
+    assert ids[0] == ids[1] == ids[2] and len({ids[3], ids[4], ids[0]}) == 3
+    assert ids[5] != ids[6] or labels.albums[5] == labels.albums[6]
+
+
+def test_folds_keep_albums_and_artists_on_one_side_and_are_deterministic():
     lib, tracks = make_library(30, 4, 8, seed=1)
     labels = collect_labels(lib.keys, tracks)
-    train, val, how = split_by_group(labels, seed=3)
-    groups = np.array(labels.groups)
-    assert not set(groups[train]) & set(groups[val])
-    assert 0.15 <= val.sum() / len(val) <= 0.3 and how.startswith("album")
-    again = split_by_group(collect_labels(lib.keys, tracks), seed=3)
-    assert (again[1] == val).all()
-    assert not (split_by_group(collect_labels(lib.keys, tracks), seed=4)[1] == val).all()
+    folds, how = grouped_folds(labels, 5, seed=3)
+    albums, artists = np.array(labels.albums), np.array(labels.artists)
+    assert len(folds) == 5 and how.startswith("album and artist")
+    covered = np.zeros(len(albums), dtype=bool)
+    for train, val in folds:
+        assert not set(albums[train]) & set(albums[val]) and not set(artists[train]) & set(artists[val])
+        covered |= val
+    assert covered.all()  # every explicit rating is predicted once
+    again, _ = grouped_folds(collect_labels(lib.keys, tracks), 5, seed=3)
+    assert all((a[1] == b[1]).all() for a, b in zip(folds, again, strict=True))
 
 
-def test_metrics_perfect_and_constant():
-    true = np.array([0.2, 0.4, 0.6, 0.8, 1.0, 0.8])
-    good = metrics(true, true)
-    assert good["mae_stars"] == 0 and good["spearman"] == pytest.approx(1) and good["roc_auc"] == 1
-    assert good["ndcg20"] == pytest.approx(1)
-    flat = metrics(np.full(6, 0.6), true)
-    assert flat["spearman"] == 0 and flat["pred_std_stars"] == 0 and flat["roc_auc"] == 0.5
-    assert flat["mae_stars"] == pytest.approx(np.abs(0.6 - true).mean() * 5)
-    assert math.isnan(metrics(true, np.full(6, 0.2))["roc_auc"])
+def test_auc_bound_and_the_chance_rule():
+    rng = np.random.default_rng(0)
+    liked = np.repeat([1, 0] * 10, 5).astype(float)
+    groups = np.repeat(np.arange(20), 5)
+    assert roc_auc(liked, liked) == 1.0 and roc_auc(np.zeros(100), liked) == 0.5
+    assert math.isnan(roc_auc(np.ones(4), np.ones(4)))
+    good = liked + 0.8 * rng.normal(size=100)
+    noise = rng.normal(size=100)
+    assert auc_lower_bound(good, liked, groups, 0) > 0.6
+    assert auc_lower_bound(noise, liked, groups, 0) < 0.5
+    assert better_than_chance({"auc_low": 0.55}) and not better_than_chance({"auc_low": 0.5})
+    assert not better_than_chance({"auc_low": math.nan})
 
 
-def test_learnable_ratings_keep_the_mlp_and_save_numpy_and_torch_files(tmp_path):
-    import torch
+def test_logistic_and_ridge_fit_what_they_should():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(400, 6))
+    y = (x[:, 0] - x[:, 1] + 0.3 * rng.normal(size=400) > 0).astype(float)
+    coef, bias = models.fit_logistic(x, y, np.ones(400), lam=1.0)
+    p = models.sigmoid(x @ coef + bias)
+    assert roc_auc(p, y) > 0.97 and coef[0] > 0 > coef[1] and abs(coef[2]) < 0.3 * coef[0]
+    t = 0.5 + 0.1 * x[:, 2]
+    coef, bias = models.fit_ridge(x, t, np.ones(400), lam=1.0)
+    assert np.abs(x @ coef + bias - t).max() < 0.01
+
+
+def test_learnable_ratings_blend_a_saved_model_and_track_it(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    lib, tracks = make_library(60, 5, 16, seed=0)
-    models = tmp_path / "home" / "models"
+    lib, tracks = make_library(40, 5, 16, seed=0)
+    models_dir = tmp_path / "home" / "models"
     uri = f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}"
-    report = train_classifier(lib, tracks, models, uri, seed=0)
-    assert report.kind == "mlp" and report.kept_model, report.reason
-    m, base, knn = (report.metrics[r] for r in ("model", "mean baseline", "knn baseline"))
-    assert m["mae_stars"] < base["mae_stars"] and m["spearman"] > 0.5 and m["pred_std_stars"] > 0.3
-    assert set(knn) == set(m) and report.n_val + report.n_train == 300
-    assert "model" in report.table() and "knn baseline" in report.table()
+    report = train_classifier(lib, tracks, models_dir, uri, seed=0)
+    assert report.blend and "blended" in report.reason, report.reason
+    assert report.kind in ("logistic", "ridge", "mlp") and report.n_ratings == 200
+    best = report.metrics[report.kind]
+    assert best["auc_low"] > 0.5 and best["roc_auc"] > 0.75
+    assert report.metrics["base rate"]["roc_auc"] == 0.5
+    assert set(report.metrics) == {"logistic", "ridge", "mlp", "knn", "base rate"}
+    assert "knn" in report.table() and "base rate" in report.table()
 
-    model = RatingModel.load(models, "enc-a")
-    pred = model.predict(lib.vectors)
-    assert pred.shape == (300,) and pred.min() >= 0 and pred.max() <= 1 and pred.std() > 0.05
-    true = np.array([t.rating for t in tracks])
-    assert np.corrcoef(pred, true)[0, 1] > 0.6
+    model = RatingModel.load(models_dir, "enc-a")
+    p = model.like_probability(lib.vectors)
+    liked = np.array([t.rating >= 0.8 for t in tracks])
+    assert p.shape == (200,) and 0 <= p.min() and p.max() <= 1 and p.std() > 0.1
+    assert roc_auc(p, liked) > 0.85
+    stars = model.predict(lib.vectors)
+    assert np.corrcoef(stars, [t.rating for t in tracks])[0, 1] > 0.6
     unc = model.uncertainty(lib.vectors)
-    assert unc.shape == (300,) and 0 <= unc.min() and unc.max() <= 1
-    info = json.loads((models / "classifier.json").read_text())
-    assert info["kind"] == "mlp" and info["encoder_id"] == "enc-a"
-    state = torch.load(models / "classifier.pt", weights_only=True)
-    net = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(64, 1))
-    net.load_state_dict(state)
-    net.eval()
-    with torch.no_grad():
-        torch_pred = torch.sigmoid(net(torch.from_numpy(lib.vectors * info["torch_input_scale"])).squeeze(-1))
-    assert np.allclose(torch_pred.numpy(), pred, atol=1e-5)
+    assert unc.shape == (200,) and 0 <= unc.min() and unc.max() <= 1
+    info = json.loads((models_dir / "classifier.json").read_text())
+    assert info["kind"] == report.kind and info["blend"] is True and info["encoder_id"] == "enc-a"
 
     run = MlflowClient(tracking_uri=uri).get_run(report.run_id)
-    assert run.data.metrics["model.mae_stars"] == pytest.approx(m["mae_stars"])
-    assert "mean_baseline.mae_stars" in run.data.metrics and run.data.params["seed"] == "0"
+    assert run.data.metrics[f"{report.kind}.roc_auc"] == pytest.approx(best["roc_auc"])
+    assert run.data.metrics["blend"] == 1.0 and run.data.params["seed"] == "0"
     names = {a.path for a in MlflowClient(tracking_uri=uri).list_artifacts(report.run_id)}
-    assert names == {"classifier.npz", "classifier.json", "classifier.pt", "model_card.md"}
-
+    assert {"classifier.npz", "classifier.json", "model_card.md"} <= names
     with pytest.raises(ClassifierError, match="another encoder"):
-        RatingModel.load(models, "enc-b")
+        RatingModel.load(models_dir, "enc-b")
+
+
+def test_noise_ratings_are_not_blended(tmp_path):
+    lib, tracks = make_library(12, 3, 8, seed=2, learnable=False)
+    report = train_classifier(lib, tracks, tmp_path, None, seed=0)
+    assert not report.blend and "not clearly better than chance" in report.reason
+    assert "neighbour votes" in report.reason
+    assert RatingModel.load(tmp_path, "enc-a").blend is False
 
 
 def test_training_is_deterministic(tmp_path):
     lib, tracks = make_library(12, 4, 8, seed=5)
     a = train_classifier(lib, tracks, tmp_path / "a", None, seed=1)
     b = train_classifier(lib, tracks, tmp_path / "b", None, seed=1)
-    assert a.metrics == b.metrics
-    assert np.array_equal(RatingModel.load(tmp_path / "a", "enc-a").predict(lib.vectors),
-                          RatingModel.load(tmp_path / "b", "enc-a").predict(lib.vectors))
-
-
-def test_noise_ratings_fall_back_to_knn(tmp_path):
-    lib, tracks = make_library(10, 3, 8, seed=2, learnable=False)
-    report = train_classifier(lib, tracks, tmp_path, None, seed=0)
-    assert report.kind == "knn" and not report.kept_model and "not kept" in report.reason
-    model = RatingModel.load(tmp_path, "enc-a")
-    pred = model.predict(lib.vectors)
-    # kNN over all rated tracks: a rated track's own rating dominates its prediction.
-    assert np.abs(pred - np.array([t.rating for t in tracks])).mean() < 0.1
-    assert np.load(tmp_path / "classifier.npz", allow_pickle=False)["rated_vectors"].shape == (30, 8)
+    assert a.metrics == b.metrics and a.kind == b.kind
+    assert np.array_equal(RatingModel.load(tmp_path / "a", "enc-a").like_probability(lib.vectors),
+                          RatingModel.load(tmp_path / "b", "enc-a").like_probability(lib.vectors))
 
 
 def test_twenty_ratings_are_enough(tmp_path):
     lib, tracks = make_library(5, 4, 8, seed=3)
     report = train_classifier(lib, tracks, tmp_path, None)
-    assert report.n_val > 0 and report.kind in ("mlp", "knn")
-    assert RatingModel.load(tmp_path, "enc-a").predict(lib.vectors).shape == (20,)
+    assert report.n_ratings == 20 and report.n_folds >= 2
+    assert RatingModel.load(tmp_path, "enc-a").like_probability(lib.vectors).shape == (20,)
+
+
+def test_mlp_saves_a_torch_state_dict_that_matches_numpy(tmp_path):
+    import torch
+
+    lib, tracks = make_library(10, 4, 8, seed=4)
+    y = np.array([t.rating >= 0.8 for t in tracks], dtype=float)
+    arrays = models.fit_mlp(lib.vectors, y, np.ones(len(y)), seed=0, epochs=5)
+    ridge_coef, ridge_bias = models.fit_ridge(lib.vectors, y, np.ones(len(y)), 1.0)
+    model = RatingModel("mlp", {**arrays, "stars_coef": ridge_coef, "stars_bias": np.float32(ridge_bias),
+                                "rated_vectors": lib.vectors}, {"kind": "mlp", "encoder_id": "enc-a"})
+    save(tmp_path, model)
+    state = torch.load(tmp_path / "classifier.pt", weights_only=True)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(64, 1))
+    net.load_state_dict(state)
+    net.eval()
+    with torch.no_grad():
+        torch_p = torch.sigmoid(net(torch.from_numpy(lib.vectors * np.sqrt(8).astype(np.float32))).squeeze(-1))
+    assert np.allclose(torch_p.numpy(), RatingModel.load(tmp_path, "enc-a").like_probability(lib.vectors),
+                       atol=1e-5)
 
 
 def test_clear_errors(tmp_path):
@@ -158,9 +201,21 @@ def test_clear_errors(tmp_path):
     same = [Track(path=t.path, album=t.album, rating=0.6) for t in tracks]
     with pytest.raises(ClassifierError, match="all 20 ratings are 3 stars"):
         train_classifier(lib, same, tmp_path, None)
+    liked = [Track(path=t.path, album=t.album, rating=0.8 + 0.2 * (i % 2)) for i, t in enumerate(tracks)]
+    with pytest.raises(ClassifierError, match="all 20 ratings are 4 stars or more"):
+        train_classifier(lib, liked, tmp_path, None)
     moved = [Track(path="/elsewhere" + t.path, rating=t.rating) for t in tracks]
     with pytest.raises(ClassifierError, match=r"none of the 20 rated tracks has a vector: run `recsys embed`"):
         train_classifier(lib, moved, tmp_path, None)
     with pytest.raises(ClassifierError, match="no classifier in .*: run `recsys train-classifier`"):
         RatingModel.load(tmp_path / "empty", "enc-a")
     assert not (tmp_path / "classifier.json").exists()
+
+
+def test_library_root_is_the_deepest_common_folder():
+    from recsys.recommender.labels import library_root
+
+    assert library_root(["/m/a b/y.ogg", "/m/a/x.ogg", "/m/a/z.ogg"]) == "/m"
+    assert library_root(["/m/a/x.ogg", "/m/a/z.ogg"]) == "/m/a"
+    assert library_root(["/m/ab/x.ogg", "/m/a/z.ogg"]) == "/m"
+    assert library_root([]) == ""

@@ -16,7 +16,7 @@ def test_demo_embeds_searches_learns_and_recommends(tmp_path):
     assert result["playlist_liked_share"] > result["playlist_liked_chance"]
     playlist = xspf_lib.Playlist.parse(str(tmp_path / "demo" / "demo-playlist.xspf"))
     assert len(playlist.trackList) == 6
-    assert any("MAE (stars)" in line for line in lines)
+    assert any("ROC-AUC" in line and "AUC low" in line for line in lines)  # the classifier comparison table
     training = result["training"]  # stage 1 ran and was judged against the current encoder on the same tracks
     assert training["before"]["tracks"] == training["after"]["tracks"] == 40
     assert 0.0 <= training["after"]["album_p10"] <= 1.0 and isinstance(training["activated"], bool)

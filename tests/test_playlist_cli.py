@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -57,9 +59,10 @@ def test_train_classifier_refuses_too_few_then_trains_and_tracks(embedded):
 
     r = lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5")
     assert r.exit_code == 0, r.output
-    for row in ("model", "mean baseline", "knn baseline"):
+    for row in ("logistic", "ridge", "mlp", "knn", "base rate"):
         assert row in r.output
-    assert "MAE (stars)" in r.output and "Spearman" in r.output and "NDCG@20" in r.output
+    assert "ROC-AUC" in r.output and "AUC low" in r.output and "cross-validation grouped by album" in r.output
+    assert "better than chance" in r.output or "blended" in r.output
     assert (lib.home / "models" / "classifier.npz").is_file()
     assert (lib.home / "mlflow.db").is_file() and "MLflow run" in r.output
 
@@ -115,8 +118,8 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     hits = json.loads(r.stdout)
     assert hits and set(hits[0]) == {"key", "path", "start_s", "score", "predicted_rating", "predicted_stars",
                                      "artist", "title", "album"}
-    assert hits[0]["predicted_rating"] is None  # no classifier yet: similarity to liked tracks alone
-    assert "similarity to your liked tracks alone" in r.stderr
+    assert hits[0]["predicted_rating"] is None  # no classifier yet: the neighbour votes alone
+    assert "neighbour votes of your rated tracks alone" in r.stderr
     folder = Path(os.environ["HOME"]) / "Music" / "recommendations"
     today = date.today().isoformat()
     assert (folder / f"recsys-{today}.xspf").is_file()
@@ -124,7 +127,7 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     assert (folder / f"recsys-{today}-2.xspf").is_file()  # the default name never overwrites
 
     r = lib.run("playlist", "--db", str(lib.db), "--top-n", "3", "--explain")
-    assert "near: " in r.output
+    assert "near liked: " in r.output and "* cos " in r.output and "like " in r.output
     m3u = lib.root / "list.m3u8"
     assert lib.run("playlist", "--db", str(lib.db), "--out", str(m3u)).exit_code == 0
     lines = m3u.read_text(encoding="utf-8").splitlines()
@@ -183,6 +186,61 @@ def test_unwritable_output_path_is_one_line(embedded):
     r = lib.run("playlist", "--db", str(lib.db), "--out", str(blocker / "p.xspf"))
     assert r.exit_code == 1 and "cannot write playlist" in r.output and len(r.output.strip().splitlines()) == 1
 
+
+def test_json_explain_short_playlists_and_played_tracks(embedded):
+    lib = embedded
+    _rate_by_style(lib)
+    played = next(s for s in lib.songs if s.rating is None or s.rating < 0)
+    played.playcount = 7
+    lib.rewrite_db()
+    assert lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5").exit_code == 0
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--explain", "--top-n", "50",
+                "--out", str(lib.root / "e.xspf"))
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    explain = hits[0]["explain"]
+    assert set(explain) == {"like_probability", "like_classifier", "like_neighbours", "nearest_liked",
+                            "nearest_disliked"}
+    near = explain["nearest_liked"][0]
+    assert set(near) == {"track", "stars", "similarity"} and near["stars"] >= 4 and -1 <= near["similarity"] <= 1
+    assert played.path not in {h["path"] for h in hits}  # played 7 times: not a recommendation
+    assert "the playlist is short:" in r.stderr and "of 50 tracks: stopped by the" in r.stderr
+    assert "candidates" in r.stderr
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "50", "--include-played",
+                "--out", str(lib.root / "p.xspf"), "--force")
+    assert played.path in {h["path"] for h in json.loads(r.stdout)}
+
+    # the playlist runs the saved classifier in numpy: a fresh process never imports torch
+    code = ("import sys\nfrom recsys.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n"
+            "    print('EXIT', e.code, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, "--home", str(lib.home), "playlist", "--db", str(lib.db),
+                           "--out", str(lib.root / "t.xspf")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert "EXIT 0 False" in done.stdout, done.stdout + done.stderr
+
+
+def test_eval_playlist_counts_hidden_tracks(embedded):
+    lib = embedded
+    _rate_by_style(lib, unrated_every=3)
+    r = lib.run("--config", str(_config(lib, min_ratings=4)), "eval", "--playlist", "--db", str(lib.db),
+                "--splits", "2", "--json")
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["splits"] == 2 and result["hidden"] > 0
+    assert {"playlist", "neighbours only", "random"} <= set(result["rankers"])
+    for values in result["rankers"].values():
+        assert 0 <= values["top20_liked"] <= result["hidden_liked"] + 1e-9
+        assert values["top100_disliked"] <= result["hidden_disliked"] + 1e-9
+    assert not list((lib.home / "models").glob("classifier.*"))  # nothing is written into the home's models
+    r = lib.run("--config", str(_config(lib, min_ratings=4)), "eval", "--playlist", "--db", str(lib.db),
+                "--splits", "1")
+    assert r.exit_code == 0 and "top 20 liked" in r.output and "random" in r.output
+
+
+def _config(lib, **classifier) -> Path:
+    path = lib.root / "eval.yaml"
+    path.write_text("classifier:\n" + "".join(f"  {k}: {v}\n" for k, v in classifier.items()), encoding="utf-8")
+    return path
 
 def test_playlist_never_overwrites_its_inputs_even_with_force(embedded):
     """`recsys playlist --db clementine.db --out clementine.db --force` replaced the player database with a playlist:

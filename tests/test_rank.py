@@ -1,4 +1,4 @@
-"""rank(): candidates, taste scores, diversity rules, seeds, uncertain mode, explanations, speed on 100k x 128."""
+"""rank(): neighbour votes, the blend, candidates, playlist rules and why a list is short, explanations, speed."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pyarrow as pa
 import pytest
 
 from recsys.library.track import Track
-from recsys.recommender.classifier import RatingModel
+from recsys.recommender.labels import collect_labels
+from recsys.recommender.neighbours import exact_search, neighbourhoods, vote
+from recsys.recommender.persistence import RatingModel
 from recsys.recommender.rank import RankError
 from recsys.recommender.rank import rank as real_rank
 
@@ -29,14 +31,14 @@ def rank(*args, **kwargs):
     return real_rank(*args, **kwargs)
 
 
-def unit(rng, n, dim):
-    v = rng.normal(size=(n, dim)).astype(np.float32)
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+def unit(v):
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
-def library(n=200, dim=16, seed=0, n_artists=40, as_table=False):
+def library(n=200, dim=16, seed=0, n_artists=40, as_table=False, vectors=None):
     rng = np.random.default_rng(seed)
-    vectors = unit(rng, n, dim)
+    vectors = unit(rng.normal(size=(n, dim))) if vectors is None else vectors
     paths = [f"/m/{i:05d}.flac" for i in range(n)]
     meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [f"Artist {i % n_artists}" for i in range(n)],
             "title": [f"Song {i}" for i in range(n)], "album": [f"Album {i % (2 * n_artists)}" for i in range(n)],
@@ -44,40 +46,109 @@ def library(n=200, dim=16, seed=0, n_artists=40, as_table=False):
     return Lib(paths, vectors, pa.table(meta) if as_table else meta)
 
 
-def mlp_model(dim, direction):
-    """A one-unit 'MLP' whose logit is 8 * (v . direction): predicted rating rises along ``direction``."""
-    w1 = np.zeros((64, dim), dtype=np.float32)
-    w1[0], w1[1] = direction, -direction
-    w2 = np.zeros(64, dtype=np.float32)
-    w2[0], w2[1] = 8.0, -8.0
-    arrays = {"w1": w1, "b1": np.zeros(64, np.float32), "w2": w2, "b2": np.float32(0.0),
+def clusters(n_clusters=6, per=30, dim=16, seed=0, spread=0.15):
+    """Tracks around ``n_clusters`` random centres; returns (vectors, cluster of each track)."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.normal(size=(n_clusters, dim)))
+    which = np.repeat(np.arange(n_clusters), per)
+    return unit(centres[which] + spread * rng.normal(size=(len(which), dim)) / np.sqrt(dim) * 4), which
+
+
+def linear_model(dim, direction, blend=True):
+    """A logistic 'classifier' whose logit is 8 * (v . direction): P(liked) rises along ``direction``."""
+    arrays = {"coef": (8.0 * direction).astype(np.float32), "bias": np.float32(0.0),
+              "stars_coef": (0.5 * direction).astype(np.float32), "stars_bias": np.float32(0.5),
               "rated_vectors": direction[None, :].astype(np.float32)}
-    return RatingModel("mlp", arrays, {})
+    return RatingModel("logistic", arrays, {"kind": "logistic", "blend": blend})
 
 
-def test_taste_ranking_prefers_liked_neighbourhood_and_skips_rated_and_missing():
+def test_two_liked_styles_stay_distinct():
+    vectors, which = clusters()
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    # the owner likes styles 0 and 3 (three ratings each), dislikes style 1
+    tracks = [Track(path=lib.keys[i], rating=1.0) for c in (0, 3) for i in np.flatnonzero(which == c)[:3]]
+    tracks += [Track(path=lib.keys[i], rating=0.2) for i in np.flatnonzero(which == 1)[:3]]
+    out = rank(lib, tracks, None, top_n=20, mmr_lambda=1.0).tracks
+    styles = [int(which[lib.keys.index(t.key)]) for t in out]
+    assert set(styles) == {0, 3} and min(styles.count(0), styles.count(3)) >= 8, styles
+    # a centroid of the two liked styles would sit between them: the votes must not
+    centroid = unit(vectors[which == 0].mean(0) + vectors[which == 3].mean(0))
+    middle = int(np.argmax(vectors @ centroid))
+    assert which[middle] in (0, 3) or lib.keys[middle] not in [t.key for t in out]
+
+
+def test_votes_are_probabilities_shrunk_to_the_prior():
+    vectors, which = clusters(n_clusters=3, per=20)
+    lib = library(n=len(vectors), vectors=vectors)
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in np.flatnonzero(which == 0)[:4]]
+    tracks += [Track(path=lib.keys[i], rating=0.2) for i in np.flatnonzero(which == 1)[:4]]
+    labels = collect_labels(lib.keys, tracks)
+    hoods = neighbourhoods(exact_search(vectors), vectors, labels.rows, 10)
+    assert not (hoods.rows == labels.rows[:, None]).any()  # a track never votes for itself
+    p, support = vote(hoods, labels.rows, labels.liked, np.ones(len(labels.rows)), len(vectors))
+    assert p[which == 0].mean() > 0.4 > 0.05 > p[which == 1].mean()
+    assert (p[support == 0] == 0).all() and (0 <= p).all() and (p <= 1).all()
+    assert (p[labels.rows[:4]] >= 0.5).all()  # a liked track's own vote counts (for --include-rated)
+    half, _ = vote(hoods, labels.rows, labels.liked, np.ones(len(labels.rows)), len(vectors), prior=0.5)
+    assert np.allclose(half[support == 0], 0.5)
+
+
+def test_untagged_tracks_are_capped_by_folder():
+    vectors, which = clusters(n_clusters=2, per=30)
+    n = len(vectors)
+    paths = [f"/lib/{'liked' if c == 0 else 'other'}-{i % 3}/t{i}.ogg" for i, c in enumerate(which)]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    tracks = [Track(path=paths[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
+    tracks += [Track(path=p) for p in paths]
+    ranking = rank(lib, tracks, None, top_n=20, max_per_album=2, max_per_artist=100)
+    folders = [t.path.rsplit("/", 1)[0] for t in ranking.tracks]
+    assert max(folders.count(f) for f in folders) <= 2 and len(ranking.tracks) == 12  # 6 folders x 2
+    assert ranking.stopped.startswith("12 of 20 tracks: stopped by the album cap (--max-per-album 2)")
+    assert "removed" in ranking.stopped and ranking.removed["album cap"] > 0
+    assert ranking.tracks[0].label == ranking.tracks[0].path.rsplit("/", 1)[1]  # untagged: the file name
+
+
+def test_played_tracks_are_not_recommended_unless_asked():
     lib = library()
-    liked = lib.vectors[0]
-    sims = lib.vectors @ liked
-    tracks = [Track(path=lib.keys[0], rating=1.0, artist="Artist 0", title="Song 0")]
-    missing = lib.keys[int(np.argsort(-sims)[1])]
+    sims = lib.vectors @ lib.vectors[0]
+    near = [int(i) for i in np.argsort(-sims)[1:4]]
+    tracks = [Track(path=lib.keys[0], rating=1.0)] + [Track(path=lib.keys[i], playcount=5) for i in near]
+    keys = [t.key for t in rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10).tracks]
+    assert not {lib.keys[i] for i in near} & set(keys)
+    again = rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10, include_played=True).tracks
+    assert {lib.keys[i] for i in near} <= {t.key for t in again}
+
+
+def test_taste_ranking_skips_rated_and_missing_and_explains():
+    lib = library()
+    sims = lib.vectors @ lib.vectors[0]
+    order = np.argsort(-sims)
+    missing = lib.keys[int(order[1])]
+    tracks = [Track(path=lib.keys[0], rating=1.0, artist="Artist 0", title="Song 0"),
+              Track(path=lib.keys[int(order[-1])], rating=0.2, artist="X", title="Disliked")]
     out = rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10,
-               exists=lambda p: p != missing)
+               exists=lambda p: p != missing).tracks
     keys = [t.key for t in out]
     assert lib.keys[0] not in keys and missing not in keys and len(out) == 10
-    assert np.mean([sims[lib.keys.index(k)] for k in keys]) > np.quantile(sims, 0.9)
-    assert all(t.because == ["Artist 0 - Song 0"] for t in out) and out[0].predicted is None
+    assert np.mean([sims[lib.keys.index(k)] for k in keys]) > np.quantile(sims, 0.8)
+    first = out[0]
+    assert first.because == ["Artist 0 - Song 0"] and first.predicted is None
+    assert first.near_liked[0].stars == 5.0 and first.near_liked[0].similarity == pytest.approx(
+        float(sims[lib.keys.index(first.key)]), abs=1e-5)
+    assert first.near_disliked[0].label == "X - Disliked" and first.near_disliked[0].stars == 1.0
+    assert first.like == first.like_neighbours and first.like_model is None
     with_rated = rank(lib, tracks, None, top_n=10, include_rated=True, max_per_artist=10, max_per_album=10)
-    assert with_rated[0].key == lib.keys[0]
+    assert with_rated.tracks[0].key == lib.keys[0]
 
 
 def test_diversity_rules_hold():
     lib = library(n=400, n_artists=8, as_table=True)
     lib.meta = lib.meta.set_column(4, "title", pa.array([f"Song {i % 150}" for i in range(400)]))
-    # Near-identical copies of track 1 (cos > 0.995) must not both appear.
-    lib.vectors[2] = lib.vectors[1]
+    lib.vectors[2] = lib.vectors[1]  # near-identical copies (cos > 0.995) must not both appear
     tracks = [Track(path=lib.keys[0], rating=1.0)]
-    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7)
+    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7).tracks
     artists = [t.artist for t in out]
     assert len(out) == 20
     assert max(artists.count(a) for a in artists) <= 3
@@ -86,15 +157,15 @@ def test_diversity_rules_hold():
     pairs = [(t.artist, t.title) for t in out]
     assert len(set(pairs)) == len(pairs)
     chosen = lib.vectors[[lib.keys.index(t.key) for t in out]]
-    sims = chosen @ chosen.T
-    assert sims[~np.eye(len(out), dtype=bool)].max() <= 0.995
+    assert (chosen @ chosen.T)[~np.eye(len(out), dtype=bool)].max() <= 0.995
 
 
 def test_mmr_lambda_trades_relevance_for_variety():
-    lib = library(n=300, n_artists=300)
-    tracks = [Track(path=lib.keys[0], rating=1.0)]
-    focused = rank(lib, tracks, None, top_n=15, mmr_lambda=1.0)
-    varied = rank(lib, tracks, None, top_n=15, mmr_lambda=0.3)
+    vectors, which = clusters(n_clusters=10, per=30)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    tracks = [Track(path=lib.keys[i], rating=1.0) for c in range(4) for i in np.flatnonzero(which == c)[:2]]
+    focused = rank(lib, tracks, None, top_n=15, mmr_lambda=1.0).tracks
+    varied = rank(lib, tracks, None, top_n=15, mmr_lambda=0.3).tracks
 
     def spread(out):
         v = lib.vectors[[lib.keys.index(t.key) for t in out]]
@@ -107,57 +178,61 @@ def test_mmr_lambda_trades_relevance_for_variety():
 def test_seeds_build_around_given_tracks():
     lib = library()
     tracks = [Track(path=lib.keys[0], rating=1.0)]
-    seed = lib.keys[5]
-    out = rank(lib, tracks, None, top_n=5, seeds=[seed], max_per_artist=5, max_per_album=5, mmr_lambda=1.0)
+    out = rank(lib, tracks, None, top_n=5, seeds=[lib.keys[5]], max_per_artist=5, max_per_album=5,
+               mmr_lambda=1.0).tracks
     sims = lib.vectors @ lib.vectors[5]
-    assert seed not in [t.key for t in out]
+    assert lib.keys[5] not in [t.key for t in out]
     assert lib.keys.index(out[0].key) == int(np.argsort(-sims)[1])
     with pytest.raises(RankError, match="seed track /nope has no vector"):
         rank(lib, tracks, None, seeds=["/nope"])
 
 
-def test_model_scores_min_rating_and_explanations():
-    lib = library()
+def test_blend_classifier_only_and_the_chance_gate():
+    lib = library(n=300, n_artists=300)
     direction = lib.vectors[7]
-    model = mlp_model(16, direction)
-    tracks = [Track(path=lib.keys[7], rating=1.0, artist="A", title="Liked")]
-    out = rank(lib, tracks, model, top_n=10, min_rating=0.7, w_knn=0.0)
-    assert out and all(t.predicted >= 0.7 for t in out)
-    assert all(t.because == ["A - Liked"] for t in out)
-    predicted = model.predict(lib.vectors)
-    assert out[0].predicted == pytest.approx(max(p for i, p in enumerate(predicted) if i != 7), abs=1e-6)
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in (100, 101)]
+    gated = rank(lib, tracks, linear_model(16, direction, blend=False), top_n=10)
+    alone = rank(lib, tracks, None, top_n=10)
+    assert gated.scorer == "neighbours" and [t.key for t in gated.tracks] == [t.key for t in alone.tracks]
+    only = rank(lib, tracks, linear_model(16, direction), top_n=10, scorer="classifier", mmr_lambda=1.0)
+    p = linear_model(16, direction).like_probability(lib.vectors)
+    assert only.tracks[0].like == pytest.approx(max(p[i] for i in range(300) if i not in (100, 101)), abs=1e-6)
+    blend = rank(lib, tracks, linear_model(16, direction), top_n=10, w_model=1.0, w_knn=1.0)
+    t = blend.tracks[0]
+    assert blend.scorer.startswith("blend") and t.like == pytest.approx((t.like_model + t.like_neighbours) / 2)
+    assert t.predicted is not None
+    high = rank(lib, tracks, linear_model(16, direction), top_n=10, min_rating=0.7)
+    assert high.tracks and all(t.predicted >= 0.7 for t in high.tracks)
 
 
 def test_uncertain_mode_picks_from_all_unrated_not_the_top():
     lib = library(n=300, n_artists=300)
-    direction = lib.vectors[0]
-    model = mlp_model(16, direction)
+    model = linear_model(16, lib.vectors[0])
     tracks = [Track(path=lib.keys[0], rating=1.0)]
-    taste = rank(lib, tracks, model, top_n=10)
-    unsure = rank(lib, tracks, model, top_n=10, mode="uncertain", max_per_album=10)
+    taste = rank(lib, tracks, model, top_n=10).tracks
+    unsure = rank(lib, tracks, model, top_n=10, mode="uncertain", max_per_album=10).tracks
     assert not {t.key for t in taste} & {t.key for t in unsure}
     unc = model.uncertainty(lib.vectors)
-    picked = [lib.keys.index(t.key) for t in unsure]
-    assert np.mean(unc[picked]) > np.quantile(unc, 0.9)
+    assert np.mean(unc[[lib.keys.index(t.key) for t in unsure]]) > np.quantile(unc, 0.9)
     with pytest.raises(RankError, match="needs a classifier"):
         rank(lib, tracks, None, mode="uncertain")
 
 
 def test_no_taste_is_a_clear_error():
-    with pytest.raises(RankError, match="no liked or played tracks"):
+    with pytest.raises(RankError, match="no liked or often played tracks"):
         rank(library(), [], None)
 
 
 def test_fast_on_100k_by_128():
     lib = library(n=100_000, dim=128, seed=1, n_artists=5000, as_table=True)
     rng = np.random.default_rng(2)
-    rated = rng.choice(100_000, 5000, replace=False)
+    rated = rng.choice(100_000, 100, replace=False)
     tracks = [Track(path=lib.keys[i], rating=0.2 * (1 + i % 5), playcount=int(i % 7)) for i in rated]
-    model = mlp_model(128, lib.vectors[rated[0]])
+    model = linear_model(128, lib.vectors[rated[0]])
     started = time.perf_counter()
-    out = rank(lib, tracks, model, top_n=100)
+    out = rank(lib, tracks, model, top_n=100).tracks
     elapsed = time.perf_counter() - started
-    assert len(out) == 100 and elapsed < 1.0, elapsed
+    assert len(out) == 100 and elapsed < 2.0, elapsed
 
 
 def test_files_missing_on_disk_are_not_candidates(tmp_path):
@@ -169,5 +244,18 @@ def test_files_missing_on_disk_are_not_candidates(tmp_path):
             path.write_bytes(b"x")
         real.append(str(path))
     lib.keys, lib.meta["path"] = real, real
-    out = real_rank(lib, [Track(path=real[0], rating=1.0)], None, top_n=20)
-    assert len(out) == 9 and all(int(t.key.rsplit("/", 1)[1].split(".")[0]) % 2 == 0 for t in out)
+    ranking = real_rank(lib, [Track(path=real[0], rating=1.0)], None, top_n=20)
+    assert len(ranking.tracks) == 9 and all(int(t.key.rsplit("/", 1)[1].split(".")[0]) % 2 == 0
+                                            for t in ranking.tracks)
+    assert "missing file 10" in ranking.stopped
+
+
+def test_only_the_strongest_ratings_vote_past_max_voters():
+    vectors, which = clusters(n_clusters=2, per=30)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    # style 0: three 5-star ratings; style 1: many 4-star ones. With 3 voters only the 5-star ones vote.
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
+    tracks += [Track(path=lib.keys[i], rating=0.8) for i in np.flatnonzero(which == 1)[:10]]
+    out = rank(lib, tracks, None, top_n=10, max_voters=3, mmr_lambda=1.0).tracks
+    assert {int(which[lib.keys.index(t.key)]) for t in out} == {0}
+    assert {int(which[lib.keys.index(t.key)]) for t in rank(lib, tracks, None, top_n=10).tracks} >= {1}

@@ -356,17 +356,29 @@ class Searcher:
 
     def search(self, query: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
         """For each query row, up to k (row, cosine) pairs, best first."""
+        scores, rows = self.search_arrays(query, k)
+        return [[(int(i), float(s)) for i, s in zip(r, sc, strict=True) if i >= 0] for r, sc in zip(rows, scores,
+                                                                                                      strict=True)]
+
+    def search_arrays(self, query: np.ndarray, k: int, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batched top-k: (cosines, rows), each (queries, k), best first; row -1 where HNSW found fewer than k.
+
+        ``ef_search`` overrides the HNSW search breadth for this call (a batch of many queries that needs fewer
+        neighbours than a user's query can search narrower)."""
         queries = np.ascontiguousarray(np.atleast_2d(query), dtype=np.float32)
         n = len(self.lib.vectors)
         k = min(int(k), n)
         if k <= 0:
-            return [[] for _ in range(len(queries))]
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         if queries.shape[1] != self.lib.vectors.shape[1]:
             raise AnnError(f"query has {queries.shape[1]} dimensions, the index {self.lib.vectors.shape[1]}: "
                            "re-embed with the index's encoder (`recsys embed`)")
         if self._index is None:
-            scores, rows = faiss.knn(queries, np.asarray(self.lib.vectors), k, metric=faiss.METRIC_INNER_PRODUCT)
-        else:
-            scores, rows = self._index.search(queries, k)
-        return [[(int(i), float(s)) for i, s in zip(r, sc, strict=True) if i >= 0] for r, sc in zip(rows, scores,
-                                                                                                      strict=True)]
+            return faiss.knn(queries, np.asarray(self.lib.vectors), k, metric=faiss.METRIC_INNER_PRODUCT)
+        if ef_search is None:
+            return self._index.search(queries, k)
+        default, self._index.hnsw.efSearch = self._index.hnsw.efSearch, max(int(ef_search), k)
+        try:
+            return self._index.search(queries, k)
+        finally:
+            self._index.hnsw.efSearch = default

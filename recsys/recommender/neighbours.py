@@ -1,0 +1,95 @@
+"""Nearest-neighbour expansion: every rated (or often played) track votes for its k nearest tracks.
+
+Each piece of evidence ``e`` (a label: liked 1 or not 0, a weight) finds its k nearest tracks through the index
+(FAISS: exact up to ``index.exact_max_tracks``, HNSW above) and casts a vote for each neighbour ``c`` of weight
+``w_e * exp(-(1 - cos(e, c)) / tau_e)``, where ``tau_e = 1 - cos`` of e's k-th neighbour: the nearest neighbours
+count about fully, the k-th e^-1, whatever the encoder's cosine scale; a rated track also votes for itself with
+kernel 1 (so ``--include-rated`` ranks it by its own stars). A track's like-probability is the share of its votes
+that come from liked evidence, shrunk toward ``prior`` with ``alpha`` votes' worth of weight:
+
+    p(c) = (liked votes + alpha * prior) / (all votes + alpha)
+
+The prior is 0 ("not liked until the neighbours say so"): most unrated tracks of a library are not ones the owner
+likes, and the share of liked among the RATINGS overstates it (people rate what they like), so a track no evidence
+reaches must not rank above one a liked track vouches for. Two distinct tastes stay distinct (each liked track
+votes around itself; nothing is averaged into a centroid), and the score is a probability on the classifier's
+scale, so the blend of the two means the same for every encoder.
+
+Weights: an explicit rating counts 0.5 + |stars - 3| / 4 (5 and 1 stars: 1.0, 4 and 2: 0.75, 3: 0.5); a play-history
+pseudo-label keeps its weight (0.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys.recommender.labels import Labels
+
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # queries, k -> (cosines, rows), best first
+ALPHA = 1.0
+PRIOR = 0.0
+
+
+@dataclass
+class Neighbourhoods:
+    """The k nearest tracks of each evidence track (itself left out): cosines and rows, (E, k) each."""
+
+    sims: np.ndarray
+    rows: np.ndarray
+
+
+def exact_search(vectors: np.ndarray) -> Search:
+    """Exact inner-product search over ``vectors`` (what a flat snapshot does)."""
+    import faiss
+
+    def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), np.asarray(vectors, dtype=np.float32),
+                         min(k, len(vectors)), metric=faiss.METRIC_INNER_PRODUCT)
+
+    return search
+
+
+def neighbourhoods(search: Search, vectors: np.ndarray, rows: np.ndarray, k: int) -> Neighbourhoods:
+    """One batched search for every evidence row; the row itself (or, failing that, the farthest hit) is dropped."""
+    if not len(rows):
+        return Neighbourhoods(np.zeros((0, 0), np.float32), np.zeros((0, 0), np.int64))
+    want = min(k + 1, len(vectors))
+    sims, hits = search(np.asarray(vectors[rows], dtype=np.float32), want)
+    sims, hits = np.asarray(sims, dtype=np.float32), np.asarray(hits, dtype=np.int64)
+    is_self = hits == rows[:, None]
+    drop = np.where(is_self.any(axis=1), is_self.argmax(axis=1), want - 1)
+    keep = np.ones_like(is_self)
+    keep[np.arange(len(rows)), drop] = False
+    width = want - 1
+    if width == 0:
+        return Neighbourhoods(np.zeros((len(rows), 0), np.float32), np.zeros((len(rows), 0), np.int64))
+    return Neighbourhoods(sims[keep].reshape(len(rows), width), hits[keep].reshape(len(rows), width))
+
+
+def evidence_weights(labels: Labels) -> np.ndarray:
+    """Rating-weighted votes: stronger stars count more; pseudo-labels keep their own (small) weight."""
+    strength = 0.5 + np.abs(labels.targets.astype(np.float64) - 0.6) * 1.25
+    return np.where(labels.explicit, strength, labels.weights).astype(np.float64)
+
+
+def vote(hoods: Neighbourhoods, rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, n: int,
+         prior: float = PRIOR, alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Like-probability of every one of the ``n`` tracks, and the vote weight behind it (0: the prior alone).
+
+    ``rows`` are the evidence tracks' own rows (each votes for itself too), in the order of ``hoods``.
+    """
+    own = np.bincount(rows, weights, minlength=n)
+    own_liked = np.bincount(rows, weights * liked, minlength=n)
+    if not hoods.rows.size:
+        return ((own_liked + alpha * prior) / (own + alpha)).astype(np.float32), own.astype(np.float32)
+    found = hoods.rows >= 0  # HNSW marks missing hits with -1
+    last = np.where(found, hoods.sims, np.inf).min(axis=1)
+    tau = np.maximum(1.0 - np.where(np.isfinite(last), last, 0.0).astype(np.float64), 1e-4)
+    kernel = np.exp(-np.clip(1.0 - hoods.sims, 0.0, None) / tau[:, None]) * weights[:, None] * found
+    flat = np.where(found, hoods.rows, 0).ravel()
+    total = np.bincount(flat, kernel.ravel(), minlength=n) + own
+    pos = np.bincount(flat, (kernel * liked[:, None]).ravel(), minlength=n) + own_liked
+    return ((pos + alpha * prior) / (total + alpha)).astype(np.float32), total.astype(np.float32)

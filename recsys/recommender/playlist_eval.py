@@ -1,0 +1,119 @@
+"""``recsys eval --playlist``: the owner's own quality meter for playlists, on their own ratings.
+
+Each split hides the ratings of whole albums (album tag, or folder when untagged; seeded, about ``hidden_fraction``
+of the explicit ratings), trains the classifier on the rest exactly as ``recsys train-classifier`` does, builds the
+playlist exactly as ``recsys playlist`` does (the hidden tracks are unrated again, so they are candidates), and
+counts the hidden liked (4 stars and up) and hidden disliked (2 stars and below) tracks in its top 20 and top 100.
+The same playlist is built with the neighbour votes alone and with the classifier alone, and -- when the classifier
+was not shown better than chance, so the playlist did not blend it -- with the blend forced, for comparison. Random
+is what a uniformly random playlist of the same candidates holds on average (k * hidden / candidates). Figures are
+means over the splits. Nothing is written outside a temporary folder; the player database is only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recsys.library.track import Track
+from recsys.recommender.labels import LIKED, album_of
+from recsys.recommender.persistence import ClassifierError, RatingModel
+from recsys.recommender.rank import DISLIKED
+
+TOPS = (20, 100)
+
+
+@dataclass
+class PlaylistEval:
+    splits: int
+    hidden: float  # mean hidden ratings per split
+    hidden_liked: float
+    hidden_disliked: float
+    candidates: float
+    rankers: dict[str, dict[str, float]]  # ranker -> top20_liked, top20_disliked, top100_liked, top100_disliked
+    notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Track], set[str]]:
+    """The tracks with the ratings of whole, randomly drawn albums removed; and the hidden keys.
+
+    A hidden track's play and skip counts go too: they would vote for it (and bar it as often played) and so leak
+    the very rating the split hides.
+    """
+    rated = [t for t in tracks if t.rating is not None and 0.0 <= t.rating <= 1.0]
+    albums: dict[str, list[str]] = {}
+    for t in rated:
+        albums.setdefault(album_of(t.album, t.albumartist, t.artist, t.path), []).append(t.key)
+    names = sorted(albums)
+    want = max(1, round(fraction * len(rated)))
+    hidden: set[str] = set()
+    for i in np.random.default_rng(seed).permutation(len(names)):
+        if len(hidden) >= want or len(hidden) + len(albums[names[i]]) > max(want, len(rated) - 20):
+            continue  # keep enough ratings to train on (at least the minimum of 20 where possible)
+        hidden.update(albums[names[i]])
+    return [dataclasses.replace(t, rating=None, playcount=0, skipcount=0) if t.key in hidden else t
+            for t in tracks], hidden
+
+
+def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., Any], train: Callable[..., Any], *,
+                      splits: int = 5, hidden_fraction: float = 0.25, seed: int = 0) -> PlaylistEval:
+    """Mean hidden liked / disliked counts in the top 20 / top 100 per ranker over ``splits`` seeded splits.
+
+    ``train(tracks, models_dir)`` trains as `recsys train-classifier` does; ``build(tracks, model, top_n, scorer)``
+    ranks as `recsys playlist` does (``recsys.recommender.recommend`` passes both, bound to the settings).
+    """
+    totals: dict[str, dict[str, float]] = {}
+    counts = {"hidden": 0.0, "liked": 0.0, "disliked": 0.0, "candidates": 0.0}
+    notes: list[str] = []
+    stars = {t.key: t.rating for t in tracks}
+    for s in range(splits):
+        visible, hidden = _hide(tracks, hidden_fraction, seed + s)
+        liked = {k for k in hidden if stars[k] >= LIKED - 1e-6}
+        disliked = {k for k in hidden if stars[k] <= DISLIKED + 1e-6}
+        with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
+            try:
+                train(visible, Path(tmp))
+                model: RatingModel | None = RatingModel.load(Path(tmp), lib.encoder_id)
+            except ClassifierError as exc:
+                model = None
+                notes.append(f"split {s}: no classifier ({exc})")
+        rankers = {"playlist": "blend", "neighbours only": "neighbours", "classifier only": "classifier"}
+        if model is not None and not model.blend:
+            rankers["blend (forced)"] = "blend"
+        for name, scorer in rankers.items():
+            if model is None and scorer == "classifier":
+                continue
+            m = model
+            if name == "blend (forced)":
+                m = RatingModel(model.kind, model.arrays, {**model.info, "blend": True})
+            ranking = build(visible, m, max(TOPS), scorer)
+            keys = [t.key for t in ranking.tracks]
+            row = totals.setdefault(name, {})
+            for top in TOPS:
+                row[f"top{top}_liked"] = row.get(f"top{top}_liked", 0.0) + sum(k in liked for k in keys[:top])
+                row[f"top{top}_disliked"] = row.get(f"top{top}_disliked", 0.0) + sum(k in disliked for k in keys[:top])
+            if name == "playlist":
+                counts["candidates"] += ranking.candidates
+                for top in TOPS:
+                    share = min(top, ranking.candidates) / max(ranking.candidates, 1)
+                    rnd = totals.setdefault("random", {})
+                    rnd[f"top{top}_liked"] = rnd.get(f"top{top}_liked", 0.0) + share * len(liked)
+                    rnd[f"top{top}_disliked"] = rnd.get(f"top{top}_disliked", 0.0) + share * len(disliked)
+        counts["hidden"] += len(hidden)
+        counts["liked"] += len(liked)
+        counts["disliked"] += len(disliked)
+    mean = {name: {k: v / splits for k, v in row.items()} for name, row in totals.items()}
+    return PlaylistEval(splits=splits, hidden=counts["hidden"] / splits, hidden_liked=counts["liked"] / splits,
+                        hidden_disliked=counts["disliked"] / splits, candidates=counts["candidates"] / splits,
+                        rankers=mean, notes=notes)
+
+
