@@ -20,9 +20,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from recsys.config import CROP_POSITIONS as POSITIONS
 from recsys.errors import RecsysError
 
-POSITIONS = ("center", "start", "end")
 # A crop may come out this much shorter than asked when a header's duration is an estimate (MP3 without a Xing
 # header, codec padding) without being treated as a broken file.
 _SHORT_TOLERANCE_S = 0.5
@@ -84,7 +84,7 @@ def _segment_duration(duration_s: float, seg_start_s: float, seg_length_s: float
 
 
 def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
-    if segment_s > max_duration_s:
+    if max_duration_s > 0 and segment_s > max_duration_s:  # 0: no limit (audio.max_track_minutes)
         raise TrackTooLong(f"{path}: {segment_s / 60:.1f} min is longer than the {max_duration_s / 60:g} min limit; "
                            f"skipped (raise audio.max_track_minutes to include it)")
 
