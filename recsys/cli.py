@@ -120,6 +120,20 @@ def _progress_bar(total: int):
                 disable=None)
 
 
+def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str, str]], limit: int | None) -> None:
+    """Every track the settings leave out and every file that cannot be read, with the reason (``limit``: at most
+    that many lines of each, the rest counted)."""
+    for title, items in (("left out by your settings", left_out), ("left out, cannot be read or stored", unreadable)):
+        if not items:
+            continue
+        click.echo(f"{title}: {len(items)}")
+        shown = items if limit is None else items[:limit]
+        for path, reason in shown:
+            click.echo(f"  {_one_line(path)}: {_one_line(reason)}")
+        if len(items) > len(shown):
+            click.echo(f"  ... and {len(items) - len(shown)} more (recsys status lists them all)")
+
+
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
@@ -127,10 +141,7 @@ def _render_embed(report) -> None:
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     if lib.skipped_urls or lib.skipped_unavailable:
         click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
-    if lib.scan_errors:
-        click.echo(f"  left out: {len(lib.scan_errors)} file(s) that cannot be read or stored, "
-                   f"e.g. {_one_line(lib.scan_errors[0][0])}: "
-                   f"{_one_line(lib.scan_errors[0][1])}")
+    _render_left_out(lib.left_out, lib.scan_errors, limit=10)
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
     click.echo(
         f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
@@ -200,6 +211,12 @@ def status(ctx, db, folders, as_json):
     click.echo(f"failed: {len(st['failures'])}")
     for f in st["failures"][:10]:
         click.echo(f"  {_one_line(f['path'])}: {_one_line(f['error'])}")
+    if len(st["failures"]) > 10:
+        click.echo(f"  ... and {len(st['failures']) - 10} more (recsys status --json lists them all)")
+    if st["skipped_urls"] or st["skipped_unavailable"]:
+        click.echo(f"left out: {st['skipped_urls']} streams/URLs, {st['skipped_unavailable']} marked unavailable")
+    _render_left_out([(t["key"], t["reason"]) for t in st["left_out"]],
+                     [(t["path"], t["reason"]) for t in st["unreadable"]], limit=None)
     idx = st["index"]
     click.echo(f"index: {idx['state']}" + (f" ({idx['kind']}, {idx['count']} tracks)" if idx.get("kind") else ""))
     if st["embedded"] + st["stale"] + st["not_embedded"] and (st["stale"] or st["not_embedded"]):
@@ -374,13 +391,13 @@ def eval_(ctx, encoders, db, folders, as_json, quiet):
     `recsys eval --encoder dsp --encoder cnn --encoder ~/.local/share/recsys/models/encoder-best.pt`.
     """
     from recsys.embedder.evaluation import TABLE, evaluate
-    from recsys.library.sources import load_library
+    from recsys.library.sources import load_configured_library
 
     specs = list(encoders) or [TABLE]
     settings = _library_settings(ctx, db, folders)
     tracks = None
     if any(spec != TABLE for spec in specs):
-        tracks = load_library(settings.library.db, settings.library.folders).tracks
+        tracks = load_configured_library(settings).tracks
     scores = evaluate(settings, specs, tracks, progress=None if quiet else (lambda n: _named_bar(n, "caching")))
     if as_json:
         click.echo(json.dumps([s.as_json() for s in scores], ensure_ascii=False, indent=1))

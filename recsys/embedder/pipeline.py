@@ -25,7 +25,7 @@ from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import content_id
-from recsys.library.sources import Library, load_library
+from recsys.library.sources import Library, load_configured_library
 from recsys.library.track import Track
 
 
@@ -309,7 +309,7 @@ def embed_library(
     settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None
 ) -> EmbedReport:
     """`recsys embed`: read the library, embed what is new or changed, and refresh the index."""
-    library = load_library(settings.library.db, settings.library.folders)
+    library = load_configured_library(settings)
     if not library.tracks:
         where = library.db_path or ", ".join(library.folders)
         raise NoTracksError(f"the library at {where} holds no playable tracks: add music to it (or check --library)")
@@ -347,7 +347,7 @@ def embed_library(
 def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
     home = settings.home_path
-    library = load_library(settings.library.db, settings.library.folders)
+    library = load_configured_library(settings)
     resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
     eid = resolved.encoder_id
     store = TrackStore.open(home)
@@ -373,5 +373,9 @@ def library_status(settings: Settings) -> dict:
         "missing": len(plan.missing),
         "table_rows": len(states),
         "failures": [{"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures],
+        "left_out": [{"key": key, "reason": reason} for key, reason in library.left_out],
+        "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
+        "skipped_urls": library.skipped_urls,
+        "skipped_unavailable": library.skipped_unavailable,
         "index": index,
     }
