@@ -47,3 +47,48 @@ def test_long_tracks_are_embedded_and_left_out_tracks_are_named(small_library):
     st = json.loads(lib.run("--config", str(config), "status", "--db", str(lib.db), "--json").output)
     assert [t["key"] for t in st["left_out"]] == [str(long_path)]
     assert "16.0 min is longer than audio.max_track_minutes = 15" in st["left_out"][0]["reason"]
+
+
+def test_written_files_honour_the_umask_also_when_replacing(tmp_path):
+    import os
+
+    from recsys.atomic import write_bytes_atomic, write_json_atomic
+
+    target = tmp_path / "list.xspf"
+    target.write_text("old")
+    os.chmod(target, 0o600)
+    old = os.umask(0o022)
+    try:
+        write_bytes_atomic(target, b"new")
+        assert (target.stat().st_mode & 0o777) == 0o644
+        os.umask(0o077)
+        write_json_atomic(tmp_path / "stamp.json", {"a": 1})
+        assert ((tmp_path / "stamp.json").stat().st_mode & 0o777) == 0o600
+        os.umask(0o002)
+        target.chmod(0o644)
+        write_bytes_atomic(target, b"newer")
+        assert (target.stat().st_mode & 0o777) == 0o664
+    finally:
+        os.umask(old)
+    assert target.read_bytes() == b"newer"
+
+
+def test_playlist_stamp_and_models_are_readable_by_other_users(small_library):
+    import os
+
+    from recsys.index.store import STAMP
+
+    lib = small_library
+    out = lib.root / "lists" / "mine.xspf"
+    out.parent.mkdir()
+    out.write_text("x")
+    out.chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        assert _embed(lib).exit_code == 0
+        r = lib.run("playlist", "--db", str(lib.db), "--out", str(out), "--force", "--top-n", "3")
+    finally:
+        os.umask(old)
+    assert r.exit_code == 0, r.output
+    assert (out.stat().st_mode & 0o777) == 0o644
+    assert ((lib.home / STAMP).stat().st_mode & 0o777) == 0o644
