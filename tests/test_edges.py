@@ -92,3 +92,27 @@ def test_playlist_stamp_and_models_are_readable_by_other_users(small_library):
     assert r.exit_code == 0, r.output
     assert (out.stat().st_mode & 0o777) == 0o644
     assert ((lib.home / STAMP).stat().st_mode & 0o777) == 0o644
+
+
+def test_mlflow_writes_nothing_outside_the_home(tmp_path):
+    """MLflow's telemetry writes ~/.config/mlflow/telemetry.json (an installation id) unless it is turned off. It
+    turns itself off under pytest and CI, so the run happens in a child without those variables."""
+    import os
+    import subprocess
+    import sys
+
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+           and not k.startswith(("XDG_", "GITHUB_"))}
+    env["HOME"] = str(user_home)
+    code = (
+        "from pathlib import Path\nfrom recsys.tracking import mlflow_run\n"
+        f"with mlflow_run(Path({str(tmp_path / 'home')!r}), 'exp', 'run', {{'a': 1}}) as run:\n"
+        "    run.log_metrics({'m': 1.0})\n    run.log_text('hi', 'note.txt')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [str(p.relative_to(user_home)) for p in user_home.rglob("*")] == []
+    assert (tmp_path / "home" / "mlflow.db").exists()
