@@ -37,6 +37,8 @@ class RecsysGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:  # `recsys status | head -1`: the reader left; click's main ends quietly
+            raise
         except Exception as exc:  # a bug: still one line, the traceback only on request
             if os.environ.get("RECSYS_DEBUG"):
                 traceback.print_exc()

@@ -116,3 +116,19 @@ def test_mlflow_writes_nothing_outside_the_home(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert [str(p.relative_to(user_home)) for p in user_home.rglob("*")] == []
     assert (tmp_path / "home" / "mlflow.db").exists()
+
+
+def test_a_closed_pipe_ends_quietly(small_library):
+    import subprocess
+    import sys
+
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "recsys.cli", "--home", str(lib.home), "status", "--db",
+                             str(lib.db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # like `| head -1`
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert first.startswith(b"home: ")
+    assert err == "", err
