@@ -185,8 +185,8 @@ def similar(ctx, track, k, as_json):
     q = result.query
     click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.path)}]")
     for rank, r in enumerate(result.neighbours, 1):
-        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.artist or '?')} - {_one_line(r.title or '?')}"
-                   f"  ({_one_line(r.album or '-')})  {_one_line(r.path)}")
+        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.label)}  ({_one_line(r.album or '-')})  "
+                   f"{_one_line(r.path)}")
 
 
 @main.command()

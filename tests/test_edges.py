@@ -132,3 +132,25 @@ def test_a_closed_pipe_ends_quietly(small_library):
     proc.wait(timeout=120)
     assert first.startswith(b"home: ")
     assert err == "", err
+
+
+def test_untagged_tracks_show_their_file_name_everywhere(small_library):
+    from recsys.library.track import display_label
+
+    assert display_label("", "", "/m/a/01 intro.flac") == "01 intro.flac"
+    assert display_label("Band", "", "/m/a/01 intro.flac") == "Band - 01 intro.flac"
+    assert display_label("", "Intro", "/m/a/01 intro.flac") == "Intro"
+    assert display_label("", "", "/m/medley.flac", 80.0) == "medley.flac @ 1:20"
+    lib = small_library
+    for song in lib.songs:
+        song.artist = song.title = song.album = ""
+    lib.rewrite_db()
+    assert _embed(lib).exit_code == 0
+    r = lib.run("similar", lib.songs[0].path, "-k", "3")
+    assert r.exit_code == 0, r.output
+    assert "?" not in r.output.replace(lib.songs[0].path, "")
+    assert r.output.splitlines()[0].startswith(f"like: {lib.songs[0].path.rsplit('/', 1)[-1]}  [")
+    out = lib.root / "p.m3u8"
+    r = lib.run("playlist", "--db", str(lib.db), "--out", str(out), "--top-n", "3")
+    assert r.exit_code == 0, r.output
+    assert "? - ?" not in r.output and "? - ?" not in out.read_text()

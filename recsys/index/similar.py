@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -17,6 +16,7 @@ import numpy as np
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import SEARCH_COLUMN, LibraryVectors, Searcher, current_snapshot, normalise, search_label
+from recsys.library.track import display_label
 
 DUPLICATE_COSINE = 0.99999
 
@@ -43,7 +43,7 @@ class Hit:
 
     @property
     def label(self) -> str:
-        return f"{self.artist or '?'} - {self.title or '?'}" if (self.artist or self.title) else Path(self.path).name
+        return display_label(self.artist, self.title, self.path, self.start_s)
 
     def as_json(self) -> dict:
         return asdict(self)

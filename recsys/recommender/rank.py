@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import RecsysError
-from recsys.library.track import Track
+from recsys.library.track import Track, display_label
 from recsys.recommender.classifier import RatingModel
 
 LIKED = 0.8  # 4 stars and up
@@ -64,7 +64,7 @@ class RankedTrack:
 
     @property
     def label(self) -> str:
-        return f"{self.artist or '?'} - {self.title or '?'}"
+        return display_label(self.artist, self.title, self.path, self.start_s)
 
 
 def _take(meta: Any, name: str, rows: np.ndarray) -> list:

@@ -103,7 +103,7 @@ def _m3u_bytes(tracks: Sequence[RankedTrack]) -> bytes:
     lines = [b"#EXTM3U"]
     for t in tracks:
         seconds = int(round(t.duration_s)) if t.duration_s else -1
-        label = _LINE_BREAKS.sub(" ", xml_text(f"{t.artist or '?'} - {t.title or '?'}"))
+        label = _LINE_BREAKS.sub(" ", xml_text(t.label))
         # The path as the file system's own bytes: names that are not valid UTF-8 still resolve.
         lines += [f"#EXTINF:{seconds},{label}".encode(), os.fsencode(os.path.abspath(t.path))]
     return b"\n".join(lines) + b"\n"
