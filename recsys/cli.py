@@ -122,6 +122,12 @@ def _progress_bar(total: int):
                 disable=None)
 
 
+def _failure(path: str, error: str) -> str:
+    """One failure as '<path>: <reason>', the path once (decoder messages start with it already)."""
+    reason = error[len(path) + 2:] if error.startswith(f"{path}: ") else error
+    return f"{_one_line(path)}: {_one_line(reason)}"
+
+
 def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str, str]], limit: int | None) -> None:
     """Every track the settings leave out and every file that cannot be read, with the reason (``limit``: at most
     that many lines of each, the rest counted)."""
@@ -153,7 +159,7 @@ def _render_embed(report) -> None:
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
-        click.echo(f"  failed: {_one_line(path)}: {_one_line(error)}")
+        click.echo(f"  failed: {_failure(path, error)}")
     if len(report.new_failures) > 10:
         click.echo(f"  ... and {len(report.new_failures) - 10} more (recsys status --json lists them all)")
     if report.known_failed:
@@ -212,7 +218,7 @@ def status(ctx, db, folders, as_json):
                f"{st['not_embedded']} not yet, {st['missing']} missing files")
     click.echo(f"failed: {len(st['failures'])}")
     for f in st["failures"][:10]:
-        click.echo(f"  {_one_line(f['path'])}: {_one_line(f['error'])}")
+        click.echo(f"  {_failure(f['path'], f['error'])}")
     if len(st["failures"]) > 10:
         click.echo(f"  ... and {len(st['failures']) - 10} more (recsys status --json lists them all)")
     if st["skipped_urls"] or st["skipped_unavailable"]:

@@ -154,3 +154,37 @@ def test_untagged_tracks_show_their_file_name_everywhere(small_library):
     r = lib.run("playlist", "--db", str(lib.db), "--out", str(out), "--top-n", "3")
     assert r.exit_code == 0, r.output
     assert "? - ?" not in r.output and "? - ?" not in out.read_text()
+
+
+def test_decoder_messages_are_one_clean_line_each(tmp_path):
+    """The path once, no errno, no decoder chatter on stderr, and the non-audio file named by status too."""
+    import errno
+    import os
+    import subprocess
+    import sys
+
+    import av
+
+    from recsys.embedder.audio import _first_line
+    from recsys.synth.audio import synth_track, write_audio
+
+    assert _first_line(av.error.PermissionError(errno.EPERM, "Operation not permitted", "x.flac")) == \
+        "the decoder rejected the data"
+    music = tmp_path / "music"
+    music.mkdir()
+    write_audio(music / "good.flac", synth_track("ambient_pad", 6.0, sample_rate=22050, seed=1), 22050, "flac")
+    (music / "bad.mp3").write_bytes(b"\xff\xfb\x90\x00" + b"\x13" * 20000)
+    (music / "notes.mp3").write_text("hello")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    base = [sys.executable, "-m", "recsys.cli", "--home", str(tmp_path / "home")]
+    embed = subprocess.run([*base, "embed", "--library", str(music), "-q", "--workers", "1"], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert embed.returncode == 0, embed.stderr
+    assert embed.stderr == "", embed.stderr  # libmpg123's "Note: Illegal Audio-MPEG-Header" lines are gone
+    failed = [line for line in embed.stdout.splitlines() if "failed:" in line]
+    assert len(failed) == 1 and failed[0].count(str(music / "bad.mp3")) == 1, failed
+    assert "Errno" not in failed[0]
+    status = subprocess.run([*base, "status", "--library", str(music)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert f"{music / 'notes.mp3'}: not audio" in status.stdout
+    assert status.stdout.count(str(music / "bad.mp3")) == 1
