@@ -50,6 +50,7 @@ class Rule:
     pattern: re.Pattern | None = None
     empty: bool = False
     meaning: str = ""
+    test: Callable[[str], bool] | None = None
 
     def describe(self) -> str:
         if self.meaning:
@@ -76,6 +77,8 @@ class Rule:
                 return value in self.choices
             if self.pattern is not None:
                 return self.pattern.fullmatch(value) is not None
+            if self.test is not None:
+                return self.test(value)
             return self.empty or bool(value.strip())
         return True
 
@@ -88,8 +91,19 @@ def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
-_ANY_TEXT = Rule(empty=True)
-_POSITIVE = Rule(lo=0, lo_open=True)
+# The encoders recsys ships (recsys.embedder.encoders builds them); named here so a typo fails at load, not later.
+BUILTIN_ENCODERS = ("dsp", "cnn", "musicnn")
+
+
+def _encoder_spec(spec: str) -> bool:
+    """auto, a built-in name, a checkpoint file (.pt, or any existing file) or module:Class."""
+    module, _, cls = spec.partition(":")
+    return (spec == "auto" or spec in BUILTIN_ENCODERS or spec.endswith(".pt") or (bool(module) and bool(cls))
+            or Path(spec).expanduser().is_file())
+
+
+_ENCODER_RULE = Rule(test=_encoder_spec, meaning=f"auto, {', '.join(BUILTIN_ENCODERS)}, a checkpoint file .pt, "
+                                                 "or module:Class")
 _DEVICE_RULE = Rule(pattern=_DEVICE, meaning="auto, cpu, cuda, cuda:N or mps")
 
 
@@ -110,7 +124,7 @@ class AudioSettings:
 
 @dataclass
 class EmbedSettings:
-    encoder: str = _s("auto")
+    encoder: str = _s("auto", _ENCODER_RULE)
     device: str = _s("auto", _DEVICE_RULE)
     workers: int = _s(0, lo=0, hi=1024)
     batch_size: int = _s(32, lo=1, hi=65536)
@@ -270,6 +284,19 @@ def _check_together(settings: Settings) -> None:
         raise ConfigError("recommend.w_model and recommend.w_knn are both 0: give at least one a positive weight")
 
 
+def _check_home(settings: Settings, where: str) -> None:
+    """A home that exists must be a folder: a file there would otherwise read as 'nothing is embedded'."""
+    home = settings.home_path
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"home {home} is a file, not a folder ({where}): give a folder with --home or RECSYS_HOME")
+
+
+def _flag(name: str) -> str:
+    """The command-line flag that sets a dotted setting (flags are named after the setting's key)."""
+    key = name.rsplit(".", 1)[-1]
+    return {"folders": "--library"}.get(key, "--" + key.replace("_", "-"))
+
+
 _ENV_PREFIX = "RECSYS_"
 _NOT_SETTINGS = {"RECSYS_HOME", "RECSYS_DEBUG"}
 
@@ -357,11 +384,14 @@ def load_settings(
     setting, the value, what is allowed and the layer it came from.
     """
     settings = Settings()
+    home_from = "the default home, $XDG_DATA_HOME/recsys"
     if config_file is not None:
         data, origin = _read_config_file(Path(config_file).expanduser())
         _apply(settings, data, origin)
+        home_from = origin("home") if "home" in data else home_from
     env, names = _env_values(dict(os.environ if environ is None else environ))
     _apply(settings, env, lambda name: f"from environment variable {names.get(name, env_name(name))}")
+    home_from = "from environment variable RECSYS_HOME" if "home" in env else home_from
     if overrides:
         cleaned: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -371,8 +401,10 @@ def load_settings(
                     cleaned[key] = kept
             elif value is not None:
                 cleaned[key] = value
-        _apply(settings, cleaned, lambda name: "from the command line")
+        _apply(settings, cleaned, lambda name: f"from the command line, {_flag(name)}")
+        home_from = "from --home or RECSYS_HOME" if "home" in cleaned else home_from
     _check_together(settings)
+    _check_home(settings, home_from)
     return settings
 
 

@@ -188,3 +188,39 @@ def test_decoder_messages_are_one_clean_line_each(tmp_path):
                             timeout=300)
     assert f"{music / 'notes.mp3'}: not audio" in status.stdout
     assert status.stdout.count(str(music / "bad.mp3")) == 1
+
+
+def test_home_that_is_a_file_and_unknown_encoder_are_named_at_load(small_library):
+    lib = small_library
+    lib.home.write_text("not a folder")
+    for args in (["status", "--db", str(lib.db)], ["similar", "x"]):
+        r = lib.run(*args)
+        assert r.exit_code == 1
+        assert r.output.strip() == (f"recsys: error: home {lib.home} is a file, not a folder (from --home or "
+                                    "RECSYS_HOME): give a folder with --home or RECSYS_HOME")
+    lib.home.unlink()
+    r = lib.run("embed", "--db", str(lib.db), "--encoder", "foo", "-q")
+    assert r.exit_code == 1
+    assert r.output.strip() == ("recsys: error: embed.encoder = 'foo' is not allowed (allowed: auto, dsp, cnn, "
+                                "musicnn, a checkpoint file .pt, or module:Class; from the command line, --encoder)")
+
+
+def test_status_is_read_only(small_library, monkeypatch):
+    """status writes nothing: a home not yet made stays unmade, and a home that cannot be written is still read."""
+    import tempfile
+
+    lib = small_library
+    r = lib.run("status", "--db", str(lib.db))
+    assert r.exit_code == 0, r.output
+    assert "0 current" in r.output and not lib.home.exists()
+    assert _embed(lib).exit_code == 0
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)  # what a write probe meets in a read-only home
+    before = sorted((p, p.stat().st_mtime_ns) for p in lib.home.rglob("*"))
+    r = lib.run("status", "--db", str(lib.db))
+    assert r.exit_code == 0, r.output
+    assert "embedded: 12 current" in r.output
+    assert sorted((p, p.stat().st_mtime_ns) for p in lib.home.rglob("*")) == before

@@ -350,7 +350,7 @@ def library_status(settings: Settings) -> dict:
     library = load_configured_library(settings)
     resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
     eid = resolved.encoder_id
-    store = TrackStore.open(home)
+    store = TrackStore.open(home, writable=False)
     failures = store.failures()
     states = store.states()
     plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid)

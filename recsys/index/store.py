@@ -123,16 +123,21 @@ def _unwritable(home: Path, exc: OSError) -> StoreError:
 class TrackStore:
     """The tables of one home folder. One writer at a time: callers hold :class:`recsys.index.lock.HomeLock`."""
 
-    def __init__(self, home: Path, db: lancedb.DBConnection) -> None:
+    def __init__(self, home: Path, db: lancedb.DBConnection | None) -> None:
         self.home = home
         self._db = db
         self._tracks = self._open(TRACKS)
         self._failures = self._open(FAILURES)
 
     @classmethod
-    def open(cls, home: Path) -> TrackStore:
-        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write."""
+    def open(cls, home: Path, writable: bool = True) -> TrackStore:
+        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write.
+
+        ``writable=False`` is for read-only work (`recsys status`): nothing is created or repaired, so a read-only or
+        not yet created home is read as it is."""
         home = Path(home).expanduser()
+        if not writable:  # lancedb.connect creates the folder: a home not yet made is read as empty
+            return cls(home, lancedb.connect(str(home)) if home.is_dir() else None)
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = tempfile.TemporaryFile(dir=home)  # mkdir succeeds on an existing read-only folder: try a write
@@ -147,6 +152,8 @@ class TrackStore:
         return store
 
     def _open(self, name: str):
+        if self._db is None:
+            return None
         try:
             return self._db.open_table(name)
         except ValueError:  # lancedb: "Table 'x' was not found"
