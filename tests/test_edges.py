@@ -224,3 +224,27 @@ def test_status_is_read_only(small_library, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "embedded: 12 current" in r.output
     assert sorted((p, p.stat().st_mtime_ns) for p in lib.home.rglob("*")) == before
+
+
+def test_full_disk_is_one_line_without_lance_internals(tmp_path):
+    import pytest
+
+    from recsys.index.store import StoreError, TrackStore
+
+    store = TrackStore.open(tmp_path / "home")
+    lance_text = ("lance error: LanceError(IO): Generic LocalFileSystem error: Unable to copy data to file: No space "
+                  "left on device (os error 28), /root/.cargo/registry/src/lance-table-13.0.0/src/io/commit.rs:1663:50")
+
+    def full():
+        raise RuntimeError(lance_text)
+
+    with pytest.raises(StoreError) as err:
+        store._guard(full)
+    assert str(err.value) == (f"the disk holding {tmp_path / 'home'} is full (No space left on device): free some "
+                              "space and run the command again (everything committed before is kept)")
+
+    def bug():
+        raise RuntimeError("something else")
+
+    with pytest.raises(RuntimeError, match="something else"):
+        store._guard(bug)

@@ -12,7 +12,9 @@ Nothing of the old rows is kept: they are all re-embedded.
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +120,27 @@ def read_stamp(home: Path) -> dict | None:
 def _unwritable(home: Path, exc: OSError) -> StoreError:
     reason = exc.strerror or type(exc).__name__
     return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
+
+
+_LANCE_OS_ERROR = re.compile(r"([^:,()]+) \(os error (\d+)\)")
+
+
+def _write_failed(home: Path, exc: Exception) -> StoreError:
+    """A failed table write as one line. Lance reports file-system errors as RuntimeError text ending in its own
+    Rust source path; the OS error inside it is what the user can act on."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        code, reason = exc.errno, exc.strerror or str(exc)
+    else:
+        found = _LANCE_OS_ERROR.search(str(exc))
+        if found is None:
+            if isinstance(exc, OSError):
+                return _unwritable(home, exc)
+            raise exc  # not a file-system problem: a bug, reported as one
+        code, reason = int(found.group(2)), found.group(1).strip()
+    if code == errno.ENOSPC:
+        return StoreError(f"the disk holding {home} is full ({reason}): free some space and run the command again "
+                          "(everything committed before is kept)")
+    return _unwritable(home, OSError(code, reason))
 
 
 class TrackStore:
@@ -288,8 +311,8 @@ class TrackStore:
     def _guard(self, action):
         try:
             return action()
-        except OSError as exc:
-            raise _unwritable(self.home, exc) from None
+        except (OSError, RuntimeError) as exc:
+            raise _write_failed(self.home, exc) from None
 
 
 def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:
