@@ -10,7 +10,7 @@ import traceback
 
 import click
 
-from recsys.config import Settings, load_settings
+from recsys.config import BUILTIN_ENCODERS, EmbedSettings, Settings, load_settings
 from recsys.errors import RecsysError
 
 EXIT_ERROR = 1
@@ -57,9 +57,11 @@ def _settings(ctx: click.Context, **overrides) -> Settings:
 
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(), envvar="RECSYS_HOME", default=None,
-              help="Folder for the table, index, models and MLflow runs [default: ~/.local/share/recsys].")
+              help="Folder for the table, index, models and MLflow runs; also set by RECSYS_HOME "
+                   "[default: $XDG_DATA_HOME/recsys, i.e. ~/.local/share/recsys].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file overriding configs/default.yaml (any subset of its settings).")
+              help="YAML file overriding any subset of the packaged defaults (`recsys config --defaults` prints "
+                   "them, one comment each).")
 @click.version_option(package_name="recsys")
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
@@ -77,6 +79,8 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys status                     what is embedded, stale or failed
 
     Your music files and player database are only ever read, never written.
+    Settings: `recsys config` shows them, `recsys config --defaults` the commented defaults.
+    Shell completion (bash; zsh and fish alike): eval "$(_RECSYS_COMPLETE=bash_source recsys)"
     """
     ctx.obj = {"home": home, "config": config_file}
 
@@ -86,10 +90,16 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
               help="Clementine or Strawberry database [default: found at its usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
               help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
-@click.option("--encoder", default=None, help="dsp, cnn, or module:Class [default: from the config, dsp].")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (0: one per core).")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips encoded together.")
+@click.option("--encoder", default=None,
+              help=f"auto (the encoder `recsys train-encoder` activated, else dsp), {', '.join(BUILTIN_ENCODERS)}, "
+                   "a trained checkpoint file (.pt), or module:Class for your own "
+                   f"[default: embed.encoder, {EmbedSettings.encoder}].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}].")
+@click.option("--device", default=None,
+              help=f"auto, cpu, cuda, cuda:N [default: embed.device, {EmbedSettings.device}].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Clips encoded together [default: embed.batch_size, {EmbedSettings.batch_size}].")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -412,6 +422,17 @@ def eval_(ctx, encoders, db, folders, as_json, quiet):
         return
     click.echo("retrieval on your library (tags as labels):")
     _render_scores(scores)
+
+
+@main.command("config")
+@click.option("--defaults", is_flag=True, help="Print the packaged defaults, one comment per setting.")
+@click.pass_context
+def config_(ctx, defaults):
+    """The settings in force (defaults < --config file < RECSYS_<SECTION>__<KEY> < flags), as YAML to copy into
+    your own --config file; every value is checked against its range first."""
+    from recsys.config import as_yaml, default_yaml
+
+    click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 
 
 @main.command()

@@ -416,3 +416,10 @@ def default_yaml() -> str:
 
 def as_dict(settings: Settings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
+
+
+def as_yaml(settings: Settings) -> str:
+    """The settings as a YAML --config file would hold them (the home resolved)."""
+    data = as_dict(settings)
+    data["home"] = str(settings.home_path)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -248,3 +248,36 @@ def test_full_disk_is_one_line_without_lance_internals(tmp_path):
 
     with pytest.raises(RuntimeError, match="something else"):
         store._guard(bug)
+
+
+def test_help_states_real_defaults_and_config_prints_the_packaged_yaml(small_library):
+    import yaml
+
+    from recsys.config import as_dict, load_settings
+
+    lib = small_library
+    embed_help = " ".join(lib.run("embed", "--help").output.split())
+    assert "auto (the encoder `recsys train-encoder` activated, else dsp)" in embed_help
+    assert "musicnn" in embed_help and ".pt" in embed_help
+    assert "[default: embed.encoder, auto]" in embed_help
+    assert "[default: embed.workers, 0]" in embed_help and "[default: embed.batch_size, 32]" in embed_help
+    top = " ".join(lib.run("--help").output.split())
+    assert "RECSYS_HOME" in top and "$XDG_DATA_HOME/recsys" in top and "configs/default.yaml" not in top
+    assert "_RECSYS_COMPLETE=bash_source recsys" in top
+    defaults = lib.run("config", "--defaults")
+    assert defaults.exit_code == 0 and defaults.output.startswith("# recsys default settings")
+    assert yaml.safe_load(defaults.output) == as_dict(load_settings(environ={}))
+    shown = lib.run("config")
+    assert shown.exit_code == 0
+    assert yaml.safe_load(shown.output)["home"] == str(lib.home)
+
+
+def test_default_yaml_is_installed_with_the_package():
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    assert "default.yaml" in data["tool"]["setuptools"]["package-data"]["recsys"]
+    assert (root / "recsys" / "default.yaml").is_file()
