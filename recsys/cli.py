@@ -199,10 +199,10 @@ def similar(ctx, track, k, as_json):
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
         return
     q = result.query
-    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.path)}]")
+    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.key)}]")  # a key is also a query (CUE: path@start)
     for rank, r in enumerate(result.neighbours, 1):
         click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.label)}  ({_one_line(r.album or '-')})  "
-                   f"{_one_line(r.path)}")
+                   f"{_one_line(r.key)}")
 
 
 @main.command()

@@ -281,3 +281,47 @@ def test_default_yaml_is_installed_with_the_package():
     data = tomllib.loads((root / "pyproject.toml").read_text())
     assert "default.yaml" in data["tool"]["setuptools"]["package-data"]["recsys"]
     assert (root / "recsys" / "default.yaml").is_file()
+
+
+def test_cue_tracks_are_addressed_as_players_read_them(tmp_path):
+    """VLC: the range (XSPF option, M3U8 #EXTVLCOPT), also for the sheet's first track; Strawberry: trackNum."""
+    from xml.etree import ElementTree as ET
+
+    from recsys.recommender.rank import RankedTrack
+    from recsys.recommender.xspf import write_playlist
+
+    whole = str(tmp_path / "medley.flac")
+    parts = [RankedTrack(key=f"{whole}@{start:.3f}", path=whole, start_s=start, score=0.5, predicted=None,
+                         artist="A", title=f"part {n}", album="M", track_number=n, duration_s=80.0)
+             for n, start in ((1, 0.0), (2, 80.0), (3, 160.0))]
+    xspf = write_playlist(tmp_path / "p.xspf", parts, "p")
+    ns = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
+    tracks = ET.parse(xspf).getroot().findall("x:trackList/x:track", ns)
+    assert [t.find("x:trackNum", ns).text for t in tracks] == ["1", "2", "3"]
+    assert [[o.text for o in t.findall("x:extension/vlc:option", ns)] for t in tracks] == [
+        ["start-time=0.000", "stop-time=80.000"], ["start-time=80.000", "stop-time=160.000"],
+        ["start-time=160.000", "stop-time=240.000"]]
+    m3u = write_playlist(tmp_path / "p.m3u8", parts, "p", fmt="m3u8").read_text().splitlines()
+    assert m3u[1:5] == ["#EXTINF:80,A - part 1", "#EXTVLCOPT:start-time=0.000", "#EXTVLCOPT:stop-time=80.000", whole]
+    assert m3u.count("#EXTVLCOPT:start-time=80.000") == 1
+
+
+def test_every_key_recsys_prints_is_a_query(small_library):
+    lib = small_library
+    whole = lib.songs[0].path
+    lib.songs = [
+        SynthSong(path=whole, title="part one", beginning_ns=0, length_ns=4 * 10**9, cue_path=whole + ".cue"),
+        SynthSong(path=whole, title="part two", beginning_ns=4 * 10**9, length_ns=4 * 10**9, cue_path=whole + ".cue"),
+    ] + lib.songs[1:]
+    lib.rewrite_db()
+    assert _embed(lib).exit_code == 0
+    r = lib.run("similar", whole)
+    assert r.exit_code == 2 and f"[{whole}@0.000]" in r.output and f"[{whole}@4.000]" in r.output, r.output
+    r = lib.run("similar", f"{whole}@4.000", "-k", "3")
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == f"like: part two  [{whole}@4.000]"
+    printed = json.loads(lib.run("similar", lib.songs[3].path, "--json", "-k", "20").output)
+    for hit in printed:
+        again = lib.run("similar", hit["key"], "-k", "1")
+        assert again.exit_code == 0, (hit["key"], again.output)
+        assert again.output.splitlines()[0].endswith(f"[{hit['key']}]")

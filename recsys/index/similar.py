@@ -71,7 +71,14 @@ def _as_path(query: str) -> str | None:
 
 
 def resolve_query(lib: LibraryVectors, query: str) -> int:
-    """The row of the track TRACK names: a path or file:// URI first, else 'artist - title' text (loose)."""
+    """The row of the track TRACK names: a track key as recsys prints it (``path``, or ``path@80.000`` for a CUE
+    track), a path or file:// URI, else 'artist - title' text (loose)."""
+    if "@" in query:
+        keys = lib.values("key")
+        wanted = {query, os.path.abspath(os.path.expanduser(query))}
+        rows = [i for i, key in enumerate(keys) if key in wanted]
+        if len(rows) == 1:
+            return rows[0]
     path = _as_path(query)
     if path is not None:
         paths = lib.values("path")
@@ -118,9 +125,10 @@ def _by_text(lib: LibraryVectors, query: str) -> int:
 
 
 def _choose(lib: LibraryVectors, rows: list[int], query: str) -> int:
-    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['path']}]" for i in rows[:8])
+    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['key']}]" for i in rows[:8])
     more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
-    raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give a path or more words")
+    raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give one of the keys in brackets, "
+                         "or more words")
 
 
 def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
