@@ -325,3 +325,31 @@ def test_every_key_recsys_prints_is_a_query(small_library):
         again = lib.run("similar", hit["key"], "-k", "1")
         assert again.exit_code == 0, (hit["key"], again.output)
         assert again.output.splitlines()[0].endswith(f"[{hit['key']}]")
+
+
+def test_noop_embed_and_status_do_not_import_torch_and_a_change_still_embeds(small_library):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from recsys.synth.audio import synth_track, write_audio
+
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+
+    def run(*args: str) -> list[str]:
+        code = ("import sys\nfrom recsys.cli import main\n"
+                f"try:\n    main(['--home', {str(lib.home)!r}, *{list(args)!r}])\nexcept SystemExit:\n    pass\n"
+                "print('HEAVY', [m for m in ('torch',) if m in sys.modules])")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        return out.splitlines()
+
+    noop = run("embed", "--db", str(lib.db), "-q", "--workers", "2")
+    assert "HEAVY []" in noop and any(line.startswith("embedded 0,") for line in noop), noop
+    assert "HEAVY []" in run("status", "--db", str(lib.db))
+    changed = Path(lib.songs[0].path)
+    assert changed.suffix == ".wav"
+    write_audio(changed, synth_track("drum_loop", 8.0, sample_rate=22050, seed=7), 22050, "wav")
+    again = run("embed", "--db", str(lib.db), "-q", "--workers", "1")
+    assert any(line.startswith("embedded 1,") for line in again), again
+    assert "HEAVY ['torch']" in again  # built on first use, its id checked against the remembered one

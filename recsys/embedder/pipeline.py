@@ -17,9 +17,9 @@ from datetime import datetime, timezone
 import numpy as np
 
 from recsys.config import Settings
-from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import DecodeSpec, Job, decode_spec, decoded, default_workers
+from recsys.embedder.lazy import device_label, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
@@ -316,7 +316,7 @@ def embed_library(
     home = settings.home_path
     with HomeLock(home, "recsys embed"):
         store = TrackStore.open(home)
-        resolved = resolve_encoder(settings.embed.encoder, home, settings.embed.device)
+        resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         encoder, eid = resolved.encoder, resolved.encoder_id
         if store.dim is not None and store.dim != encoder.dim:
             store.reset_vectors(encoder.dim)
@@ -332,7 +332,7 @@ def embed_library(
             retry_failed=retry_failed,
             progress=progress,
         )
-        report.library, report.encoder, report.device = library, resolved.label, str(encoder.device)
+        report.library, report.encoder, report.device = library, resolved.label, device_label(encoder)
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:
                 store.compact()
@@ -348,7 +348,7 @@ def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
     home = settings.home_path
     library = load_configured_library(settings)
-    resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
+    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu", remember=False)
     eid = resolved.encoder_id
     store = TrackStore.open(home, writable=False)
     failures = store.failures()
