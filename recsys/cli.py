@@ -82,7 +82,8 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
     Settings: `recsys config` shows them, `recsys config --defaults` the commented defaults.
     Shell completion (bash; zsh and fish alike): eval "$(_RECSYS_COMPLETE=bash_source recsys)"
     """
-    ctx.obj = {"home": home, "config": config_file}
+    from_env = ctx.get_parameter_source("home") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = {"home": home, "config": config_file, "home_from_env": from_env}
 
 
 @main.command()
@@ -441,10 +442,14 @@ def config_(ctx, defaults):
 @click.pass_context
 def demo(ctx, directory):
     """Try recsys on a small synthetic library: builds it (several styles and formats, a Clementine database with
-    ratings, file names that break naive URL handling), embeds it and shows similar tracks."""
+    ratings, file names that break naive URL handling), embeds it and shows similar tracks.
+
+    Its home is <dir>/home, or --home when given (a new, empty or earlier demo's folder; RECSYS_HOME is not used,
+    so your own home is never touched). Every command it prints can be run again by hand."""
     from recsys.demo import run_demo
 
-    run_demo(directory, echo=click.echo, progress=_progress_bar)
+    obj = ctx.find_root().obj
+    run_demo(directory, echo=click.echo, progress=_progress_bar, home=None if obj["home_from_env"] else obj["home"])
 
 
 if __name__ == "__main__":  # pragma: no cover
