@@ -94,21 +94,25 @@ def _read_facts(home: Path) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def resolve_for_planning(spec: str, home: Path, device: str = "auto", remember: bool = True) -> ResolvedEncoder:
+def resolve_for_planning(spec: str, home: Path, device: str = "auto") -> ResolvedEncoder:
     """Like :func:`recsys.embedder.active.resolve_encoder`, but the encoder is a :class:`LazyEncoder` when its facts
-    are remembered. ``remember`` (writers only: `recsys embed` under the home lock) stores the facts of an encoder
-    that had to be built; read-only commands never write them."""
+    are remembered. Writes nothing (`recsys status` uses it too)."""
     key = fingerprint(spec, home)
     facts = _read_facts(home).get(key) if key else None
     if isinstance(facts, dict) and {"encoder_id", "dim", "sample_rate", "label"} <= facts.keys():
         return ResolvedEncoder(LazyEncoder(facts, spec, home, device), facts["label"], facts["encoder_id"])
-    resolved = resolve_encoder(spec, home, device)
-    if key and remember:
-        known = _read_facts(home)
-        known.pop(key, None)
-        known[key] = {"encoder_id": resolved.encoder_id, "dim": int(resolved.encoder.dim),
-                      "sample_rate": int(resolved.encoder.sample_rate), "label": resolved.label}
-        folder = models_dir(home)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(folder / FACTS, dict(list(known.items())[-_KEEP:]))
-    return resolved
+    return resolve_encoder(spec, home, device)
+
+
+def remember_facts(spec: str, home: Path, resolved: ResolvedEncoder) -> None:
+    """Store the facts of an encoder that had to be built (writers only: `recsys embed` under the home lock)."""
+    key = fingerprint(spec, home)
+    if key is None or isinstance(resolved.encoder, LazyEncoder):
+        return
+    known = _read_facts(home)
+    known.pop(key, None)
+    known[key] = {"encoder_id": resolved.encoder_id, "dim": int(resolved.encoder.dim),
+                  "sample_rate": int(resolved.encoder.sample_rate), "label": resolved.label}
+    folder = models_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / FACTS, dict(list(known.items())[-_KEEP:]))

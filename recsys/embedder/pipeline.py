@@ -19,10 +19,11 @@ import numpy as np
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import DecodeSpec, Job, decode_spec, decoded, default_workers
-from recsys.embedder.lazy import device_label, resolve_for_planning
+from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
+from recsys.index.states import forget, recall, remember
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import content_id
 from recsys.library.sources import Library, load_configured_library
@@ -315,9 +316,15 @@ def embed_library(
         raise NoTracksError(f"the library at {where} holds no playable tracks: add music to it (or check --library)")
     home = settings.home_path
     with HomeLock(home, "recsys embed"):
-        store = TrackStore.open(home)
         resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         encoder, eid = resolved.encoder, resolved.encoder_id
+        quick = _nothing_to_do(library, home, eid, retry_failed)
+        if quick is not None:
+            quick.encoder, quick.device = resolved.label, device_label(encoder)
+            return quick
+        forget(home)  # until this run finishes, readers open the table
+        store = TrackStore.open(home)
+        remember_facts(settings.embed.encoder, home, resolved)
         if store.dim is not None and store.dim != encoder.dim:
             store.reset_vectors(encoder.dim)
         report = embed_tracks(
@@ -341,18 +348,37 @@ def embed_library(
                 build_snapshot(store, home, eid, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
                                hnsw_ef_construction=ix.hnsw_ef_construction)
             report.index = read_manifest(home) or {}
+            remember(home, store)
     return report
+
+
+def _nothing_to_do(library: Library, home, encoder_id: str, retry_failed: bool) -> EmbedReport | None:
+    """The report of a run with nothing to decode, reuse or drop, from the state the last finished run remembered
+    (no lancedb, no torch: a no-op `recsys embed` starts in well under a second); None when there is work, or when
+    the table or the index moved on since."""
+    remembered = recall(home)
+    if remembered is None or not snapshot_is_current(home, encoder_id):
+        return None
+    states, failures = remembered
+    plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, encoder_id, retry_failed=retry_failed)
+    if plan.todo or plan.reuse or plan.delete_keys:
+        return None
+    return EmbedReport(total=len(library.tracks), up_to_date=plan.up_to_date, known_failed=plan.known_failed,
+                       missing=len(plan.missing), encoder_id=encoder_id, library=library,
+                       index=read_manifest(home) or {})
 
 
 def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
     home = settings.home_path
     library = load_configured_library(settings)
-    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu", remember=False)
+    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
     eid = resolved.encoder_id
-    store = TrackStore.open(home, writable=False)
-    failures = store.failures()
-    states = store.states()
+    remembered = recall(home)  # the table as the last finished run left it, when nothing changed it since
+    if remembered is None:
+        store = TrackStore.open(home, writable=False)
+        remembered = store.states(), store.failures()
+    states, failures = remembered
     plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid)
     stale = sum(1 for j in plan.todo if j.track.key in states)
     manifest = read_manifest(home)

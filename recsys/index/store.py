@@ -20,14 +20,36 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.expr import col, lit
 
 from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
+
+if TYPE_CHECKING:
+    import lancedb
+
+
+# lancedb is imported on first use (~1.3 s, most of a no-op `recsys embed` or `recsys status`): the classes here are
+# also what recsys.index.states reads back without touching the table.
+def _connect(home: Path) -> lancedb.DBConnection:
+    import lancedb
+
+    return lancedb.connect(str(home))
+
+
+def col(name: str):
+    from lancedb.expr import col as lance_col
+
+    return lance_col(name)
+
+
+def lit(value: object):
+    from lancedb.expr import lit as lance_lit
+
+    return lance_lit(value)
 
 TRACKS = "tracks"
 FAILURES = "failures"
@@ -160,14 +182,14 @@ class TrackStore:
         not yet created home is read as it is."""
         home = Path(home).expanduser()
         if not writable:  # lancedb.connect creates the folder: a home not yet made is read as empty
-            return cls(home, lancedb.connect(str(home)) if home.is_dir() else None)
+            return cls(home, _connect(home) if home.is_dir() else None)
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = tempfile.TemporaryFile(dir=home)  # mkdir succeeds on an existing read-only folder: try a write
             probe.close()
         except OSError as exc:
             raise _unwritable(home, exc) from None
-        store = cls(home, lancedb.connect(str(home)))
+        store = cls(home, _connect(home))
         if store._tracks is not None:
             stamp = read_stamp(home)
             if stamp is None or stamp.get("table_version") != store.version:
