@@ -1,4 +1,4 @@
-"""`recsys demo`: a small synthetic library, end to end, in well under two minutes on two CPU cores.
+"""`recsys demo`: a small synthetic library, end to end, in a few minutes on two CPU cores (README has the figure).
 
 Tracks of a few distinct styles, written in every format recsys reads, some with file names that break naive URL
 handling, listed in a Clementine-shaped database whose owner rated some styles high and others low. The demo embeds
