@@ -11,6 +11,7 @@ import traceback
 import click
 
 from recsys.config import BUILTIN_ENCODERS, EmbedSettings, Settings, load_settings
+from recsys.embedder.active import DEFAULT_BUILTIN
 from recsys.errors import RecsysError
 
 EXIT_ERROR = 1
@@ -77,6 +78,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys train-encoder              teach the cnn encoder your music (optional; GPU when present)
       recsys eval                       how well the encoder groups albums and artists
       recsys status                     what is embedded, stale or failed
+      recsys prune / recsys repair      drop tracks whose file is gone / mend a damaged home
 
     Your music files and player database are only ever read, never written.
     Settings: `recsys config` shows them, `recsys config --defaults` the commented defaults.
@@ -92,7 +94,8 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
               help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
 @click.option("--encoder", default=None,
-              help=f"auto (the encoder `recsys train-encoder` activated, else dsp), {', '.join(BUILTIN_ENCODERS)}, "
+              help=f"auto (the encoder `recsys train-encoder` activated, else {DEFAULT_BUILTIN}), "
+                   f"{', '.join(BUILTIN_ENCODERS)}, "
                    "a trained checkpoint file (.pt), or module:Class for your own "
                    f"[default: embed.encoder, {EmbedSettings.encoder}].")
 @click.option("--workers", type=click.IntRange(min=0), default=None,
@@ -162,11 +165,20 @@ def _render_embed(report) -> None:
         click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
     _render_left_out(lib.left_out, lib.scan_errors, limit=10)
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    if report.stale:
+        click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
+                   "or a new default): embedding them again")
     click.echo(
         f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
         f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
-        f"missing {report.missing}, dropped {report.deleted}"
+        f"missing {report.missing}, changed while read {report.changed}, dropped {report.deleted} (moved)"
     )
+    for folder in report.empty_folders:
+        click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
+                   "were")
+    if report.kept_missing:
+        click.echo(f"  {report.kept_missing} track(s) whose file is missing are kept out of the index until the file "
+                   "is back (`recsys prune` removes them)")
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
@@ -196,6 +208,8 @@ def similar(ctx, track, k, as_json):
 
     settings = _settings(ctx)
     result = find_similar(settings, track, k)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
         return
@@ -344,8 +358,9 @@ def _render_scores(scores) -> None:
     for s in scores:
         m = s.metrics
         click.echo(f"  {_one_line(s.label)} ({s.encoder_id}, from {s.source}): same-album precision@10 "
-                   f"{fmt(m['album_p10'])} over {m['album_queries']} queries, same-artist "
-                   f"{fmt(m['artist_p10'])} over {m['artist_queries']} queries ({m['tracks']} tracks)")
+                   f"{fmt(m['album_p10'])} (chance {fmt(m['album_chance'])}) over {m['album_queries']} queries, "
+                   f"same-artist {fmt(m['artist_p10'])} (chance {fmt(m['artist_chance'])}) over "
+                   f"{m['artist_queries']} queries ({m['tracks']} tracks)")
     if not any(s.comparable for s in scores):
         click.echo("  no two tracks share an album tag: these numbers cannot compare encoders on this library")
 
@@ -394,7 +409,7 @@ def train_encoder(ctx, db, folders, epochs, batch_size, lr, seed, device, resume
 
 @main.command("eval")
 @click.option("--encoder", "encoders", multiple=True,
-              help="auto, dsp, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
+              help="auto, dsp, musicnn, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")
@@ -434,6 +449,36 @@ def config_(ctx, defaults):
     from recsys.config import as_yaml, default_yaml
 
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
+
+
+@main.command()
+@click.pass_context
+def prune(ctx):
+    """Remove the tracks whose file no longer exists.
+
+    `recsys embed` keeps the vectors of missing files (an unmounted drive, a run over part of the library) and
+    leaves them out of results until the files are back; prune removes them for good.
+    """
+    from recsys.index.maintenance import prune as run
+
+    report = run(_settings(ctx))
+    for path in report.removed[:10]:
+        click.echo(f"  removed: {_one_line(path)}")
+    if len(report.removed) > 10:
+        click.echo(f"  ... and {len(report.removed) - 10} more")
+    click.echo(f"removed {len(report.removed)} track(s) and {report.failures_removed} recorded failure(s) of "
+               "missing files" + (f"; index: {report.index.get('count')} tracks" if report.index else ""))
+
+
+@main.command()
+@click.pass_context
+def repair(ctx):
+    """Check the home and repair what is damaged: the table (restored from its last readable version, or rebuilt
+    from the index), the index, the MLflow store and the classifier."""
+    from recsys.index.maintenance import repair as run
+
+    for line in run(_settings(ctx)).lines:
+        click.echo(_one_line(line))
 
 
 @main.command()

@@ -116,8 +116,9 @@ class LibrarySettings:
 
 @dataclass
 class AudioSettings:
-    crop_seconds: float = _s(30.0, lo=0, lo_open=True, hi=600)
+    crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
     crop_position: str = _s("center", choices=CROP_POSITIONS)
+    crop_count: int = _s(3, lo=1, hi=64)
     max_track_minutes: float = _s(0.0, lo=0, meaning="0 (no limit) or more")
     decode_timeout_s: float = _s(60.0, lo=0, lo_open=True, hi=86400)
 

@@ -257,7 +257,7 @@ def test_help_states_real_defaults_and_config_prints_the_packaged_yaml(small_lib
 
     lib = small_library
     embed_help = " ".join(lib.run("embed", "--help").output.split())
-    assert "auto (the encoder `recsys train-encoder` activated, else dsp)" in embed_help
+    assert "auto (the encoder `recsys train-encoder` activated, else musicnn)" in embed_help
     assert "musicnn" in embed_help and ".pt" in embed_help
     assert "[default: embed.encoder, auto]" in embed_help
     assert "[default: embed.workers, 0]" in embed_help and "[default: embed.batch_size, 32]" in embed_help
@@ -353,25 +353,3 @@ def test_noop_embed_and_status_do_not_import_torch_and_a_change_still_embeds(sma
     again = run("embed", "--db", str(lib.db), "-q", "--workers", "1")
     assert any(line.startswith("embedded 1,") for line in again), again
     assert "HEAVY ['torch']" in again  # built on first use, its id checked against the remembered one
-
-
-def test_remembered_states_are_used_only_while_the_table_is_unchanged(small_library):
-    from recsys.index.states import STATES, forget, recall
-    from recsys.index.store import FailureRow, TrackStore
-
-    lib = small_library
-    assert _embed(lib).exit_code == 0
-    states, failures = recall(lib.home)
-    assert set(states) == {s.path for s in lib.songs} and failures == []
-    store = TrackStore.open(lib.home)
-    store.delete([lib.songs[0].path])  # any commit moves the stamp on: the remembered state no longer counts
-    assert recall(lib.home) is None
-    r = lib.run("status", "--db", str(lib.db))
-    assert "embedded: 11 current" in r.output and "1 not yet" in r.output, r.output
-    assert _embed(lib).exit_code == 0 and len(recall(lib.home)[0]) == 12
-    forget(lib.home)  # what a run does before its first write: a run killed after it leaves no remembered state
-    store = TrackStore.open(lib.home)
-    store.record_failures([FailureRow(key="/x.flac", path="/x.flac", size=1, mtime_ns=1, error="bad")])
-    assert not (lib.home / STATES).exists() and recall(lib.home) is None
-    st = json.loads(lib.run("status", "--db", str(lib.db), "--json").output)
-    assert [f["path"] for f in st["failures"]] == ["/x.flac"]

@@ -1,5 +1,6 @@
 """Which encoder is "current": the one setting ``embed.encoder`` names, where ``auto`` means the encoder that
-`recsys train-encoder` activated (named by ``<home>/models/current.json``), else ``dsp``.
+`recsys train-encoder` activated (named by ``<home>/models/current.json``), else the best built-in encoder as
+measured on real music, :data:`DEFAULT_BUILTIN` (``musicnn``; see benchmarks/RESULTS.md).
 
 Every command that needs the current encoder (`embed`, `status`, `eval`, the activation check after training) asks
 :func:`resolve_encoder`, so they can never disagree. Activation copies the trained checkpoint to its own file named by
@@ -23,6 +24,8 @@ if TYPE_CHECKING:  # importing the encoders imports torch: only when one is buil
 
 MODELS = "models"
 CURRENT = "current.json"
+# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
+DEFAULT_BUILTIN = "musicnn"
 
 
 @dataclass
@@ -40,7 +43,7 @@ def models_dir(home: Path) -> Path:
 
 
 def current_checkpoint(home: Path) -> Path | None:
-    """The activated checkpoint, or None when nothing was activated (``auto`` then means dsp)."""
+    """The activated checkpoint, or None when nothing was activated (``auto`` then means :data:`DEFAULT_BUILTIN`)."""
     marker = models_dir(home) / CURRENT
     if not marker.exists():
         return None
@@ -50,7 +53,7 @@ def current_checkpoint(home: Path) -> Path | None:
     except (OSError, ValueError, KeyError, TypeError):
         from recsys.embedder.encoders import EncoderError
 
-        raise EncoderError(f"{marker} is unreadable: delete it (embedding falls back to dsp) or run "
+        raise EncoderError(f"{marker} is unreadable: delete it (embedding falls back to {DEFAULT_BUILTIN}) or run "
                            "`recsys train-encoder --activate`") from None
 
 
@@ -59,7 +62,7 @@ def _is_checkpoint(spec: str) -> bool:
 
 
 def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEncoder:
-    """Build what ``spec`` names: auto, dsp, cnn (untrained), a checkpoint path, or module:Class."""
+    """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class."""
     checkpoint = None
     label = spec
     from recsys.embedder.encoders import EncoderError, build_encoder, encoder_id
@@ -68,14 +71,14 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
         checkpoint = current_checkpoint(home)
         if checkpoint is not None and not checkpoint.is_file():
             raise EncoderError(f"the activated encoder {checkpoint} is missing: run `recsys train-encoder` again, "
-                               f"or delete {models_dir(home) / CURRENT} to use dsp")
-        label = f"auto -> cnn {checkpoint}" if checkpoint else "auto -> dsp"
+                               f"or delete {models_dir(home) / CURRENT} to use {DEFAULT_BUILTIN}")
+        label = f"auto -> cnn {checkpoint}" if checkpoint else f"auto -> {DEFAULT_BUILTIN}"
     elif _is_checkpoint(spec):
         checkpoint = Path(spec).expanduser()
     if checkpoint is not None:
         encoder = build_encoder("cnn", device=device, checkpoint=checkpoint)
     else:
-        encoder = build_encoder("dsp" if spec == "auto" else spec, device=device)
+        encoder = build_encoder(DEFAULT_BUILTIN if spec == "auto" else spec, device=device)
     return ResolvedEncoder(encoder, label, encoder_id(encoder), checkpoint)
 
 
