@@ -81,7 +81,8 @@ def test_playlist_stamp_and_models_are_readable_by_other_users(small_library):
     lib = small_library
     out = lib.root / "lists" / "mine.xspf"
     out.parent.mkdir()
-    out.write_text("x")
+    out.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<playlist version="1" xmlns="http://xspf.org/ns/0/">'
+                   "<trackList/></playlist>\n")
     out.chmod(0o644)
     old = os.umask(0o022)
     try:
