@@ -2,7 +2,7 @@
 
 A library of --tracks files (empty files: nothing is decoded when everything is up to date, so only their stat is
 real) listed in a Clementine database, and a table in which every track is already embedded with the current encoder
-(dsp, vectors random), plus its index snapshot. One warm-up `recsys embed` (it remembers the encoder's facts, as a
+(the default one, vectors random), plus its index snapshot. One warm-up `recsys embed` (it remembers the facts, as a
 user's first real run does), then the median of --repeat fresh processes of each command. Goal (issue 14): each under
 1.5 s at 250 tracks and under 3 s at 100,000.
 
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.config import load_settings
 from recsys.embedder.active import resolve_encoder
+from recsys.embedder.decoding import decode_spec
 from recsys.index.ann import build_snapshot
 from recsys.index.store import TrackRow, TrackStore
 from recsys.synth.player_db import SynthSong, write_clementine_db
@@ -34,8 +36,9 @@ def build(root: Path, n: int) -> Path:
     """Files, database, table (all current) and snapshot under ``root``; returns the database path."""
     home, music = root / "home", root / "music"
     music.mkdir(parents=True, exist_ok=True)
-    resolved = resolve_encoder("dsp", home, "cpu")
-    eid, dim = resolved.encoder_id, resolved.encoder.dim
+    resolved = resolve_encoder("auto", home, "cpu")  # the encoder a plain `recsys embed` uses
+    spec = decode_spec(load_settings(environ={}), resolved.encoder.sample_rate)
+    eid, dim = spec.vector_id(resolved.encoder_id), resolved.encoder.dim
     rng = np.random.default_rng(0)
     store = TrackStore.open(home)
     songs, rows = [], []
