@@ -1,9 +1,11 @@
 """Embed throughput, measured side by side in one run (issue: goals (b) dsp >= 0.7x (a) and >= 5x (c)).
 
-(a) decode-only of the center crops, with the same worker processes `recsys embed` uses: the floor;
+Every clip follows the default clip policy (``audio.crop_count`` excerpts of ``audio.crop_seconds``, printed).
+
+(a) decode-only of the clips, with the same worker processes `recsys embed` uses: the floor;
 (b) `recsys embed` end to end (a fresh process, a fresh home) with each of --encoders (dsp, musicnn, cnn);
-(c) a naive pipeline: decode each whole file, then cut the crop, same workers;
-(d) encode only: each encoder on synthetic 30 s clips already in memory, batches of --batch, this process's threads.
+(c) a naive pipeline: decode each whole file, then cut the excerpts, same workers;
+(d) encode only: each encoder on synthetic clips already in memory, batches of --batch, this process's threads.
 
     python benchmarks/embed_throughput.py [--tracks 100] [--minutes 4] [--workers 0] [--dir /tmp/recsys-bench-lib]
                                           [--encoders dsp musicnn cnn]
@@ -28,14 +30,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from recsys.embedder.audio import crop_window, load_crop
+from recsys.config import AudioSettings
+from recsys.embedder.audio import crop_windows, load_crop
 from recsys.embedder.decoding import DecodeSpec, Job, decoded, default_workers
 from recsys.library.track import Track
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
 SR = 22050
-CROP_S = 30.0
+CLIP = AudioSettings()  # the default clip policy
+CLIP_S = CLIP.crop_seconds * CLIP.crop_count
 
 
 def build(folder: Path, n: int, minutes: float) -> list[Path]:
@@ -65,8 +69,8 @@ def decode_whole(path: str) -> np.ndarray:
             data = np.concatenate([f.to_ndarray().reshape(-1, stream.channels) if f.format.is_packed
                                    else f.to_ndarray().T for f in container.decode(stream)]).astype(np.float32)
     mono = data.mean(axis=1)
-    start, length = crop_window(len(mono) / rate, CROP_S, "center")
-    crop = mono[int(start * rate): int((start + length) * rate)]
+    windows = crop_windows(len(mono) / rate, CLIP.crop_seconds, CLIP.crop_count, CLIP.crop_position)
+    crop = np.concatenate([mono[int(start * rate): int((start + length) * rate)] for start, length in windows])
     return soxr.resample(crop, rate, SR)
 
 
@@ -79,7 +83,7 @@ def timed_pool(fn, paths: list[Path], workers: int) -> float:
     from multiprocessing import get_context
 
     jobs = [Job(Track(str(p)), 0, 0, "") for p in paths]
-    spec = DecodeSpec(SR, CROP_S, "center", 3600.0, 600.0)
+    spec = DecodeSpec(SR, CLIP.crop_seconds, CLIP.crop_position, 3600.0, 600.0, CLIP.crop_count)
     started = time.perf_counter()
     if fn is None:
         for _ in decoded(jobs, spec, workers):
@@ -105,13 +109,14 @@ def timed_embed(db: Path, encoder: str, workers: int) -> tuple[float, float]:
 
 
 def encode_only(name: str, batch: int, batches: int = 3) -> float:
-    """30 s clips per second of the encoder alone (one warm-up batch, then ``batches`` timed ones)."""
+    """Clips (the default policy's length) per second of the encoder alone (one warm-up batch, then ``batches``
+    timed ones)."""
     import torch
 
     from recsys.embedder.encoders import build_encoder
 
     encoder = build_encoder(name, device="cpu")
-    clips = [synth_track(STYLES[i % len(STYLES)], CROP_S, encoder.sample_rate, seed=i).mean(1) for i in range(batch)]
+    clips = [synth_track(STYLES[i % len(STYLES)], CLIP_S, encoder.sample_rate, seed=i).mean(1) for i in range(batch)]
     waves = torch.from_numpy(np.stack(clips).astype(np.float32))
     encoder.encode(waves)
     started = time.perf_counter()
@@ -134,12 +139,13 @@ def main() -> None:
     t0 = time.perf_counter()
     paths = build(args.dir, args.tracks, args.minutes)
     print(f"library: {len(paths)} tracks x {args.minutes:g} min in {args.dir} "
-          f"(formats: {', '.join(FORMATS)}; ready in {time.perf_counter() - t0:.0f} s); workers: {workers}")
+          f"(formats: {', '.join(FORMATS)}; ready in {time.perf_counter() - t0:.0f} s); workers: {workers}; "
+          f"clip: {CLIP.crop_count} x {CLIP.crop_seconds:g} s")
     db = args.dir / "bench.db"
     if db.exists():
         db.unlink()
     write_clementine_db(db, [SynthSong(path=str(p), title=p.stem, artist="bench") for p in paths])
-    load_crop(str(paths[0]), SR, CROP_S)  # warm the page cache the same way for everyone
+    load_crop(str(paths[0]), SR, CLIP.crop_seconds, count=CLIP.crop_count)  # warm the page cache alike for all
     n = len(paths)
     results = {"(a) decode crops (floor)": timed_pool(None, paths, workers)}
     encoders = [e for e in args.encoders if not (args.skip_cnn and e == "cnn")]
