@@ -14,13 +14,27 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; synced and renamed over ``path`` when the block ends without
-    an error, removed when it raises (Ctrl-C included)."""
+    an error, removed when it raises (Ctrl-C included).
+
+    The file gets the mode any new file gets (0666 less the umask), not mkstemp's private 0600: a playlist must be
+    readable by a music server running as its own user (Navidrome, MPD, Jellyfin), also when it replaces a file.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         fd = os.open(tmp, os.O_RDONLY)

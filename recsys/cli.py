@@ -10,7 +10,8 @@ import traceback
 
 import click
 
-from recsys.config import Settings, load_settings
+from recsys.config import BUILTIN_ENCODERS, EmbedSettings, Settings, load_settings
+from recsys.embedder.active import DEFAULT_BUILTIN
 from recsys.errors import RecsysError
 
 EXIT_ERROR = 1
@@ -37,6 +38,8 @@ class RecsysGroup(click.Group):
             sys.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
+        except BrokenPipeError:  # `recsys status | head -1`: the reader left; click's main ends quietly
+            raise
         except Exception as exc:  # a bug: still one line, the traceback only on request
             if os.environ.get("RECSYS_DEBUG"):
                 traceback.print_exc()
@@ -55,9 +58,11 @@ def _settings(ctx: click.Context, **overrides) -> Settings:
 
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(), envvar="RECSYS_HOME", default=None,
-              help="Folder for the table, index, models and MLflow runs [default: ~/.local/share/recsys].")
+              help="Folder for the table, index, models and MLflow runs; also set by RECSYS_HOME "
+                   "[default: $XDG_DATA_HOME/recsys, i.e. ~/.local/share/recsys].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file overriding configs/default.yaml (any subset of its settings).")
+              help="YAML file overriding any subset of the packaged defaults (`recsys config --defaults` prints "
+                   "them, one comment each).")
 @click.version_option(package_name="recsys")
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
@@ -76,8 +81,11 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys prune / recsys repair      drop tracks whose file is gone / mend a damaged home
 
     Your music files and player database are only ever read, never written.
+    Settings: `recsys config` shows them, `recsys config --defaults` the commented defaults.
+    Shell completion (bash; zsh and fish alike): eval "$(_RECSYS_COMPLETE=bash_source recsys)"
     """
-    ctx.obj = {"home": home, "config": config_file}
+    from_env = ctx.get_parameter_source("home") == click.core.ParameterSource.ENVIRONMENT
+    ctx.obj = {"home": home, "config": config_file, "home_from_env": from_env}
 
 
 @main.command()
@@ -85,10 +93,17 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
               help="Clementine or Strawberry database [default: found at its usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
               help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
-@click.option("--encoder", default=None, help="dsp, musicnn, cnn, or module:Class [default: from the config, dsp].")
-@click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (0: one per core).")
-@click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips encoded together.")
+@click.option("--encoder", default=None,
+              help=f"auto (the encoder `recsys train-encoder` activated, else {DEFAULT_BUILTIN}), "
+                   f"{', '.join(BUILTIN_ENCODERS)}, "
+                   "a trained checkpoint file (.pt), or module:Class for your own "
+                   f"[default: embed.encoder, {EmbedSettings.encoder}].")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}].")
+@click.option("--device", default=None,
+              help=f"auto, cpu, cuda, cuda:N [default: embed.device, {EmbedSettings.device}].")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help=f"Clips encoded together [default: embed.batch_size, {EmbedSettings.batch_size}].")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -121,6 +136,26 @@ def _progress_bar(total: int):
                 disable=None)
 
 
+def _failure(path: str, error: str) -> str:
+    """One failure as '<path>: <reason>', the path once (decoder messages start with it already)."""
+    reason = error[len(path) + 2:] if error.startswith(f"{path}: ") else error
+    return f"{_one_line(path)}: {_one_line(reason)}"
+
+
+def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str, str]], limit: int | None) -> None:
+    """Every track the settings leave out and every file that cannot be read, with the reason (``limit``: at most
+    that many lines of each, the rest counted)."""
+    for title, items in (("left out by your settings", left_out), ("left out, cannot be read or stored", unreadable)):
+        if not items:
+            continue
+        click.echo(f"{title}: {len(items)}")
+        shown = items if limit is None else items[:limit]
+        for path, reason in shown:
+            click.echo(f"  {_one_line(path)}: {_one_line(reason)}")
+        if len(items) > len(shown):
+            click.echo(f"  ... and {len(items) - len(shown)} more (recsys status lists them all)")
+
+
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
@@ -128,10 +163,7 @@ def _render_embed(report) -> None:
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     if lib.skipped_urls or lib.skipped_unavailable:
         click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
-    if lib.scan_errors:
-        click.echo(f"  left out: {len(lib.scan_errors)} file(s) that cannot be read or stored, "
-                   f"e.g. {_one_line(lib.scan_errors[0][0])}: "
-                   f"{_one_line(lib.scan_errors[0][1])}")
+    _render_left_out(lib.left_out, lib.scan_errors, limit=10)
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
     if report.stale:
         click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
@@ -150,7 +182,7 @@ def _render_embed(report) -> None:
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
-        click.echo(f"  failed: {_one_line(path)}: {_one_line(error)}")
+        click.echo(f"  failed: {_failure(path, error)}")
     if len(report.new_failures) > 10:
         click.echo(f"  ... and {len(report.new_failures) - 10} more (recsys status --json lists them all)")
     if report.known_failed:
@@ -182,10 +214,10 @@ def similar(ctx, track, k, as_json):
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
         return
     q = result.query
-    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.path)}]")
+    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.key)}]")  # a key is also a query (CUE: path@start)
     for rank, r in enumerate(result.neighbours, 1):
-        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.artist or '?')} - {_one_line(r.title or '?')}"
-                   f"  ({_one_line(r.album or '-')})  {_one_line(r.path)}")
+        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.label)}  ({_one_line(r.album or '-')})  "
+                   f"{_one_line(r.key)}")
 
 
 @main.command()
@@ -211,7 +243,13 @@ def status(ctx, db, folders, as_json):
                f"{st['not_embedded']} not yet, {st['missing']} missing files")
     click.echo(f"failed: {len(st['failures'])}")
     for f in st["failures"][:10]:
-        click.echo(f"  {_one_line(f['path'])}: {_one_line(f['error'])}")
+        click.echo(f"  {_failure(f['path'], f['error'])}")
+    if len(st["failures"]) > 10:
+        click.echo(f"  ... and {len(st['failures']) - 10} more (recsys status --json lists them all)")
+    if st["skipped_urls"] or st["skipped_unavailable"]:
+        click.echo(f"left out: {st['skipped_urls']} streams/URLs, {st['skipped_unavailable']} marked unavailable")
+    _render_left_out([(t["key"], t["reason"]) for t in st["left_out"]],
+                     [(t["path"], t["reason"]) for t in st["unreadable"]], limit=None)
     idx = st["index"]
     click.echo(f"index: {idx['state']}" + (f" ({idx['kind']}, {idx['count']} tracks)" if idx.get("kind") else ""))
     if st["embedded"] + st["stale"] + st["not_embedded"] and (st["stale"] or st["not_embedded"]):
@@ -436,13 +474,13 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
         _eval_playlist(ctx, db, splits, as_json)
         return
     from recsys.embedder.evaluation import TABLE, evaluate
-    from recsys.library.sources import load_library
+    from recsys.library.sources import load_configured_library
 
     specs = list(encoders) or [TABLE]
     settings = _library_settings(ctx, db, folders)
     tracks = None
     if any(spec != TABLE for spec in specs):
-        tracks = load_library(settings.library.db, settings.library.folders).tracks
+        tracks = load_configured_library(settings).tracks
     scores = evaluate(settings, specs, tracks, progress=None if quiet else (lambda n: _named_bar(n, "caching")))
     if as_json:
         click.echo(json.dumps([s.as_json() for s in scores], ensure_ascii=False, indent=1))
@@ -466,6 +504,17 @@ def _eval_playlist(ctx, db, splits, as_json) -> None:
                    f"{m['top100_disliked']:10.2f}")
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}")
+
+
+@main.command("config")
+@click.option("--defaults", is_flag=True, help="Print the packaged defaults, one comment per setting.")
+@click.pass_context
+def config_(ctx, defaults):
+    """The settings in force (defaults < --config file < RECSYS_<SECTION>__<KEY> < flags), as YAML to copy into
+    your own --config file; every value is checked against its range first."""
+    from recsys.config import as_yaml, default_yaml
+
+    click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 
 
 @main.command()
@@ -504,10 +553,14 @@ def repair(ctx):
 @click.pass_context
 def demo(ctx, directory):
     """Try recsys on a small synthetic library: builds it (several styles and formats, a Clementine database with
-    ratings, file names that break naive URL handling), embeds it and shows similar tracks."""
+    ratings, file names that break naive URL handling), embeds it and shows similar tracks.
+
+    Its home is <dir>/home, or --home when given (a new, empty or earlier demo's folder; RECSYS_HOME is not used,
+    so your own home is never touched). Every command it prints can be run again by hand."""
     from recsys.demo import run_demo
 
-    run_demo(directory, echo=click.echo, progress=_progress_bar)
+    obj = ctx.find_root().obj
+    run_demo(directory, echo=click.echo, progress=_progress_bar, home=None if obj["home_from_env"] else obj["home"])
 
 
 if __name__ == "__main__":  # pragma: no cover

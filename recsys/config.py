@@ -1,16 +1,20 @@
 """Typed settings: packaged defaults < user YAML (--config) < environment RECSYS_* < CLI flags.
 
-The defaults are the dataclass field values below; ``configs/default.yaml`` lists the same values with a comment each
-(a test keeps the two equal). Environment variables name a setting as ``RECSYS_<SECTION>__<KEY>`` (for example
-``RECSYS_EMBED__WORKERS=4``); ``RECSYS_HOME`` sets the home folder.
+The defaults are the dataclass field values below, each with the range it allows (checked when the settings load);
+``recsys/default.yaml`` (installed with the package, printed by ``recsys config --defaults``) lists the same values
+with a comment each (a test keeps the two equal). Environment variables name a setting as
+``RECSYS_<SECTION>__<KEY>`` (for example ``RECSYS_EMBED__WORKERS=4``); ``RECSYS_HOME`` sets the home folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,84 +33,159 @@ def default_home() -> Path:
     return Path(xdg) / "recsys"
 
 
+CROP_POSITIONS = ("center", "start", "end")
+PLAYLIST_FORMATS = ("xspf", "m3u8")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The values one setting allows: a numeric range (``lo``/``hi``, open when ``*_open``), a set of choices, or a
+    pattern. Numbers are always finite; text is never empty unless ``empty`` says so."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    choices: tuple[str, ...] = ()
+    pattern: re.Pattern | None = None
+    empty: bool = False
+    meaning: str = ""
+    test: Callable[[str], bool] | None = None
+
+    def describe(self) -> str:
+        if self.meaning:
+            return self.meaning
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if self.lo is not None and self.hi is not None:
+            return f"{'above' if self.lo_open else 'from'} {self.lo:g} up to {self.hi:g}"
+        if self.lo is not None:
+            return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
+        if self.hi is not None:
+            return f"at most {self.hi:g}"
+        return "a finite number" if not self.empty else "any text"
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                return False
+            if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+                return False
+            return self.hi is None or value <= self.hi
+        if isinstance(value, str):
+            if self.choices:
+                return value in self.choices
+            if self.pattern is not None:
+                return self.pattern.fullmatch(value) is not None
+            if self.test is not None:
+                return self.test(value)
+            return self.empty or bool(value.strip())
+        return True
+
+
+def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
+    """A setting with its default and the values it allows (checked at load, so a bad value stops nothing later)."""
+    rule = rule or Rule(**kw)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"rule": rule})
+    return field(default=default, metadata={"rule": rule})
+
+
+# The encoders recsys ships (recsys.embedder.encoders builds them); named here so a typo fails at load, not later.
+BUILTIN_ENCODERS = ("dsp", "cnn", "musicnn")
+
+
+def _encoder_spec(spec: str) -> bool:
+    """auto, a built-in name, a checkpoint file (.pt, or any existing file) or module:Class."""
+    module, _, cls = spec.partition(":")
+    return (spec == "auto" or spec in BUILTIN_ENCODERS or spec.endswith(".pt") or (bool(module) and bool(cls))
+            or Path(spec).expanduser().is_file())
+
+
+_ENCODER_RULE = Rule(test=_encoder_spec, meaning=f"auto, {', '.join(BUILTIN_ENCODERS)}, a checkpoint file .pt, "
+                                                 "or module:Class")
+_DEVICE_RULE = Rule(pattern=_DEVICE, meaning="auto, cpu, cuda, cuda:N or mps")
+
+
 @dataclass
 class LibrarySettings:
-    db: str | None = None
-    folders: list[str] = field(default_factory=list)
+    db: str | None = _s(None)
+    folders: list[str] = _s([])
+    exclude_genres: list[str] = _s([])
 
 
 @dataclass
 class AudioSettings:
-    crop_seconds: float = 3.0
-    crop_position: str = "center"
-    crop_count: int = 3
-    max_track_minutes: float = 15.0
-    decode_timeout_s: float = 60.0
+    crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
+    crop_position: str = _s("center", choices=CROP_POSITIONS)
+    crop_count: int = _s(3, lo=1, hi=64)
+    max_track_minutes: float = _s(0.0, lo=0, meaning="0 (no limit) or more")
+    decode_timeout_s: float = _s(60.0, lo=0, lo_open=True, hi=86400)
 
 
 @dataclass
 class EmbedSettings:
-    encoder: str = "auto"
-    device: str = "auto"
-    workers: int = 0
-    batch_size: int = 32
-    write_batch: int = 64
+    encoder: str = _s("auto", _ENCODER_RULE)
+    device: str = _s("auto", _DEVICE_RULE)
+    workers: int = _s(0, lo=0, hi=1024)
+    batch_size: int = _s(32, lo=1, hi=65536)
+    write_batch: int = _s(64, lo=1, hi=1_000_000)
 
 
 @dataclass
 class IndexSettings:
-    exact_max_tracks: int = 30000
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
+    exact_max_tracks: int = _s(30000, lo=0)
+    hnsw_m: int = _s(32, lo=2, hi=512)
+    hnsw_ef_construction: int = _s(80, lo=1, hi=100_000)
+    hnsw_ef_search: int = _s(128, lo=1, hi=100_000)
 
 
 @dataclass
 class ClassifierSettings:
-    min_ratings: int = 20
-    seed: int = 0
-    pseudo_until: int = 500
-    knn_k: int = 20
+    min_ratings: int = _s(20, lo=2)
+    seed: int = _s(0, lo=0, hi=2**32 - 1)
+    pseudo_until: int = _s(500, lo=0)
+    knn_k: int = _s(20, lo=1, hi=10_000)
 
 
 @dataclass
 class RecommendSettings:
-    top_n: int = 100
-    max_per_artist: int = 3
-    max_per_album: int = 3
-    mmr_lambda: float = 0.7
-    w_model: float = 0.6
-    w_knn: float = 0.4
-    played_min: int = 3
-    max_voters: int = 1000
-    eval_splits: int = 5
-    eval_hidden_fraction: float = 0.25
-    format: str = "xspf"
-    out_dir: str = "~/Music/recommendations"
-    name: str = "recsys"
+    top_n: int = _s(100, lo=1)
+    max_per_artist: int = _s(3, lo=1)
+    max_per_album: int = _s(3, lo=1)
+    mmr_lambda: float = _s(0.7, lo=0, hi=1)
+    w_model: float = _s(0.6, lo=0, hi=1000)
+    w_knn: float = _s(0.4, lo=0, hi=1000)
+    played_min: int = _s(3, lo=1)
+    max_voters: int = _s(1000, lo=1)
+    eval_splits: int = _s(5, lo=1, hi=100)
+    eval_hidden_fraction: float = _s(0.25, lo=0.01, hi=0.9)
+    format: str = _s("xspf", choices=PLAYLIST_FORMATS)
+    out_dir: str = _s("~/Music/recommendations")
+    name: str = _s("recsys")
 
 
 @dataclass
 class TrackingSettings:
-    uri: str | None = None
+    uri: str | None = _s(None)
 
 
 @dataclass
 class TrainSettings:
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.001
-    weight_decay: float = 0.0001
-    temperature: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    window_seconds: float = 40.0
-    excerpt_seconds: float = 3.0
-    min_tracks: int = 16
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
-    cache_max_gb: float = 20.0
-    workers: int = 0
-    collapse_std: float = 0.05
+    epochs: int = _s(30, lo=1, hi=100_000)
+    batch_size: int = _s(64, lo=4, hi=65536)
+    lr: float = _s(0.001, lo=0, lo_open=True, hi=10)
+    weight_decay: float = _s(0.0001, lo=0, hi=10)
+    temperature: float = _s(0.5, lo=0, lo_open=True, hi=100)
+    seed: int = _s(0, lo=0, hi=2**32 - 1)
+    device: str = _s("auto", _DEVICE_RULE)
+    window_seconds: float = _s(40.0, lo=0, lo_open=True, hi=600)
+    excerpt_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
+    min_tracks: int = _s(16, lo=2)
+    channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096)
+    cache_max_gb: float = _s(20.0, lo=0)
+    workers: int = _s(0, lo=0, hi=1024)
+    collapse_std: float = _s(0.05, lo=0, hi=10)
 
 
 @dataclass
@@ -126,22 +205,25 @@ class Settings:
         return Path(self.home).expanduser() if self.home else default_home()
 
 
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Turn a YAML or environment value into the declared type, or say which setting is wrong."""
-    origin = typing.get_origin(annotation)
+Origin = Callable[[str], str]  # dotted setting name -> where its value came from, for messages
+
+
+def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
+    """Turn a YAML or environment value into the declared type, or say which setting is wrong and where it is."""
+    kind = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
+    if kind in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("", "null", "none")):
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
-    if origin is list:
+        return _coerce(value, inner[0], name, origin)
+    if kind is list:
         if isinstance(value, str):
             value = [v for v in value.split(os.pathsep) if v]
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], where) for v in value]
+            raise ConfigError(f"{name}: expected a list, got {value!r} ({origin(name)})")
+        return [_coerce(v, args[0], name, origin) for v in value]
     try:
         if annotation is bool:
             if isinstance(value, str):
@@ -151,41 +233,148 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                     return False
                 raise ValueError(value)
             return bool(value)
-        if annotation in (int, float, str):
+        if annotation in (int, float):
+            if isinstance(value, bool) or value is None:  # YAML `yes` or an empty value is no number
+                raise ValueError(value)
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return annotation(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+        if annotation is str:
+            if value is None or isinstance(value, (dict, list)):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError, OverflowError):
+        kind_name = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}[annotation]
+        raise ConfigError(f"{name}: expected {kind_name}, got {value!r} ({origin(name)})") from None
     return value
 
 
-def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
+    """The range check of one setting: one line naming it, its value, what it allows and where the value is."""
+    if rule is None:
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if not rule.allows(item):
+            shown = value if isinstance(value, list) else item
+            raise ConfigError(f"{name} = {shown!r} is not allowed (allowed: {rule.describe()}; {origin(name)})")
+
+
+def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "") -> None:
     hints = typing.get_type_hints(type(obj))
+    fields = {f.name: f for f in dataclasses.fields(obj)}
     for key, value in values.items():
+        name = f"{prefix}{key}"
         if key not in hints:
             known = ", ".join(hints)
-            raise ConfigError(f"{where}: unknown setting '{key}' (known: {known})")
+            raise ConfigError(f"unknown setting '{name}' ({origin(name)}); known here: {known}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{where}.{key}: expected a section (mapping), got {value!r}")
-            _apply(current, value, f"{where}.{key}")
+                raise ConfigError(f"{name}: expected a section (mapping), got {value!r} ({origin(name)})")
+            _apply(current, value, origin, f"{name}.")
         else:
-            setattr(obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+            coerced = _coerce(value, hints[key], name, origin)
+            _check(coerced, fields[key].metadata.get("rule"), name, origin)
+            setattr(obj, key, coerced)
 
 
-def _env_values(environ: dict[str, str]) -> dict[str, Any]:
+def _check_together(settings: Settings) -> None:
+    """Settings whose ranges depend on each other; checked once every layer is applied."""
+    t = settings.train
+    if t.excerpt_seconds > t.window_seconds:
+        raise ConfigError(f"train.excerpt_seconds = {t.excerpt_seconds:g} is longer than train.window_seconds = "
+                          f"{t.window_seconds:g}: an excerpt is cut from the window; make it shorter")
+    r = settings.recommend
+    if r.w_model + r.w_knn <= 0:
+        raise ConfigError("recommend.w_model and recommend.w_knn are both 0: give at least one a positive weight")
+
+
+def _check_home(settings: Settings, where: str) -> None:
+    """A home that exists must be a folder: a file there would otherwise read as 'nothing is embedded'."""
+    home = settings.home_path
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"home {home} is a file, not a folder ({where}): give a folder with --home or RECSYS_HOME")
+
+
+def _flag(name: str) -> str:
+    """The command-line flag that sets a dotted setting (flags are named after the setting's key)."""
+    key = name.rsplit(".", 1)[-1]
+    return {"folders": "--library"}.get(key, "--" + key.replace("_", "-"))
+
+
+_ENV_PREFIX = "RECSYS_"
+_NOT_SETTINGS = {"RECSYS_HOME", "RECSYS_DEBUG"}
+
+
+def env_name(name: str) -> str:
+    """The environment variable that sets a dotted setting: ``embed.workers`` -> ``RECSYS_EMBED__WORKERS``."""
+    return _ENV_PREFIX + name.upper().replace(".", "__")
+
+
+def _env_values(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings given in the environment, and for each dotted name the variable that gave it."""
     values: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith("RECSYS_"):
+    names: dict[str, str] = {}
+    sections = {f.name for f in dataclasses.fields(Settings) if f.name != "home"}
+    for var, raw in sorted(environ.items()):
+        if not var.startswith(_ENV_PREFIX):
             continue
-        parts = name[len("RECSYS_"):].lower().split("__")
-        if parts == ["home"]:
-            values["home"] = raw
+        parts = var[len(_ENV_PREFIX):].lower().split("__")
+        if var == "RECSYS_HOME":
+            values["home"], names["home"] = raw, var
         elif len(parts) == 2 and all(parts):
             values.setdefault(parts[0], {})[parts[1]] = raw
-    return values
+            names[".".join(parts)] = var
+        elif var not in _NOT_SETTINGS and len(parts) == 1 and parts[0].split("_")[0] in sections:
+            section = parts[0].split("_")[0]
+            raise ConfigError(f"environment variable {var} names no setting: a setting is "
+                              f"RECSYS_<SECTION>__<KEY> with two underscores, e.g. "
+                              f"{env_name(section + '.' + parts[0][len(section) + 1:])}")
+    return values, names
+
+
+def _yaml_lines(text: str) -> dict[str, int]:
+    """The line of every setting in a YAML text, by dotted name (sections and their keys), for messages."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if isinstance(root, yaml.MappingNode):
+        for key, node in root.value:
+            lines[str(key.value)] = key.start_mark.line + 1
+            if isinstance(node, yaml.MappingNode):
+                for sub, _ in node.value:
+                    lines[f"{key.value}.{sub.value}"] = sub.start_mark.line + 1
+    return lines
+
+
+def _read_config_file(path: Path) -> tuple[dict[str, Any], Origin]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: give an existing YAML file to --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder: give a YAML file to --config") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"config file {path} cannot be read: {reason}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
+    lines = _yaml_lines(text)
+
+    def origin(name: str) -> str:
+        line = lines.get(name) or lines.get(name.split(".")[0])
+        return f"from config file {path}" + (f", line {line}" if line else "")
+
+    return data, origin
 
 
 def load_settings(
@@ -195,22 +384,19 @@ def load_settings(
 ) -> Settings:
     """Build the settings from every layer; ``overrides`` is ``{"section": {"key": value}}`` from CLI flags.
 
-    Override values of None are ignored, so a CLI flag that was not given leaves the layers below in force.
+    Override values of None are ignored, so a CLI flag that was not given leaves the layers below in force. Every
+    value is checked against its setting's range as it is applied, so a bad one is reported at load, naming the
+    setting, the value, what is allowed and the layer it came from.
     """
     settings = Settings()
+    home_from = "the default home, $XDG_DATA_HOME/recsys"
     if config_file is not None:
-        path = Path(config_file).expanduser()
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist: give an existing YAML file to --config") from None
-        except (OSError, yaml.YAMLError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"config file {path} cannot be read: {first}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
-        _apply(settings, data, str(path))
-    _apply(settings, _env_values(dict(os.environ if environ is None else environ)), "environment RECSYS_")
+        data, origin = _read_config_file(Path(config_file).expanduser())
+        _apply(settings, data, origin)
+        home_from = origin("home") if "home" in data else home_from
+    env, names = _env_values(dict(os.environ if environ is None else environ))
+    _apply(settings, env, lambda name: f"from environment variable {names.get(name, env_name(name))}")
+    home_from = "from environment variable RECSYS_HOME" if "home" in env else home_from
     if overrides:
         cleaned: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -220,9 +406,25 @@ def load_settings(
                     cleaned[key] = kept
             elif value is not None:
                 cleaned[key] = value
-        _apply(settings, cleaned, "command line")
+        _apply(settings, cleaned, lambda name: f"from the command line, {_flag(name)}")
+        home_from = "from --home or RECSYS_HOME" if "home" in cleaned else home_from
+    _check_together(settings)
+    _check_home(settings, home_from)
     return settings
+
+
+def default_yaml() -> str:
+    """The packaged defaults with a comment per setting (``recsys config --defaults``; a test keeps it equal to the
+    code's defaults)."""
+    return (Path(__file__).with_name("default.yaml")).read_text(encoding="utf-8")
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
+
+
+def as_yaml(settings: Settings) -> str:
+    """The settings as a YAML --config file would hold them (the home resolved)."""
+    data = as_dict(settings)
+    data["home"] = str(settings.home_path)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

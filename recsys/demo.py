@@ -1,4 +1,4 @@
-"""`recsys demo`: a small synthetic library, end to end, in well under two minutes on two CPU cores.
+"""`recsys demo`: a small synthetic library, end to end, in a few minutes on two CPU cores (README has the figure).
 
 Tracks of a few distinct styles, written in every format recsys reads, some with file names that break naive URL
 handling, listed in a Clementine-shaped database whose owner rated some styles high and others low. The demo embeds
@@ -9,12 +9,14 @@ few epochs and compares it with the current one. Every figure it prints is measu
 
 from __future__ import annotations
 
+import shlex
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.config import Settings, load_settings
+from recsys.errors import RecsysError
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
@@ -73,11 +75,31 @@ def write_demo_db(db_path: Path, tracks: list[DemoTrack]) -> Path:
     return write_clementine_db(db_path, songs)
 
 
-def demo_settings(root: Path) -> Settings:
+class DemoHomeError(RecsysError):
+    """The home given to the demo holds someone's real table, which the demo's library would replace."""
+
+
+_q = shlex.quote  # the commands the demo prints can be pasted into a shell as they are
+
+DEMO_MARKER = "recsys-demo-home"  # a file in every home the demo made: only such a home (or an empty one) is reused
+
+
+def demo_settings(root: Path, home: str | Path | None = None) -> Settings:
+    """The demo's settings: nothing from the user's config or environment, the home given (else ``root/home``)."""
     settings = load_settings(environ={})
-    settings.home = str(root / "home")
+    settings.home = str(Path(home).expanduser().resolve() if home else root / "home")
     settings.library.db = str(root / "clementine.db")
     return settings
+
+
+def _claim_home(home: Path) -> None:
+    """Refuse a home that holds anything but an earlier demo: embedding the demo library there would drop the rows
+    of every track the demo does not have."""
+    if home.is_dir() and any(home.iterdir()) and not (home / DEMO_MARKER).exists():
+        raise DemoHomeError(f"{home} is not empty and not a demo's home: the demo would replace its table; "
+                            "give --home a new or empty folder (or leave it out)")
+    home.mkdir(parents=True, exist_ok=True)
+    (home / DEMO_MARKER).write_text("made by `recsys demo`: safe to delete\n", encoding="utf-8")
 
 
 def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[str], None]) -> float:
@@ -91,7 +113,8 @@ def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[s
         result = find_similar(settings, str(query.path), k=k)
         same = sum(style_of.get(h.path) == style for h in result.neighbours)
         agree += same
-        echo(f"\n$ recsys similar '{query.path.name}'   ({style}: {same}/{k} neighbours share its style)")
+        echo(f"\n$ recsys --home {_q(settings.home)} similar {_q(str(query.path))}   "
+             f"({style}: {same}/{k} neighbours share its style)")
         for rank, h in enumerate(result.neighbours, 1):
             echo(f"  {rank}. {h.score:.3f}  {h.label}  [{style_of.get(h.path, '?')}]")
     return agree / (k * len(STYLES))
@@ -102,12 +125,13 @@ def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
     """Train the classifier, write a playlist; returns (share of it in liked styles, what random choice gives)."""
     from recsys.recommender.recommend import PlaylistRequest, make_playlist, train_from_player
 
-    echo(f"\n$ recsys --home {settings.home} train-classifier --db {settings.library.db}")
+    echo(f"\n$ recsys --home {_q(settings.home)} train-classifier --db {_q(settings.library.db)}")
     report = train_from_player(settings)
     echo(report.table())
     echo(report.reason)
     out = root / "demo-playlist.xspf"
-    echo(f"\n$ recsys playlist --top-n {PLAYLIST_N} --out {out}")
+    echo(f"\n$ recsys --home {_q(settings.home)} playlist --db {_q(settings.library.db)} --top-n {PLAYLIST_N} "
+         f"--out {_q(str(out))}")
     result = make_playlist(settings, PlaylistRequest(top_n=PLAYLIST_N, out=str(out), force=True))
     style_of = {str(t.path): t.style for t in tracks}
     liked = {style for style, stars in STARS.items() if stars >= 4}
@@ -126,24 +150,27 @@ def _show_training(settings: Settings, echo: Callable[[str], None]) -> dict:
     """A short stage-1 run: the cnn trained on the demo library, compared with the current encoder."""
     from recsys.embedder.train import demo_training
 
-    echo(f"\n$ recsys --home {settings.home} train-encoder --epochs {DEMO_EPOCHS}  (short; real runs are longer)")
+    echo(f"\n$ recsys --home {_q(settings.home)} train-encoder --db {_q(settings.library.db)} --epochs {DEMO_EPOCHS}  "
+         "(short; real runs are longer)")
     return demo_training(settings, epochs=DEMO_EPOCHS, echo=echo)
 
 
 def run_demo(directory: str | None, echo: Callable[[str], None] = print,
-             progress: Callable[[int], object] | None = None) -> dict:
+             progress: Callable[[int], object] | None = None, home: str | Path | None = None) -> dict:
     """Build the demo library, embed it, show similar tracks, learn the owner's taste, write a playlist and train
-    the encoder briefly; returns what was measured."""
+    the encoder briefly; returns what was measured. ``home`` (``recsys --home X demo``) replaces ``<dir>/home``; it
+    must be new, empty or an earlier demo's."""
     from recsys.embedder.pipeline import embed_library
 
     root = Path(directory).expanduser().resolve() if directory else Path(tempfile.mkdtemp(prefix="recsys-demo-"))
     root.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(root, home)
+    _claim_home(settings.home_path)
     echo(f"building a demo library of {len(STYLES) * TRACKS_PER_STYLE} tracks in {root} "
          f"({len(STYLES)} styles, formats: {', '.join(FORMATS)})")
     tracks = build_library(root / "music")
     write_demo_db(root / "clementine.db", tracks)
-    settings = demo_settings(root)
-    echo(f"$ recsys --home {settings.home} embed --db {settings.library.db}")
+    echo(f"$ recsys --home {_q(settings.home)} embed --db {_q(settings.library.db)}")
     report = embed_library(settings, progress=progress)
     echo(f"embedded {report.embedded} tracks ({report.failed} failed) in {report.seconds:.1f} s "
          f"with the '{report.encoder}' encoder")
@@ -152,6 +179,7 @@ def run_demo(directory: str | None, echo: Callable[[str], None] = print,
     echo(f"\nneighbours sharing the query's style: {share:.0%} (random choice would give {chance:.0%})")
     liked_share, liked_chance = _show_playlist(settings, root, tracks, echo)
     training = _show_training(settings, echo)
-    echo(f"\ntry it yourself: recsys --home {settings.home} similar '{tracks[1].artist} - {tracks[1].title}'")
+    echo(f"\ntry it yourself: recsys --home {_q(settings.home)} similar "
+         f"{_q(tracks[1].artist + ' - ' + tracks[1].title)}")
     return {"root": str(root), "style_agreement": share, "chance": chance, "embedded": report.embedded,
             "playlist_liked_share": liked_share, "playlist_liked_chance": liked_chance, "training": training}

@@ -5,6 +5,10 @@ By default runs go to a SQLite store in the home folder (``sqlite:///<home>/mlfl
 ``mlflow`` is imported inside the functions that need it: importing it takes seconds, and the commands that only
 recommend never track anything. MLflow's and alembic's INFO chatter (store migrations) is kept off the terminal, and the
 run is driven through ``MlflowClient`` rather than the fluent API, which prints a "View run" banner on exit.
+
+MLflow's usage telemetry is turned off before mlflow is imported: it writes an installation id to
+``~/.config/mlflow/telemetry.json`` and reports to a server, and recsys writes nothing outside the home and the playlist
+folder (``MLFLOW_DISABLE_TELEMETRY=false`` set by the user is left alone).
 """
 
 from __future__ import annotations
@@ -51,6 +55,11 @@ class TrackedRun:
 
     def log_text(self, text: str, name: str) -> None:
         self._client.log_text(self.run_id, text, name)
+
+
+def _no_telemetry() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("DO_NOT_TRACK", "true")
 
 
 def _quiet() -> None:
@@ -109,6 +118,7 @@ def mlflow_run(home: Path, experiment: str, run_name: str, params: dict[str, Any
 
     The run ends FINISHED, or FAILED when the body raises (the exception goes on).
     """
+    _no_telemetry()
     import mlflow  # noqa: F401  (slow import: only training tracks runs)
 
     _quiet()  # after the import: importing mlflow sets its loggers to INFO

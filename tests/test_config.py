@@ -9,12 +9,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_default_yaml_lists_exactly_the_code_defaults():
-    documented = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    documented = yaml.safe_load((ROOT / "recsys" / "default.yaml").read_text())
     assert documented == as_dict(load_settings(environ={}))
 
 
 def test_default_yaml_comments_every_setting():
-    lines = (ROOT / "configs" / "default.yaml").read_text().splitlines()
+    lines = (ROOT / "recsys" / "default.yaml").read_text().splitlines()
     for i, line in enumerate(lines):
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and not stripped.endswith(":"):
@@ -41,11 +41,11 @@ def test_list_settings_from_env_split_on_pathsep(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("embed:\n  wrokers: 3\n", "unknown setting 'wrokers'"),
-        ("embed:\n  workers: many\n", "expected int"),
+        ("embed:\n  wrokers: 3\n", r"unknown setting 'embed.wrokers' \(from config file .*bad.yaml, line 2\)"),
+        ("embed:\n  workers: many\n", "embed.workers: expected a whole number, got 'many'"),
         ("embed: 3\n", "expected a section"),
         ("- a\n", "expected a mapping"),
-        ("embed: [\n", "cannot be read"),
+        ("embed: [\n", "is not valid YAML at line 2"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path, text, message):
@@ -58,3 +58,62 @@ def test_bad_config_names_the_problem(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "nope.yaml", environ={})
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("index:\n  hnsw_m: 0\n",
+         r"index.hnsw_m = 0 is not allowed \(allowed: from 2 up to 512; from config file .*bad.yaml, line 2\)"),
+        ("audio:\n  crop_position: middle\n",
+         r"audio.crop_position = 'middle' is not allowed \(allowed: one of center, start, end"),
+        ("audio:\n  crop_seconds: -5\n", r"audio.crop_seconds = -5.0 is not allowed \(allowed: above 0 up to 600"),
+        ("audio:\n  decode_timeout_s: .nan\n", r"audio.decode_timeout_s = nan is not allowed"),
+        ("recommend:\n  w_model: .inf\n", r"recommend.w_model = inf is not allowed"),
+        ("recommend:\n  mmr_lambda: 1.5\n", r"recommend.mmr_lambda = 1.5 is not allowed \(allowed: from 0 up to 1"),
+        ("embed:\n  device: gpu\n", r"embed.device = 'gpu' is not allowed \(allowed: auto, cpu, cuda, cuda:N or mps"),
+        ("embed:\n  batch_size: true\n", r"embed.batch_size: expected a whole number, got True"),
+        ("train:\n  channels: [32, 0]\n", r"train.channels = \[32, 0\] is not allowed"),
+        ("train:\n  excerpt_seconds: 50\n", r"train.excerpt_seconds = 50 is longer than train.window_seconds = 40"),
+        ("embed:\n  encoder: ''\n", r"embed.encoder = '' is not allowed"),
+    ],
+)
+def test_every_setting_is_range_checked_at_load(tmp_path, text, message):
+    user = tmp_path / "bad.yaml"
+    user.write_text(text)
+    with pytest.raises(ConfigError, match=message) as err:
+        load_settings(user, environ={})
+    assert "\n" not in str(err.value)
+
+
+def test_a_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match=r"embed.workers = -1 is not allowed \(allowed: from 0 up to 1024; "
+                                          r"from environment variable RECSYS_EMBED__WORKERS\)"):
+        load_settings(environ={"RECSYS_EMBED__WORKERS": "-1"})
+    with pytest.raises(ConfigError, match=r"embed.workers: expected a whole number, got 'x' \(from environment "
+                                          r"variable RECSYS_EMBED__WORKERS\)"):
+        load_settings(environ={"RECSYS_EMBED__WORKERS": "x"})
+    with pytest.raises(ConfigError, match=r"unknown setting 'embed.wrokers' \(from environment variable "
+                                          r"RECSYS_EMBED__WROKERS\)"):
+        load_settings(environ={"RECSYS_EMBED__WROKERS": "2"})
+    with pytest.raises(ConfigError, match="two underscores, e.g. RECSYS_EMBED__WORKERS"):
+        load_settings(environ={"RECSYS_EMBED_WORKERS": "2"})
+    assert load_settings(environ={"RECSYS_DEBUG": "1", "RECSYS_AUDIO__CROP_SECONDS": "10"}).audio.crop_seconds == 10
+
+
+def test_a_bad_flag_value_says_it_came_from_the_command_line():
+    with pytest.raises(ConfigError, match=r"index.hnsw_m = 1 is not allowed .*from the command line"):
+        load_settings(overrides={"index": {"hnsw_m": 1}}, environ={})
+
+
+def test_broken_yaml_gives_the_line(tmp_path):
+    user = tmp_path / "broken.yaml"
+    user.write_text("embed:\n  workers: 2\n  batch_size: [8\naudio:\n  crop_seconds: 3\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML at line \d+, column \d+: "):
+        load_settings(user, environ={})
+
+
+def test_defaults_are_within_their_ranges_and_the_packaged_yaml_is_readable():
+    from recsys.config import default_yaml
+
+    assert yaml.safe_load(default_yaml()) == as_dict(load_settings(environ={}))

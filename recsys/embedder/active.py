@@ -15,9 +15,12 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.atomic import write_json_atomic
-from recsys.embedder.encoders import Encoder, EncoderError, build_encoder, encoder_id
+
+if TYPE_CHECKING:  # importing the encoders imports torch: only when one is built (see embedder/lazy.py)
+    from recsys.embedder.encoders import Encoder
 
 MODELS = "models"
 CURRENT = "current.json"
@@ -48,6 +51,8 @@ def current_checkpoint(home: Path) -> Path | None:
         data = json.loads(marker.read_text(encoding="utf-8"))
         return models_dir(home) / str(data["checkpoint"])
     except (OSError, ValueError, KeyError, TypeError):
+        from recsys.embedder.encoders import EncoderError
+
         raise EncoderError(f"{marker} is unreadable: delete it (embedding falls back to {DEFAULT_BUILTIN}) or run "
                            "`recsys train-encoder --activate`") from None
 
@@ -60,6 +65,8 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
     """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class."""
     checkpoint = None
     label = spec
+    from recsys.embedder.encoders import EncoderError, build_encoder, encoder_id
+
     if spec == "auto":
         checkpoint = current_checkpoint(home)
         if checkpoint is not None and not checkpoint.is_file():

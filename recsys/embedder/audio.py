@@ -10,7 +10,11 @@ This module must not import torch: decode workers stay light.
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -20,9 +24,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from recsys.config import CROP_POSITIONS as POSITIONS
 from recsys.errors import RecsysError
 
-POSITIONS = ("center", "start", "end")
 # A crop may come out this much shorter than asked when a header's duration is an estimate (MP3 without a Xing
 # header, codec padding) without being treated as a broken file.
 _SHORT_TOLERANCE_S = 0.5
@@ -122,7 +126,7 @@ def _segment_duration(duration_s: float, seg_start_s: float, seg_length_s: float
 
 
 def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
-    if segment_s > max_duration_s:
+    if max_duration_s > 0 and segment_s > max_duration_s:  # 0: no limit (audio.max_track_minutes)
         raise TrackTooLong(f"{path}: {segment_s / 60:.1f} min is longer than the {max_duration_s / 60:g} min limit; "
                            f"skipped (raise audio.max_track_minutes to include it)")
 
@@ -312,7 +316,29 @@ def _decode_from(container: av.container.InputContainer, stream: av.audio.stream
 
 # ---- public ----------------------------------------------------------------------------------------------------------
 
+@contextmanager
+def _decoder_stderr_silenced() -> Iterator[None]:
+    """libmpg123 (inside libsndfile) prints its own "Note: Illegal Audio-MPEG-Header" lines straight to file
+    descriptor 2, past Python; what it has to say reaches the user as the file's one-line failure instead."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _first_line(exc: BaseException) -> str:
+    """The reason an exception gives, for a person: FFmpeg's own text without its errno and the file name it repeats
+    (FFmpeg reports some damaged FLAC data as EPERM, which reads like a permission problem: it is not)."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        if exc.errno == errno.EPERM:
+            return "the decoder rejected the data"
+        return str(exc.strerror)
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -334,7 +360,8 @@ def probe_duration(path: str | Path) -> float:
     path = Path(path)
     _check_file(path)
     try:
-        return _soundfile_probe(path)
+        with _decoder_stderr_silenced():
+            return _soundfile_probe(path)
     except _Fallback:
         container, stream = _open(path)
         with container:
@@ -354,8 +381,9 @@ def load_crop(path: str | Path, sample_rate: int, crop_s: float = 30.0, position
     crop_windows(1.0, crop_s, count, position)  # bad settings fail as settings, before any file is blamed
     _check_file(path)
     try:
-        mono, rate, start, segment = _soundfile_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
-                                                     max_duration_s)
+        with _decoder_stderr_silenced():
+            mono, rate, start, segment = _soundfile_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
+                                                         max_duration_s)
         decoder = "soundfile"
     except _Fallback:
         mono, rate, start, segment = _pyav_crop(path, crop_s, count, position, seg_start_s, seg_length_s,

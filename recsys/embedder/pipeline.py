@@ -25,16 +25,16 @@ from datetime import datetime, timezone
 import numpy as np
 
 from recsys.config import Settings
-from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
+from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
 from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
-from recsys.library.sources import Library, load_library
+from recsys.library.sources import Library, load_configured_library
 from recsys.library.track import Track
 
 
@@ -456,7 +456,7 @@ def embed_library(
     settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None
 ) -> EmbedReport:
     """`recsys embed`: read the library, embed what is new or changed, and refresh the index."""
-    library = load_library(settings.library.db, settings.library.folders)
+    library = load_configured_library(settings)
     if not library.tracks:
         where = library.db_path or ", ".join(library.folders)
         raise NoTracksError(f"the library at {where} holds no playable tracks (is the music drive mounted?): add "
@@ -464,7 +464,8 @@ def embed_library(
     home = settings.home_path
     with HomeLock(home, "recsys embed"):
         store = TrackStore.open(home)
-        resolved = resolve_encoder(settings.embed.encoder, home, settings.embed.device)
+        resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
+        remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder
         spec = decode_spec(settings, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
@@ -483,7 +484,7 @@ def embed_library(
             label=resolved.label,
             untouched_folders=empty,
         )
-        report.library, report.encoder, report.device = library, resolved.label, str(encoder.device)
+        report.library, report.encoder, report.device = library, resolved.label, device_label(encoder)
         report.empty_folders = empty
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:
@@ -496,10 +497,10 @@ def embed_library(
 def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
     home = settings.home_path
-    library = load_library(settings.library.db, settings.library.folders)
-    resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
+    library = load_configured_library(settings)
+    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
     eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
-    store = TrackStore.open(home)
+    store = TrackStore.open(home, writable=False)
     failures = store.failures()
     states = store.states()
     empty = _empty_folders(library)
@@ -525,5 +526,9 @@ def library_status(settings: Settings) -> dict:
         "empty_folders": empty,
         "table_rows": len(states),
         "failures": [{"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures],
+        "left_out": [{"key": key, "reason": reason} for key, reason in library.left_out],
+        "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
+        "skipped_urls": library.skipped_urls,
+        "skipped_unavailable": library.skipped_unavailable,
         "index": index,
     }

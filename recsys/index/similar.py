@@ -10,7 +10,6 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -18,6 +17,7 @@ import numpy as np
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import SEARCH_COLUMN, LibraryVectors, Searcher, current_snapshot, normalise, search_label
+from recsys.library.track import display_label
 
 DUPLICATE_COSINE = 0.99999
 
@@ -44,7 +44,7 @@ class Hit:
 
     @property
     def label(self) -> str:
-        return f"{self.artist or '?'} - {self.title or '?'}" if (self.artist or self.title) else Path(self.path).name
+        return display_label(self.artist, self.title, self.path, self.start_s)
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -73,7 +73,14 @@ def _as_path(query: str) -> str | None:
 
 
 def resolve_query(lib: LibraryVectors, query: str) -> int:
-    """The row of the track TRACK names: a path or file:// URI first, else 'artist - title' text (loose)."""
+    """The row of the track TRACK names: a track key as recsys prints it (``path``, or ``path@80.000`` for a CUE
+    track), a path or file:// URI, else 'artist - title' text (loose)."""
+    if "@" in query:
+        keys = lib.values("key")
+        wanted = {query, os.path.abspath(os.path.expanduser(query))}
+        rows = [i for i, key in enumerate(keys) if key in wanted]
+        if len(rows) == 1:
+            return rows[0]
     path = _as_path(query)
     if path is not None:
         paths = lib.values("path")
@@ -120,9 +127,10 @@ def _by_text(lib: LibraryVectors, query: str) -> int:
 
 
 def _choose(lib: LibraryVectors, rows: list[int], query: str) -> int:
-    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['path']}]" for i in rows[:8])
+    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['key']}]" for i in rows[:8])
     more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
-    raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give a path or more words")
+    raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give one of the keys in brackets, "
+                         "or more words")
 
 
 def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:

@@ -12,20 +12,44 @@ Nothing of the old rows is kept: they are all re-embedded.
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.expr import col, lit
 
 from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
+
+if TYPE_CHECKING:
+    import lancedb
+
+
+# lancedb is imported on first use (~1.3 s, most of a no-op `recsys embed` or `recsys status`): the classes here are
+# the row classes here are used by code that never touches the table.
+def _connect(home: Path) -> lancedb.DBConnection:
+    import lancedb
+
+    return lancedb.connect(str(home))
+
+
+def col(name: str):
+    from lancedb.expr import col as lance_col
+
+    return lance_col(name)
+
+
+def lit(value: object):
+    from lancedb.expr import lit as lance_lit
+
+    return lance_lit(value)
 
 TRACKS = "tracks"
 FAILURES = "failures"
@@ -124,26 +148,52 @@ def _unwritable(home: Path, exc: OSError) -> StoreError:
     return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
 
 
+_LANCE_OS_ERROR = re.compile(r"([^:,()]+) \(os error (\d+)\)")
+
+
+def _write_failed(home: Path, exc: Exception) -> StoreError:
+    """A failed table write as one line. Lance reports file-system errors as RuntimeError text ending in its own
+    Rust source path; the OS error inside it is what the user can act on."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        code, reason = exc.errno, exc.strerror or str(exc)
+    else:
+        found = _LANCE_OS_ERROR.search(str(exc))
+        if found is None:
+            if isinstance(exc, OSError):
+                return _unwritable(home, exc)
+            raise exc  # not a file-system problem: a bug, reported as one
+        code, reason = int(found.group(2)), found.group(1).strip()
+    if code == errno.ENOSPC:
+        return StoreError(f"the disk holding {home} is full ({reason}): free some space and run the command again "
+                          "(everything committed before is kept)")
+    return _unwritable(home, OSError(code, reason))
+
+
 class TrackStore:
     """The tables of one home folder. One writer at a time: callers hold :class:`recsys.index.lock.HomeLock`."""
 
-    def __init__(self, home: Path, db: lancedb.DBConnection) -> None:
+    def __init__(self, home: Path, db: lancedb.DBConnection | None) -> None:
         self.home = home
         self._db = db
         self._tracks = self._open(TRACKS)
         self._failures = self._open(FAILURES)
 
     @classmethod
-    def open(cls, home: Path) -> TrackStore:
-        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write."""
+    def open(cls, home: Path, writable: bool = True) -> TrackStore:
+        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write.
+
+        ``writable=False`` is for read-only work (`recsys status`): nothing is created or repaired, so a read-only or
+        not yet created home is read as it is."""
         home = Path(home).expanduser()
+        if not writable:  # lancedb.connect creates the folder: a home not yet made is read as empty
+            return cls(home, _connect(home) if home.is_dir() else None)
         try:
             home.mkdir(parents=True, exist_ok=True)
             probe = tempfile.TemporaryFile(dir=home)  # mkdir succeeds on an existing read-only folder: try a write
             probe.close()
         except OSError as exc:
             raise _unwritable(home, exc) from None
-        store = cls(home, lancedb.connect(str(home)))
+        store = cls(home, _connect(home))
         if store._tracks is not None:
             stamp = read_stamp(home)
             if stamp is None or stamp.get("table_version") != store.version:
@@ -151,6 +201,8 @@ class TrackStore:
         return store
 
     def _open(self, name: str):
+        if self._db is None:
+            return None
         try:
             return self._db.open_table(name)
         except ValueError:  # lancedb: "Table 'x' was not found"
@@ -340,8 +392,8 @@ class TrackStore:
     def _guard(self, action):
         try:
             return action()
-        except OSError as exc:
-            raise _unwritable(self.home, exc) from None
+        except (OSError, RuntimeError) as exc:
+            raise _write_failed(self.home, exc) from None
 
 
 def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:

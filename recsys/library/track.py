@@ -16,6 +16,20 @@ def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
     return f"{path}@{start_s:.3f}"
 
 
+def display_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:
+    """How a track is shown to people everywhere (terminal, playlists): 'artist - title' from its tags, and the file
+    name for what the tags leave out, never '? - ?'; a CUE segment's start is added when only the file name shows."""
+    name = path.rsplit("/", 1)[-1]
+    if artist and title:
+        return f"{artist} - {title}"
+    if title:
+        return title
+    if start_s:
+        minutes, seconds = divmod(int(round(start_s)), 60)
+        name = f"{name} @ {minutes}:{seconds:02d}"
+    return f"{artist} - {name}" if artist else name
+
+
 @dataclass(frozen=True)
 class Track:
     """One track: where its audio is, what its tags say, and what the player knows about the owner's taste.
@@ -49,7 +63,5 @@ class Track:
         return None if self.rating is None else self.rating * 5.0
 
     def label(self) -> str:
-        """'artist - title' for people, falling back to the file name."""
-        if self.artist or self.title:
-            return f"{self.artist or '?'} - {self.title or '?'}"
-        return self.path.rsplit("/", 1)[-1]
+        """'artist - title' for people, falling back to the file name (see :func:`display_label`)."""
+        return display_label(self.artist, self.title, self.path, self.start_s)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import RecsysError
-from recsys.library.track import Track
+from recsys.library.track import Track, display_label
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root, norm
 from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
@@ -85,10 +85,7 @@ class RankedTrack:
 
     @property
     def label(self) -> str:
-        """'artist - title', or the file name of an untagged track."""
-        if self.artist or self.title:
-            return f"{self.artist or '?'} - {self.title or '?'}"
-        return os.path.basename(self.path)
+        return display_label(self.artist, self.title, self.path, self.start_s)
 
 
 @dataclass

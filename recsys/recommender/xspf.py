@@ -7,9 +7,16 @@ cannot hold at all (control characters, lone surrogates from undecodable tags, U
 Known player quirk: Strawberry 1.0.14 drops tracks whose file name holds '#' even when it is percent-encoded; the file
 is correct, nothing here can work around it.
 
-CUE segments (tracks that start inside a shared file): XSPF has no standard offset, so the start (and stop, when the
-length is known) go into VLC's extension (``<vlc:option>start-time=..</vlc:option>``), which VLC honours and other
-players ignore: they play the whole file. M3U has no offset at all; segments are listed as their file.
+CUE segments (tracks cut from one shared file) are addressed the way each player reads them (their playlist parsers,
+read in their sources; README "CUE sheets" has the table):
+- VLC: the range, as ``<vlc:option>start-time=..</vlc:option>`` / ``stop-time`` in XSPF and ``#EXTVLCOPT:`` lines
+  in M3U8.
+- Strawberry: ``<location>`` plus ``<trackNum>`` (XSPF): it looks the track up in its collection by file and CUE track
+  number (``GetSongByUrlAndTrack``), which is what its own XSPF export writes.
+- Clementine: its XSPF and M3U parsers look a file up with start 0 only, so every segment plays as the sheet's first
+  track: no playlist file can address another one (play the .cue sheet in Clementine instead).
+- MPD: addresses a segment as ``<sheet>.cue/trackNNNN`` relative to its own music_directory, which recsys does not
+  know; MPD plays the whole file.
 """
 
 from __future__ import annotations
@@ -141,6 +148,11 @@ def _annotation(track: RankedTrack) -> str:
     return ", ".join(parts) or f"score {track.score:.3f}"
 
 
+def _is_segment(track: RankedTrack) -> bool:
+    """A track cut from a shared file (CUE sheet): its key carries its start (see library/track.make_key)."""
+    return track.key != track.path or track.start_s > 0
+
+
 def _xspf_bytes(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
     ET.register_namespace("", XSPF_NS)
     ET.register_namespace("vlc", VLC_NS)
@@ -167,7 +179,7 @@ def _xspf_bytes(tracks: Sequence[RankedTrack], title: str, creator: str) -> byte
             sub(el, "trackNum", int(t.track_number))
         if t.duration_s is not None and t.duration_s > 0:
             sub(el, "duration", int(round(t.duration_s * 1000)))
-        if t.start_s > 0:
+        if _is_segment(t):  # VLC reads the range; Strawberry finds the CUE track by location + trackNum
             ext = sub(el, "extension")
             ext.set("application", VLC_APP)
             sub(ext, "id", i, ns=VLC_NS)
@@ -182,9 +194,14 @@ def _m3u_bytes(tracks: Sequence[RankedTrack]) -> bytes:
     lines = [b"#EXTM3U"]
     for t in tracks:
         seconds = int(round(t.duration_s)) if t.duration_s else -1
-        label = _LINE_BREAKS.sub(" ", xml_text(f"{t.artist or '?'} - {t.title or '?'}"))
+        label = _LINE_BREAKS.sub(" ", xml_text(t.label))
         # The path as the file system's own bytes: names that are not valid UTF-8 still resolve.
-        lines += [f"#EXTINF:{seconds},{label}".encode(), os.fsencode(os.path.abspath(t.path))]
+        lines.append(f"#EXTINF:{seconds},{label}".encode())
+        if _is_segment(t):  # one track of a CUE sheet: VLC plays just this range of the shared file
+            lines.append(f"#EXTVLCOPT:start-time={t.start_s:.3f}".encode())
+            if t.duration_s:
+                lines.append(f"#EXTVLCOPT:stop-time={t.start_s + t.duration_s:.3f}".encode())
+        lines.append(os.fsencode(os.path.abspath(t.path)))
     return b"\n".join(lines) + b"\n"
 
 

@@ -1,0 +1,114 @@
+"""Start-up a user feels: a no-op `recsys embed` and `recsys status`, fresh processes, next to a bare interpreter.
+
+A library of --tracks files (empty files: nothing is decoded when everything is up to date, so only their stat is
+real) listed in a Clementine database, and a table in which every track is already embedded with the current encoder
+(the default one, vectors random), plus its index snapshot. One warm-up `recsys embed` (it remembers the facts, as a
+user's first real run does), then the median of --repeat fresh processes of each command. Goal (issue 14): each under
+1.5 s at 250 tracks and under 3 s at 100,000.
+
+    python benchmarks/startup.py [--tracks 250] [--repeat 5] [--dir /tmp/recsys-bench-startup]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from recsys.config import load_settings
+from recsys.embedder.active import resolve_encoder
+from recsys.embedder.decoding import decode_spec
+from recsys.index.ann import build_snapshot
+from recsys.index.store import TrackRow, TrackStore
+from recsys.synth.player_db import SynthSong, write_clementine_db
+
+WRITE_BATCH = 20000
+
+
+def build(root: Path, n: int) -> Path:
+    """Files, database, table (all current) and snapshot under ``root``; returns the database path."""
+    home, music = root / "home", root / "music"
+    music.mkdir(parents=True, exist_ok=True)
+    resolved = resolve_encoder("auto", home, "cpu")  # the encoder a plain `recsys embed` uses
+    spec = decode_spec(load_settings(environ={}), resolved.encoder.sample_rate)
+    eid, dim = spec.vector_id(resolved.encoder_id), resolved.encoder.dim
+    rng = np.random.default_rng(0)
+    store = TrackStore.open(home)
+    songs, rows = [], []
+    for i in range(n):
+        path = music / f"{i // 1000:03d}" / f"{i:06d}.flac"
+        path.parent.mkdir(exist_ok=True)
+        path.touch()
+        st = path.stat()
+        vector = rng.standard_normal(dim).astype(np.float32)
+        songs.append(SynthSong(path=str(path), title=f"title {i}", artist=f"artist {i % 2000}",
+                               album=f"album {i % 2000}", track=i % 12 + 1, length_ns=240 * 10**9))
+        rows.append(TrackRow(key=str(path), path=str(path), start_s=0.0, content_id=f"c{i}", size=st.st_size,
+                             mtime_ns=st.st_mtime_ns, duration_s=240.0, artist=f"artist {i % 2000}",
+                             album=f"album {i % 2000}", title=f"title {i}", genre="", year=None,
+                             track_number=i % 12 + 1, encoder_id=eid, vector=vector / np.linalg.norm(vector)))
+        if len(rows) == WRITE_BATCH:
+            store.upsert(rows)
+            rows = []
+    if rows:
+        store.upsert(rows)
+    store.compact()
+    build_snapshot(store, home, eid)
+    db = root / "clementine.db"
+    write_clementine_db(db, songs)
+    return db
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "RECSYS_DEBUG": "1"})
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr.strip()}")
+    return seconds, done.stdout
+
+
+def median_of(command: list[str], repeat: int) -> tuple[float, str]:
+    runs = [timed(command) for _ in range(repeat)]
+    return statistics.median(s for s, _ in runs), runs[-1][1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tracks", type=int, default=250)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/recsys-bench-startup"))
+    a = parser.parse_args()
+    root = a.dir / str(a.tracks)
+    if not (root / "clementine.db").is_file():
+        shutil.rmtree(root, ignore_errors=True)
+        started = time.perf_counter()
+        build(root, a.tracks)
+        print(f"built {a.tracks} embedded tracks in {time.perf_counter() - started:.0f} s")
+    recsys = [sys.executable, "-m", "recsys.cli", "--home", str(root / "home")]
+    db = ["--db", str(root / "clementine.db")]
+    _, warm = timed([*recsys, "embed", *db, "-q"])
+    assert f"up to date {a.tracks}" in warm, warm
+    bare, _ = median_of([sys.executable, "-c", "pass"], a.repeat)
+    imported, _ = median_of([sys.executable, "-c", "import recsys.cli"], a.repeat)
+    embed, out = median_of([*recsys, "embed", *db, "-q"], a.repeat)
+    assert f"up to date {a.tracks}" in out and "embedded 0," in out, out
+    status, out = median_of([*recsys, "status", *db], a.repeat)
+    assert f"embedded: {a.tracks} current" in out, out
+    goal = 1.5 if a.tracks <= 250 else 3.0
+    print(f"{a.tracks} tracks, median of {a.repeat} fresh processes, {os.cpu_count()} CPU cores, load average "
+          f"{os.getloadavg()[0]:.1f}:")
+    print(f"  bare interpreter (python -c pass): {bare:.2f} s; import recsys.cli: {imported:.2f} s")
+    print(f"  no-op recsys embed: {embed:.2f} s (goal < {goal:g} s)")
+    print(f"  recsys status:      {status:.2f} s (goal < {goal:g} s)")
+
+
+if __name__ == "__main__":
+    main()
