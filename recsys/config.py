@@ -88,15 +88,17 @@ class TrackingSettings:
 
 @dataclass
 class TrainSettings:
+    base: str = "musicnn"
     epochs: int = 30
     batch_size: int = 64
-    lr: float = 0.001
+    lr: float | None = None
     weight_decay: float = 0.0001
     temperature: float = 0.5
     seed: int = 0
     device: str = "auto"
-    window_seconds: float = 40.0
-    excerpt_seconds: float = 3.0
+    windows: int = 4
+    window_seconds: float = 6.0
+    holdout: float = 0.2
     min_tracks: int = 16
     channels: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 256])
     cache_max_gb: float = 20.0
