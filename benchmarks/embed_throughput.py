@@ -1,10 +1,12 @@
 """Embed throughput, measured side by side in one run (issue: goals (b) dsp >= 0.7x (a) and >= 5x (c)).
 
 (a) decode-only of the center crops, with the same worker processes `recsys embed` uses: the floor;
-(b) `recsys embed` end to end (a fresh process, a fresh home) with the dsp encoder, and with the cnn encoder;
-(c) a naive pipeline: decode each whole file, then cut the crop, same workers.
+(b) `recsys embed` end to end (a fresh process, a fresh home) with each of --encoders (dsp, musicnn, cnn);
+(c) a naive pipeline: decode each whole file, then cut the crop, same workers;
+(d) encode only: each encoder on synthetic 30 s clips already in memory, batches of --batch, this process's threads.
 
     python benchmarks/embed_throughput.py [--tracks 100] [--minutes 4] [--workers 0] [--dir /tmp/recsys-bench-lib]
+                                          [--encoders dsp musicnn cnn]
 
 The synthetic library (mixed formats) is written once into --dir and reused by later runs.
 """
@@ -102,13 +104,31 @@ def timed_embed(db: Path, encoder: str, workers: int) -> tuple[float, float]:
     return elapsed, float(loop.group(1)) if loop else float("nan")
 
 
+def encode_only(name: str, batch: int, batches: int = 3) -> float:
+    """30 s clips per second of the encoder alone (one warm-up batch, then ``batches`` timed ones)."""
+    import torch
+
+    from recsys.embedder.encoders import build_encoder
+
+    encoder = build_encoder(name, device="cpu")
+    clips = [synth_track(STYLES[i % len(STYLES)], CROP_S, encoder.sample_rate, seed=i).mean(1) for i in range(batch)]
+    waves = torch.from_numpy(np.stack(clips).astype(np.float32))
+    encoder.encode(waves)
+    started = time.perf_counter()
+    for _ in range(batches):
+        encoder.encode(waves)
+    return batches * batch / (time.perf_counter() - started)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tracks", type=int, default=100)
     ap.add_argument("--minutes", type=float, default=4.0)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "recsys-bench-lib")
+    ap.add_argument("--encoders", nargs="+", default=["dsp", "musicnn", "cnn"])
     ap.add_argument("--skip-cnn", action="store_true")
+    ap.add_argument("--batch", type=int, default=8, help="clips per encode call in (d)")
     args = ap.parse_args()
     workers = default_workers(args.workers)
     t0 = time.perf_counter()
@@ -122,7 +142,7 @@ def main() -> None:
     load_crop(str(paths[0]), SR, CROP_S)  # warm the page cache the same way for everyone
     n = len(paths)
     results = {"(a) decode crops (floor)": timed_pool(None, paths, workers)}
-    encoders = ["dsp"] if args.skip_cnn else ["dsp", "cnn"]
+    encoders = [e for e in args.encoders if not (args.skip_cnn and e == "cnn")]
     for encoder in encoders:
         whole, loop = timed_embed(db, encoder, workers)
         results[f"(b) recsys embed, {encoder}"] = whole
@@ -131,6 +151,8 @@ def main() -> None:
     print(f"{'pipeline':32s} {'seconds':>8s} {'tracks/s':>9s}")
     for name, secs in results.items():
         print(f"{name:32s} {secs:8.1f} {n / secs:9.2f}")
+    for encoder in encoders:
+        print(f"{'(d) encode only, ' + encoder:32s} {'':8s} {encode_only(encoder, args.batch):9.2f}")
     floor = n / results["(a) decode crops (floor)"]
     dsp = n / results["(b) recsys embed, dsp"]
     naive = n / results["(c) naive full decode + crop"]
@@ -139,8 +161,10 @@ def main() -> None:
           "(goal >= 0.7x)")
     print(f"dsp embed / naive decode = {dsp / naive:.2f}x end to end, {loop / naive:.2f}x without start-up "
           "(goal >= 5x)")
-    if "(b) recsys embed, cnn" in results:
-        print(f"cnn embed / decode floor = {n / results['(b) recsys embed, cnn'] / floor:.2f}x")
+    for encoder in encoders[1:]:
+        whole, loop = results[f"(b) recsys embed, {encoder}"], results[f"    its embed loop, {encoder}"]
+        print(f"{encoder} embed / decode floor = {n / whole / floor:.2f}x end to end, "
+              f"{n / loop / floor:.2f}x without start-up")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
               help="Clementine or Strawberry database [default: found at its usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
               help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
-@click.option("--encoder", default=None, help="dsp, cnn, or module:Class [default: from the config, dsp].")
+@click.option("--encoder", default=None, help="dsp, musicnn, cnn, or module:Class [default: from the config, dsp].")
 @click.option("--workers", type=click.IntRange(min=0), default=None, help="Decode processes (0: one per core).")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Clips encoded together.")
@@ -366,7 +366,7 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
 
 @main.command("eval")
 @click.option("--encoder", "encoders", multiple=True,
-              help="auto, dsp, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
+              help="auto, dsp, musicnn, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")

@@ -328,7 +328,7 @@ def test_plugin_encoders(tmp_path, monkeypatch) -> None:
         build_encoder("my_plugin_encoders:Missing", device="cpu")
     with pytest.raises(EncoderError, match="cannot import no_such_module_xyz"):
         build_encoder("no_such_module_xyz:Enc", device="cpu")
-    with pytest.raises(EncoderError, match="not dsp, cnn or module:Class"):
+    with pytest.raises(EncoderError, match="not dsp, musicnn, cnn or module:Class"):
         build_encoder("transformer", device="cpu")
 
 

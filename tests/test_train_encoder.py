@@ -16,9 +16,9 @@ import torch
 
 from recsys.config import load_settings
 from recsys.embedder import augment
-from recsys.embedder.active import BEST, LAST
+from recsys.embedder.active import BEST, LAST, resolve_encoder
 from recsys.embedder.cache import Entry
-from recsys.embedder.encoders import CnnEncoder, load_checkpoint
+from recsys.embedder.encoders import CnnEncoder, build_encoder, encoder_id, load_checkpoint
 from recsys.embedder.evaluation import Score
 from recsys.embedder.train import base_model, build_cache, decide, group_of, split_heldout
 from recsys.embedder.trainer import (
@@ -259,3 +259,21 @@ def test_each_run_has_its_folder_and_the_activated_encoder_is_never_overwritten(
     assert r.exit_code == 0, r.output
     assert len(list((models / "runs").iterdir())) == 2  # a second run never writes into the first one's folder
     assert _digest(active) == before and json.loads((models / "current.json").read_text()) == current
+
+
+def test_fine_tuned_musicnn_is_a_checkpoint_embed_can_use(small_library, tmp_path):
+    settings, _ = _settings(small_library, TINY.replace("base: cnn", "base: musicnn").replace("lr: 0.003", "lr: 0.001"))
+    trainer = _trainer(settings, tmp_path / "run", epochs=1)
+    pretrained = encoder_id(build_encoder("musicnn", device="cpu"))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.fit()
+    after = trainer.model.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the pretrained weights moved
+    assert all(torch.equal(before[k], after[k]) for k in before if "running" in k)  # its BatchNorm statistics kept
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("timbral", "temporal")))
+    resolved = resolve_encoder(str(tmp_path / "run" / BEST), settings.home_path, "cpu")  # embed.encoder: <path>.pt
+    assert resolved.encoder.name == "musicnn" and resolved.encoder_id != pretrained
+    waves = torch.randn(2, 16000 * 4, generator=torch.Generator().manual_seed(0)) * 0.1
+    vectors = resolved.encoder.encode(waves)
+    assert vectors.shape == (2, 200)
+    torch.testing.assert_close(vectors, torch.nn.functional.normalize(trainer.model.eval()(waves), dim=1))

@@ -84,7 +84,7 @@ def _is_checkpoint(spec: str) -> bool:
 
 
 def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEncoder:
-    """Build what ``spec`` names: auto, dsp, cnn (untrained), a checkpoint path, or module:Class."""
+    """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class."""
     checkpoint = None
     label = spec
     if spec == "auto":

@@ -1,5 +1,7 @@
 """Encoders turn audio into vectors: the Encoder protocol, the built-in ``dsp`` and ``cnn`` encoders, checkpoints.
 
+The third built-in, ``musicnn`` (a pretrained tagging network), lives in ``recsys/embedder/musicnn.py``.
+
 An encoder takes a batch of mono float32 waves at its own ``sample_rate`` on its own ``device`` and returns one
 L2-normalised float32 row per wave. ``encoder_id`` names exactly what produced a vector (class, hyper-parameters,
 weights), so rows embedded by anything else are recognised as stale.
@@ -460,7 +462,8 @@ def encode_eval(model: nn.Module, waves: torch.Tensor) -> torch.Tensor:
 def _import_plugin(spec: str) -> type:
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
-        raise EncoderError(f"encoder '{spec}' is not dsp, cnn or module:Class: fix embed.encoder in the config")
+        raise EncoderError(f"encoder '{spec}' is not dsp, musicnn, cnn or module:Class: "
+                           "fix embed.encoder in the config")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:  # a plug-in may fail to import in any way; report it as one line
@@ -494,8 +497,11 @@ def _build_plugin(spec: str, device: torch.device) -> Encoder:
 
 
 def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None = None) -> Encoder:
-    """'dsp', 'cnn' (untrained), a checkpoint (``checkpoint``: any architecture of :data:`ARCHITECTURES`) or a
-    user's 'module:Class', on ``device``."""
+    """'dsp', 'musicnn' (pretrained), 'cnn' (untrained), a checkpoint (``checkpoint``: any architecture of
+    :data:`ARCHITECTURES`) or a user's 'module:Class', on ``device``.
+
+    ``musicnn`` is imported here, not at the top: its module imports this one (the protocol and EncoderError).
+    """
     dev = resolve_device(device)
     if checkpoint is not None:
         if spec not in ARCHITECTURES:
@@ -505,13 +511,20 @@ def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None
         return CnnEncoder().to(dev)
     if spec == "dsp":
         return DspEncoder().to(dev)
+    if spec == "musicnn":
+        from recsys.embedder.musicnn import MusicnnEncoder
+
+        return MusicnnEncoder().to(dev)
     return _build_plugin(spec, dev)
 
 
 def _musicnn(config: dict) -> nn.Module:
-    from recsys.embedder.musicnn import MusicnnEncoder  # its weights load only when asked for
+    """A MusiCNN to load fine-tuned weights into (built from the packaged ones; nothing is configurable)."""
+    if config:
+        raise EncoderError(f"musicnn encoder: unknown settings {sorted(config)}")
+    from recsys.embedder.musicnn import MusicnnEncoder  # its module imports this one
 
-    return MusicnnEncoder(config)
+    return MusicnnEncoder()
 
 
 # Architectures a checkpoint may hold: arch name -> a builder from its JSON config (the weights then load into it).

@@ -179,8 +179,8 @@ class Trainer:
         self.amp = self.device.type == "cuda"
         self.model = model.to(self.device)
         self.head = ProjectionHead(model.dim, seed=cfg.seed).to(self.device)
-        self.opt = torch.optim.AdamW([*self.model.parameters(), *self.head.parameters()], lr=cfg.lr,
-                                     weight_decay=cfg.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # a fine-tuned model may freeze some
+        self.opt = torch.optim.AdamW([*trainable, *self.head.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.patch = int(model.patch_frames)
         self.plain_samples = samples_for_frames(self.model, self.patch)
@@ -212,11 +212,10 @@ class Trainer:
             return rep, self.head(rep)
 
     def _train_mode(self) -> None:
-        self.model.train()
+        """A fine-tuned model stays in eval mode (its pretrained BatchNorm statistics, its inference code path);
+        gradients flow all the same. A model from scratch learns its statistics in train mode."""
+        self.model.train(not self.fine_tune)
         self.head.train()
-        if self.fine_tune:
-            for m in _norms(self.model):
-                m.eval()
 
     def _eval_mode(self) -> None:
         self.model.eval()
