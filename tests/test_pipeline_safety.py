@@ -83,7 +83,7 @@ def test_killed_train_encoder_resumes_from_its_last_checkpoint(small_library):
            "RECSYS_TRAIN__BASE": "cnn", "RECSYS_TRAIN__WINDOWS": "2", "RECSYS_TRAIN__WINDOW_SECONDS": "4.0",
            "RECSYS_TRAIN__BATCH_SIZE": "8"}
     base = [sys.executable, "-m", "recsys.cli", "--home", str(lib.home), "train-encoder", "--db", str(lib.db),
-            "--epochs", "12", "--no-activate", "-q"]
+            "--epochs", "6", "--no-activate", "-q"]
     runs = lib.home / "models" / "runs"
     proc = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -96,10 +96,10 @@ def test_killed_train_encoder_resumes_from_its_last_checkpoint(small_library):
     (last,) = runs.glob("*/last.pt")
     done = subprocess.run([*base, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    resumed_after = int(re.search(r"resuming .* after epoch (\d+) of 12", done.stdout).group(1))
-    assert 1 <= resumed_after < 12  # it went on from the killed run's checkpoint, not from scratch
+    resumed_after = int(re.search(r"resuming .* after epoch (\d+) of 6", done.stdout).group(1))
+    assert 1 <= resumed_after < 6  # it went on from the killed run's checkpoint, not from scratch
     assert list(runs.glob("*/last.pt")) == [last]  # in the killed run's own folder
     import torch
 
     state = torch.load(last, weights_only=True)
-    assert state["epoch"] == 12  # the resumed run finished the 12 epochs the killed one was asked for
+    assert state["epoch"] == 6  # the resumed run finished the 6 epochs the killed one was asked for
