@@ -11,7 +11,8 @@ module:Class), or ``musicnn@WEIGHTS.npz`` for MusiCNN with other converted weigh
 what ``convert_musicnn.py --embed-logmels`` writes from the log-mels ``--dump-logmels FILE`` saves).
 
 Crop policies (each crop reached by seeking): ``center:S`` one S-second crop at the middle; ``spread:NxS`` N crops
-of S seconds centred at 1/(N+1), ..., N/(N+1) of the track, vectors averaged and re-normalised; ``whole``.
+of S seconds centred at 1/(N+1), ..., N/(N+1) of the track (``audio.crop_count`` N, ``audio.crop_seconds`` S),
+joined and encoded as one clip, as `recsys embed` does; ``whole``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from recsys.embedder.audio import load_crop
 from recsys.embedder.encoders import build_encoder
@@ -38,32 +38,17 @@ def corpus(root: Path) -> tuple[list[Path], list[str]]:
     return paths, [p.relative_to(root).parts[0] for p in paths]
 
 
-def chance(labels: list[str], k: int = K) -> float:
-    """Expected capped precision@k of k neighbours drawn at random (no copies in the corpus)."""
-    n = len(labels)
-    counts = {lab: labels.count(lab) for lab in set(labels)}
-    drawn = min(k, n - 1)
-    per_query = [drawn * (counts[lab] - 1) / (n - 1) / min(k, counts[lab] - 1) for lab in labels if counts[lab] > 1]
-    return float(np.mean(per_query))
-
-
-def crops(path: Path, policy: str, sample_rate: int) -> list[np.ndarray]:
-    """The clips a policy takes from one track, each decoded by seeking to it."""
+def crop(path: Path, policy: str, sample_rate: int) -> np.ndarray:
+    """The clip a policy takes from one track, decoded exactly as `recsys embed` decodes it (``load_crop``: each
+    excerpt reached by seeking, excerpts joined end to end)."""
     if policy == "whole":
-        return [load_crop(path, sample_rate, WHOLE_S, "start", max_duration_s=WHOLE_S).samples]
+        return load_crop(path, sample_rate, WHOLE_S, "start", max_duration_s=WHOLE_S).samples
     kind, _, arg = policy.partition(":")
     if kind == "center":
-        return [load_crop(path, sample_rate, float(arg), "center", max_duration_s=WHOLE_S).samples]
+        return load_crop(path, sample_rate, float(arg), "center", max_duration_s=WHOLE_S).samples
     if kind == "spread":
         n, _, seconds = arg.partition("x")
-        length = float(seconds)
-        duration = load_crop(path, sample_rate, 0.1, "start", max_duration_s=WHOLE_S).duration_s
-        out = []
-        for i in range(1, int(n) + 1):
-            start = max(0.0, min(duration - length, duration * i / (int(n) + 1) - length / 2))
-            out.append(load_crop(path, sample_rate, length, "start", seg_start_s=start, seg_length_s=length,
-                                 max_duration_s=WHOLE_S).samples)
-        return out
+        return load_crop(path, sample_rate, float(seconds), max_duration_s=WHOLE_S, count=int(n)).samples
     raise SystemExit(f"unknown crop policy {policy!r}: use center:S, spread:NxS or whole")
 
 
@@ -73,25 +58,21 @@ def make_encoder(spec: str):
     return build_encoder(spec, device="cpu")
 
 
-def embed(encoder, clips: list[list[np.ndarray]]) -> tuple[np.ndarray, float]:
-    """(vectors, encode seconds): each track's crops encoded together, averaged and re-normalised."""
+def embed(encoder, clips: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """(vectors, encode seconds): each track's clip encoded on its own, as the clip lengths differ."""
     seconds, rows = 0.0, []
-    for track in clips:
+    for clip in clips:
         started = time.perf_counter()
-        if len({len(c) for c in track}) == 1:
-            v = encoder.encode(torch.from_numpy(np.stack(track)))
-        else:
-            v = torch.cat([encoder.encode(torch.from_numpy(c).unsqueeze(0)) for c in track])
-        rows.append(F.normalize(v.mean(0), dim=0).numpy())
+        rows.append(encoder.encode(torch.from_numpy(clip).unsqueeze(0))[0].numpy())
         seconds += time.perf_counter() - started
     return np.stack(rows), seconds
 
 
-def dump_logmels(paths: list[Path], clips: list[list[np.ndarray]], dst: Path) -> None:
+def dump_logmels(paths: list[Path], clips: list[np.ndarray], dst: Path) -> None:
     enc = MusicnnEncoder()
     with torch.inference_mode():
-        patches = {f"t{i:04d}": torch.cat([enc.patches(enc.frontend(torch.from_numpy(c).unsqueeze(0)))[0]
-                                           for c in track]).numpy() for i, track in enumerate(clips)}
+        patches = {f"t{i:04d}": enc.patches(enc.frontend(torch.from_numpy(c).unsqueeze(0)))[0].numpy()
+                   for i, c in enumerate(clips)}
     np.savez(dst, **patches)
     print(f"log-mel patches of {len(paths)} tracks -> {dst}")
 
@@ -110,30 +91,30 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no audio under {args.corpus}: build it with shared/corpus/build_devcorpus.sh")
     cids = [str(p) for p in paths]
-    print(f"{len(paths)} tracks, {len(set(labels))} labels; chance precision@{K} = {chance(labels):.3f}; "
-          f"torch threads {args.threads}")
+    print(f"{len(paths)} tracks, {len(set(labels))} labels, precision@{K}; torch threads {args.threads}")
     print(f"{'encoder':44s} {'crops':12s} {'p@10':>6s} {'chance':>6s} {'encode tracks/s':>16s}")
     for policy in args.crops:
-        decoded: dict[int, list[list[np.ndarray]]] = {}
+        decoded: dict[int, list[np.ndarray]] = {}
         for spec in args.encoders:
             encoder = make_encoder(spec)
             rate = encoder.sample_rate
             if rate not in decoded:
-                decoded[rate] = [crops(p, policy, rate) for p in paths]
+                decoded[rate] = [crop(p, policy, rate) for p in paths]
             vectors, seconds = embed(encoder, decoded[rate])
-            p10 = retrieval_metrics(vectors, labels, labels, cids)["album_p10"]
-            print(f"{spec:44s} {policy:12s} {p10:6.3f} {chance(labels):6.3f} {len(paths) / seconds:16.2f}",
-                  flush=True)
+            m = retrieval_metrics(vectors, labels, labels, cids)
+            print(f"{spec:44s} {policy:12s} {m['album_p10']:6.3f} {m['album_chance']:6.3f} "
+                  f"{len(paths) / seconds:16.2f}", flush=True)
         if args.dump_logmels and policy == args.crops[0]:
-            dump_logmels(paths, decoded.get(16000) or [crops(p, policy, 16000) for p in paths], args.dump_logmels)
+            dump_logmels(paths, decoded.get(16000) or [crop(p, policy, 16000) for p in paths], args.dump_logmels)
     for item in args.vectors:
         name, _, file = item.partition("=")
         with np.load(file) as data:
             order = {k: i for i, k in enumerate(data["keys"].tolist())}
             vectors = data["vectors"][[order[f"t{i:04d}"] for i in range(len(paths))]]
         vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        p10 = retrieval_metrics(vectors, labels, labels, cids)["album_p10"]
-        print(f"{name:44s} {'(' + args.crops[0] + ')':12s} {p10:6.3f} {chance(labels):6.3f} {'-':>16s}")
+        m = retrieval_metrics(vectors, labels, labels, cids)
+        print(f"{name:44s} {'(' + args.crops[0] + ')':12s} {m['album_p10']:6.3f} {m['album_chance']:6.3f} "
+              f"{'-':>16s}")
 
 
 if __name__ == "__main__":

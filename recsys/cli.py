@@ -73,6 +73,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys train-encoder              teach the encoder your music (optional; GPU when present)
       recsys eval                       how well the encoder groups albums and artists
       recsys status                     what is embedded, stale or failed
+      recsys prune / recsys repair      drop tracks whose file is gone / mend a damaged home
 
     Your music files and player database are only ever read, never written.
     """
@@ -132,11 +133,20 @@ def _render_embed(report) -> None:
                    f"e.g. {_one_line(lib.scan_errors[0][0])}: "
                    f"{_one_line(lib.scan_errors[0][1])}")
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    if report.stale:
+        click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
+                   "or a new default): embedding them again")
     click.echo(
         f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
         f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
-        f"missing {report.missing}, dropped {report.deleted}"
+        f"missing {report.missing}, changed while read {report.changed}, dropped {report.deleted} (moved)"
     )
+    for folder in report.empty_folders:
+        click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
+                   "were")
+    if report.kept_missing:
+        click.echo(f"  {report.kept_missing} track(s) whose file is missing are kept out of the index until the file "
+                   "is back (`recsys prune` removes them)")
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
@@ -166,6 +176,8 @@ def similar(ctx, track, k, as_json):
 
     settings = _settings(ctx)
     result = find_similar(settings, track, k)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
         return
@@ -308,8 +320,9 @@ def _render_scores(scores) -> None:
     for s in scores:
         m = s.metrics
         click.echo(f"  {_one_line(s.label)} ({s.encoder_id}, from {s.source}): same-album precision@10 "
-                   f"{fmt(m['album_p10'])} over {m['album_queries']} queries, same-artist "
-                   f"{fmt(m['artist_p10'])} over {m['artist_queries']} queries ({m['tracks']} tracks)")
+                   f"{fmt(m['album_p10'])} (chance {fmt(m['album_chance'])}) over {m['album_queries']} queries, "
+                   f"same-artist {fmt(m['artist_p10'])} (chance {fmt(m['artist_chance'])}) over "
+                   f"{m['artist_queries']} queries ({m['tracks']} tracks)")
     if not any(s.comparable for s in scores):
         click.echo("  no two tracks share an album tag: these numbers cannot compare encoders on this library")
 
@@ -395,6 +408,36 @@ def eval_(ctx, encoders, db, folders, as_json, quiet):
         return
     click.echo("retrieval on your library (tags as labels):")
     _render_scores(scores)
+
+
+@main.command()
+@click.pass_context
+def prune(ctx):
+    """Remove the tracks whose file no longer exists.
+
+    `recsys embed` keeps the vectors of missing files (an unmounted drive, a run over part of the library) and
+    leaves them out of results until the files are back; prune removes them for good.
+    """
+    from recsys.index.maintenance import prune as run
+
+    report = run(_settings(ctx))
+    for path in report.removed[:10]:
+        click.echo(f"  removed: {_one_line(path)}")
+    if len(report.removed) > 10:
+        click.echo(f"  ... and {len(report.removed) - 10} more")
+    click.echo(f"removed {len(report.removed)} track(s) and {report.failures_removed} recorded failure(s) of "
+               "missing files" + (f"; index: {report.index.get('count')} tracks" if report.index else ""))
+
+
+@main.command()
+@click.pass_context
+def repair(ctx):
+    """Check the home and repair what is damaged: the table (restored from its last readable version, or rebuilt
+    from the index), the index, the MLflow store and the classifier."""
+    from recsys.index.maintenance import repair as run
+
+    for line in run(_settings(ctx)).lines:
+        click.echo(_one_line(line))
 
 
 @main.command()

@@ -37,8 +37,9 @@ class LibrarySettings:
 
 @dataclass
 class AudioSettings:
-    crop_seconds: float = 30.0
+    crop_seconds: float = 3.0
     crop_position: str = "center"
+    crop_count: int = 3
     max_track_minutes: float = 15.0
     decode_timeout_s: float = 60.0
 

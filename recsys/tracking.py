@@ -61,16 +61,45 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
+def _home_artifacts(home: Path) -> Path:
+    return Path(home).expanduser().resolve() / "mlartifacts"
+
+
+def _rehome_artifacts(db: Path, experiment_id: str, old: str, new: str) -> None:
+    """Point an experiment (and its runs) of the home's own store at this home's ``mlartifacts``.
+
+    MLflow stores artifact locations as absolute URIs: a home copied or moved elsewhere kept writing its artifacts
+    into the old home. The store is the home's own SQLite file, so its rows are rewritten in place (MLflow has no API
+    to move an experiment); runs' URIs keep their tail (``<run id>/artifacts``), which the copied home also holds.
+    """
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+            conn.execute("UPDATE runs SET artifact_uri = ? || substr(artifact_uri, ?) "
+                         "WHERE experiment_id = ? AND substr(artifact_uri, 1, ?) = ?",
+                         (new, len(old) + 1, experiment_id, len(old), old))
+    finally:
+        conn.close()
+
+
 def _experiment_id(client: Any, home: Path, uri: str, experiment: str) -> str:
-    found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
+    own_store = uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI") and \
+        uri == tracking_uri(home)
     location = None
-    if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_TRACKING_URI"):
-        artifacts = Path(home).expanduser().resolve() / "mlartifacts"
+    if own_store:
+        artifacts = _home_artifacts(home)
         artifacts.mkdir(parents=True, exist_ok=True)
         location = artifacts.as_uri()
-    return client.create_experiment(experiment, artifact_location=location)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return client.create_experiment(experiment, artifact_location=location)
+    if location is not None and found.artifact_location != location:
+        _rehome_artifacts(Path(home).expanduser().resolve() / "mlflow.db", found.experiment_id,
+                          found.artifact_location, location)
+    return found.experiment_id
 
 
 @contextmanager

@@ -121,7 +121,8 @@ def test_atomic_swap_keeps_readers_whole(tmp_path):
     assert not errors, errors[0]
     np.testing.assert_array_equal(held.vectors, first)  # an open snapshot survives its replacement
     assert (tmp_path / "ann").is_symlink()
-    assert [p.name for p in tmp_path.glob("ann-*")] == [(tmp_path / "ann").resolve().name]  # old ones removed
+    kept = sorted(p.name for p in tmp_path.glob("ann-*"))  # the current one and the one it replaced; older removed
+    assert len(kept) == 2 and (tmp_path / "ann").resolve().name in kept
 
 
 def test_failed_build_leaves_the_old_snapshot(tmp_path, monkeypatch):
@@ -173,3 +174,53 @@ def test_reader_imports_neither_lancedb_nor_torch(tmp_path, exact_max):
     build_snapshot(store, tmp_path, "enc", exact_max_tracks=exact_max)
     out = subprocess.run([sys.executable, "-c", READER, str(tmp_path)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["flat" if exact_max > 100 else "hnsw", "[]"], out.stderr
+
+
+def test_readers_never_build_and_say_when_behind(tmp_path):
+    """Readers rebuilt and swapped the snapshot without the home lock (an empty one, during an encoder switch): they
+    now read the last complete snapshot, build nothing, and say it is behind."""
+    from recsys.config import IndexSettings
+    from recsys.index.ann import current_snapshot
+
+    store = _fill(tmp_path, _clustered(40))
+    build_snapshot(store, tmp_path, "enc")
+    folders = sorted(tmp_path.glob("ann-*"))
+    store.upsert(_rows(_clustered(30, seed=1), encoder_id="new-encoder", prefix="n"))  # a switch under way
+    store.delete([f"t{i}'" for i in range(20)])
+    lib = current_snapshot(tmp_path, IndexSettings())
+    assert len(lib) == 40 and lib.encoder_id == "enc"
+    assert lib.behind and "behind the table" in lib.behind
+    assert sorted(tmp_path.glob("ann-*")) == folders  # nothing built, nothing swapped
+
+
+def test_staleness_covers_index_settings_and_missing_rows(tmp_path):
+    from recsys.config import IndexSettings
+    from recsys.index.ann import excluded_digest
+
+    store = _fill(tmp_path, _clustered(30))
+    build_snapshot(store, tmp_path, "enc", exclude=["t1'", "t2'"])
+    assert len(load_snapshot(tmp_path)) == 28 and "t1'" not in load_snapshot(tmp_path).keys
+    settings = IndexSettings()
+    assert snapshot_is_current(tmp_path, "enc", settings, excluded_digest(["t2'", "t1'"]))
+    assert not snapshot_is_current(tmp_path, "enc", settings, excluded_digest(["t1'"]))  # a file came back
+    assert not snapshot_is_current(tmp_path, "enc", IndexSettings(hnsw_m=16), excluded_digest(["t1'", "t2'"]))
+    assert not snapshot_is_current(tmp_path, "enc", IndexSettings(exact_max_tracks=10))
+
+
+@pytest.mark.parametrize("damage", ["truncate vectors", "delete meta", "truncate meta", "delete manifest"])
+def test_a_damaged_snapshot_is_named_and_not_current(tmp_path, damage):
+    """A truncated vectors.npy or a deleted meta.parquet said "run recsys embed", and embed then reported it up to
+    date: the snapshot is not current (the next writer rebuilds it) and readers name the damage and `recsys repair`."""
+    store = _fill(tmp_path, _clustered(30))
+    build_snapshot(store, tmp_path, "enc")
+    folder = (tmp_path / "ann").resolve()
+    target = folder / {"truncate vectors": "vectors.npy", "delete meta": "meta.parquet",
+                       "truncate meta": "meta.parquet", "delete manifest": "manifest.json"}[damage]
+    if damage.startswith("truncate"):
+        data = target.read_bytes()
+        target.write_bytes(data[: len(data) // 2])
+    else:
+        target.unlink()
+    assert not snapshot_is_current(tmp_path, "enc")
+    with pytest.raises(AnnError, match=r"is damaged \(.*\): run `recsys repair`"):
+        load_snapshot(tmp_path)

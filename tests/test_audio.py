@@ -20,6 +20,7 @@ from recsys.embedder.audio import (
     DecodeError,
     TrackTooLong,
     crop_window,
+    crop_windows,
     limit_decoder_threads,
     load_crop,
     probe_duration,
@@ -95,6 +96,35 @@ def test_decoder_choice(encoded):
     assert load_crop(encoded["flac"], OUT, 2.0).decoder == "soundfile"
     assert load_crop(encoded["m4a"], OUT, 2.0).decoder == "pyav"
     assert load_crop(encoded["alac"], OUT, 2.0).decoder == "pyav"
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "m4a", "ogg"])
+def test_several_excerpts_are_each_the_right_part(encoded, reference, fmt):
+    """Three 2 s excerpts of the 12 s signal, centred at 25/50/75 %: each one matches the source where it starts,
+    through either decoder (FLAC and Ogg by soundfile, M4A by PyAV)."""
+    clip = load_crop(encoded[fmt], OUT, crop_s=2.0, count=3)
+    assert len(clip.samples) == 6 * OUT
+    starts = [2.0, 5.0, 8.0]
+    assert clip.start_s == pytest.approx(starts[0], abs=0.05)
+    for i, start_s in enumerate(starts):
+        part = clip.samples[i * 2 * OUT:(i + 1) * 2 * OUT]
+        lag, corr = _lag_and_corr(part, reference, round(start_s * OUT), max_lag=int(0.05 * OUT))
+        assert corr > 0.99, f"{fmt} excerpt {i}: does not match the source at {start_s} s (corr {corr:.3f})"
+
+
+def test_crop_windows_geometry():
+    assert crop_windows(100.0, 30.0) == [crop_window(100.0, 30.0)]
+    assert crop_windows(100.0, 30.0, 1, "start") == [(0.0, 30.0)]
+    assert crop_windows(200.0, 10.0, 3) == [(45.0, 10.0), (95.0, 10.0), (145.0, 10.0)]
+    # inside a CUE segment: 25/50/75 % of the segment, not of the file
+    assert crop_windows(600.0, 10.0, 3, seg_start_s=200.0, seg_length_s=100.0) == [
+        (220.0, 10.0), (245.0, 10.0), (270.0, 10.0)]
+    # no longer than all excerpts together: one window of that total length, nothing decoded twice
+    assert crop_windows(30.0, 10.0, 3) == [(0.0, 30.0)]
+    assert crop_windows(40.0, 10.0, 3) == [(5.0, 10.0), (15.0, 10.0), (25.0, 10.0)]  # just longer: spread, no overlap
+    assert crop_windows(12.0, 10.0, 3) == [(0.0, 12.0)]
+    with pytest.raises(CropError, match="crop_count"):
+        crop_windows(100.0, 10.0, 0)
 
 
 def test_probe_duration(encoded):
@@ -303,3 +333,55 @@ def test_module_does_not_import_torch():
     code = "import sys, recsys.embedder.audio, recsys.synth.audio; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _sparse_wav(path, frames: int, rate: int, channels: int) -> None:
+    """A 16-bit PCM WAV whose data is a hole in the file (reads as silence): big to read, free to make."""
+    import struct
+
+    size = frames * channels * 2
+    header = (b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt "
+              + struct.pack("<IHHIIHH", 16, 1, channels, rate, rate * channels * 2, channels * 2, 16)
+              + b"data" + struct.pack("<I", size))
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + size)
+
+
+def _peak_bytes(fn) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_header_claiming_a_huge_sample_rate_reads_nothing(tmp_path):
+    """A WAV header claiming 100 MHz made a worker read the whole file (2.4 GB RSS for 512 MB): refused from the
+    header, before a sample is read."""
+    path = tmp_path / "100 MHz.wav"
+    _sparse_wav(path, 32 * 1024 * 1024, 100_000_000, 1)  # 64 MB: 0.3 s at the claimed rate, well under any limit
+
+    def load():
+        with pytest.raises(DecodeError, match="claims 100000000 Hz"):
+            load_crop(path, 22050)
+
+    assert _peak_bytes(load) < 8 * 2**20
+
+
+def test_many_channels_are_mixed_down_block_by_block(tmp_path):
+    """A crop of a 64-channel file never holds all channels of the crop at once."""
+    path = tmp_path / "64 channels.wav"
+    _sparse_wav(path, 8000 * 40, 8000, 64)
+    clip = None
+
+    def load():
+        nonlocal clip
+        clip = load_crop(path, 8000, crop_s=30.0)
+
+    assert _peak_bytes(load) < 48 * 2**20  # 61 MB (and more) as one float32 (frames, 64) array
+    assert clip is not None and clip.samples.shape == (240000,) and not clip.samples.any()

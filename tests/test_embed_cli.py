@@ -59,9 +59,11 @@ def test_embed_then_incremental_runs(small_library):
     r = _embed(lib)
     assert r.exit_code == 0, r.output
     assert "embedded 1," in r.output, r.output
-    assert "reused 1 " in r.output and "dropped 2" in r.output  # the deleted file and the moved file's old key
+    assert "reused 1 " in r.output and "dropped 1 (moved)" in r.output  # the moved file's old key
+    assert "1 track(s) whose file is missing are kept" in r.output  # the deleted file: kept, out of the index
     snap = load_snapshot(lib.home)
     assert len(snap.keys) == 11 and deleted.path not in snap.keys
+    assert deleted.path in TrackStore.open(lib.home).states()
     assert np.allclose(snap.vectors[snap.keys.index(new_path)], old_moved)
 
 
@@ -108,6 +110,21 @@ def test_changing_encoder_reembeds_everything(small_library):
     assert "embedded 12," in r.output
     snap = load_snapshot(lib.home)
     assert snap.encoder_id != dsp_id and len(snap.keys) == 12
+
+
+def test_changing_the_clip_policy_reembeds_everything(small_library, monkeypatch):
+    """A vector depends on the clip it heard as much as on the encoder: rows of another excerpt policy are stale."""
+    lib = small_library
+    assert _embed(lib).exit_code == 0
+    before = load_snapshot(lib.home).encoder_id
+    monkeypatch.setenv("RECSYS_AUDIO__CROP_SECONDS", "2")
+    monkeypatch.setenv("RECSYS_AUDIO__CROP_COUNT", "3")
+    r = _embed(lib)
+    assert r.exit_code == 0, r.output
+    assert "embedded 12," in r.output
+    assert "12 track(s) were embedded by another encoder or clip policy" in r.output
+    assert load_snapshot(lib.home).encoder_id != before
+    assert "embedded 0," in _embed(lib).output  # and the new policy's rows are then up to date
 
 
 def test_similar_by_path_uri_and_text(small_library):

@@ -1,6 +1,7 @@
 import math
 
 import numpy as np
+import pytest
 
 from recsys.index.evaluate import retrieval_metrics
 
@@ -35,3 +36,18 @@ def test_albums_of_different_artists_are_different_albums():
     x = _unit([[1, 0], [1, 0.01], [0, 1], [0.01, 1]])
     m = retrieval_metrics(x, ["Greatest Hits"] * 4, ["A", "A", "B", "B"], list("1234"))
     assert m["album_p10"] == 1.0 and m["album_queries"] == 4
+
+
+def test_chance_is_what_random_neighbours_score():
+    """3 albums of 10: 9 relevant among 29 candidates, 10 drawn -> 10 x 9 / 29 / 9 = 0.345; random vectors land
+    there, grouped ones far above."""
+    albums = [f"album {i // 10}" for i in range(30)]
+    m = retrieval_metrics(_unit(np.eye(30)[:, :30] + 1e-3), albums, ["x"] * 30, [str(i) for i in range(30)])
+    assert m["album_chance"] == pytest.approx(10 * 9 / 29 / 9)
+    random = [retrieval_metrics(_unit(np.random.default_rng(s).normal(size=(30, 16))), albums, ["x"] * 30,
+                                [str(i) for i in range(30)])["album_p10"] for s in range(20)]
+    assert abs(np.mean(random) - m["album_chance"]) < 0.05
+    grouped = _unit(np.repeat(np.eye(3), 10, axis=0) + np.random.default_rng(0).normal(0, 0.05, (30, 3)))
+    assert retrieval_metrics(grouped, albums, ["x"] * 30, [str(i) for i in range(30)])["album_p10"] == 1.0
+    # a single artist: every other track is relevant, so chance is 1 (the metric cannot tell encoders apart)
+    assert m["artist_chance"] == 1.0

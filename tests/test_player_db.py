@@ -188,8 +188,10 @@ def test_read_only_file_and_folder(tmp_path, wal):
         db.chmod(0o644)
 
 
-def test_wal_left_by_a_crashed_player_in_a_read_only_folder(tmp_path, monkeypatch):
-    """A -wal file without its -shm (the player crashed) in a folder we cannot write: its commits are still read."""
+@pytest.mark.parametrize("writable", [False, True])
+def test_wal_left_by_a_crashed_player(tmp_path, writable):
+    """A -wal file without its -shm (the player crashed): its commits are read, and nothing appears beside the
+    database, in a folder we may write (SQLite created the -shm there) as in one we may not."""
     db = write_strawberry_db(tmp_path / "s.db", [SynthSong(path="/m/a.flac", title="old")])
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -200,9 +202,13 @@ def test_wal_left_by_a_crashed_player_in_a_read_only_folder(tmp_path, monkeypatc
     for suffix in ("", "-wal"):  # what a crash leaves: the database and its WAL, not checkpointed
         (crashed / f"s.db{suffix}").write_bytes((tmp_path / f"s.db{suffix}").read_bytes())
     conn.close()
-    monkeypatch.setattr(player_db.os, "access", lambda p, mode: False)  # root can write anywhere: say we cannot
     before = _files(crashed)
-    assert [t.title for t in read_player_db(crashed / "s.db").tracks] == ["in the wal"]
+    if not writable:
+        crashed.chmod(0o555)
+    try:
+        assert [t.title for t in read_player_db(crashed / "s.db").tracks] == ["in the wal"]
+    finally:
+        crashed.chmod(0o755)
     assert _files(crashed) == before
 
 

@@ -182,3 +182,17 @@ def test_unwritable_output_path_is_one_line(embedded):
     blocker.write_text("not a folder")
     r = lib.run("playlist", "--db", str(lib.db), "--out", str(blocker / "p.xspf"))
     assert r.exit_code == 1 and "cannot write playlist" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_playlist_never_overwrites_its_inputs_even_with_force(embedded):
+    """`recsys playlist --db clementine.db --out clementine.db --force` replaced the player database with a playlist:
+    the database, its side files and the music files are refused in one line, and stay as they were."""
+    lib = embedded
+    music_file = Path(lib.songs[0].path)
+    before = {p: p.read_bytes() for p in (lib.db, music_file)}
+    for out in (lib.db, Path(f"{lib.db}-wal"), music_file):
+        r = lib.run("playlist", "--db", str(lib.db), "--out", str(out), "--force")
+        assert r.exit_code == 1 and "recsys never writes it" in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1
+    assert {p: p.read_bytes() for p in before} == before
+    assert not Path(f"{lib.db}-wal").exists()

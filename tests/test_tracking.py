@@ -59,3 +59,27 @@ def test_unusable_store_is_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(TrackingError) as err, mlflow_run(tmp_path, "x", "r", {}, configured_uri="bogus-scheme://nowhere"):
         pass
     assert "\n" not in str(err.value) and "bogus-scheme://nowhere" in str(err.value)
+
+
+def test_a_copied_home_writes_its_artifacts_into_itself(tmp_path, monkeypatch):
+    """MLflow stores absolute artifact locations: a copied (or moved) home kept writing into the old one."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    old, new = tmp_path / "old-home", tmp_path / "new-home"
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    with mlflow_run(old, "recsys-test", "before", {}) as first:
+        first.log_artifact(note)
+    shutil.copytree(old, new)
+    before = sorted(p.relative_to(old) for p in old.rglob("*"))
+    with mlflow_run(new, "recsys-test", "after", {}) as run:
+        run.log_artifact(note)
+    assert sorted(p.relative_to(old) for p in old.rglob("*")) == before  # nothing written into the old home
+    assert (new / "mlartifacts").is_dir() and any(run.run_id in str(p) for p in (new / "mlartifacts").rglob("*"))
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(new))
+    for run_id in (first.run_id, run.run_id):  # the copied run's artifacts are read from the copy
+        assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
+        assert client.get_run(run_id).info.artifact_uri.startswith((new / "mlartifacts").resolve().as_uri())

@@ -13,7 +13,7 @@ import pytest
 
 from recsys import atomic
 from recsys.recommender.rank import RankedTrack
-from recsys.recommender.xspf import PlaylistWriteError, file_uri, write_playlist
+from recsys.recommender.xspf import Inputs, PlaylistWriteError, file_uri, write_playlist
 
 NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
 # XSPF 1's track children, in the order its schema's <xsd:sequence> requires.
@@ -96,14 +96,64 @@ def test_never_overwrites_unless_asked(tmp_path):
     target.write_text("keep me")
     with pytest.raises(PlaylistWriteError, match=r"p\.xspf exists: pass --force or choose another --out"):
         write_playlist(target, [ranked("/m/a.flac")], title="x")
+    with pytest.raises(PlaylistWriteError, match="is not a playlist: --force only replaces XSPF or M3U"):
+        write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)  # not ours to replace
     assert target.read_text() == "keep me"
-    write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
+    target.unlink()
+    for fmt in ("m3u8", "xspf", "xspf"):  # an existing playlist of either format is replaced with --force
+        write_playlist(target, [ranked("/m/a.flac")], title="x", fmt=fmt, overwrite=True)
     assert ET.parse(target).getroot().get("version") == "1"
+
+
+def _inputs(tmp_path) -> tuple[Inputs, dict[str, Path]]:
+    music = tmp_path / "music"
+    (music / "album").mkdir(parents=True)
+    song = music / "album" / "song.flac"
+    song.write_bytes(b"fLaC music")
+    elsewhere = tmp_path / "other" / "track.mp3"  # a database track outside the scanned folder
+    elsewhere.parent.mkdir()
+    elsewhere.write_bytes(b"ID3 music")
+    db = tmp_path / "player" / "clementine.db"
+    db.parent.mkdir()
+    db.write_bytes(b"SQLite format 3\x00")
+    (tmp_path / "player" / "clementine.db-wal").write_bytes(b"wal")
+    link = tmp_path / "link.xspf"
+    link.symlink_to(elsewhere)
+    return Inputs(db, [str(music)], {str(song), str(elsewhere)}), {
+        "db": db, "wal": Path(f"{db}-wal"), "shm (absent)": Path(f"{db}-shm"), "song": song, "new in music":
+        music / "album" / "new.xspf", "db track": elsewhere, "link to a track": link,
+        "via a linked folder": tmp_path / "music-link" / "album" / "x.xspf"}
+
+
+def test_inputs_are_never_written_even_with_force(tmp_path):
+    """`--out clementine.db --force` once replaced the player database with a playlist: every input, whatever the
+    spelling of its path, is refused with a reason, and not one byte of it changes."""
+    inputs, targets = _inputs(tmp_path)
+    (tmp_path / "music-link").symlink_to(tmp_path / "music")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for what, target in targets.items():
+        with pytest.raises(PlaylistWriteError, match="never writes|symbolic link") as err:
+            write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True, inputs=inputs)
+        assert "\n" not in str(err.value), what
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not targets["shm (absent)"].exists() and not targets["new in music"].exists()
+    write_playlist(tmp_path / "fine.xspf", [ranked("/m/a.flac")], title="x", inputs=inputs)  # elsewhere: written
+
+
+def test_only_regular_files_are_replaced(tmp_path):
+    """`--force` onto a device node (as root) replaced it with a regular file; a FIFO, folder or device is refused."""
+    fifo = tmp_path / "fifo.xspf"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.xspf").mkdir()
+    for target in (Path("/dev/null"), fifo, tmp_path / "folder.xspf"):
+        with pytest.raises(PlaylistWriteError, match="is not a regular file"):
+            write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
+    assert Path("/dev/null").is_char_device() and fifo.is_fifo()
 
 
 def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "p.xspf"
-    target.write_text("old playlist")
+    target.write_text("#EXTM3U\nold playlist\n")
 
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
@@ -112,7 +162,7 @@ def test_failure_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(PlaylistWriteError, match="No space left on device") as err:
         write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True)
     assert "\n" not in str(err.value)
-    assert target.read_text() == "old playlist"
+    assert target.read_text() == "#EXTM3U\nold playlist\n"
     assert [p.name for p in tmp_path.iterdir()] == ["p.xspf"]
 
 

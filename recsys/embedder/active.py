@@ -1,5 +1,6 @@
 """Which encoder is "current": the one setting ``embed.encoder`` names, where ``auto`` means the encoder that
-`recsys train-encoder` activated (named by ``<home>/models/current.json``), else ``dsp``.
+`recsys train-encoder` activated (named by ``<home>/models/current.json``), else the best built-in encoder as
+measured on real music, :data:`DEFAULT_BUILTIN` (``musicnn``; see benchmarks/RESULTS.md).
 
 Every command that needs the current encoder (`embed`, `status`, `eval`, the activation check after training) asks
 :func:`resolve_encoder`, so they can never disagree.
@@ -28,6 +29,8 @@ CURRENT = "current.json"
 RUNS = "runs"
 ACTIVE = "active"
 BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.embedder.trainer)
+# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
+DEFAULT_BUILTIN = "musicnn"
 
 
 @dataclass
@@ -67,7 +70,7 @@ def latest_run_dir(home: Path) -> Path | None:
 
 
 def current_checkpoint(home: Path) -> Path | None:
-    """The activated checkpoint, or None when nothing was activated (``auto`` then means dsp)."""
+    """The activated checkpoint, or None when nothing was activated (``auto`` then means :data:`DEFAULT_BUILTIN`)."""
     marker = models_dir(home) / CURRENT
     if not marker.exists():
         return None
@@ -75,7 +78,7 @@ def current_checkpoint(home: Path) -> Path | None:
         data = json.loads(marker.read_text(encoding="utf-8"))
         return models_dir(home) / str(data["checkpoint"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise EncoderError(f"{marker} is unreadable: delete it (embedding falls back to dsp) or run "
+        raise EncoderError(f"{marker} is unreadable: delete it (embedding falls back to {DEFAULT_BUILTIN}) or run "
                            "`recsys train-encoder --activate`") from None
 
 
@@ -91,7 +94,7 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
         checkpoint = current_checkpoint(home)
         if checkpoint is not None and not checkpoint.is_file():
             raise EncoderError(f"the activated encoder {checkpoint} is missing: run `recsys train-encoder` again, "
-                               f"or delete {models_dir(home) / CURRENT} to use dsp")
+                               f"or delete {models_dir(home) / CURRENT} to use {DEFAULT_BUILTIN}")
     elif _is_checkpoint(spec):
         checkpoint = Path(spec).expanduser()
     if checkpoint is not None:
@@ -99,8 +102,8 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
         if spec == "auto":
             label = f"auto -> {encoder.name} {checkpoint}"
     else:
-        label = "auto -> dsp" if spec == "auto" else spec
-        encoder = build_encoder("dsp" if spec == "auto" else spec, device=device)
+        label = f"auto -> {DEFAULT_BUILTIN}" if spec == "auto" else spec
+        encoder = build_encoder(DEFAULT_BUILTIN if spec == "auto" else spec, device=device)
     return ResolvedEncoder(encoder, label, encoder_id(encoder), checkpoint)
 
 

@@ -27,6 +27,14 @@ POSITIONS = ("center", "start", "end")
 # header, codec padding) without being treated as a broken file.
 _SHORT_TOLERANCE_S = 0.5
 _SHORT_TOLERANCE_FRACTION = 0.02
+# What a crop may read: a header's sample rate or channel count beyond any real recording (a damaged or hostile
+# header claiming 100 MHz once made a worker read a whole 512 MB file into 2.4 GB) is refused, and channels are mixed
+# down in blocks of at most _READ_BYTES, so one crop holds at most crop_s x MAX_SAMPLE_RATE mono samples (92 MB for
+# 30 s) plus one block. A block holds a whole stereo crop (up to 30 s at 48 kHz+): libsndfile's MP3 decoder shifts
+# the audio between consecutive reads, so MP3 (stereo at most) is always read in one go.
+MAX_SAMPLE_RATE = 768_000
+MAX_CHANNELS = 64
+_READ_BYTES = 16 * 2**20
 _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS")
 
@@ -45,7 +53,8 @@ class CropError(RecsysError, ValueError):
 
 @dataclass
 class Clip:
-    """A decoded crop. ``duration_s`` is the length of the whole track (the CUE segment when there is one)."""
+    """A decoded crop: its excerpts joined end to end. ``start_s`` is where the first excerpt starts; ``duration_s``
+    is the length of the whole track (the CUE segment when there is one)."""
 
     samples: np.ndarray
     sample_rate: int
@@ -62,6 +71,13 @@ def limit_decoder_threads() -> None:
         os.environ[name] = "1"
 
 
+def _segment_span(duration_s: float, seg_start_s: float, seg_length_s: float | None) -> tuple[float, float]:
+    """(start_s, length_s) of the segment, clipped to the file."""
+    seg_start = min(max(0.0, seg_start_s), max(0.0, duration_s))
+    available = max(0.0, duration_s - seg_start)
+    return seg_start, available if seg_length_s is None else min(max(0.0, seg_length_s), available)
+
+
 def crop_window(duration_s: float, crop_s: float, position: str = "center", seg_start_s: float = 0.0,
                 seg_length_s: float | None = None) -> tuple[float, float]:
     """(start_s, length_s) of the crop inside the segment [seg_start_s, seg_start_s + seg_length_s) of a file of
@@ -71,12 +87,34 @@ def crop_window(duration_s: float, crop_s: float, position: str = "center", seg_
         raise CropError(f"unknown crop position {position!r}: set audio.crop_position to one of {', '.join(POSITIONS)}")
     if crop_s <= 0:
         raise CropError(f"crop length must be positive, got {crop_s:g} s: set audio.crop_seconds above 0")
-    seg_start = min(max(0.0, seg_start_s), max(0.0, duration_s))
-    available = max(0.0, duration_s - seg_start)
-    seg_len = available if seg_length_s is None else min(max(0.0, seg_length_s), available)
+    seg_start, seg_len = _segment_span(duration_s, seg_start_s, seg_length_s)
     length = min(crop_s, seg_len)
     offset = {"center": (seg_len - length) / 2, "start": 0.0, "end": seg_len - length}[position]
     return seg_start + offset, length
+
+
+def crop_windows(duration_s: float, crop_s: float, count: int = 1, position: str = "center",
+                 seg_start_s: float = 0.0, seg_length_s: float | None = None) -> list[tuple[float, float]]:
+    """The (start_s, length_s) excerpts a track is judged by: ``count`` excerpts of ``crop_s`` seconds each.
+
+    One excerpt is :func:`crop_window` at ``position``. Several are spread through the segment, excerpt i centred at
+    (i + 1) / (count + 1) of it (25, 50 and 75 % for three), so the vector hears the intro-free middle and also how
+    the piece develops. A segment no longer than ``count * crop_s`` is one excerpt of that total length at
+    ``position`` (all of it when shorter), so short tracks cost no more and repeat nothing.
+    """
+    if count < 1:
+        raise CropError(f"crop count must be at least 1, got {count}: set audio.crop_count to 1 or more")
+    if count == 1:
+        return [crop_window(duration_s, crop_s, position, seg_start_s, seg_length_s)]
+    seg_start, seg_len = _segment_span(duration_s, seg_start_s, seg_length_s)
+    if seg_len <= crop_s * count:
+        return [crop_window(duration_s, crop_s * count, position, seg_start_s, seg_length_s)]
+    windows = []
+    for i in range(count):
+        centre = seg_start + seg_len * (i + 1) / (count + 1)
+        first = min(max(seg_start, centre - crop_s / 2), seg_start + seg_len - crop_s)
+        windows.append((first, crop_s))
+    return windows
 
 
 def _segment_duration(duration_s: float, seg_start_s: float, seg_length_s: float | None) -> float:
@@ -87,6 +125,15 @@ def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
     if segment_s > max_duration_s:
         raise TrackTooLong(f"{path}: {segment_s / 60:.1f} min is longer than the {max_duration_s / 60:g} min limit; "
                            f"skipped (raise audio.max_track_minutes to include it)")
+
+
+def _check_format(path: Path, rate: int, channels: int) -> None:
+    if rate > MAX_SAMPLE_RATE:
+        raise DecodeError(f"{path}: the header claims {rate} Hz, beyond the {MAX_SAMPLE_RATE} Hz of any real "
+                          "recording (a damaged header); re-encode or replace the file")
+    if channels > MAX_CHANNELS:
+        raise DecodeError(f"{path}: the header claims {channels} channels, beyond the {MAX_CHANNELS} recsys reads "
+                          "(a damaged header?); re-encode or replace the file")
 
 
 def _short(got: int, wanted: int, sample_rate: int) -> bool:
@@ -115,24 +162,44 @@ def _soundfile_probe(path: Path) -> float:
         raise _Fallback(str(exc)) from exc
 
 
-def _soundfile_crop(path: Path, crop_s: float, position: str, seg_start_s: float, seg_length_s: float | None,
-                    max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
+def _soundfile_read(path: Path, start: float, length: float) -> tuple[np.ndarray, int]:
+    """One excerpt, mono: a fresh handle seeks to ``start`` and reads ``length`` seconds block by block (a
+    many-channel file never sits whole in memory). A fresh handle per excerpt because libsndfile 1.2.2 returns the
+    wrong samples for an Ogg Vorbis seek a little ahead of where the previous read ended (measured: 5-7 s read, then
+    a seek to 8 s)."""
+    with sf.SoundFile(path) as f:
+        rate = f.samplerate
+        _check_format(path, rate, f.channels)
+        first, wanted = round(start * rate), round(length * rate)
+        if first:
+            f.seek(first)
+        mono = np.empty(wanted, np.float32)
+        got = 0
+        block_frames = max(1, _READ_BYTES // (4 * f.channels))
+        while got < wanted:
+            block = f.read(min(block_frames, wanted - got), dtype="float32", always_2d=True)
+            if not len(block):
+                break
+            mono[got:got + len(block)] = block.mean(axis=1, dtype=np.float32)
+            got += len(block)
+    if wanted == 0 or got < wanted:
+        raise _Fallback(f"short read: {got} of {wanted} frames")
+    return mono, rate
+
+
+def _soundfile_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s: float,
+                    seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
     try:
         with sf.SoundFile(path) as f:
             duration = _soundfile_duration(f)
-            segment = _segment_duration(duration, seg_start_s, seg_length_s)
-            _check_length(path, segment, max_duration_s)
-            start, length = crop_window(duration, crop_s, position, seg_start_s, seg_length_s)
-            first, wanted = round(start * f.samplerate), round(length * f.samplerate)
-            if first:
-                f.seek(first)
-            data = f.read(wanted, dtype="float32", always_2d=True)
-            rate = f.samplerate
+        segment = _segment_duration(duration, seg_start_s, seg_length_s)
+        _check_length(path, segment, max_duration_s)
+        windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
+        parts = [_soundfile_read(path, start, length) for start, length in windows]
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise _Fallback(str(exc)) from exc
-    if wanted == 0 or len(data) < wanted:
-        raise _Fallback(f"short read: {len(data)} of {wanted} frames")
-    return data.mean(axis=1, dtype=np.float32), rate, start, segment
+    mono = parts[0][0] if len(parts) == 1 else np.concatenate([p for p, _ in parts])
+    return mono, parts[0][1], windows[0][0], segment
 
 
 # ---- PyAV ------------------------------------------------------------------------------------------------------------
@@ -175,41 +242,52 @@ def _planar(frame: av.AudioFrame) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _pyav_crop(path: Path, crop_s: float, position: str, seg_start_s: float, seg_length_s: float | None,
-               max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
+def _pyav_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s: float,
+               seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
     container, stream = _open(path)
     with container:
         duration = _pyav_duration(path, container, stream)
         segment = _segment_duration(duration, seg_start_s, seg_length_s)
         _check_length(path, segment, max_duration_s)
-        start, length = crop_window(duration, crop_s, position, seg_start_s, seg_length_s)
         rate = stream.codec_context.sample_rate or stream.rate
         if not rate:
             raise DecodeError(f"{path}: the audio stream states no sample rate; re-encode the file")
-        wanted = round(length * rate)
+        _check_format(path, rate, stream.codec_context.channels or 1)
         time_base = stream.time_base or Fraction(1, rate)
         origin = float(stream.start_time * time_base) if stream.start_time and stream.start_time > 0 else 0.0
-        try:
-            if start > 0:
-                container.seek(int((start + origin) / time_base), backward=True, any_frame=False, stream=stream)
-            chunks = _decode_from(container, stream, start + origin, wanted, rate)
-        except av.FFmpegError as exc:
-            raise DecodeError(f"{path}: corrupt audio data ({_first_line(exc)}); re-encode or replace the file") \
-                from exc
-    got = sum(c.shape[1] for c in chunks)
+        windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
+        parts = [_pyav_window(path, container, stream, start, length, origin, rate, time_base, duration)
+                 for start, length in windows]
+    mono = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return mono, rate, windows[0][0], segment
+
+
+def _pyav_window(path: Path, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+                 start: float, length: float, origin: float, rate: int, time_base: Fraction,
+                 duration: float) -> np.ndarray:
+    """Seek to ``start`` and decode ``length`` seconds, mono float32."""
+    wanted = round(length * rate)
+    try:
+        if start > 0:
+            container.seek(int((start + origin) / time_base), backward=True, any_frame=False, stream=stream)
+        chunks = _decode_from(container, stream, start + origin, wanted, rate)
+    except av.FFmpegError as exc:
+        raise DecodeError(f"{path}: corrupt audio data ({_first_line(exc)}); re-encode or replace the file") \
+            from exc
+    got = sum(len(c) for c in chunks)
     if got == 0:
         raise DecodeError(f"{path}: no audio could be decoded at {start:.1f} s; the file is corrupt or truncated")
     if _short(got, wanted, rate):
         raise DecodeError(f"{path}: audio ends at {start + got / rate:.1f} s but the header says {duration:.1f} s; "
                           f"the file is truncated or corrupt, replace it")
-    samples = np.concatenate(chunks, axis=1)[:, :wanted]
-    return samples.mean(axis=0, dtype=np.float32), rate, start, segment
+    return np.concatenate(chunks)[:wanted]
 
 
 def _decode_from(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
                  wanted: int, rate: int) -> list[np.ndarray]:
     """Decode from the seek point until ``wanted`` samples from ``start_s`` on are in hand (never to EOF without
-    need), dropping the samples before ``start_s`` by each frame's timestamp."""
+    need), dropping the samples before ``start_s`` by each frame's timestamp; each frame is mixed down to mono as it
+    comes (memory: the crop's mono samples, whatever the channel count)."""
     chunks: list[np.ndarray] = []
     got = 0
     position = None  # seconds at the next frame's first sample, when frames carry no timestamp
@@ -225,7 +303,7 @@ def _decode_from(container: av.container.InputContainer, stream: av.audio.stream
             continue
         if skip > 0:
             x = x[:, skip:]
-        chunks.append(x)
+        chunks.append(x.mean(axis=0, dtype=np.float32))
         got += x.shape[1]
         if got >= wanted:
             break
@@ -265,21 +343,23 @@ def probe_duration(path: str | Path) -> float:
 
 def load_crop(path: str | Path, sample_rate: int, crop_s: float = 30.0, position: str = "center",
               seg_start_s: float = 0.0, seg_length_s: float | None = None,
-              max_duration_s: float = 900.0) -> Clip:
-    """Decode the crop chosen by :func:`crop_window` (mono = mean of channels, resampled to ``sample_rate``).
+              max_duration_s: float = 900.0, count: int = 1) -> Clip:
+    """Decode the excerpts chosen by :func:`crop_windows`, joined end to end (mono = mean of channels, resampled
+    to ``sample_rate``). Each excerpt is reached by seeking; nothing else of the file is decoded.
 
     Raises TrackTooLong when the track (the segment when given) is longer than ``max_duration_s``, and DecodeError
     with a one-line message for anything that is not decodable audio.
     """
     path = Path(path)
-    crop_window(1.0, crop_s, position)  # bad settings fail as settings, before any file is blamed
+    crop_windows(1.0, crop_s, count, position)  # bad settings fail as settings, before any file is blamed
     _check_file(path)
     try:
-        mono, rate, start, segment = _soundfile_crop(path, crop_s, position, seg_start_s, seg_length_s,
+        mono, rate, start, segment = _soundfile_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
                                                      max_duration_s)
         decoder = "soundfile"
     except _Fallback:
-        mono, rate, start, segment = _pyav_crop(path, crop_s, position, seg_start_s, seg_length_s, max_duration_s)
+        mono, rate, start, segment = _pyav_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
+                                                max_duration_s)
         decoder = "pyav"
     if not np.isfinite(mono).all():
         raise DecodeError(f"{path}: the audio holds NaN or infinite samples; re-encode or replace the file")

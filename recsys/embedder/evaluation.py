@@ -71,19 +71,20 @@ def _table_rows(store: TrackStore, eid: str) -> Rows:
 
 
 def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track]) -> Rows:
+    spec = decode_spec(settings, resolved.encoder.sample_rate)
     with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
         store = TrackStore.open(Path(tmp))
-        embed_tracks(tracks, store, resolved.encoder, resolved.encoder_id,
-                     decode_spec(settings, resolved.encoder.sample_rate),
+        embed_tracks(tracks, store, resolved.encoder, spec.vector_id(resolved.encoder_id), spec,
                      workers=default_workers(settings.embed.workers), batch_size=settings.embed.batch_size)
-        return _table_rows(store, resolved.encoder_id)
+        return _table_rows(store, spec.vector_id(resolved.encoder_id))
 
 
 def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
                  progress: Callable[[int], object] | None = None) -> tuple[Rows, str]:
     """(rows, source) of one encoder for ``tracks``: its table rows, else decoded crops."""
-    if store.count and resolved.encoder_id in {s.encoder_id for s in store.states().values()}:
-        rows = _table_rows(store, resolved.encoder_id)
+    vid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
+    if store.count and vid in {s.encoder_id for s in store.states().values()}:
+        rows = _table_rows(store, vid)
         wanted = {t.key for t in tracks}
         rows.vectors = {k: v for k, v in rows.vectors.items() if k in wanted}
         return rows, TABLE

@@ -1,16 +1,24 @@
 """Decode workers -> batches on the device -> vectors -> the table, incrementally and resumably.
 
-The plan compares the library with the table: unchanged rows of the current encoder are kept, deleted files are
-dropped, moved or copied files reuse their vector (same content id), and everything else is decoded in worker
-processes while the main process encodes batches on the device and writes rows in batches. A run killed at any moment
-loses at most the batch in flight; the next run plans again from what the table holds.
+The plan compares the library with the table: unchanged rows of the current encoder are kept, moved or copied files
+reuse their vector (same content id), and everything else is decoded in worker processes while the main process
+encodes batches on the device and writes rows in batches. A run killed at any moment loses at most the batch in
+flight; the next run plans again from what the table holds. Ctrl-C and SIGTERM stop a run the same way: what was
+decoded is encoded and saved first.
+
+Rows are never deleted because a file cannot be found (an unmounted share, a run over a subset of the library): a
+row whose file is missing is kept, left out of the index, and back in it as soon as the file is, without decoding it
+again. Only `recsys prune` removes such rows, and a move's leftover (a missing row whose content id now lives under
+another key) is dropped, since its vector is kept.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -19,12 +27,13 @@ import numpy as np
 from recsys.config import Settings
 from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import Clip
-from recsys.embedder.decoding import DecodeSpec, Job, decode_spec, decoded, default_workers
+from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.errors import RecsysError
-from recsys.index.ann import build_snapshot, read_manifest, snapshot_is_current
+from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.lock import HomeLock
+from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
-from recsys.library.content_id import content_id
+from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_library
 from recsys.library.track import Track
 
@@ -37,14 +46,25 @@ class MissingFilesError(RecsysError):
     """Every file of the library is missing: most likely an unmounted drive, so nothing is deleted."""
 
 
+class EncoderOutputError(RecsysError):
+    """An encoder returned vectors the table cannot hold (wrong shape, NaN/Inf, not unit length): nothing is stored."""
+
+
+# |norm - 1| allowed in an encoder's output: half precision on a GPU rounds a unit vector's norm by up to ~1e-3; an
+# encoder that does not normalise is off by far more. Accepted vectors are normalised again exactly before storing.
+NORM_TOLERANCE = 1e-2
+
+
 @dataclass
 class Plan:
     todo: list[Job] = field(default_factory=list)
     reuse: list[tuple[Job, np.ndarray]] = field(default_factory=list)
     up_to_date: int = 0
     known_failed: int = 0
-    missing: list[Track] = field(default_factory=list)
-    delete_keys: list[str] = field(default_factory=list)
+    stale: int = 0  # rows made by another encoder or clip policy, to be embedded again
+    missing: list[Track] = field(default_factory=list)  # tracks of the library whose file cannot be found
+    missing_keys: list[str] = field(default_factory=list)  # rows kept, but left out of the index: file not found
+    delete_keys: list[str] = field(default_factory=list)  # rows of moved files: their vector lives on elsewhere
 
 
 @dataclass
@@ -58,8 +78,10 @@ class EmbedReport:
     deleted: int = 0
     failed: int = 0
     known_failed: int = 0
+    stale: int = 0
     too_long: int = 0
     missing: int = 0
+    changed: int = 0  # files that kept changing while they were decoded: the next run does them
     interrupted: bool = False
     seconds: float = 0.0
     encoder: str = ""
@@ -68,15 +90,12 @@ class EmbedReport:
     index: dict = field(default_factory=dict)
     library: Library | None = None
     new_failures: list[tuple[str, str]] = field(default_factory=list)
+    kept_missing: int = 0  # rows kept although their file is missing (left out of the index; `recsys prune`)
+    empty_folders: list[str] = field(default_factory=list)  # music folders that hold nothing now (unmounted?)
 
     @property
     def decoded_per_s(self) -> float:
         return (self.embedded + self.failed + self.too_long) / self.seconds if self.seconds else 0.0
-
-
-def _segment_content_id(cid: str, track: Track) -> str:
-    """Tracks cut from one file (CUE) share the file's bytes; the start keeps their content ids apart."""
-    return f"{cid}@{track.start_s:.3f}" if track.segment else cid
 
 
 def plan_embedding(
@@ -86,8 +105,11 @@ def plan_embedding(
     encoder_id: str,
     retry_failed: bool = False,
     vectors_by_content_id: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+    untouched_folders: Sequence[str] = (),
 ) -> Plan:
-    """Decide per track: keep, reuse a vector, skip a known failure, or decode; and which rows to drop."""
+    """Decide per track: keep, reuse a vector, skip a known failure, or decode; which rows are missing (kept, out of
+    the index) and which are a moved file's leftover (dropped). Rows under ``untouched_folders`` (music folders that
+    are empty as a whole: unmounted) are left exactly as they are."""
     plan = Plan()
     candidates: list[Job] = []
     listed: set[str] = set()
@@ -108,6 +130,8 @@ def plan_embedding(
         ):
             plan.up_to_date += 1
             continue
+        if row is not None and row.encoder_id != encoder_id:
+            plan.stale += 1
         failure = failures.get(track.key)
         if (
             failure is not None
@@ -119,7 +143,8 @@ def plan_embedding(
             continue
         try:
             # reading a FIFO or device listed as a track would block the run: the decoder records it as a failure
-            cid = _segment_content_id(content_id(track.path, st.st_size), track) if os.path.isfile(track.path) else ""
+            cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment)
+                   if os.path.isfile(track.path) else "")
         except OSError:
             plan.missing.append(track)
             continue
@@ -136,9 +161,47 @@ def plan_embedding(
             plan.reuse.append((job, vector))
         else:
             plan.todo.append(job)
-    missing_keys = {t.key for t in plan.missing}
-    plan.delete_keys = sorted(k for k in states if k not in listed or k in missing_keys)
+    missing_listed = {t.key for t in plan.missing}
+    living = {j.content_id for j, _ in plan.reuse} | {
+        r.content_id for k, r in states.items() if k in listed and k not in missing_listed}
+    for key, row in sorted(states.items()):
+        if any(is_under(row.path, folder) for folder in untouched_folders):
+            continue
+        if key in missing_listed or (key not in listed and not os.path.exists(row.path)):
+            if row.content_id and row.content_id in living:
+                plan.delete_keys.append(key)  # moved or renamed: its vector was reused under the new key
+            else:
+                plan.missing_keys.append(key)
     return plan
+
+
+def _checked_vectors(out: object, batch: Sequence[tuple[Job, object]], dim: int, label: str) -> np.ndarray:
+    """The encoder's output for ``batch`` as float32 N x dim unit vectors, or an error naming the encoder: a bad
+    vector stored once is served, reused by content id and trained on for good."""
+    try:
+        if hasattr(out, "detach"):
+            out = out.detach().float().cpu().numpy()
+        vectors = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise EncoderOutputError(f"encoder {label} returned something that is not an array of vectors ({exc}): fix "
+                                 "the encoder; nothing of this batch was stored") from None
+    n = len(batch)
+    if vectors.shape != (n, dim):
+        raise EncoderOutputError(f"encoder {label} returned shape {tuple(vectors.shape)} for {n} clip(s), expected "
+                                 f"({n}, {dim}) from its dim: fix the encoder; nothing of this batch was stored")
+    rows_ok = np.isfinite(vectors).all(axis=1)
+    if not rows_ok.all():
+        first = batch[int(np.flatnonzero(~rows_ok)[0])][0].track.path
+        raise EncoderOutputError(f"encoder {label} returned NaN or infinite values for {int((~rows_ok).sum())} of {n} "
+                                 f"clip(s) (first: {first}): fix the encoder; nothing of this batch was stored")
+    norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    if off.any():
+        i = int(np.flatnonzero(off)[0])
+        raise EncoderOutputError(f"encoder {label} returned vectors that are not unit length (norm {norms[i]:.4g} for "
+                                 f"{batch[i][0].track.path}): return L2-normalised vectors; nothing of this batch "
+                                 "was stored")
+    return (vectors / norms[:, None]).astype(np.float32)
 
 
 # ---- the run --------------------------------------------------------------------------------------------------------
@@ -170,13 +233,15 @@ class _Encoding:
     """Collects decoded clips into equal-length batches for the device and finished rows into write batches."""
 
     def __init__(self, encoder, encoder_id: str, crop_samples: int, batch_size: int, store: TrackStore,
-                 write_batch: int) -> None:
-        self.encoder, self.encoder_id = encoder, encoder_id
+                 write_batch: int, label: str, critical: Callable[[], AbstractContextManager] = nullcontext) -> None:
+        self.encoder, self.encoder_id, self.label = encoder, encoder_id, label
+        self.critical = critical  # sections a signal must not cut: encoding a batch, writing rows
         self.crop_samples, self.batch_size = crop_samples, batch_size
         self.store, self.write_batch = store, write_batch
         self.clips: list[tuple[Job, Clip]] = []
         self.rows: list[TrackRow] = []
         self.failures: list[FailureRow] = []
+        self.encoded = 0  # decoded clips turned into rows (reused vectors are not counted)
         self.written = 0
 
     def add_clip(self, job: Job, clip: Clip) -> None:
@@ -186,8 +251,7 @@ class _Encoding:
             samples[: min(n, self.crop_samples)] = clip.samples[: self.crop_samples]
             self.clips.append((job, Clip(samples, clip.sample_rate, clip.start_s, clip.duration_s, clip.decoder)))
             if len(self.clips) >= self.batch_size:
-                self._encode(self.clips)
-                self.clips = []
+                self.flush_clips()
         else:  # a short track is encoded on its own, with what it has
             self._encode([(job, clip)])
 
@@ -202,12 +266,23 @@ class _Encoding:
             self.flush_failures()
 
     def _encode(self, batch: list[tuple[Job, Clip]]) -> None:
+        with self.critical():
+            self._encode_batch(batch)
+
+    def _encode_batch(self, batch: list[tuple[Job, Clip]]) -> None:
         import torch
 
         waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
-        vectors = self.encoder.encode(waves.to(self.device)).detach().float().cpu().numpy()
+        try:
+            out = self.encoder.encode(waves.to(self.device))
+        except Exception as exc:  # a plug-in's bug: one line naming it, not a traceback
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EncoderOutputError(f"encoder {self.label} failed on a batch ({type(exc).__name__}: {first}): fix "
+                                     "the encoder or choose another with --encoder") from None
+        vectors = _checked_vectors(out, batch, int(self.encoder.dim), self.label)
         for (job, clip), vector in zip(batch, vectors, strict=True):
             self.add_row(_row(job, vector, self.encoder_id, job.track.length_s or clip.duration_s))
+        self.encoded += len(batch)
 
     @property
     def device(self):
@@ -215,11 +290,20 @@ class _Encoding:
 
     def flush_clips(self) -> None:
         if self.clips:
-            self._encode(self.clips)
-            self.clips = []
+            batch, self.clips = self.clips, []
+            self._encode(batch)
 
     def flush_rows(self) -> None:
+        with self.critical():
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
         if self.rows:
+            dim = len(self.rows[0].vector)
+            if self.store.dim is not None and self.store.dim != dim:
+                # A new encoder of another dimension: its first checked batch replaces the old vectors (all stale).
+                # Not before, so an encoder that fails on its first batch costs no stored vector.
+                self.store.reset_vectors(dim)
             self.store.upsert(self.rows)
             self.store.clear_failures([r.key for r in self.rows])
             self.written += len(self.rows)
@@ -242,6 +326,47 @@ class _NoProgress:
         pass
 
 
+class _Interrupts:
+    """Ctrl-C and SIGTERM (systemd stopping the service, `kill`) both stop a run as KeyboardInterrupt, but never in the
+    middle of encoding a batch or writing rows: a signal there waits for the section to end. So the rows counted are
+    exactly the rows saved, whenever the signal lands."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.pending = False
+        self.done = False  # the run is saving its last rows: later signals change nothing
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002 - signal handler signature
+        if self.depth or self.done:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if not self.depth and self.pending and not self.done:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        try:
+            previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread: signals cannot be handled here
+            yield
+            return
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 def embed_tracks(
     tracks: Sequence[Track],
     store: TrackStore,
@@ -254,8 +379,12 @@ def embed_tracks(
     write_batch: int = 64,
     retry_failed: bool = False,
     progress: Callable[[int], object] | None = None,
+    label: str | None = None,
+    untouched_folders: Sequence[str] = (),
 ) -> EmbedReport:
-    """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C keeps everything finished so far."""
+    """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C or SIGTERM keeps everything decoded so
+    far (the clips waiting for a full batch are encoded first, and no signal cuts a batch or a write, so the count
+    reported is the count saved)."""
     started = time.monotonic()
     report = EmbedReport(total=len(tracks), encoder_id=encoder_id)
     failures = {f.key: f for f in store.failures()}
@@ -266,43 +395,61 @@ def embed_tracks(
         encoder_id,
         retry_failed=retry_failed,
         vectors_by_content_id=lambda cids: store.vectors_by_content_id(cids, encoder_id),
+        untouched_folders=untouched_folders,
     )
     report.up_to_date, report.known_failed, report.missing = plan.up_to_date, plan.known_failed, len(plan.missing)
+    report.stale = plan.stale
+    report.kept_missing = len(plan.missing_keys)
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
-    encoding = _Encoding(encoder, encoder_id, int(round(spec.crop_s * spec.sample_rate)), batch_size, store,
-                         write_batch)
+    interrupts = _Interrupts()
+    encoding = _Encoding(encoder, encoder_id, spec.clip_samples, batch_size, store, write_batch,
+                         label or str(getattr(encoder, "name", type(encoder).__name__)), interrupts.critical)
     for job, vector in plan.reuse:
         encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     try:
-        for job, clip, error, too_long in decoded(plan.todo, spec, workers):
-            if clip is not None:
-                encoding.add_clip(job, clip)
-                report.embedded += 1
-            elif too_long:
-                report.too_long += 1
-            else:
-                report.failed += 1
-                report.new_failures.append((job.track.path, error or "unknown error"))
-                encoding.add_failure(
-                    FailureRow(key=job.track.key, path=job.track.path, size=job.size, mtime_ns=job.mtime_ns,
-                               error=error or "unknown error")
-                )
-            bar.update(1)
-        encoding.flush_clips()
-    except KeyboardInterrupt:
-        report.interrupted = True
-        report.embedded -= len(encoding.clips)  # decoded but not encoded: the next run does them
-        encoding.clips = []
+        with interrupts.installed(), closing(decoded(plan.todo, spec, workers)) as outcomes:
+            try:
+                for job, clip, error, too_long in outcomes:  # a signal lands while waiting for the decoders
+                    with interrupts.critical():
+                        if clip is not None:
+                            encoding.add_clip(job, clip)
+                        elif too_long:
+                            report.too_long += 1
+                        elif error == FILE_CHANGED:
+                            report.changed += 1
+                        else:
+                            report.failed += 1
+                            report.new_failures.append((job.track.path, error or "unknown error"))
+                            encoding.add_failure(
+                                FailureRow(key=job.track.key, path=job.track.path, size=job.size,
+                                           mtime_ns=job.mtime_ns, error=error or "unknown error")
+                            )
+                        bar.update(1)
+            except KeyboardInterrupt:
+                report.interrupted = True
+                outcomes.close()  # the workers stop now, not after the last batch is encoded
+            interrupts.done = True  # saving what is decoded: a signal now only marks the run interrupted
+            encoding.flush_clips()
+            encoding.flush_rows()
+            encoding.flush_failures()
+        report.interrupted = report.interrupted or interrupts.pending
     finally:
         bar.close()
         encoding.flush_rows()
         encoding.flush_failures()
+        report.embedded = encoding.encoded
         report.seconds = time.monotonic() - started
     return report
+
+
+def _empty_folders(library: Library) -> list[str]:
+    """Music folders that hold no track of the library now: unmounted shares (an empty mount point), most likely."""
+    return [f for f in library.folders
+            if not any(is_under(t.path, os.path.abspath(os.path.expanduser(f))) for t in library.tracks)]
 
 
 def embed_library(
@@ -312,34 +459,36 @@ def embed_library(
     library = load_library(settings.library.db, settings.library.folders)
     if not library.tracks:
         where = library.db_path or ", ".join(library.folders)
-        raise NoTracksError(f"the library at {where} holds no playable tracks: add music to it (or check --library)")
+        raise NoTracksError(f"the library at {where} holds no playable tracks (is the music drive mounted?): add "
+                            "music to it (or check --library); nothing was changed")
     home = settings.home_path
     with HomeLock(home, "recsys embed"):
         store = TrackStore.open(home)
         resolved = resolve_encoder(settings.embed.encoder, home, settings.embed.device)
-        encoder, eid = resolved.encoder, resolved.encoder_id
-        if store.dim is not None and store.dim != encoder.dim:
-            store.reset_vectors(encoder.dim)
+        encoder = resolved.encoder
+        spec = decode_spec(settings, encoder.sample_rate)
+        eid = spec.vector_id(resolved.encoder_id)
+        empty = _empty_folders(library)
         report = embed_tracks(
             library.tracks,
             store,
             encoder,
             eid,
-            decode_spec(settings, encoder.sample_rate),
+            spec,
             workers=default_workers(settings.embed.workers),
             batch_size=settings.embed.batch_size,
             write_batch=settings.embed.write_batch,
             retry_failed=retry_failed,
             progress=progress,
+            label=resolved.label,
+            untouched_folders=empty,
         )
         report.library, report.encoder, report.device = library, resolved.label, str(encoder.device)
+        report.empty_folders = empty
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:
                 store.compact()
-            if not snapshot_is_current(home, eid):
-                ix = settings.index
-                build_snapshot(store, home, eid, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
-                               hnsw_ef_construction=ix.hnsw_ef_construction)
+            refresh_snapshot(store, settings, eid, missing_keys(store, empty))
             report.index = read_manifest(home) or {}
     return report
 
@@ -349,17 +498,18 @@ def library_status(settings: Settings) -> dict:
     home = settings.home_path
     library = load_library(settings.library.db, settings.library.folders)
     resolved = resolve_encoder(settings.embed.encoder, home, device="cpu")
-    eid = resolved.encoder_id
+    eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     store = TrackStore.open(home)
     failures = store.failures()
     states = store.states()
-    plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid)
+    empty = _empty_folders(library)
+    plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid, untouched_folders=empty)
     stale = sum(1 for j in plan.todo if j.track.key in states)
     manifest = read_manifest(home)
     if manifest is None:
         index = {"state": "not built: run `recsys embed`"}
     else:
-        current = snapshot_is_current(home, eid)
+        current = snapshot_is_current(home, eid, settings.index, excluded_digest(missing_keys(store, empty)))
         index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
     return {
         "home": str(home),
@@ -371,6 +521,8 @@ def library_status(settings: Settings) -> dict:
         "stale": stale,
         "not_embedded": len(plan.todo) - stale + len(plan.reuse),
         "missing": len(plan.missing),
+        "missing_kept": len(plan.missing_keys),
+        "empty_folders": empty,
         "table_rows": len(states),
         "failures": [{"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures],
         "index": index,

@@ -9,12 +9,20 @@ module never imports lancedb (~1.3 s) or torch. The snapshot holds:
 - ``index.faiss``: the HNSW graph, for kind 'hnsw' only (a flat search runs straight over the memory-mapped vectors).
 
 Each build goes to a fresh folder ``ann-<version>-<random>``; ``ann`` is a symlink swapped to it with one rename, so a
-reader sees the old snapshot or the new one, whole, never a mix. A reader resolves the link once and reads every file
-from that one folder.
+reader sees the old snapshot or the new one, whole, never a mix. A reader resolves the link once and opens every file
+from that one folder. Only a writer holding the home lock (``recsys embed``, ``prune``, ``repair``) builds and swaps;
+readers (``similar``, ``playlist``) read the last complete snapshot and say when it is behind the table, so a reader
+during an encoder switch, a full disk or a crashed build still gets a whole index. The snapshot a swap replaces is
+kept until the next swap: a reader that resolved the link just before still finds its files.
+
+The manifest records what the snapshot was built from (table version, encoder, index settings, the set of rows left
+out because their file is missing) and the size of each of its files: a snapshot that differs in any of them, or
+whose files were truncated or deleted, is rebuilt by the next writer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -22,6 +30,7 @@ import shutil
 import tempfile
 import time
 import unicodedata
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,7 +77,10 @@ def search_label(artist: str | None, title: str | None, path: str) -> str:
 
 
 class AnnError(RecsysError):
-    """The index snapshot is missing or unreadable; the message says to run `recsys embed`."""
+    """The index snapshot is missing or unreadable; the message says what to run."""
+
+
+DAMAGED_HINT = "run `recsys repair` to rebuild it"
 
 
 class LibraryVectors:
@@ -79,10 +91,13 @@ class LibraryVectors:
     """
 
     def __init__(self, vectors: np.ndarray, meta: pq.ParquetFile, encoder_id: str, table_version: int,
-                 kind: str = "flat", folder: Path | None = None, manifest: dict | None = None) -> None:
+                 kind: str = "flat", folder: Path | None = None, manifest: dict | None = None,
+                 index: faiss.Index | None = None) -> None:
         self.vectors = vectors
         self.encoder_id, self.table_version, self.kind = encoder_id, table_version, kind
         self.folder, self.manifest = folder, manifest or {}
+        self.index = index  # the HNSW graph (kind 'hnsw'), opened with the other files
+        self.behind: str | None = None  # why this snapshot lags the table, when it does (readers say so)
         self._parquet = meta
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._lists: dict[str, list] = {}
@@ -140,18 +155,64 @@ def read_manifest(home: Path) -> dict | None:
     return _read_json(Path(home) / ANN / MANIFEST)
 
 
-def snapshot_is_current(home: Path, encoder_id: str) -> bool:
-    """True when the snapshot was built from the table version the stamp names, for this encoder (no lancedb)."""
+SNAPSHOT_FILES = ("vectors.npy", "meta.parquet", "index.faiss")
+
+
+def excluded_digest(keys: Collection[str]) -> str:
+    """A short digest of the set of keys left out of a snapshot (rows whose file is missing)."""
+    digest = hashlib.blake2b(digest_size=8)
+    for key in sorted(keys):
+        digest.update(key.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()
+
+
+def index_settings(index: IndexSettings | None, exact_max_tracks: int = EXACT_MAX_TRACKS, hnsw_m: int = 32,
+                   hnsw_ef_construction: int = 80) -> dict:
+    """The settings a snapshot is built with (the search-time ef is not one: it is read at query time)."""
+    if index is not None:
+        exact_max_tracks, hnsw_m, hnsw_ef_construction = index.exact_max_tracks, index.hnsw_m, \
+            index.hnsw_ef_construction
+    return {"exact_max_tracks": int(exact_max_tracks), "hnsw_m": int(hnsw_m),
+            "hnsw_ef_construction": int(hnsw_ef_construction)}
+
+
+def snapshot_damage(folder: Path, manifest: dict) -> str | None:
+    """What is wrong with the snapshot's files (deleted, truncated, grown), or None when each has its recorded size."""
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        return "its manifest predates file checks"
+    for name, size in files.items():
+        try:
+            actual = (folder / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} is {actual} bytes, {size} were written"
+    return None
+
+
+def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None = None,
+                        excluded: str | None = None) -> bool:
+    """True when the snapshot is whole and was built from the table version the stamp names, for this encoder (and,
+    when given, these index settings and this set of left-out rows); no lancedb."""
+    home = Path(home)
     manifest = read_manifest(home)
-    stamp = _read_json(Path(home) / STAMP)
+    stamp = _read_json(home / STAMP)
     if manifest is None or stamp is None:
         return False
-    return manifest.get("encoder_id") == encoder_id and manifest.get("table_version") == stamp.get("table_version")
+    if manifest.get("encoder_id") != encoder_id or manifest.get("table_version") != stamp.get("table_version"):
+        return False
+    if index is not None and manifest.get("settings") != index_settings(index):
+        return False
+    if excluded is not None and manifest.get("excluded", excluded_digest(())) != excluded:
+        return False
+    return snapshot_damage((home / ANN).resolve(), manifest) is None
 
 
 def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tracks: int = EXACT_MAX_TRACKS,
-                   hnsw_m: int = 32, hnsw_ef_construction: int = 80) -> dict:
-    """Write a snapshot of the rows of ``encoder_id`` and swap it in; returns its manifest.
+                   hnsw_m: int = 32, hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
+    """Write a snapshot of the rows of ``encoder_id`` (but the keys in ``exclude``: files missing now) and swap it
+    in; returns its manifest. The caller holds the home lock.
 
     Above ``exact_max_tracks`` rows the snapshot carries an HNSW graph (approximate; ~0.2 ms at 200k rows on 2 CPU
     cores); at or below it searches are exact.
@@ -162,10 +223,16 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tra
     meta, vectors = store.read_all(encoder_id)
     dim = int(vectors.shape[1]) or int(store.dim or 0)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(meta), dim)
+    left_out = set(exclude)
+    if left_out:
+        keep = np.array([k not in left_out for k in meta.column("key").to_pylist()], dtype=bool)
+        meta, vectors = meta.filter(pa.array(keep)), np.ascontiguousarray(vectors[keep])
     kind = "hnsw" if len(meta) > exact_max_tracks else "flat"
     params = {"m": hnsw_m, "ef_construction": hnsw_ef_construction} if kind == "hnsw" else {}
     manifest = {"table_version": version, "table_rows": table_rows, "encoder_id": encoder_id, "dim": dim,
                 "count": len(meta), "kind": kind, "params": params,
+                "settings": index_settings(None, exact_max_tracks, hnsw_m, hnsw_ef_construction),
+                "excluded": excluded_digest(left_out), "missing": len(left_out),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     folder = Path(tempfile.mkdtemp(prefix=f"{ANN}-{version}-", dir=home))
     try:
@@ -180,7 +247,12 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tra
             index.hnsw.efConstruction = hnsw_ef_construction
             index.add(vectors)
             faiss.write_index(index, str(folder / "index.faiss"))
+        manifest["files"] = {name: (folder / name).stat().st_size for name in SNAPSHOT_FILES
+                             if (folder / name).exists()}
+        for name in manifest["files"]:  # on disk before the swap: a crash after it never exposes a torn file
+            _fsync(folder / name)
         (folder / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
+        _fsync(folder / MANIFEST)
         _swap_in(home, folder)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -188,59 +260,87 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tra
     return manifest
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _swap_in(home: Path, folder: Path) -> None:
-    """Point ``home/ann`` at ``folder`` with an atomic rename, then remove the snapshots it replaces."""
+    """Point ``home/ann`` at ``folder`` with an atomic rename, then remove the snapshots older than the one it
+    replaced (that one stays until the next swap: a reader may have resolved the link to it a moment ago)."""
     link = home / ANN
     if link.exists() and not link.is_symlink():
         shutil.rmtree(link)  # a plain folder cannot be replaced atomically; only an odd, hand-made layout has one
+    previous = link.resolve().name if link.is_symlink() else None
     tmp_link = home / f".{ANN}-link-{os.getpid()}"
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(folder.name)
     os.replace(tmp_link, link)
     for old in home.glob(f"{ANN}-*"):
-        if old.name == folder.name or not old.is_dir():
+        if old.name in (folder.name, previous) or not old.is_dir():
             continue
-        # A finished snapshot is replaced; an unfinished one may be another builder's work in progress, unless old.
+        # A finished snapshot is replaced; an unfinished one is a killed build's leftover (one writer at a time).
         if (old / MANIFEST).exists() or time.time() - old.stat().st_mtime > STALE_BUILD_S:
             shutil.rmtree(old, ignore_errors=True)  # a reader with files open keeps its data (POSIX unlink)
 
 
+def _damaged(home: Path, what: str) -> AnnError:
+    return AnnError(f"the index snapshot in {home / ANN} is damaged ({what}): {DAMAGED_HINT}")
+
+
 def load_snapshot(home: Path) -> LibraryVectors:
-    """The current snapshot, vectors memory-mapped; a build swapped in meanwhile makes it start over."""
+    """The current snapshot, every file opened (vectors memory-mapped); a swap meanwhile makes it start over."""
     home = Path(home)
     for attempt in range(LOAD_ATTEMPTS):
+        last = attempt == LOAD_ATTEMPTS - 1
         folder = (home / ANN).resolve()
         manifest = _read_json(folder / MANIFEST)
         if manifest is None:
-            if attempt < LOAD_ATTEMPTS - 1 and (home / ANN).is_symlink():
+            if not last and (home / ANN).is_symlink():
                 continue  # the folder was replaced between resolving the link and reading it
+            if (home / ANN).exists():
+                raise _damaged(home, f"{MANIFEST} is missing or unreadable")
             break
+        damage = snapshot_damage(folder, manifest) if "files" in manifest else None
         try:
+            if damage is not None:
+                raise OSError(damage)
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             meta = pq.ParquetFile(folder / "meta.parquet")  # not pq.read_table: that imports pandas (~0.2 s)
-        except (OSError, ValueError) as exc:
-            if attempt < LOAD_ATTEMPTS - 1:
+            index = None
+            if manifest.get("kind") == "hnsw":
+                # the graph's vectors memory-mapped, not read: 0.09 s instead of 0.5 s at a million rows
+                index = faiss.read_index(str(folder / "index.faiss"), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
+            if vectors.ndim != 2 or len(vectors) != meta.metadata.num_rows:
+                raise ValueError(f"vectors.npy holds {len(vectors)} rows, meta.parquet {meta.metadata.num_rows}")
+        except (OSError, ValueError, RuntimeError) as exc:
+            if not last and (home / ANN).resolve() != folder:
                 continue  # the folder was replaced between resolving the link and opening its files
-            raise AnnError(f"index in {home / ANN} is unreadable ({exc}): run `recsys embed` to rebuild it") from None
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _damaged(home, first) from None
         return LibraryVectors(vectors, meta, encoder_id=manifest["encoder_id"],
                               table_version=int(manifest["table_version"]), kind=manifest.get("kind", "flat"),
-                              folder=folder, manifest=manifest)
+                              folder=folder, manifest=manifest, index=index)
     raise AnnError(f"no index in {home}: run `recsys embed`")
 
 
 def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
-    """The snapshot of the table as it is now: rebuilt first when the table changed since it was built (only then is
-    the slow lancedb import paid)."""
+    """The last complete snapshot, for readers: never built here (only a writer holding the home lock builds), so
+    a reader always gets a whole index; ``behind`` says when the table or the index settings moved on since."""
     home = Path(home)
-    manifest = read_manifest(home)
-    if manifest is None:
+    if read_manifest(home) is None and not (home / ANN).exists():
         raise AnnError(f"nothing is embedded in {home} yet: run `recsys embed` first")
-    if not snapshot_is_current(home, manifest["encoder_id"]):
-        from recsys.index.store import TrackStore
-
-        build_snapshot(TrackStore.open(home), home, manifest["encoder_id"], exact_max_tracks=index.exact_max_tracks,
-                       hnsw_m=index.hnsw_m, hnsw_ef_construction=index.hnsw_ef_construction)
-    return load_snapshot(home)
+    lib = load_snapshot(home)
+    stamp = _read_json(home / STAMP) or {}
+    if stamp.get("table_version") not in (None, lib.table_version):
+        lib.behind = ("the index is behind the table (a run was interrupted or is still going): results leave out "
+                      "the latest changes until `recsys embed` finishes")
+    elif lib.manifest.get("settings", index_settings(index)) != index_settings(index):
+        lib.behind = "the index was built with other index settings: `recsys embed` rebuilds it with the new ones"
+    return lib
 
 
 class Searcher:
@@ -248,15 +348,10 @@ class Searcher:
 
     def __init__(self, lib: LibraryVectors, home: Path, ef_search: int = 128) -> None:
         self.lib = lib
-        self._index = None
-        if lib.kind == "hnsw":
-            folder = lib.folder or (Path(home) / ANN).resolve()
-            try:
-                # the graph's vectors memory-mapped, not read: 0.09 s instead of 0.5 s at a million rows
-                self._index = faiss.read_index(str(folder / "index.faiss"), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
-            except RuntimeError as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-                raise AnnError(f"index in {folder} is unreadable ({first}): run `recsys embed` to rebuild it") from None
+        self._index = lib.index
+        if lib.kind == "hnsw" and self._index is None:
+            raise _damaged(Path(home), "index.faiss was not opened")
+        if self._index is not None:
             self._index.hnsw.efSearch = ef_search
 
     def search(self, query: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

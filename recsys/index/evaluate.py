@@ -5,7 +5,8 @@ content id, are left out: a copy is not a recommendation) are checked for the sa
 album, compared case- and space-insensitively) and the same artist. precision@10 of a query is the share of those
 neighbours that share its album (artist), out of the most that could: min(10, other tracks of that album), so 1.0 is
 perfect on any library, whatever the album sizes. A track without the tag, or alone with it, is no query; how many
-queries were usable is reported with each number. numpy only: no torch, no lancedb.
+queries were usable is reported with each number, and so is chance: the precision random neighbours would
+score on the same queries, so a number is never read without its floor. numpy only: no torch, no lancedb.
 """
 
 from __future__ import annotations
@@ -47,22 +48,32 @@ def _neighbours(x: np.ndarray, cids: np.ndarray, rows: slice, k: int) -> list[np
     return out
 
 
-def _precision(neighbours: Sequence[np.ndarray], labels: np.ndarray, cids: np.ndarray, k: int) -> tuple[float, int]:
-    """Mean capped precision@k over queries whose label is set and shared by another track (not a copy)."""
+def _precision(neighbours: Sequence[np.ndarray], labels: np.ndarray, cids: np.ndarray,
+               k: int) -> tuple[float, float, int]:
+    """(mean capped precision@k, its chance level, queries) over queries whose label is set and shared by another
+    track (not a copy). Chance is what k neighbours drawn at random from the candidates (every track but the query's
+    own copies) would score on average: k x relevant / candidates / min(k, relevant), at most 1."""
     per_label = Counter(labels.tolist())
     per_copy = Counter(zip(labels.tolist(), cids.tolist(), strict=True))
-    scores = []
+    copies = Counter(cids.tolist())
+    scores, chance = [], []
     for q, found in enumerate(neighbours):
         label = labels[q]
         relevant = per_label[label] - per_copy[(label, cids[q])] if label else 0
         if relevant > 0:
-            scores.append(int(np.sum(labels[found] == label)) / min(k, relevant))
-    return (float(np.mean(scores)) if scores else float("nan")), len(scores)
+            cap = min(k, relevant)
+            scores.append(int(np.sum(labels[found] == label)) / cap)
+            candidates = len(labels) - copies[cids[q]]
+            chance.append(min(1.0, min(k, candidates) * relevant / candidates / cap))
+    if not scores:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(scores)), float(np.mean(chance)), len(scores)
 
 
 def retrieval_metrics(vectors: np.ndarray, albums: Sequence[str | None], artists: Sequence[str | None],
                       content_ids: Sequence[str], k: int = K) -> dict[str, float | int]:
-    """Same-album and same-artist precision@k of ``vectors`` (N x D, L2-normalised), with the usable query counts.
+    """Same-album and same-artist precision@k of ``vectors`` (N x D, L2-normalised), with their chance levels and
+    the usable query counts.
 
     A metric with no usable query is NaN: the comparison is impossible, not zero.
     """
@@ -72,7 +83,7 @@ def retrieval_metrics(vectors: np.ndarray, albums: Sequence[str | None], artists
     neighbours: list[np.ndarray] = []
     for start in range(0, len(x), CHUNK):
         neighbours += _neighbours(x, cids, slice(start, start + CHUNK), k)
-    album_p, album_n = _precision(neighbours, np.asarray(album, dtype=object), cids, k)
-    artist_p, artist_n = _precision(neighbours, np.asarray(artist, dtype=object), cids, k)
-    return {"album_p10": album_p, "artist_p10": artist_p, "album_queries": album_n, "artist_queries": artist_n,
-            "tracks": len(x)}
+    album_p, album_c, album_n = _precision(neighbours, np.asarray(album, dtype=object), cids, k)
+    artist_p, artist_c, artist_n = _precision(neighbours, np.asarray(artist, dtype=object), cids, k)
+    return {"album_p10": album_p, "artist_p10": artist_p, "album_chance": album_c, "artist_chance": artist_c,
+            "album_queries": album_n, "artist_queries": artist_n, "tracks": len(x)}

@@ -1,7 +1,8 @@
 """`recsys similar`: find the query track in the index snapshot and return its nearest neighbours.
 
-Imports neither torch nor lancedb on the common path (start-up time): the snapshot under ``<home>/ann`` holds all a
-query needs. Only when the table changed since the snapshot was built does it open the table to rebuild it.
+Imports neither torch nor lancedb (start-up time): the snapshot under ``<home>/ann`` holds all a query needs. It reads
+the last complete snapshot and never rebuilds it (only writers do, under the home lock); when the table moved on
+since, the result says so.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Hit:
 class SimilarResult:
     query: Hit
     neighbours: list[Hit]
+    note: str | None = None  # why the index may lag the table (it is served anyway: always whole)
 
 
 def _hit(lib: LibraryVectors, row: int, score: float) -> Hit:
@@ -142,4 +144,4 @@ def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
         if len(hits) >= k or want >= len(lib):
             break
         want *= 4  # many copies of the query: look further
-    return SimilarResult(query=_hit(lib, row, 1.0), neighbours=hits[:k])
+    return SimilarResult(query=_hit(lib, row, 1.0), neighbours=hits[:k], note=lib.behind)

@@ -54,6 +54,10 @@ class StoreError(RecsysError):
     """The track table cannot be opened or written; the message names the home folder and what to do."""
 
 
+class TableDamaged(StoreError):
+    """The table's files cannot be read back (truncated or deleted data files): `recsys repair` restores it."""
+
+
 def tracks_schema(dim: int) -> pa.Schema:
     fields = [pa.field(name, _FIELD_TYPES[name], nullable=name != "key") for name in META_COLUMNS]
     fields.insert(len(fields) - 1, pa.field("vector", pa.list_(pa.float32(), dim)))
@@ -169,10 +173,22 @@ class TrackStore:
         return int(self._tracks.schema.field("vector").type.list_size)
 
     def _select(self, columns: list[str], where=None) -> pa.Table:
-        query = self._tracks.search()
-        if where is not None:
-            query = query.where(where)
-        return query.select(columns).limit(None).to_arrow()
+        def read() -> pa.Table:
+            query = self._tracks.search()
+            if where is not None:
+                query = query.where(where)
+            return query.select(columns).limit(None).to_arrow()
+
+        return self._reading(TRACKS, read)
+
+    def _reading(self, name: str, action):
+        """Run a read; LanceDB's internal text about unreadable files becomes one line naming the way out."""
+        try:
+            return action()
+        except (RuntimeError, OSError, pa.ArrowException) as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise TableDamaged(f"the {name} table in {self.home / (name + '.lance')} is damaged ({first}): run "
+                               "`recsys repair`") from None
 
     def states(self) -> dict[str, RowState]:
         """Every row's file identity and encoder, without reading vectors."""
@@ -207,8 +223,46 @@ class TrackStore:
     def failures(self) -> list[FailureRow]:
         if self._failures is None:
             return []
-        rows = self._failures.search().limit(None).to_arrow().to_pylist()
+        rows = self._reading(FAILURES, lambda: self._failures.search().limit(None).to_arrow().to_pylist())
         return [FailureRow(**{name: row[name] for name in FAILURE_SCHEMA.names}) for row in rows]
+
+    def damage(self) -> str | None:
+        """Why the table cannot be read whole (every column of every row), or None when it can."""
+        try:
+            self.read_all()
+        except TableDamaged as exc:
+            return str(exc)
+        return None
+
+    def last_good_version(self) -> tuple[int, int] | None:
+        """(version, rows) of the newest table version whose every row reads back, or None (each version is a
+        complete snapshot of the table; compaction keeps only the last minute's)."""
+        if self._tracks is None:
+            return None
+        latest = self.version
+        try:
+            versions = sorted((int(v["version"]) for v in self._tracks.list_versions()), reverse=True)
+        except (RuntimeError, OSError):
+            return None
+        try:
+            for version in versions:
+                try:
+                    self._tracks.checkout(version)
+                    rows = self._tracks.search().select(VECTOR_COLUMNS).limit(None).to_arrow().num_rows
+                except (RuntimeError, OSError, ValueError, pa.ArrowException):
+                    continue
+                return version, rows
+            return None
+        finally:
+            try:
+                self._tracks.checkout_latest()
+            except (RuntimeError, OSError):
+                self._tracks.checkout(latest)
+
+    def restore_version(self, version: int) -> None:
+        """Make ``version`` the newest (as a new commit: history is kept)."""
+        self._guard(lambda: self._tracks.restore(version))
+        self._write_stamp()
 
     # ---- writing: each call is one commit, then the stamp ---------------------------------------------------------
 
@@ -256,6 +310,11 @@ class TrackStore:
         self._guard(lambda: self._failures.merge_insert("key").when_matched_update_all()
                     .when_not_matched_insert_all().execute(data))
         self._write_stamp()
+
+    def reset_failures(self) -> None:
+        """Drop the failures table (a damaged one): its files are simply tried again."""
+        self._guard(lambda: self._db.drop_table(FAILURES))
+        self._failures = None
 
     def clear_failures(self, keys: Iterable[str]) -> None:
         wanted = sorted(set(keys))

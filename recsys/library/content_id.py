@@ -23,3 +23,10 @@ def content_id(path: str | Path, size: int | None = None) -> str:
             f.seek(offset)
             digest.update(f.read(SAMPLE_BYTES))
     return digest.hexdigest()
+
+
+def track_content_id(path: str | Path, size: int, start_s: float = 0.0, segment: bool = False) -> str:
+    """The content id of one track: tracks cut from one file (CUE) share the file's bytes, the start keeps them
+    apart."""
+    cid = content_id(path, size)
+    return f"{cid}@{start_s:.3f}" if segment else cid

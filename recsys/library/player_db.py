@@ -7,7 +7,6 @@ read everything inside one read transaction (one consistent snapshot), and never
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -117,23 +116,32 @@ def _open_mode(db: Path, is_wal: bool) -> str:
     missing and leaves them behind after a read-only connection closes, and cannot create them in a read-only folder
     (the open then fails). Without a ``-wal`` file no connection has the database open, so no player is writing it
     and all its pages are in the main file: ``immutable=1`` reads it without creating anything. ``immutable`` would
-    ignore a ``-wal`` file, though; one left without its ``-shm`` in a read-only folder (a player that crashed) can
-    only be read through a private copy. In both cases no writer can be active, and ``read_player_db`` still checks
-    that size and mtime did not change during the read. Everything else (a rollback journal, a live WAL with its
-    side files) is read with normal locking, so a player writing at the same time is handled by SQLite's own rules.
+    ignore a ``-wal`` file, though; one left without its ``-shm`` (a player that crashed) is read through a private
+    copy, whether the folder is writable or not: ``mode=ro`` would create the ``-shm`` beside the user's database (or
+    fail in a read-only folder). In both cases no writer can be active (a live WAL connection always has its
+    ``-shm``), and ``read_player_db`` still checks that the files did not change during the read. Everything else (a
+    rollback journal, a live WAL with its side files) is read with normal locking, so a player writing at the same
+    time is handled by SQLite's own rules.
     """
     if not is_wal:
         return "ro"
     if not _sidecar(db, "-wal").exists():
         return "immutable"
-    if not _sidecar(db, "-shm").exists() and not os.access(db.parent, os.W_OK):
+    if not _sidecar(db, "-shm").exists():
         return "copy"
     return "ro"
 
 
-def _fingerprint(db: Path) -> tuple[int, int]:
-    st = db.stat()
-    return st.st_size, st.st_mtime_ns
+def _fingerprint(db: Path) -> tuple[tuple[int, int] | None, ...]:
+    """Size and mtime of the database and its ``-wal`` (None where absent): a read that saw them change is redone."""
+    facts = []
+    for path in (db, _sidecar(db, "-wal")):
+        try:
+            st = path.stat()
+            facts.append((st.st_size, st.st_mtime_ns))
+        except FileNotFoundError:
+            facts.append(None)
+    return tuple(facts)
 
 
 def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None) -> tuple[str, list[tuple]]:

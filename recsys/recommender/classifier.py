@@ -35,6 +35,7 @@ import math
 import re
 import time
 import unicodedata
+import zipfile
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -268,9 +269,9 @@ class RatingModel:
             info = json.loads(meta_file.read_text(encoding="utf-8"))
             with np.load(arrays_file, allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as exc:
-            raise ClassifierError(f"classifier in {models_dir} cannot be read ({exc}): run `recsys train-classifier`"
-                                  ) from None
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
+            raise ClassifierError(f"classifier in {models_dir} is damaged ({exc}): run `recsys train-classifier` "
+                                  "(or `recsys repair`)") from None
         if info.get("encoder_id") != encoder_id:
             raise ClassifierError("the classifier was trained on another encoder's vectors: "
                                   "run `recsys train-classifier`")

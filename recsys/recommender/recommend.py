@@ -19,7 +19,7 @@ from recsys.library.sources import load_library
 from recsys.library.track import Track
 from recsys.recommender.classifier import ClassifierError, RatingModel, TrainReport, train_classifier
 from recsys.recommender.rank import RankedTrack, rank
-from recsys.recommender.xspf import FORMATS, write_playlist
+from recsys.recommender.xspf import FORMATS, Inputs, write_playlist
 
 
 class NotEmbeddedError(RecsysError):
@@ -33,6 +33,7 @@ class Taste:
     lib: LibraryVectors
     tracks: list[Track]
     source: str
+    inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
 
 
 def models_dir(settings: Settings) -> Path:
@@ -48,7 +49,8 @@ def load_taste(settings: Settings) -> Taste:
     if not any(t.key in embedded for t in library.tracks):
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
-    return Taste(lib, library.tracks, source)
+    inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
+    return Taste(lib, library.tracks, source, inputs)
 
 
 def train_from_player(settings: Settings) -> TrainReport:
@@ -130,7 +132,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     if fmt not in FORMATS:
         raise RecsysError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
     taste = load_taste(settings)
-    notes: list[str] = []
+    notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     model = _model(settings, taste.lib, notes)
     r = settings.recommend
     ranked = rank(taste.lib, taste.tracks, model, top_n=req.top_n or r.top_n, mode=req.mode,
@@ -143,6 +145,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
                           "try --include-rated, a lower --min-rating, or embed more music")
     name = req.name or r.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    path = write_playlist(_output_path(req, settings, name, fmt), ranked, title, fmt=fmt, overwrite=req.force)
+    path = write_playlist(_output_path(req, settings, name, fmt), ranked, title, fmt=fmt, overwrite=req.force,
+                          inputs=taste.inputs)
     return Playlist(path=path, title=title, tracks=ranked, scorer=model.kind if model else "similarity only",
                     notes=notes)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+import stat
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -38,6 +40,83 @@ _LINE_BREAKS = re.compile(r"[\r\n]+")
 
 class PlaylistWriteError(RecsysError):
     """The playlist file cannot be written where asked."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What recsys reads and must never write, not even with --force: the player database (and its side files),
+    the music folders scanned, and every music file of the library."""
+
+    db: str | Path | None = None
+    folders: Sequence[str | Path] = ()
+    files: Collection[str] = ()
+
+
+DB_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+_SNIFF_BYTES = 4096
+
+
+def _is_under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _looks_like_playlist(path: Path) -> bool:
+    """An XSPF or M3U file (anyone's): the only kind of file --force may replace."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return text.startswith(b"#EXTM3U") or (text.startswith(b"<") and b"<playlist" in head)
+
+
+def check_output(path: Path, inputs: Inputs | None = None, overwrite: bool = False) -> None:
+    """Refuse an output path that is one of recsys's inputs, lies inside a music folder, is anything but a regular
+    file (a device, FIFO, folder or symbolic link), or exists and is not a playlist; and, without ``overwrite``, any
+    existing file. Why: ``--out clementine.db --force`` once replaced the player database with a playlist."""
+    inputs = inputs or Inputs()
+    real = os.path.realpath(path)
+    names = {str(path), real}
+    if inputs.db:
+        db = Path(inputs.db).expanduser().absolute()
+        for suffix in DB_SIDE_FILES:
+            side = f"{db}{suffix}"
+            if names & {side, os.path.realpath(side)} or _same_file(real, side):
+                raise PlaylistWriteError(f"{path} is the player database{' ' + suffix[1:] + ' file' if suffix else ''}"
+                                         ": recsys never writes it; choose another --out")
+    for folder in inputs.folders:
+        top = os.path.realpath(Path(folder).expanduser())
+        if _is_under(real, top) or _is_under(str(path), str(Path(folder).expanduser().absolute())):
+            raise PlaylistWriteError(f"{path} is inside the music folder {folder}: recsys never writes there; "
+                                     "choose another --out")
+    if names & set(inputs.files) or any(_same_file(real, f) for f in inputs.files
+                                        if os.path.basename(f) == os.path.basename(real)):
+        raise PlaylistWriteError(f"{path} is a music file of your library: recsys never writes it; "
+                                 "choose another --out")
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        return  # an unreachable parent: the write reports it
+    if stat.S_ISLNK(st.st_mode):
+        raise PlaylistWriteError(f"{path} is a symbolic link: give the playlist file itself to --out")
+    if not stat.S_ISREG(st.st_mode):
+        raise PlaylistWriteError(f"{path} is not a regular file (a folder, device, FIFO or socket): "
+                                 "choose another --out")
+    if not overwrite:
+        raise PlaylistWriteError(f"{path} exists: pass --force or choose another --out")
+    if not _looks_like_playlist(path):
+        raise PlaylistWriteError(f"{path} exists and is not a playlist: --force only replaces XSPF or M3U files; "
+                                 "choose another --out")
 
 
 def file_uri(path: str) -> str:
@@ -110,13 +189,13 @@ def _m3u_bytes(tracks: Sequence[RankedTrack]) -> bytes:
 
 
 def write_playlist(path: Path, tracks: Sequence[RankedTrack], title: str, fmt: str = "xspf", overwrite: bool = False,
-                   creator: str = "recsys") -> Path:
-    """Write ``tracks`` as a playlist file at ``path`` (folders created) and return its absolute path."""
+                   creator: str = "recsys", inputs: Inputs | None = None) -> Path:
+    """Write ``tracks`` as a playlist file at ``path`` (folders created) and return its absolute path; ``inputs``
+    are never written (see :func:`check_output`)."""
     if fmt not in FORMATS:
         raise PlaylistWriteError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
     path = Path(path).expanduser().absolute()
-    if path.exists() and not overwrite:
-        raise PlaylistWriteError(f"{path} exists: pass --force or choose another --out")
+    check_output(path, inputs, overwrite)
     data = _xspf_bytes(tracks, title, creator) if fmt == "xspf" else _m3u_bytes(tracks)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,248 @@
+"""Keeping a home whole: the snapshot refresh every writer runs, `recsys prune` and `recsys repair`.
+
+Only a writer holding the home lock builds and swaps the index snapshot (readers never do: see ``ann.py``); this is
+the one place that decides whether it must be rebuilt. `prune` is the only way rows of missing files leave the table
+(`embed` keeps them: an unmounted share must not cost its vectors). `repair` is the way out the error messages name
+when something in the home is damaged: it restores the table from its newest readable version, or rebuilds it from
+the index snapshot; rebuilds the snapshot; and moves a damaged MLflow store or classifier aside.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from recsys.config import Settings
+from recsys.index.ann import (
+    ANN,
+    AnnError,
+    build_snapshot,
+    excluded_digest,
+    load_snapshot,
+    read_manifest,
+    snapshot_is_current,
+)
+from recsys.index.lock import HomeLock
+from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, read_stamp
+from recsys.library.content_id import track_content_id
+
+MLFLOW_DB = "mlflow.db"
+CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
+
+
+def is_under(path: str, folder: str) -> bool:
+    return path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def missing_keys(store: TrackStore, untouched_folders: Sequence[str] = ()) -> list[str]:
+    """Keys of the rows whose file cannot be found now (kept in the table, left out of the index), but those under
+    ``untouched_folders`` (music folders empty as a whole, i.e. unmounted: left exactly as they were)."""
+    return sorted(k for k, r in store.states().items()
+                  if not any(is_under(r.path, f) for f in untouched_folders) and not os.path.exists(r.path))
+
+
+def refresh_snapshot(store: TrackStore, settings: Settings, encoder_id: str, missing: Sequence[str],
+                     force: bool = False) -> dict:
+    """Rebuild the index snapshot when it does not match the table, the encoder, the index settings or the set of
+    missing files, or is damaged; the caller holds the home lock."""
+    home, ix = settings.home_path, settings.index
+    if force or not snapshot_is_current(home, encoder_id, ix, excluded_digest(missing)):
+        build_snapshot(store, home, encoder_id, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
+                       hnsw_ef_construction=ix.hnsw_ef_construction, exclude=missing)
+    return read_manifest(home) or {}
+
+
+def _snapshot_encoder(home: Path, store: TrackStore) -> str | None:
+    """The encoder the snapshot serves: the manifest's, else the one most rows of the table were embedded with."""
+    manifest = read_manifest(home)
+    if manifest and manifest.get("encoder_id"):
+        return str(manifest["encoder_id"])
+    counts = Counter(r.encoder_id for r in store.states().values())
+    return counts.most_common(1)[0][0] if counts else None
+
+
+@dataclass
+class PruneReport:
+    removed: list[str] = field(default_factory=list)  # paths of the rows removed
+    failures_removed: int = 0
+    index: dict = field(default_factory=dict)
+
+
+def prune(settings: Settings) -> PruneReport:
+    """`recsys prune`: remove the rows (and recorded failures) of files that no longer exist, then refresh the index."""
+    home = settings.home_path
+    report = PruneReport()
+    with HomeLock(home, "recsys prune"):
+        store = TrackStore.open(home)
+        states = store.states()
+        gone = sorted(k for k, r in states.items() if not os.path.exists(r.path))
+        failed = [f.key for f in store.failures() if not os.path.exists(f.path)]
+        store.delete(gone)
+        store.clear_failures(failed)
+        if gone or failed:
+            store.compact()
+        report.removed = [states[k].path for k in gone]
+        report.failures_removed = len(failed)
+        encoder = _snapshot_encoder(home, store)
+        if encoder is not None:
+            report.index = refresh_snapshot(store, settings, encoder, [])
+    return report
+
+
+@dataclass
+class RepairReport:
+    """One line per part of the home that was checked: what was found and what was done."""
+
+    lines: list[str] = field(default_factory=list)
+    to_decode: int = 0  # tracks `recsys embed` must decode again
+
+
+def _aside(path: Path) -> Path:
+    """Move a damaged file out of the way, keeping it (it is the user's history) under a name that says why."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, target)
+    return target
+
+
+def _snapshot_rows(home: Path, skip: set[str], dim: int | None) -> list[TrackRow]:
+    """The index snapshot's rows (but ``skip``) whose file still holds the same content (same content id), as table
+    rows with the file's size and mtime now; none when the snapshot is unreadable or of another dimension."""
+    try:
+        lib = load_snapshot(home)
+    except AnnError:
+        return []
+    if not len(lib) or (dim is not None and lib.vectors.shape[1] != dim):
+        return []
+    rows: list[TrackRow] = []
+    now = datetime.now(timezone.utc)
+    for i, m in enumerate(lib.meta.to_pylist()):
+        if m["key"] in skip or not m["content_id"]:
+            continue
+        try:
+            st = os.stat(m["path"])
+            segment = "@" in m["content_id"]  # only segments' content ids carry their start
+            if track_content_id(m["path"], st.st_size, m["start_s"] or 0.0, segment) != m["content_id"]:
+                continue
+        except OSError:
+            continue
+        rows.append(TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0),
+                             content_id=m["content_id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
+                             duration_s=float(m["duration_s"] or 0.0), artist=m["artist"] or "",
+                             album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
+                             year=m["year"], track_number=m["track_number"], encoder_id=lib.encoder_id,
+                             vector=np.asarray(lib.vectors[i], dtype=np.float32), embedded_at=now))
+    return rows
+
+
+def _repair_failures(store: TrackStore, report: RepairReport) -> None:
+    try:
+        store.failures()
+    except TableDamaged as exc:
+        store.reset_failures()
+        report.lines.append(f"failures: damaged ({exc}); cleared: `recsys embed` tries those files again")
+
+
+def _repair_table(home: Path, store: TrackStore, report: RepairReport) -> TrackStore:
+    """Restore the newest readable version (or start a new table when none is), then give back from the index
+    snapshot the rows that version lacks; what neither holds must be decoded again."""
+    damage = store.damage()
+    if damage is None:
+        report.lines.append(f"table: whole ({store.count} rows)")
+        return store
+    expected = max(store.count, int((read_stamp(home) or {}).get("count") or 0))
+    good = store.last_good_version()
+    if good is not None:
+        version, rows = good
+        store.restore_version(version)
+        how = f"restored its last readable version ({version}, {rows} rows)"
+    else:
+        moved = _aside(home / f"{TRACKS}.lance")
+        store = TrackStore.open(home)
+        rows = 0
+        how = f"no version is readable (kept as {moved.name}); started a new table"
+    recovered = _snapshot_rows(home, set(store.states()), store.dim)
+    for start in range(0, len(recovered), 1024):
+        store.upsert(recovered[start:start + 1024])
+    lost = max(0, expected - rows - len(recovered))
+    report.to_decode += lost
+    report.lines.append(f"table: damaged; {how}; {len(recovered)} track(s) recovered from the index snapshot"
+                        + (f": {lost} track(s) must be decoded again" if lost else ""))
+    return store
+
+
+def _repair_mlflow(home: Path, report: RepairReport) -> None:
+    db = home / MLFLOW_DB
+    if not db.exists():
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+            conn.execute("SELECT count(*) FROM experiments").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        verdict = str(exc)
+    if verdict == "ok":
+        report.lines.append(f"{MLFLOW_DB}: whole")
+        return
+    moved = _aside(db)
+    report.lines.append(f"{MLFLOW_DB}: damaged ({verdict}); moved to {moved.name}, the next training starts a new "
+                        "store (runs logged before are in the moved file)")
+
+
+def _repair_classifier(home: Path, report: RepairReport) -> None:
+    models = home / "models"
+    files = [models / name for name in CLASSIFIER_FILES]
+    if not any(f.exists() for f in files):
+        return
+    try:
+        import json
+
+        json.loads(files[0].read_text(encoding="utf-8"))
+        with np.load(files[1], allow_pickle=False) as data:
+            for name in data.files:
+                data[name]  # noqa: B018 - reading each array is the check
+        report.lines.append("classifier: whole")
+        return
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    for f in files:
+        if f.exists():
+            _aside(f)
+    report.lines.append(f"classifier: damaged ({reason}); moved aside: playlists rank by similarity until "
+                        "`recsys train-classifier` trains a new one")
+
+
+def repair(settings: Settings) -> RepairReport:
+    """`recsys repair`: check every part of the home, restore or rebuild what is damaged, and say what was done."""
+    home = settings.home_path
+    report = RepairReport()
+    started = time.monotonic()
+    with HomeLock(home, "recsys repair"):
+        store = TrackStore.open(home)
+        _repair_failures(store, report)
+        if store.version:
+            store = _repair_table(home, store, report)
+        encoder = _snapshot_encoder(home, store) if store.version else None
+        if encoder is not None:
+            manifest = refresh_snapshot(store, settings, encoder, missing_keys(store), force=True)
+            report.lines.append(f"index: rebuilt ({manifest.get('kind')}, {manifest.get('count')} tracks)")
+        elif (home / ANN).exists():
+            report.lines.append("index: nothing embedded to rebuild it from: run `recsys embed`")
+        _repair_mlflow(home, report)
+        _repair_classifier(home, report)
+    report.lines.append(f"done in {time.monotonic() - started:.1f} s"
+                        + (f"; run `recsys embed` to decode the {report.to_decode} track(s) again"
+                           if report.to_decode else ""))
+    return report
