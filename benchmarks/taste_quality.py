@@ -17,7 +17,7 @@ next to their share of the candidate pool (the base rate a random playlist would
 
     python benchmarks/taste_quality.py [--encoder dsp] [--draws 4] [--corpus /tmp/devcorpus] [--dir /tmp/recsys-taste]
 
-Tuning note: the blend weights and the MMR trade-off in configs/default.yaml were chosen with this measure on this
+Tuning note: the blend weights and the MMR trade-off in recsys/default.yaml were chosen with this measure on this
 corpus (``--set recommend.w_model=...`` tries other values); figures from it are development figures, not a held-out
 test.
 """

@@ -1,9 +1,9 @@
 """Encoder training throughput, measured side by side in one run (issue: train-encoder).
 
-(1) feature-cache build, tracks/s, against two decode floors with the same worker processes and nothing else:
-    the same training windows (what the build must decode), and the 30 s inference crops of embed_throughput's (a);
+(1) audio-cache build, tracks/s, against two decode floors with the same worker processes and nothing else:
+    one window of the cached total length per track, and the 30 s inference crops of embed_throughput's (a);
 (2) training excerpts/s fed from the cache, against the same training steps fed by decoding each excerpt from the
-    audio file on the fly (seeking, as `recsys embed` does), with the default cnn.
+    audio file on the fly (seeking, as `recsys embed` does), with the default base (fine-tuned musicnn).
 
     python benchmarks/train_throughput.py [--tracks 40] [--steps 6] [--dir /tmp/recsys-bench-lib]
 
@@ -24,9 +24,8 @@ from embed_throughput import build, timed_pool  # noqa: E402  (same folder: the 
 from recsys.config import load_settings
 from recsys.embedder.audio import load_crop
 from recsys.embedder.decoding import DecodeSpec, Job, decoded, default_workers
-from recsys.embedder.encoders import CNN_DEFAULTS
-from recsys.embedder.evaluation import build_cache
-from recsys.embedder.train import Trainer
+from recsys.embedder.train import SAMPLE_RATE, base_model, build_cache
+from recsys.embedder.trainer import Trainer
 from recsys.library.sources import load_library
 from recsys.library.track import Track
 from recsys.synth.player_db import SynthSong, write_clementine_db
@@ -44,25 +43,25 @@ def train_steps(trainer: Trainer, steps: int, batch: int, from_audio: bool) -> f
     """Seconds for ``steps`` training steps of ``batch`` tracks (two excerpts each)."""
     rng = np.random.default_rng(0)
     gen = torch.Generator().manual_seed(0)
-    excerpt_s = trainer.cfg.excerpt_seconds
+    samples = trainer.train_set.samples
+    excerpt_s = samples / SAMPLE_RATE
     started = time.perf_counter()
     for _ in range(steps):
-        idx = rng.choice(len(trainer.entries), batch, replace=False)
+        idx = rng.choice(len(trainer.train_set.entries), batch, replace=False)
         if from_audio:
             views = []
             for _view in range(2):
                 waves = []
                 for i in idx:
-                    entry = trainer.entries[i]
+                    entry = trainer.train_set.entries[i]
                     start = float(rng.uniform(0, max(0.0, entry.duration_s - excerpt_s)))
-                    clip = load_crop(entry.key, trainer.model.sample_rate, crop_s=excerpt_s, position="start",
+                    clip = load_crop(entry.key, SAMPLE_RATE, crop_s=excerpt_s, position="start",
                                      seg_start_s=start, seg_length_s=excerpt_s)
-                    waves.append(np.resize(clip.samples, int(excerpt_s * trainer.model.sample_rate)))
-                with torch.no_grad():
-                    views.append(trainer.model.frontend(torch.from_numpy(np.stack(waves))))
+                    waves.append(np.resize(clip.samples, samples))
+                views.append(torch.from_numpy(np.stack(waves)))
             trainer._train_step(views[0], views[1], gen)
         else:
-            trainer._train_step(*trainer._batch(idx, rng), gen)
+            trainer._train_step(*trainer.train_set.random_pairs(idx, rng), gen)
     return time.perf_counter() - started
 
 
@@ -83,28 +82,30 @@ def main() -> None:
                                         "train": {"workers": a.workers}}, environ={})
     tracks = load_library(db, []).tracks
     workers = default_workers(a.workers)
-    config = {**CNN_DEFAULTS, "channels": list(settings.train.channels), "seed": settings.train.seed}
-
-    floor = decode_floor(tracks, int(config["sample_rate"]), settings.train.window_seconds, workers)
+    cfg = settings.train
+    floor = decode_floor(tracks, SAMPLE_RATE, cfg.windows * cfg.window_seconds, workers)
     crop_floor = timed_pool(None, paths, workers)
-    started = time.perf_counter()
-    cache, report = build_cache(settings, tracks, config)
-    build_s = time.perf_counter() - started
-    print(f"{len(tracks)} tracks x {a.minutes:g} min, {workers} workers, {settings.train.window_seconds:g} s windows")
-    print(f"(1) decode floor, training windows {len(tracks) / floor:.2f} tracks/s, 30 s crops (embed (a)) "
-          f"{len(tracks) / crop_floor:.2f} tracks/s; cache build {len(tracks) / build_s:.2f} tracks/s = "
-          f"{floor / build_s:.2f}x the window floor, {crop_floor / build_s:.2f}x the crop floor ({report.built} built, "
-          f"{cache.frontend.bytes_per_track} bytes per track)")
+    cache, report = build_cache(settings, tracks)
+    build_s = report.seconds
+    print(f"{len(tracks)} tracks x {a.minutes:g} min, {workers} workers, {cfg.windows} windows of "
+          f"{cfg.window_seconds:g} s")
+    print(f"(1) decode floor, one {cfg.windows * cfg.window_seconds:g} s window {len(tracks) / floor:.2f} tracks/s, "
+          f"30 s crops (embed (a)) {len(tracks) / crop_floor:.2f} tracks/s; cache build {len(tracks) / build_s:.2f} "
+          f"tracks/s = {floor / build_s:.2f}x the window floor, {crop_floor / build_s:.2f}x the crop floor "
+          f"({report.built} built, {report.bytes_per_track} bytes per track)")
 
-    trainer = Trainer(settings.train, cache.for_tracks(tracks), cache.folder, home / "models",
-                      cache.frontend.frames(settings.train.excerpt_seconds), config)
+    model, fine_tune = base_model(cfg)
+    if cfg.lr is None:
+        cfg.lr = 1e-4
+    trainer = Trainer(cfg, model, cache.for_tracks(tracks), [], cache.folder, home / "run", fine_tune=fine_tune)
     batch = min(a.batch, len(tracks))
-    trainer._train_step(*trainer._batch(np.arange(batch), np.random.default_rng(1)), torch.Generator())  # warm-up
+    trainer._train_step(*trainer.train_set.random_pairs(np.arange(batch), np.random.default_rng(1)),
+                        torch.Generator())  # warm-up
     cached = train_steps(trainer, a.steps, batch, from_audio=False)
     live = train_steps(trainer, a.steps, batch, from_audio=True)
     excerpts = 2 * batch * a.steps
-    print(f"(2) training, default cnn, batch {batch}, {settings.train.excerpt_seconds:g} s excerpts on "
-          f"{trainer.device}: from the cache {excerpts / cached:.1f} excerpts/s, decoding on the fly "
+    print(f"(2) training, {model.name} ({'fine-tuned' if fine_tune else 'from scratch'}), batch {batch}, 3 s "
+          f"excerpts on {trainer.device}: from the cache {excerpts / cached:.1f} excerpts/s, decoding on the fly "
           f"{excerpts / live:.1f} excerpts/s = cache {live / cached:.2f}x faster")
 
 

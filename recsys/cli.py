@@ -75,7 +75,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys similar "Artist - Title"   tracks that sound like it
       recsys train-classifier           learn your taste from your star ratings
       recsys playlist                   100 unrated tracks you will likely like, as XSPF
-      recsys train-encoder              teach the cnn encoder your music (optional; GPU when present)
+      recsys train-encoder              teach the encoder your music (optional; GPU when present)
       recsys eval                       how well the encoder groups albums and artists
       recsys status                     what is embedded, stale or failed
       recsys prune / recsys repair      drop tracks whose file is gone / mend a damaged home
@@ -405,40 +405,48 @@ def _render_scores(scores) -> None:
 @main.command("train-encoder")
 @click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
 @click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@click.option("--from", "base", type=click.Choice(["musicnn", "cnn"]), default=None,
+              help="Fine-tune the pretrained musicnn, or train the cnn from scratch [config: musicnn].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the library [config: 30].")
 @click.option("--batch-size", type=click.IntRange(min=4), default=None, help="Tracks per step [config: 64].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate [config: 1e-3].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate [default: 1e-4 fine-tuning musicnn, 1e-3 cnn].")
 @click.option("--seed", type=int, default=None, help="Seed: the same seed and library train the same encoder.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the last run (after Ctrl-C or a kill) up to --epochs.")
 @click.option("--activate/--no-activate", default=None,
-              help="Force or forbid making it the current encoder [default: only if it groups albums better].")
+              help="Force or forbid making it the current encoder [default: only if it groups held-out albums "
+                   "better].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
-def train_encoder(ctx, db, folders, epochs, batch_size, lr, seed, device, resume, activate, quiet):
-    """Train the cnn encoder on your own music, without labels.
+def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, resume, activate, quiet):
+    """Teach the encoder your own music, without labels.
 
     \b
-    Decodes each track's training window once into a feature cache (<home>/cache, ~0.46 MiB per track),
-    then learns so that two excerpts of one track map close together and other tracks apart (contrastive,
-    NT-Xent). Runs on CUDA with mixed precision when present, else on the CPU; Ctrl-C saves a checkpoint that
-    --resume continues. Every run is tracked in MLflow:
+    Decodes a few short windows spread through each track once into an audio cache (<home>/cache/audio,
+    ~0.73 MiB per track), then learns so that excerpts of two parts of one track, each changed in level, EQ,
+    noise, pitch, tempo and bandwidth, map close together and other tracks apart (contrastive, NT-Xent).
+    Whole albums are held out: half pick the best epoch, half judge the result. Runs on CUDA with mixed
+    precision when present, else on the CPU; each run has its own folder under <home>/models/runs; Ctrl-C saves
+    a checkpoint that --resume continues. Every run is tracked in MLflow:
       mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
 
     \b
-    Afterwards the new encoder is compared with the current one on your library (same-album and same-artist
-    precision@10, your tags as labels) and becomes the current encoder only if it is better; then
+    Afterwards the new encoder is compared with the current one on the held-out albums (same-album and
+    same-artist precision@10, your tags as labels) and becomes the current encoder only if it is better; then
     `recsys embed` re-embeds the library with it.
     """
     from recsys.embedder.train import train_encoder as run
 
-    settings = _library_settings(ctx, db, folders, train={"epochs": epochs, "batch_size": batch_size, "lr": lr,
-                                                          "seed": seed, "device": device})
+    settings = _library_settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
+                                                          "lr": lr, "seed": seed, "device": device})
     report = run(settings, resume=resume, activate=activate, progress=None if quiet else _named_bar, echo=click.echo)
-    click.echo(f"trained {len(report.fit.history)} epoch(s) on {report.tracks} tracks on {report.device} in "
-               f"{report.seconds:.0f} s; best checkpoint {report.fit.best} (MLflow run {report.run_id})")
-    click.echo("retrieval on your library:")
-    _render_scores(report.scores)
+    click.echo(f"trained {report.base} {len(report.fit.history)} epoch(s) on {report.tracks} tracks on "
+               f"{report.device} in {report.seconds:.0f} s; best checkpoint {report.fit.best} (MLflow run "
+               f"{report.run_id})")
+    if report.scores:
+        click.echo(f"retrieval on the {report.split['test_tracks']} held-out test tracks:")
+        _render_scores(report.scores)
     click.echo(report.decision)
     if report.activated:
         click.echo(f"current encoder: {report.active_path}; run `recsys embed` to re-embed the library with it")
@@ -463,7 +471,8 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     (artist), out of as many as could be: same-album and same-artist precision@10, 1.0 is perfect. The track itself
     and copies of its file are left out. Without --encoder it scores the current table (what `recsys similar`
     uses); several --encoder options are scored side by side on the same tracks, e.g.
-    `recsys eval --encoder dsp --encoder cnn --encoder ~/.local/share/recsys/models/encoder-best.pt`.
+    `recsys eval --encoder dsp --encoder ~/.local/share/recsys/models/runs/<run>/best.pt`.
+
 
     With --playlist it scores the playlists your ratings give instead (see README): per seeded split, the ratings of
     about a quarter of your albums are hidden, the classifier is trained on the rest and the playlist built exactly

@@ -172,15 +172,17 @@ class TrackingSettings:
 
 @dataclass
 class TrainSettings:
+    base: str = _s("musicnn", choices=("musicnn", "cnn"))
     epochs: int = _s(30, lo=1, hi=100_000)
     batch_size: int = _s(64, lo=4, hi=65536)
-    lr: float = _s(0.001, lo=0, lo_open=True, hi=10)
+    lr: float | None = _s(None, lo=0, lo_open=True, hi=10)
     weight_decay: float = _s(0.0001, lo=0, hi=10)
     temperature: float = _s(0.5, lo=0, lo_open=True, hi=100)
     seed: int = _s(0, lo=0, hi=2**32 - 1)
     device: str = _s("auto", _DEVICE_RULE)
-    window_seconds: float = _s(40.0, lo=0, lo_open=True, hi=600)
-    excerpt_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
+    windows: int = _s(4, lo=2, hi=64)
+    window_seconds: float = _s(6.0, lo=3.0, hi=600)  # a training excerpt is one 3 s patch cut from a window
+    holdout: float = _s(0.2, lo=0, lo_open=True, hi=0.9)
     min_tracks: int = _s(16, lo=2)
     channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096)
     cache_max_gb: float = _s(20.0, lo=0)
@@ -251,7 +253,7 @@ def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
 
 def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
     """The range check of one setting: one line naming it, its value, what it allows and where the value is."""
-    if rule is None:
+    if rule is None or value is None:  # None reaches here only for a setting that may be unset
         return
     for item in value if isinstance(value, list) else [value]:
         if not rule.allows(item):
@@ -280,10 +282,6 @@ def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "") -
 
 def _check_together(settings: Settings) -> None:
     """Settings whose ranges depend on each other; checked once every layer is applied."""
-    t = settings.train
-    if t.excerpt_seconds > t.window_seconds:
-        raise ConfigError(f"train.excerpt_seconds = {t.excerpt_seconds:g} is longer than train.window_seconds = "
-                          f"{t.window_seconds:g}: an excerpt is cut from the window; make it shorter")
     r = settings.recommend
     if r.w_model + r.w_knn <= 0:
         raise ConfigError("recommend.w_model and recommend.w_knn are both 0: give at least one a positive weight")

@@ -148,7 +148,7 @@ def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
 
 def _show_training(settings: Settings, echo: Callable[[str], None]) -> dict:
     """A short stage-1 run: the cnn trained on the demo library, compared with the current encoder."""
-    from recsys.embedder.train import demo_training
+    from recsys.embedder.train_demo import demo_training
 
     echo(f"\n$ recsys --home {_q(settings.home)} train-encoder --db {_q(settings.library.db)} --epochs {DEMO_EPOCHS}  "
          "(short; real runs are longer)")

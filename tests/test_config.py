@@ -74,7 +74,7 @@ def test_missing_config_file(tmp_path):
         ("embed:\n  device: gpu\n", r"embed.device = 'gpu' is not allowed \(allowed: auto, cpu, cuda, cuda:N or mps"),
         ("embed:\n  batch_size: true\n", r"embed.batch_size: expected a whole number, got True"),
         ("train:\n  channels: [32, 0]\n", r"train.channels = \[32, 0\] is not allowed"),
-        ("train:\n  excerpt_seconds: 50\n", r"train.excerpt_seconds = 50 is longer than train.window_seconds = 40"),
+        ("train:\n  window_seconds: 2\n", r"train.window_seconds = 2.0 is not allowed \(allowed: from 3"),
         ("embed:\n  encoder: ''\n", r"embed.encoder = '' is not allowed"),
     ],
 )

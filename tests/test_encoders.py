@@ -160,10 +160,10 @@ def test_cnn_shape_norm_and_variable_length(cnn: CnnEncoder) -> None:
     for seconds in (0.05, 1.0, 2.5):
         waves = torch.randn(3, int(seconds * cnn.sample_rate), generator=torch.Generator().manual_seed(0)) * 0.1
         v = cnn.encode(waves)
-        assert v.shape == (3, cnn.dim) == (3, 128)
+        assert v.shape == (3, cnn.dim) == (3, 256)
         assert torch.isfinite(v).all()
         torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
-    assert cnn.encode(torch.zeros(2, 0)).shape == (2, 128)
+    assert cnn.encode(torch.zeros(2, 0)).shape == (2, 256)
 
 
 def test_cnn_frontend_and_embedding_are_separate(cnn: CnnEncoder) -> None:
@@ -171,7 +171,7 @@ def test_cnn_frontend_and_embedding_are_separate(cnn: CnnEncoder) -> None:
     logmel = cnn.frontend(waves)
     assert logmel.shape[:2] == (2, cnn.config["n_mels"])
     with torch.no_grad():
-        assert cnn.embed_logmel(logmel, project=False).shape == (2, cnn.embed_dim)
+        assert cnn.embed_logmel(logmel).shape == (2, cnn.dim)
         torch.testing.assert_close(torch.nn.functional.normalize(cnn.embed_logmel(logmel), dim=1), cnn.encode(waves))
 
 
@@ -201,7 +201,7 @@ def test_encoder_id_changes_when_weights_change() -> None:
     enc = CnnEncoder()
     before = encoder_id(enc)
     with torch.no_grad():
-        enc.projection.weight[0, 0] += 1e-3
+        enc.embedding.weight[0, 0] += 1e-3
     assert encoder_id(enc) != before
 
 
@@ -213,7 +213,7 @@ def test_encoder_id_is_stable_across_processes(dsp: DspEncoder, cnn: CnnEncoder)
 
 
 def test_checkpoint_round_trip(tmp_path) -> None:
-    enc = CnnEncoder({"channels": [8, 16, 16, 32, 32], "embed_dim": 64, "dim": 32})
+    enc = CnnEncoder({"channels": [8, 16, 16, 32, 32], "dim": 32})
     with torch.no_grad():
         for p in enc.parameters():
             p.add_(0.01)
@@ -235,7 +235,7 @@ class _Arbitrary:
 def test_checkpoint_with_pickled_object_is_refused(tmp_path) -> None:
     enc = CnnEncoder()
     path = tmp_path / "evil.pt"
-    torch.save({"format": 1, "arch": "cnn", "config": enc.config, "state_dict": enc.state_dict(),
+    torch.save({"format": 2, "arch": "cnn", "config": enc.config, "state_dict": enc.state_dict(),
                 "extra": {"x": _Arbitrary()}}, path)
     with pytest.raises(EncoderError, match="refused"):
         load_checkpoint(path, device="cpu")
@@ -247,16 +247,16 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path) -> None:
 def test_bad_checkpoints_give_encoder_errors(tmp_path) -> None:
     enc = CnnEncoder()
     other_arch = tmp_path / "other.pt"
-    torch.save({"format": 1, "arch": "transformer", "config": {}, "state_dict": {}, "extra": {}}, other_arch)
+    torch.save({"format": 2, "arch": "transformer", "config": {}, "state_dict": {}, "extra": {}}, other_arch)
     with pytest.raises(EncoderError, match="architecture 'transformer'"):
         load_checkpoint(other_arch, device="cpu")
     mismatch = tmp_path / "mismatch.pt"
-    torch.save({"format": 1, "arch": "cnn", "config": {"dim": 64}, "state_dict": enc.state_dict(), "extra": {}},
+    torch.save({"format": 2, "arch": "cnn", "config": {"dim": 64}, "state_dict": enc.state_dict(), "extra": {}},
                mismatch)
     with pytest.raises(EncoderError, match="do not match"):
         load_checkpoint(mismatch, device="cpu")
     unknown = tmp_path / "unknown.pt"
-    torch.save({"format": 1, "arch": "cnn", "config": {"layers": 9}, "state_dict": {}, "extra": {}}, unknown)
+    torch.save({"format": 2, "arch": "cnn", "config": {"layers": 9}, "state_dict": {}, "extra": {}}, unknown)
     with pytest.raises(EncoderError, match="layers"):
         load_checkpoint(unknown, device="cpu")
     corrupt = tmp_path / "corrupt.pt"

@@ -24,7 +24,7 @@ def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:
 
 
 def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RECSYS_TRAIN__EPOCHS": "1"}
+    env = {**os.environ, "RECSYS_TRAIN__EPOCHS": "1", "RECSYS_TRAIN__BASE": "cnn", "RECSYS_TRAIN__CHANNELS": "8:16"}
     return subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
@@ -79,24 +79,27 @@ def test_killed_playlist_leaves_no_half_written_file(small_library):
 def test_killed_train_encoder_resumes_from_its_last_checkpoint(small_library):
     """kill -9 mid-run, after at least one epoch's checkpoint: `--resume` continues from it and finishes the run."""
     lib = small_library
-    env = {**os.environ, "RECSYS_TRAIN__MIN_TRACKS": "8", "RECSYS_TRAIN__CHANNELS": "8:16",
-           "RECSYS_TRAIN__EXCERPT_SECONDS": "1.0", "RECSYS_TRAIN__BATCH_SIZE": "8"}
+    env = {**os.environ, "RECSYS_TRAIN__MIN_TRACKS": "4", "RECSYS_TRAIN__CHANNELS": "8:16",
+           "RECSYS_TRAIN__BASE": "cnn", "RECSYS_TRAIN__WINDOWS": "2", "RECSYS_TRAIN__WINDOW_SECONDS": "4.0",
+           "RECSYS_TRAIN__BATCH_SIZE": "8"}
     base = [sys.executable, "-m", "recsys.cli", "--home", str(lib.home), "train-encoder", "--db", str(lib.db),
-            "--epochs", "40", "--no-activate", "-q"]
-    last = lib.home / "models" / "encoder-last.pt"
+            "--epochs", "6", "--no-activate", "-q"]
+    runs = lib.home / "models" / "runs"
     proc = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
-    while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not list(runs.glob("*/last.pt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     time.sleep(0.5)  # into the next epoch
     assert proc.poll() is None, "training ended before it could be killed: make the run longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    (last,) = runs.glob("*/last.pt")
     done = subprocess.run([*base, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    resumed_after = int(re.search(r"resuming after epoch (\d+) of 40", done.stdout).group(1))
-    assert 1 <= resumed_after < 40  # it went on from the killed run's checkpoint, not from scratch
+    resumed_after = int(re.search(r"resuming .* after epoch (\d+) of 6", done.stdout).group(1))
+    assert 1 <= resumed_after < 6  # it went on from the killed run's checkpoint, not from scratch
+    assert list(runs.glob("*/last.pt")) == [last]  # in the killed run's own folder
     import torch
 
     state = torch.load(last, weights_only=True)
-    assert state["epoch"] == 40  # the resumed run finished the 40 epochs the killed one was asked for
+    assert state["epoch"] == 6  # the resumed run finished the 6 epochs the killed one was asked for

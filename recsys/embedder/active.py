@@ -3,15 +3,20 @@
 measured on real music, :data:`DEFAULT_BUILTIN` (``musicnn``; see benchmarks/RESULTS.md).
 
 Every command that needs the current encoder (`embed`, `status`, `eval`, the activation check after training) asks
-:func:`resolve_encoder`, so they can never disagree. Activation copies the trained checkpoint to its own file named by
-its encoder_id: a later training run overwriting ``encoder-best.pt`` never changes the encoder in use behind the
-user's back.
+:func:`resolve_encoder`, so they can never disagree.
+
+Every `recsys train-encoder` run writes into a folder of its own, ``<home>/models/runs/<arch>-<date>-<time>/``
+(``best.pt``, ``last.pt``, ``model_card.md``), so no run overwrites another's checkpoints. Activation copies the
+chosen checkpoint once to ``<home>/models/active/<arch>-<encoder_id>.pt`` (the name is its content: a file there is
+never rewritten) and points ``current.json`` at it; earlier activated files stay, so going back is a matter of
+pointing at one (or of ``embed.encoder: <path>.pt``).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +29,9 @@ if TYPE_CHECKING:  # importing the encoders imports torch: only when one is buil
 
 MODELS = "models"
 CURRENT = "current.json"
+RUNS = "runs"
+ACTIVE = "active"
+BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.embedder.trainer)
 # What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
 DEFAULT_BUILTIN = "musicnn"
 
@@ -40,6 +48,30 @@ class ResolvedEncoder:
 
 def models_dir(home: Path) -> Path:
     return Path(home) / MODELS
+
+
+def new_run_dir(home: Path, arch: str) -> Path:
+    """A fresh, empty folder for one training run: ``models/runs/<arch>-<UTC date>-<time>[-n]``."""
+    runs = models_dir(home) / RUNS
+    runs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for n in range(1000):
+        path = runs / (f"{arch}-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    from recsys.embedder.encoders import EncoderError
+
+    raise EncoderError(f"cannot make a new run folder in {runs}: remove old runs")
+
+
+def latest_run_dir(home: Path) -> Path | None:
+    """The newest run folder that holds a resumable state (what `--resume` continues), or None."""
+    runs = models_dir(home) / RUNS
+    found = [p for p in runs.iterdir() if (p / LAST).is_file()] if runs.is_dir() else []
+    return max(found, key=lambda p: ((p / LAST).stat().st_mtime_ns, p.name)) if found else None
 
 
 def current_checkpoint(home: Path) -> Path | None:
@@ -65,35 +97,36 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
     """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class."""
     checkpoint = None
     label = spec
-    from recsys.embedder.encoders import EncoderError, build_encoder, encoder_id
+    from recsys.embedder.encoders import EncoderError, build_encoder, encoder_id, load_checkpoint
 
     if spec == "auto":
         checkpoint = current_checkpoint(home)
         if checkpoint is not None and not checkpoint.is_file():
             raise EncoderError(f"the activated encoder {checkpoint} is missing: run `recsys train-encoder` again, "
                                f"or delete {models_dir(home) / CURRENT} to use {DEFAULT_BUILTIN}")
-        label = f"auto -> cnn {checkpoint}" if checkpoint else f"auto -> {DEFAULT_BUILTIN}"
     elif _is_checkpoint(spec):
         checkpoint = Path(spec).expanduser()
     if checkpoint is not None:
-        encoder = build_encoder("cnn", device=device, checkpoint=checkpoint)
+        encoder = load_checkpoint(checkpoint, device)
+        if spec == "auto":
+            label = f"auto -> {encoder.name} {checkpoint}"
     else:
+        label = f"auto -> {DEFAULT_BUILTIN}" if spec == "auto" else spec
         encoder = build_encoder(DEFAULT_BUILTIN if spec == "auto" else spec, device=device)
     return ResolvedEncoder(encoder, label, encoder_id(encoder), checkpoint)
 
 
-def activate(home: Path, checkpoint: Path, eid: str, metrics: dict) -> Path:
-    """Make ``checkpoint`` the current encoder: copy it to ``models/cnn-<id>.pt``, point current.json at it, and
-    remove the copy it replaces (so activated encoders do not pile up)."""
+def activate(home: Path, checkpoint: Path, eid: str, arch: str, metrics: dict) -> Path:
+    """Make ``checkpoint`` the current encoder: copy it once to ``models/active/<arch>-<id>.pt`` and point
+    current.json at it. A run folder's files may change later (a resumed run); the activated copy never does."""
     folder = models_dir(home)
-    previous = current_checkpoint(home) if (folder / CURRENT).exists() else None
-    target = folder / f"cnn-{eid}.pt"
-    if Path(checkpoint).resolve() != target.resolve():
-        tmp = folder / f".{target.name}.tmp"
+    target = folder / ACTIVE / f"{arch}-{eid}.pt"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp"
         shutil.copyfile(checkpoint, tmp)
         tmp.replace(target)
-    write_json_atomic(folder / CURRENT, {"checkpoint": target.name, "encoder_id": eid, "metrics": metrics,
+    write_json_atomic(folder / CURRENT, {"checkpoint": str(target.relative_to(folder)), "encoder_id": eid,
+                                         "source": str(checkpoint), "metrics": metrics,
                                          "activated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-    if previous is not None and previous.resolve() != target.resolve() and previous.name.startswith("cnn-"):
-        previous.unlink(missing_ok=True)
     return target

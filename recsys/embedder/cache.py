@@ -1,17 +1,19 @@
-"""The training feature cache under ``<home>/cache/mels``: every track's training window, decoded once, as log-mels.
+"""The training audio cache under ``<home>/cache/audio``: a few short windows of every track, decoded once.
 
-Training draws thousands of random excerpts per epoch; decoding audio for each would make the decoder, not the
-model, the bottleneck (``benchmarks/train_throughput.py`` measures by how much). So each track's window
-(``train.window_seconds`` around ``audio.crop_position``, longer than the inference crop so that excerpts also come
-from outside it) is decoded once, turned into a log-mel with the cnn's own frontend, and stored as one
-``.npy`` file of float16 ``(frames, n_mels)`` (frames first: an excerpt is one contiguous slice), read memory-mapped.
+Training draws thousands of excerpts per epoch; decoding audio for each would make the decoder, not the model, the
+bottleneck (``benchmarks/train_throughput.py`` measures by how much). So each track's ``train.windows`` windows of
+``train.window_seconds``, spread through the track (centred at 1/2K, 3/2K, ... of it: the parts of a track a
+positive pair is drawn from), are decoded once, at the encoder's sample rate, and stored as one ``.npy`` file of
+int16 ``(windows, samples)``, read memory-mapped. Audio, not features: the augmentations (gain, EQ, noise, pitch,
+tempo, codec-like low-pass) work on the wave, and the encoder's own frontend runs on the training device.
 
-Size, stated because the old cache grew to 427 GB against a 30 GB estimate: an entry is at most
-``(1 + window_samples // hop) * n_mels * 2`` bytes plus a 128-byte header. With the defaults (40 s at 16 kHz, hop 256,
-96 mels) that is 2501 x 96 x 2 + 128 = 480,320 bytes (0.46 MiB) per track: 4.6 GB for 10,000 tracks. The cache holds
-exactly one entry per track of the library (entries of removed or changed files are deleted, leftovers of a killed
-build too), one frontend at a time (other settings wipe it), and never more than ``train.cache_max_gb``: above it a
-fixed, seeded subset of the library is cached and the rest left out, counted in the report.
+Size, stated because the old cache grew to 427 GB against a 30 GB estimate: an entry is exactly
+``windows * round(window_seconds * sample_rate) * 2`` bytes plus a 128-byte header. With the defaults (4 windows of
+6 s at 16 kHz) that is 4 x 96,000 x 2 + 128 = 768,128 bytes (0.73 MiB) per track: 7.7 GB for 10,000 tracks. The
+cache holds exactly one entry per track of the library (entries of removed or changed files are deleted, leftovers
+of a killed build too), one layout at a time (other settings wipe it, and the log-mel cache of older versions is
+removed), and never more than ``train.cache_max_gb``: above it a fixed, seeded subset of the library is cached and
+the rest left out, counted in the report.
 
 Entries are keyed by track key + file size + mtime_ns (never a database row id) and validated by a CRC32 of their
 data at every build: a changed file or a damaged entry is decoded again, only that one.
@@ -19,6 +21,7 @@ data at every build: a changed file or a damaged entry is decoded again, only th
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,81 +35,68 @@ from pathlib import Path
 import numpy as np
 
 from recsys.atomic import write_json_atomic
-from recsys.embedder.audio import crop_window
 from recsys.embedder.decoding import DecodeSpec, Job, decoded
-from recsys.embedder.encoders import CnnEncoder
-from recsys.errors import RecsysError
 from recsys.library.content_id import content_id
 from recsys.library.track import Track
 
-CACHE_FORMAT = 1
-FOLDER = Path("cache") / "mels"
+CACHE_FORMAT = 2
+FOLDER = Path("cache") / "audio"
+OLD_FOLDERS = (Path("cache") / "mels",)  # caches of older versions: removed, they only take space
 INDEX = "index.json"
-NPY_HEADER = 128  # numpy's .npy header for a 2-D float16 array
+NPY_HEADER = 128  # numpy's .npy header for a 2-D int16 array
 FLUSH_EVERY = 64  # index writes during a build: a killed build keeps all but the last few entries
-FRONTEND_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max")
-
-
-class CacheError(RecsysError):
-    """The cache cannot be used as it is; the message says what to do."""
+PROBE_S = 0.05  # the first decoding pass reads this much of each track: its duration, and that it decodes
 
 
 @dataclass(frozen=True)
-class Frontend:
-    """What an entry's content depends on: the log-mel settings, the window and where it sits in the track."""
+class Layout:
+    """What an entry's content depends on: the sample rate and the windows' number and length."""
 
-    mel: tuple[tuple[str, float], ...]
+    sample_rate: int
+    windows: int
     window_s: float
-    position: str
-
-    @classmethod
-    def of(cls, cnn_config: dict, window_s: float, position: str) -> Frontend:
-        return cls(tuple((k, cnn_config[k]) for k in FRONTEND_KEYS), float(window_s), position)
 
     @property
-    def sample_rate(self) -> int:
-        return int(dict(self.mel)["sample_rate"])
-
-    @property
-    def hop(self) -> int:
-        return int(dict(self.mel)["hop_length"])
-
-    @property
-    def n_mels(self) -> int:
-        return int(dict(self.mel)["n_mels"])
-
-    def frames(self, seconds: float) -> int:
-        """Frames of a centred STFT over ``seconds`` of audio."""
-        return 1 + int(round(seconds * self.sample_rate)) // self.hop
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
 
     @property
     def bytes_per_track(self) -> int:
-        return self.frames(self.window_s) * self.n_mels * 2 + NPY_HEADER
+        return self.windows * self.window_samples * 2 + NPY_HEADER
 
     @property
     def id(self) -> str:
-        text = json.dumps({"format": CACHE_FORMAT, "mel": self.mel, "window_s": self.window_s,
-                           "position": self.position})
+        text = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def window_starts(duration_s: float, windows: int, window_s: float) -> list[float]:
+    """Start times (seconds into the track) of ``windows`` windows centred at (2i+1)/2K of the track, kept inside it;
+    a track shorter than a window has one window, the whole track."""
+    if duration_s <= window_s:
+        return [0.0]
+    span = duration_s - window_s
+    return sorted({round(min(span, max(0.0, (2 * i + 1) / (2 * windows) * duration_s - window_s / 2)), 3)
+                   for i in range(windows)})
 
 
 @dataclass
 class Entry:
-    """One cached track: the file it came from (size, mtime_ns) and where its window sits in the track."""
+    """One cached track: the file it came from (size, mtime_ns), how many samples of each window are audio."""
 
     key: str
     file: str
     size: int
     mtime_ns: int
     content_id: str
-    frames: int
+    samples: int
     duration_s: float
     crc32: int
     album: str = ""
     artist: str = ""
 
     def load(self, folder: Path) -> np.ndarray:
-        """(frames, n_mels) float16, memory-mapped: only the pages an excerpt touches are read."""
+        """(windows, window_samples) int16, memory-mapped: only the pages an excerpt touches are read."""
         return np.load(folder / self.file, mmap_mode="r")
 
 
@@ -142,12 +132,17 @@ def _entry_file(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy"
 
 
-class FeatureCache:
-    """The cache of one home for one frontend. One writer at a time (callers hold the home lock)."""
+def to_int16(samples: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(np.asarray(samples, np.float32) * 32767.0), -32768, 32767).astype(np.int16)
 
-    def __init__(self, home: Path, frontend: Frontend) -> None:
-        self.folder = Path(home) / FOLDER
-        self.frontend = frontend
+
+class AudioCache:
+    """The cache of one home for one layout. One writer at a time (callers hold the home lock)."""
+
+    def __init__(self, home: Path, layout: Layout) -> None:
+        self.home = Path(home)
+        self.folder = self.home / FOLDER
+        self.layout = layout
         self.entries: dict[str, Entry] = {}
         self.failed: dict[str, dict] = {}
         self._load_index()
@@ -155,18 +150,18 @@ class FeatureCache:
     def _load_index(self) -> None:
         try:
             data = json.loads((self.folder / INDEX).read_text(encoding="utf-8"))
-            if data.get("frontend") != self.frontend.id:
-                raise ValueError("another frontend")
+            if data.get("layout") != self.layout.id:
+                raise ValueError("another layout")
             self.entries = {k: Entry(**v) for k, v in data["entries"].items()}
             self.failed = dict(data.get("failed", {}))
         except (OSError, ValueError, KeyError, TypeError):
-            if self.folder.exists():  # unreadable, or made with other settings: start afresh (one frontend only)
+            if self.folder.exists():  # unreadable, or made with other settings: start afresh (one layout only)
                 shutil.rmtree(self.folder)
             self.entries, self.failed = {}, {}
 
     def _save_index(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.folder / INDEX, {"frontend": self.frontend.id, "format": CACHE_FORMAT,
+        write_json_atomic(self.folder / INDEX, {"layout": self.layout.id, "format": CACHE_FORMAT,
                                                 "entries": {k: asdict(e) for k, e in self.entries.items()},
                                                 "failed": self.failed})
 
@@ -177,20 +172,10 @@ class FeatureCache:
         """The entry's file is whole: right shape and dtype, and its data matches the CRC written with it."""
         try:
             data = entry.load(self.folder)
-            return (data.dtype == np.float16 and data.shape == (entry.frames, self.frontend.n_mels)
-                    and _crc(data) == entry.crc32)
+            return (data.dtype == np.int16 and data.shape == (self.layout.windows, self.layout.window_samples)
+                    and _crc(data) == entry.crc32 and 0 < entry.samples <= self.layout.window_samples)
         except (OSError, ValueError, EOFError):
             return False
-
-    def crop_frames(self, entry: Entry, crop_s: float) -> tuple[int, int]:
-        """(first frame, frame count) of the inference crop (audio.crop_seconds at the same position) inside the
-        cached window, so an encoder can be evaluated from the cache on exactly what `recsys embed` would decode."""
-        position = self.frontend.position
-        window_start, _ = crop_window(entry.duration_s, self.frontend.window_s, position)
-        crop_start, crop_len = crop_window(entry.duration_s, crop_s, position)
-        first = int(round((crop_start - window_start) * self.frontend.sample_rate / self.frontend.hop))
-        count = min(self.frontend.frames(crop_len), entry.frames - first)
-        return max(0, first), count
 
     def build(self, tracks: Sequence[Track], *, max_bytes: float, seed: int, max_duration_s: float,
               timeout_s: float, workers: int = 1, progress: Callable[[int], object] | None = None) -> CacheReport:
@@ -199,9 +184,11 @@ class FeatureCache:
         Returns the report; :meth:`for_tracks` then gives the entries in library order.
         """
         started = time.monotonic()
-        fe = self.frontend
-        report = CacheReport(tracks=len(tracks), bytes_per_track=fe.bytes_per_track)
-        capacity = max(0, int(max_bytes // fe.bytes_per_track))
+        lay = self.layout
+        report = CacheReport(tracks=len(tracks), bytes_per_track=lay.bytes_per_track)
+        for old in OLD_FOLDERS:
+            shutil.rmtree(self.home / old, ignore_errors=True)
+        capacity = max(0, int(max_bytes // lay.bytes_per_track))
         if len(tracks) > capacity:  # a fixed subset for a seed: the same tracks stay cached run after run
             order = sorted(tracks, key=lambda t: hashlib.sha256(f"{seed}:{t.key}".encode()).digest())
             tracks = order[:capacity]
@@ -235,45 +222,90 @@ class FeatureCache:
         for leftover in self.folder.iterdir():  # files of a killed build, temp files
             if leftover.name not in known:
                 leftover.unlink(missing_ok=True)
-        self._decode_into(jobs, report, max_duration_s, timeout_s, workers, progress)
-        report.size_bytes = self.size_bytes()
-        report.seconds = time.monotonic() - started
-        return report
-
-    def _decode_into(self, jobs: list[Job], report: CacheReport, max_duration_s: float, timeout_s: float,
-                     workers: int, progress: Callable[[int], object] | None) -> None:
-        import torch
-
-        fe = self.frontend
-        mel = CnnEncoder(dict(fe.mel)).eval()
-        spec = DecodeSpec(fe.sample_rate, fe.window_s, fe.position, max_duration_s, timeout_s)
         bar = progress(len(jobs)) if (progress and jobs) else None
         try:
-            for n, (job, clip, error, too_long) in enumerate(decoded(jobs, spec, workers), 1):
-                key = job.track.key
-                if clip is None:
-                    if too_long:
-                        report.too_long += 1
-                    else:
-                        report.failed += 1
-                        report.failures.append((job.track.path, error or "unknown error"))
-                        self.failed[key] = {"size": job.size, "mtime_ns": job.mtime_ns, "error": error}
-                else:
-                    with torch.inference_mode():
-                        logmel = mel.frontend(torch.from_numpy(clip.samples).unsqueeze(0))[0]
-                    data = logmel.T.contiguous().numpy().astype(np.float16)
-                    self._write(job, data, clip.duration_s)
-                    report.built += 1
-                if bar is not None:
-                    bar.update(1)
-                if n % FLUSH_EVERY == 0:
-                    self._save_index()
+            probed = self._probe(jobs, report, max_duration_s, timeout_s, workers, bar)
+            self._decode_windows(probed, report, timeout_s, workers, bar)
         finally:
             if bar is not None:
                 bar.close()
             self._save_index()
+        report.size_bytes = self.size_bytes()
+        report.seconds = time.monotonic() - started
+        return report
 
-    def _write(self, job: Job, data: np.ndarray, duration_s: float) -> None:
+    def _fail(self, job: Job, report: CacheReport, error: str | None) -> None:
+        report.failed += 1
+        report.failures.append((job.track.path, error or "unknown error"))
+        self.failed[job.track.key] = {"size": job.size, "mtime_ns": job.mtime_ns, "error": error}
+
+    def _probe(self, jobs: list[Job], report: CacheReport, max_duration_s: float, timeout_s: float,
+               workers: int, bar) -> list[tuple[Job, float]]:
+        """First pass, in the decode workers (their time limit applies): each track's duration, and that it
+        decodes at all; too long and undecodable tracks are counted here."""
+        spec = DecodeSpec(self.layout.sample_rate, PROBE_S, "start", max_duration_s, timeout_s)
+        probed = []
+        for job, clip, error, too_long in decoded(jobs, spec, workers):
+            if clip is not None:
+                probed.append((job, clip.duration_s))
+                continue
+            if too_long:
+                report.too_long += 1
+            else:
+                self._fail(job, report, error)
+            if bar is not None:
+                bar.update(1)
+        return probed
+
+    def _decode_windows(self, probed: list[tuple[Job, float]], report: CacheReport, timeout_s: float,
+                        workers: int, bar) -> None:
+        """Second pass: every window of every probed track, each reached by seeking (a segment of the track)."""
+        lay = self.layout
+        spec = DecodeSpec(lay.sample_rate, lay.window_s, "start", float("inf"), timeout_s)
+        window_jobs: list[Job] = []
+        where: dict[str, tuple[str, list[int]]] = {}  # window job key -> (track key, window slots it fills)
+        parts: dict[str, dict[int, np.ndarray]] = {}
+        originals: dict[str, tuple[Job, float]] = {}
+        for job, duration in probed:
+            track = job.track
+            originals[track.key] = (job, duration)
+            starts = window_starts(duration, lay.windows, lay.window_s)
+            slots = np.minimum(np.arange(lay.windows) * len(starts) // lay.windows, len(starts) - 1)
+            for w, start in enumerate(starts):
+                segment = dataclasses.replace(track, start_s=track.start_s + start, segment=True,
+                                              length_s=min(lay.window_s, duration - start))
+                where[segment.key] = (track.key, [int(s) for s in np.flatnonzero(slots == w)])
+                window_jobs.append(Job(segment, job.size, job.mtime_ns, ""))
+            parts[track.key] = {}
+        done = 0
+        for job, clip, error, _too_long in decoded(window_jobs, spec, workers):
+            key, slots = where[job.track.key]
+            if key not in parts:  # another window of this track failed already
+                continue
+            original, duration = originals[key]
+            if clip is None:
+                del parts[key]
+                self._fail(original, report, error)
+            else:
+                for slot in slots:
+                    parts[key][slot] = clip.samples
+                if len(parts[key]) < lay.windows:
+                    continue
+                self._write(original, parts.pop(key), duration)
+                report.built += 1
+            done += 1
+            if bar is not None:
+                bar.update(1)
+            if done % FLUSH_EVERY == 0:
+                self._save_index()
+
+    def _write(self, job: Job, windows: dict[int, np.ndarray], duration_s: float) -> None:
+        lay = self.layout
+        n = lay.window_samples
+        samples = min(n, *(len(w) for w in windows.values()))
+        data = np.zeros((lay.windows, n), np.int16)
+        for slot, wave in windows.items():
+            data[slot, : min(n, len(wave))] = to_int16(wave[:n])
         track = job.track
         name = _entry_file(track.key)
         tmp = self.folder / f".{name}.tmp"
@@ -282,9 +314,8 @@ class FeatureCache:
         os.replace(tmp, self.folder / name)
         cid = content_id(track.path, job.size)
         cid = f"{cid}@{track.start_s:.3f}" if track.segment else cid
-        self.entries[track.key] = Entry(track.key, name, job.size, job.mtime_ns, cid, int(data.shape[0]),
-                                        float(duration_s), _crc(data), track.album,
-                                        track.artist)
+        self.entries[track.key] = Entry(track.key, name, job.size, job.mtime_ns, cid, max(1, samples),
+                                        float(duration_s), _crc(data), track.album, track.artist)
 
     def for_tracks(self, tracks: Sequence[Track]) -> list[Entry]:
         """The cached entries of ``tracks``, in their order (tracks without an entry are left out)."""

@@ -25,7 +25,7 @@ from recsys.atomic import atomic_path
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
 from recsys.errors import RecsysError
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the cnn lost its projection head (vectors come from the representation)
 
 
 class EncoderError(RecsysError):
@@ -352,24 +352,38 @@ CNN_DEFAULTS: dict[str, Any] = {
     "f_min": 0.0,
     "f_max": 8000.0,
     "channels": [32, 64, 128, 256, 256],
-    "embed_dim": 256,
-    "dim": 128,
+    "dim": 256,
+    "patch_frames": 187,
     "seed": 0,
 }
 
 
+def patch_mean(logmel: torch.Tensor, patch_frames: int, embed_patch) -> torch.Tensor:
+    """Mean of ``embed_patch`` over the non-overlapping ``patch_frames`` patches of (B, n_mels, frames) log-mels.
+
+    The pooling every patch encoder shares (MusiCNN's own): training embeds one patch per excerpt, inference the
+    mean over the patches of its crop, so the vector a track gets is an average of what training shaped. The tail
+    shorter than a patch is dropped; a clip shorter than one patch is one (shorter) patch.
+    """
+    b, m, t = logmel.shape
+    n = max(1, t // patch_frames)
+    if t >= patch_frames:
+        logmel = logmel[..., : n * patch_frames].reshape(b, m, n, patch_frames).permute(0, 2, 1, 3)
+        logmel = logmel.reshape(b * n, m, patch_frames)
+    return embed_patch(logmel).reshape(b, n, -1).mean(1)
+
+
 class CnnEncoder(nn.Module):
-    """Log-mel frontend + a compact 2-D CNN + global pooling + a linear projection to ``dim``.
+    """Log-mel frontend + a compact 2-D CNN + global pooling + a linear map to the ``dim``-d representation.
 
     Each block is conv3x3 - BatchNorm - ReLU - 2x2 max-pool; after the last block the map is averaged over
-    frequency, then mean- and max-pooled over time (so any length works) and mapped to ``embed_dim`` (the
-    projection-free embedding), then BatchNorm - ReLU - projected to ``dim`` and L2-normalised (SimCLR's head). The
-    head's BatchNorm matters for training: pooled activations of a fresh network share one large common component,
-    so without it every track starts at nearly one point (embedding std ~0.04) where the contrastive loss has almost
-    no gradient and training sat at chance for epochs; centring across the batch starts the tracks spread out. The
+    frequency, then mean- and max-pooled over time and mapped to ``dim``: one patch's vector. A clip is cut into
+    patches of ``patch_frames`` (3 s, as MusiCNN's) and its vector is the mean over them (:func:`patch_mean`), the
+    same pooling as in training, where each excerpt is one patch. The projection head of contrastive training lives
+    in the trainer only (:mod:`recsys.embedder.trainer`): vectors come from the representation before it. The
     weights are initialised from ``seed`` without touching the global RNG, so an untrained encoder is the same
-    everywhere (and so is its id).
-    Training (stage 1) can work from cached log-mels: ``frontend`` and ``embed_logmel`` are separate.
+    everywhere (and so is its id). Training (stage 1) computes the frontend on its device and calls
+    ``embed_logmel``: the two are separate.
     """
 
     name = "cnn"
@@ -381,7 +395,8 @@ class CnnEncoder(nn.Module):
             raise EncoderError(f"cnn encoder: unknown settings {sorted(unknown)} (known: {sorted(CNN_DEFAULTS)})")
         self.config = {**CNN_DEFAULTS, **(config or {})}
         cfg = self.config
-        self.sample_rate, self.dim, self.embed_dim = int(cfg["sample_rate"]), int(cfg["dim"]), int(cfg["embed_dim"])
+        self.sample_rate, self.dim = int(cfg["sample_rate"]), int(cfg["dim"])
+        self.patch_frames = int(cfg["patch_frames"])
         channels = [int(c) for c in cfg["channels"]]
         self.min_frames = 2 ** len(channels)
         if int(cfg["n_mels"]) < self.min_frames:
@@ -398,46 +413,50 @@ class CnnEncoder(nn.Module):
                            nn.ReLU(inplace=True), nn.MaxPool2d(2)]
                 in_ch = out_ch
             self.blocks = nn.Sequential(*blocks)
-            self.embedding = nn.Linear(2 * in_ch, self.embed_dim)
-            self.head_norm = nn.BatchNorm1d(self.embed_dim)
-            self.projection = nn.Linear(self.embed_dim, self.dim)
+            self.embedding = nn.Linear(2 * in_ch, self.dim)
         self.eval()
 
     @property
     def device(self) -> torch.device:
-        return self.projection.weight.device
+        return self.embedding.weight.device
 
     def identity(self) -> dict:
         return {"class": "CnnEncoder", "config": self.config}
 
     def frontend(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, T) waves -> (B, n_mels, frames) log-mel in dB; what a training cache stores."""
+        """(B, T) waves -> (B, n_mels, frames) log-mel in dB."""
         if waves.shape[-1] <= self.mel.n_fft // 2:
             waves = F.pad(waves, (0, self.mel.n_fft // 2 + 1 - waves.shape[-1]))
         return log_mel(self.mel(waves))
 
-    def embed_logmel(self, logmel: torch.Tensor, project: bool = True) -> torch.Tensor:
-        """(B, n_mels, frames) log-mel -> (B, dim) projected, or (B, embed_dim) if not ``project``; not normalised."""
+    def _embed_patch(self, logmel: torch.Tensor) -> torch.Tensor:
         if logmel.shape[-1] < self.min_frames:  # pad with silence so every pooling stage has a frame
             logmel = F.pad(logmel, (0, self.min_frames - logmel.shape[-1]), value=-100.0)
         x = self.blocks(self.input_norm(logmel.unsqueeze(1)))  # (B, C, M', N')
         x = x.mean(2)
-        x = torch.cat([x.mean(-1), x.amax(-1)], dim=1)
-        x = self.embedding(x)
-        return self.projection(torch.relu(self.head_norm(x))) if project else x
+        return self.embedding(torch.cat([x.mean(-1), x.amax(-1)], dim=1))
+
+    def embed_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, frames) log-mel -> (B, dim) representation (mean over patches), not normalised."""
+        return patch_mean(logmel, self.patch_frames, self._embed_patch)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.embed_logmel(self.frontend(waves))
 
     def encode(self, waves: torch.Tensor) -> torch.Tensor:
-        waves = _check_waves(waves, self.name)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode():
-                return F.normalize(self.forward(waves), dim=1)
-        finally:
-            self.train(was_training)
+        return encode_eval(self, waves)
+
+
+def encode_eval(model: nn.Module, waves: torch.Tensor) -> torch.Tensor:
+    """``model(waves)`` L2-normalised, in eval mode (BatchNorm running statistics), the module's mode restored."""
+    waves = _check_waves(waves, model.name)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            return F.normalize(model(waves).float(), dim=1)
+    finally:
+        model.train(was_training)
 
 
 def _import_plugin(spec: str) -> type:
@@ -478,15 +497,18 @@ def _build_plugin(spec: str, device: torch.device) -> Encoder:
 
 
 def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None = None) -> Encoder:
-    """'dsp', 'musicnn', 'cnn' (untrained unless ``checkpoint``) or a user's 'module:Class', on ``device``.
+    """'dsp', 'musicnn' (pretrained), 'cnn' (untrained), a checkpoint (``checkpoint``: any architecture of
+    :data:`ARCHITECTURES`) or a user's 'module:Class', on ``device``.
 
     ``musicnn`` is imported here, not at the top: its module imports this one (the protocol and EncoderError).
     """
     dev = resolve_device(device)
-    if spec == "cnn":
-        return load_checkpoint(Path(checkpoint), dev) if checkpoint is not None else CnnEncoder().to(dev)
     if checkpoint is not None:
-        raise EncoderError(f"encoder '{spec}' takes no checkpoint: checkpoints are for the cnn encoder")
+        if spec not in ARCHITECTURES:
+            raise EncoderError(f"encoder '{spec}' takes no checkpoint: checkpoints are for {', '.join(ARCHITECTURES)}")
+        return load_checkpoint(Path(checkpoint), dev)
+    if spec == "cnn":
+        return CnnEncoder().to(dev)
     if spec == "dsp":
         return DspEncoder().to(dev)
     if spec == "musicnn":
@@ -496,19 +518,37 @@ def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None
     return _build_plugin(spec, dev)
 
 
-def save_checkpoint(encoder: CnnEncoder, path: Path, extra: dict | None = None) -> None:
-    """Write ``encoder`` to ``path`` atomically (temp file + rename), so a crash never leaves half a checkpoint.
+def _musicnn(config: dict) -> nn.Module:
+    """A MusiCNN to load fine-tuned weights into (built from the packaged ones; nothing is configurable)."""
+    if config:
+        raise EncoderError(f"musicnn encoder: unknown settings {sorted(config)}")
+    from recsys.embedder.musicnn import MusicnnEncoder  # its module imports this one
+
+    return MusicnnEncoder()
+
+
+# Architectures a checkpoint may hold: arch name -> a builder from its JSON config (the weights then load into it).
+ARCHITECTURES = {"cnn": CnnEncoder, "musicnn": _musicnn}
+
+
+def save_checkpoint(encoder: nn.Module, path: Path, extra: dict | None = None) -> None:
+    """Write ``encoder`` (an architecture of :data:`ARCHITECTURES`: its ``name``, JSON ``config`` and weights) to
+    ``path`` atomically (temp file + rename), so a crash never leaves half a checkpoint.
 
     ``extra`` (training metadata) must be JSON-like so the checkpoint stays loadable with ``weights_only``.
     """
     extra = extra or {}
     try:
         json.dumps(extra)
+        json.dumps(encoder.config)
     except (TypeError, ValueError) as exc:
-        raise EncoderError(f"checkpoint {path}: extra must hold only JSON-like values ({exc})") from None
+        raise EncoderError(f"checkpoint {path}: extra and config must hold only JSON-like values ({exc})") from None
+    if encoder.name not in ARCHITECTURES:
+        raise EncoderError(f"checkpoint {path}: architecture '{encoder.name}' cannot be saved "
+                           f"(known: {', '.join(ARCHITECTURES)})")
     payload = {
         "format": CHECKPOINT_FORMAT,
-        "arch": "cnn",
+        "arch": encoder.name,
         "config": encoder.config,
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
         "extra": extra,
@@ -519,8 +559,9 @@ def save_checkpoint(encoder: CnnEncoder, path: Path, extra: dict | None = None) 
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "auto") -> CnnEncoder:
-    """Load a cnn checkpoint with ``torch.load(weights_only=True)``: a checkpoint never runs code.
+def load_checkpoint(path: Path, device: str | torch.device = "auto") -> nn.Module:
+    """Load a checkpoint (a trained cnn, a fine-tuned musicnn) with ``torch.load(weights_only=True)``: a checkpoint
+    never runs code.
 
     The checkpoint's ``extra`` dict is kept as ``encoder.extra``.
     """
@@ -535,18 +576,23 @@ def load_checkpoint(path: Path, device: str | torch.device = "auto") -> CnnEncod
                            "re-save it with save_checkpoint") from None
     except Exception as exc:  # torch reports a damaged file with many exception types
         raise EncoderError(f"checkpoint {path} is damaged ({type(exc).__name__}): train or copy it again") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT or "state_dict" not in ckpt:
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise EncoderError(f"checkpoint {path} is not a recsys checkpoint (format {CHECKPOINT_FORMAT})")
-    if ckpt.get("arch") != "cnn":
-        raise EncoderError(f"checkpoint {path} is for architecture '{ckpt.get('arch')}', not 'cnn': "
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise EncoderError(f"checkpoint {path} has format {ckpt.get('format')}, this recsys reads format "
+                           f"{CHECKPOINT_FORMAT}: train it again with `recsys train-encoder`")
+    arch = ckpt.get("arch")
+    if arch not in ARCHITECTURES:
+        raise EncoderError(f"checkpoint {path} is for architecture '{arch}', not one of {', '.join(ARCHITECTURES)}: "
                            "use the encoder it was trained for")
     try:
-        encoder = CnnEncoder(ckpt.get("config") or {})
+        encoder = ARCHITECTURES[arch](ckpt.get("config") or {})
     except (EncoderError, TypeError, ValueError) as exc:
-        raise EncoderError(f"checkpoint {path}: its cnn config cannot be used ({exc})") from None
+        raise EncoderError(f"checkpoint {path}: its {arch} config cannot be used ({exc})") from None
     try:
         encoder.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError:
-        raise EncoderError(f"checkpoint {path}: weights do not match its cnn config: train or copy it again") from None
+        raise EncoderError(f"checkpoint {path}: weights do not match its {arch} config: train or copy it "
+                           "again") from None
     encoder.extra = ckpt.get("extra") or {}
     return encoder.to(dev).eval()

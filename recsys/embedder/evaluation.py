@@ -1,13 +1,12 @@
 """`recsys eval`: the retrieval metrics of :mod:`recsys.index.evaluate` for any encoder, or for the current table.
 
-Vectors come from the cheapest honest source: the table when it holds the encoder's rows, the feature cache for a
-cnn (its inference crop is cut from the cached window, no decoding), else the encoder runs over decoded crops in a
-temporary table. Encoders compared in one call are scored on the same tracks (those every one of them has).
+Vectors come from the cheapest honest source: the table when it holds the encoder's rows, else the encoder runs over
+decoded crops (exactly what `recsys embed` would store) in a temporary table.
+Encoders compared in one call are scored on the same tracks (those every one of them has).
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -18,9 +17,7 @@ import numpy as np
 
 from recsys.config import Settings
 from recsys.embedder.active import ResolvedEncoder, resolve_encoder
-from recsys.embedder.cache import CacheReport, FeatureCache, Frontend
 from recsys.embedder.decoding import decode_spec, default_workers
-from recsys.embedder.encoders import CnnEncoder
 from recsys.embedder.pipeline import embed_tracks
 from recsys.errors import RecsysError
 from recsys.index.ann import read_manifest
@@ -64,46 +61,6 @@ class Score:
                 **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.metrics.items()}}
 
 
-def feature_cache(settings: Settings, cnn_config: dict) -> FeatureCache:
-    return FeatureCache(settings.home_path, Frontend.of(cnn_config, settings.train.window_seconds,
-                                                        settings.audio.crop_position))
-
-
-def build_cache(settings: Settings, tracks: Sequence[Track], cnn_config: dict,
-                progress: Callable[[int], object] | None = None) -> tuple[FeatureCache, CacheReport]:
-    """The feature cache for ``cnn_config``'s frontend, brought up to date with ``tracks``."""
-    cache = feature_cache(settings, cnn_config)
-    t, a = settings.train, settings.audio
-    report = cache.build(tracks, max_bytes=t.cache_max_gb * 1e9, seed=t.seed, max_duration_s=a.max_track_minutes * 60,
-                         timeout_s=a.decode_timeout_s, workers=default_workers(t.workers), progress=progress)
-    return cache, report
-
-
-def cnn_rows(encoder: CnnEncoder, cache: FeatureCache, tracks: Sequence[Track], crop_s: float,
-             batch_size: int = 16) -> Rows:
-    """The cnn's vectors of ``tracks`` from their cached windows, cut to the inference crop; no decoding."""
-    import torch
-    import torch.nn.functional as F
-
-    rows = Rows()
-    entries = cache.for_tracks(tracks)
-    spans = {e.key: cache.crop_frames(e, crop_s) for e in entries}
-    encoder.eval()
-    by_length = sorted(entries, key=lambda e: spans[e.key][1])
-    for _, same in itertools.groupby(by_length, key=lambda e: spans[e.key][1]):  # a batch needs one length
-        same = list(same)
-        for start in range(0, len(same), batch_size):
-            chunk = same[start: start + batch_size]
-            x = np.stack([np.asarray(e.load(cache.folder)[spans[e.key][0]: sum(spans[e.key])], dtype=np.float32)
-                          for e in chunk])
-            with torch.inference_mode():
-                z = F.normalize(encoder.embed_logmel(torch.from_numpy(x).transpose(1, 2).to(encoder.device)), dim=1)
-            for e, v in zip(chunk, z.float().cpu().numpy(), strict=True):
-                rows.vectors[e.key], rows.album[e.key], rows.artist[e.key] = v, e.album, e.artist
-                rows.content_id[e.key] = e.content_id
-    return rows
-
-
 def _table_rows(store: TrackStore, eid: str) -> Rows:
     meta, vectors = store.read_all(eid)
     rows = Rows()
@@ -124,13 +81,13 @@ def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequenc
 
 def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
                  progress: Callable[[int], object] | None = None) -> tuple[Rows, str]:
-    """(rows, source) of one encoder: its table rows, else the cache (cnn), else decoded crops."""
+    """(rows, source) of one encoder for ``tracks``: its table rows, else decoded crops."""
     vid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     if store.count and vid in {s.encoder_id for s in store.states().values()}:
-        return _table_rows(store, vid), TABLE
-    if isinstance(resolved.encoder, CnnEncoder):
-        cache, _ = build_cache(settings, tracks, resolved.encoder.config, progress)
-        return cnn_rows(resolved.encoder, cache, tracks, settings.audio.crop_seconds), "cache"
+        rows = _table_rows(store, vid)
+        wanted = {t.key for t in tracks}
+        rows.vectors = {k: v for k, v in rows.vectors.items() if k in wanted}
+        return rows, TABLE
     return _decoded_rows(settings, resolved, tracks), "decoded"
 
 

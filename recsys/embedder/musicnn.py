@@ -113,8 +113,9 @@ class MusicnnEncoder(nn.Module):
         super().__init__()
         self.weights_file = Path(weights) if weights is not None else WEIGHTS
         w = load_weights(self.weights_file)
-        self.sample_rate, self.dim = SAMPLE_RATE, 200
+        self.sample_rate, self.dim, self.patch_frames = SAMPLE_RATE, 200, PATCH_FRAMES
         self.patch_batch, self.amp = patch_batch, amp
+        self.config: dict = {}  # what a fine-tuned checkpoint records to rebuild it (encoders.ARCHITECTURES)
         self.mel = MelSpectrogram(SAMPLE_RATE, N_FFT, hop_length=HOP, n_mels=N_MELS, pad_mode="constant",
                                   norm="slaney", mel_scale="slaney")
         try:
