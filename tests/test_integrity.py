@@ -453,7 +453,7 @@ def test_damaged_classifier_and_mlflow_store_have_a_way_out(small_library):
     lib = small_library
     assert _embed(lib).exit_code == 0
     models = lib.home / "models"
-    models.mkdir()
+    models.mkdir(exist_ok=True)  # embed may have made it (encoder facts)
     (models / "classifier.json").write_text('{"kind": "mlp", "encoder_id": "x"}')
     (models / "classifier.npz").write_bytes(b"PK\x03\x04 truncated")
     (lib.home / "mlflow.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 200)
