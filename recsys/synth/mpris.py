@@ -18,8 +18,12 @@ from jeepney import HeaderFields, MessageType, new_error, new_method_return
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import open_dbus_connection
 
-from recsys.player.mpris import OBJECT_PATH, PLAYER_IFACE, PREFIX, ROOT_IFACE, TRACKLIST_IFACE
-
+# The MPRIS 2 names, as the specification spells them (recsys.synth imports nothing of the code it stands in for).
+PREFIX = "org.mpris.MediaPlayer2."
+OBJECT_PATH = "/org/mpris/MediaPlayer2"
+ROOT_IFACE = "org.mpris.MediaPlayer2"
+PLAYER_IFACE = "org.mpris.MediaPlayer2.Player"
+TRACKLIST_IFACE = "org.mpris.MediaPlayer2.TrackList"
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 DBUS_DAEMON = "dbus-daemon"
 

@@ -1,4 +1,5 @@
-"""A tiny recsys home made without decoding any audio, for tests of the commands that read the index.
+"""A tiny recsys home made without decoding any audio, for tests of the commands that read the index (a test
+helper, not in recsys.synth: it writes through the index code, which recsys.synth must not import).
 
 The vectors are synthetic (tracks in ``styles`` groups, each group around its own direction), written through the
 real table and snapshot code (``TrackStore`` and ``build_snapshot``), so the commands under test read a real home;
