@@ -114,7 +114,7 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
     dropped, moved or copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
     stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
     """
-    from recsys.embedder.pipeline import embed_library
+    from recsys.app.embed import embed_library
 
     settings = _settings(
         ctx,
@@ -204,7 +204,7 @@ def similar(ctx, track, k, as_json):
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
     match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
     """
-    from recsys.index.similar import find_similar
+    from recsys.index.lookup import find_similar
 
     settings = _settings(ctx)
     result = find_similar(settings, track, k)
@@ -227,7 +227,7 @@ def similar(ctx, track, k, as_json):
 @click.pass_context
 def status(ctx, db, folders, as_json):
     """What recsys knows: tracks in the library, embedded, stale, failed; the encoder; the index."""
-    from recsys.embedder.pipeline import library_status
+    from recsys.app.embed import library_status
 
     settings = _settings(ctx, library={"db": db, "folders": list(folders) or None})
     if folders and not db:
@@ -274,7 +274,7 @@ def train_classifier(ctx, db, min_ratings, seed):
     neighbour votes alone and this says so. With few ratings, play and skip counts add weak evidence (see README).
     The run, the metrics, the model and a model card go to MLflow (sqlite:///<home>/mlflow.db by default).
     """
-    from recsys.recommender.recommend import train_from_player
+    from recsys.app.playlist import train_from_player
 
     settings = _settings(ctx, library={"db": db}, classifier={"min_ratings": min_ratings, "seed": seed})
     report = train_from_player(settings)
@@ -327,7 +327,7 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
     artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
     classifier (the neighbour votes alone).
     """
-    from recsys.recommender.recommend import PlaylistRequest, make_playlist
+    from recsys.app.playlist import PlaylistRequest, make_playlist
 
     settings = _settings(ctx, library={"db": db})
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
@@ -436,7 +436,7 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     same-artist precision@10, your tags as labels) and becomes the current encoder only if it is better; then
     `recsys embed` re-embeds the library with it.
     """
-    from recsys.embedder.train import train_encoder as run
+    from recsys.app.train_encoder import train_encoder as run
 
     settings = _library_settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
                                                           "lr": lr, "seed": seed, "device": device})
@@ -482,7 +482,7 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     if of_playlist:
         _eval_playlist(ctx, db, splits, as_json)
         return
-    from recsys.embedder.evaluation import TABLE, evaluate
+    from recsys.app.evaluate import TABLE, evaluate
     from recsys.library.sources import load_configured_library
 
     specs = list(encoders) or [TABLE]
@@ -499,7 +499,7 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
 
 
 def _eval_playlist(ctx, db, splits, as_json) -> None:
-    from recsys.recommender.recommend import eval_playlist
+    from recsys.app.playlist import eval_playlist
 
     result = eval_playlist(_settings(ctx, library={"db": db}), splits)
     if as_json:
@@ -534,7 +534,7 @@ def prune(ctx):
     `recsys embed` keeps the vectors of missing files (an unmounted drive, a run over part of the library) and
     leaves them out of results until the files are back; prune removes them for good.
     """
-    from recsys.index.maintenance import prune as run
+    from recsys.app.maintenance import prune as run
 
     report = run(_settings(ctx))
     for path in report.removed[:10]:
@@ -550,7 +550,7 @@ def prune(ctx):
 def repair(ctx):
     """Check the home and repair what is damaged: the table (restored from its last readable version, or rebuilt
     from the index), the index, the MLflow store and the classifier."""
-    from recsys.index.maintenance import repair as run
+    from recsys.app.maintenance import repair as run
 
     for line in run(_settings(ctx)).lines:
         click.echo(_one_line(line))
@@ -566,7 +566,7 @@ def demo(ctx, directory):
 
     Its home is <dir>/home, or --home when given (a new, empty or earlier demo's folder; RECSYS_HOME is not used,
     so your own home is never touched). Every command it prints can be run again by hand."""
-    from recsys.demo import run_demo
+    from recsys.app.demo import run_demo
 
     obj = ctx.find_root().obj
     run_demo(directory, echo=click.echo, progress=_progress_bar, home=None if obj["home_from_env"] else obj["home"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from recsys.app.train_encoder import Progress, train_encoder
 from recsys.config import Settings
-from recsys.embedder.train import Progress, train_encoder
 
 DEMO_CHANNELS = [16, 32, 64, 64]  # a small cnn: caching and 5 epochs over the demo's 40 tracks take ~30 s on 2 cores
 DEMO_HOLDOUT = 0.6  # of the demo's 10 albums of 4: 3 validation and 3 test albums (12 tracks, enough for p@10)

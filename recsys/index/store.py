@@ -170,7 +170,7 @@ def _write_failed(home: Path, exc: Exception) -> StoreError:
 
 
 class TrackStore:
-    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.index.lock.HomeLock`."""
+    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.home.lock.HomeLock`."""
 
     def __init__(self, home: Path, db: lancedb.DBConnection | None) -> None:
         self.home = home

@@ -104,7 +104,7 @@ def _claim_home(home: Path) -> None:
 
 def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[str], None]) -> float:
     """Query one track per style; returns the share of neighbours that share the query's style."""
-    from recsys.index.similar import find_similar
+    from recsys.index.lookup import find_similar
 
     style_of = {str(t.path): t.style for t in tracks}
     k, agree = 5, 0
@@ -123,7 +123,7 @@ def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[s
 def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
                    echo: Callable[[str], None]) -> tuple[float, float]:
     """Train the classifier, write a playlist; returns (share of it in liked styles, what random choice gives)."""
-    from recsys.recommender.recommend import PlaylistRequest, make_playlist, train_from_player
+    from recsys.app.playlist import PlaylistRequest, make_playlist, train_from_player
 
     echo(f"\n$ recsys --home {_q(settings.home)} train-classifier --db {_q(settings.library.db)}")
     report = train_from_player(settings)
@@ -160,7 +160,7 @@ def run_demo(directory: str | None, echo: Callable[[str], None] = print,
     """Build the demo library, embed it, show similar tracks, learn the owner's taste, write a playlist and train
     the encoder briefly; returns what was measured. ``home`` (``recsys --home X demo``) replaces ``<dir>/home``; it
     must be new, empty or an earlier demo's."""
-    from recsys.embedder.pipeline import embed_library
+    from recsys.app.embed import embed_library
 
     root = Path(directory).expanduser().resolve() if directory else Path(tempfile.mkdtemp(prefix="recsys-demo-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""`recsys eval`: the retrieval metrics of :mod:`recsys.index.evaluate` for any encoder, or for the current table.
+"""`recsys eval`: the retrieval metrics of :mod:`recsys.index.retrieval` for any encoder, or for the current table.
 
 Vectors come from the cheapest honest source: the table when it holds the encoder's rows, else the encoder runs over
 decoded crops (exactly what `recsys embed` would store) in a temporary table.
@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.app.embed import embed_tracks
 from recsys.config import Settings
 from recsys.embedder.active import ResolvedEncoder, resolve_encoder
 from recsys.embedder.decoding import decode_spec, default_workers
-from recsys.embedder.pipeline import embed_tracks
 from recsys.errors import RecsysError
+from recsys.home.lock import HomeLock
 from recsys.index.ann import read_manifest
-from recsys.index.evaluate import retrieval_metrics
-from recsys.index.lock import HomeLock
+from recsys.index.retrieval import retrieval_metrics
 from recsys.index.store import TrackStore
 from recsys.library.track import Track
 

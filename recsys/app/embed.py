@@ -24,14 +24,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recsys.app.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
+from recsys.home.lock import HomeLock
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
-from recsys.index.lock import HomeLock
-from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library

@@ -18,11 +18,11 @@ from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.library.sources import load_library
 from recsys.library.track import Track
+from recsys.playlists.xspf import FORMATS, Inputs, write_playlist
 from recsys.recommender.classifier import TrainReport, train_classifier
 from recsys.recommender.persistence import ClassifierError, RatingModel
 from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
 from recsys.recommender.rank import RankedTrack, Ranking, rank
-from recsys.recommender.xspf import FORMATS, Inputs, write_playlist
 
 
 class NotEmbeddedError(RecsysError):
@@ -146,7 +146,7 @@ def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingM
 
 
 def _seed_keys(lib: LibraryVectors, seeds: Sequence[str]) -> list[str]:
-    from recsys.index.similar import resolve_query
+    from recsys.index.lookup import resolve_query
 
     return [lib.keys[resolve_query(lib, seed)] for seed in seeds]
 

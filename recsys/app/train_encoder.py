@@ -23,16 +23,16 @@ from pathlib import Path
 
 from torch import nn
 
+from recsys.app.evaluate import Score, encoder_rows, score_rows
 from recsys.config import Settings, TrainSettings
 from recsys.embedder.active import activate as activate_encoder
 from recsys.embedder.active import latest_run_dir, new_run_dir, resolve_encoder
 from recsys.embedder.cache import AudioCache, CacheReport, Entry, Layout
 from recsys.embedder.decoding import default_workers
 from recsys.embedder.encoders import CNN_DEFAULTS, CnnEncoder, EncoderError, build_encoder
-from recsys.embedder.evaluation import Score, encoder_rows, score_rows
 from recsys.embedder.trainer import EpochMetrics, FitResult, TooFewTracks, Trainer, TrainError
-from recsys.index.evaluate import K
-from recsys.index.lock import HomeLock
+from recsys.home.lock import HomeLock
+from recsys.index.retrieval import K
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_library
 from recsys.library.track import Track

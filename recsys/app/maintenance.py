@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.config import Settings
+from recsys.home.lock import HomeLock
 from recsys.index.ann import (
     ANN,
     AnnError,
@@ -31,7 +32,6 @@ from recsys.index.ann import (
     read_manifest,
     snapshot_is_current,
 )
-from recsys.index.lock import HomeLock
 from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, read_stamp
 from recsys.library.content_id import track_content_id
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.library.player_db import find_player_db, read_player_db
-from recsys.library.scan import scan_folders
+from recsys.library.sources.clementine import find_player_db, read_player_db
+from recsys.library.sources.folders import scan_folders
 from recsys.library.track import Track
 
 
