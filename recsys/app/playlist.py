@@ -15,6 +15,7 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
+from recsys.home import models_dir
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.library.sources import load_library
 from recsys.library.track import Track
@@ -37,10 +38,6 @@ class Taste:
     tracks: list[Track]
     source: str
     inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
-
-
-def models_dir(settings: Settings) -> Path:
-    return settings.home_path / "models"
 
 
 def load_taste(settings: Settings) -> Taste:
@@ -77,7 +74,7 @@ def train_from_player(settings: Settings) -> TrainReport:
     from recsys.tracking import tracking_uri
 
     taste = load_taste(settings)
-    return _train(settings, taste, taste.tracks, models_dir(settings),
+    return _train(settings, taste, taste.tracks, models_dir(settings.home_path),
                   tracking_uri(settings.home_path, settings.tracking.uri))
 
 
@@ -135,7 +132,7 @@ def _output_path(req: PlaylistRequest, settings: Settings, name: str, fmt: str) 
 def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
     """The trained classifier, or None (the neighbour votes alone) with a note saying why."""
     try:
-        model = RatingModel.load(models_dir(settings), lib.encoder_id)
+        model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
     except ClassifierError as exc:
         notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
         return None

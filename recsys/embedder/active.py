@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.atomic import write_json_atomic
+from recsys.home import models_dir
 
 if TYPE_CHECKING:  # importing the encoders imports torch: only when one is built (see embedder/lazy.py)
     from recsys.embedder.encoders import Encoder
 
-MODELS = "models"
 CURRENT = "current.json"
 RUNS = "runs"
 ACTIVE = "active"
@@ -44,10 +44,6 @@ class ResolvedEncoder:
     label: str
     encoder_id: str
     checkpoint: Path | None = None
-
-
-def models_dir(home: Path) -> Path:
-    return Path(home) / MODELS
 
 
 def new_run_dir(home: Path, arch: str) -> Path:

@@ -41,17 +41,16 @@ import pyarrow.parquet as pq
 
 from recsys.config import IndexSettings
 from recsys.errors import RecsysError
+from recsys.home import read_stamp
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
     from recsys.index.store import TrackStore
 
 ANN = "ann"
-STAMP = "tracks.stamp"  # written by recsys.index.store after every commit
 MANIFEST = "manifest.json"
 # Measured on the 2-core dev machine (D=128, clustered): exact single-query p50 0.20 ms at 10k rows, 0.47 ms at 20k,
 # 0.65 ms at 30k, 2.2 ms at 50k (the vectors outgrow the cache), 10.9 ms at 200k; HNSW (M=32, efConstruction=80,
 # efSearch=128) 0.05-0.18 ms with recall@10 >= 0.995 over the same sizes. Exact search keeps p50 < 1 ms up to here.
-EXACT_MAX_TRACKS = 30000
 META_ROW_GROUP = 16384  # rows per parquet row group: a hit's metadata reads one group, not a million rows
 STALE_BUILD_S = 3600  # an unfinished snapshot folder older than this is a killed build's leftover
 LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the reader starts over
@@ -166,8 +165,8 @@ def excluded_digest(keys: Collection[str]) -> str:
     return digest.hexdigest()
 
 
-def index_settings(index: IndexSettings | None, exact_max_tracks: int = EXACT_MAX_TRACKS, hnsw_m: int = 32,
-                   hnsw_ef_construction: int = 80) -> dict:
+def index_settings(index: IndexSettings | None, exact_max_tracks: int = IndexSettings.exact_max_tracks,
+                   hnsw_m: int = 32, hnsw_ef_construction: int = 80) -> dict:
     """The settings a snapshot is built with (the search-time ef is not one: it is read at query time)."""
     if index is not None:
         exact_max_tracks, hnsw_m, hnsw_ef_construction = index.exact_max_tracks, index.hnsw_m, \
@@ -197,7 +196,7 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
     when given, these index settings and this set of left-out rows); no lancedb."""
     home = Path(home)
     manifest = read_manifest(home)
-    stamp = _read_json(home / STAMP)
+    stamp = read_stamp(home)
     if manifest is None or stamp is None:
         return False
     if manifest.get("encoder_id") != encoder_id or manifest.get("table_version") != stamp.get("table_version"):
@@ -209,8 +208,9 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
     return snapshot_damage((home / ANN).resolve(), manifest) is None
 
 
-def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tracks: int = EXACT_MAX_TRACKS,
-                   hnsw_m: int = 32, hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
+def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
+                   exact_max_tracks: int = IndexSettings.exact_max_tracks, hnsw_m: int = 32,
+                   hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
     """Write a snapshot of the rows of ``encoder_id`` (but the keys in ``exclude``: files missing now) and swap it
     in; returns its manifest. The caller holds the home lock.
 
@@ -334,7 +334,7 @@ def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
     if read_manifest(home) is None and not (home / ANN).exists():
         raise AnnError(f"nothing is embedded in {home} yet: run `recsys embed` first")
     lib = load_snapshot(home)
-    stamp = _read_json(home / STAMP) or {}
+    stamp = read_stamp(home) or {}
     if stamp.get("table_version") not in (None, lib.table_version):
         lib.behind = ("the index is behind the table (a run was interrupted or is still going): results leave out "
                       "the latest changes until `recsys embed` finishes")

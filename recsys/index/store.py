@@ -13,7 +13,6 @@ Nothing of the old rows is kept: they are all re-embedded.
 from __future__ import annotations
 
 import errno
-import json
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
+from recsys.home import STAMP, read_stamp
 
 if TYPE_CHECKING:
     import lancedb
@@ -53,7 +53,6 @@ def lit(value: object):
 
 TRACKS = "tracks"
 FAILURES = "failures"
-STAMP = "tracks.stamp"
 UTC_US = pa.timestamp("us", tz="UTC")
 CLEANUP_AFTER = timedelta(minutes=1)  # compact() drops table versions older than this
 
@@ -132,15 +131,6 @@ class RowState:
     size: int
     mtime_ns: int
     encoder_id: str
-
-
-def read_stamp(home: Path) -> dict | None:
-    """``{"table_version": int, "count": int}`` of the last committed write, or None if nothing was written yet."""
-    try:
-        data = json.loads((Path(home) / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _unwritable(home: Path, exc: OSError) -> StoreError:
