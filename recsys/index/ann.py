@@ -25,11 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
-import unicodedata
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +40,7 @@ import pyarrow.parquet as pq
 from recsys.config import IndexSettings
 from recsys.errors import RecsysError
 from recsys.home import read_stamp
+from recsys.library.text import search_label
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
     from recsys.index.store import TrackStore
@@ -59,22 +58,6 @@ SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "
 
 
 SEARCH_COLUMN = "search"  # each track's normalised 'artist title' (file name when untagged), for text queries
-_NON_WORD = re.compile(r"[^\w]+")
-
-
-def normalise(text: str) -> str:
-    """Case-, accent- and punctuation-insensitive form for loose matching."""
-    text = text.casefold()
-    if not text.isascii():  # accents to strip; ASCII labels skip this (5x faster over 100,000 labels)
-        text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return " ".join(_NON_WORD.sub(" ", text).split())
-
-
-def search_label(artist: str | None, title: str | None, path: str) -> str:
-    """What a text query is matched against: 'artist title', or the file name of an untagged track."""
-    return normalise(f"{artist or ''} {title or ''}") if (artist or title) else normalise(Path(path).stem)
-
-
 class AnnError(RecsysError):
     """The index snapshot is missing or unreadable; the message says what to run."""
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.index.ann import SEARCH_COLUMN, LibraryVectors, Searcher, current_snapshot, normalise, search_label
+from recsys.index.ann import SEARCH_COLUMN, LibraryVectors, Searcher, current_snapshot
+from recsys.library.text import search_key, search_label
 from recsys.library.track import display_label
 
 DUPLICATE_COSINE = 0.99999
@@ -105,7 +106,7 @@ def _labels(lib: LibraryVectors) -> list[str]:
 
 
 def _by_text(lib: LibraryVectors, query: str) -> int:
-    wanted = normalise(query)
+    wanted = search_key(query)
     if not wanted:
         raise TrackNotFound(f"'{query}' names no track: give a path, a file:// URI or 'artist - title'")
     labels = _labels(lib)

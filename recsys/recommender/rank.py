@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import RecsysError
+from recsys.library.text import tag_key
 from recsys.library.track import Track, display_label
-from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root, norm
+from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
 from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 
@@ -280,7 +281,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     root = library_root([t.path for t in tracks])
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
     albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
-    picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [norm(t) for t in title_raw], paths,
+    picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw], paths,
                            rules)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
