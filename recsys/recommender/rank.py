@@ -35,7 +35,7 @@ import numpy as np
 
 from recsys.errors import RecsysError
 from recsys.library.text import tag_key
-from recsys.library.track import Track, display_label
+from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
 from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
@@ -66,7 +66,7 @@ class Near:
 
 
 @dataclass
-class RankedTrack:
+class RankedTrack(Labelled):
     key: str
     path: str
     start_s: float
@@ -83,10 +83,6 @@ class RankedTrack:
     like_neighbours: float | None = None
     near_liked: list[Near] = field(default_factory=list)
     near_disliked: list[Near] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return display_label(self.artist, self.title, self.path, self.start_s)
 
 
 @dataclass
@@ -320,7 +316,7 @@ def _nearest_rated(vectors: np.ndarray, chosen: np.ndarray, keys: Sequence[str],
             for j in row:
                 t = by_key.get(keys[rows[j]])
                 stars = (t.stars if t is not None and t.stars is not None else 5.0)
-                result[-1].append(Near(t.label() if t else keys[rows[j]], stars, float(sims[i, j])))
+                result[-1].append(Near(t.label if t else keys[rows[j]], stars, float(sims[i, j])))
         return result
 
     return nearest(liked_keys), nearest(disliked_keys)
