@@ -288,7 +288,7 @@ def test_cue_tracks_are_addressed_as_players_read_them(tmp_path):
     """VLC: the range (XSPF option, M3U8 #EXTVLCOPT), also for the sheet's first track; Strawberry: trackNum."""
     from xml.etree import ElementTree as ET
 
-    from recsys.playlists.xspf import write_playlist
+    from recsys.playlists import write_playlist
     from recsys.recommender.rank import RankedTrack
 
     whole = str(tmp_path / "medley.flac")

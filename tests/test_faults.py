@@ -33,7 +33,8 @@ from recsys.embedder.audio import TrackTooLong, load_crop
 from recsys.home.lock import LOCK_FILE
 from recsys.index.store import TrackStore
 from recsys.library.sources.folders import scan_folders
-from recsys.playlists.xspf import write_playlist, xml_text
+from recsys.playlists import write_playlist
+from recsys.playlists.output import xml_text
 from recsys.recommender.rank import RankedTrack
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db

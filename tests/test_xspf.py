@@ -12,7 +12,8 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from recsys import atomic
-from recsys.playlists.xspf import Inputs, PlaylistWriteError, file_uri, write_playlist
+from recsys.playlists import Inputs, PlaylistWriteError, write_playlist
+from recsys.playlists.xspf import file_uri
 from recsys.recommender.rank import RankedTrack
 
 NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}

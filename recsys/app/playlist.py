@@ -14,7 +14,7 @@ from recsys.errors import RecsysError
 from recsys.home import models_dir
 from recsys.index.ann import LibraryVectors
 from recsys.library.track import Track
-from recsys.playlists.xspf import FORMATS, write_playlist
+from recsys.playlists import FORMATS, write_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
 from recsys.recommender.rank import RankedTrack, Ranking, rank
 

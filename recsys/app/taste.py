@@ -16,7 +16,7 @@ from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.library.sources import load_library
 from recsys.library.track import Track
-from recsys.playlists.xspf import Inputs
+from recsys.playlists import Inputs
 from recsys.recommender.classifier import ClassifierReport, train_classifier
 
 
