@@ -7,7 +7,7 @@
     <home>/ann/                           the index snapshot that readers serve from (recsys.index.ann)
     <home>/models/                        encoder runs, current.json, the classifier (MODELS)
     <home>/cache/audio/                   decoded training windows (recsys.embedder.cache)
-    <home>/mlflow.db, mlruns/             MLflow's store (MLFLOW_DB; recsys.tracking)
+    <home>/mlflow.db, mlartifacts/        MLflow's store (MLFLOW_DB; recsys.tracking)
     <home>/recsys.lock                    one writer at a time (recsys.home.lock)
 
 Nothing here imports more than the standard library: `recsys similar` reads the stamp on its fast path.
