@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from recsys.library.track import Track
-from recsys.recommender.evaluation import KINDS, CrossValidation, better_than_chance, cross_validate, fit_vector_model
+from recsys.recommender.cross_validation import (
+    KINDS,
+    CrossValidation,
+    better_than_chance,
+    cross_validate,
+    fit_vector_model,
+)
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
 from recsys.recommender.persistence import ClassifierError, RatingModel, save
