@@ -8,12 +8,15 @@ since, the result says so.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from recsys.app.output import output_path, playlist_format, ranked, snapshot_inputs
 from recsys.config import Settings
 from recsys.index.ann import Searcher, current_snapshot
 from recsys.index.lookup import Hit, hit, resolve_query
+from recsys.playlists import write_playlist
 
 DUPLICATE_COSINE = 0.99999
 
@@ -23,25 +26,33 @@ class SimilarResult:
     query: Hit
     neighbours: list[Hit]
     note: str | None = None  # why the index may lag the table (it is served anyway: always whole)
+    path: Path | None = None  # the playlist of the neighbours, when one was asked for
 
 
-def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
-    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector)."""
+def find_similar(settings: Settings, query: str, k: int = 10, out: str | None = None, fmt: str | None = None,
+                 force: bool = False) -> SimilarResult:
+    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector);
+    with ``out`` (or ``fmt``) they are also written as a playlist, nearest first."""
+    chosen = playlist_format(out, fmt, settings) if out or fmt else None
     lib = current_snapshot(settings.home_path, settings.index)
     row = resolve_query(lib, query)
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
     qvec = np.asarray(lib.vectors[row], dtype=np.float32)
     query_content = lib.row(row)["content_id"]
-    hits: list[Hit] = []
+    kept: list[tuple[int, float]] = []
     want = k + 1
     while True:
         found = searcher.search(qvec, min(want, len(lib)))[0]
-        hits = [
-            hit(lib, i, s)
-            for i, s in found
-            if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content
-        ]
-        if len(hits) >= k or want >= len(lib):
+        kept = [(i, s) for i, s in found
+                if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content]
+        if len(kept) >= k or want >= len(lib):
             break
         want *= 4  # many copies of the query: look further
-    return SimilarResult(query=hit(lib, row, 1.0), neighbours=hits[:k], note=lib.behind)
+    kept = kept[:k]
+    result = SimilarResult(query=hit(lib, row, 1.0), neighbours=[hit(lib, i, s) for i, s in kept], note=lib.behind)
+    if chosen:
+        tracks = [ranked(lib, i, s) for i, s in kept]
+        result.path = write_playlist(output_path(out, settings, "similar", chosen), tracks,
+                                     f"like {result.query.label}", fmt=chosen, overwrite=force,
+                                     inputs=snapshot_inputs(settings, lib))
+    return result
