@@ -43,6 +43,7 @@ RATE_SHARE = 0.4  # the owner rates about this share of a liked or disliked soun
 RATE_MAX = 10  # ...and at most this many of one soundtrack
 NEUTRAL = 8  # 3-star ratings of tracks from other soundtracks
 LIFTED = 10_000  # "no cap"
+LARGE_TRACKS = 20  # "large" draws like two of the soundtracks with at least this many tracks
 
 
 @dataclass
@@ -65,14 +66,23 @@ def corpus(root: Path) -> list[CorpusTrack]:
     return out
 
 
-def owner(tracks: list[CorpusTrack], seed: int) -> tuple[list[SynthSong], set[str], set[str]]:
-    """A seeded owner: the songs of the database (ratings, plays), the liked and the disliked soundtracks."""
+def owner(tracks: list[CorpusTrack], seed: int, large: bool = False) -> tuple[list[SynthSong], set[str], set[str]]:
+    """A seeded owner: the songs of the database (ratings, plays), the liked and the disliked soundtracks.
+
+    ``large``: the two liked soundtracks are drawn among those of at least ``LARGE_TRACKS`` tracks, so that 20 or
+    more liked-style tracks stay unrated and a top 20 can be all liked (the small ones leave 5-16).
+    """
     rng = np.random.default_rng(seed)
     sizes: dict[str, int] = {}
     for t in tracks:
         sizes[t.soundtrack] = sizes.get(t.soundtrack, 0) + 1
     eligible = sorted(s for s, n in sizes.items() if n >= MIN_TRACKS)
-    chosen = [eligible[i] for i in rng.permutation(len(eligible))[:4]]
+    if large:
+        big = [s for s in eligible if sizes[s] >= LARGE_TRACKS]
+        rest = [s for s in eligible if s not in big]
+        chosen = [big[i] for i in rng.permutation(len(big))[:2]] + [rest[i] for i in rng.permutation(len(rest))[:2]]
+    else:
+        chosen = [eligible[i] for i in rng.permutation(len(eligible))[:4]]
     liked, disliked = set(chosen[:2]), set(chosen[2:])
     rating: dict[str, float] = {}
     plays: dict[str, tuple[int, int]] = {}

@@ -93,6 +93,37 @@ def test_votes_are_probabilities_shrunk_to_the_prior():
     assert np.allclose(half[support == 0], 0.5)
 
 
+def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_album():
+    rng = np.random.default_rng(3)
+    n = 120
+    vectors = unit(rng.normal(size=(n, 16)))  # the audio says nothing: only the albums can
+    folders = [f"/lib/Artist {i % 4}/Album {i % 12}" if i < 96 else "/lib" for i in range(n)]
+    paths = [f"{f}/t{i}.ogg" for i, f in enumerate(folders)]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    album = np.array([i % 12 if i < 96 else -1 for i in range(n)])
+    stars = {int(i): 1.0 for i in np.flatnonzero(album == 0)[:3]}
+    stars |= {int(i): 0.2 for i in np.flatnonzero(album == 1)[:3]}
+    stars |= {int(i): 1.0 for i in range(96, 100)}  # liked tracks straight in the library's root folder
+    tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
+    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n}
+
+    def best5(**kw):  # the five highest like-probabilities (the playlist alternates artists, so not its order)
+        out = sorted(rank(lib, tracks, None, **lifted, **kw).tracks, key=lambda t: -t.like_neighbours)
+        return [lib.keys.index(t.key) for t in out[:5]], {t.key: t.like_neighbours for t in out}, out
+
+    top, _, with_album = best5()
+    assert all(album[i] == 0 for i in top), top  # the 5 unrated tracks of the liked album
+    off, without, _ = best5(album_vote=0, artist_vote=0)
+    assert sum(album[i] == 0 for i in off) < 3  # the votes through the index alone cannot find them here
+    root = [t for t in with_album if t.path.startswith("/lib/t")]
+    assert root and all(t.like_neighbours == pytest.approx(without[t.key]) for t in root)  # the root is no album
+    disliked = [t for t in with_album if album[lib.keys.index(t.key)] == 1]
+    assert all(t.like_neighbours <= without[t.key] for t in disliked)  # the disliked album votes against its rest
+    assert sum(t.like_neighbours for t in disliked) < 0.5 * sum(without[t.key] for t in disliked)
+
+
 def test_untagged_tracks_are_capped_by_folder():
     vectors, which = clusters(n_clusters=2, per=30)
     n = len(vectors)

@@ -1,7 +1,8 @@
 """Candidates, scores and playlist rules: from the library's vectors and the owner's taste to an ordered playlist.
 
 Score. A track's score is the probability that the owner likes it. Two estimates on that one scale:
-the neighbour votes of the rated (and often played) tracks (``recsys.recommender.neighbours``), and the classifier's
+the neighbour votes of the rated (and often played) tracks (``recsys.recommender.neighbours``: for their nearest
+tracks through the index and for the rest of their album and artist), and the classifier's
 P(liked) (``recsys.recommender.models``). The blend is their weighted mean, ``(w_model * p_model + w_knn * p_knn) /
 (w_model + w_knn)``; when the classifier was not shown better than chance (or there is none), the votes alone rank.
 With ``seeds`` the seed tracks are the liked evidence instead of the ratings (the playlist is built around them).
@@ -36,7 +37,7 @@ import numpy as np
 from recsys.errors import RecsysError
 from recsys.library.track import Track, display_label
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root, norm
-from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
+from recsys.recommender.neighbours import Search, evidence_weights, exact_search, library_groups, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
@@ -218,8 +219,8 @@ def _strongest(rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, most: i
 def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
          seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False, played_min: int = 3,
          min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
-         w_model: float = 0.6, w_knn: float = 0.4, neighbours_k: int = 20, max_voters: int = 1000,
-         pseudo_until: int = 500,
+         w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
+         pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
          scorer: str = "blend", search: Search | None = None,
          exists: Callable[[str], bool] = os.path.exists) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
@@ -243,7 +244,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    p_knn, _support = vote(hoods, evidence, liked, weights, n)
+    root = library_root([t.path for t in tracks])
+    groups = library_groups(lib.keys, tracks, root) if album_vote > 0 or artist_vote > 0 else None
+    p_knn, _support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
+                           artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
     p_model = model.like_probability(vectors) if use_model else None
     if scorer == "neighbours" or p_model is None:
@@ -277,7 +281,6 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     meta = lib.meta  # a snapshot builds this table on each access
     paths = _take(meta, "path", short)
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
-    root = library_root([t.path for t in tracks])
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
     albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
     picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [norm(t) for t in title_raw], paths,

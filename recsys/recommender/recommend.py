@@ -69,7 +69,8 @@ def _train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Pa
            tracking: str | None) -> TrainReport:
     c = settings.classifier
     return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
-                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=_search(settings, taste.lib))
+                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=_search(settings, taste.lib),
+                            w_model=settings.recommend.w_model, w_knn=settings.recommend.w_knn)
 
 
 def train_from_player(settings: Settings) -> TrainReport:
@@ -162,7 +163,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 max_per_artist=req.max_per_artist or r.max_per_artist,
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
                 w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
-                pseudo_until=settings.classifier.pseudo_until,
+                pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
                 scorer=scorer, search=_search(settings, taste.lib), exists=os.path.exists)
 
 
