@@ -11,7 +11,7 @@ import pytest
 
 from recsys.library.track import Track
 from recsys.recommender.labels import collect_labels
-from recsys.recommender.neighbours import exact_search, neighbourhoods, vote
+from recsys.recommender.neighbours import exact_search, library_groups, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 from recsys.recommender.rank import RankError
 from recsys.recommender.rank import rank as real_rank
@@ -122,6 +122,19 @@ def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_a
     disliked = [t for t in with_album if album[lib.keys.index(t.key)] == 1]
     assert all(t.like_neighbours <= without[t.key] for t in disliked)  # the disliked album votes against its rest
     assert sum(t.like_neighbours for t in disliked) < 0.5 * sum(without[t.key] for t in disliked)
+
+
+def test_album_and_artist_groups_are_named_only_around_the_evidence():
+    tracks = [Track(path="/m/a/1.ogg", album="Best Of", artist="Band"),  # the evidence
+              Track(path="/m/b/2.ogg", album="best of", artist="BAND"),  # same album and artist, other case
+              Track(path="/m/c/3.ogg", album="Other", artist="band"),  # same artist only
+              Track(path="/m/d/4.ogg", album="Else", artist="Nobody"),  # nothing shared
+              Track(path="/m/5.ogg"), Track(path="/m/6.ogg")]  # untagged, in the library's root folder
+    row_of = {t.key: i for i, t in enumerate(tracks)}
+    g = library_groups(row_of, tracks, "/m", np.array([0, 4]))
+    assert g.album[0] == g.album[1] >= 0 and g.album[2] != g.album[0] and g.album[3] == -1
+    assert g.artist[0] == g.artist[1] == g.artist[2] >= 0 and g.artist[3] == -1
+    assert g.album[4] == g.album[5] == -1 and g.artist[4] == -1  # a flat library is not one album
 
 
 def test_untagged_tracks_are_capped_by_folder():

@@ -245,7 +245,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
     root = library_root([t.path for t in tracks])
-    groups = library_groups(lib.keys, tracks, root) if album_vote > 0 or artist_vote > 0 else None
+    row_of = {k: i for i, k in enumerate(lib.keys)}
+    groups = library_groups(row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
     p_knn, _support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
@@ -258,7 +259,6 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         like, how = (w_model * p_model + w_knn * p_knn) / (w_model + w_knn), f"blend ({model.kind} + neighbours)"
     predicted = model.predict(vectors) if model is not None else None
 
-    row_of = {k: i for i, k in enumerate(lib.keys)}
     candidate = np.ones(n, dtype=bool)
     for t in tracks:
         row = row_of.get(t.key)
