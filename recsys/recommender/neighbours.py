@@ -110,17 +110,25 @@ def library_groups(row_of: dict[str, int], tracks: Sequence[Track], root: str, e
     artist_folders = {_folder(_folder(t.path)) for t in mine if not (t.albumartist.strip() or t.artist.strip())}
     flat = f"folder:{root}"
     ids: dict[str, int] = {}
+    memo: dict[tuple[str, str, str, str], tuple[int, int]] = {}  # album-mates share tags and folder: named once
     for t, row in pairs:
         if row is None:
             continue
+        folder = _folder(t.path)
         tag = t.album.strip()
-        if tag.casefold() in album_tags if tag else _folder(t.path) in album_folders:
-            name = album_of(t.album, t.albumartist, t.artist, t.path)
-            album[row] = -1 if name == flat else ids.setdefault(name, len(ids))
+        in_album = tag.casefold() in album_tags if tag else folder in album_folders
         tag = t.albumartist.strip() or t.artist.strip()
-        if tag.casefold() in artist_tags if tag else _folder(_folder(t.path)) in artist_folders:
-            name = artist_of(t.artist, t.albumartist, t.path, root)
-            artist[row] = ids.setdefault(name, len(ids)) if name else -1
+        in_artist = tag.casefold() in artist_tags if tag else _folder(folder) in artist_folders
+        if not (in_album or in_artist):
+            continue
+        sig = (t.album, t.albumartist, t.artist, folder)
+        got = memo.get(sig)
+        if got is None:
+            names = (album_of(t.album, t.albumartist, t.artist, t.path), artist_of(t.artist, t.albumartist, t.path,
+                                                                                   root))
+            got = memo[sig] = (-1 if names[0] == flat else ids.setdefault(names[0], len(ids)),
+                               ids.setdefault(names[1], len(ids)) if names[1] else -1)
+        album[row], artist[row] = got
     return Groups(album, artist)
 
 
