@@ -53,7 +53,8 @@ def main() -> None:
               f"({faiss.omp_get_max_threads()} threads; recsys embed's cost)")
     tracks = [Track(path=f"/music/artist {i // 96}/album {i // 12}/{i}.flac", album=f"album {i // 12}",
                     artist=f"artist {i // 96}") for i in range(a.n)]
-    row_of = {t.key: i for i, t in enumerate(tracks)}
+    keys = [t.key for t in tracks]
+    row_of = {k: i for i, k in enumerate(keys)}
     rng = np.random.default_rng(1)
     for e in a.evidence:
         rows = rng.choice(a.n, e, replace=False)
@@ -63,7 +64,7 @@ def main() -> None:
             t0 = time.perf_counter()
             hoods = neighbourhoods(search, vectors, rows, a.k)
             t1 = time.perf_counter()
-            groups = library_groups(row_of, tracks, "/music", rows)
+            groups = library_groups(keys, row_of, tracks, "/music", rows)
             t2 = time.perf_counter()
             vote(hoods, rows, liked, np.ones(e), a.n, groups=groups, album_vote=1.0, artist_vote=0.5)
             times.append((t1 - t0, t2 - t1, time.perf_counter() - t2))

@@ -246,7 +246,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
     root = library_root([t.path for t in tracks])
     row_of = {k: i for i, k in enumerate(lib.keys)}
-    groups = library_groups(row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
+    groups = library_groups(lib.keys, row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
     p_knn, _support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
