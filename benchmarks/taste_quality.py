@@ -144,6 +144,33 @@ def summary(rows: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db: Path,
+               plan: list[tuple[int, bool]], settings: dict[str, float]) -> None:
+    """The tuning loop: ``rank()`` in this process with ``settings`` as its keywords, caps lifted, no classifier."""
+    from recsys.config import IndexSettings
+    from recsys.index.ann import current_snapshot
+    from recsys.library.sources import load_library
+    from recsys.recommender.rank import rank
+
+    lib = current_snapshot(home, IndexSettings())
+    rows = []
+    for seed, large in plan:
+        songs, liked, disliked = owner(tracks, seed, large)
+        write_clementine_db(db, songs)
+        picks = rank(lib, load_library(db, []).tracks, None, top_n=20, max_per_artist=LIFTED,
+                     max_per_album=LIFTED, **settings).tracks
+        styles = [label[t.path] for t in picks]
+        cut = min(20, sum(label[s.path] in liked for s in songs if s.rating < 0 and s.playcount < 3))
+        rows.append((large, sum(x in liked for x in styles) / 20, sum(x in disliked for x in styles),
+                     sum(x in liked for x in styles[:cut]) / max(cut, 1)))
+    for kind, name in ((False, "any"), (True, "large")):
+        got = [r[1:] for r in rows if r[0] == kind]
+        if got:
+            print(f"{name:5s} draws ({len(got)}): top 20 liked {statistics.mean(g[0] for g in got):.2f}, disliked "
+                  f"{statistics.mean(g[1] for g in got):.2f}, R-precision {statistics.mean(g[2] for g in got):.2f}"
+                  f"  ({settings or 'defaults'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/devcorpus"))
@@ -160,6 +187,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="SECTION.KEY=VALUE passed to recsys as RECSYS_SECTION__KEY (tuning runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
+    parser.add_argument("--rank", dest="rank_settings", action="append", default=None, metavar="KEYWORD=VALUE",
+                        help="tuning: rank() in this process with these keywords (e.g. album_vote=0.5), caps lifted, "
+                             "no classifier, top 20 only; needs the home an earlier run embedded")
     a = parser.parse_args()
     if not a.corpus.is_dir():
         raise SystemExit(f"no corpus at {a.corpus}: build it with /work/shared/corpus/build_devcorpus.sh")
@@ -170,13 +200,18 @@ def main() -> None:
     env = {f"RECSYS_{k.split('.')[0].upper()}__{k.split('.')[1].split('=')[0].upper()}": k.split("=", 1)[1]
            for k in a.overrides}
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
+    plan = draw_plan(a.draws, a.large, a.first_seed)
+    if a.rank_settings is not None:
+        settings = {k: float(v) if "." in v else int(v) for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
+        in_process(tracks, label, home, db, plan, settings)
+        return
 
     write_clementine_db(db, owner(tracks, 0)[0])
     print(cli(home, "embed", "--db", str(db), "--encoder", a.encoder, "--workers", str(a.workers), "-q",
               env=env).strip().splitlines()[-1])
 
     results = []
-    for seed, large in draw_plan(a.draws, a.large, a.first_seed):
+    for seed, large in plan:
         songs, liked, disliked = owner(tracks, seed, large)
         write_clementine_db(db, songs)
         train = cli(home, "train-classifier", "--db", str(db), env=env)
