@@ -154,7 +154,8 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
     """Grouped K-fold CV of ``kinds``, the neighbour votes ('knn') and the base rate, on the same folds.
 
     ``hoods`` are the neighbourhoods of every label's row (as ``neighbours.neighbourhoods`` finds them); a fold's
-    votes come from its training labels alone.
+    votes come from its training labels alone. They are the votes through the index only: the album and artist
+    votes of the playlist have nothing to say here, since a fold holds out whole albums and artists.
     """
     folds, how = grouped_folds(labels, n_folds, seed)
     n = len(vectors)
