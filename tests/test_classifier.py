@@ -12,7 +12,7 @@ import pytest
 from recsys.library.track import Track
 from recsys.recommender import models
 from recsys.recommender.classifier import ClassifierError, RatingModel, train_classifier
-from recsys.recommender.evaluation import auc_lower_bound, better_than_chance, roc_auc
+from recsys.recommender.cross_validation import auc_lower_bound, better_than_chance, roc_auc
 from recsys.recommender.labels import collect_labels, group_ids, grouped_folds
 from recsys.recommender.persistence import save
 
@@ -223,7 +223,7 @@ def test_library_root_is_the_deepest_common_folder():
 
 
 def test_the_rule_keeps_a_classifier_out_that_does_not_improve_on_the_votes():
-    from recsys.recommender.evaluation import CrossValidation, blend_helps, probability_metrics
+    from recsys.recommender.cross_validation import CrossValidation, blend_helps, probability_metrics
 
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(20), 5)

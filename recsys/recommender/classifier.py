@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from recsys.library.track import Track
-from recsys.recommender.evaluation import KINDS, CrossValidation, blend_helps, cross_validate, fit_vector_model
+from recsys.recommender.cross_validation import KINDS, CrossValidation, blend_helps, cross_validate, fit_vector_model
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
 from recsys.recommender.persistence import ClassifierError, RatingModel, save
@@ -38,11 +38,11 @@ log = logging.getLogger(__name__)
 COLUMNS = (("ROC-AUC", "roc_auc"), ("AUC low", "auc_low"), ("log-loss", "log_loss"), ("Brier", "brier"))
 ROWS = (*KINDS, "blend")
 
-__all__ = ["ClassifierError", "RatingModel", "TrainReport", "train_classifier"]
+__all__ = ["ClassifierError", "RatingModel", "ClassifierReport", "train_classifier"]
 
 
 @dataclass
-class TrainReport:
+class ClassifierReport:
     kind: str
     blend: bool
     n_ratings: int
@@ -88,7 +88,7 @@ def _decision(cv: CrossValidation, best: str) -> tuple[bool, str]:
                    "rated tracks alone. Rating tracks of more albums helps most.")
 
 
-def _model_card(report: TrainReport, lib: Any, params: dict[str, Any]) -> str:
+def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any]) -> str:
     used = ", ".join(f"{k}: {v}" for k, v in report.used.items())
     dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.items()) or "none"
     return "\n".join([
@@ -104,7 +104,7 @@ def _model_card(report: TrainReport, lib: Any, params: dict[str, Any]) -> str:
 def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracking_uri: str | None, *,
                      min_ratings: int = 20, seed: int = 0, pseudo_until: int = 500, neighbours_k: int = 20,
                      n_folds: int = 5, search: Search | None = None, w_model: float = 0.2, w_knn: float = 0.8,
-                     experiment: str = "recsys-classifier") -> TrainReport:
+                     experiment: str = "recsys-classifier") -> ClassifierReport:
     """Cross-validate the candidates, fit the best on every label, save it under ``models_dir``, track in MLflow.
 
     ``lib`` has ``keys``, ``vectors`` (N, D L2-normalised float32) and ``encoder_id``; ``search`` finds neighbours
@@ -148,7 +148,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
                             "metrics": cv.metrics, "stars": cv.stars, "reason": reason, "used": labels.used,
                             "dropped": labels.dropped, "split": cv.how, "folds": cv.n_folds}
     model = RatingModel(best, arrays, info)
-    report = TrainReport(kind=best, blend=blend, n_ratings=cv.n_ratings, n_folds=cv.n_folds, used=labels.used,
+    report = ClassifierReport(kind=best, blend=blend, n_ratings=cv.n_ratings, n_folds=cv.n_folds, used=labels.used,
                          dropped=labels.dropped, metrics=cv.metrics, stars=cv.stars, reason=reason, run_id=None,
                          seconds=0.0, split=cv.how)
     files = save(Path(models_dir), model)
@@ -166,7 +166,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
                              **{k: v for k, v in cv.stars.items() if not math.isnan(v)}})
             for f in files:
                 run.log_artifact(f)
-            run.log_text(_model_card(report, lib, params), "model_card.md")
+            run.log_text(_classifier_card(report, lib, params), "model_card.md")
             report.run_id = run.run_id
     report.seconds = time.perf_counter() - started
     return report
