@@ -352,7 +352,9 @@ def _track_json(t, explain: bool) -> dict:
                           "like_classifier": None if t.like_model is None else round(t.like_model, 4),
                           "like_neighbours": None if t.like_neighbours is None else round(t.like_neighbours, 4),
                           "nearest_liked": [n.as_json() for n in t.near_liked],
-                          "nearest_disliked": [n.as_json() for n in t.near_disliked]}
+                          "nearest_disliked": [n.as_json() for n in t.near_disliked],
+                          "same_album_voters": dict(zip(("liked", "not_liked"), t.album_voters, strict=True)),
+                          "same_artist_voters": dict(zip(("liked", "not_liked"), t.artist_voters, strict=True))}
     return out
 
 
@@ -365,6 +367,9 @@ def _explain(t) -> str:
         if near:
             parts.append(f"{what}: " + "; ".join(f"{_one_line(n.label)} {n.stars:g}* cos {n.similarity:.2f}"
                                                  for n in near))
+    for what, (yes, no) in (("its album", t.album_voters), ("its artist", t.artist_voters)):
+        if yes or no:
+            parts.append(f"{what}: {yes} liked, {no} not liked")
     return "  ".join(parts)
 
 

@@ -115,6 +115,8 @@ def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_a
 
     top, _, with_album = best5()
     assert all(album[i] == 0 for i in top), top  # the 5 unrated tracks of the liked album
+    first = next(t for t in with_album if lib.keys.index(t.key) == top[0])
+    assert first.album_voters == (3, 0) and first.artist_voters == (3, 0)  # what --explain shows
     off, without, _ = best5(album_vote=0, artist_vote=0)
     assert sum(album[i] == 0 for i in off) < 3  # the votes through the index alone cannot find them here
     root = [t for t in with_album if t.path.startswith("/lib/t")]

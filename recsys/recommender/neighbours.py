@@ -132,6 +132,18 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], tracks: Sequence
     return Groups(album, artist)
 
 
+def shared_voters(ids: np.ndarray, rows: np.ndarray, liked: np.ndarray, chosen: np.ndarray
+                  ) -> list[tuple[int, int]]:
+    """For each ``chosen`` row, (liked, not liked) evidence tracks in its group, itself left out: what --explain
+    shows of the album and artist votes."""
+    out = []
+    for r in np.asarray(chosen).tolist():
+        g = ids[r]
+        same = (ids[rows] == g) & (rows != r) if g >= 0 else np.zeros(len(rows), bool)
+        out.append((int((liked[same] > 0.5).sum()), int((liked[same] <= 0.5).sum())))
+    return out
+
+
 def _group_votes(ids: np.ndarray, rows: np.ndarray, weights: np.ndarray, liked: np.ndarray, strength: float
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(liked votes, all votes) each row gets from the evidence sharing its group; none for an evidence's own row."""

@@ -38,7 +38,15 @@ from recsys.errors import RecsysError
 from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
-from recsys.recommender.neighbours import Search, evidence_weights, exact_search, library_groups, neighbourhoods, vote
+from recsys.recommender.neighbours import (
+    Search,
+    evidence_weights,
+    exact_search,
+    library_groups,
+    neighbourhoods,
+    shared_voters,
+    vote,
+)
 from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
@@ -84,6 +92,8 @@ class RankedTrack(Labelled):
     like_neighbours: float | None = None
     near_liked: list[Near] = field(default_factory=list)
     near_disliked: list[Near] = field(default_factory=list)
+    album_voters: tuple[int, int] = (0, 0)  # liked and not-liked rated (or often played) tracks of its album
+    artist_voters: tuple[int, int] = (0, 0)  # ... and of its artist
 
 
 @dataclass
@@ -284,13 +294,19 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                            rules)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
+    if groups is None:
+        album_voters = artist_voters = [(0, 0)] * len(chosen)
+    else:
+        album_voters = shared_voters(groups.album, evidence, liked, chosen)
+        artist_voters = shared_voters(groups.artist, evidence, liked, chosen)
     near_liked, near_disliked = _nearest_rated(vectors, chosen, lib.keys, tracks, row_of, seeds)
     out = [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[i] or 0.0), score=float(relevance[r]),
                        predicted=None if predicted is None else float(predicted[r]), artist=artist_raw[j] or "",
                        title=title_raw[j] or "", album=album_raw[j] or "", track_number=numbers[i],
                        duration_s=durations[i], because=[x.label for x in near_liked[i]], like=float(like[r]),
                        like_model=None if p_model is None else float(p_model[r]), like_neighbours=float(p_knn[r]),
-                       near_liked=near_liked[i], near_disliked=near_disliked[i])
+                       near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
+                       artist_voters=artist_voters[i])
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
     return Ranking(out, how, len(rows), _stop_reason(len(out), top_n, len(rows), len(short), removed, rules),
                    dict(removed))
