@@ -47,11 +47,12 @@ class PlayerLibrary:
     """What the player database lists: its local-file tracks, and how many rows were left out and why."""
 
     path: Path
-    kind: str  # 'clementine' or 'strawberry'
+    kind: str  # 'clementine', 'strawberry' or 'navidrome'
     tracks: list[Track]
     skipped_urls: int
     skipped_unavailable: int
     duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
+    user: str | None = None  # whose ratings, in a server's database of several users (Navidrome)
 
 
 def find_player_db(home: Path | None = None) -> Path | None:
