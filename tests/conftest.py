@@ -35,6 +35,12 @@ class SmallLibrary:
         return runner.invoke(main, ["--home", str(self.home), *args], input=input, catch_exceptions=False)
 
 
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path, monkeypatch):
+    """The developer's own ~/.config/recsys/config.yaml must not change what the tests see."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
 _CACHE: dict[tuple, Path] = {}
 
 
