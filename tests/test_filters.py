@@ -92,3 +92,17 @@ def test_errors_are_one_line_naming_the_term(terms, message):
     with pytest.raises(FilterError) as err:
         parse(terms)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_candidate_mask_over_snapshot_rows_joins_the_library_by_key():
+    from recsys.library.filters import candidate_mask
+
+    keys = [t.key for t in TRACKS] + ["/m/not-in-library.flac"]
+    columns = {name: [getattr(t, name) for t in TRACKS] + [""] for name in ("artist", "album", "title", "genre")}
+    library = [Track(path=t.path, rating=None if s is None else s / 5, playcount=p)
+               for t, s, p in zip(TRACKS, STARS, PLAYS, strict=True)]
+    f = parse("played:0 -genre:christmas")
+    assert f.needs_taste and f.columns == {"genre"}
+    assert list(candidate_mask(f, keys, columns.get, library)) == [False, True, False, False, False, True]
+    assert list(candidate_mask(parse("rating:4.."), keys, columns.get, library)) == [True, True] + [False] * 4
+    assert not parse("genre:x").needs_taste

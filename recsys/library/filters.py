@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from recsys.errors import RecsysError
 from recsys.index.ann import normalise
+from recsys.library.track import Track
 
 TEXT_FIELDS = ("artist", "album", "title", "genre")
 RANGE_FIELDS = ("year", "rating", "played")
@@ -116,9 +117,34 @@ class Filter:
             keep &= term.test(columns, stars, plays, n)
         return keep
 
+    @property
+    def needs_taste(self) -> bool:
+        """Whether a term reads the owner's ratings or plays (so the player database must be read)."""
+        return any(t.field in ("rating", "played") for t in self.terms)
+
+    @property
+    def columns(self) -> set[str]:
+        """The tag columns the terms read (so a snapshot reads only those)."""
+        names = {"": BARE_FIELDS, "artist": ("artist", "albumartist")}
+        return {c for t in self.terms if t.field not in ("rating", "played") for c in names.get(t.field, (t.field,))}
+
     def matches(self, track: object, stars: float | None = None, plays: int = 0) -> bool:
         """Whether one track passes; ``track`` is anything with the attributes of :data:`COLUMNS` (e.g. ``Track``)."""
         return bool(self.mask(track_columns([track]), [stars], [plays])[0])
+
+
+def candidate_mask(flt: Filter, keys: Sequence[str], column: Callable[[str], Sequence | None],
+                   tracks: Sequence[Track] = ()) -> np.ndarray:
+    """``flt`` over rows named by ``keys`` (an index snapshot's rows): ``column(name)`` gives a tag column (None when
+    the rows have none, e.g. ``lambda c: lib.values(c) if c in lib.column_names else None``), ``tracks`` the library
+    with the owner's ratings and plays, matched to the rows by key (a row no track names is unrated, unplayed)."""
+    columns = {name: values for name in sorted(flt.columns) if (values := column(name)) is not None}
+    if not flt.needs_taste:
+        return flt.mask(columns or {"key": keys})
+    by_key = {t.key: t for t in tracks}
+    known = [by_key.get(k) for k in keys]
+    return flt.mask(columns or {"key": keys}, [t.stars if t else None for t in known],
+                    [t.playcount if t else 0 for t in known])
 
 
 def track_columns(tracks: Sequence[object]) -> dict[str, list]:
