@@ -35,12 +35,6 @@ class SmallLibrary:
         return runner.invoke(main, ["--home", str(self.home), *args], input=input, catch_exceptions=False)
 
 
-@pytest.fixture(autouse=True)
-def _no_user_config(tmp_path, monkeypatch):
-    """The developer's own ~/.config/recsys/config.yaml must not change what the tests see."""
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-
-
 _CACHE: dict[tuple, Path] = {}
 
 
@@ -83,4 +77,5 @@ def _no_user_config(monkeypatch, tmp_path):
         if name.startswith("RECSYS_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # the user config file: ~/.config/recsys/config.yaml
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-home" / ".local" / "share"))
