@@ -76,6 +76,18 @@ def test_legacy_absolute_paths(tmp_path, music):
     assert [(t.path, t.stars) for t in lib.tracks] == [(f"{music}/x/a.flac", pytest.approx(4.0))]
 
 
+def test_the_synthetic_database_follows_the_schema_the_reader_follows(tmp_path, music):
+    import sqlite3
+
+    from recsys.library.navidrome import SCHEMA_VERSION
+    from recsys.synth.navidrome_db import MIGRATION
+
+    conn = sqlite3.connect(_db(tmp_path, music))
+    assert MIGRATION == SCHEMA_VERSION == conn.execute("SELECT max(version_id) FROM goose_db_version").fetchone()[0]
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # as Navidrome runs it
+    conn.close()
+
+
 def test_read_only_and_wrong_file(tmp_path, music):
     db = _db(tmp_path, music)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

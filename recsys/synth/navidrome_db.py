@@ -1,7 +1,7 @@
 """Write Navidrome-shaped SQLite databases, for tests and the demo.
 
 The tables recsys reads (``media_file``, ``annotation``, ``user``, ``library``, ``user_library``) carry the columns
-Navidrome's migrations give them up to :data:`recsys.library.navidrome.SCHEMA_VERSION` (the media_file columns are
+Navidrome's migrations give them up to :data:`MIGRATION` (the media_file columns are
 those of ``model.MediaFile``, in the order the migrations added them), with ``goose_db_version`` recording the
 migration, and the database is in WAL mode as Navidrome runs it. ``legacy=True`` writes the shape before Navidrome
 0.55: absolute paths in ``media_file.path`` and no ``missing``/``tags`` columns.
@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys.library.navidrome import SCHEMA_VERSION
+MIGRATION = 20260819204637  # the newest Navidrome migration these tables follow (the reader's SCHEMA_VERSION)
 
 _USER = """
 CREATE TABLE user (
@@ -158,7 +158,7 @@ def write_navidrome_db(path: Path, songs: Iterable[NavidromeSong], users: Mappin
                              "starred) VALUES (?, ?, 'media_file', ?, ?, ?, ?)",
                              (ids[a.user], f"mf-{i}", a.play_count, a.play_date, a.rating, a.starred))
         conn.execute("INSERT INTO goose_db_version (version_id, is_applied) VALUES (0, 1), (?, 1)",
-                     (20240511220020 if legacy else SCHEMA_VERSION,))
+                     (20240511220020 if legacy else MIGRATION,))
         conn.commit()
     finally:
         conn.close()
