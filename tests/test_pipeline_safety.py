@@ -16,7 +16,7 @@ from pathlib import Path
 
 import xspf_lib
 
-from recsys.demo import build_library, write_demo_db
+from recsys.app.demo import build_library, write_demo_db
 
 
 def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:

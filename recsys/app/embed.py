@@ -1,4 +1,4 @@
-"""Decode workers -> batches on the device -> vectors -> the table, incrementally and resumably.
+"""`recsys embed`: decode workers -> batches on the device -> vectors -> the table, incrementally and resumably.
 
 The plan compares the library with the table: unchanged rows of the current encoder are kept, moved or copied files
 reuse their vector (same content id), and everything else is decoded in worker processes while the main process
@@ -24,14 +24,14 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recsys.app.maintenance import is_under, missing_keys, refresh_snapshot
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
-from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
-from recsys.index.lock import HomeLock
-from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
+from recsys.home.lock import HomeLock
+from recsys.index.ann import read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
@@ -446,7 +446,7 @@ def embed_tracks(
     return report
 
 
-def _empty_folders(library: Library) -> list[str]:
+def empty_folders(library: Library) -> list[str]:
     """Music folders that hold no track of the library now: unmounted shares (an empty mount point), most likely."""
     return [f for f in library.folders
             if not any(is_under(t.path, os.path.abspath(os.path.expanduser(f))) for t in library.tracks)]
@@ -469,7 +469,7 @@ def embed_library(
         encoder = resolved.encoder
         spec = decode_spec(settings, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
-        empty = _empty_folders(library)
+        empty = empty_folders(library)
         report = embed_tracks(
             library.tracks,
             store,
@@ -492,43 +492,3 @@ def embed_library(
             refresh_snapshot(store, settings, eid, missing_keys(store, empty))
             report.index = read_manifest(home) or {}
     return report
-
-
-def library_status(settings: Settings) -> dict:
-    """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
-    home = settings.home_path
-    library = load_configured_library(settings)
-    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
-    eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
-    store = TrackStore.open(home, writable=False)
-    failures = store.failures()
-    states = store.states()
-    empty = _empty_folders(library)
-    plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid, untouched_folders=empty)
-    stale = sum(1 for j in plan.todo if j.track.key in states)
-    manifest = read_manifest(home)
-    if manifest is None:
-        index = {"state": "not built: run `recsys embed`"}
-    else:
-        current = snapshot_is_current(home, eid, settings.index, excluded_digest(missing_keys(store, empty)))
-        index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
-    return {
-        "home": str(home),
-        "library_tracks": len(library.tracks),
-        "library_source": str(library.db_path or ", ".join(library.folders)),
-        "encoder": resolved.label,
-        "encoder_id": eid,
-        "embedded": plan.up_to_date,
-        "stale": stale,
-        "not_embedded": len(plan.todo) - stale + len(plan.reuse),
-        "missing": len(plan.missing),
-        "missing_kept": len(plan.missing_keys),
-        "empty_folders": empty,
-        "table_rows": len(states),
-        "failures": [{"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures],
-        "left_out": [{"key": key, "reason": reason} for key, reason in library.left_out],
-        "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
-        "skipped_urls": library.skipped_urls,
-        "skipped_unavailable": library.skipped_unavailable,
-        "index": index,
-    }
