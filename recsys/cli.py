@@ -153,6 +153,7 @@ def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
+    source += f" (ratings of Navidrome user {lib.db_user})" if lib.db_user else ""
     click.echo(f"library: {report.total} tracks from {source}"
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     if lib.skipped_urls or lib.skipped_unavailable:

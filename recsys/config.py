@@ -2,8 +2,8 @@
 
 The user YAML is ``--config FILE`` when given, else ``$XDG_CONFIG_HOME/recsys/config.yaml`` (``~/.config/recsys/
 config.yaml``) when it exists; recsys only ever reads it. The remembered library is the ``--db``/``--library`` an
-earlier command was given, kept in ``<home>/remembered.json`` (see :mod:`recsys.remembered`). Every value keeps where
-it came from (``Settings.origins``), which ``recsys config`` prints.
+earlier command was given, kept in ``<home>/remembered.json`` (see :mod:`recsys.home.remembered`). Every value keeps
+where it came from (``Settings.origins``), which ``recsys config`` prints.
 
 The defaults are the dataclass field values below, each with the range it allows (checked when the settings load);
 ``recsys/default.yaml`` (installed with the package, printed by ``recsys config --defaults``) lists the same values
@@ -430,7 +430,7 @@ def load_settings(
     force. Every value is checked against its setting's range as it is applied, so a bad one is reported at load,
     naming the setting, the value, what is allowed and the layer it came from.
     """
-    from recsys.remembered import read_remembered, remembered_file
+    from recsys.home.remembered import read_remembered, remembered_file
 
     environ = dict(os.environ if environ is None else environ)
     layers: list[tuple[dict[str, Any], Origin]] = []

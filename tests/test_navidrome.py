@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from recsys.library.navidrome import read_navidrome_db
-from recsys.library.player_db import PlayerDBError
+from recsys.library.sources.clementine import PlayerDBError
+from recsys.library.sources.navidrome import read_navidrome_db
 from recsys.synth.navidrome_db import Annotation, NavidromeSong, write_navidrome_db
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
@@ -79,7 +79,7 @@ def test_legacy_absolute_paths(tmp_path, music):
 def test_the_synthetic_database_follows_the_schema_the_reader_follows(tmp_path, music):
     import sqlite3
 
-    from recsys.library.navidrome import SCHEMA_VERSION
+    from recsys.library.sources.navidrome import SCHEMA_VERSION
     from recsys.synth.navidrome_db import MIGRATION
 
     conn = sqlite3.connect(_db(tmp_path, music))
@@ -96,3 +96,16 @@ def test_read_only_and_wrong_file(tmp_path, music):
     clementine = write_clementine_db(tmp_path / "clementine.db", [SynthSong(path="/m/a.flac")])
     with pytest.raises(PlayerDBError, match="is not a Navidrome database"):
         read_navidrome_db(clementine)
+
+
+def test_registered_source_recognises_it_by_its_tables_and_reads_with_the_settings(tmp_path, music):
+    from recsys.config import load_settings
+    from recsys.library.sources import load_library
+
+    db = _db(tmp_path, music, name="backup-2024.db")
+    library = load_library(db, [], settings=load_settings(environ={"RECSYS_NAVIDROME__USER": "bob"}))
+    assert library.db_kind == "navidrome" and library.db_user == "bob"
+    assert {t.title: t.stars for t in library.tracks}["Rated"] == pytest.approx(5.0)
+    assert library.source() == f"{db} (ratings of Navidrome user bob)"
+    with pytest.raises(PlayerDBError, match="several users"):  # no user set: two users, two admins
+        load_library(_db(tmp_path, music, users={"a": True, "b": True}, songs=[], name="two.db"), [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from recsys.config import as_dict, as_yaml, load_settings, remembered_origins
-from recsys.remembered import given_library, read_remembered, remember
+from recsys.home.remembered import given_library, read_remembered, remember
 
 
 def test_user_config_file_is_found_and_config_replaces_it(tmp_path):

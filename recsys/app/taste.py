@@ -37,8 +37,8 @@ class Taste:
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
     lib = current_snapshot(settings.home_path, settings.index)
-    library = load_library(settings.library.db, settings.library.folders)
-    source = str(library.db_path or ", ".join(library.folders))
+    library = load_library(settings.library.db, settings.library.folders, settings=settings)
+    source = library.source()
     embedded = set(lib.keys)
     if not any(t.key in embedded for t in library.tracks):
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "

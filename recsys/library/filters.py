@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.errors import RecsysError
-from recsys.index.ann import normalise
+from recsys.library.text import search_key as normalise
 from recsys.library.track import Track
 
 TEXT_FIELDS = ("artist", "album", "title", "genre")

@@ -332,7 +332,7 @@ class _ClementineSource:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
 
-    def read(self, path: Path) -> PlayerLibrary:
+    def read(self, path: Path, settings: object = None) -> PlayerLibrary:
         return read_player_db(path)
 
 

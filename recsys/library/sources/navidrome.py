@@ -1,8 +1,9 @@
 """Read-only reader for a Navidrome database: the server's tracks and one user's ratings, loves and plays.
 
-Navidrome (navidrome.org) keeps its library in one SQLite file (``navidrome.db`` in its data folder), in WAL mode,
-while the server runs. It is read through :func:`recsys.library.player_db.read_consistent`, like the Clementine and
-Strawberry databases: one read transaction, never a write, no side file left behind.
+Navidrome (navidrome.org) keeps its library in one SQLite file (``navidrome.db`` in its data folder,
+``/var/lib/navidrome`` for its Linux packages), in WAL mode while the server runs. It is read through
+:func:`recsys.library.sources.clementine.read_consistent`, like the Clementine and Strawberry databases: one read
+transaction, never a write, no side file left behind. ``--db`` recognises it by its tables, whatever its name.
 
 The schema followed is that of Navidrome's own migrations (``db/migrations/`` in its repository) up to
 ``20260819204637`` (v0.63, August 2026), with what changed on the way:
@@ -36,10 +37,17 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recsys.library.player_db import PlayerDBError, PlayerLibrary, read_consistent, select_tolerant
+from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.clementine import PlayerDBError, read_consistent, select_tolerant
 from recsys.library.track import Track
 
+if TYPE_CHECKING:
+    from recsys.config import Settings
+
+# The packages' DataFolder (release/linux/navidrome.toml); Docker's /data is inside the container.
+USUAL_PATHS = (Path("/var/lib/navidrome/navidrome.db"),)
 SCHEMA_VERSION = 20260819204637  # the newest Navidrome migration this reader was written against
 RELATIVE_PATHS_SINCE = 20241026183640  # media_file.path relative to library.path from this migration on
 KIND = "navidrome"
@@ -198,3 +206,29 @@ def _check_roots(db: Path, libraries: dict[int, str], mapping: list[tuple[str, s
     raise PlayerDBError(f"Navidrome's music folder {shown} (in {db}) does not exist on this machine: if Navidrome runs "
                         "in a container, map it to your folder with navidrome.path_map, e.g. "
                         f"{{'{roots[0]}': '{Path.home() / 'Music'}'}}")
+
+
+class _NavidromeSource:
+    """Navidrome as a :class:`recsys.library.sources.Source`: settings ``navidrome.user``, ``path_map``,
+    ``loved_stars``."""
+
+    name = KIND
+
+    def find(self) -> Path | None:
+        return next((p for p in USUAL_PATHS if p.is_file() and os.access(p, os.R_OK)), None)
+
+    def recognises(self, path: Path) -> bool:
+        """By its tables (a backup may have any name); a file that cannot be read is left to the first source."""
+        try:
+            return read_consistent(path, lambda conn, _: is_navidrome_db(conn), what=WHAT)[1]
+        except PlayerDBError:
+            return False
+
+    def read(self, path: Path, settings: Settings | None = None) -> PlayerLibrary:
+        if settings is None:
+            return read_navidrome_db(path)
+        nd = settings.navidrome
+        return read_navidrome_db(path, user=nd.user, path_map=nd.mapping(), loved_stars=nd.loved_stars)
+
+
+SOURCE = _NavidromeSource()
