@@ -109,3 +109,14 @@ def test_registered_source_recognises_it_by_its_tables_and_reads_with_the_settin
     assert library.source() == f"{db} (ratings of Navidrome user bob)"
     with pytest.raises(PlayerDBError, match="several users"):  # no user set: two users, two admins
         load_library(_db(tmp_path, music, users={"a": True, "b": True}, songs=[], name="two.db"), [])
+
+
+def test_paths_map_to_navidrome_and_back():
+    from recsys.library.sources.navidrome import _mapped, to_navidrome_path
+
+    path_map = {"/music": "/home/me/Music", "/music/classical": "/mnt/nas/classical"}
+    forwards = sorted(path_map.items(), key=lambda kv: -len(kv[0]))
+    for theirs in ("/music/a/b.flac", "/music/classical/x.flac", "/music", "/other/c.flac"):
+        assert to_navidrome_path(_mapped(theirs, forwards), path_map) == theirs
+    assert _mapped("/music/classical/x.flac", forwards) == "/mnt/nas/classical/x.flac"
+    assert _mapped("/musicals/y.flac", forwards) == "/musicals/y.flac"  # a folder boundary, not a prefix

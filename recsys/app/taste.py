@@ -32,6 +32,7 @@ class Taste:
     tracks: list[Track]
     source: str
     inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
+    db_kind: str | None = None  # the source of the ratings: 'clementine', 'navidrome' ...
 
 
 def load_taste(settings: Settings) -> Taste:
@@ -44,7 +45,7 @@ def load_taste(settings: Settings) -> Taste:
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
     inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
-    return Taste(lib, library.tracks, source, inputs)
+    return Taste(lib, library.tracks, source, inputs, library.db_kind)
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster

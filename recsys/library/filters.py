@@ -20,6 +20,9 @@ On the command line the terms are given to ``--where``, one string split like a 
 positional arguments: click takes ``-genre:x`` for an unknown option when it stands alone, while the value of an
 option is taken as it is; ``^genre:x`` is accepted everywhere for the same reason.
 
+Text is compared in :func:`recsys.library.text.search_key` form (case, accents and punctuation ignored). numpy is
+imported on first use: the CLI imports this module for :data:`HELP`.
+
 The API is two calls: :func:`parse` turns terms into a :class:`Filter`, and :meth:`Filter.mask` gives a boolean array
 over columns of tags (the index snapshot's columns, or :func:`track_columns` of ``Track`` records) with each row's
 stars and play count; :meth:`Filter.matches` does the same for one track.
@@ -31,12 +34,14 @@ import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from recsys.errors import RecsysError
-from recsys.library.text import search_key as normalise
+from recsys.library.text import search_key
 from recsys.library.track import Track
+
+if TYPE_CHECKING:
+    import numpy as np
 
 TEXT_FIELDS = ("artist", "album", "title", "genre")
 RANGE_FIELDS = ("year", "rating", "played")
@@ -75,6 +80,8 @@ class Term:
 
     def _hit(self, columns: Mapping[str, Sequence], stars: Sequence[float | None], plays: Sequence[int],
              n: int) -> np.ndarray:
+        import numpy as np  # on first use: the CLI imports this module for its --help text
+
         if self.field in ("", *TEXT_FIELDS):
             names = BARE_FIELDS if self.field == "" else ("artist", "albumartist") if self.field == "artist" \
                 else (self.field,)
@@ -110,6 +117,8 @@ class Filter:
         """Which rows pass: ``columns`` maps names of :data:`COLUMNS` to equal-length sequences (missing text columns
         count as empty), ``stars`` (0-5 or None when unrated) and ``plays`` are per row (default: unrated, unplayed)."""
         n = len(next(iter(columns.values()))) if columns else len(stars or plays or ())
+        import numpy as np
+
         stars = [None] * n if stars is None else stars
         plays = [0] * n if plays is None else plays
         keep = np.ones(n, dtype=bool)
@@ -147,6 +156,12 @@ def candidate_mask(flt: Filter, keys: Sequence[str], column: Callable[[str], Seq
                     [t.playcount if t else 0 for t in known])
 
 
+def snapshot_column(lib: object) -> Callable[[str], Sequence | None]:
+    """The ``column`` argument of :func:`candidate_mask` for an index snapshot (``LibraryVectors``)."""
+    names = set(lib.column_names)  # type: ignore[attr-defined]
+    return lambda name: lib.values(name) if name in names else None  # type: ignore[attr-defined]
+
+
 def track_columns(tracks: Sequence[object]) -> dict[str, list]:
     """The columns :meth:`Filter.mask` reads, from records with those attributes (``Track``)."""
     return {name: [getattr(t, name, None) for t in tracks] for name in COLUMNS}
@@ -168,16 +183,16 @@ def _term(word: str) -> Term:
     body = word[1:] if negate else word
     field, sep, value = body.partition(":")
     if not sep:
-        if not normalise(body):
+        if not search_key(body):
             raise FilterError(f"filter {word!r} has no letters or digits to look for: give a word, or a field "
                               f"such as genre:ambient (fields: {', '.join(FIELDS)})")
-        return Term("", text=normalise(body), negate=negate, source=word)
+        return Term("", text=search_key(body), negate=negate, source=word)
     field = field.lower()
     if field not in FIELDS:
         raise FilterError(f"unknown filter field {field!r} in {word!r}: valid fields are {', '.join(FIELDS)} "
                           "(or a bare word, matched against artist, album and title)")
     if field in TEXT_FIELDS:
-        return Term(field, text=normalise(value), negate=negate, source=word)
+        return Term(field, text=search_key(value), negate=negate, source=word)
     if field == "path":
         if not value:
             raise FilterError(f"filter {word!r} needs a folder: e.g. path:~/Music/Jazz")
@@ -211,9 +226,11 @@ def _column(columns: Mapping[str, Sequence], name: str, n: int) -> Sequence:
 
 
 def _contains(values: Sequence, text: str) -> np.ndarray:
+    import numpy as np
+
     if text == "":
-        return np.fromiter((not v or not normalise(str(v)) for v in values), dtype=bool, count=len(values))
-    return np.fromiter((bool(v) and text in normalise(str(v)) for v in values), dtype=bool, count=len(values))
+        return np.fromiter((not v or not search_key(str(v)) for v in values), dtype=bool, count=len(values))
+    return np.fromiter((bool(v) and text in search_key(str(v)) for v in values), dtype=bool, count=len(values))
 
 
 def _inside(path: str | None, folder: str) -> bool:

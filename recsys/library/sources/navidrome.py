@@ -157,10 +157,20 @@ def _absolute(path: object, library_path: str | None) -> str | None:
 
 
 def _mapped(path: str, mapping: list[tuple[str, str]]) -> str:
+    """``path`` under the first (longest) folder of ``mapping`` that holds it, moved to that folder's counterpart."""
     for theirs, ours in mapping:
-        if path == theirs or path.startswith(theirs if theirs == "/" else theirs + "/"):
-            return ours + path[len(theirs):] if theirs != "/" else os.path.join(ours, path.lstrip("/"))
+        if theirs == "/" or path == theirs or path.startswith(theirs + "/"):
+            rest = path[len(theirs):].lstrip("/")
+            return os.path.join(ours, rest) if rest else ours
     return path
+
+
+def to_navidrome_path(path: str, path_map: Mapping[str, str]) -> str:
+    """A file of this machine as Navidrome sees it: ``path_map`` ({Navidrome's folder: ours}) backwards, so an M3U8
+    written here is imported by Navidrome (it resolves absolute paths inside its own library folders)."""
+    backwards = sorted(((ours.rstrip("/") or "/", theirs.rstrip("/") or "/") for theirs, ours in path_map.items()),
+                       key=lambda kv: -len(kv[0]))
+    return _mapped(path, backwards)
 
 
 def _rating(stars: object, starred: object, loved_stars: float) -> float | None:
