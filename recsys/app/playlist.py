@@ -121,7 +121,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     model = _model(settings, taste.lib, notes)
     ranking = build_ranking(settings, taste, taste.tracks, model, req)
     if not ranking.tracks:
-        loosen = f"loosen --where '{where}', " if where else ""
+        loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
                           f"try {loosen}--include-rated, --include-played, a lower --min-rating, or embed more music")
     if ranking.stopped:
