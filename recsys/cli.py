@@ -296,9 +296,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
     Reads the ratings live from the player database, joins them to the embedded tracks, and compares, by
     cross-validation that holds out whole albums and artists, logistic and ridge regression on the vectors, the
     MLP and the neighbour votes, each predicting the probability that you like a track (4 stars and up), against
-    the base rate. The best is saved; it is blended into playlists only if it is clearly better than chance (the
-    5th percentile of its ROC-AUC over bootstrap resamples of the albums above 0.5), else playlists rank by the
-    neighbour votes alone and this says so. With few ratings, play and skip counts add weak evidence (see README).
+    the base rate. The best is saved; it is blended into playlists only if, on the held-out albums, it is clearly
+    better than chance (the 5th percentile of its ROC-AUC over bootstrap resamples of the albums above 0.5) AND its
+    blend with the neighbour votes beats the votes alone (the votes already cover the albums you rated); else
+    playlists rank by the neighbour votes alone and this says so. With few ratings, play and skip counts add weak
+    evidence (see README).
     The run, the metrics, the model and a model card go to MLflow (sqlite:///<home>/mlflow.db by default).
     """
     from recsys.app.train_classifier import train_from_player
@@ -351,7 +353,8 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
-    tracks, blended with the classifier's estimate when `recsys train-classifier` found it better than chance.
+    tracks and for the rest of their album and artist, blended with the classifier's estimate when `recsys
+    train-classifier` found that it helps.
     At most 3 tracks per artist and per album (the folder stands in for a missing album tag), never the same
     artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
     classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
@@ -390,7 +393,9 @@ def _track_json(t, explain: bool) -> dict:
                           "like_classifier": None if t.like_model is None else round(t.like_model, 4),
                           "like_neighbours": None if t.like_neighbours is None else round(t.like_neighbours, 4),
                           "nearest_liked": [n.as_json() for n in t.near_liked],
-                          "nearest_disliked": [n.as_json() for n in t.near_disliked]}
+                          "nearest_disliked": [n.as_json() for n in t.near_disliked],
+                          "same_album_voters": dict(zip(("liked", "not_liked"), t.album_voters, strict=True)),
+                          "same_artist_voters": dict(zip(("liked", "not_liked"), t.artist_voters, strict=True))}
     return out
 
 
@@ -403,6 +408,9 @@ def _explain(t) -> str:
         if near:
             parts.append(f"{what}: " + "; ".join(f"{_one_line(n.label)} {n.stars:g}* cos {n.similarity:.2f}"
                                                  for n in near))
+    for what, (yes, no) in (("its album", t.album_voters), ("its artist", t.artist_voters)):
+        if yes or no:
+            parts.append(f"{what}: {yes} liked, {no} not liked")
     return "  ".join(parts)
 
 

@@ -106,7 +106,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 max_per_artist=req.max_per_artist or r.max_per_artist,
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
                 w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
-                pseudo_until=settings.classifier.pseudo_until,
+                pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
 
 

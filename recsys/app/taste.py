@@ -62,4 +62,5 @@ def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Pat
     """Train the classifier on ``tracks`` with the configured settings, into ``models`` (tracked when ``tracking``)."""
     c = settings.classifier
     return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
-                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib))
+                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib),
+                            w_model=settings.recommend.w_model, w_knn=settings.recommend.w_knn)
