@@ -40,6 +40,12 @@ def test_path_leads_from_a_to_b_and_writes_the_playlist(synth, tmp_path):
     assert [h["path"] for h in (hits[0], hits[-1])] == [a.path, b.path] and len(hits) == 6
     assert len({h["path"] for h in hits}) == 6 and all(-1 <= h["score"] <= 1 for h in hits)
     assert [e.key for e in read_playlist(out).entries] == [h["key"] for h in hits]
+    group = {s.path: g for s, g in zip(synth.songs, synth.styles, strict=True)}
+    r = run(synth, "path", a.path, b.path, "--steps", "5", "--where", "genre:jazz", "--out", str(tmp_path / "j.xspf"),
+            "--json")
+    assert r.exit_code == 0, r.output
+    inner = [h["path"] for h in json.loads(r.stdout)][1:-1]
+    assert inner and all(group[p] == 2 for p in inner)  # style 2 is the Jazz one
     r = run(synth, "path", a.path, a.path, "--out", str(tmp_path / "same.xspf"))
     assert r.exit_code == 1 and "same track" in r.output and len(r.output.strip().splitlines()) == 1
 
@@ -95,10 +101,12 @@ def test_radio_around_the_playing_track_and_handed_over_only_when_asked(synth, t
             assert r.exit_code == 0, r.output
             assert not [c for c in player.calls if c[0] in ("OpenUri", "AddTrack")]  # never without --play
             r = run(synth, "radio", "--db", str(synth.db), "--out", str(tmp_path / "p.xspf"), "--top-n", "5",
-                    "--play", "--json")
+                    "--play", "--json", "--where", "genre:techno")
             assert r.exit_code == 0, r.output
         got = [h["path"] for h in json.loads(r.stdout)]
         assert len(got) == 5 and playing.path not in got
+        group = {s.path: g for s, g in zip(synth.songs, synth.styles, strict=True)}
+        assert all(group[p] == 3 for p in got)  # style 3 is Techno, far from the seed: only the filter brings it
         assert ("OpenUri", (file_uri(str(tmp_path / "p.xspf")),)) in player.calls
         assert f"playing: {playing.artist} - {playing.title}" in r.stderr and "opened in Fake Player" in r.stderr
         stranger = tmp_path / "not embedded.ogg"

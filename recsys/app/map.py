@@ -47,7 +47,7 @@ class LibraryMap:
 def _ratings(settings: Settings, keys: list[str], notes: list[str]) -> list[float | None]:
     """Each row's rating from the player, read now; all None (with a note) when there is no player database."""
     try:
-        library = load_library(settings.library.db, settings.library.folders)
+        library = load_library(settings.library.db, settings.library.folders, settings=settings)
     except RecsysError as exc:
         notes.append(f"no ratings to colour by ({exc}); every track is shown unrated")
         return [None] * len(keys)

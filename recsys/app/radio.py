@@ -9,6 +9,7 @@ when asked (``play``): OpenUri of the playlist file, or the player's TrackList.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from recsys.app.playlist import Playlist, PlaylistRequest, make_playlist
@@ -27,6 +28,7 @@ class RadioRequest:
     play: bool = False
     player: str | None = None  # an MPRIS bus name or its tail ('clementine'); default: the one playing
     new_only: bool = False
+    where: Sequence[str] = ()  # filter terms (recsys.library.filters) on the candidates, as for `recsys playlist`
 
 
 @dataclass
@@ -45,7 +47,7 @@ def make_radio(settings: Settings, req: RadioRequest, bus: str | None = None) ->
     try:
         playlist = make_playlist(settings, PlaylistRequest(
             top_n=req.top_n, out=req.out, name="radio", seeds=[playing.query], fmt=req.fmt, force=req.force,
-            include_rated=not req.new_only, include_played=not req.new_only))
+            include_rated=not req.new_only, include_played=not req.new_only, where=req.where))
     except TrackNotFound as exc:
         raise TrackNotFound(f"the track {playing.identity} plays now: {exc}") from None
     handed = None
