@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 
@@ -65,3 +65,17 @@ class Track:
     def label(self) -> str:
         """'artist - title' for people, falling back to the file name (see :func:`display_label`)."""
         return display_label(self.artist, self.title, self.path, self.start_s)
+
+
+_FIELDS = tuple(f.name for f in fields(Track))
+
+
+def track_from_values(values: tuple) -> Track:
+    """A Track from all its field values in declaration order, key included: what ``Track(*values)`` gives, at under
+    half the cost. Readers of a player database build one per row (100,000 on a large library), and the frozen
+    dataclass's ``__init__`` sets each of its 15 fields through ``object.__setattr__``."""
+    track = object.__new__(Track)
+    state = track.__dict__
+    state.update(zip(_FIELDS, values, strict=True))
+    state["key"] = make_key(state["path"], state["start_s"], state["segment"])  # what the cached property would hold
+    return track
