@@ -250,8 +250,8 @@ def _text(value: object) -> str:
 
 
 def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
-    """Tracks from the rows. Every value goes through the helpers above, but the usual ones (an int, a str, NULL) are
-    taken as they are, inline: a helper call per value cost seconds on a 100,000-track library."""
+    """Tracks from the rows. Every value goes through the helpers above but the usual ones (an int, a str, NULL),
+    taken as they are inline: a helper call per value cost seconds on a 100,000-track library."""
     skipped_urls = skipped_unavailable = 0
     kept: list[tuple[str, tuple]] = []
     unavailable_at = 1 + _COLUMNS.index("unavailable")
@@ -267,7 +267,8 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
     beginning_at = 1 + _COLUMNS.index("beginning")
     beginnings: dict[str, set[int]] = defaultdict(set)
     for path, row in kept:
-        beginnings[path].add(_int(row[beginning_at]) or 0)
+        begin = row[beginning_at]
+        beginnings[path].add((begin if type(begin) is int else _int(begin)) or 0)
     by_key: dict[str, Track] = {}
     duplicates = 0
     for path, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number,
@@ -275,16 +276,12 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
         begin_ns = (beginning if type(beginning) is int else _int(beginning)) or 0
         length_ns = (length if type(length) is int else _int(length)) or 0
         segment = bool(cue_path) or len(beginnings[path]) > 1
-        if not (type(year) is int and year > 0):
-            year = None if year is None else _positive(year)
-        if not (type(number) is int and number > 0):
-            number = None if number is None else _positive(number)
-        if not (type(lastplayed) is int and lastplayed > 0):
-            lastplayed = None if lastplayed is None else _positive(lastplayed)
-        if not (type(playcount) is int and playcount > 0):
-            playcount = 0 if playcount is None else _positive(playcount) or 0
-        if not (type(skipcount) is int and skipcount > 0):
-            skipcount = 0 if skipcount is None else _positive(skipcount) or 0
+        # the usual values inline (an int, NULL), anything else through the helpers: a call per value costs seconds
+        year = (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year)
+        number = (number if number > 0 else None) if type(number) is int else _positive(number)
+        lastplayed = (lastplayed if lastplayed > 0 else None) if type(lastplayed) is int else _positive(lastplayed)
+        playcount = (playcount if playcount > 0 else 0) if type(playcount) is int else _positive(playcount) or 0
+        skipcount = (skipcount if skipcount > 0 else 0) if type(skipcount) is int else _positive(skipcount) or 0
         track = track_from_values((
             path,
             begin_ns / 1e9 if segment else 0.0,
