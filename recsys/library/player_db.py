@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -265,17 +264,20 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
             kept.append((path, row))
     # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
     beginning_at = 1 + _COLUMNS.index("beginning")
-    beginnings: dict[str, set[int]] = defaultdict(set)
+    first_beginning: dict[str, int] = {}
+    cut: set[str] = set()
     for path, row in kept:
         begin = row[beginning_at]
-        beginnings[path].add((begin if type(begin) is int else _int(begin)) or 0)
+        begin = (begin if type(begin) is int else _int(begin)) or 0
+        if first_beginning.setdefault(path, begin) != begin:
+            cut.add(path)
     by_key: dict[str, Track] = {}
     duplicates = 0
     for path, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number,
                length, beginning, cue_path, _unavailable) in kept:
         begin_ns = (beginning if type(beginning) is int else _int(beginning)) or 0
         length_ns = (length if type(length) is int else _int(length)) or 0
-        segment = bool(cue_path) or len(beginnings[path]) > 1
+        segment = bool(cue_path) or path in cut
         # the usual values inline (an int, NULL), anything else through the helpers: a call per value costs seconds
         year = (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year)
         number = (number if number > 0 else None) if type(number) is int else _positive(number)

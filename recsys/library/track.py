@@ -77,5 +77,6 @@ def track_from_values(values: tuple) -> Track:
     track = object.__new__(Track)
     state = track.__dict__
     state.update(zip(_FIELDS, values, strict=True))
-    state["key"] = make_key(state["path"], state["start_s"], state["segment"])  # what the cached property would hold
+    # what the cached property would hold (make_key, inline for the usual whole-file track)
+    state["key"] = make_key(state["path"], state["start_s"], True) if state["segment"] else state["path"]
     return track
