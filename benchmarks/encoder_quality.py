@@ -3,7 +3,7 @@
     python benchmarks/encoder_quality.py [--corpus /tmp/devcorpus] [--encoders dsp musicnn] [--crops center:30]
 
 Labels are the first folder under ``--corpus`` (on the development corpus, shared/corpus/: the soundtrack). Every
-track is decoded with recsys's own ``load_crop`` (seeking, soxr) and scored with ``recsys.index.evaluate``'s
+track is decoded with recsys's own ``load_crop`` (seeking, soxr) and scored with ``recsys.index.retrieval``'s
 ``retrieval_metrics`` (cosine, capped precision@10: 1.0 is perfect whatever the label sizes); chance is what random
 neighbours would score on the same labels. Encoders: any name ``build_encoder`` knows (dsp, musicnn, cnn,
 module:Class), or ``musicnn@WEIGHTS.npz`` for MusiCNN with other converted weights (scripts/convert_musicnn.py
@@ -27,7 +27,7 @@ import torch
 from recsys.embedder.audio import load_crop
 from recsys.embedder.encoders import build_encoder
 from recsys.embedder.musicnn import MusicnnEncoder
-from recsys.index.evaluate import K, retrieval_metrics
+from recsys.index.retrieval import K, retrieval_metrics
 
 AUDIO = (".ogg", ".flac", ".mp3", ".wav", ".opus", ".m4a")
 WHOLE_S = 900.0

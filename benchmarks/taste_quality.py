@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.library.scan import read_track
+from recsys.library.sources.folders import read_track
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
 MIN_TRACKS = 8  # a soundtrack the owner likes or dislikes has at least this many tracks

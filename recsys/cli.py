@@ -1,5 +1,5 @@
-"""The `recsys` command: parses, calls one library function, renders. Heavy imports happen inside each command so that
-`recsys similar` starts fast (it must not import torch)."""
+"""The `recsys` command: parses, calls the one function of its use case in :mod:`recsys.app`, renders. Heavy imports
+happen inside each command so that `recsys similar` starts fast (it must not import torch)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ import traceback
 
 import click
 
-from recsys.config import BUILTIN_ENCODERS, EmbedSettings, Settings, load_settings
-from recsys.embedder.active import DEFAULT_BUILTIN
+from recsys.app.settings import command_settings
+from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
 from recsys.errors import RecsysError
 
 EXIT_ERROR = 1
-EXIT_AMBIGUOUS = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -51,9 +50,9 @@ class RecsysGroup(click.Group):
             sys.exit(EXIT_ERROR)
 
 
-def _settings(ctx: click.Context, **overrides) -> Settings:
+def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (), **overrides) -> Settings:
     obj = ctx.find_root().obj
-    return load_settings(obj["config"], overrides={"home": obj["home"], **overrides})
+    return command_settings(obj["config"], obj["home"], db=db, folders=folders, **overrides)
 
 
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -114,15 +113,10 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
     dropped, moved or copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
     stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
     """
-    from recsys.embedder.pipeline import embed_library
+    from recsys.app.embed import embed_library
 
-    settings = _settings(
-        ctx,
-        library={"db": db, "folders": list(folders) or None},
-        embed={"encoder": encoder, "workers": workers, "device": device, "batch_size": batch_size},
-    )
-    if folders and not db:
-        settings.library.db = None
+    settings = _settings(ctx, db, folders,
+                         embed={"encoder": encoder, "workers": workers, "device": device, "batch_size": batch_size})
     report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar)
     _render_embed(report)
     if report.interrupted:
@@ -204,7 +198,7 @@ def similar(ctx, track, k, as_json):
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
     match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
     """
-    from recsys.index.similar import find_similar
+    from recsys.app.similar import find_similar
 
     settings = _settings(ctx)
     result = find_similar(settings, track, k)
@@ -227,12 +221,9 @@ def similar(ctx, track, k, as_json):
 @click.pass_context
 def status(ctx, db, folders, as_json):
     """What recsys knows: tracks in the library, embedded, stale, failed; the encoder; the index."""
-    from recsys.embedder.pipeline import library_status
+    from recsys.app.status import library_status
 
-    settings = _settings(ctx, library={"db": db, "folders": list(folders) or None})
-    if folders and not db:
-        settings.library.db = None
-    st = library_status(settings)
+    st = library_status(_settings(ctx, db, folders))
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False, indent=1, default=str))
         return
@@ -274,9 +265,9 @@ def train_classifier(ctx, db, min_ratings, seed):
     neighbour votes alone and this says so. With few ratings, play and skip counts add weak evidence (see README).
     The run, the metrics, the model and a model card go to MLflow (sqlite:///<home>/mlflow.db by default).
     """
-    from recsys.recommender.recommend import train_from_player
+    from recsys.app.train_classifier import train_from_player
 
-    settings = _settings(ctx, library={"db": db}, classifier={"min_ratings": min_ratings, "seed": seed})
+    settings = _settings(ctx, db, classifier={"min_ratings": min_ratings, "seed": seed})
     report = train_from_player(settings)
     used = ", ".join(f"{k} {v}" for k, v in report.used.items())
     dropped = ", ".join(f"{k} {v}" for k, v in report.dropped.items()) or "none"
@@ -327,9 +318,9 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
     artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
     classifier (the neighbour votes alone).
     """
-    from recsys.recommender.recommend import PlaylistRequest, make_playlist
+    from recsys.app.playlist import PlaylistRequest, make_playlist
 
-    settings = _settings(ctx, library={"db": db})
+    settings = _settings(ctx, db)
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
@@ -381,13 +372,6 @@ def _named_bar(total: int, desc: str):
                 leave=False)
 
 
-def _library_settings(ctx: click.Context, db, folders, **overrides) -> Settings:
-    settings = _settings(ctx, library={"db": db, "folders": list(folders) or None}, **overrides)
-    if folders and not db:
-        settings.library.db = None
-    return settings
-
-
 def _render_scores(scores) -> None:
     def fmt(value) -> str:
         return "  n/a" if value != value else f"{value:.3f}"  # NaN: no usable query
@@ -436,10 +420,10 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     same-artist precision@10, your tags as labels) and becomes the current encoder only if it is better; then
     `recsys embed` re-embeds the library with it.
     """
-    from recsys.embedder.train import train_encoder as run
+    from recsys.app.train_encoder import train_encoder as run
 
-    settings = _library_settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
-                                                          "lr": lr, "seed": seed, "device": device})
+    settings = _settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
+                                                 "lr": lr, "seed": seed, "device": device})
     report = run(settings, resume=resume, activate=activate, progress=None if quiet else _named_bar, echo=click.echo)
     click.echo(f"trained {report.base} {len(report.fit.history)} epoch(s) on {report.tracks} tracks on "
                f"{report.device} in {report.seconds:.0f} s; best checkpoint {report.fit.best} (MLflow run "
@@ -482,15 +466,10 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     if of_playlist:
         _eval_playlist(ctx, db, splits, as_json)
         return
-    from recsys.embedder.evaluation import TABLE, evaluate
-    from recsys.library.sources import load_configured_library
+    from recsys.app.evaluate import evaluate
 
-    specs = list(encoders) or [TABLE]
-    settings = _library_settings(ctx, db, folders)
-    tracks = None
-    if any(spec != TABLE for spec in specs):
-        tracks = load_configured_library(settings).tracks
-    scores = evaluate(settings, specs, tracks, progress=None if quiet else (lambda n: _named_bar(n, "caching")))
+    scores = evaluate(_settings(ctx, db, folders), encoders,
+                      progress=None if quiet else (lambda n: _named_bar(n, "caching")))
     if as_json:
         click.echo(json.dumps([s.as_json() for s in scores], ensure_ascii=False, indent=1))
         return
@@ -499,9 +478,9 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
 
 
 def _eval_playlist(ctx, db, splits, as_json) -> None:
-    from recsys.recommender.recommend import eval_playlist
+    from recsys.app.evaluate import eval_playlist
 
-    result = eval_playlist(_settings(ctx, library={"db": db}), splits)
+    result = eval_playlist(_settings(ctx, db), splits)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=1))
         return
@@ -534,7 +513,7 @@ def prune(ctx):
     `recsys embed` keeps the vectors of missing files (an unmounted drive, a run over part of the library) and
     leaves them out of results until the files are back; prune removes them for good.
     """
-    from recsys.index.maintenance import prune as run
+    from recsys.app.maintenance import prune as run
 
     report = run(_settings(ctx))
     for path in report.removed[:10]:
@@ -550,7 +529,7 @@ def prune(ctx):
 def repair(ctx):
     """Check the home and repair what is damaged: the table (restored from its last readable version, or rebuilt
     from the index), the index, the MLflow store and the classifier."""
-    from recsys.index.maintenance import repair as run
+    from recsys.app.maintenance import repair as run
 
     for line in run(_settings(ctx)).lines:
         click.echo(_one_line(line))
@@ -566,7 +545,7 @@ def demo(ctx, directory):
 
     Its home is <dir>/home, or --home when given (a new, empty or earlier demo's folder; RECSYS_HOME is not used,
     so your own home is never touched). Every command it prints can be run again by hand."""
-    from recsys.demo import run_demo
+    from recsys.app.demo import run_demo
 
     obj = ctx.find_root().obj
     run_demo(directory, echo=click.echo, progress=_progress_bar, home=None if obj["home_from_env"] else obj["home"])

@@ -93,6 +93,8 @@ def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
 
 # The encoders recsys ships (recsys.embedder.encoders builds them); named here so a typo fails at load, not later.
 BUILTIN_ENCODERS = ("dsp", "cnn", "musicnn")
+# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
+DEFAULT_BUILTIN = "musicnn"
 
 
 def _encoder_spec(spec: str) -> bool:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.errors import RecsysError
+from recsys.home import MLFLOW_DB
 
 _NOISY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3")
 
@@ -36,7 +37,7 @@ def tracking_uri(home: Path, configured: str | None = None) -> str:
     from_env = os.environ.get("MLFLOW_TRACKING_URI")
     if from_env:
         return from_env
-    return f"sqlite:///{Path(home).expanduser().resolve() / 'mlflow.db'}"
+    return f"sqlite:///{Path(home).expanduser().resolve() / MLFLOW_DB}"
 
 
 class TrackedRun:
@@ -106,7 +107,7 @@ def _experiment_id(client: Any, home: Path, uri: str, experiment: str) -> str:
     if found is None:
         return client.create_experiment(experiment, artifact_location=location)
     if location is not None and found.artifact_location != location:
-        _rehome_artifacts(Path(home).expanduser().resolve() / "mlflow.db", found.experiment_id,
+        _rehome_artifacts(Path(home).expanduser().resolve() / MLFLOW_DB, found.experiment_id,
                           found.artifact_location, location)
     return found.experiment_id
 

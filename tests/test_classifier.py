@@ -12,7 +12,7 @@ import pytest
 from recsys.library.track import Track
 from recsys.recommender import models
 from recsys.recommender.classifier import ClassifierError, RatingModel, train_classifier
-from recsys.recommender.evaluation import auc_lower_bound, better_than_chance, roc_auc
+from recsys.recommender.cross_validation import auc_lower_bound, better_than_chance, roc_auc
 from recsys.recommender.labels import collect_labels, group_ids, grouped_folds
 from recsys.recommender.persistence import save
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xspf_lib
 
-from recsys.demo import run_demo
+from recsys.app.demo import run_demo
 
 
 def test_demo_embeds_searches_learns_and_recommends(tmp_path):

@@ -288,8 +288,8 @@ def test_cue_tracks_are_addressed_as_players_read_them(tmp_path):
     """VLC: the range (XSPF option, M3U8 #EXTVLCOPT), also for the sheet's first track; Strawberry: trackNum."""
     from xml.etree import ElementTree as ET
 
+    from recsys.playlists import write_playlist
     from recsys.recommender.rank import RankedTrack
-    from recsys.recommender.xspf import write_playlist
 
     whole = str(tmp_path / "medley.flac")
     parts = [RankedTrack(key=f"{whole}@{start:.3f}", path=whole, start_s=start, score=0.5, predicted=None,

@@ -249,7 +249,7 @@ def test_bad_input_is_one_line_and_nonzero(small_library, setup, message):
 def test_second_embed_reports_lock_holder(small_library):
     lib = small_library
     lib.home.mkdir(parents=True)
-    from recsys.index.lock import HomeLock
+    from recsys.home.lock import HomeLock
 
     with HomeLock(lib.home, "recsys embed"):
         code = (

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from recsys.index.evaluate import retrieval_metrics
+from recsys.index.retrieval import retrieval_metrics
 
 
 def _unit(rows):

@@ -30,11 +30,12 @@ import pytest
 import soundfile as sf
 
 from recsys.embedder.audio import TrackTooLong, load_crop
-from recsys.index.lock import LOCK_FILE
+from recsys.home.lock import LOCK_FILE
 from recsys.index.store import TrackStore
-from recsys.library.scan import scan_folders
+from recsys.library.sources.folders import scan_folders
+from recsys.playlists import write_playlist
+from recsys.playlists.output import xml_text
 from recsys.recommender.rank import RankedTrack
-from recsys.recommender.xspf import write_playlist, xml_text
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db
 
@@ -478,7 +479,7 @@ def test_folder_scan_loops_unreadable_and_vanishing(small_library):
         prefix = _unprivileged()
         run = _recsys(lib.home, "embed", "--library", str(music), "--workers", "1", "-q", prefix=prefix)
         if prefix is not None:  # the same scan as recsys ran it: the locked folder is reported, not entered
-            code = ("import json, sys\nfrom recsys.library.scan import scan_folders\n"
+            code = ("import json, sys\nfrom recsys.library.sources.folders import scan_folders\n"
                     "print(json.dumps(scan_folders([sys.argv[1]]).errors))")
             errors = json.loads(subprocess.run([*prefix, sys.executable, "-c", code, str(music)], capture_output=True,
                                                text=True, check=True).stdout)

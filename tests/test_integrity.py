@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.embedder import decoding, pipeline
+from recsys.app import embed as pipeline
+from recsys.embedder import decoding
 from recsys.index.ann import load_snapshot
 from recsys.index.store import TrackRow, TrackStore
 from recsys.library.content_id import track_content_id

@@ -12,12 +12,12 @@ import sys
 import pytest
 
 from recsys.errors import RecsysError
-from recsys.index.lock import HomeLock, LockError, LockHeld
+from recsys.home.lock import HomeLock, LockError, LockHeld
 
 HOLDER = """
 import sys, time
 from pathlib import Path
-from recsys.index.lock import HomeLock
+from recsys.home.lock import HomeLock
 with HomeLock(Path(sys.argv[1]), "recsys embed"):
     print("held", flush=True)
     time.sleep(60)

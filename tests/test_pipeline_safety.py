@@ -16,8 +16,8 @@ from pathlib import Path
 
 import xspf_lib
 
-from recsys import demo
-from recsys.demo import build_library, write_demo_db
+from recsys.app import demo
+from recsys.app.demo import build_library, write_demo_db
 
 
 def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:

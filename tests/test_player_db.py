@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from recsys.library import player_db
-from recsys.library.player_db import PlayerDBError, find_player_db, read_player_db, uri_to_path
+from recsys.library.sources import clementine as player_db
+from recsys.library.sources.clementine import PlayerDBError, find_player_db, read_player_db, uri_to_path
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db, write_strawberry_db
 
 HOSTILE = [

@@ -12,8 +12,8 @@ import soundfile as sf
 from mutagen.flac import FLAC
 from mutagen.wave import WAVE
 
-from recsys.library import scan
-from recsys.library.scan import ScanError, scan_folders, sniff_audio
+from recsys.library.sources import folders as scan
+from recsys.library.sources.folders import ScanError, scan_folders, sniff_audio
 
 SR = 8000
 

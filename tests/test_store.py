@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from recsys.index.store import FailureRow, StoreError, TrackRow, TrackStore, read_stamp
+from recsys.home import read_stamp
+from recsys.index.store import FailureRow, StoreError, TrackRow, TrackStore
 
 HOSTILE = ["it's", 'say "hi"', "#1 at 100%", "x' OR '1'='1", "back\\slash'", "ü; DROP TABLE tracks;--", "*", "a''b",
            "/music/AC⚡DC/%20 & 'quote'.flac@12.500"]

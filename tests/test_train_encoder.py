@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
+from recsys.app.evaluate import Score
+from recsys.app.train_encoder import decide
 from recsys.config import load_settings
 from recsys.embedder import augment
 from recsys.embedder.active import BEST, LAST, resolve_encoder
 from recsys.embedder.cache import Entry
 from recsys.embedder.encoders import CnnEncoder, build_encoder, encoder_id, load_checkpoint
-from recsys.embedder.evaluation import Score
-from recsys.embedder.train import base_model, build_cache, decide, group_of, split_heldout
+from recsys.embedder.train_setup import base_model, build_cache, group_of, split_heldout
 from recsys.embedder.trainer import (
     EncoderCollapsed,
     Excerpts,

@@ -12,8 +12,9 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from recsys import atomic
+from recsys.playlists import Inputs, PlaylistWriteError, write_playlist
+from recsys.playlists.xspf import file_uri
 from recsys.recommender.rank import RankedTrack
-from recsys.recommender.xspf import Inputs, PlaylistWriteError, file_uri, write_playlist
 
 NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
 # XSPF 1's track children, in the order its schema's <xsd:sequence> requires.

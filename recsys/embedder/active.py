@@ -23,17 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.atomic import write_json_atomic
+from recsys.config import DEFAULT_BUILTIN
+from recsys.home import models_dir
 
 if TYPE_CHECKING:  # importing the encoders imports torch: only when one is built (see embedder/lazy.py)
     from recsys.embedder.encoders import Encoder
 
-MODELS = "models"
 CURRENT = "current.json"
 RUNS = "runs"
 ACTIVE = "active"
 BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.embedder.trainer)
-# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
-DEFAULT_BUILTIN = "musicnn"
 
 
 @dataclass
@@ -44,10 +43,6 @@ class ResolvedEncoder:
     label: str
     encoder_id: str
     checkpoint: Path | None = None
-
-
-def models_dir(home: Path) -> Path:
-    return Path(home) / MODELS
 
 
 def new_run_dir(home: Path, arch: str) -> Path:

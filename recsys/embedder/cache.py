@@ -119,10 +119,6 @@ class CacheReport:
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def built_per_s(self) -> float:
-        return self.built / self.seconds if self.seconds else 0.0
-
 
 def _crc(data: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(data).view(np.uint8).reshape(-1))

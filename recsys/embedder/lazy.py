@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from recsys.atomic import write_json_atomic
-from recsys.embedder.active import CURRENT, ResolvedEncoder, current_checkpoint, models_dir, resolve_encoder
+from recsys.embedder.active import CURRENT, ResolvedEncoder, current_checkpoint, resolve_encoder
 from recsys.errors import RecsysError
+from recsys.home import models_dir
 
 FACTS = "encoder-facts.json"
 _KEEP = 16  # fingerprints remembered (encoders switched between, code updates)

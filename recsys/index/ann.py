@@ -25,11 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
-import unicodedata
 from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,17 +39,17 @@ import pyarrow.parquet as pq
 
 from recsys.config import IndexSettings
 from recsys.errors import RecsysError
+from recsys.home import read_stamp
+from recsys.library.text import search_label
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
     from recsys.index.store import TrackStore
 
 ANN = "ann"
-STAMP = "tracks.stamp"  # written by recsys.index.store after every commit
 MANIFEST = "manifest.json"
 # Measured on the 2-core dev machine (D=128, clustered): exact single-query p50 0.20 ms at 10k rows, 0.47 ms at 20k,
 # 0.65 ms at 30k, 2.2 ms at 50k (the vectors outgrow the cache), 10.9 ms at 200k; HNSW (M=32, efConstruction=80,
 # efSearch=128) 0.05-0.18 ms with recall@10 >= 0.995 over the same sizes. Exact search keeps p50 < 1 ms up to here.
-EXACT_MAX_TRACKS = 30000
 META_ROW_GROUP = 16384  # rows per parquet row group: a hit's metadata reads one group, not a million rows
 STALE_BUILD_S = 3600  # an unfinished snapshot folder older than this is a killed build's leftover
 LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the reader starts over
@@ -60,22 +58,6 @@ SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "
 
 
 SEARCH_COLUMN = "search"  # each track's normalised 'artist title' (file name when untagged), for text queries
-_NON_WORD = re.compile(r"[^\w]+")
-
-
-def normalise(text: str) -> str:
-    """Case-, accent- and punctuation-insensitive form for loose matching."""
-    text = text.casefold()
-    if not text.isascii():  # accents to strip; ASCII labels skip this (5x faster over 100,000 labels)
-        text = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return " ".join(_NON_WORD.sub(" ", text).split())
-
-
-def search_label(artist: str | None, title: str | None, path: str) -> str:
-    """What a text query is matched against: 'artist title', or the file name of an untagged track."""
-    return normalise(f"{artist or ''} {title or ''}") if (artist or title) else normalise(Path(path).stem)
-
-
 class AnnError(RecsysError):
     """The index snapshot is missing or unreadable; the message says what to run."""
 
@@ -166,8 +148,8 @@ def excluded_digest(keys: Collection[str]) -> str:
     return digest.hexdigest()
 
 
-def index_settings(index: IndexSettings | None, exact_max_tracks: int = EXACT_MAX_TRACKS, hnsw_m: int = 32,
-                   hnsw_ef_construction: int = 80) -> dict:
+def index_settings(index: IndexSettings | None, exact_max_tracks: int = IndexSettings.exact_max_tracks,
+                   hnsw_m: int = 32, hnsw_ef_construction: int = 80) -> dict:
     """The settings a snapshot is built with (the search-time ef is not one: it is read at query time)."""
     if index is not None:
         exact_max_tracks, hnsw_m, hnsw_ef_construction = index.exact_max_tracks, index.hnsw_m, \
@@ -197,7 +179,7 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
     when given, these index settings and this set of left-out rows); no lancedb."""
     home = Path(home)
     manifest = read_manifest(home)
-    stamp = _read_json(home / STAMP)
+    stamp = read_stamp(home)
     if manifest is None or stamp is None:
         return False
     if manifest.get("encoder_id") != encoder_id or manifest.get("table_version") != stamp.get("table_version"):
@@ -209,8 +191,9 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
     return snapshot_damage((home / ANN).resolve(), manifest) is None
 
 
-def build_snapshot(store: TrackStore, home: Path, encoder_id: str, exact_max_tracks: int = EXACT_MAX_TRACKS,
-                   hnsw_m: int = 32, hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
+def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
+                   exact_max_tracks: int = IndexSettings.exact_max_tracks, hnsw_m: int = 32,
+                   hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
     """Write a snapshot of the rows of ``encoder_id`` (but the keys in ``exclude``: files missing now) and swap it
     in; returns its manifest. The caller holds the home lock.
 
@@ -334,7 +317,7 @@ def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
     if read_manifest(home) is None and not (home / ANN).exists():
         raise AnnError(f"nothing is embedded in {home} yet: run `recsys embed` first")
     lib = load_snapshot(home)
-    stamp = _read_json(home / STAMP) or {}
+    stamp = read_stamp(home) or {}
     if stamp.get("table_version") not in (None, lib.table_version):
         lib.behind = ("the index is behind the table (a run was interrupted or is still going): results leave out "
                       "the latest changes until `recsys embed` finishes")

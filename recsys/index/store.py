@@ -13,7 +13,6 @@ Nothing of the old rows is kept: they are all re-embedded.
 from __future__ import annotations
 
 import errno
-import json
 import re
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ import pyarrow as pa
 
 from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
+from recsys.home import STAMP, read_stamp
 
 if TYPE_CHECKING:
     import lancedb
@@ -53,7 +53,6 @@ def lit(value: object):
 
 TRACKS = "tracks"
 FAILURES = "failures"
-STAMP = "tracks.stamp"
 UTC_US = pa.timestamp("us", tz="UTC")
 CLEANUP_AFTER = timedelta(minutes=1)  # compact() drops table versions older than this
 
@@ -134,15 +133,6 @@ class RowState:
     encoder_id: str
 
 
-def read_stamp(home: Path) -> dict | None:
-    """``{"table_version": int, "count": int}`` of the last committed write, or None if nothing was written yet."""
-    try:
-        data = json.loads((Path(home) / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _unwritable(home: Path, exc: OSError) -> StoreError:
     reason = exc.strerror or type(exc).__name__
     return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
@@ -170,7 +160,7 @@ def _write_failed(home: Path, exc: Exception) -> StoreError:
 
 
 class TrackStore:
-    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.index.lock.HomeLock`."""
+    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.home.lock.HomeLock`."""
 
     def __init__(self, home: Path, db: lancedb.DBConnection | None) -> None:
         self.home = home

@@ -30,8 +30,23 @@ def display_label(artist: str | None, title: str | None, path: str, start_s: flo
     return f"{artist} - {name}" if artist else name
 
 
+class Labelled:
+    """The one ``label`` of every track-like record (a library Track, a search hit, a playlist pick): anything with
+    ``artist``, ``title``, ``path`` and ``start_s`` is shown to people by :func:`display_label`."""
+
+    artist: str
+    title: str
+    path: str
+    start_s: float
+
+    @property
+    def label(self) -> str:
+        """'artist - title' for people, falling back to the file name (see :func:`display_label`)."""
+        return display_label(self.artist, self.title, self.path, self.start_s)
+
+
 @dataclass(frozen=True)
-class Track:
+class Track(Labelled):
     """One track: where its audio is, what its tags say, and what the player knows about the owner's taste.
 
     ``start_s``/``length_s`` delimit a segment inside a shared file (CUE sheets); ``length_s`` is None when unknown.
@@ -61,10 +76,6 @@ class Track:
     @property
     def stars(self) -> float | None:
         return None if self.rating is None else self.rating * 5.0
-
-    def label(self) -> str:
-        """'artist - title' for people, falling back to the file name (see :func:`display_label`)."""
-        return display_label(self.artist, self.title, self.path, self.start_s)
 
 
 _FIELDS = tuple(f.name for f in fields(Track))

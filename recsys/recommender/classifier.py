@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from recsys.library.track import Track
-from recsys.recommender.evaluation import KINDS, CrossValidation, better_than_chance, cross_validate, fit_vector_model
+from recsys.recommender.cross_validation import (
+    KINDS,
+    CrossValidation,
+    better_than_chance,
+    cross_validate,
+    fit_vector_model,
+)
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
 from recsys.recommender.persistence import ClassifierError, RatingModel, save
@@ -36,11 +42,11 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (("ROC-AUC", "roc_auc"), ("AUC low", "auc_low"), ("log-loss", "log_loss"), ("Brier", "brier"))
 
-__all__ = ["ClassifierError", "RatingModel", "TrainReport", "train_classifier"]
+__all__ = ["ClassifierError", "RatingModel", "ClassifierReport", "train_classifier"]
 
 
 @dataclass
-class TrainReport:
+class ClassifierReport:
     kind: str
     blend: bool
     n_ratings: int
@@ -81,7 +87,7 @@ def _decision(cv: CrossValidation, best: str) -> tuple[bool, str]:
                    "Rating tracks of more albums helps most.")
 
 
-def _model_card(report: TrainReport, lib: Any, params: dict[str, Any]) -> str:
+def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any]) -> str:
     used = ", ".join(f"{k}: {v}" for k, v in report.used.items())
     dropped = ", ".join(f"{k}: {v}" for k, v in report.dropped.items()) or "none"
     return "\n".join([
@@ -97,7 +103,7 @@ def _model_card(report: TrainReport, lib: Any, params: dict[str, Any]) -> str:
 def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracking_uri: str | None, *,
                      min_ratings: int = 20, seed: int = 0, pseudo_until: int = 500, neighbours_k: int = 20,
                      n_folds: int = 5, search: Search | None = None,
-                     experiment: str = "recsys-classifier") -> TrainReport:
+                     experiment: str = "recsys-classifier") -> ClassifierReport:
     """Cross-validate the candidates, fit the best on every label, save it under ``models_dir``, track in MLflow.
 
     ``lib`` has ``keys``, ``vectors`` (N, D L2-normalised float32) and ``encoder_id``; ``search`` finds neighbours
@@ -140,7 +146,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
                             "metrics": cv.metrics, "stars": cv.stars, "reason": reason, "used": labels.used,
                             "dropped": labels.dropped, "split": cv.how, "folds": cv.n_folds}
     model = RatingModel(best, arrays, info)
-    report = TrainReport(kind=best, blend=blend, n_ratings=cv.n_ratings, n_folds=cv.n_folds, used=labels.used,
+    report = ClassifierReport(kind=best, blend=blend, n_ratings=cv.n_ratings, n_folds=cv.n_folds, used=labels.used,
                          dropped=labels.dropped, metrics=cv.metrics, stars=cv.stars, reason=reason, run_id=None,
                          seconds=0.0, split=cv.how)
     files = save(Path(models_dir), model)
@@ -158,7 +164,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
                              **{k: v for k, v in cv.stars.items() if not math.isnan(v)}})
             for f in files:
                 run.log_artifact(f)
-            run.log_text(_model_card(report, lib, params), "model_card.md")
+            run.log_text(_classifier_card(report, lib, params), "model_card.md")
             report.run_id = run.run_id
     report.seconds = time.perf_counter() - started
     return report

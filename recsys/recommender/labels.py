@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.library.text import tag_key
 from recsys.library.track import Track
 
 log = logging.getLogger(__name__)
@@ -31,11 +30,6 @@ log = logging.getLogger(__name__)
 LIKED = 0.8  # 4 stars and up
 PSEUDO_MIN_EVENTS = 3
 PSEUDO_LIKED_TARGET, PSEUDO_DISLIKED_TARGET, PSEUDO_WEIGHT = 0.7, 0.3, 0.2
-
-
-def norm(text: str | None) -> str:
-    """Case-, width- and space-insensitive form of a tag, for grouping and caps."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text or "").casefold()).strip()
 
 
 def library_root(paths: Sequence[str]) -> str:
@@ -55,14 +49,14 @@ def library_root(paths: Sequence[str]) -> str:
 
 def album_of(album: str | None, albumartist: str | None, artist: str | None, path: str) -> str:
     """The album a track belongs to: its album tag (with the album artist), else its folder."""
-    if norm(album):
-        return f"album:{norm(albumartist) or norm(artist)}\x00{norm(album)}"
+    if tag_key(album):
+        return f"album:{tag_key(albumartist) or tag_key(artist)}\x00{tag_key(album)}"
     return f"folder:{os.path.dirname(path)}"
 
 
 def artist_of(artist: str | None, albumartist: str | None, path: str, root: str) -> str:
     """The artist a track belongs to: its album artist or artist tag, else its album folder's parent (not the root)."""
-    name = norm(albumartist) or norm(artist)
+    name = tag_key(albumartist) or tag_key(artist)
     if name:
         return f"artist:{name}"
     parent = os.path.dirname(os.path.dirname(path))

@@ -69,7 +69,7 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
     """Mean hidden liked / disliked counts in the top 20 / top 100 per ranker over ``splits`` seeded splits.
 
     ``train(tracks, models_dir)`` trains as `recsys train-classifier` does; ``build(tracks, model, top_n, scorer)``
-    ranks as `recsys playlist` does (``recsys.recommender.recommend`` passes both, bound to the settings).
+    ranks as `recsys playlist` does (``recsys.app.playlist`` passes both, bound to the settings).
     """
     totals: dict[str, dict[str, float]] = {}
     counts = {"hidden": 0.0, "liked": 0.0, "disliked": 0.0, "candidates": 0.0}

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import RecsysError
-from recsys.library.track import Track, display_label
-from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root, norm
+from recsys.library.text import tag_key
+from recsys.library.track import Labelled, Track
+from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
 from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 
@@ -65,7 +66,7 @@ class Near:
 
 
 @dataclass
-class RankedTrack:
+class RankedTrack(Labelled):
     key: str
     path: str
     start_s: float
@@ -82,10 +83,6 @@ class RankedTrack:
     like_neighbours: float | None = None
     near_liked: list[Near] = field(default_factory=list)
     near_disliked: list[Near] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return display_label(self.artist, self.title, self.path, self.start_s)
 
 
 @dataclass
@@ -280,7 +277,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     root = library_root([t.path for t in tracks])
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
     albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
-    picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [norm(t) for t in title_raw], paths,
+    picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw], paths,
                            rules)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
@@ -319,7 +316,7 @@ def _nearest_rated(vectors: np.ndarray, chosen: np.ndarray, keys: Sequence[str],
             for j in row:
                 t = by_key.get(keys[rows[j]])
                 stars = (t.stars if t is not None and t.stars is not None else 5.0)
-                result[-1].append(Near(t.label() if t else keys[rows[j]], stars, float(sims[i, j])))
+                result[-1].append(Near(t.label if t else keys[rows[j]], stars, float(sims[i, j])))
         return result
 
     return nearest(liked_keys), nearest(disliked_keys)

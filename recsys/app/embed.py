@@ -1,4 +1,4 @@
-"""Decode workers -> batches on the device -> vectors -> the table, incrementally and resumably.
+"""`recsys embed`: decode workers -> batches on the device -> vectors -> the table, incrementally and resumably.
 
 The plan compares the library with the table: unchanged rows of the current encoder are kept, moved or copied files
 reuse their vector (same content id), and everything else is decoded in worker processes while the main process
@@ -24,15 +24,15 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recsys.app.maintenance import is_under, missing_keys, refresh_snapshot
+from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
-from recsys.embedder.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.errors import RecsysError
-from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
-from recsys.index.lock import HomeLock
-from recsys.index.maintenance import is_under, missing_keys, refresh_snapshot
+from recsys.home.lock import HomeLock
+from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
@@ -66,7 +66,7 @@ class Plan:
     missing: list[Track] = field(default_factory=list)  # tracks of the library whose file cannot be found
     missing_keys: list[str] = field(default_factory=list)  # rows kept, but left out of the index: file not found
     delete_keys: list[str] = field(default_factory=list)  # rows of moved files: their vector lives on elsewhere
-    library_digest: str = ""  # the listed tracks' file identities as planned on (recsys.embedder.noop)
+    library_digest: str = ""  # the listed tracks' file identities as planned on (recsys.app.noop)
     unlisted: list[tuple[str, bool]] = field(default_factory=list)  # (path, exists) of rows the library does not list
     table_rows: int = 0
     failures: list[dict] = field(default_factory=list)  # every failure recorded, as `recsys status` shows them
@@ -467,7 +467,7 @@ def embed_tracks(
     return report
 
 
-def _empty_folders(library: Library) -> list[str]:
+def empty_folders(library: Library) -> list[str]:
     """Music folders that hold no track of the library now: unmounted shares (an empty mount point), most likely."""
     return [f for f in library.folders
             if not any(is_under(t.path, os.path.abspath(os.path.expanduser(f))) for t in library.tracks)]
@@ -490,7 +490,7 @@ def embed_library(
         encoder = resolved.encoder
         spec = decode_spec(settings, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
-        empty = _empty_folders(library)
+        empty = empty_folders(library)
         known = read_record(home, eid, library.tracks, empty, settings.index)  # nothing to do: no table read
         if known is not None and not (retry_failed and known.known_failed):
             return EmbedReport(
@@ -528,53 +528,3 @@ def embed_library(
                     missing=len(plan.missing), missing_kept=len(plan.missing_keys), table_rows=plan.table_rows,
                     excluded=excluded_digest(missing), failures=plan.failures))
     return report
-
-
-def library_status(settings: Settings) -> dict:
-    """`recsys status`: how the table compares with the library and the current encoder, without changing anything.
-    When the last no-op embed's record still holds (``recsys.embedder.noop``), the table is not read at all."""
-    home = settings.home_path
-    library = load_configured_library(settings)
-    resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
-    eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
-    empty = _empty_folders(library)
-    known = read_record(home, eid, library.tracks, empty, settings.index)
-    if known is not None:
-        counts = {"embedded": known.up_to_date, "stale": 0, "not_embedded": 0, "missing": known.missing,
-                  "missing_kept": known.missing_kept, "table_rows": known.table_rows}
-        failures, current = known.failures, True
-    else:
-        store = TrackStore.open(home, writable=False)
-        states = store.states()
-        plan = plan_embedding(library.tracks, states, {f.key: f for f in store.failures()}, eid,
-                              untouched_folders=empty)
-        stale = sum(1 for j in plan.todo if j.track.key in states)
-        counts = {"embedded": plan.up_to_date, "stale": stale, "not_embedded": len(plan.todo) - stale + len(plan.reuse),
-                  "missing": len(plan.missing), "missing_kept": len(plan.missing_keys), "table_rows": len(states)}
-        failures = plan.failures
-        current = snapshot_is_current(home, eid, settings.index, excluded_digest(missing_keys(store, empty)))
-    manifest = read_manifest(home)
-    if manifest is None:
-        index = {"state": "not built: run `recsys embed`"}
-    else:
-        index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
-    return {
-        "home": str(home),
-        "library_tracks": len(library.tracks),
-        "library_source": str(library.db_path or ", ".join(library.folders)),
-        "encoder": resolved.label,
-        "encoder_id": eid,
-        "embedded": counts["embedded"],
-        "stale": counts["stale"],
-        "not_embedded": counts["not_embedded"],
-        "missing": counts["missing"],
-        "missing_kept": counts["missing_kept"],
-        "empty_folders": empty,
-        "table_rows": counts["table_rows"],
-        "failures": failures,
-        "left_out": [{"key": key, "reason": reason} for key, reason in library.left_out],
-        "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
-        "skipped_urls": library.skipped_urls,
-        "skipped_unavailable": library.skipped_unavailable,
-        "index": index,
-    }

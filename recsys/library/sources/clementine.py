@@ -10,11 +10,11 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from recsys.errors import RecsysError
+from recsys.library.sources import PlayerLibrary
 from recsys.library.track import Track, track_from_values
 
 
@@ -37,18 +37,6 @@ _WAL_VERSION = 2  # header bytes 18/19 (read/write format version): 1 = rollback
 _COLUMNS = ("rating", "playcount", "skipcount", "lastplayed", "title", "artist", "album", "albumartist", "genre",
             "year", "track", "length", "beginning", "cue_path", "unavailable")
 _SNAPSHOT_TRIES = 3
-
-
-@dataclass
-class PlayerLibrary:
-    """What the player database lists: its local-file tracks, and how many rows were left out and why."""
-
-    path: Path
-    kind: str  # 'clementine' or 'strawberry'
-    tracks: list[Track]
-    skipped_urls: int
-    skipped_unavailable: int
-    duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
 
 
 def find_player_db(home: Path | None = None) -> Path | None:
@@ -314,3 +302,21 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
 def _richness(track: Track) -> tuple[bool, int, int]:
     """Of two rows for one track, keep the one that knows more about the owner's taste."""
     return track.rating is not None, track.playcount, track.lastplayed or 0
+
+
+class _ClementineSource:
+    """Clementine and Strawberry (one schema family) as a :class:`recsys.library.sources.Source`."""
+
+    name = "clementine"
+
+    def find(self) -> Path | None:
+        return find_player_db()
+
+    def recognises(self, path: Path) -> bool:
+        return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
+
+    def read(self, path: Path) -> PlayerLibrary:
+        return read_player_db(path)
+
+
+SOURCE = _ClementineSource()

@@ -1,8 +1,9 @@
-"""`recsys similar`: find the query track in the index snapshot and return its nearest neighbours.
+"""Which track a person means: a track key, a path, a file:// URI or loose 'artist - title' text, resolved against the
+index snapshot (`recsys similar TRACK`, `recsys playlist --seed TRACK`).
 
-Imports neither torch nor lancedb (start-up time): the snapshot under ``<home>/ann`` holds all a query needs. It reads
-the last complete snapshot and never rebuilds it (only writers do, under the home lock); when the table moved on
-since, the result says so.
+Text is matched by the rules of :func:`recsys.library.text.search_key`: exact label first, then every word, then a
+substring, then close spellings; several matches are an :class:`AmbiguousQuery` listing them, never a guess.
+Imports neither torch nor lancedb.
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ import os
 from dataclasses import asdict, dataclass
 from urllib.parse import unquote, urlsplit
 
-import numpy as np
-
-from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.index.ann import SEARCH_COLUMN, LibraryVectors, Searcher, current_snapshot, normalise, search_label
-from recsys.library.track import display_label
-
-DUPLICATE_COSINE = 0.99999
+from recsys.index.ann import SEARCH_COLUMN, LibraryVectors
+from recsys.library.text import search_key, search_label
+from recsys.library.track import Labelled
 
 
 class TrackNotFound(RecsysError):
@@ -33,7 +30,9 @@ class AmbiguousQuery(RecsysError):
 
 
 @dataclass
-class Hit:
+class Hit(Labelled):
+    """A track of the snapshot as a result row: the query itself, or a neighbour with its cosine ``score``."""
+
     key: str
     path: str
     start_s: float
@@ -42,22 +41,12 @@ class Hit:
     title: str
     album: str
 
-    @property
-    def label(self) -> str:
-        return display_label(self.artist, self.title, self.path, self.start_s)
-
     def as_json(self) -> dict:
         return asdict(self)
 
 
-@dataclass
-class SimilarResult:
-    query: Hit
-    neighbours: list[Hit]
-    note: str | None = None  # why the index may lag the table (it is served anyway: always whole)
-
-
-def _hit(lib: LibraryVectors, row: int, score: float) -> Hit:
+def hit(lib: LibraryVectors, row: int, score: float) -> Hit:
+    """Row ``row`` of the snapshot as a :class:`Hit`."""
     m = lib.row(row)
     return Hit(key=m["key"], path=m["path"], start_s=float(m.get("start_s") or 0.0), score=float(score),
                artist=m.get("artist") or "", title=m.get("title") or "", album=m.get("album") or "")
@@ -105,7 +94,7 @@ def _labels(lib: LibraryVectors) -> list[str]:
 
 
 def _by_text(lib: LibraryVectors, query: str) -> int:
-    wanted = normalise(query)
+    wanted = search_key(query)
     if not wanted:
         raise TrackNotFound(f"'{query}' names no track: give a path, a file:// URI or 'artist - title'")
     labels = _labels(lib)
@@ -127,29 +116,7 @@ def _by_text(lib: LibraryVectors, query: str) -> int:
 
 
 def _choose(lib: LibraryVectors, rows: list[int], query: str) -> int:
-    shown = "; ".join(f"{_hit(lib, i, 0).label} [{lib.row(i)['key']}]" for i in rows[:8])
+    shown = "; ".join(f"{hit(lib, i, 0).label} [{lib.row(i)['key']}]" for i in rows[:8])
     more = f" and {len(rows) - 8} more" if len(rows) > 8 else ""
     raise AmbiguousQuery(f"'{query}' matches {len(rows)} tracks: {shown}{more}. Give one of the keys in brackets, "
                          "or more words")
-
-
-def find_similar(settings: Settings, query: str, k: int = 10) -> SimilarResult:
-    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector)."""
-    lib = current_snapshot(settings.home_path, settings.index)
-    row = resolve_query(lib, query)
-    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    qvec = np.asarray(lib.vectors[row], dtype=np.float32)
-    query_content = lib.row(row)["content_id"]
-    hits: list[Hit] = []
-    want = k + 1
-    while True:
-        found = searcher.search(qvec, min(want, len(lib)))[0]
-        hits = [
-            _hit(lib, i, s)
-            for i, s in found
-            if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content
-        ]
-        if len(hits) >= k or want >= len(lib):
-            break
-        want *= 4  # many copies of the query: look further
-    return SimilarResult(query=_hit(lib, row, 1.0), neighbours=hits[:k], note=lib.behind)

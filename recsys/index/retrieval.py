@@ -11,24 +11,21 @@ score on the same queries, so a number is never read without its floor. numpy on
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
 
+from recsys.library.text import tag_key
+
 K = 10
-
-
-def _norm(text: str | None) -> str:
-    return " ".join(unicodedata.normalize("NFKC", text or "").casefold().split())
 
 
 def group_labels(albums: Sequence[str | None], artists: Sequence[str | None]) -> tuple[list[str], list[str]]:
     """(album labels, artist labels); empty where the tag is missing. An album belongs to its artist: two
     "Greatest Hits" of different artists are different albums."""
-    artist = [_norm(a) for a in artists]
-    album = [f"{a}\x1f{_norm(b)}" if _norm(b) else "" for a, b in zip(artist, albums, strict=True)]
+    artist = [tag_key(a) for a in artists]
+    album = [f"{a}\x1f{tag_key(b)}" if tag_key(b) else "" for a, b in zip(artist, albums, strict=True)]
     return album, artist
 
 

@@ -14,109 +14,31 @@ separate copy that no later run overwrites).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
-from recsys.config import Settings, TrainSettings
+from recsys.app.evaluate import Score, encoder_rows, score_rows
+from recsys.config import Settings
 from recsys.embedder.active import activate as activate_encoder
 from recsys.embedder.active import latest_run_dir, new_run_dir, resolve_encoder
-from recsys.embedder.cache import AudioCache, CacheReport, Entry, Layout
-from recsys.embedder.decoding import default_workers
-from recsys.embedder.encoders import CNN_DEFAULTS, CnnEncoder, EncoderError, build_encoder
-from recsys.embedder.evaluation import Score, encoder_rows, score_rows
+from recsys.embedder.cache import CacheReport
+from recsys.embedder.train_setup import DEFAULT_LR, base_model, build_cache, split_heldout
 from recsys.embedder.trainer import EpochMetrics, FitResult, TooFewTracks, Trainer, TrainError
-from recsys.index.evaluate import K
-from recsys.index.lock import HomeLock
+from recsys.home.lock import HomeLock
+from recsys.index.retrieval import K
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_library
 from recsys.library.track import Track
 from recsys.tracking import mlflow_run
 
-BASES = ("musicnn", "cnn")
-# Fine-tuning MusiCNN leaves its front-end (input batch norm, timbral and temporal filters) as pretrained: they are
-# generic spectro-temporal detectors, and their backward pass is ~3/4 of a training step's cost on the CPU.
-MUSICNN_FROZEN = ("input_bn.", "timbral", "temporal")
-DEFAULT_LR = {"musicnn": 1e-4, "cnn": 1e-3}  # fine-tuning moves pretrained weights gently; from scratch, faster
-SAMPLE_RATE = 16000  # both bases take 16 kHz audio
-
-
-@dataclass
-class Split:
-    """Entries of the training tracks and of the two held-out halves (whole groups each)."""
-
-    train: list[Entry]
-    val: list[Entry]
-    test: list[Entry]
-
-    def counts(self) -> dict[str, int]:
-        return {"train_tracks": len(self.train), "val_tracks": len(self.val), "test_tracks": len(self.test),
-                **{f"{name}_albums": len({group_of(e) for e in part})
-                   for name, part in (("train", self.train), ("val", self.val), ("test", self.test))}}
-
-
-def group_of(entry: Entry) -> str:
-    """The unit that is held out whole: the album, else the artist, else the track alone."""
-    album, artist = entry.album.strip().casefold(), entry.artist.strip().casefold()
-    if album:
-        return f"album:{artist}\0{album}" if artist else f"album:{album}"
-    return f"artist:{artist}" if artist else f"track:{entry.key}"
-
-
-def split_heldout(entries: Sequence[Entry], holdout: float, seed: int) -> Split:
-    """Hold out whole groups (seeded order) until ``holdout`` of the tracks are out; they go alternately to
-    validation and test, so both halves hold different albums."""
-    groups: dict[str, list[Entry]] = {}
-    for e in entries:
-        groups.setdefault(group_of(e), []).append(e)
-    order = sorted(groups, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).digest())
-    wanted = holdout * len(entries)
-    held: list[str] = []
-    for g in order:
-        if sum(len(groups[h]) for h in held) >= wanted or len(held) >= len(groups) - 1:
-            break
-        held.append(g)
-    val = {g for i, g in enumerate(held) if i % 2 == 0}
-    test = set(held) - val
-    return Split([e for e in entries if group_of(e) not in val | test],
-                 [e for e in entries if group_of(e) in val], [e for e in entries if group_of(e) in test])
-
-
-def base_model(cfg: TrainSettings) -> tuple[nn.Module, bool]:
-    """(the model training starts from, whether it is fine-tuned): pretrained MusiCNN, or a fresh cnn."""
-    if cfg.base == "cnn":
-        return CnnEncoder({**CNN_DEFAULTS, "channels": [int(c) for c in cfg.channels], "seed": int(cfg.seed)}), False
-    if cfg.base == "musicnn":
-        try:
-            model = build_encoder("musicnn", device="cpu")
-        except EncoderError as exc:
-            raise TrainError(f"cannot fine-tune musicnn ({exc}); train the cnn from scratch with --from cnn") from None
-        for name, p in model.named_parameters():
-            p.requires_grad_(not name.startswith(MUSICNN_FROZEN))
-        return model, True
-    raise TrainError(f"unknown train.base {cfg.base!r}: use one of {', '.join(BASES)} (--from)")
-
-
-def build_cache(settings: Settings, tracks: Sequence[Track],
-                progress: Callable[[int], object] | None = None) -> tuple[AudioCache, CacheReport]:
-    """The training audio cache of the home, brought up to date with ``tracks``."""
-    t, a = settings.train, settings.audio
-    cache = AudioCache(settings.home_path, Layout(SAMPLE_RATE, int(t.windows), float(t.window_seconds)))
-    report = cache.build(tracks, max_bytes=t.cache_max_gb * 1e9, seed=t.seed, max_duration_s=a.max_track_minutes * 60,
-                         timeout_s=a.decode_timeout_s, workers=default_workers(t.workers), progress=progress)
-    return cache, report
-
-
 Progress = Callable[[int, str], object]  # (total, description) -> a tqdm-like bar
 
 
 @dataclass
-class TrainReport:
+class EncoderReport:
     """What `recsys train-encoder` did, for the CLI to render and the demo to show."""
 
     cache: CacheReport
@@ -169,7 +91,7 @@ def decide(before: Score | None, after: Score | None, activate: bool | None) -> 
                    "(`recsys train-encoder --activate` would force it)")
 
 
-def _model_card(report: TrainReport, params: dict) -> str:
+def _encoder_card(report: EncoderReport, params: dict) -> str:
     last = report.fit.history[-1] if report.fit.history else None
     lines = [f"# recsys {report.base} encoder (self-supervised, NT-Xent)", "",
              f"- split: {report.split}",
@@ -200,7 +122,7 @@ def _compare(settings: Settings, new_path: Path, test: Sequence[Track]) -> list[
 
 
 def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | None = None,
-                  progress: Progress | None = None, echo: Callable[[str], None] | None = None) -> TrainReport:
+                  progress: Progress | None = None, echo: Callable[[str], None] | None = None) -> EncoderReport:
     """`recsys train-encoder`: cache, split by album, train, compare with the current encoder on the held-out test
     albums, and activate the new encoder if it is better (``activate`` True forces, False forbids)."""
     started = time.monotonic()
@@ -257,7 +179,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
             test_keys = {e.key for e in split.test}
             scores = _compare(settings, fit.best, [t for t in library.tracks if t.key in test_keys])
             activated, decision = decide(*(scores or [None, None]), activate)
-            report = TrainReport(cache_report, counts, fit, str(trainer.device), model.name, run_dir, scores,
+            report = EncoderReport(cache_report, counts, fit, str(trainer.device), model.name, run_dir, scores,
                                  activated, decision, run.run_id)
             if activated:
                 new = scores[1] if scores else None
@@ -268,7 +190,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
                                  if not math.isnan(float(v))})
             run.log_metrics({"activated": float(activated)})
             run.log_artifact(fit.best, "checkpoint")
-            card = _model_card(report, params)
+            card = _encoder_card(report, params)
             (run_dir / "model_card.md").write_text(card, encoding="utf-8")
             run.log_text(card, "model_card.md")
     report.seconds = time.monotonic() - started

@@ -1,16 +1,78 @@
-"""One list of tracks from wherever the user's library is: the player database, music folders, or both."""
+"""One list of tracks from wherever the user's library is: a player's database, music folders, or both.
+
+A player is a :class:`Source`, registered by name in :data:`SOURCES` as ``"module:attribute"`` (imported only when
+used). Adding a player (MPD, Navidrome, beets) is one module exposing a ``Source`` whose ``read`` returns a
+:class:`PlayerLibrary`, plus one line in :data:`SOURCES`. Music folders are always read by
+:mod:`recsys.library.sources.folders`; a track listed by both keeps the player's tags and ratings.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.library.player_db import find_player_db, read_player_db
-from recsys.library.scan import scan_folders
+from recsys.library.sources.folders import scan_folders
 from recsys.library.track import Track
+
+
+@dataclass
+class PlayerLibrary:
+    """What a player's database lists: its local-file tracks, and how many rows were left out and why."""
+
+    path: Path
+    kind: str  # the source's name for people: 'clementine', 'strawberry', ...
+    tracks: list[Track]
+    skipped_urls: int
+    skipped_unavailable: int
+    duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
+
+
+class Source(Protocol):
+    """A music player whose database lists the library and the owner's ratings. Only ever read."""
+
+    name: str
+
+    def find(self) -> Path | None:
+        """The player's database at its usual place for this user, or None."""
+
+    def recognises(self, path: Path) -> bool:
+        """Whether ``path`` (given with ``--db``) is this player's database."""
+
+    def read(self, path: Path) -> PlayerLibrary:
+        """The tracks the database lists; a :class:`~recsys.errors.RecsysError` naming the file when it cannot."""
+
+
+# name -> "module:attribute" of its Source; the first is also what reads a --db no source recognises (its error
+# then says what is wrong with the file), and auto-detection tries them in this order.
+SOURCES: dict[str, str] = {
+    "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
+}
+
+
+def source(name: str) -> Source:
+    """The registered source ``name``."""
+    module, _, attribute = SOURCES[name].partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def find_source_db() -> tuple[Source, Path] | None:
+    """The first registered player whose database is at its usual place."""
+    for name in SOURCES:
+        found = source(name).find()
+        if found is not None:
+            return source(name), found
+    return None
+
+
+def read_source_db(path: Path) -> PlayerLibrary:
+    """Read ``path`` with the registered source that recognises it (the first source when none does)."""
+    registered = [source(name) for name in SOURCES]
+    return next((s for s in registered if s.recognises(path)), registered[0]).read(path)
 
 
 class NoLibraryError(RecsysError):
@@ -59,7 +121,8 @@ def load_library(
     leave out (``exclude_genres``, ``max_track_minutes``) are not in ``tracks`` but in ``left_out``, with the reason."""
     db_path = Path(db).expanduser() if db else None
     if db_path is None and auto_detect and not folders:
-        db_path = find_player_db()
+        found = find_source_db()
+        db_path = found[1] if found else None
     if db_path is None and not folders:
         raise NoLibraryError(
             "no music library found: no Clementine or Strawberry database at its usual place; "
@@ -68,7 +131,7 @@ def load_library(
     library = Library(tracks=[], folders=[str(f) for f in folders])
     by_key: dict[str, Track] = {}
     if db_path is not None:
-        player = read_player_db(db_path)
+        player = read_source_db(db_path)
         library.db_path, library.db_kind = player.path, player.kind
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
         by_key.update((t.key, t) for t in player.tracks)

@@ -1,4 +1,5 @@
-"""`recsys eval`: the retrieval metrics of :mod:`recsys.index.evaluate` for any encoder, or for the current table.
+"""`recsys eval`: the retrieval metrics of :mod:`recsys.index.retrieval` for any encoder, or for the current table;
+with ``--playlist``, the playlists the owner's ratings give, scored on hidden ratings (:func:`eval_playlist`).
 
 Vectors come from the cheapest honest source: the table when it holds the encoder's rows, else the encoder runs over
 decoded crops (exactly what `recsys embed` would store) in a temporary table.
@@ -7,6 +8,7 @@ Encoders compared in one call are scored on the same tracks (those every one of 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 from collections.abc import Callable, Sequence
@@ -15,16 +17,23 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.app.embed import embed_tracks
+from recsys.app.playlist import PlaylistRequest, build_ranking
+from recsys.app.taste import load_taste, train
 from recsys.config import Settings
 from recsys.embedder.active import ResolvedEncoder, resolve_encoder
 from recsys.embedder.decoding import decode_spec, default_workers
-from recsys.embedder.pipeline import embed_tracks
 from recsys.errors import RecsysError
+from recsys.home.lock import HomeLock
 from recsys.index.ann import read_manifest
-from recsys.index.evaluate import retrieval_metrics
-from recsys.index.lock import HomeLock
+from recsys.index.retrieval import retrieval_metrics
 from recsys.index.store import TrackStore
+from recsys.library.sources import load_configured_library
 from recsys.library.track import Track
+from recsys.recommender.classifier import ClassifierReport
+from recsys.recommender.persistence import RatingModel
+from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
+from recsys.recommender.rank import Ranking
 
 TABLE = "table"
 
@@ -105,11 +114,13 @@ def score_rows(named: Sequence[tuple[str, str, str, str, Rows]]) -> list[Score]:
     return scores
 
 
-def evaluate(settings: Settings, specs: Sequence[str], tracks: Sequence[Track] | None = None,
+def evaluate(settings: Settings, specs: Sequence[str] = (),
              progress: Callable[[int], object] | None = None) -> list[Score]:
-    """`recsys eval`: metrics of each spec (``table``: the rows the index was built from; else an encoder spec as
-    ``embed.encoder`` takes it, or a checkpoint path), scored on the same tracks. Holds the home lock (the feature
-    cache may be built)."""
+    """`recsys eval`: metrics of each spec (``table``, the default: the rows the index was built from; else an encoder
+    spec as ``embed.encoder`` takes it, or a checkpoint path), scored on the same tracks (those of the configured
+    library, read only when an encoder must run). Holds the home lock (the feature cache may be built)."""
+    specs = list(specs) or [TABLE]
+    tracks = load_configured_library(settings).tracks if any(spec != TABLE for spec in specs) else []
     home = settings.home_path
     with HomeLock(home, "recsys eval"):
         store = TrackStore.open(home)
@@ -123,9 +134,23 @@ def evaluate(settings: Settings, specs: Sequence[str], tracks: Sequence[Track] |
                 named.append((spec, "current table", manifest["encoder_id"], TABLE,
                               _table_rows(store, manifest["encoder_id"])))
                 continue
-            if tracks is None:
-                raise EvalError(f"evaluating encoder '{spec}' needs the library: give --db or --library")
             resolved = resolve_encoder(spec, home, settings.train.device)
             rows, source = encoder_rows(settings, resolved, tracks, store, progress)
             named.append((spec, resolved.label, resolved.encoder_id, source, rows))
         return score_rows(named)
+
+
+def eval_playlist(settings: Settings, splits: int | None = None) -> PlaylistEval:
+    """`recsys eval --playlist`: hide albums' ratings, train and build as the real commands do, count the hidden."""
+    taste = load_taste(settings)
+    r = settings.recommend
+    req = PlaylistRequest()
+
+    def train_split(tracks: Sequence[Track], folder: Path) -> ClassifierReport:
+        return train(settings, taste, tracks, folder, None)
+
+    def build(tracks: Sequence[Track], model: RatingModel | None, top_n: int, scorer: str) -> Ranking:
+        return build_ranking(settings, taste, tracks, model, dataclasses.replace(req, top_n=top_n), scorer)
+
+    return evaluate_playlist(taste.lib, taste.tracks, build, train_split, splits=splits or r.eval_splits,
+                             hidden_fraction=r.eval_hidden_fraction, seed=settings.classifier.seed)

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.config import Settings
+from recsys.home import MLFLOW_DB, models_dir, read_stamp
+from recsys.home.lock import HomeLock
 from recsys.index.ann import (
     ANN,
     AnnError,
@@ -31,11 +33,9 @@ from recsys.index.ann import (
     read_manifest,
     snapshot_is_current,
 )
-from recsys.index.lock import HomeLock
-from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, read_stamp
+from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 
-MLFLOW_DB = "mlflow.db"
 CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
 
 
@@ -202,7 +202,7 @@ def _repair_mlflow(home: Path, report: RepairReport) -> None:
 
 
 def _repair_classifier(home: Path, report: RepairReport) -> None:
-    models = home / "models"
+    models = models_dir(home)
     files = [models / name for name in CLASSIFIER_FILES]
     if not any(f.exists() for f in files):
         return

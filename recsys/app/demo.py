@@ -28,6 +28,8 @@ STARS = {STYLES[0]: 5, STYLES[1]: 4, STYLES[2]: 1, STYLES[3]: 2, STYLES[4]: 3}
 RATED_PER_STYLE = 5  # tracks 2..6 of each style are rated; the others (hostile names among them) are left to recommend
 PLAYLIST_N = 6
 DEMO_EPOCHS = 5
+DEMO_CHANNELS = [16, 32, 64, 64]  # a small cnn: caching and 5 epochs over the demo's 40 tracks take ~30 s on 2 cores
+DEMO_HOLDOUT = 0.6  # of the demo's 10 albums of 4: 3 validation and 3 test albums (12 tracks, enough for p@10)
 # Names that break naive handling: '#', '%', '&', quotes, spaces and non-Latin scripts.
 HOSTILE_TITLES = ["Track #1 & 100% \"quoted\"", "Ünïcödé — Ночь 夜", "it's a  double  space?"]
 
@@ -104,7 +106,7 @@ def _claim_home(home: Path) -> None:
 
 def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[str], None]) -> float:
     """Query one track per style; returns the share of neighbours that share the query's style."""
-    from recsys.index.similar import find_similar
+    from recsys.app.similar import find_similar
 
     style_of = {str(t.path): t.style for t in tracks}
     k, agree = 5, 0
@@ -123,7 +125,8 @@ def _show_similar(settings: Settings, tracks: list[DemoTrack], echo: Callable[[s
 def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
                    echo: Callable[[str], None]) -> tuple[float, float]:
     """Train the classifier, write a playlist; returns (share of it in liked styles, what random choice gives)."""
-    from recsys.recommender.recommend import PlaylistRequest, make_playlist, train_from_player
+    from recsys.app.playlist import PlaylistRequest, make_playlist
+    from recsys.app.train_classifier import train_from_player
 
     echo(f"\n$ recsys --home {_q(settings.home)} train-classifier --db {_q(settings.library.db)}")
     report = train_from_player(settings)
@@ -146,10 +149,29 @@ def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
     return share, chance
 
 
+def demo_training(settings: Settings, epochs: int = 5, echo: Callable[[str], None] = print,
+                  progress: Callable[[int, str], object] | None = None) -> dict:
+    """A short training run for `recsys demo`; returns the before/after metrics on the held-out test albums and
+    whether the new encoder was activated."""
+    from recsys.app.train_encoder import train_encoder  # imports torch: only when the demo trains
+
+    settings.train.base = "cnn"
+    settings.train.epochs = epochs
+    settings.train.channels = list(DEMO_CHANNELS)
+    settings.train.holdout = DEMO_HOLDOUT
+    settings.train.min_tracks = min(settings.train.min_tracks, 8)
+    report = train_encoder(settings, progress=progress, echo=echo)
+    before, after = report.scores
+    for name, s in (("current encoder", before), (f"trained cnn ({len(report.fit.history)} epochs)", after)):
+        echo(f"{name} ({s.label}), held-out albums: same-album precision@10 {s.metrics['album_p10']:.3f}, "
+             f"same-artist {s.metrics['artist_p10']:.3f}")
+    echo(report.decision)
+    return {"before": before.as_json(), "after": after.as_json(), "activated": report.activated,
+            "decision": report.decision, "seconds": report.seconds}
+
+
 def _show_training(settings: Settings, echo: Callable[[str], None]) -> dict:
     """A short stage-1 run: the cnn trained on the demo library, compared with the current encoder."""
-    from recsys.embedder.train_demo import demo_training
-
     echo(f"\n$ recsys --home {_q(settings.home)} train-encoder --db {_q(settings.library.db)} --epochs {DEMO_EPOCHS}  "
          "(short; real runs are longer)")
     return demo_training(settings, epochs=DEMO_EPOCHS, echo=echo)
@@ -160,7 +182,7 @@ def run_demo(directory: str | None, echo: Callable[[str], None] = print,
     """Build the demo library, embed it, show similar tracks, learn the owner's taste, write a playlist and train
     the encoder briefly; returns what was measured. ``home`` (``recsys --home X demo``) replaces ``<dir>/home``; it
     must be new, empty or an earlier demo's."""
-    from recsys.embedder.pipeline import embed_library
+    from recsys.app.embed import embed_library
 
     root = Path(directory).expanduser().resolve() if directory else Path(tempfile.mkdtemp(prefix="recsys-demo-"))
     root.mkdir(parents=True, exist_ok=True)

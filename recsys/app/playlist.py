@@ -1,84 +1,22 @@
-"""`recsys train-classifier` and `recsys playlist`: the library's vectors joined to the owner's taste, live.
-
-Both read the index snapshot (vectors and tags, no lancedb or torch on the way) and the player database afresh on
-every run, so ratings given a minute ago count and nothing is ever copied out of the player.
-"""
+"""`recsys playlist`: rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
-from recsys.library.sources import load_library
+from recsys.home import models_dir
+from recsys.index.ann import LibraryVectors
 from recsys.library.track import Track
-from recsys.recommender.classifier import TrainReport, train_classifier
+from recsys.playlists import FORMATS, write_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
-from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
 from recsys.recommender.rank import RankedTrack, Ranking, rank
-from recsys.recommender.xspf import FORMATS, Inputs, write_playlist
-
-
-class NotEmbeddedError(RecsysError):
-    """The player's tracks have no vectors yet."""
-
-
-@dataclass
-class Taste:
-    """The index snapshot and the library's tracks (with ratings and plays, read just now)."""
-
-    lib: LibraryVectors
-    tracks: list[Track]
-    source: str
-    inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
-
-
-def models_dir(settings: Settings) -> Path:
-    return settings.home_path / "models"
-
-
-def load_taste(settings: Settings) -> Taste:
-    """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
-    lib = current_snapshot(settings.home_path, settings.index)
-    library = load_library(settings.library.db, settings.library.folders)
-    source = str(library.db_path or ", ".join(library.folders))
-    embedded = set(lib.keys)
-    if not any(t.key in embedded for t in library.tracks):
-        raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
-                               "run `recsys embed` first")
-    inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
-    return Taste(lib, library.tracks, source, inputs)
-
-
-VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
-
-
-def _search(settings: Settings, lib: LibraryVectors):
-    """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``."""
-    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    return lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH)
-
-
-def _train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Path,
-           tracking: str | None) -> TrainReport:
-    c = settings.classifier
-    return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
-                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=_search(settings, taste.lib))
-
-
-def train_from_player(settings: Settings) -> TrainReport:
-    """Train the rating classifier on the player's current ratings, save it under ``<home>/models``, track it."""
-    from recsys.tracking import tracking_uri
-
-    taste = load_taste(settings)
-    return _train(settings, taste, taste.tracks, models_dir(settings),
-                  tracking_uri(settings.home_path, settings.tracking.uri))
 
 
 @dataclass
@@ -135,7 +73,7 @@ def _output_path(req: PlaylistRequest, settings: Settings, name: str, fmt: str) 
 def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
     """The trained classifier, or None (the neighbour votes alone) with a note saying why."""
     try:
-        model = RatingModel.load(models_dir(settings), lib.encoder_id)
+        model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
     except ClassifierError as exc:
         notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
         return None
@@ -146,7 +84,7 @@ def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingM
 
 
 def _seed_keys(lib: LibraryVectors, seeds: Sequence[str]) -> list[str]:
-    from recsys.index.similar import resolve_query
+    from recsys.index.lookup import resolve_query
 
     return [lib.keys[resolve_query(lib, seed)] for seed in seeds]
 
@@ -163,7 +101,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
                 w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
                 pseudo_until=settings.classifier.pseudo_until,
-                scorer=scorer, search=_search(settings, taste.lib), exists=os.path.exists)
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
@@ -188,17 +126,3 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
                     stopped=ranking.stopped)
 
 
-def eval_playlist(settings: Settings, splits: int | None = None) -> PlaylistEval:
-    """`recsys eval --playlist`: hide albums' ratings, train and build as the real commands do, count the hidden."""
-    taste = load_taste(settings)
-    r = settings.recommend
-    req = PlaylistRequest()
-
-    def train(tracks: Sequence[Track], folder: Path) -> TrainReport:
-        return _train(settings, taste, tracks, folder, None)
-
-    def build(tracks: Sequence[Track], model: RatingModel | None, top_n: int, scorer: str) -> Ranking:
-        return build_ranking(settings, taste, tracks, model, dataclasses.replace(req, top_n=top_n), scorer)
-
-    return evaluate_playlist(taste.lib, taste.tracks, build, train, splits=splits or r.eval_splits,
-                             hidden_fraction=r.eval_hidden_fraction, seed=settings.classifier.seed)

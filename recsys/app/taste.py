@@ -1,0 +1,64 @@
+"""What `recsys train-classifier`, `recsys playlist` and `recsys eval --playlist` share: the index snapshot joined
+to the owner's taste, read live.
+
+They read the index snapshot (vectors and tags, no lancedb or torch on the way) and the player database afresh on
+every run, so ratings given a minute ago count and nothing is ever copied out of the player.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recsys.config import Settings
+from recsys.errors import RecsysError
+from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
+from recsys.library.sources import load_library
+from recsys.library.track import Track
+from recsys.playlists import Inputs
+from recsys.recommender.classifier import ClassifierReport, train_classifier
+
+
+class NotEmbeddedError(RecsysError):
+    """The player's tracks have no vectors yet."""
+
+
+@dataclass
+class Taste:
+    """The index snapshot and the library's tracks (with ratings and plays, read just now)."""
+
+    lib: LibraryVectors
+    tracks: list[Track]
+    source: str
+    inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
+
+
+def load_taste(settings: Settings) -> Taste:
+    """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
+    lib = current_snapshot(settings.home_path, settings.index)
+    library = load_library(settings.library.db, settings.library.folders)
+    source = str(library.db_path or ", ".join(library.folders))
+    embedded = set(lib.keys)
+    if not any(t.key in embedded for t in library.tracks):
+        raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
+                               "run `recsys embed` first")
+    inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
+    return Taste(lib, library.tracks, source, inputs)
+
+
+VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
+
+
+def vote_search(settings: Settings, lib: LibraryVectors):
+    """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``."""
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    return lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH)
+
+
+def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Path,
+          tracking: str | None) -> ClassifierReport:
+    """Train the classifier on ``tracks`` with the configured settings, into ``models`` (tracked when ``tracking``)."""
+    c = settings.classifier
+    return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
+                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib))

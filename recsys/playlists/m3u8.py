@@ -1,0 +1,32 @@
+"""Extended M3U playlists in UTF-8 (``--format m3u8``), for players without XSPF.
+
+The path is written as the file system's own bytes, so names that are not valid UTF-8 still resolve; a CUE segment
+gets VLC's ``#EXTVLCOPT:start-time``/``stop-time`` lines (other players play the whole file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+
+from recsys.playlists.output import is_segment, xml_text
+from recsys.recommender.rank import RankedTrack
+
+_LINE_BREAKS = re.compile(r"[\r\n]+")
+
+
+def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsys") -> bytes:
+    """The M3U8 file of ``tracks`` (``title`` and ``creator`` have no place in the format)."""
+    lines = [b"#EXTM3U"]
+    for t in tracks:
+        seconds = int(round(t.duration_s)) if t.duration_s else -1
+        label = _LINE_BREAKS.sub(" ", xml_text(t.label))
+        # The path as the file system's own bytes: names that are not valid UTF-8 still resolve.
+        lines.append(f"#EXTINF:{seconds},{label}".encode())
+        if is_segment(t):  # one track of a CUE sheet: VLC plays just this range of the shared file
+            lines.append(f"#EXTVLCOPT:start-time={t.start_s:.3f}".encode())
+            if t.duration_s:
+                lines.append(f"#EXTVLCOPT:stop-time={t.start_s + t.duration_s:.3f}".encode())
+        lines.append(os.fsencode(os.path.abspath(t.path)))
+    return b"\n".join(lines) + b"\n"
