@@ -126,8 +126,9 @@ def test_learnable_ratings_blend_a_saved_model_and_track_it(tmp_path):
     best = report.metrics[report.kind]
     assert best["auc_low"] > 0.5 and best["roc_auc"] > 0.75
     assert report.metrics["base rate"]["roc_auc"] == 0.5
-    assert set(report.metrics) == {"logistic", "ridge", "mlp", "knn", "base rate"}
-    assert "knn" in report.table() and "base rate" in report.table()
+    assert set(report.metrics) == {"logistic", "ridge", "mlp", "knn", "base rate", "blend"}
+    assert report.metrics["blend"]["roc_auc"] > report.metrics["knn"]["roc_auc"]  # the rule's second half
+    assert "knn" in report.table() and "base rate" in report.table() and "blend" in report.table()
 
     model = RatingModel.load(models_dir, "enc-a")
     p = model.like_probability(lib.vectors)
@@ -219,3 +220,24 @@ def test_library_root_is_the_deepest_common_folder():
     assert library_root(["/m/a/x.ogg", "/m/a/z.ogg"]) == "/m/a"
     assert library_root(["/m/ab/x.ogg", "/m/a/z.ogg"]) == "/m"
     assert library_root([]) == ""
+
+
+def test_the_rule_keeps_a_classifier_out_that_does_not_improve_on_the_votes():
+    from recsys.recommender.cross_validation import CrossValidation, blend_helps, probability_metrics
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(20), 5)
+    liked = (groups % 2).astype(float)
+    good = np.clip(0.5 + 0.3 * (liked - 0.5) + 0.1 * rng.normal(size=100), 0.01, 0.99)  # ranks well
+    perfect = liked * 0.9 + 0.05  # the votes rank these held-out ratings perfectly already
+
+    def cv(knn):
+        oof = {"logistic": good, "knn": knn}
+        metrics = {k: probability_metrics(v, liked, groups, 0) for k, v in oof.items()}
+        out = CrossValidation("album", 5, 100, metrics, {}, oof, groups=groups, liked=liked)
+        out.add_blend("logistic", 0.2, 0.8, 0)
+        return out
+
+    assert better_than_chance(cv(perfect).metrics["logistic"])
+    assert not blend_helps(cv(perfect), "logistic")  # better than chance, but the blend cannot beat the votes
+    assert blend_helps(cv(np.full(100, 0.3)), "logistic")  # votes that know nothing: the classifier helps

@@ -200,7 +200,8 @@ def test_json_explain_short_playlists_and_played_tracks(embedded):
     hits = json.loads(r.stdout)
     explain = hits[0]["explain"]
     assert set(explain) == {"like_probability", "like_classifier", "like_neighbours", "nearest_liked",
-                            "nearest_disliked"}
+                            "nearest_disliked", "same_album_voters", "same_artist_voters"}
+    assert set(explain["same_album_voters"]) == {"liked", "not_liked"}
     near = explain["nearest_liked"][0]
     assert set(near) == {"track", "stars", "similarity"} and near["stars"] >= 4 and -1 <= near["similarity"] <= 1
     assert played.path not in {h["path"] for h in hits}  # played 7 times: not a recommendation

@@ -11,7 +11,7 @@ import pytest
 
 from recsys.library.track import Track
 from recsys.recommender.labels import collect_labels
-from recsys.recommender.neighbours import exact_search, neighbourhoods, vote
+from recsys.recommender.neighbours import exact_search, library_groups, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
 from recsys.recommender.rank import RankError
 from recsys.recommender.rank import rank as real_rank
@@ -91,6 +91,52 @@ def test_votes_are_probabilities_shrunk_to_the_prior():
     assert (p[labels.rows[:4]] >= 0.5).all()  # a liked track's own vote counts (for --include-rated)
     half, _ = vote(hoods, labels.rows, labels.liked, np.ones(len(labels.rows)), len(vectors), prior=0.5)
     assert np.allclose(half[support == 0], 0.5)
+
+
+def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_album():
+    rng = np.random.default_rng(3)
+    n = 120
+    vectors = unit(rng.normal(size=(n, 16)))  # the audio says nothing: only the albums can
+    folders = [f"/lib/Artist {i % 4}/Album {i % 12}" if i < 96 else "/lib" for i in range(n)]
+    paths = [f"{f}/t{i}.ogg" for i, f in enumerate(folders)]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    album = np.array([i % 12 if i < 96 else -1 for i in range(n)])
+    stars = {int(i): 1.0 for i in np.flatnonzero(album == 0)[:3]}
+    stars |= {int(i): 0.2 for i in np.flatnonzero(album == 1)[:3]}
+    stars |= {int(i): 1.0 for i in range(96, 100)}  # liked tracks straight in the library's root folder
+    tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
+    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n}
+
+    def best5(**kw):  # the five highest like-probabilities (the playlist alternates artists, so not its order)
+        out = sorted(rank(lib, tracks, None, **lifted, **kw).tracks, key=lambda t: -t.like_neighbours)
+        return [lib.keys.index(t.key) for t in out[:5]], {t.key: t.like_neighbours for t in out}, out
+
+    top, _, with_album = best5()
+    assert all(album[i] == 0 for i in top), top  # the 5 unrated tracks of the liked album
+    first = next(t for t in with_album if lib.keys.index(t.key) == top[0])
+    assert first.album_voters == (3, 0) and first.artist_voters == (3, 0)  # what --explain shows
+    off, without, _ = best5(album_vote=0, artist_vote=0)
+    assert sum(album[i] == 0 for i in off) < 3  # the votes through the index alone cannot find them here
+    root = [t for t in with_album if t.path.startswith("/lib/t")]
+    assert root and all(t.like_neighbours == pytest.approx(without[t.key]) for t in root)  # the root is no album
+    disliked = [t for t in with_album if album[lib.keys.index(t.key)] == 1]
+    assert all(t.like_neighbours <= without[t.key] for t in disliked)  # the disliked album votes against its rest
+    assert sum(t.like_neighbours for t in disliked) < 0.5 * sum(without[t.key] for t in disliked)
+
+
+def test_album_and_artist_groups_are_named_only_around_the_evidence():
+    tracks = [Track(path="/m/a/1.ogg", album="Best Of", artist="Band"),  # the evidence
+              Track(path="/m/b/2.ogg", album="best of", artist="BAND"),  # same album and artist, other case
+              Track(path="/m/c/3.ogg", album="Other", artist="band"),  # same artist only
+              Track(path="/m/d/4.ogg", album="Else", artist="Nobody"),  # nothing shared
+              Track(path="/m/5.ogg"), Track(path="/m/6.ogg")]  # untagged, in the library's root folder
+    row_of = {t.key: i for i, t in enumerate(tracks)}
+    g = library_groups(list(row_of), row_of, tracks, "/m", np.array([0, 4]))
+    assert g.album[0] == g.album[1] >= 0 and g.album[2] != g.album[0] and g.album[3] == -1
+    assert g.artist[0] == g.artist[1] == g.artist[2] >= 0 and g.artist[3] == -1
+    assert g.album[4] == g.album[5] == -1 and g.artist[4] == -1  # a flat library is not one album
 
 
 def test_untagged_tracks_are_capped_by_folder():

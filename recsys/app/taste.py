@@ -32,19 +32,20 @@ class Taste:
     tracks: list[Track]
     source: str
     inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
+    db_kind: str | None = None  # the source of the ratings: 'clementine', 'navidrome' ...
 
 
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
     lib = current_snapshot(settings.home_path, settings.index)
-    library = load_library(settings.library.db, settings.library.folders)
-    source = str(library.db_path or ", ".join(library.folders))
+    library = load_library(settings.library.db, settings.library.folders, settings=settings)
+    source = library.source()
     embedded = set(lib.keys)
     if not any(t.key in embedded for t in library.tracks):
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
     inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
-    return Taste(lib, library.tracks, source, inputs)
+    return Taste(lib, library.tracks, source, inputs, library.db_kind)
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
@@ -61,4 +62,5 @@ def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Pat
     """Train the classifier on ``tracks`` with the configured settings, into ``models`` (tracked when ``tracking``)."""
     c = settings.classifier
     return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
-                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib))
+                            pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib),
+                            w_model=settings.recommend.w_model, w_knn=settings.recommend.w_knn)

@@ -6,9 +6,10 @@ votes against the base rate (``evaluation``), the better-than-chance rule (``eva
 final fit on every label and the files (``persistence``). What is saved is the model the cross-validation scored:
 the same code fits it, on all the labels instead of a fold's.
 
-The vector model with the best out-of-fold ROC-AUC is saved. When it is clearly better than chance the playlist
-blends its like-probability with the neighbour votes; when it is not, the json says so, the command says so, and
-the playlist ranks by the neighbour votes alone. A ridge regression of the rating (for predicted stars) is saved
+The vector model with the best out-of-fold ROC-AUC is saved. When it is clearly better than chance on held-out
+albums and its blend with the neighbour votes beats the votes alone there (``evaluation.blend_helps``), the playlist
+blends its like-probability with the votes; when not, the json says so, the command says so, and the playlist ranks
+by the neighbour votes alone. A ridge regression of the rating (for predicted stars) is saved
 either way. torch (for the MLP) and mlflow are imported only here, inside training.
 """
 
@@ -27,13 +28,7 @@ from typing import Any
 import numpy as np
 
 from recsys.library.track import Track
-from recsys.recommender.cross_validation import (
-    KINDS,
-    CrossValidation,
-    better_than_chance,
-    cross_validate,
-    fit_vector_model,
-)
+from recsys.recommender.cross_validation import KINDS, CrossValidation, blend_helps, cross_validate, fit_vector_model
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
 from recsys.recommender.persistence import ClassifierError, RatingModel, save
@@ -41,6 +36,7 @@ from recsys.recommender.persistence import ClassifierError, RatingModel, save
 log = logging.getLogger(__name__)
 
 COLUMNS = (("ROC-AUC", "roc_auc"), ("AUC low", "auc_low"), ("log-loss", "log_loss"), ("Brier", "brier"))
+ROWS = (*KINDS, "blend")
 
 __all__ = ["ClassifierError", "RatingModel", "ClassifierReport", "train_classifier"]
 
@@ -64,7 +60,7 @@ class ClassifierReport:
     def table(self) -> str:
         """The cross-validation metrics as an aligned text table (P(liked) of each candidate)."""
         lines = [f"{'':11s}" + "".join(f"{name:>10s}" for name, _ in COLUMNS)]
-        for row in KINDS:
+        for row in ROWS:
             values = self.metrics.get(row)
             if values is not None:
                 lines.append(f"{row:11s}" + "".join(f"{values.get(key, math.nan):10.3f}" for _, key in COLUMNS))
@@ -75,16 +71,21 @@ class ClassifierReport:
         return "\n".join(lines)
 
 
+RULE = ("the rule: blended only if, on albums held out of training, the 5th percentile of its ROC-AUC over "
+        "bootstrap resamples of the albums is above 0.5 AND its blend with the neighbour votes beats the votes alone "
+        "(the votes already cover the albums you rated)")
+
+
 def _decision(cv: CrossValidation, best: str) -> tuple[bool, str]:
-    m = cv.metrics[best]
-    blend = better_than_chance(m)
-    rule = "the 5th percentile of ROC-AUC over bootstrap resamples of the held-out albums"
-    if blend:
-        return True, (f"{best} kept and blended with the neighbour votes: ROC-AUC {m['roc_auc']:.3f}, {rule} "
-                      f"{m['auc_low']:.3f} > 0.5.")
-    return False, (f"{best} is not clearly better than chance (ROC-AUC {m['roc_auc']:.3f}; {rule} "
-                   f"{m['auc_low']:.3f} <= 0.5): playlists rank by the neighbour votes of your rated tracks alone. "
-                   "Rating tracks of more albums helps most.")
+    m, b, k = cv.metrics[best], cv.metrics["blend"], cv.metrics["knn"]
+    figures = (f"{best} ROC-AUC {m['roc_auc']:.3f}, lower bound {m['auc_low']:.3f}; blend {b['roc_auc']:.3f} vs "
+               f"votes alone {k['roc_auc']:.3f}")
+    if blend_helps(cv, best):
+        return True, f"{best} kept and blended with the neighbour votes ({figures}; {RULE})."
+    why = ("is not clearly better than chance" if not m["auc_low"] > 0.5
+           else "does not improve on the neighbour votes")
+    return False, (f"{best} {why} on albums it never saw ({figures}; {RULE}): playlists rank by the votes of your "
+                   "rated tracks alone. Rating tracks of more albums helps most.")
 
 
 def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any]) -> str:
@@ -102,7 +103,7 @@ def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any])
 
 def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracking_uri: str | None, *,
                      min_ratings: int = 20, seed: int = 0, pseudo_until: int = 500, neighbours_k: int = 20,
-                     n_folds: int = 5, search: Search | None = None,
+                     n_folds: int = 5, search: Search | None = None, w_model: float = 0.2, w_knn: float = 0.8,
                      experiment: str = "recsys-classifier") -> ClassifierReport:
     """Cross-validate the candidates, fit the best on every label, save it under ``models_dir``, track in MLflow.
 
@@ -134,6 +135,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
     hoods = neighbourhoods(search or exact_search(vectors), vectors, labels.rows, neighbours_k)
     cv = cross_validate(vectors, labels, hoods, seed, n_folds)
     best = cv.best()
+    cv.add_blend(best, w_model, w_knn, seed)
     blend, reason = _decision(cv, best)
     log.info(reason)
 

@@ -8,8 +8,9 @@ inner grouped CV, never on the fold that scores them.
 
 Better than chance. ROC-AUC is a ranking of the held-out tracks; its uncertainty comes from which albums happened
 to be rated, so the bound resamples GROUPS: the 5th percentile of ROC-AUC over 500 seeded bootstrap resamples of the
-held-out groups. A model is "clearly better than chance" when that lower bound exceeds 0.5; otherwise the playlist
-ranks by the neighbour votes alone and says so.
+held-out groups. A model is "clearly better than chance" when that lower bound exceeds 0.5. It is blended into
+playlists only when, in addition, its blend with the neighbour votes (the playlist's weights) ranks the held-out
+ratings better than the votes alone (``blend_helps``); otherwise the playlist ranks by the votes and says so.
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ class CrossValidation:
     metrics: dict[str, dict[str, float]]
     stars: dict[str, float]  # the ridge's predicted stars vs the true ones, next to the mean rating
     oof: dict[str, np.ndarray] = field(repr=False)
+    groups: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))  # of the scored ratings
+    liked: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+
+    def add_blend(self, kind: str, w_model: float, w_knn: float, seed: int) -> None:
+        """The out-of-fold blend of ``kind`` with the neighbour votes, as the playlist would weigh them: row 'blend'."""
+        p = (w_model * self.oof[kind] + w_knn * self.oof["knn"]) / (w_model + w_knn)
+        self.oof["blend"] = p
+        self.metrics["blend"] = probability_metrics(p, self.liked, self.groups, seed)
 
     def best(self) -> str:
         """The vector model with the highest out-of-fold ROC-AUC (lowest log-loss on a tie)."""
@@ -145,7 +154,8 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
     """Grouped K-fold CV of ``kinds``, the neighbour votes ('knn') and the base rate, on the same folds.
 
     ``hoods`` are the neighbourhoods of every label's row (as ``neighbours.neighbourhoods`` finds them); a fold's
-    votes come from its training labels alone.
+    votes come from its training labels alone. They are the votes through the index only: the album and artist
+    votes of the playlist have nothing to say here, since a fold holds out whole albums and artists.
     """
     folds, how = grouped_folds(labels, n_folds, seed)
     n = len(vectors)
@@ -177,10 +187,23 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
         star_table = {**{f"ridge_{k}": v for k, v in rating_metrics(stars[scored], true).items()},
                       "mean_mae_stars": rating_metrics(mean_stars[scored], true)["mae_stars"]}
     return CrossValidation(how=how, n_folds=len(folds), n_ratings=int(scored.sum()), metrics=table, stars=star_table,
-                           oof={k: v[scored] for k, v in oof.items()})
+                           oof={k: v[scored] for k, v in oof.items()}, groups=groups, liked=liked)
 
 
 def better_than_chance(metrics: dict[str, float]) -> bool:
-    """The rule: the grouped-bootstrap 5th percentile of out-of-fold ROC-AUC is above 0.5."""
+    """The grouped-bootstrap 5th percentile of out-of-fold ROC-AUC is above 0.5."""
     low = metrics.get("auc_low", math.nan)
     return not math.isnan(low) and low > CHANCE
+
+
+def blend_helps(cv: CrossValidation, kind: str) -> bool:
+    """The rule: ``kind`` is clearly better than chance on albums it never saw, AND its blend with the neighbour votes
+    ranks those held-out ratings better than the votes alone (out-of-fold ROC-AUC of 'blend' above 'knn').
+
+    Why albums held out: the album and artist votes already recommend the unrated rest of an album you rated; what
+    the classifier can add is a judgement of albums you never rated, and that is what these folds ask. Scoring it on
+    tracks of albums it was trained on would reward recognising the album, which the votes do anyway.
+    """
+    blend, knn = cv.metrics.get("blend", {}), cv.metrics.get("knn", {})
+    return (better_than_chance(cv.metrics[kind])
+            and blend.get("roc_auc", math.nan) > knn.get("roc_auc", math.nan))

@@ -1,7 +1,8 @@
 """Candidates, scores and playlist rules: from the library's vectors and the owner's taste to an ordered playlist.
 
 Score. A track's score is the probability that the owner likes it. Two estimates on that one scale:
-the neighbour votes of the rated (and often played) tracks (``recsys.recommender.neighbours``), and the classifier's
+the neighbour votes of the rated (and often played) tracks (``recsys.recommender.neighbours``: for their nearest
+tracks through the index and for the rest of their album and artist), and the classifier's
 P(liked) (``recsys.recommender.models``). The blend is their weighted mean, ``(w_model * p_model + w_knn * p_knn) /
 (w_model + w_knn)``; when the classifier was not shown better than chance (or there is none), the votes alone rank.
 With ``seeds`` the seed tracks are the liked evidence instead of the ratings (the playlist is built around them).
@@ -37,7 +38,15 @@ from recsys.errors import RecsysError
 from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
-from recsys.recommender.neighbours import Search, evidence_weights, exact_search, neighbourhoods, vote
+from recsys.recommender.neighbours import (
+    Search,
+    evidence_weights,
+    exact_search,
+    library_groups,
+    neighbourhoods,
+    shared_voters,
+    vote,
+)
 from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
@@ -83,6 +92,8 @@ class RankedTrack(Labelled):
     like_neighbours: float | None = None
     near_liked: list[Near] = field(default_factory=list)
     near_disliked: list[Near] = field(default_factory=list)
+    album_voters: tuple[int, int] = (0, 0)  # liked and not-liked rated (or often played) tracks of its album
+    artist_voters: tuple[int, int] = (0, 0)  # ... and of its artist
 
 
 @dataclass
@@ -215,13 +226,15 @@ def _strongest(rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, most: i
 def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
          seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False, played_min: int = 3,
          min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
-         w_model: float = 0.6, w_knn: float = 0.4, neighbours_k: int = 20, max_voters: int = 1000,
-         pseudo_until: int = 500,
+         w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
+         pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
          scorer: str = "blend", search: Search | None = None,
-         exists: Callable[[str], bool] = os.path.exists) -> Ranking:
+         exists: Callable[[str], bool] = os.path.exists, allowed: np.ndarray | None = None) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
     ``search(queries, k) -> (cosines, rows)`` finds neighbours (the snapshot's FAISS index; default exact).
+    ``allowed`` (a boolean per row, e.g. the ``--where`` filter's mask) keeps only those rows as candidates; every
+    rated track still votes.
     """
     if mode not in MODES:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -240,7 +253,11 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    p_knn, _support = vote(hoods, evidence, liked, weights, n)
+    root = library_root([t.path for t in tracks])
+    row_of = {k: i for i, k in enumerate(lib.keys)}
+    groups = library_groups(lib.keys, row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
+    p_knn, _support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
+                           artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
     p_model = model.like_probability(vectors) if use_model else None
     if scorer == "neighbours" or p_model is None:
@@ -251,7 +268,6 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         like, how = (w_model * p_model + w_knn * p_knn) / (w_model + w_knn), f"blend ({model.kind} + neighbours)"
     predicted = model.predict(vectors) if model is not None else None
 
-    row_of = {k: i for i, k in enumerate(lib.keys)}
     candidate = np.ones(n, dtype=bool)
     for t in tracks:
         row = row_of.get(t.key)
@@ -262,6 +278,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         candidate[[row_of[s] for s in seeds]] = False
     if min_rating is not None:
         candidate &= predicted >= min_rating
+    if allowed is not None:
+        candidate &= allowed
     relevance = model.uncertainty(vectors) if mode == "uncertain" else like
     rows = np.flatnonzero(candidate)
     rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists)
@@ -274,20 +292,25 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     meta = lib.meta  # a snapshot builds this table on each access
     paths = _take(meta, "path", short)
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
-    root = library_root([t.path for t in tracks])
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
     albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
     picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw], paths,
                            rules)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
+    if groups is None:
+        album_voters = artist_voters = [(0, 0)] * len(chosen)
+    else:
+        album_voters = shared_voters(groups.album, evidence, liked, chosen)
+        artist_voters = shared_voters(groups.artist, evidence, liked, chosen)
     near_liked, near_disliked = _nearest_rated(vectors, chosen, lib.keys, tracks, row_of, seeds)
     out = [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[i] or 0.0), score=float(relevance[r]),
                        predicted=None if predicted is None else float(predicted[r]), artist=artist_raw[j] or "",
                        title=title_raw[j] or "", album=album_raw[j] or "", track_number=numbers[i],
                        duration_s=durations[i], because=[x.label for x in near_liked[i]], like=float(like[r]),
                        like_model=None if p_model is None else float(p_model[r]), like_neighbours=float(p_knn[r]),
-                       near_liked=near_liked[i], near_disliked=near_disliked[i])
+                       near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
+                       artist_voters=artist_voters[i])
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
     return Ranking(out, how, len(rows), _stop_reason(len(out), top_n, len(rows), len(short), removed, rules),
                    dict(removed))
