@@ -78,8 +78,10 @@ def check_output(path: Path, inputs: Inputs | None = None, overwrite: bool = Fal
         if _is_under(real, top) or _is_under(str(path), str(Path(folder).expanduser().absolute())):
             raise PlaylistWriteError(f"{path} is inside the music folder {folder}: recsys never writes there; "
                                      "choose another --out")
-    if names & set(inputs.files) or any(_same_file(real, f) for f in inputs.files
-                                        if os.path.basename(f) == os.path.basename(real)):
+    # only a file of the same name can be the same file: a cheap suffix test first (100,000 files on a large library)
+    base = os.path.basename(real)
+    if any(name in inputs.files for name in names) or any(
+            _same_file(real, f) for f in inputs.files if f.endswith(base) and os.path.basename(f) == base):
         raise PlaylistWriteError(f"{path} is a music file of your library: recsys never writes it; "
                                  "choose another --out")
     try:

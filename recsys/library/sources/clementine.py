@@ -39,6 +39,7 @@ _WAL_VERSION = 2  # header bytes 18/19 (read/write format version): 1 = rollback
 _COLUMNS = ("rating", "playcount", "skipcount", "lastplayed", "title", "artist", "album", "albumartist", "genre",
             "year", "track", "length", "beginning", "cue_path", "unavailable")
 _SNAPSHOT_TRIES = 3
+_NUMBER = (float, int)
 
 
 def find_player_db(home: Path | None = None) -> Path | None:
@@ -217,6 +218,9 @@ def uri_to_path(value: str | bytes | None) -> str | None:
     Clementine stores a BLOB, Strawberry TEXT; both percent-encode (UTF-8 bytes as ``%C3%9C``). Bytes that are not
     valid UTF-8 survive as surrogate escapes, like ``os.fsdecode`` would give for the same file name.
     """
+    if (type(value) is bytes and value.startswith(b"file:///") and b"%" not in value and b"?" not in value
+            and b"#" not in value):
+        return value[7:].decode("utf-8", "surrogateescape")  # the usual Clementine row: nothing to unquote or split
     if value is None:
         return None
     text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
@@ -268,8 +272,12 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
     """Tracks from the rows. Every value goes through the helpers above but the usual ones (an int, a str, NULL),
     taken as they are inline: a helper call per value cost seconds on a 100,000-track library."""
     skipped_urls = skipped_unavailable = 0
-    kept: list[tuple[str, tuple]] = []
+    kept: list[tuple[str, int, tuple]] = []  # (path, start in ns, row)
     unavailable_at = 1 + _COLUMNS.index("unavailable")
+    beginning_at = 1 + _COLUMNS.index("beginning")
+    # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
+    first_beginning: dict[str, int] = {}
+    cut: set[str] = set()
     for row in rows:
         path = uri_to_path(row[0])
         if path is None:
@@ -277,21 +285,15 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
         elif row[unavailable_at] == 1 or (type(row[unavailable_at]) is not int and _int(row[unavailable_at]) == 1):
             skipped_unavailable += 1
         else:
-            kept.append((path, row))
-    # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
-    beginning_at = 1 + _COLUMNS.index("beginning")
-    first_beginning: dict[str, int] = {}
-    cut: set[str] = set()
-    for path, row in kept:
-        begin = row[beginning_at]
-        begin = (begin if type(begin) is int else _int(begin)) or 0
-        if first_beginning.setdefault(path, begin) != begin:
-            cut.add(path)
+            begin = row[beginning_at]
+            begin = (begin if type(begin) is int else _int(begin)) or 0
+            if first_beginning.setdefault(path, begin) != begin:
+                cut.add(path)
+            kept.append((path, begin, row))
     by_key: dict[str, Track] = {}
     duplicates = 0
-    for path, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number,
-               length, beginning, cue_path, _unavailable) in kept:
-        begin_ns = (beginning if type(beginning) is int else _int(beginning)) or 0
+    for path, begin_ns, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year,
+                         number, length, _beginning, cue_path, _unavailable) in kept:
         length_ns = (length if type(length) is int else _int(length)) or 0
         segment = bool(cue_path) or path in cut
         # the usual values inline (an int, NULL), anything else through the helpers: a call per value costs seconds
@@ -312,7 +314,7 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
             genre if type(genre) is str else _text(genre),
             year,
             number,
-            _rating(rating, kind),
+            None if type(rating) in _NUMBER and (rating < 0 or rating > 1) else _rating(rating, kind),  # unrated: -1
             playcount,
             skipcount,
             lastplayed,
