@@ -107,7 +107,7 @@ def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_a
     stars |= {int(i): 0.2 for i in np.flatnonzero(album == 1)[:3]}
     stars |= {int(i): 1.0 for i in range(96, 100)}  # liked tracks straight in the library's root folder
     tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
-    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n}
+    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n, "min_liked_share": None}
 
     def best5(**kw):  # the five highest like-probabilities (the playlist alternates artists, so not its order)
         out = sorted(rank(lib, tracks, None, **lifted, **kw).tracks, key=lambda t: -t.like_neighbours)
@@ -148,7 +148,8 @@ def test_untagged_tracks_are_capped_by_folder():
     lib = Lib(paths, vectors, meta)
     tracks = [Track(path=paths[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
     tracks += [Track(path=p) for p in paths]
-    ranking = rank(lib, tracks, None, top_n=20, max_per_album=2, max_per_artist=100)
+    ranking = rank(lib, tracks, None, top_n=20, max_per_album=2, max_per_artist=100, scale_caps=False,
+                   min_liked_share=None)
     folders = [t.path.rsplit("/", 1)[0] for t in ranking.tracks]
     assert max(folders.count(f) for f in folders) <= 2 and len(ranking.tracks) == 12  # 6 folders x 2
     assert ranking.stopped.startswith("12 of 20 tracks: stopped by the album cap (--max-per-album 2)")
@@ -194,7 +195,8 @@ def test_diversity_rules_hold():
     lib.meta = lib.meta.set_column(4, "title", pa.array([f"Song {i % 150}" for i in range(400)]))
     lib.vectors[2] = lib.vectors[1]  # near-identical copies (cos > 0.995) must not both appear
     tracks = [Track(path=lib.keys[0], rating=1.0)]
-    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7).tracks
+    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7, scale_caps=False,
+               min_liked_share=None).tracks
     artists = [t.artist for t in out]
     assert len(out) == 20
     assert max(artists.count(a) for a in artists) <= 3
