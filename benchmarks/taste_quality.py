@@ -192,8 +192,9 @@ def main() -> None:
                         help="SECTION.KEY=VALUE passed to recsys as RECSYS_SECTION__KEY (tuning runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--rank", dest="rank_settings", action="append", default=None, metavar="KEYWORD=VALUE",
-                        help="tuning: rank() in this process with these keywords (e.g. album_vote=0.5; caps lifted and "
-                             "top_n=20 unless given), no classifier; needs the home an earlier run embedded")
+                        help="tuning: rank() in this process with these keywords (e.g. album_vote=0.5; none for "
+                             "None; caps lifted and top_n=20 unless given), no classifier; needs the home an earlier "
+                             "run embedded")
     a = parser.parse_args()
     if not a.corpus.is_dir():
         raise SystemExit(f"no corpus at {a.corpus}: build it with /work/shared/corpus/build_devcorpus.sh")
@@ -206,8 +207,9 @@ def main() -> None:
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
     plan = draw_plan(a.draws, a.large, a.first_seed)
     if a.rank_settings is not None:
-        settings = {k: float(v) if "." in v else int(v) for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
-        in_process(tracks, label, home, db, plan, settings)
+        settings = {k: None if v == "none" else float(v) if "." in v else int(v)
+                    for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
+        in_process(tracks, label, home, root / "tuning.db", plan, settings)  # never the CLI runs' database
         return
 
     write_clementine_db(db, owner(tracks, 0)[0])
