@@ -10,7 +10,7 @@ import traceback
 
 import click
 
-from recsys.app.settings import command_settings
+from recsys.app.settings import WHERE_HELP, command_settings, remember_library, remembered_note
 from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
 from recsys.errors import RecsysError
 
@@ -55,13 +55,48 @@ def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...
     return command_settings(obj["config"], obj["home"], db=db, folders=folders, **overrides)
 
 
+def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (),
+                      **overrides) -> Settings:
+    """The settings of a command that reads the library; says when the library is the remembered one."""
+    settings = _settings(ctx, db, folders, **overrides)
+    note = remembered_note(settings)
+    if note:
+        click.echo(f"note: {_one_line(note)}", err=True)
+    return settings
+
+
+def _remember(settings: Settings, db: str | None, folders: tuple[str, ...]) -> None:
+    """After a command succeeded: remember its --db/--library for the next commands, and say so."""
+    line = remember_library(settings, db, folders)
+    if line:
+        click.echo(f"note: {_one_line(line)}", err=True)
+
+
+def _library_options(remembers: bool = True):
+    """--db and --library, the same on every command that reads the library."""
+    kept = " Remembered for the next commands." if remembers else ""
+
+    def add(command):
+        command = click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
+                               help=f"Music folder (repeatable); without --db, the folders alone.{kept}")(command)
+        return click.option("--db", type=click.Path(dir_okay=False), default=None,
+                            help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
+                                 f"[default: the remembered one, else found at its usual place].{kept}")(command)
+    return add
+
+
+def _where_option(command):
+    return click.option("--where", "where", multiple=True, metavar="TERMS", help=WHERE_HELP)(command)
+
+
 @click.group(cls=RecsysGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", type=click.Path(), envvar="RECSYS_HOME", default=None,
               help="Folder for the table, index, models and MLflow runs; also set by RECSYS_HOME "
                    "[default: $XDG_DATA_HOME/recsys, i.e. ~/.local/share/recsys].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML file overriding any subset of the packaged defaults (`recsys config --defaults` prints "
-                   "them, one comment each).")
+                   "them, one comment each) [default: $XDG_CONFIG_HOME/recsys/config.yaml, i.e. "
+                   "~/.config/recsys/config.yaml, when it exists].")
 @click.version_option(package_name="recsys")
 @click.pass_context
 def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
@@ -71,6 +106,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
     Typical use:
       recsys demo                       try it all on a small synthetic library first
       recsys embed                      listen to every track (reads your Clementine/Strawberry database)
+      recsys embed --library ~/Music    ... or your music folders, or --db navidrome.db (remembered)
       recsys similar "Artist - Title"   tracks that sound like it
       recsys train-classifier           learn your taste from your star ratings
       recsys playlist                   100 unrated tracks you will likely like, as XSPF
@@ -88,10 +124,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 
 
 @main.command()
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Clementine or Strawberry database [default: found at its usual place].")
-@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
-              help="Music folder to scan (repeatable); with it, the database is only read if --db is given.")
+@_library_options()
 @click.option("--encoder", default=None,
               help=f"auto (the encoder `recsys train-encoder` activated, else {DEFAULT_BUILTIN}), "
                    f"{', '.join(BUILTIN_ENCODERS)}, "
@@ -115,10 +148,11 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
     """
     from recsys.app.embed import embed_library
 
-    settings = _settings(ctx, db, folders,
-                         embed={"encoder": encoder, "workers": workers, "device": device, "batch_size": batch_size})
+    settings = _library_settings(ctx, db, folders, embed={"encoder": encoder, "workers": workers, "device": device,
+                                                          "batch_size": batch_size})
     report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar)
     _render_embed(report)
+    _remember(settings, db, folders)
     if report.interrupted:
         sys.exit(EXIT_INTERRUPTED)
 
@@ -153,6 +187,7 @@ def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
+    source += f" (ratings of Navidrome user {lib.db_user})" if lib.db_user else ""
     click.echo(f"library: {report.total} tracks from {source}"
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     if lib.skipped_urls or lib.skipped_unavailable:
@@ -191,17 +226,20 @@ def _render_embed(report) -> None:
 @click.argument("track")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@_where_option
 @click.pass_context
-def similar(ctx, track, k, as_json):
+def similar(ctx, track, k, as_json, where):
     """Tracks that sound like TRACK.
 
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
     match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
+    With --where, only the tracks that match (e.g. --where 'year:..1979 -genre:christmas'; rating: and played:
+    read your player's database, the remembered one or --db of an earlier command).
     """
     from recsys.app.similar import find_similar
 
     settings = _settings(ctx)
-    result = find_similar(settings, track, k)
+    result = find_similar(settings, track, k, where)
     if result.note:
         click.echo(f"note: {_one_line(result.note)}", err=True)
     if as_json:
@@ -215,15 +253,14 @@ def similar(ctx, track, k, as_json):
 
 
 @main.command()
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
-@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (includes every failure).")
 @click.pass_context
 def status(ctx, db, folders, as_json):
     """What recsys knows: tracks in the library, embedded, stale, failed; the encoder; the index."""
     from recsys.app.status import library_status
 
-    st = library_status(_settings(ctx, db, folders))
+    st = library_status(_library_settings(ctx, db, folders))
     if as_json:
         click.echo(json.dumps(st, ensure_ascii=False, indent=1, default=str))
         return
@@ -248,13 +285,12 @@ def status(ctx, db, folders, as_json):
 
 
 @main.command("train-classifier")
-@click.option("--db", type=click.Path(dir_okay=False), default=None,
-              help="Clementine or Strawberry database holding your ratings [default: found at its usual place].")
+@_library_options()
 @click.option("--min-ratings", type=click.IntRange(min=2), default=None,
               help="Fewest rated, embedded tracks to train on [default: 20].")
 @click.option("--seed", type=int, default=None, help="Seed of the split and the model [default: 0].")
 @click.pass_context
-def train_classifier(ctx, db, min_ratings, seed):
+def train_classifier(ctx, db, folders, min_ratings, seed):
     """Learn your taste from the star ratings in your player (stage 2).
 
     Reads the ratings live from the player database, joins them to the embedded tracks, and compares, by
@@ -269,7 +305,7 @@ def train_classifier(ctx, db, min_ratings, seed):
     """
     from recsys.app.train_classifier import train_from_player
 
-    settings = _settings(ctx, db, classifier={"min_ratings": min_ratings, "seed": seed})
+    settings = _library_settings(ctx, db, folders, classifier={"min_ratings": min_ratings, "seed": seed})
     report = train_from_player(settings)
     used = ", ".join(f"{k} {v}" for k, v in report.used.items())
     dropped = ", ".join(f"{k} {v}" for k, v in report.dropped.items()) or "none"
@@ -280,6 +316,7 @@ def train_classifier(ctx, db, min_ratings, seed):
     click.echo(report.reason)
     click.echo(f"saved the {report.kind} classifier to {os.path.dirname(report.files[0])} in {report.seconds:.1f} s"
                + (f"; MLflow run {report.run_id}" if report.run_id else ""))
+    _remember(settings, db, folders)
 
 
 @main.command()
@@ -306,14 +343,15 @@ def train_classifier(ctx, db, min_ratings, seed):
 @click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
+@_where_option
+@_library_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked list as JSON (the file is written too).")
 @click.option("--explain", is_flag=True,
               help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
                    "tracks (stars, similarity); with --json, as fields.")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, include_played, max_per_artist,
-             max_per_album, fmt, force, db, as_json, explain):
+             max_per_album, fmt, force, where, db, folders, as_json, explain):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -321,18 +359,20 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
     train-classifier` found that it helps.
     Only tracks your ratings vouch for (more than half of their votes from tracks you like,
     `recommend.min_liked_share`): the playlist stops short rather than fill up with tracks your ratings argue
-    against. At most 3 tracks per artist and per
-    album (the folder stands in for a missing album tag; raised to top-n / the albums and artists of your liked
-    tracks when that is more, unless given), never the same artist twice in a row, no duplicates; a shorter
-    playlist says which rule stopped it. Works without a trained classifier (the neighbour votes alone).
+    against. At most 3 tracks per artist and per album (the folder stands in for a missing album tag; raised to
+    top-n / the albums and artists of your liked tracks when that is more, unless given), never the same artist
+    twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
+    classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
+    --where 'genre:ambient year:1990..1999 -artist:enya'.
     """
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
-    settings = _settings(ctx, db)
+    settings = _library_settings(ctx, db, folders)
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
-                                                     max_per_album=max_per_album, fmt=fmt, force=force))
+                                                     max_per_album=max_per_album, fmt=fmt, force=force,
+                                                     where=where))
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
     if as_json:
@@ -345,6 +385,7 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
             if explain:
                 click.echo(f"       {_explain(t)}")
     click.echo(f"wrote {len(result.tracks)} tracks ({result.scorer}) to {result.path}", err=as_json)
+    _remember(settings, db, folders)
 
 
 def _track_json(t, explain: bool) -> dict:
@@ -400,8 +441,7 @@ def _render_scores(scores) -> None:
 
 
 @main.command("train-encoder")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
-@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@_library_options()
 @click.option("--from", "base", type=click.Choice(["musicnn", "cnn"]), default=None,
               help="Fine-tune the pretrained musicnn, or train the cnn from scratch [config: musicnn].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the library [config: 30].")
@@ -435,8 +475,8 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     """
     from recsys.app.train_encoder import train_encoder as run
 
-    settings = _settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
-                                                 "lr": lr, "seed": seed, "device": device})
+    settings = _library_settings(ctx, db, folders, train={"base": base, "epochs": epochs, "batch_size": batch_size,
+                                                         "lr": lr, "seed": seed, "device": device})
     report = run(settings, resume=resume, activate=activate, progress=None if quiet else _named_bar, echo=click.echo)
     click.echo(f"trained {report.base} {len(report.fit.history)} epoch(s) on {report.tracks} tracks on "
                f"{report.device} in {report.seconds:.0f} s; best checkpoint {report.fit.best} (MLflow run "
@@ -447,13 +487,13 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     click.echo(report.decision)
     if report.activated:
         click.echo(f"current encoder: {report.active_path}; run `recsys embed` to re-embed the library with it")
+    _remember(settings, db, folders)
 
 
 @main.command("eval")
 @click.option("--encoder", "encoders", multiple=True,
               help="auto, dsp, musicnn, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
-@click.option("--db", type=click.Path(dir_okay=False), default=None, help="Player database [default: usual place].")
-@click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True, help="Music folder(s).")
+@_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")
 @click.option("--playlist", "of_playlist", is_flag=True,
               help="Score playlists instead: hide whole albums' ratings, train and build as the real commands do, "
@@ -477,11 +517,11 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     top 100 are counted, next to random, the neighbour votes alone and the classifier alone.
     """
     if of_playlist:
-        _eval_playlist(ctx, db, splits, as_json)
+        _eval_playlist(ctx, db, folders, splits, as_json)
         return
     from recsys.app.evaluate import evaluate
 
-    scores = evaluate(_settings(ctx, db, folders), encoders,
+    scores = evaluate(_library_settings(ctx, db, folders), encoders,
                       progress=None if quiet else (lambda n: _named_bar(n, "caching")))
     if as_json:
         click.echo(json.dumps([s.as_json() for s in scores], ensure_ascii=False, indent=1))
@@ -490,10 +530,10 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     _render_scores(scores)
 
 
-def _eval_playlist(ctx, db, splits, as_json) -> None:
+def _eval_playlist(ctx, db, folders, splits, as_json) -> None:
     from recsys.app.evaluate import eval_playlist
 
-    result = eval_playlist(_settings(ctx, db), splits)
+    result = eval_playlist(_library_settings(ctx, db, folders), splits)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=1))
         return
@@ -511,8 +551,10 @@ def _eval_playlist(ctx, db, splits, as_json) -> None:
 @click.option("--defaults", is_flag=True, help="Print the packaged defaults, one comment per setting.")
 @click.pass_context
 def config_(ctx, defaults):
-    """The settings in force (defaults < --config file < RECSYS_<SECTION>__<KEY> < flags), as YAML to copy into
-    your own --config file; every value is checked against its range first."""
+    """The settings in force, as YAML to copy into your own config file, each value with where it came from:
+    default < user file (--config, else ~/.config/recsys/config.yaml) < remembered (the --db/--library of an
+    earlier command) < environment RECSYS_<SECTION>__<KEY> < flags; every value is checked against its range
+    first."""
     from recsys.config import as_yaml, default_yaml
 
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)

@@ -1,4 +1,9 @@
-"""Typed settings: packaged defaults < user YAML (--config) < environment RECSYS_* < CLI flags.
+"""Typed settings: packaged defaults < user YAML < the remembered library < environment RECSYS_* < CLI flags.
+
+The user YAML is ``--config FILE`` when given, else ``$XDG_CONFIG_HOME/recsys/config.yaml`` (``~/.config/recsys/
+config.yaml``) when it exists; recsys only ever reads it. The remembered library is the ``--db``/``--library`` an
+earlier command was given, kept in ``<home>/remembered.json`` (see :mod:`recsys.home.remembered`). Every value keeps
+where it came from (``Settings.origins``), which ``recsys config`` prints.
 
 The defaults are the dataclass field values below, each with the range it allows (checked when the settings load);
 ``recsys/default.yaml`` (installed with the package, printed by ``recsys config --defaults``) lists the same values
@@ -116,6 +121,23 @@ class LibrarySettings:
     exclude_genres: list[str] = _s([])
 
 
+def _path_map_entry(entry: str) -> bool:
+    theirs, sep, ours = entry.partition("=")
+    return bool(sep) and theirs.startswith("/") and ours.strip() != ""
+
+
+@dataclass
+class NavidromeSettings:
+    user: str | None = _s(None)
+    path_map: list[str] = _s([], test=_path_map_entry, meaning="entries NAVIDROME_FOLDER=YOUR_FOLDER, e.g. "
+                                                               "/music=/home/me/Music")
+    loved_stars: float = _s(4.0, lo=0, hi=5)
+
+    def mapping(self) -> dict[str, str]:
+        """path_map as {Navidrome's folder: this machine's folder}."""
+        return {theirs: str(Path(ours).expanduser()) for theirs, _, ours in (e.partition("=") for e in self.path_map)}
+
+
 @dataclass
 class AudioSettings:
     crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
@@ -200,6 +222,7 @@ class TrainSettings:
 class Settings:
     home: str = ""
     library: LibrarySettings = field(default_factory=LibrarySettings)
+    navidrome: NavidromeSettings = field(default_factory=NavidromeSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
@@ -207,6 +230,9 @@ class Settings:
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    # where each value came from, by dotted name ('embed.workers'): 'from config file ..., line 3', 'from environment
+    # variable ...', 'from the command line, --workers', 'remembered in ...'; a name absent here is the default
+    origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def home_path(self) -> Path:
@@ -267,9 +293,12 @@ def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
             raise ConfigError(f"{name} = {shown!r} is not allowed (allowed: {rule.describe()}; {origin(name)})")
 
 
-def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "") -> None:
+def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "",
+           origins: dict[str, str] | None = None) -> None:
     hints = typing.get_type_hints(type(obj))
+    hints.pop("origins", None)
     fields = {f.name: f for f in dataclasses.fields(obj)}
+    origins = obj.origins if origins is None and isinstance(obj, Settings) else origins
     for key, value in values.items():
         name = f"{prefix}{key}"
         if key not in hints:
@@ -279,11 +308,13 @@ def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "") -
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{name}: expected a section (mapping), got {value!r} ({origin(name)})")
-            _apply(current, value, origin, f"{name}.")
+            _apply(current, value, origin, f"{name}.", origins)
         else:
             coerced = _coerce(value, hints[key], name, origin)
             _check(coerced, fields[key].metadata.get("rule"), name, origin)
             setattr(obj, key, coerced)
+            if origins is not None:
+                origins[name] = origin(name)
 
 
 def _check_together(settings: Settings) -> None:
@@ -319,7 +350,7 @@ def _env_values(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]
     """The settings given in the environment, and for each dotted name the variable that gave it."""
     values: dict[str, Any] = {}
     names: dict[str, str] = {}
-    sections = {f.name for f in dataclasses.fields(Settings) if f.name != "home"}
+    sections = {f.name for f in dataclasses.fields(Settings) if f.name not in ("home", "origins")}
     for var, raw in sorted(environ.items()):
         if not var.startswith(_ENV_PREFIX):
             continue
@@ -381,40 +412,70 @@ def _read_config_file(path: Path) -> tuple[dict[str, Any], Origin]:
     return data, origin
 
 
+def user_config_file(environ: dict[str, str]) -> Path | None:
+    """``$XDG_CONFIG_HOME/recsys/config.yaml`` (default ``~/.config/recsys/config.yaml``) when it exists; it is read,
+    never written."""
+    base = environ.get("XDG_CONFIG_HOME") or (str(Path(environ["HOME"]) / ".config") if environ.get("HOME") else "")
+    path = Path(base) / "recsys" / "config.yaml" if base else None
+    return path if path is not None and path.is_file() else None
+
+
 def load_settings(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | None = None,
+    remembered: bool = True,
 ) -> Settings:
     """Build the settings from every layer; ``overrides`` is ``{"section": {"key": value}}`` from CLI flags.
 
-    Override values of None are ignored, so a CLI flag that was not given leaves the layers below in force. Every
-    value is checked against its setting's range as it is applied, so a bad one is reported at load, naming the
-    setting, the value, what is allowed and the layer it came from.
+    The layers, lowest first: the defaults, the user's YAML (``config_file``, else the one found at
+    :func:`user_config_file`), the library remembered in the home (unless ``remembered`` is False), the environment,
+    the flags. Override values of None are ignored, so a CLI flag that was not given leaves the layers below in
+    force. Every value is checked against its setting's range as it is applied, so a bad one is reported at load,
+    naming the setting, the value, what is allowed and the layer it came from.
     """
-    settings = Settings()
+    from recsys.home.remembered import read_remembered, remembered_file
+
+    environ = dict(os.environ if environ is None else environ)
+    layers: list[tuple[dict[str, Any], Origin]] = []
     home_from = "the default home, $XDG_DATA_HOME/recsys"
-    if config_file is not None:
-        data, origin = _read_config_file(Path(config_file).expanduser())
-        _apply(settings, data, origin)
+    user_file = Path(config_file).expanduser() if config_file is not None else user_config_file(environ)
+    if user_file is not None:
+        data, origin = _read_config_file(user_file)
+        layers.append((data, origin))
         home_from = origin("home") if "home" in data else home_from
-    env, names = _env_values(dict(os.environ if environ is None else environ))
-    _apply(settings, env, lambda name: f"from environment variable {names.get(name, env_name(name))}")
+    env, names = _env_values(environ)
+    env_layer = (env, lambda name: f"from environment variable {names.get(name, env_name(name))}")
     home_from = "from environment variable RECSYS_HOME" if "home" in env else home_from
-    if overrides:
-        cleaned: dict[str, Any] = {}
-        for key, value in overrides.items():
-            if isinstance(value, dict):
-                kept = {k: v for k, v in value.items() if v is not None and v != () and v != []}
-                if kept:
-                    cleaned[key] = kept
-            elif value is not None:
-                cleaned[key] = value
-        _apply(settings, cleaned, lambda name: f"from the command line, {_flag(name)}")
-        home_from = "from --home or RECSYS_HOME" if "home" in cleaned else home_from
+    cleaned: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if v is not None and v != () and v != []}
+            if kept:
+                cleaned[key] = kept
+        elif value is not None:
+            cleaned[key] = value
+    flag_layer = (cleaned, lambda name: "from --home or RECSYS_HOME" if name == "home" else
+                  f"from the command line, {_flag(name)}")
+    home_from = "from --home or RECSYS_HOME" if "home" in cleaned else home_from
+    settings = Settings()
+    for values, origin in (*layers, env_layer, flag_layer):
+        _apply(settings, values, origin)
+    if remembered:
+        library = read_remembered(settings.home_path)
+        if library:  # between the user's file and the environment: built again with it in its place
+            where = f"remembered in {remembered_file(settings.home_path)}"
+            settings = Settings()
+            for values, origin in (*layers, ({"library": library}, lambda name: where), env_layer, flag_layer):
+                _apply(settings, values, origin)
     _check_together(settings)
     _check_home(settings, home_from)
     return settings
+
+
+def remembered_origins(settings: Settings) -> dict[str, str]:
+    """The settings in force that come from the remembered library, with where (for the line the CLI prints)."""
+    return {k: v for k, v in settings.origins.items() if v.startswith("remembered in ")}
 
 
 def default_yaml() -> str:
@@ -424,11 +485,28 @@ def default_yaml() -> str:
 
 
 def as_dict(settings: Settings) -> dict[str, Any]:
-    return dataclasses.asdict(settings)
+    data = dataclasses.asdict(settings)
+    data.pop("origins")
+    return data
 
 
 def as_yaml(settings: Settings) -> str:
-    """The settings as a YAML --config file would hold them (the home resolved)."""
+    """The settings as a YAML --config file would hold them (the home resolved), each value followed by a comment
+    saying where it came from (default, config file and line, environment variable, flag, remembered)."""
     data = as_dict(settings)
     data["home"] = str(settings.home_path)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    lines = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(_yaml_line(f"  {sub}", item, settings.origins.get(f"{key}.{sub}")) for sub, item in
+                         value.items())
+        else:
+            lines.append(_yaml_line(key, value, settings.origins.get(key)))
+    return "\n".join(lines) + "\n"
+
+
+def _yaml_line(key: str, value: Any, origin: str | None) -> str:
+    shown = yaml.safe_dump(value, default_flow_style=True, allow_unicode=True, width=10**6).strip()
+    shown = shown.removesuffix("\n...").removesuffix("...").strip()
+    return f"{key}: {shown}  # {origin.removeprefix('from ') if origin else 'default'}"

@@ -77,4 +77,5 @@ def _no_user_config(monkeypatch, tmp_path):
         if name.startswith("RECSYS_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # the user config file: ~/.config/recsys/config.yaml
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-home" / ".local" / "share"))

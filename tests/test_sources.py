@@ -26,7 +26,7 @@ class _FakePlayer:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".fake"
 
-    def read(self, path: Path) -> PlayerLibrary:
+    def read(self, path: Path, settings: object = None) -> PlayerLibrary:
         return PlayerLibrary(path, "fake", [Track(path="/music/a.flac", title="from fake", rating=0.8)], 0, 0)
 
 

@@ -87,9 +87,9 @@ def test_xml_hostile_tags_are_stripped_not_fatal(tmp_path):
 def test_m3u8(tmp_path):
     tracks = [ranked("/m/日本 #1.flac", artist="A\nB", title="T\ud800\x00", duration_s=61.6),
               ranked("/m/b.mp3", duration_s=None)]
-    out = write_playlist(tmp_path / "p.m3u8", tracks, title="x", fmt="m3u8")
-    assert out.read_text(encoding="utf-8").splitlines() == [
-        "#EXTM3U", "#EXTINF:62,A B - T", "/m/日本 #1.flac", "#EXTINF:-1,Artist - Title", "/m/b.mp3"]
+    out = write_playlist(tmp_path / "p.m3u8", tracks, title="x\ny", fmt="m3u8")
+    assert out.read_text(encoding="utf-8").splitlines() == [  # #PLAYLIST: is the name Navidrome imports it as
+        "#EXTM3U", "#PLAYLIST:x y", "#EXTINF:62,A B - T", "/m/日本 #1.flac", "#EXTINF:-1,Artist - Title", "/m/b.mp3"]
 
 
 def test_never_overwrites_unless_asked(tmp_path):

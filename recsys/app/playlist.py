@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,8 @@ from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
 from recsys.index.ann import LibraryVectors
+from recsys.library.filters import candidate_mask, parse, snapshot_column
+from recsys.library.sources.navidrome import to_navidrome_path
 from recsys.library.track import Track
 from recsys.playlists import FORMATS, write_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
@@ -35,6 +38,7 @@ class PlaylistRequest:
     max_per_album: int | None = None
     fmt: str | None = None
     force: bool = False
+    where: Sequence[str] = ()  # filter terms (recsys.library.filters): only matching tracks are candidates
 
 
 @dataclass
@@ -93,6 +97,8 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                   req: PlaylistRequest, scorer: str = "blend") -> Ranking:
     """The ranking `recsys playlist` writes (and `recsys eval --playlist` scores), from the settings and request."""
     r = settings.recommend
+    where = parse(req.where)
+    allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
     return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode,
                 seeds=_seed_keys(taste.lib, req.seeds), include_rated=req.include_rated,
                 include_played=req.include_played, played_min=r.played_min,
@@ -103,7 +109,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
                 min_liked_share=r.min_liked_share,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
-                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists)
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
@@ -111,19 +117,27 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     fmt = _format(req, settings)
     if fmt not in FORMATS:
         raise RecsysError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    where = parse(req.where)  # a bad term fails before anything is read
     taste = load_taste(settings)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     model = _model(settings, taste.lib, notes)
     ranking = build_ranking(settings, taste, taste.tracks, model, req)
     if not ranking.tracks:
+        loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
-                          "try --include-rated, --include-played, a lower --min-rating, rate more tracks, or embed "
-                          "more music")
+                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, rate more tracks, "
+                          "or embed more music")
     if ranking.stopped:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    path = write_playlist(_output_path(req, settings, name, fmt), ranking.tracks, title, fmt=fmt, overwrite=req.force,
+    written = ranking.tracks
+    if fmt == "m3u8" and taste.db_kind == "navidrome" and settings.navidrome.path_map:
+        # Navidrome imports a playlist's paths as it sees them (inside its container): the path_map backwards
+        mapping = settings.navidrome.mapping()
+        written = [dataclasses.replace(t, path=to_navidrome_path(t.path, mapping)) for t in written]
+        notes.append("the M3U8 names the files as Navidrome sees them (navidrome.path_map): import it in Navidrome")
+    path = write_playlist(_output_path(req, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
                           inputs=taste.inputs)
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
                     stopped=ranking.stopped)

@@ -34,7 +34,7 @@ def library_status(settings: Settings) -> dict:
     return {
         "home": str(home),
         "library_tracks": len(library.tracks),
-        "library_source": str(library.db_path or ", ".join(library.folders)),
+        "library_source": library.source(),
         "encoder": resolved.label,
         "encoder_id": eid,
         "embedded": plan.up_to_date,

@@ -32,19 +32,20 @@ class Taste:
     tracks: list[Track]
     source: str
     inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
+    db_kind: str | None = None  # the source of the ratings: 'clementine', 'navidrome' ...
 
 
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
     lib = current_snapshot(settings.home_path, settings.index)
-    library = load_library(settings.library.db, settings.library.folders)
-    source = str(library.db_path or ", ".join(library.folders))
+    library = load_library(settings.library.db, settings.library.folders, settings=settings)
+    source = library.source()
     embedded = set(lib.keys)
     if not any(t.key in embedded for t in library.tracks):
         raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
     inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
-    return Taste(lib, library.tracks, source, inputs)
+    return Taste(lib, library.tracks, source, inputs, library.db_kind)
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster

@@ -130,7 +130,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
     cfg = dataclasses.replace(cfg, lr=cfg.lr if cfg.lr is not None else DEFAULT_LR.get(cfg.base, 1e-3))
     home = settings.home_path
     say = echo or (lambda _text: None)
-    library = load_library(settings.library.db, settings.library.folders)
+    library = load_library(settings.library.db, settings.library.folders, settings=settings)
     with HomeLock(home, "recsys train-encoder"):
         model, fine_tune = base_model(cfg)
         cache, cache_report = build_cache(settings, library.tracks,

@@ -2,6 +2,13 @@
 
 The path is written as the file system's own bytes, so names that are not valid UTF-8 still resolve; a CUE segment
 gets VLC's ``#EXTVLCOPT:start-time``/``stop-time`` lines (other players play the whole file).
+
+Navidrome imports such a file (found in a library folder, or uploaded) line by line, in its
+``core/playlists/parse_m3u.go``: ``#`` lines are skipped (``#PLAYLIST:`` names the playlist), a ``file://`` line is
+percent-decoded, a relative path is taken from the playlist's folder, and an absolute path must lie inside one of its
+library folders *as Navidrome sees them*, matched without case and in both Unicode normal forms. The absolute paths
+written here are therefore imported as they are when Navidrome sees the music where recsys does; when it runs in a
+container, ``recsys playlist`` writes them in Navidrome's view (``navidrome.path_map`` backwards).
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ _LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
 def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsys") -> bytes:
-    """The M3U8 file of ``tracks`` (``title`` and ``creator`` have no place in the format)."""
-    lines = [b"#EXTM3U"]
+    """The M3U8 file of ``tracks``; ``title`` as ``#PLAYLIST:`` (the name Navidrome gives an imported playlist;
+    other players skip the line), ``creator`` has no place in the format."""
+    lines = [b"#EXTM3U"] + ([f"#PLAYLIST:{_LINE_BREAKS.sub(' ', xml_text(title))}".encode()] if title else [])
     for t in tracks:
         seconds = int(round(t.duration_s)) if t.duration_s else -1
         label = _LINE_BREAKS.sub(" ", xml_text(t.label))

@@ -268,11 +268,13 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
          w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
          pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
          min_liked_share: float | None = 0.5, scale_caps: bool = True, scorer: str = "blend",
-         search: Search | None = None,
-         exists: Callable[[str], bool] = os.path.exists) -> Ranking:
+         search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
+         allowed: np.ndarray | None = None) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
     ``search(queries, k) -> (cosines, rows)`` finds neighbours (the snapshot's FAISS index; default exact).
+    ``allowed`` (a boolean per row, e.g. the ``--where`` filter's mask) keeps only those rows as candidates; every
+    rated track still votes.
     """
     if mode not in MODES:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -316,6 +318,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         candidate[[row_of[s] for s in seeds]] = False
     if min_rating is not None:
         candidate &= predicted >= min_rating
+    if allowed is not None:
+        candidate &= allowed
     relevance = model.uncertainty(vectors) if mode == "uncertain" else like
     rows = np.flatnonzero(candidate)
     if scale_caps and mode == "taste" and not len(seeds):

@@ -30,6 +30,7 @@ class PlayerLibrary:
     skipped_urls: int
     skipped_unavailable: int
     duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
+    user: str | None = None  # whose ratings, in a server's database of several users (Navidrome)
 
 
 class Source(Protocol):
@@ -43,14 +44,16 @@ class Source(Protocol):
     def recognises(self, path: Path) -> bool:
         """Whether ``path`` (given with ``--db``) is this player's database."""
 
-    def read(self, path: Path) -> PlayerLibrary:
-        """The tracks the database lists; a :class:`~recsys.errors.RecsysError` naming the file when it cannot."""
+    def read(self, path: Path, settings: Settings) -> PlayerLibrary:
+        """The tracks the database lists, read as ``settings`` say (its own section, e.g. ``navidrome``); a
+        :class:`~recsys.errors.RecsysError` naming the file when it cannot."""
 
 
 # name -> "module:attribute" of its Source; the first is also what reads a --db no source recognises (its error
 # then says what is wrong with the file), and auto-detection tries them in this order.
 SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
+    "navidrome": "recsys.library.sources.navidrome:SOURCE",
 }
 
 
@@ -69,10 +72,11 @@ def find_source_db() -> tuple[Source, Path] | None:
     return None
 
 
-def read_source_db(path: Path) -> PlayerLibrary:
+def read_source_db(path: Path, settings: Settings | None = None) -> PlayerLibrary:
     """Read ``path`` with the registered source that recognises it (the first source when none does)."""
     registered = [source(name) for name in SOURCES]
-    return next((s for s in registered if s.recognises(path)), registered[0]).read(path)
+    chosen = next((s for s in registered if s.recognises(path)), registered[0])
+    return chosen.read(path, Settings() if settings is None else settings)
 
 
 class NoLibraryError(RecsysError):
@@ -86,11 +90,17 @@ class Library:
     tracks: list[Track]
     db_path: Path | None = None
     db_kind: str | None = None
+    db_user: str | None = None  # whose ratings, for a server's database of several users (Navidrome)
     folders: list[str] = field(default_factory=list)
     skipped_urls: int = 0
     skipped_unavailable: int = 0
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (track key, why): what the user asked to leave out
+
+    def source(self) -> str:
+        """Where the tracks come from, for people: the database (and whose ratings), the folders."""
+        db = f"{self.db_path}" + (f" (ratings of Navidrome user {self.db_user})" if self.db_user else "")
+        return db if self.db_path and not self.folders else ", ".join(([db] if self.db_path else []) + self.folders)
 
 
 def leave_out_reason(track: Track, exclude_genres: Sequence[str] = (), max_track_minutes: float = 0.0) -> str | None:
@@ -115,24 +125,26 @@ def load_library(
     progress: Callable[[int], None] | None = None,
     exclude_genres: Sequence[str] = (),
     max_track_minutes: float = 0.0,
+    settings: Settings | None = None,
 ) -> Library:
     """Read the player database (given, or found at its usual place when ``auto_detect`` and no folders are given)
     and scan the folders; a track listed by both keeps the database's tags and ratings. Tracks the user's settings
-    leave out (``exclude_genres``, ``max_track_minutes``) are not in ``tracks`` but in ``left_out``, with the reason."""
+    leave out (``exclude_genres``, ``max_track_minutes``) are not in ``tracks`` but in ``left_out``, with the reason.
+    ``settings`` are handed to the source that reads the database (e.g. the Navidrome user)."""
     db_path = Path(db).expanduser() if db else None
     if db_path is None and auto_detect and not folders:
         found = find_source_db()
         db_path = found[1] if found else None
     if db_path is None and not folders:
         raise NoLibraryError(
-            "no music library found: no Clementine or Strawberry database at its usual place; "
+            "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
             "give one with --db PATH or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
     by_key: dict[str, Track] = {}
     if db_path is not None:
-        player = read_source_db(db_path)
-        library.db_path, library.db_kind = player.path, player.kind
+        player = read_source_db(db_path, settings)
+        library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
         by_key.update((t.key, t) for t in player.tracks)
     if folders:
@@ -155,7 +167,7 @@ def load_configured_library(settings: Settings, progress: Callable[[int], None] 
     """The library the settings name (database, folders), less what they ask to leave out."""
     return load_library(settings.library.db, settings.library.folders, progress=progress,
                         exclude_genres=settings.library.exclude_genres,
-                        max_track_minutes=settings.audio.max_track_minutes)
+                        max_track_minutes=settings.audio.max_track_minutes, settings=settings)
 
 
 def _storable(track: Track, errors: list[tuple[str, str]]) -> bool:

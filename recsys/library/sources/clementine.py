@@ -11,7 +11,9 @@ import shutil
 import sqlite3
 import tempfile
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from recsys.errors import RecsysError
@@ -54,8 +56,23 @@ def read_player_db(path: str | Path, timeout_s: float = 5.0) -> PlayerLibrary:
 
     ``timeout_s`` is how long to wait for a player that holds the database locked before giving up.
     """
+    db, (kind, rows) = read_consistent(path, _read_songs, timeout_s)
+    return _build(db, kind, rows)
+
+
+T = TypeVar("T")
+
+
+def read_consistent(path: str | Path, read: Callable[[sqlite3.Connection, Path], T], timeout_s: float = 5.0,
+                    what: str = "a Clementine or Strawberry database") -> tuple[Path, T]:
+    """``read(connection, shown_path)`` inside one read transaction of the database at ``path``, never writing to it
+    nor beside it (see ``_open_mode``), redone when the files changed during the read; returns (absolute path, result).
+
+    Every player database reader goes through here (Clementine, Strawberry, Navidrome). ``what`` names the kind of
+    file expected, for the messages of a file that is not one.
+    """
     db = Path(path).expanduser().absolute()
-    is_wal = _check_file(db)
+    is_wal = _check_file(db, what)
     for _ in range(_SNAPSHOT_TRIES):
         how = _open_mode(db, is_wal)
         before = _fingerprint(db)
@@ -64,16 +81,17 @@ def read_player_db(path: str | Path, timeout_s: float = 5.0) -> PlayerLibrary:
                 copy = Path(tmp) / db.name
                 shutil.copyfile(db, copy)
                 shutil.copyfile(_sidecar(db, "-wal"), _sidecar(copy, "-wal"))
-                kind, rows = _read_rows(copy, "", timeout_s, shown=db)
+                result = _read_in_transaction(copy, "", timeout_s, read, what, shown=db)
         else:
-            kind, rows = _read_rows(db, "?mode=ro" + ("&immutable=1" if how == "immutable" else ""), timeout_s)
+            result = _read_in_transaction(db, "?mode=ro" + ("&immutable=1" if how == "immutable" else ""), timeout_s,
+                                          read, what)
         if how == "ro" or _fingerprint(db) == before:
-            return _build(db, kind, rows)
+            return db, result
     raise PlayerDBError(f"player database {db} kept changing while it was read: wait for the player to finish "
                         "scanning, then retry")
 
 
-def _check_file(db: Path) -> bool:
+def _check_file(db: Path, what: str) -> bool:
     """Fail early, in one line, on the usual mistakes; returns whether the database is in WAL mode."""
     try:
         with open(db, "rb") as f:
@@ -88,7 +106,7 @@ def _check_file(db: Path) -> bool:
     except OSError as exc:
         raise PlayerDBError(f"player database {db} cannot be read ({exc.strerror}): check the file") from None
     if not header.startswith(_SQLITE_MAGIC):
-        raise PlayerDBError(f"{db} is not a SQLite database: give the Clementine or Strawberry database to --db")
+        raise PlayerDBError(f"{db} is not a SQLite database: give {what} to --db")
     return len(header) > 19 and header[18] == _WAL_VERSION
 
 
@@ -132,8 +150,9 @@ def _fingerprint(db: Path) -> tuple[tuple[int, int] | None, ...]:
     return tuple(facts)
 
 
-def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None) -> tuple[str, list[tuple]]:
-    """Schema check and every row of ``songs`` in one read transaction; errors name ``shown`` (default ``db``)."""
+def _read_in_transaction(db: Path, query: str, timeout_s: float, read: Callable[[sqlite3.Connection, Path], T],
+                         what: str, shown: Path | None = None) -> T:
+    """``read`` in one read transaction (one snapshot); SQLite's errors become one line naming ``shown``."""
     uri = f"file:{quote(str(db))}{query}"
     db = shown or db
     try:
@@ -142,21 +161,7 @@ def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None
         raise PlayerDBError(f"player database {db} cannot be opened ({exc}): check that it is readable") from None
     try:
         conn.execute("BEGIN")  # deferred: the first SELECT takes the read snapshot, held until the end
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
-        kind, location = _shape(db, conn, columns)
-        # every row is (location, *_COLUMNS), NULL where this database lacks the column: unpacked positionally
-        wanted = ", ".join(c if c in columns else f"NULL AS {c}" for c in _COLUMNS)
-        select = f"SELECT {location} AS location, {wanted} FROM songs"
-        try:
-            rows = conn.execute(select).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "decode" not in str(exc):
-                raise
-            # One tag written in Latin-1 by an old tagger must not make the whole library unreadable: read again
-            # (same snapshot) with bytes that are not UTF-8 as U+FFFD. Clementine's locations are BLOBs, untouched;
-            # Strawberry's are percent-encoded ASCII. Only then: a Python text factory triples the read time.
-            conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
-            rows = conn.execute(select).fetchall()
+        result = read(conn, db)
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
@@ -164,11 +169,34 @@ def _read_rows(db: Path, query: str, timeout_s: float, shown: Path | None = None
                                 f"{timeout_s:g} s: close the player or wait for it to finish, then retry") from None
         raise PlayerDBError(f"player database {db} cannot be read ({exc}): check the file") from None
     except sqlite3.DatabaseError as exc:
-        raise PlayerDBError(f"player database {db} is damaged or not a database ({exc}): give the Clementine or "
-                            "Strawberry database to --db") from None
+        raise PlayerDBError(f"player database {db} is damaged or not a database ({exc}): give {what} to --db") \
+            from None
     finally:
         conn.close()
-    return kind, rows
+    return result
+
+
+def select_tolerant(conn: sqlite3.Connection, select: str, params: Sequence[object] = ()) -> list[tuple]:
+    """Every row of ``select``; one tag written in Latin-1 by an old tagger must not make the whole library unreadable:
+    on a decoding error the rows are read again (same snapshot) with bytes that are not UTF-8 as U+FFFD. Only then: a
+    Python text factory triples the read time. Clementine's locations are BLOBs, untouched; Strawberry's are
+    percent-encoded ASCII."""
+    try:
+        return conn.execute(select, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+        conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+        return conn.execute(select, params).fetchall()
+
+
+def _read_songs(conn: sqlite3.Connection, db: Path) -> tuple[str, list[tuple]]:
+    """Schema check and every row of ``songs``: (kind, rows)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
+    kind, location = _shape(db, conn, columns)
+    # every row is (location, *_COLUMNS), NULL where this database lacks the column: unpacked positionally
+    wanted = ", ".join(c if c in columns else f"NULL AS {c}" for c in _COLUMNS)
+    return kind, select_tolerant(conn, f"SELECT {location} AS location, {wanted} FROM songs")
 
 
 def _shape(db: Path, conn: sqlite3.Connection, columns: set[str]) -> tuple[str, str]:
@@ -304,7 +332,7 @@ class _ClementineSource:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
 
-    def read(self, path: Path) -> PlayerLibrary:
+    def read(self, path: Path, settings: object = None) -> PlayerLibrary:
         return read_player_db(path)
 
 

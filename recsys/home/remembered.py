@@ -1,0 +1,83 @@
+"""The library given once, remembered in the home: ``<home>/remembered.json``.
+
+A folder user runs ``recsys embed --library ~/Music`` once; every later command (``playlist``, ``status``,
+``train-classifier`` ...) then reads the same folders without flags. What is remembered is what the command line
+gave, key by key: ``--db`` remembers ``library.db``; ``--library`` remembers ``library.folders`` (and, without
+``--db``, that no database is read, as ``--library`` alone means). It is one settings layer (see
+:mod:`recsys.config`): above the config files, below the environment and the flags.
+
+Only the commands that write into the home anyway remember (``embed``, ``train-classifier``, ``train-encoder``,
+``playlist``), after they succeeded, so a typo is never remembered; ``status`` and ``eval`` only read it. The file is
+written atomically, never created in a home that does not exist, and never anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from recsys.atomic import write_json_atomic
+
+FILE = "remembered.json"
+KEYS = ("db", "folders")  # of the library section
+
+
+def remembered_file(home: Path) -> Path:
+    return home / FILE
+
+
+def read_remembered(home: Path) -> dict[str, Any]:
+    """The remembered ``library`` values (``{}`` when none, or when the file is unreadable: it is only a convenience,
+    and the next command that remembers writes it whole again)."""
+    try:
+        data = json.loads(remembered_file(home).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    library = data.get("library") if isinstance(data, dict) else None
+    if not isinstance(library, dict):
+        return {}
+    kept: dict[str, Any] = {}
+    if "db" in library and (library["db"] is None or isinstance(library["db"], str)):
+        kept["db"] = library["db"]
+    if isinstance(library.get("folders"), list) and all(isinstance(f, str) for f in library["folders"]):
+        kept["folders"] = library["folders"]
+    return kept
+
+
+def given_library(db: str | None, folders: tuple[str, ...] | list[str]) -> dict[str, Any]:
+    """What the command line gave, as absolute paths: ``--library`` without ``--db`` means no database."""
+    given: dict[str, Any] = {}
+    if db:
+        given["db"] = os.path.abspath(os.path.expanduser(db))
+    if folders:
+        given["folders"] = [os.path.abspath(os.path.expanduser(f)) for f in folders]
+        given.setdefault("db", None)
+    return given
+
+
+def remember(home: Path, given: dict[str, Any]) -> str | None:
+    """Remember ``given`` (from :func:`given_library`) over what was remembered; returns the line to show the user
+    (None when nothing changed or nothing was given)."""
+    if not given:
+        return None
+    before = read_remembered(home)
+    after = {**before, **given}
+    if after == before:
+        return None
+    if not home.is_dir():
+        return None
+    try:
+        write_json_atomic(remembered_file(home), {"library": after})
+    except OSError as exc:
+        return f"could not remember the library in {remembered_file(home)} ({exc.strerror or exc}): give it again"
+    changed = ", ".join(f"{describe(k, after[k])}" + (f" (was {describe(k, before[k])})" if k in before else "")
+                        for k in KEYS if k in given and before.get(k, ...) != after[k])
+    return f"remembered for the next commands: {changed} (in {remembered_file(home)})"
+
+
+def describe(key: str, value: Any) -> str:
+    if key == "db":
+        return f"--db {value}" if value else "no database"
+    return "--library " + " --library ".join(value) if value else "no folders"

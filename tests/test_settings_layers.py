@@ -1,0 +1,62 @@
+"""The user's config file found automatically, the remembered library, and where every value came from."""
+
+from __future__ import annotations
+
+import yaml
+
+from recsys.config import as_dict, as_yaml, load_settings, remembered_origins
+from recsys.home.remembered import given_library, read_remembered, remember
+
+
+def test_user_config_file_is_found_and_config_replaces_it(tmp_path):
+    xdg = tmp_path / "xdg"
+    (xdg / "recsys").mkdir(parents=True)
+    (xdg / "recsys" / "config.yaml").write_text("embed:\n  workers: 3\n")
+    s = load_settings(environ={"XDG_CONFIG_HOME": str(xdg)})
+    assert s.embed.workers == 3 and s.origins["embed.workers"].endswith("config.yaml, line 2")
+    home_style = tmp_path / "home"
+    (home_style / ".config" / "recsys").mkdir(parents=True)
+    (home_style / ".config" / "recsys" / "config.yaml").write_text("embed:\n  workers: 5\n")
+    assert load_settings(environ={"HOME": str(home_style)}).embed.workers == 5
+    other = tmp_path / "other.yaml"
+    other.write_text("embed:\n  batch_size: 7\n")
+    s = load_settings(other, environ={"XDG_CONFIG_HOME": str(xdg)})
+    assert (s.embed.workers, s.embed.batch_size) == (0, 7)  # --config is read instead, not as well
+    assert load_settings(environ={}).embed.workers == 0
+
+
+def test_remembered_library_is_a_layer_between_the_file_and_the_environment(tmp_path):
+    home = tmp_path / "home"
+    assert remember(home, given_library(None, ("~/m",))) is None and not home.exists()  # never creates the home
+    home.mkdir()
+    line = remember(home, given_library(None, (str(tmp_path / "music"),)))
+    assert line == (f"remembered for the next commands: no database, --library {tmp_path / 'music'} "
+                    f"(in {home / 'remembered.json'})")
+    assert remember(home, given_library(None, (str(tmp_path / "music"),))) is None  # unchanged: nothing to say
+    user = tmp_path / "user.yaml"
+    user.write_text("library:\n  folders: [/from/file]\n  db: /file.db\n")
+    s = load_settings(user, overrides={"home": str(home)}, environ={})
+    assert s.library.folders == [str(tmp_path / "music")] and s.library.db is None
+    assert set(remembered_origins(s)) == {"library.db", "library.folders"}
+    s = load_settings(user, overrides={"home": str(home)}, environ={"RECSYS_LIBRARY__FOLDERS": "/env"})
+    assert s.library.folders == ["/env"] and list(remembered_origins(s)) == ["library.db"]
+    s = load_settings(overrides={"home": str(home), "library": {"db": "/flag.db"}}, environ={})
+    assert s.library.db == "/flag.db" and s.library.folders == [str(tmp_path / "music")]
+    line = remember(home, given_library(str(tmp_path / "x.db"), ()))
+    assert line.startswith(f"remembered for the next commands: --db {tmp_path / 'x.db'} (was no database)")
+    assert read_remembered(home) == {"db": str(tmp_path / "x.db"), "folders": [str(tmp_path / "music")]}
+    (home / "remembered.json").write_text("{broken")
+    assert read_remembered(home) == {} and load_settings(overrides={"home": str(home)}, environ={}).library.db is None
+
+
+def test_config_shows_where_each_value_came_from(tmp_path):
+    user = tmp_path / "user.yaml"
+    user.write_text("recommend:\n  top_n: 30\n")
+    s = load_settings(user, overrides={"home": str(tmp_path), "embed": {"workers": 2}},
+                      environ={"RECSYS_INDEX__HNSW_M": "16"})
+    text = as_yaml(s)
+    assert f"  top_n: 30  # config file {user}, line 2\n" in text
+    assert "  workers: 2  # the command line, --workers\n" in text
+    assert "  hnsw_m: 16  # environment variable RECSYS_INDEX__HNSW_M\n" in text
+    assert "  max_per_album: 3  # default\n" in text and f"home: {tmp_path}  # --home or RECSYS_HOME\n" in text
+    assert yaml.safe_load(text) == {**as_dict(s), "home": str(tmp_path)}  # still a config file to copy
