@@ -19,15 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from recsys.index.ann import build_snapshot
-from recsys.index.store import TrackRow, TrackStore
-from recsys.synth.player_db import SynthSong, write_clementine_db
+from _synthetic_home import build_home
 
 DIM = 90  # the dsp encoder's dimension
 ENCODER_ID = "bench-clustered"
 CLUSTERS = 200
-WRITE_BATCH = 20000
 
 
 def library(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -42,35 +38,12 @@ def library(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def build(root: Path, n: int, n_ratings: int) -> Path:
     """The table, the snapshot, the files and the database under ``root``; returns the database path."""
-    home, music = root / "home", root / "music"
-    music.mkdir(parents=True, exist_ok=True)
     vectors, cluster = library(n)
     liked_clusters = set(range(0, CLUSTERS, 10))
     rng = np.random.default_rng(1)
     rated = set(rng.choice(n, n_ratings, replace=False).tolist())
-    store = TrackStore.open(home)
-    songs, rows = [], []
-    for i in range(n):
-        path = music / f"{i // 1000:03d}" / f"{i:06d}.flac"
-        path.parent.mkdir(exist_ok=True)
-        path.touch()
-        artist, album = f"artist {i % 20000}", f"album {i % 20000} {i // 20000}"
-        stars = (5 if cluster[i] in liked_clusters else int(rng.integers(1, 4))) if i in rated else 0
-        songs.append(SynthSong(path=str(path), title=f"title {i}", artist=artist, album=album, track=i % 12 + 1,
-                               rating=stars / 5 if stars else -1.0, playcount=stars, length_ns=240 * 10**9))
-        rows.append(TrackRow(key=str(path), path=str(path), start_s=0.0, content_id=f"c{i}", size=0, mtime_ns=0,
-                             duration_s=240.0, artist=artist, album=album, title=f"title {i}", genre="", year=None,
-                             track_number=i % 12 + 1, encoder_id=ENCODER_ID, vector=vectors[i]))
-        if len(rows) == WRITE_BATCH:
-            store.upsert(rows)
-            rows = []
-    if rows:
-        store.upsert(rows)
-    store.compact()
-    build_snapshot(store, home, ENCODER_ID)
-    db = root / "clementine.db"
-    write_clementine_db(db, songs)
-    return db
+    stars = {i: 5 if cluster[i] in liked_clusters else int(rng.integers(1, 4)) for i in sorted(rated)}
+    return build_home(root, vectors, ENCODER_ID, artists=20000, stars=lambda i: stars.get(i, 0))
 
 
 def timed(args: list[str]) -> tuple[float, str]:

@@ -21,49 +21,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _synthetic_home import build_home
 
 from recsys.config import load_settings
 from recsys.embedder.active import resolve_encoder
 from recsys.embedder.decoding import decode_spec
-from recsys.index.ann import build_snapshot
-from recsys.index.store import TrackRow, TrackStore
-from recsys.synth.player_db import SynthSong, write_clementine_db
-
-WRITE_BATCH = 20000
 
 
 def build(root: Path, n: int) -> Path:
-    """Files, database, table (all current) and snapshot under ``root``; returns the database path."""
-    home, music = root / "home", root / "music"
-    music.mkdir(parents=True, exist_ok=True)
-    resolved = resolve_encoder("auto", home, "cpu")  # the encoder a plain `recsys embed` uses
+    """Files, database, table (all current for the encoder a plain `recsys embed` uses) and snapshot under ``root``;
+    returns the database path."""
+    resolved = resolve_encoder("auto", root / "home", "cpu")
     spec = decode_spec(load_settings(environ={}), resolved.encoder.sample_rate)
-    eid, dim = spec.vector_id(resolved.encoder_id), resolved.encoder.dim
-    rng = np.random.default_rng(0)
-    store = TrackStore.open(home)
-    songs, rows = [], []
-    for i in range(n):
-        path = music / f"{i // 1000:03d}" / f"{i:06d}.flac"
-        path.parent.mkdir(exist_ok=True)
-        path.touch()
-        st = path.stat()
-        vector = rng.standard_normal(dim).astype(np.float32)
-        songs.append(SynthSong(path=str(path), title=f"title {i}", artist=f"artist {i % 2000}",
-                               album=f"album {i % 2000}", track=i % 12 + 1, length_ns=240 * 10**9))
-        rows.append(TrackRow(key=str(path), path=str(path), start_s=0.0, content_id=f"c{i}", size=st.st_size,
-                             mtime_ns=st.st_mtime_ns, duration_s=240.0, artist=f"artist {i % 2000}",
-                             album=f"album {i % 2000}", title=f"title {i}", genre="", year=None,
-                             track_number=i % 12 + 1, encoder_id=eid, vector=vector / np.linalg.norm(vector)))
-        if len(rows) == WRITE_BATCH:
-            store.upsert(rows)
-            rows = []
-    if rows:
-        store.upsert(rows)
-    store.compact()
-    build_snapshot(store, home, eid)
-    db = root / "clementine.db"
-    write_clementine_db(db, songs)
-    return db
+    vectors = np.random.default_rng(0).standard_normal((n, resolved.encoder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return build_home(root, vectors, spec.vector_id(resolved.encoder_id))
 
 
 def timed(command: list[str]) -> tuple[float, str]:

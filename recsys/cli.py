@@ -226,30 +226,42 @@ def _render_embed(report) -> None:
 @click.argument("track")
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the neighbours as a playlist file (XSPF, or M3U8 when it ends in .m3u8).")
+@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+              help="Playlist format of --out [default: xspf, or m3u8 when --out ends in .m3u8].")
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @_where_option
 @click.pass_context
-def similar(ctx, track, k, as_json, where):
+def similar(ctx, track, k, as_json, out, fmt, force, where):
     """Tracks that sound like TRACK.
 
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
     match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
     With --where, only the tracks that match (e.g. --where 'year:..1979 -genre:christmas'; rating: and played:
     read your player's database, the remembered one or --db of an earlier command).
+
+    \b
+    Examples:
+      recsys similar "Nils Frahm - Says" -k 20
+      recsys similar ~/Music/a.flac -k 30 --out ~/like-a.m3u8
     """
     from recsys.app.similar import find_similar
 
     settings = _settings(ctx)
-    result = find_similar(settings, track, k, where)
+    result = find_similar(settings, track, k, where, out=out, fmt=fmt, force=force)
     if result.note:
         click.echo(f"note: {_one_line(result.note)}", err=True)
     if as_json:
         click.echo(json.dumps([r.as_json() for r in result.neighbours], ensure_ascii=False, indent=1))
-        return
-    q = result.query
-    click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.key)}]")  # a key is also a query (CUE: path@start)
-    for rank, r in enumerate(result.neighbours, 1):
-        click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.label)}  ({_one_line(r.album or '-')})  "
-                   f"{_one_line(r.key)}")
+    else:
+        q = result.query
+        click.echo(f"like: {_one_line(q.label)}  [{_one_line(q.key)}]")  # a key is also a query (CUE: path@start)
+        for rank, r in enumerate(result.neighbours, 1):
+            click.echo(f"{rank:3d}  {r.score:6.3f}  {_one_line(r.label)}  ({_one_line(r.album or '-')})  "
+                       f"{_one_line(r.key)}")
+    if result.path:
+        click.echo(f"wrote {len(result.neighbours)} tracks to {result.path}", err=True)
 
 
 @main.command()
@@ -326,6 +338,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--name", default=None, help="Playlist name (its title and file name) [default: recsys].")
 @click.option("--seed", "seeds", multiple=True,
               help="Build the playlist around this track (path, file:// URI or 'artist - title'); repeatable.")
+@click.option("--seed-playlist", "seed_playlists", multiple=True, type=click.Path(dir_okay=False),
+              help="Expand a playlist (XSPF, M3U, M3U8): its tracks are the seeds and are left out; repeatable.")
 @click.option("--mode", type=click.Choice(["taste", "uncertain"]), default="taste", show_default=True,
               help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
                    "teach it most).")
@@ -350,8 +364,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
                    "tracks (stars, similarity); with --json, as fields.")
 @click.pass_context
-def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, include_played, max_per_artist,
-             max_per_album, fmt, force, where, db, folders, as_json, explain):
+def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
+             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -364,6 +378,11 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
     twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
     classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
     --where 'genre:ambient year:1990..1999 -artist:enya'.
+
+    \b
+    Examples:
+      recsys playlist --top-n 30 --out ~/party.xspf
+      recsys playlist --seed-playlist ~/Music/road-trip.m3u8 --out ~/road-trip-more.xspf
     """
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
@@ -372,7 +391,13 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
-                                                     where=where))
+                                                     where=where, seed_playlists=seed_playlists))
+    _render_playlist(result, as_json, explain)
+    _remember(settings, db, folders)
+
+
+def _render_playlist(result, as_json: bool, explain: bool) -> None:
+    """The notes, then the ranked list (a table or JSON), then where it was written (`playlist`, `radio`)."""
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
     if as_json:
@@ -385,7 +410,6 @@ def playlist(ctx, top_n, out, name, seeds, mode, min_stars, include_rated, inclu
             if explain:
                 click.echo(f"       {_explain(t)}")
     click.echo(f"wrote {len(result.tracks)} tracks ({result.scorer}) to {result.path}", err=as_json)
-    _remember(settings, db, folders)
 
 
 def _track_json(t, explain: bool) -> dict:
@@ -439,6 +463,118 @@ def _render_scores(scores) -> None:
     if not any(s.comparable for s in scores):
         click.echo("  no two tracks share an album tag: these numbers cannot compare encoders on this library")
 
+
+@main.command("path")
+@click.argument("a")
+@click.argument("b")
+@click.option("--steps", type=click.IntRange(min=2), default=20, show_default=True,
+              help="Tracks in the path, A and B included.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Playlist file [default: ~/Music/recommendations/path-<date>.xspf, never overwritten].")
+@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+              help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
+@click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
+              help="At most this many tracks of one artist, A and B included [default: 3].")
+@click.option("--max-per-album", type=click.IntRange(min=1), default=None,
+              help="At most this many tracks of one album, A and B included [default: 3].")
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
+@click.option("--json", "as_json", is_flag=True, help="Print the path as JSON (the file is written too).")
+@_where_option
+@click.pass_context
+def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_json, where):
+    """A playlist that leads from track A to track B by sound.
+
+    A and B are named as for `recsys similar` (a path, a file:// URI or "artist - title"). The way between their
+    vectors is split into --steps points; each takes the nearest track not used yet, under the playlist's rules
+    (artist and album caps, never the same artist twice in a row, no duplicates). A plays first, B last.
+    With --where, the tracks on the way must match (e.g. --where 'genre:ambient'; A and B are yours to choose).
+
+    \b
+    Example:
+      recsys path "Nils Frahm - Says" "Aphex Twin - Xtal" --steps 15 --out ~/frahm-to-aphex.m3u8
+    """
+    from recsys.app.path import PathRequest, make_path
+
+    result = make_path(_settings(ctx), PathRequest(a, b, steps, out, fmt, force, max_per_artist, max_per_album,
+                                                   where))
+    for note in result.notes:
+        click.echo(f"note: {_one_line(note)}", err=True)
+    if as_json:
+        click.echo(json.dumps([{"key": t.key, "path": t.path, "start_s": t.start_s, "score": round(t.score, 6),
+                                "artist": t.artist, "title": t.title, "album": t.album} for t in result.tracks],
+                              ensure_ascii=False, indent=1))
+    else:
+        for i, t in enumerate(result.tracks, 1):
+            click.echo(f"{i:3d}  {t.score:6.3f}  {_one_line(t.label)}  ({_one_line(t.album or '-')})")
+    click.echo(f"wrote {len(result.tracks)} tracks to {result.path}", err=as_json)
+
+
+@main.command()
+@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
+@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+              help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
+@click.option("--play", is_flag=True, help="Hand the playlist to the player (MPRIS OpenUri, or its track list).")
+@click.option("--player", default=None,
+              help="Which MPRIS player to ask, e.g. clementine or strawberry [default: the one playing].")
+@click.option("--new-only", is_flag=True, help="Only tracks you have not rated and do not play often.")
+@click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
+@_where_option
+@_library_options(remembers=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the playlist as JSON (the file is written too).")
+@click.pass_context
+def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folders, as_json):
+    """A playlist around the track your player plays now (asked over MPRIS: Clementine, Strawberry, VLC...).
+
+    The playing track is the seed of the playlist's ranking: tracks that sound like it, your disliked ratings
+    voting against their neighbours, the classifier blended in when it was found better than chance. Rated and
+    often played tracks are included (--new-only leaves them out); --where filters them as for `recsys playlist`.
+    The player is only told when you pass --play.
+
+    \b
+    Example:
+      recsys radio --top-n 30 --play
+      recsys radio --where genre:jazz --new-only
+    """
+    from recsys.app.radio import RadioRequest, make_radio
+
+    result = make_radio(_library_settings(ctx, db, folders),
+                        RadioRequest(top_n, out, fmt, force, play, player, new_only, where))
+    click.echo(f"playing: {_one_line(result.playing.label)} in {_one_line(result.playing.identity)}", err=True)
+    _render_playlist(result.playlist, as_json, explain=False)
+    if result.handed:
+        click.echo(_one_line(result.handed), err=True)
+
+
+@main.command("map")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="The HTML page [default: ~/Music/recommendations/recsys-map-<date>.html, never overwritten].")
+@click.option("--colour", "--color", "colour", type=click.Choice(["rating", "genre"]), default="rating",
+              show_default=True, help="Colour the points by your stars or by genre.")
+@click.option("--layout", type=click.Choice(["auto", "neighbours", "pca"]), default="auto", show_default=True,
+              help="neighbours: tracks that sound alike side by side (about 12 s per 20,000 tracks); pca: the two "
+                   "main axes (fast); auto: neighbours up to 20,000 tracks, pca above.")
+@click.option("--force", is_flag=True, help="Overwrite --out when it is a map recsys wrote.")
+@_library_options(remembers=False)
+@click.pass_context
+def map_(ctx, out, colour, layout, force, db, folders):
+    """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
+
+    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, title and artist on
+    hover; wheel zooms, drag pans. The page is self-contained: it opens offline and fetches nothing.
+
+    \b
+    Example:
+      recsys map --out ~/library-map.html && xdg-open ~/library-map.html
+    """
+    from recsys.app.map import MapRequest, make_map
+
+    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force))
+    for note in result.notes:
+        click.echo(f"note: {_one_line(note)}", err=True)
+    click.echo(f"wrote a map of {result.tracks} tracks ({result.rated} rated, {result.layout} layout) to "
+               f"{result.path}")
 
 @main.command("train-encoder")
 @_library_options()

@@ -22,6 +22,8 @@ FORBIDDEN = {
                            "recsys.library.sources"),
     "recsys.playlists": ("recsys.embedder", "recsys.index", "recsys.app", "recsys.library.sources"),
     "recsys.home": ("recsys.",),  # the standard library only (besides recsys.errors, allowed below)
+    "recsys.player": ("recsys.",),  # recsys.errors only (allowed below)
+    "recsys.viz": ("recsys.",),  # recsys.errors and recsys.atomic only
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
@@ -32,7 +34,9 @@ CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
 # playlist` and `recsys status` start fast, and run without a model
 NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.home",
                       "recsys.config", "recsys.cli", "recsys.app.similar", "recsys.app.playlist", "recsys.app.taste",
-                      "recsys.app.train_classifier", "recsys.app.settings", "recsys.tracking")
+                      "recsys.app.train_classifier", "recsys.app.settings", "recsys.tracking",
+                      "recsys.app.radio", "recsys.app.path", "recsys.app.map", "recsys.app.output", "recsys.player",
+                      "recsys.viz")
 
 
 def _modules() -> dict[str, Path]:

@@ -333,7 +333,7 @@ def test_every_key_recsys_prints_is_a_query(small_library):
         assert again.output.splitlines()[0].endswith(f"[{hit['key']}]")
 
 
-def test_noop_embed_and_status_do_not_import_torch_and_a_change_still_embeds(small_library):
+def test_noop_embed_and_status_do_not_import_torch_and_a_change_still_embeds(small_library, monkeypatch):
     import subprocess
     import sys
     from pathlib import Path
@@ -341,6 +341,7 @@ def test_noop_embed_and_status_do_not_import_torch_and_a_change_still_embeds(sma
     from recsys.synth.audio import synth_track, write_audio
 
     lib = small_library
+    monkeypatch.setenv("RECSYS_EMBED__ENCODER", "dsp")  # a torch encoder too, and the cheapest
     assert _embed(lib).exit_code == 0
 
     def run(*args: str) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import xspf_lib
 
+from recsys.app import demo
 from recsys.app.demo import build_library, write_demo_db
 
 
@@ -24,13 +25,22 @@ def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:
 
 
 def _cli(home: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RECSYS_TRAIN__EPOCHS": "1", "RECSYS_TRAIN__BASE": "cnn", "RECSYS_TRAIN__CHANNELS": "8:16"}
+    # the encoders are not the subject: the cheapest settings that still run every stage
+    env = {**os.environ, "RECSYS_TRAIN__EPOCHS": "1", "RECSYS_TRAIN__BASE": "cnn", "RECSYS_TRAIN__CHANNELS": "8:16",
+           "RECSYS_EMBED__ENCODER": "dsp", "RECSYS_TRAIN__WINDOWS": "2", "RECSYS_TRAIN__WINDOW_SECONDS": "3.0"}
     return subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), *args], capture_output=True,
                           text=True, timeout=timeout, env=env)
 
 
-def test_whole_pipeline_never_writes_music_or_player_db(tmp_path):
+def test_whole_pipeline_never_writes_music_or_player_db(tmp_path, monkeypatch):
+    """... nor anything outside the home and the playlist's folder: the user's own home (~/.config, ~/.cache) stays
+    empty, with pytest's and CI's variables out of the way (MLflow turns its telemetry off by itself under them)."""
+    user_home = tmp_path / "user-home"  # HOME of every test (conftest)
+    user_home.mkdir(exist_ok=True)
+    for name in ("PYTEST_CURRENT_TEST", "CI", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        monkeypatch.delenv(name, raising=False)
     music = tmp_path / "music"
+    monkeypatch.setattr(demo, "SECONDS", 12.0)  # a third of the demo's length: the clips and windows still fit
     tracks = build_library(music)  # the demo's library: enough ratings and tracks for both training stages
     db = write_demo_db(tmp_path / "library-db" / "clementine.db", tracks)
     files = sorted(p for p in music.rglob("*") if p.is_file())
@@ -56,6 +66,7 @@ def test_whole_pipeline_never_writes_music_or_player_db(tmp_path):
     assert after == before
     assert sorted(p.name for p in db.parent.iterdir()) == ["clementine.db"]  # no -wal, -shm or journal left
     assert sorted(p for p in music.rglob("*") if p.is_file()) == files
+    assert [str(p.relative_to(user_home)) for p in user_home.rglob("*")] == []
 
 
 def test_killed_playlist_leaves_no_half_written_file(small_library):

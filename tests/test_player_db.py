@@ -308,3 +308,12 @@ def test_unlocked_read_of_a_changing_file_is_retried_then_refused(tmp_path, monk
     ticks = iter(range(100))
     monkeypatch.setattr(player_db, "_fingerprint", lambda path: next(ticks))  # a file that changes under every read
     _raises(db, "kept changing")
+
+
+def test_track_from_values_is_the_same_track_as_the_constructor():
+    from recsys.library.track import Track, track_from_values
+
+    for values in (("/m/a.flac", 0.0, 240.0, False, "t", "a", "al", "", "Rock", 2001, 3, 0.8, 4, 1, 17),
+                   ("/m/cue.flac", 80.0, None, True, "", "", "", "", "", None, None, None, 0, 0, None)):
+        fast, slow = track_from_values(values), Track(*values)
+        assert fast == slow and hash(fast) == hash(slow) and fast.key == slow.key and vars(fast) == vars(slow)

@@ -186,3 +186,22 @@ def test_unwritable_parent_path_is_a_clear_error(tmp_path):
     with pytest.raises(PlaylistWriteError, match="unknown playlist format 'pls'"):
         write_playlist(tmp_path / "p.pls", [], title="x", fmt="pls")
     assert not Path(tmp_path / "p.pls").exists()
+
+
+def test_vlc_plays_cue_segments_in_the_playlist_s_order(tmp_path):
+    """VLC 3 (modules/demux/playlist/xspf.c) appends every track that carries a <vlc:id> after all the tracks that do
+    not, in id order: a segment ranked first was played last (seen with cvlc 3.0.24). Read as VLC reads it, the order
+    is the ranking's."""
+    music = tmp_path / "music"
+    tracks = [ranked(str(music / "medley.flac"), key=f"{music / 'medley.flac'}@{s:.3f}", start_s=s, duration_s=10.0,
+                     title=f"part {s:g}") for s in (10.0, 20.0, 0.0)]
+    tracks.insert(1, ranked(str(music / "plain.flac"), title="plain"))
+    root = ET.parse(write_playlist(tmp_path / "cue.xspf", tracks, title="cue")).getroot()
+    with_id, without_id = [], []
+    for element in root.findall("x:trackList/x:track", NS):
+        vlc_id = element.find("x:extension/vlc:id", NS)
+        (without_id if vlc_id is None else with_id).append((int(vlc_id.text) if vlc_id is not None else 0, element))
+    vlc_order = [e for _, e in without_id] + [e for _, e in sorted(with_id, key=lambda p: p[0])]
+    assert [e.find("x:title", NS).text for e in vlc_order] == [t.title for t in tracks]
+    starts = [[o.text for o in e.findall("x:extension/vlc:option", NS)][:1] for e in vlc_order]
+    assert starts == [["start-time=10.000"], [], ["start-time=20.000"], ["start-time=0.000"]]

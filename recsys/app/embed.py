@@ -25,13 +25,14 @@ from datetime import datetime, timezone
 import numpy as np
 
 from recsys.app.maintenance import is_under, missing_keys, refresh_snapshot
+from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.home.lock import HomeLock
-from recsys.index.ann import read_manifest
+from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
@@ -65,6 +66,14 @@ class Plan:
     missing: list[Track] = field(default_factory=list)  # tracks of the library whose file cannot be found
     missing_keys: list[str] = field(default_factory=list)  # rows kept, but left out of the index: file not found
     delete_keys: list[str] = field(default_factory=list)  # rows of moved files: their vector lives on elsewhere
+    library_digest: str = ""  # the listed tracks' file identities as planned on (recsys.app.noop)
+    unlisted: list[tuple[str, bool]] = field(default_factory=list)  # (path, exists) of rows the library does not list
+    table_rows: int = 0
+    failures: list[dict] = field(default_factory=list)  # every failure recorded, as `recsys status` shows them
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return not (self.todo or self.reuse or self.delete_keys)
 
 
 @dataclass
@@ -92,6 +101,7 @@ class EmbedReport:
     new_failures: list[tuple[str, str]] = field(default_factory=list)
     kept_missing: int = 0  # rows kept although their file is missing (left out of the index; `recsys prune`)
     empty_folders: list[str] = field(default_factory=list)  # music folders that hold nothing now (unmounted?)
+    plan: Plan | None = None
 
     @property
     def decoded_per_s(self) -> float:
@@ -110,16 +120,20 @@ def plan_embedding(
     """Decide per track: keep, reuse a vector, skip a known failure, or decode; which rows are missing (kept, out of
     the index) and which are a moved file's leftover (dropped). Rows under ``untouched_folders`` (music folders that
     are empty as a whole: unmounted) are left exactly as they are."""
-    plan = Plan()
+    plan = Plan(table_rows=len(states), failures=[
+        {"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures.values()])
     candidates: list[Job] = []
     listed: set[str] = set()
+    digest = LibraryDigest(untouched_folders)
     for track in tracks:
         listed.add(track.key)
         try:
             st = os.stat(track.path)
         except OSError:
+            digest.add(track, None)
             plan.missing.append(track)
             continue
+        digest.add(track, st)
         row = states.get(track.key)
         if (
             row is not None
@@ -161,13 +175,19 @@ def plan_embedding(
             plan.reuse.append((job, vector))
         else:
             plan.todo.append(job)
+    plan.library_digest = digest.hexdigest()
     missing_listed = {t.key for t in plan.missing}
     living = {j.content_id for j, _ in plan.reuse} | {
         r.content_id for k, r in states.items() if k in listed and k not in missing_listed}
     for key, row in sorted(states.items()):
         if any(is_under(row.path, folder) for folder in untouched_folders):
             continue
-        if key in missing_listed or (key not in listed and not os.path.exists(row.path)):
+        if key in listed:
+            gone = key in missing_listed
+        else:
+            gone = not os.path.exists(row.path)
+            plan.unlisted.append((row.path, not gone))
+        if gone:
             if row.content_id and row.content_id in living:
                 plan.delete_keys.append(key)  # moved or renamed: its vector was reused under the new key
             else:
@@ -400,6 +420,7 @@ def embed_tracks(
     report.up_to_date, report.known_failed, report.missing = plan.up_to_date, plan.known_failed, len(plan.missing)
     report.stale = plan.stale
     report.kept_missing = len(plan.missing_keys)
+    report.plan = plan
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
@@ -462,14 +483,22 @@ def embed_library(
         raise NoTracksError(f"the library at {where} holds no playable tracks (is the music drive mounted?): add "
                             "music to it (or check --library); nothing was changed")
     home = settings.home_path
+    started = time.monotonic()
     with HomeLock(home, "recsys embed"):
-        store = TrackStore.open(home)
         resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder
         spec = decode_spec(settings, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
         empty = empty_folders(library)
+        known = read_record(home, eid, library.tracks, empty, settings.index)  # nothing to do: no table read
+        if known is not None and not (retry_failed and known.known_failed):
+            return EmbedReport(
+                total=len(library.tracks), up_to_date=known.up_to_date, known_failed=known.known_failed,
+                stale=known.stale, missing=known.missing, kept_missing=known.missing_kept,
+                seconds=time.monotonic() - started, encoder=resolved.label, encoder_id=eid,
+                device=device_label(encoder), index=read_manifest(home) or {}, library=library, empty_folders=empty)
+        store = TrackStore.open(home)
         report = embed_tracks(
             library.tracks,
             store,
@@ -489,6 +518,13 @@ def embed_library(
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:
                 store.compact()
-            refresh_snapshot(store, settings, eid, missing_keys(store, empty))
+            missing = missing_keys(store, empty)
+            refresh_snapshot(store, settings, eid, missing)
             report.index = read_manifest(home) or {}
+            plan = report.plan
+            if plan is not None and plan.nothing_to_do and not (report.failed or report.changed or report.too_long):
+                write_record(home, eid, plan.library_digest, plan.unlisted, NoopRecord(
+                    up_to_date=plan.up_to_date, known_failed=plan.known_failed, stale=plan.stale,
+                    missing=len(plan.missing), missing_kept=len(plan.missing_keys), table_rows=plan.table_rows,
+                    excluded=excluded_digest(missing), failures=plan.failures))
     return report

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from recsys.app.output import output_path, playlist_format
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -17,7 +18,8 @@ from recsys.index.ann import LibraryVectors
 from recsys.library.filters import candidate_mask, parse, snapshot_column
 from recsys.library.sources.navidrome import to_navidrome_path
 from recsys.library.track import Track
-from recsys.playlists import FORMATS, write_playlist
+from recsys.playlists import write_playlist
+from recsys.playlists.read import read_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
 from recsys.recommender.rank import RankedTrack, Ranking, rank
 
@@ -39,6 +41,7 @@ class PlaylistRequest:
     fmt: str | None = None
     force: bool = False
     where: Sequence[str] = ()  # filter terms (recsys.library.filters): only matching tracks are candidates
+    seed_playlists: Sequence[str] = ()  # playlist files whose tracks are seeds (and are left out of the result)
 
 
 @dataclass
@@ -49,29 +52,6 @@ class Playlist:
     scorer: str  # what ranked: 'blend (logistic + neighbours)', 'neighbours', ...
     notes: list[str] = field(default_factory=list)
     stopped: str | None = None  # why it is shorter than asked
-
-
-def _format(req: PlaylistRequest, settings: Settings) -> str:
-    if req.fmt:
-        return req.fmt
-    if req.out and Path(req.out).suffix.lower() in (".m3u8", ".m3u"):
-        return "m3u8"
-    return settings.recommend.format
-
-
-def _free_default_path(folder: Path, stem: str, ext: str) -> Path:
-    """``<stem>.<ext>`` in ``folder``, or ``<stem>-2.<ext>``... when that exists: the default never overwrites."""
-    candidate, n = folder / f"{stem}.{ext}", 2
-    while candidate.exists():
-        candidate, n = folder / f"{stem}-{n}.{ext}", n + 1
-    return candidate
-
-
-def _output_path(req: PlaylistRequest, settings: Settings, name: str, fmt: str) -> Path:
-    if req.out:
-        return Path(req.out).expanduser()
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "recsys"
-    return _free_default_path(Path(settings.recommend.out_dir).expanduser(), f"{safe}-{date.today().isoformat()}", fmt)
 
 
 def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
@@ -93,15 +73,43 @@ def _seed_keys(lib: LibraryVectors, seeds: Sequence[str]) -> list[str]:
     return [lib.keys[resolve_query(lib, seed)] for seed in seeds]
 
 
+def playlist_seeds(lib: LibraryVectors, files: Sequence[str], notes: list[str]) -> list[str]:
+    """The track keys of the embedded tracks of the playlist ``files``, in order; entries that are not local files,
+    whose file is missing or that have no vector are counted in ``notes``, never fatal while some track is left."""
+    if not files:
+        return []
+    known = set(lib.keys)
+    keys: list[str] = []
+    for file in files:
+        read = read_playlist(file)
+        found = [e.key for e in read.entries if e.key in known]
+        if read.problems:
+            more = f" (and {len(read.problems) - 1} more)" if len(read.problems) > 1 else ""
+            notes.append(f"{_entries(len(read.problems))} of {read.path} left out: {read.problems[0]}{more}")
+        if len(found) < len(read.entries):
+            notes.append(f"{_entries(len(read.entries) - len(found))} of {read.path} not in the index (not embedded "
+                         "yet?): left out")
+        keys += found
+    if not keys:
+        raise RecsysError(f"no track of {', '.join(map(str, files))} is in the index: check the playlist, or run "
+                          "`recsys embed` first")
+    return list(dict.fromkeys(keys))
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
 def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], model: RatingModel | None,
-                  req: PlaylistRequest, scorer: str = "blend") -> Ranking:
-    """The ranking `recsys playlist` writes (and `recsys eval --playlist` scores), from the settings and request."""
+                  req: PlaylistRequest, scorer: str = "blend", seed_keys: Sequence[str] = ()) -> Ranking:
+    """The ranking `recsys playlist` writes (and `recsys eval --playlist` scores), from the settings and request;
+    ``seed_keys`` are seeds already resolved to track keys (a seed playlist's tracks)."""
     r = settings.recommend
+    seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
     where = parse(req.where)
     allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
-    return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode,
-                seeds=_seed_keys(taste.lib, req.seeds), include_rated=req.include_rated,
-                include_played=req.include_played, played_min=r.played_min,
+    return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode, seeds=seeds,
+                include_rated=req.include_rated, include_played=req.include_played, played_min=r.played_min,
                 min_rating=None if req.min_stars is None else req.min_stars / 5.0,
                 max_per_artist=req.max_per_artist or r.max_per_artist,
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
@@ -114,14 +122,13 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     """Rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
-    fmt = _format(req, settings)
-    if fmt not in FORMATS:
-        raise RecsysError(f"unknown playlist format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    fmt = playlist_format(req.out, req.fmt, settings)
     where = parse(req.where)  # a bad term fails before anything is read
     taste = load_taste(settings)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
+    from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes)
     model = _model(settings, taste.lib, notes)
-    ranking = build_ranking(settings, taste, taste.tracks, model, req)
+    ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists)
     if not ranking.tracks:
         loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
@@ -137,7 +144,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
         mapping = settings.navidrome.mapping()
         written = [dataclasses.replace(t, path=to_navidrome_path(t.path, mapping)) for t in written]
         notes.append("the M3U8 names the files as Navidrome sees them (navidrome.path_map): import it in Navidrome")
-    path = write_playlist(_output_path(req, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
+    path = write_playlist(output_path(req.out, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
                           inputs=taste.inputs)
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
                     stopped=ranking.stopped)

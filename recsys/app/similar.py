@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from recsys.app.output import output_path, playlist_format, ranked, snapshot_inputs
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
+from recsys.playlists import write_playlist
 
 DUPLICATE_COSINE = 0.99999
 
@@ -25,35 +28,50 @@ class SimilarResult:
     query: Hit
     neighbours: list[Hit]
     note: str | None = None  # why the index may lag the table (it is served anyway: always whole)
+    path: Path | None = None  # the playlist of the neighbours, when one was asked for
 
 
-def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[str] = ()) -> SimilarResult:
+def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[str] = (), out: str | None = None,
+                 fmt: str | None = None, force: bool = False) -> SimilarResult:
     """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector);
-    with ``where`` (filter terms), only the tracks that match them."""
+    with ``where`` (filter terms), only the tracks that match them; with ``out`` (or ``fmt``) they are also
+    written as a playlist, nearest first."""
     flt = parse(where)
+    chosen = playlist_format(out, fmt, settings) if out or fmt else None
     lib = current_snapshot(settings.home_path, settings.index)
     row = resolve_query(lib, query)
+    note = lib.behind
     if flt:
-        return _filtered(settings, lib, row, k, flt)
+        kept = _filtered(settings, lib, row, k, flt)
+        if len(kept) < k:
+            note = "; ".join(filter(None, [note, f"only {len(kept)} tracks match --where '{flt}'"]))
+    else:
+        kept = _nearest(settings, lib, row, k)
+    result = SimilarResult(query=hit(lib, row, 1.0), neighbours=[hit(lib, i, s) for i, s in kept], note=note)
+    if chosen:
+        tracks = [ranked(lib, i, s) for i, s in kept]
+        result.path = write_playlist(output_path(out, settings, "similar", chosen), tracks,
+                                     f"like {result.query.label}", fmt=chosen, overwrite=force,
+                                     inputs=snapshot_inputs(settings, lib))
+    return result
+
+
+def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
+    """(row, cosine) of the k nearest tracks through the index, the query and its copies left out."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
     qvec = np.asarray(lib.vectors[row], dtype=np.float32)
     query_content = lib.row(row)["content_id"]
-    hits: list[Hit] = []
     want = k + 1
     while True:
         found = searcher.search(qvec, min(want, len(lib)))[0]
-        hits = [
-            hit(lib, i, s)
-            for i, s in found
-            if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content
-        ]
-        if len(hits) >= k or want >= len(lib):
-            break
+        kept = [(i, s) for i, s in found
+                if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content]
+        if len(kept) >= k or want >= len(lib):
+            return kept[:k]
         want *= 4  # many copies of the query: look further
-    return SimilarResult(query=hit(lib, row, 1.0), neighbours=hits[:k], note=lib.behind)
 
 
-def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Filter) -> SimilarResult:
+def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Filter) -> list[tuple[int, float]]:
     """Exact search over the rows the filter keeps: a filter may keep few rows far from the query, which an
     approximate search of the whole index would not reach (one pass over the kept vectors, about 10 ms at 100,000)."""
     tracks = []
@@ -61,18 +79,15 @@ def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Fi
         from recsys.library.sources import load_library
 
         tracks = load_library(settings.library.db, settings.library.folders, settings=settings).tracks
-    kept = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
+    rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
     vectors = np.asarray(lib.vectors, dtype=np.float32)
-    scores = vectors[kept] @ vectors[row] if len(kept) else np.zeros(0, dtype=np.float32)
+    scores = vectors[rows] @ vectors[row] if len(rows) else np.zeros(0, dtype=np.float32)
     query_content = lib.row(row)["content_id"]
-    hits: list[Hit] = []
+    kept: list[tuple[int, float]] = []
     for i in np.argsort(-scores, kind="stable"):
-        r, s = int(kept[i]), float(scores[i])
+        r, s = int(rows[i]), float(scores[i])
         if r != row and s < DUPLICATE_COSINE and lib.row(r)["content_id"] != query_content:
-            hits.append(hit(lib, r, s))
-            if len(hits) == k:
+            kept.append((r, s))
+            if len(kept) == k:
                 break
-    note = lib.behind
-    if len(hits) < k:
-        note = "; ".join(filter(None, [note, f"only {len(hits)} tracks match --where '{flt}'"]))
-    return SimilarResult(query=hit(lib, row, 1.0), neighbours=hits, note=note)
+    return kept

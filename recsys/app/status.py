@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from recsys.app.embed import empty_folders, plan_embedding
 from recsys.app.maintenance import missing_keys
+from recsys.app.noop import read_record
 from recsys.config import Settings
 from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
@@ -14,22 +15,32 @@ from recsys.library.sources import load_configured_library
 
 
 def library_status(settings: Settings) -> dict:
-    """`recsys status`: how the table compares with the library and the current encoder, without changing anything."""
+    """`recsys status`: how the table compares with the library and the current encoder, without changing anything.
+    When the last no-op embed's record still holds (``recsys.app.noop``), the table is not read at all."""
     home = settings.home_path
     library = load_configured_library(settings)
     resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
     eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
-    store = TrackStore.open(home, writable=False)
-    failures = store.failures()
-    states = store.states()
     empty = empty_folders(library)
-    plan = plan_embedding(library.tracks, states, {f.key: f for f in failures}, eid, untouched_folders=empty)
-    stale = sum(1 for j in plan.todo if j.track.key in states)
+    known = read_record(home, eid, library.tracks, empty, settings.index)
+    if known is not None:
+        counts = {"embedded": known.up_to_date, "stale": 0, "not_embedded": 0, "missing": known.missing,
+                  "missing_kept": known.missing_kept, "table_rows": known.table_rows}
+        failures, current = known.failures, True
+    else:
+        store = TrackStore.open(home, writable=False)
+        states = store.states()
+        plan = plan_embedding(library.tracks, states, {f.key: f for f in store.failures()}, eid,
+                              untouched_folders=empty)
+        stale = sum(1 for j in plan.todo if j.track.key in states)
+        counts = {"embedded": plan.up_to_date, "stale": stale, "not_embedded": len(plan.todo) - stale + len(plan.reuse),
+                  "missing": len(plan.missing), "missing_kept": len(plan.missing_keys), "table_rows": len(states)}
+        failures = plan.failures
+        current = snapshot_is_current(home, eid, settings.index, excluded_digest(missing_keys(store, empty)))
     manifest = read_manifest(home)
     if manifest is None:
         index = {"state": "not built: run `recsys embed`"}
     else:
-        current = snapshot_is_current(home, eid, settings.index, excluded_digest(missing_keys(store, empty)))
         index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
     return {
         "home": str(home),
@@ -37,14 +48,10 @@ def library_status(settings: Settings) -> dict:
         "library_source": library.source(),
         "encoder": resolved.label,
         "encoder_id": eid,
-        "embedded": plan.up_to_date,
-        "stale": stale,
-        "not_embedded": len(plan.todo) - stale + len(plan.reuse),
-        "missing": len(plan.missing),
-        "missing_kept": len(plan.missing_keys),
+        **{name: counts[name] for name in ("embedded", "stale", "not_embedded", "missing", "missing_kept")},
         "empty_folders": empty,
-        "table_rows": len(states),
-        "failures": [{"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures],
+        "table_rows": counts["table_rows"],
+        "failures": failures,
         "left_out": [{"key": key, "reason": reason} for key, reason in library.left_out],
         "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
         "skipped_urls": library.skipped_urls,

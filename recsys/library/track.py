@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 
 
@@ -76,3 +76,18 @@ class Track(Labelled):
     @property
     def stars(self) -> float | None:
         return None if self.rating is None else self.rating * 5.0
+
+
+_FIELDS = tuple(f.name for f in fields(Track))
+
+
+def track_from_values(values: tuple) -> Track:
+    """A Track from all its field values in declaration order, key included: what ``Track(*values)`` gives, at under
+    half the cost. Readers of a player database build one per row (100,000 on a large library), and the frozen
+    dataclass's ``__init__`` sets each of its 15 fields through ``object.__setattr__``."""
+    track = object.__new__(Track)
+    state = track.__dict__
+    state.update(zip(_FIELDS, values, strict=True))
+    # what the cached property would hold (make_key, inline for the usual whole-file track)
+    state["key"] = make_key(state["path"], state["start_s"], True) if state["segment"] else state["path"]
+    return track

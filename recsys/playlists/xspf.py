@@ -4,8 +4,9 @@ XSPF ``location`` is a ``file://`` URI with the path's bytes percent-encoded (sp
 names), so it resolves back to exactly the file. Tag text is XML-escaped by the serializer after the characters XML 1.0
 cannot hold at all (control characters, lone surrogates from undecodable tags, U+FFFE/U+FFFF) are stripped.
 
-Known player quirk: Strawberry 1.0.14 drops tracks whose file name holds '#' even when it is percent-encoded; the file
-is correct, nothing here can work around it.
+Known player quirks (seen with Clementine 1.4 rc2, Strawberry 1.0.14, VLC 3.0.24): Strawberry drops XSPF tracks whose
+file name holds '#' even when it is percent-encoded (it reads them from M3U8); VLC reads an M3U8 path only up to a '#'
+or '?' (it opens such names from XSPF). The files are correct; the other format is the way round.
 
 CUE segments (tracks cut from one shared file) are addressed the way each player reads them (their playlist parsers,
 read in their sources; README "CUE sheets" has the table):
@@ -66,7 +67,7 @@ def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
     sub(root, "creator", creator)
     sub(root, "date", datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
     track_list = sub(root, "trackList")
-    for i, t in enumerate(tracks):
+    for t in tracks:
         el = sub(track_list, "track")
         sub(el, "location", file_uri(t.path))
         for tag, value in (("title", t.title), ("creator", t.artist), ("annotation", _annotation(t)),
@@ -78,9 +79,9 @@ def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
         if t.duration_s is not None and t.duration_s > 0:
             sub(el, "duration", int(round(t.duration_s * 1000)))
         if is_segment(t):  # VLC reads the range; Strawberry finds the CUE track by location + trackNum
+            # no <vlc:id>: VLC appends the tracks that have one after all the others, out of the playlist's order
             ext = sub(el, "extension")
             ext.set("application", VLC_APP)
-            sub(ext, "id", i, ns=VLC_NS)
             sub(ext, "option", f"start-time={t.start_s:.3f}", ns=VLC_NS)
             if t.duration_s:
                 sub(ext, "option", f"stop-time={t.start_s + t.duration_s:.3f}", ns=VLC_NS)

@@ -1,0 +1,55 @@
+"""Where a command's file goes and in which format, and snapshot rows as playlist entries: what `recsys playlist`,
+`radio`, `path`, `similar --out` and `map` share.
+
+The default file name (``<name>-<date>.<ext>`` in ``recommend.out_dir``) never overwrites: ``-2``, ``-3``... are
+tried until a free one is found; an ``--out`` that exists needs ``--force`` (the writers check that).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from recsys.config import Settings
+from recsys.index.ann import LibraryVectors
+from recsys.playlists import FORMATS, Inputs, PlaylistWriteError
+from recsys.recommender.rank import RankedTrack
+
+
+def playlist_format(out: str | None, fmt: str | None, settings: Settings) -> str:
+    """``fmt``, else m3u8 for an ``--out`` ending in .m3u8/.m3u, else the configured format."""
+    chosen = fmt or ("m3u8" if out and Path(out).suffix.lower() in (".m3u8", ".m3u") else settings.recommend.format)
+    if chosen not in FORMATS:
+        raise PlaylistWriteError(f"unknown playlist format {chosen!r}: choose one of {', '.join(FORMATS)}")
+    return chosen
+
+
+def _free_default_path(folder: Path, stem: str, ext: str) -> Path:
+    """``<stem>.<ext>`` in ``folder``, or ``<stem>-2.<ext>``... when that exists: the default never overwrites."""
+    candidate, n = folder / f"{stem}.{ext}", 2
+    while candidate.exists():
+        candidate, n = folder / f"{stem}-{n}.{ext}", n + 1
+    return candidate
+
+
+def output_path(out: str | None, settings: Settings, name: str, ext: str) -> Path:
+    """``--out``, else a free ``<name>-<date>.<ext>`` in the playlist folder."""
+    if out:
+        return Path(out).expanduser()
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "recsys"
+    return _free_default_path(Path(settings.recommend.out_dir).expanduser(), f"{safe}-{date.today().isoformat()}", ext)
+
+
+def snapshot_inputs(settings: Settings, lib: LibraryVectors) -> Inputs:
+    """What a playlist written from the snapshot alone must never overwrite: the configured player database and
+    music folders, and every file the snapshot knows."""
+    return Inputs(settings.library.db, settings.library.folders, set(lib.values("path")))
+
+
+def ranked(lib: LibraryVectors, row: int, score: float) -> RankedTrack:
+    """Snapshot row ``row`` as a playlist entry (the writers' record), ``score`` its cosine to what it answers."""
+    m = lib.row(row)
+    return RankedTrack(key=m["key"], path=m["path"], start_s=float(m.get("start_s") or 0.0), score=float(score),
+                       predicted=None, artist=m.get("artist") or "", title=m.get("title") or "",
+                       album=m.get("album") or "", track_number=m.get("track_number"),
+                       duration_s=m.get("duration_s"))

@@ -1,0 +1,57 @@
+"""`recsys radio`: a playlist around the track the player plays now, asked over MPRIS (D-Bus).
+
+The playing track is the seed of the playlist's own ranking (``recsys playlist --seed``): its neighbours vote for
+the tracks near it, your disliked ratings against theirs, and the classifier's estimate is blended in when
+`recsys train-classifier` found it better than chance, so the radio is taste-aware. Unlike a discovery playlist it
+includes tracks you rated or play often (``new_only`` leaves them out). The playlist is handed to the player only
+when asked (``play``): OpenUri of the playlist file, or the player's TrackList.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from recsys.app.playlist import Playlist, PlaylistRequest, make_playlist
+from recsys.config import Settings
+from recsys.index.lookup import TrackNotFound
+from recsys.player.mpris import NowPlaying, hand_over, now_playing
+from recsys.playlists.xspf import file_uri
+
+
+@dataclass
+class RadioRequest:
+    top_n: int | None = None
+    out: str | None = None
+    fmt: str | None = None
+    force: bool = False
+    play: bool = False
+    player: str | None = None  # an MPRIS bus name or its tail ('clementine'); default: the one playing
+    new_only: bool = False
+    where: Sequence[str] = ()  # filter terms (recsys.library.filters) on the candidates, as for `recsys playlist`
+
+
+@dataclass
+class Radio:
+    playing: NowPlaying
+    playlist: Playlist
+    handed: str | None = None  # how the playlist went to the player, when --play
+
+
+def make_radio(settings: Settings, req: RadioRequest, bus: str | None = None) -> Radio:
+    """Ask the player what plays, build and write the playlist around it, hand it over when asked."""
+    playing = now_playing(req.player, address=bus)
+    if not playing.query:
+        raise TrackNotFound(f"{playing.identity} plays {playing.url or 'a track'} with no file and no tags: recsys "
+                            "cannot tell which track of your library it is")
+    try:
+        playlist = make_playlist(settings, PlaylistRequest(
+            top_n=req.top_n, out=req.out, name="radio", seeds=[playing.query], fmt=req.fmt, force=req.force,
+            include_rated=not req.new_only, include_played=not req.new_only, where=req.where))
+    except TrackNotFound as exc:
+        raise TrackNotFound(f"the track {playing.identity} plays now: {exc}") from None
+    handed = None
+    if req.play:
+        handed = hand_over(file_uri(str(playlist.path)), [file_uri(t.path) for t in playlist.tracks],
+                           player=playing.player, address=bus)
+    return Radio(playing, playlist, handed)

@@ -1,0 +1,93 @@
+"""The library map: one self-contained HTML page with every track as a point of a 2-D projection of its vector.
+
+The page (``map_page.html`` beside this module, filled in here) holds its data, script and style inline: nothing is
+fetched when it is opened, so it works offline and leaks nothing. Points are drawn on a canvas (100,000 DOM nodes
+would not scroll), coloured by stars (or genre), with the liked (4 stars and up) and disliked (2 and below) tracks'
+density shaded underneath; hover shows the track. When drawn, the page writes ``data-drawn`` (points drawn) and
+``data-painted`` (pixels the points cover) on ``<body>`` and the count into its title: what the tests read back
+from a real headless browser.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+
+from recsys.atomic import write_bytes_atomic
+from recsys.errors import RecsysError
+
+COLOURS = ("rating", "genre")
+SCALE = 10000  # coordinates are sent as integers 0..SCALE: a third of the bytes of floats, finer than any screen
+TOP_GENRES = 12  # the page's palette; the rest are 'other'
+MARKER = b"<!-- recsys library map"
+
+
+class MapError(RecsysError):
+    """The map cannot be made or written where asked."""
+
+
+def _template() -> str:
+    return files("recsys.viz").joinpath("map_page.html").read_text(encoding="utf-8")
+
+
+def _scaled(points: np.ndarray) -> list[int]:
+    """Each axis to 0..SCALE, one scale for both (the map keeps its aspect)."""
+    lo = points.min(axis=0)
+    span = float((points.max(axis=0) - lo).max()) or 1.0
+    scaled = (points - lo) / span * SCALE
+    scaled += (SCALE - scaled.max(axis=0)) / 2  # centre the shorter axis
+    return np.rint(scaled).astype(int).T.tolist()
+
+
+def map_html(points: np.ndarray, labels: Sequence[str], ratings: Sequence[float | None], genres: Sequence[str],
+             colour: str = "rating", title: str = "recsys library map") -> str:
+    """The page for ``points`` (N, 2) with each track's label, rating in [0, 1] (None: unrated) and genre."""
+    if colour not in COLOURS:
+        raise MapError(f"unknown --colour {colour!r}: choose one of {', '.join(COLOURS)}")
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if not len(points):
+        raise MapError("the library has no vectors to map: run `recsys embed` first")
+    if not (len(labels) == len(ratings) == len(genres) == len(points)):
+        raise ValueError("points, labels, ratings and genres differ in length")
+    xs, ys = _scaled(points)
+    counts = Counter(g.strip() for g in genres if g and g.strip())
+    named = [g for g, _ in counts.most_common(TOP_GENRES - 1)]
+    other = len(counts) > len(named)
+    genre_list = named + (["other"] if other else [])
+    index = {g: i for i, g in enumerate(named)}
+    data = {"title": title, "colour": colour, "x": xs, "y": ys, "labels": list(labels),
+            "r": [-1 if r is None or r < 0 else int(round(r * 10)) for r in ratings],  # half-star steps, 0..10
+            "g": [index.get((g or "").strip(), len(named) if (g or "").strip() else -1) for g in genres],
+            "genres": genre_list}
+    # '<' only occurs inside JSON strings, where \u003c means the same: no '</script>' can close the block early
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+    return _template().replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
+
+
+def write_map(path: str | os.PathLike, page: str, overwrite: bool = False) -> Path:
+    """Write the page atomically; an existing file is replaced only with ``overwrite`` and only if it is a map
+    recsys wrote (never anything else a mistyped ``--out`` names)."""
+    path = Path(path).expanduser().absolute()
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise MapError(f"{path} is not a regular file: choose another --out")
+    if path.exists():
+        if not overwrite:
+            raise MapError(f"{path} exists: pass --force or choose another --out")
+        with open(path, "rb") as f:
+            if MARKER not in f.read(512):
+                raise MapError(f"{path} exists and is not a recsys map: --force only replaces one; choose another "
+                               "--out")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, page.encode("utf-8"))
+    except OSError as exc:
+        raise MapError(f"cannot write the map {path} ({exc.strerror or type(exc).__name__}): choose a writable "
+                       "folder with --out") from None
+    return path

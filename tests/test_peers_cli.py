@@ -1,0 +1,133 @@
+"""`recsys path`, `radio`, `map`, `similar --out` and `playlist --seed-playlist` end to end through the CLI, on a
+tiny synthetic home (no audio decoded) and, for the radio, a private session bus with a player of the test's own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from synth_home import make_home
+
+from recsys.cli import main
+from recsys.playlists.read import read_playlist
+from recsys.playlists.xspf import file_uri
+from recsys.synth.mpris import FakePlayer, have_dbus_daemon, private_session_bus
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """One home for the module: every command here only reads it (outputs go to each test's tmp_path)."""
+    return make_home(tmp_path_factory.mktemp("peers"))
+
+
+def run(synth, *args: str):
+    result = CliRunner().invoke(main, ["--home", str(synth.home), *args], catch_exceptions=False)
+    return result
+
+
+def test_path_leads_from_a_to_b_and_writes_the_playlist(synth, tmp_path):
+    a, b = synth.songs[0], synth.songs[1]  # two styles apart
+    out = tmp_path / "path.m3u8"
+    r = run(synth, "path", a.path, f"{b.artist} - {b.title}", "--steps", "6", "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    hits = json.loads(r.stdout)
+    assert [h["path"] for h in (hits[0], hits[-1])] == [a.path, b.path] and len(hits) == 6
+    assert len({h["path"] for h in hits}) == 6 and all(-1 <= h["score"] <= 1 for h in hits)
+    assert [e.key for e in read_playlist(out).entries] == [h["key"] for h in hits]
+    group = {s.path: g for s, g in zip(synth.songs, synth.styles, strict=True)}
+    r = run(synth, "path", a.path, b.path, "--steps", "5", "--where", "genre:jazz", "--out", str(tmp_path / "j.xspf"),
+            "--json")
+    assert r.exit_code == 0, r.output
+    inner = [h["path"] for h in json.loads(r.stdout)][1:-1]
+    assert inner and all(group[p] == 2 for p in inner)  # style 2 is the Jazz one
+    r = run(synth, "path", a.path, a.path, "--out", str(tmp_path / "same.xspf"))
+    assert r.exit_code == 1 and "same track" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_similar_out_writes_the_neighbours_as_a_playlist(synth, tmp_path):
+    out = tmp_path / "near.xspf"
+    r = run(synth, "similar", synth.songs[5].path, "-k", "4", "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    printed = [h["key"] for h in json.loads(r.stdout)]
+    assert [e.key for e in read_playlist(out).entries] == printed and len(printed) == 4
+    assert f"wrote 4 tracks to {out}" in r.stderr
+    r = run(synth, "similar", synth.songs[5].path, "--out", str(out))
+    assert r.exit_code == 1 and "exists: pass --force" in r.output
+
+
+def test_seed_playlist_expands_a_playlist_and_leaves_its_tracks_out(synth, tmp_path):
+    style = [s for s, g in zip(synth.songs, synth.styles, strict=True) if g == 2]
+    seeds = tmp_path / "mine.m3u8"
+    seeds.write_text("#EXTM3U\n" + "\n".join(s.path for s in style[:3]) + "\n/gone/away.flac\n", encoding="utf-8")
+    r = run(synth, "playlist", "--db", str(synth.db), "--seed-playlist", str(seeds), "--top-n", "5", "--json",
+            "--out", str(tmp_path / "more.xspf"))
+    assert r.exit_code == 0, r.output
+    got = [h["path"] for h in json.loads(r.stdout)]
+    assert got and not set(got) & {s.path for s in style[:3]}
+    same_style = {s.path for s in style}
+    assert sum(p in same_style for p in got) >= len(got) - 1  # what the seeds sound like
+    assert "1 entry of" in r.stderr and "does not exist" in r.stderr
+    r = run(synth, "playlist", "--db", str(synth.db), "--seed-playlist", str(tmp_path / "nope.xspf"))
+    assert r.exit_code == 1 and "cannot read playlist" in r.output
+
+
+def test_map_writes_one_page_with_every_track(synth, tmp_path):
+    out = tmp_path / "map.html"
+    r = run(synth, "map", "--db", str(synth.db), "--out", str(out), "--colour", "genre")
+    assert r.exit_code == 0, r.output
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert len(data["x"]) == len(synth.songs) and data["colour"] == "genre"
+    rated = sum(1 for s in synth.songs if s.rating >= 0)
+    assert sum(r >= 0 for r in data["r"]) == rated and f"{len(synth.songs)} tracks" in r.output
+    assert "neighbours layout" in r.output
+
+
+@pytest.mark.skipif(not have_dbus_daemon(), reason="dbus-daemon is not installed")
+def test_radio_around_the_playing_track_and_handed_over_only_when_asked(synth, tmp_path, monkeypatch):
+    playing = synth.songs[4]
+    with private_session_bus() as bus:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus)
+        r = run(synth, "radio", "--db", str(synth.db), "--out", str(tmp_path / "r.xspf"))
+        assert r.exit_code == 1 and "no MPRIS player is running" in r.output
+        with FakePlayer(bus, url=file_uri(playing.path), title=playing.title, artist=[playing.artist]) as player:
+            r = run(synth, "radio", "--db", str(synth.db), "--out", str(tmp_path / "r.xspf"), "--top-n", "5")
+            assert r.exit_code == 0, r.output
+            assert not [c for c in player.calls if c[0] in ("OpenUri", "AddTrack")]  # never without --play
+            r = run(synth, "radio", "--db", str(synth.db), "--out", str(tmp_path / "p.xspf"), "--top-n", "5",
+                    "--play", "--json", "--where", "genre:techno")
+            assert r.exit_code == 0, r.output
+        got = [h["path"] for h in json.loads(r.stdout)]
+        assert len(got) == 5 and playing.path not in got
+        group = {s.path: g for s, g in zip(synth.songs, synth.styles, strict=True)}
+        assert all(group[p] == 3 for p in got)  # style 3 is Techno, far from the seed: only the filter brings it
+        assert ("OpenUri", (file_uri(str(tmp_path / "p.xspf")),)) in player.calls
+        assert f"playing: {playing.artist} - {playing.title}" in r.stderr and "opened in Fake Player" in r.stderr
+        stranger = tmp_path / "not embedded.ogg"
+        stranger.write_bytes(b"OggS")
+        with FakePlayer(bus, url=file_uri(str(stranger))):
+            r = run(synth, "radio", "--db", str(synth.db), "--out", str(tmp_path / "s.xspf"))
+        assert r.exit_code == 1 and "the track Fake Player plays now:" in r.output and "not in the index" in r.output
+        assert len(r.output.strip().splitlines()) == 1
+
+
+def test_the_new_commands_never_import_torch(synth, tmp_path):
+    commands = [["path", synth.songs[0].path, synth.songs[1].path, "--steps", "4", "--out", str(tmp_path / "a.xspf")],
+                ["similar", synth.songs[2].path, "--out", str(tmp_path / "b.xspf")],
+                ["map", "--db", str(synth.db), "--out", str(tmp_path / "m.html")],
+                ["playlist", "--db", str(synth.db), "--seed-playlist", str(tmp_path / "a.xspf"),
+                 "--out", str(tmp_path / "c.xspf")]]
+    code = ("import sys\nfrom recsys.cli import main\n"
+            f"for args in {commands!r}:\n"
+            f"    try:\n        main(['--home', {str(synth.home)!r}, *args])\n"
+            "    except SystemExit as e:\n        print('EXIT', e.code)\n"
+            "print('HEAVY', [m for m in ('torch', 'lancedb') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.stdout.count("EXIT 0") == 4 and "HEAVY []" in done.stdout, done.stdout + done.stderr
