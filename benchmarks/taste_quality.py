@@ -157,18 +157,22 @@ def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db:
     for seed, large in plan:
         songs, liked, disliked = owner(tracks, seed, large)
         write_clementine_db(db, songs)
-        picks = rank(lib, load_library(db, []).tracks, None, top_n=20, max_per_artist=LIFTED,
-                     max_per_album=LIFTED, **settings).tracks
+        keywords = {"top_n": 20, "max_per_artist": LIFTED, "max_per_album": LIFTED, **settings}
+        picks = rank(lib, load_library(db, []).tracks, None, **keywords).tracks
         styles = [label[t.path] for t in picks]
         cut = min(20, sum(label[s.path] in liked for s in songs if s.rating < 0 and s.playcount < 3))
-        rows.append((large, sum(x in liked for x in styles) / 20, sum(x in disliked for x in styles),
-                     sum(x in liked for x in styles[:cut]) / max(cut, 1)))
+        rows.append((large, sum(x in liked for x in styles[:20]) / 20, sum(x in disliked for x in styles[:20]),
+                     sum(x in liked for x in styles[:cut]) / max(cut, 1), len(picks),
+                     sum(x in disliked for x in styles),
+                     sum(x in liked for x in styles[:20]) / max(1, len(styles[:20]))))
     for kind, name in ((False, "any"), (True, "large")):
         got = [r[1:] for r in rows if r[0] == kind]
         if got:
             print(f"{name:5s} draws ({len(got)}): top 20 liked {statistics.mean(g[0] for g in got):.2f}, disliked "
-                  f"{statistics.mean(g[1] for g in got):.2f}, R-precision {statistics.mean(g[2] for g in got):.2f}"
-                  f"  ({settings or 'defaults'})")
+                  f"{statistics.mean(g[1] for g in got):.2f}, R-precision {statistics.mean(g[2] for g in got):.2f}, "
+                  f"length {statistics.mean(g[3] for g in got):.1f} ({'/'.join(str(g[3]) for g in got)}), disliked "
+                  f"in the whole list {statistics.mean(g[4] for g in got):.2f}, liked share of its top 20 "
+                  f"{statistics.mean(g[5] for g in got):.2f}  ({settings or 'defaults'})")
 
 
 def main() -> None:
@@ -188,8 +192,9 @@ def main() -> None:
                         help="SECTION.KEY=VALUE passed to recsys as RECSYS_SECTION__KEY (tuning runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
     parser.add_argument("--rank", dest="rank_settings", action="append", default=None, metavar="KEYWORD=VALUE",
-                        help="tuning: rank() in this process with these keywords (e.g. album_vote=0.5), caps lifted, "
-                             "no classifier, top 20 only; needs the home an earlier run embedded")
+                        help="tuning: rank() in this process with these keywords (e.g. album_vote=0.5; none for "
+                             "None; caps lifted and top_n=20 unless given), no classifier; needs the home an earlier "
+                             "run embedded")
     a = parser.parse_args()
     if not a.corpus.is_dir():
         raise SystemExit(f"no corpus at {a.corpus}: build it with /work/shared/corpus/build_devcorpus.sh")
@@ -202,8 +207,9 @@ def main() -> None:
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
     plan = draw_plan(a.draws, a.large, a.first_seed)
     if a.rank_settings is not None:
-        settings = {k: float(v) if "." in v else int(v) for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
-        in_process(tracks, label, home, db, plan, settings)
+        settings = {k: None if v == "none" else float(v) if "." in v else int(v)
+                    for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
+        in_process(tracks, label, home, root / "tuning.db", plan, settings)  # never the CLI runs' database
         return
 
     write_clementine_db(db, owner(tracks, 0)[0])

@@ -349,9 +349,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--include-played", is_flag=True,
               help="Also recommend unrated tracks you played often (3 times or more by default).")
 @click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
-              help="At most this many tracks of one artist (the album folder's parent when untagged) [default: 3].")
+              help="At most this many tracks of one artist (the album folder's parent when untagged) [default: 3, "
+                   "raised to top-n / your liked artists when that is more].")
 @click.option("--max-per-album", type=click.IntRange(min=1), default=None,
-              help="At most this many tracks of one album (the folder when untagged) [default: 3].")
+              help="At most this many tracks of one album (the folder when untagged) [default: 3, raised to "
+                   "top-n / the albums of your liked tracks when that is more].")
 @click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
@@ -369,8 +371,11 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
     tracks and for the rest of their album and artist, blended with the classifier's estimate when `recsys
     train-classifier` found that it helps.
-    At most 3 tracks per artist and per album (the folder stands in for a missing album tag), never the same
-    artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
+    Only tracks your ratings vouch for (more than half of their votes from tracks you like,
+    `recommend.min_liked_share`): the playlist stops short rather than fill up with tracks your ratings argue
+    against. At most 3 tracks per artist and per album (the folder stands in for a missing album tag; raised to
+    top-n / the albums and artists of your liked tracks when that is more, unless given), never the same artist
+    twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a trained
     classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
     --where 'genre:ambient year:1990..1999 -artist:enya'.
 

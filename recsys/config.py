@@ -184,6 +184,8 @@ class RecommendSettings:
     max_voters: int = _s(1000, lo=1)
     album_vote: float = _s(1.0, lo=0, hi=100)
     artist_vote: float = _s(0.5, lo=0, hi=100)
+    min_liked_share: float = _s(0.5, lo=0, hi=0.99)
+    scale_caps: bool = _s(True)
     eval_splits: int = _s(5, lo=1, hi=100)
     eval_hidden_fraction: float = _s(0.25, lo=0.01, hi=0.9)
     format: str = _s("xspf", choices=PLAYLIST_FORMATS)

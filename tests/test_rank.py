@@ -107,7 +107,7 @@ def test_a_rated_album_votes_for_its_unrated_tracks_but_the_library_root_is_no_a
     stars |= {int(i): 0.2 for i in np.flatnonzero(album == 1)[:3]}
     stars |= {int(i): 1.0 for i in range(96, 100)}  # liked tracks straight in the library's root folder
     tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
-    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n}
+    lifted = {"max_per_album": 10_000, "max_per_artist": 10_000, "mmr_lambda": 1.0, "top_n": n, "min_liked_share": None}
 
     def best5(**kw):  # the five highest like-probabilities (the playlist alternates artists, so not its order)
         out = sorted(rank(lib, tracks, None, **lifted, **kw).tracks, key=lambda t: -t.like_neighbours)
@@ -148,7 +148,8 @@ def test_untagged_tracks_are_capped_by_folder():
     lib = Lib(paths, vectors, meta)
     tracks = [Track(path=paths[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
     tracks += [Track(path=p) for p in paths]
-    ranking = rank(lib, tracks, None, top_n=20, max_per_album=2, max_per_artist=100)
+    ranking = rank(lib, tracks, None, top_n=20, max_per_album=2, max_per_artist=100, scale_caps=False,
+                   min_liked_share=None)
     folders = [t.path.rsplit("/", 1)[0] for t in ranking.tracks]
     assert max(folders.count(f) for f in folders) <= 2 and len(ranking.tracks) == 12  # 6 folders x 2
     assert ranking.stopped.startswith("12 of 20 tracks: stopped by the album cap (--max-per-album 2)")
@@ -194,7 +195,8 @@ def test_diversity_rules_hold():
     lib.meta = lib.meta.set_column(4, "title", pa.array([f"Song {i % 150}" for i in range(400)]))
     lib.vectors[2] = lib.vectors[1]  # near-identical copies (cos > 0.995) must not both appear
     tracks = [Track(path=lib.keys[0], rating=1.0)]
-    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7).tracks
+    out = rank(lib, tracks, None, top_n=20, max_per_artist=3, max_per_album=2, mmr_lambda=0.7, scale_caps=False,
+               min_liked_share=None).tracks
     artists = [t.artist for t in out]
     assert len(out) == 20
     assert max(artists.count(a) for a in artists) <= 3
@@ -305,3 +307,38 @@ def test_only_the_strongest_ratings_vote_past_max_voters():
     out = rank(lib, tracks, None, top_n=10, max_voters=3, mmr_lambda=1.0).tracks
     assert {int(which[lib.keys.index(t.key)]) for t in out} == {0}
     assert {int(which[lib.keys.index(t.key)]) for t in rank(lib, tracks, None, top_n=10).tracks} >= {1}
+
+
+def test_the_evidence_rule_stops_short_rather_than_recommend_what_the_ratings_argue_against():
+    vectors, which = clusters(n_clusters=3, per=20)  # cluster 0 liked, 1 disliked, 2 never rated
+    n = len(vectors)
+    paths = [f"/lib/style{c}/t{i}.ogg" for i, c in enumerate(which)]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    stars = {int(i): 1.0 for i in np.flatnonzero(which == 0)[:5]}
+    stars |= {int(i): 0.2 for i in np.flatnonzero(which == 1)[:5]}
+    tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
+    kw = {"top_n": 40, "max_per_album": 10_000, "max_per_artist": 10_000}
+    off = rank(lib, tracks, None, min_liked_share=None, **kw)
+    assert len(off.tracks) == 40 and any(which[lib.keys.index(t.key)] == 1 for t in off.tracks)  # filled up
+    on = rank(lib, tracks, None, **kw)
+    styles = [which[lib.keys.index(t.key)] for t in on.tracks]
+    assert 15 <= len(styles) < 40 and styles.count(1) == 0  # the 15 unrated liked-style tracks, not the disliked
+    assert on.stopped.startswith(f"{len(styles)} of 40 tracks: stopped by the evidence rule")
+    assert "recommend.min_liked_share" in on.stopped and on.removed["too little liked evidence"] > 0
+
+
+def test_caps_rise_for_a_taste_of_few_albums_unless_disabled():
+    vectors, which = clusters(n_clusters=2, per=30)
+    n = len(vectors)
+    paths = [f"/lib/Artist {c}{i % 2}/Album/t{i}.ogg" for i, c in enumerate(which)]  # two albums per style
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    tracks = [Track(path=paths[i], rating=1.0) for i in np.flatnonzero(which == 0)[:4]]
+    tracks += [Track(path=paths[i], rating=0.2) for i in np.flatnonzero(which == 1)[:4]]
+    fixed = rank(lib, tracks, None, top_n=20, scale_caps=False)
+    assert len(fixed.tracks) == 6 and "cap (--max-per-a" in fixed.stopped
+    scaled = rank(lib, tracks, None, top_n=20)  # two liked albums and artists: caps of top_n / 2
+    assert len(scaled.tracks) == 20 and all(which[lib.keys.index(t.key)] == 0 for t in scaled.tracks)

@@ -138,6 +138,8 @@ def _show_playlist(settings: Settings, root: Path, tracks: list[DemoTrack],
     result = make_playlist(settings, PlaylistRequest(top_n=PLAYLIST_N, out=str(out), force=True))
     style_of = {str(t.path): t.style for t in tracks}
     liked = {style for style, stars in STARS.items() if stars >= 4}
+    for note in result.notes:
+        echo(f"note: {note}")  # as the CLI shows them: a short playlist says which rule stopped it
     for rank, t in enumerate(result.tracks, 1):
         stars = "" if t.predicted is None else f"{t.predicted * 5:.1f} stars  "
         echo(f"  {rank}. {stars}{t.label}  [{style_of.get(t.path, '?')}]")

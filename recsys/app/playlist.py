@@ -115,6 +115,8 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
                 w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
                 pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
+                min_liked_share=r.min_liked_share,
+                scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
 
 
@@ -130,7 +132,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     if not ranking.tracks:
         loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
-                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, or embed more music")
+                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, rate more tracks, "
+                          "or embed more music")
     if ranking.stopped:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name

@@ -14,6 +14,19 @@ Candidates: embedded tracks the owner has not rated (``include_rated`` adds them
 ``played_min`` times or more (``include_played`` adds them: a track you play often is not a recommendation),
 predicted at least ``min_rating`` when given, whose file exists (checked only for the tracks considered).
 
+The evidence rule (taste mode; None turns it off): a candidate must get more than ``min_liked_share`` of its
+neighbour, album and artist votes from liked evidence (0.5: the liked evidence outweighs the not-liked; a track
+no evidence reaches has none). Without it, once the caps had used up the albums the owner likes, the list filled
+with whatever came next, tracks the owner's own ratings argue against among them (benchmarks/RESULTS.md); a
+shorter playlist is the honest answer, and ``Ranking.stopped`` names the rule. The share is taken before the
+shrinkage of the like-probability, so that one liked track vouches for its neighbours.
+``--mode uncertain`` is exempt (its point is the tracks in between), and so are a playlist around seeds (asked for
+by name) and the classifier alone (``scorer`` "classifier", what ``eval --playlist`` compares: it is the judgement
+of tracks no rated track reaches).
+
+Caps scale with the taste (``scale_caps``): raised to ``top_n`` / the number of albums (artists) of the liked
+evidence when that is more, so a taste of two albums can fill the playlist; seeds keep the caps as given.
+
 Rules. MMR over a shortlist of the best few thousand: each pick maximises ``lambda * score - (1 - lambda) * its
 highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, never
 the same artist twice in a row, and no duplicates (same artist + title, or cosine > 0.995). Untagged tracks are
@@ -39,6 +52,8 @@ from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
 from recsys.recommender.neighbours import (
+    ALPHA,
+    PRIOR,
     Search,
     evidence_weights,
     exact_search,
@@ -56,6 +71,7 @@ SHORTLIST_PER_PICK = 20
 EXPLAIN_N = 2
 MODES = ("taste", "uncertain")
 SCORERS = ("blend", "neighbours", "classifier")
+WEAK = "too little liked evidence"
 
 
 class RankError(RecsysError):
@@ -123,6 +139,7 @@ class _Rules:
     max_per_artist: int
     max_per_album: int
     exists: Callable[[str], bool]
+    min_liked_share: float = 0.5
 
 
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
@@ -184,9 +201,14 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
     if not candidates:
         return "no candidate is left (every embedded track is rated, played often, missing or filtered)"
     names = {"album cap": f"album cap (--max-per-album {rules.max_per_album})",
-             "artist cap": f"artist cap (--max-per-artist {rules.max_per_artist})"}
+             "artist cap": f"artist cap (--max-per-artist {rules.max_per_artist})",
+             WEAK: f"evidence rule (recommend.min_liked_share {rules.min_liked_share:g})"}
     parts = [f"{names.get(k, k)} {v}" for k, v in removed.most_common()]
     main = removed.most_common(1)[0][0] if removed else "too few candidates"
+    if main == WEAK:
+        names = {**names, WEAK: "evidence rule: no other candidate gets more than "
+                                f"{rules.min_liked_share:.0%} of its votes from tracks you like "
+                                "(recommend.min_liked_share)"}
     tail = f"; {shortlisted - n - sum(removed.values())} were never reached" if shortlisted < candidates else ""
     return (f"{n} of {top_n} tracks: stopped by the {names.get(main, main)}; of {candidates} candidates "
             + (", ".join(parts) + " removed" if parts else "none was removed") + tail)
@@ -223,13 +245,31 @@ def _strongest(rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, most: i
     return rows[keep], liked[keep], weights[keep]
 
 
+def _scaled_caps(keys: Sequence[str], tracks: Sequence[Track], liked_rows: np.ndarray, root: str, top_n: int,
+                 max_per_artist: int, max_per_album: int) -> tuple[int, int]:
+    """The caps raised to ``ceil(top_n / albums)`` (and ``/ artists``) of the liked evidence, never lowered.
+
+    A taste that lies in two albums cannot fill a playlist at 3 tracks per album: with the evidence rule the list
+    would stop at six-odd tracks although the owner's own ratings vouch for the rest of those albums. A taste spread
+    over 40 albums keeps the configured caps (100 / 40 < 3), so variety stays where there is variety to keep.
+    """
+    wanted = {keys[r] for r in np.asarray(liked_rows).tolist()}
+    mine = [t for t in tracks if t.key in wanted]
+    flat = f"folder:{root}"
+    albums = {album_of(t.album, t.albumartist, t.artist, t.path) for t in mine} - {flat}
+    artists = {artist_of(t.artist, t.albumartist, t.path, root) for t in mine} - {""}
+    return (max(max_per_artist, -(-top_n // len(artists))) if artists else max_per_artist,
+            max(max_per_album, -(-top_n // len(albums))) if albums else max_per_album)
+
+
 def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
          seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False, played_min: int = 3,
          min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
          w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
          pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
-         scorer: str = "blend", search: Search | None = None,
-         exists: Callable[[str], bool] = os.path.exists, allowed: np.ndarray | None = None) -> Ranking:
+         min_liked_share: float | None = 0.5, scale_caps: bool = True, scorer: str = "blend",
+         search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
+         allowed: np.ndarray | None = None) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
     ``search(queries, k) -> (cosines, rows)`` finds neighbours (the snapshot's FAISS index; default exact).
@@ -256,7 +296,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     root = library_root([t.path for t in tracks])
     row_of = {k: i for i, k in enumerate(lib.keys)}
     groups = library_groups(lib.keys, row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
-    p_knn, _support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
+    p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
     p_model = model.like_probability(vectors) if use_model else None
@@ -282,9 +322,23 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         candidate &= allowed
     relevance = model.uncertainty(vectors) if mode == "uncertain" else like
     rows = np.flatnonzero(candidate)
-    rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists)
+    if scale_caps and mode == "taste" and not len(seeds):
+        max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, top_n,
+                                                     max_per_artist, max_per_album)
+    rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists, min_liked_share or 0.0)
     if not len(rows):
         return Ranking([], how, 0, _stop_reason(0, top_n, 0, 0, Counter(), rules))
+    candidates = len(rows)
+    removed: Counter[str] = Counter()
+    if mode == "taste" and not len(seeds) and scorer != "classifier" and min_liked_share is not None:
+        liked_votes = p_knn[rows] * (support[rows] + ALPHA) - ALPHA * PRIOR  # vote() shrinks toward the prior
+        weak = liked_votes <= min_liked_share * support[rows] + 1e-6  # no vote at all is no evidence either
+        if weak.any():
+            removed[WEAK] = int(weak.sum())
+            rows = rows[~weak]
+        if not len(rows):
+            return Ranking([], how, candidates, _stop_reason(0, top_n, candidates, candidates, removed, rules),
+                           dict(removed))
     size = min(len(rows), max(SHORTLIST_MIN, SHORTLIST_PER_PICK * top_n))
     short = rows[np.argpartition(-relevance[rows], size - 1)[:size]] if size < len(rows) else rows
     short = short[np.argsort(-relevance[short], kind="stable")]
@@ -294,8 +348,9 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
     albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
-    picked, removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw], paths,
-                           rules)
+    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw],
+                               paths, rules)
+    removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
     if groups is None:
@@ -312,7 +367,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                        near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
                        artist_voters=artist_voters[i])
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
-    return Ranking(out, how, len(rows), _stop_reason(len(out), top_n, len(rows), len(short), removed, rules),
+    shortlisted = len(short) + removed[WEAK]  # the evidence rule looked at every candidate
+    return Ranking(out, how, candidates, _stop_reason(len(out), top_n, candidates, shortlisted, removed, rules),
                    dict(removed))
 
 
