@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recsys.app.maintenance import is_under, missing_keys, refresh_snapshot
+from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
@@ -36,7 +36,7 @@ from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
-from recsys.library.track import Track
+from recsys.library.track import Track, is_under
 
 
 class NoTracksError(RecsysError):

@@ -35,12 +35,9 @@ from recsys.index.ann import (
 )
 from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
+from recsys.library.track import is_under
 
 CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
-
-
-def is_under(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def missing_keys(store: TrackStore, untouched_folders: Sequence[str] = ()) -> list[str]:

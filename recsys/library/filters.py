@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from recsys.errors import RecsysError
 from recsys.library.text import search_key
-from recsys.library.track import Track
+from recsys.library.track import Track, is_under
 
 if TYPE_CHECKING:
     import numpy as np
@@ -234,7 +234,4 @@ def _contains(values: Sequence, text: str) -> np.ndarray:
 
 
 def _inside(path: str | None, folder: str) -> bool:
-    if not path:
-        return False
-    root = folder.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
+    return bool(path) and is_under(path, folder)

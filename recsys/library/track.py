@@ -16,6 +16,13 @@ def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
     return f"{path}@{start_s:.3f}"
 
 
+def is_under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` itself or lies inside it, compared at folder boundaries ('/music/a' is not
+    under '/music/ab'); both absolute, not resolved (links are the caller's business)."""
+    root = folder.rstrip("/") or "/"
+    return path == root or path.startswith(root if root == "/" else root + "/")
+
+
 def display_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:
     """How a track is shown to people everywhere (terminal, playlists): 'artist - title' from its tags, and the file
     name for what the tags leave out, never '? - ?'; a CUE segment's start is added when only the file name shows."""

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
+from recsys.library.track import is_under
 from recsys.recommender.rank import RankedTrack
 
 # Characters XML 1.0 cannot represent: C0 controls but tab/newline/CR, surrogates, and the two non-characters.
@@ -35,10 +36,6 @@ class Inputs:
 
 DB_SIDE_FILES = ("", "-wal", "-shm", "-journal")
 _SNIFF_BYTES = 4096
-
-
-def _is_under(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -75,7 +72,7 @@ def check_output(path: Path, inputs: Inputs | None = None, overwrite: bool = Fal
                                          ": recsys never writes it; choose another --out")
     for folder in inputs.folders:
         top = os.path.realpath(Path(folder).expanduser())
-        if _is_under(real, top) or _is_under(str(path), str(Path(folder).expanduser().absolute())):
+        if is_under(real, top) or is_under(str(path), str(Path(folder).expanduser().absolute())):
             raise PlaylistWriteError(f"{path} is inside the music folder {folder}: recsys never writes there; "
                                      "choose another --out")
     # only a file of the same name can be the same file: a cheap suffix test first (100,000 files on a large library)
