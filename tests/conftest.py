@@ -29,6 +29,17 @@ class SmallLibrary:
         self.db.unlink()
         write_clementine_db(self.db, self.songs)
 
+    def split_first_into_cue_parts(self) -> str:
+        """Make the first file two tracks of a CUE sheet (0-4 s and 4-8 s) in the database; returns its path."""
+        whole = self.songs[0].path
+        self.songs = [
+            SynthSong(path=whole, title="part one", beginning_ns=0, length_ns=4 * 10**9, cue_path=whole + ".cue"),
+            SynthSong(path=whole, title="part two", beginning_ns=4 * 10**9, length_ns=4 * 10**9,
+                      cue_path=whole + ".cue"),
+        ] + self.songs[1:]
+        self.rewrite_db()
+        return whole
+
     def run(self, *args: str, input: str | None = None):
         """Run the real CLI in-process; returns click's Result (exit_code, output)."""
         runner = CliRunner()

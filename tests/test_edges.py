@@ -314,12 +314,7 @@ def test_cue_tracks_are_addressed_as_players_read_them(tmp_path):
 
 def test_every_key_recsys_prints_is_a_query(small_library):
     lib = small_library
-    whole = lib.songs[0].path
-    lib.songs = [
-        SynthSong(path=whole, title="part one", beginning_ns=0, length_ns=4 * 10**9, cue_path=whole + ".cue"),
-        SynthSong(path=whole, title="part two", beginning_ns=4 * 10**9, length_ns=4 * 10**9, cue_path=whole + ".cue"),
-    ] + lib.songs[1:]
-    lib.rewrite_db()
+    whole = lib.split_first_into_cue_parts()
     assert _embed(lib).exit_code == 0
     r = lib.run("similar", whole)
     assert r.exit_code == 2 and f"[{whole}@0.000]" in r.output and f"[{whole}@4.000]" in r.output, r.output

@@ -189,14 +189,7 @@ def test_similar_does_not_import_torch_or_lancedb(small_library):
 
 def test_cue_segments_are_separate_tracks(small_library, tmp_path):
     lib = small_library
-    from recsys.synth.player_db import SynthSong
-
-    whole = lib.songs[0].path
-    lib.songs = [
-        SynthSong(path=whole, title="part one", beginning_ns=0, length_ns=4 * 10**9, cue_path=whole + ".cue"),
-        SynthSong(path=whole, title="part two", beginning_ns=4 * 10**9, length_ns=4 * 10**9, cue_path=whole + ".cue"),
-    ] + lib.songs[1:]
-    lib.rewrite_db()
+    whole = lib.split_first_into_cue_parts()
     assert _embed(lib).exit_code == 0, "embed failed"
     snap = load_snapshot(lib.home)
     parts = [i for i, k in enumerate(snap.keys) if k.startswith(whole + "@")]
