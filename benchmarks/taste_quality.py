@@ -21,6 +21,11 @@ Two kinds of owner: ``--draws`` like two of any soundtracks of >= 8 tracks (most
 unrated, so a top 20 cannot be 90 % liked: R-precision, the precision at min(20, liked-style candidates), is
 reported next to it), ``--large`` like two of the three soundtracks of >= 20 tracks (20 or more stay unrated).
 
+``--eval-only`` runs only step 3 per draw and ends with the figures of every draw pooled: each ranker's mean and
+the blend's paired differences from the others, with standard errors over the draws (the independent unit):
+
+    python benchmarks/taste_quality.py --eval-only --draws 20 --large 20 --set recommend.eval_splits=3
+
 Development vs reported draws: the settings in recsys/default.yaml (album and artist votes, blend weights, MMR)
 were chosen on seeds 0-5 of both kinds; the figures in benchmarks/RESULTS.md come from seeds 100 and up
 (``--first-seed``, the default), never used to choose anything.
@@ -144,6 +149,32 @@ def summary(rows: list[dict]) -> str:
     return ", ".join(parts)
 
 
+def _mean_se(values: list[float]) -> str:
+    if len(values) < 2:
+        return f"{statistics.mean(values):+.2f}"
+    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values) / len(values) ** 0.5:.2f}"
+
+
+def eval_summary(reports: list[dict]) -> str:
+    """`eval --playlist` over all draws: each ranker's mean, and the blend's paired differences, with standard errors
+    over the DRAWS (the splits of one draw share its owner, so the draw is the independent unit)."""
+    lines = [f"eval --playlist over {len(reports)} draws (mean per split; ± standard error over the draws):"]
+    rankers = list(dict.fromkeys(name for r in reports for name in r["rankers"]))
+    for name in rankers:
+        rows = [r["rankers"][name] for r in reports if name in r["rankers"]]
+        cells = [_mean_se([x[key] for x in rows]).lstrip("+") for key in ("top20_liked", "top20_disliked",
+                                                                         "top100_liked", "top100_disliked")]
+        lines.append(f"  {name:16s} top 20 hidden liked {cells[0]}, disliked {cells[1]}; top 100 {cells[2]}, "
+                     f"{cells[3]} ({len(rows)} draws)")
+    others = list(dict.fromkeys(c["other"] for r in reports for c in r["comparisons"]))
+    for other in others:
+        got = [c for r in reports for c in r["comparisons"] if c["other"] == other]
+        lines.append(f"  blend - {other:16s} top 20 hidden liked {_mean_se([c['liked'] for c in got])}, disliked "
+                     f"{_mean_se([c['disliked'] for c in got])} ({len(got)} draws; 'better' in "
+                     f"{sum(c['better'] for c in got)})")
+    return "\n".join(lines)
+
+
 def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db: Path,
                plan: list[tuple[int, bool]], settings: dict[str, float]) -> None:
     """The tuning loop: ``rank()`` in this process with ``settings`` as its keywords, caps lifted, no classifier."""
@@ -187,6 +218,8 @@ def main() -> None:
                         help="seed of the first owner: 100 and up are the REPORTED draws; settings were chosen on "
                              "seeds 0-5 (development draws), never on these")
     parser.add_argument("--no-eval", action="store_true", help="skip `recsys eval --playlist` (faster)")
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only `recsys eval --playlist` per draw (no playlists written), e.g. over many draws")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="SECTION.KEY=VALUE passed to recsys as RECSYS_SECTION__KEY (tuning runs)")
@@ -231,8 +264,9 @@ def main() -> None:
         row = {"seed": seed, "large": large, "liked": sorted(liked), "disliked": sorted(disliked),
                "decision": decision, "ratings": sum(s.rating >= 0 for s in songs), "pool": len(pool),
                "pool_liked": base[0], "pool_disliked": base[1], "pool_liked_n": n_liked, "eval": report}
-        for name, caps in (("lifted", {"RECSYS_RECOMMEND__MAX_PER_ARTIST": str(LIFTED),
-                                       "RECSYS_RECOMMEND__MAX_PER_ALBUM": str(LIFTED)}), ("default", {})):
+        for name, caps in () if a.eval_only else (("lifted", {"RECSYS_RECOMMEND__MAX_PER_ARTIST": str(LIFTED),
+                                                             "RECSYS_RECOMMEND__MAX_PER_ALBUM": str(LIFTED)}),
+                                                  ("default", {})):
             out = root / f"draw{seed}{'L' if large else ''}-{name}.xspf"
             picks = json.loads(cli(home, "playlist", "--db", str(db), "--json", "--out", str(out), "--force",
                                    env={**env, **caps}))
@@ -246,7 +280,7 @@ def main() -> None:
               f"{'+'.join(sorted(disliked))}; {row['ratings']} ratings; {decision}")
         print(f"  pool {row['pool']} tracks: {row['pool_liked']:.0%} liked ({n_liked}), "
               f"{row['pool_disliked']:.0%} disliked")
-        for name in ("lifted", "default"):
+        for name in () if a.eval_only else ("lifted", "default"):
             print(f"  top 20, caps {name:7s}: {row[f'{name}_top20_liked']:.0%} liked, "
                   f"{row[f'{name}_top20_disliked_n']} disliked; precision at {cut} {row[f'{name}_rprec']:.0%} "
                   f"({row[f'{name}_n']} tracks in the playlist)")
@@ -256,8 +290,10 @@ def main() -> None:
                   f"{values['top100_disliked']:.2f}")
     for kind, rows in (("any soundtracks", [r for r in results if not r["large"]]),
                        ("large liked soundtracks", [r for r in results if r["large"]])):
-        if rows:
+        if rows and not a.eval_only:
             print(f"mean over {len(rows)} draws liking {kind} ({a.encoder}): {summary(rows)}")
+    if not a.no_eval:
+        print(eval_summary([r["eval"] for r in results]))
     if a.json:
         a.json.write_text(json.dumps(results, indent=1))
 

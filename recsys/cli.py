@@ -4,6 +4,7 @@ happen inside each command so that `recsys similar` starts fast (it must not imp
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import traceback
@@ -650,7 +651,9 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     With --playlist it scores the playlists your ratings give instead (see README): per seeded split, the ratings of
     about a quarter of your albums are hidden, the classifier is trained on the rest and the playlist built exactly
     as `recsys playlist` builds it; the hidden liked (4+ stars) and disliked (2- stars) tracks in its top 20 and
-    top 100 are counted, next to random, the neighbour votes alone and the classifier alone.
+    top 100 are counted, next to random, the neighbour votes alone and the classifier alone (mean ± standard error
+    over the splits), and the blend is compared with each split by split ("better": more hidden liked tracks in the
+    top 20 by over two standard errors, and no more disliked).
     """
     if of_playlist:
         _eval_playlist(ctx, db, folders, splits, as_json)
@@ -675,12 +678,27 @@ def _eval_playlist(ctx, db, folders, splits, as_json) -> None:
         return
     click.echo(f"{result.splits} splits: {result.hidden:.1f} ratings hidden per split ({result.hidden_liked:.1f} "
                f"liked, {result.hidden_disliked:.1f} disliked) among {result.candidates:.0f} candidates")
-    click.echo(f"{'':18s}{'top 20 liked':>14s}{'disliked':>10s}{'top 100 liked':>15s}{'disliked':>10s}")
+    click.echo("hidden tracks per split, mean ± standard error over the splits:")
+    click.echo(f"{'':18s}{'top 20 liked':>14s}{'disliked':>13s}{'top 100 liked':>15s}{'disliked':>13s}")
     for name, m in result.rankers.items():
-        click.echo(f"{name:18s}{m['top20_liked']:14.2f}{m['top20_disliked']:10.2f}{m['top100_liked']:15.2f}"
-                   f"{m['top100_disliked']:10.2f}")
+        se = result.stderr.get(name, {})
+        cells = [_mean_pm(m[k], se.get(k, math.nan)) for k in ("top20_liked", "top20_disliked", "top100_liked",
+                                                                 "top100_disliked")]
+        click.echo(f"{name:18s}{cells[0]:>14s}{cells[1]:>13s}{cells[2]:>15s}{cells[3]:>13s}")
+    if result.comparisons:
+        click.echo("the blend against each, split by split (top 20 hidden liked, disliked; better: more liked by over "
+                   "two standard errors and no more disliked):")
+    for c in result.comparisons:
+        click.echo(f"  vs {c.other + ':':17s}{_mean_pm(c.liked, c.liked_se, '+'):>14s}"
+                   f"{_mean_pm(c.disliked, c.disliked_se, '+'):>14s}  {'better' if c.better else 'not shown better'}"
+                   f" ({c.splits} splits)")
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}")
+
+
+def _mean_pm(mean: float, se: float, sign: str = "") -> str:
+    """``mean ± se``, the mean alone when there is no standard error (one split)."""
+    return f"{mean:{sign}.2f}" if math.isnan(se) else f"{mean:{sign}.2f} ± {se:.2f}"
 
 
 @main.command("config")

@@ -232,10 +232,35 @@ def test_eval_playlist_counts_hidden_tracks(embedded):
     for values in result["rankers"].values():
         assert 0 <= values["top20_liked"] <= result["hidden_liked"] + 1e-9
         assert values["top100_disliked"] <= result["hidden_disliked"] + 1e-9
+    assert set(result["stderr"]) == set(result["rankers"])
+    assert all(v is None or v >= 0 for row in result["stderr"].values() for v in row.values())
+    others = {c["other"] for c in result["comparisons"]}
+    assert {"neighbours only", "random"} <= others or result["notes"]  # no comparison without a classifier
+    for c in result["comparisons"]:
+        assert c["better"] == (c["liked"] > 2 * (c["liked_se"] or 0) and c["disliked"] <= 0 and c["liked_se"] is not
+                               None)
     assert not list((lib.home / "models").glob("classifier.*"))  # nothing is written into the home's models
     r = lib.run("--config", str(_config(lib, min_ratings=4)), "eval", "--playlist", "--db", str(lib.db),
                 "--splits", "1")
     assert r.exit_code == 0 and "top 20 liked" in r.output and "random" in r.output
+    assert "±" not in r.output.split("\n", 2)[2].split("blend vs")[0]  # one split: no standard error to show
+
+
+def test_playlist_eval_comparison_needs_two_standard_errors():
+    from recsys.recommender.playlist_eval import _compare
+
+    def split(blend_liked, blend_disliked, other_liked):
+        return {"playlist": {"top20_liked": blend_liked, "top20_disliked": blend_disliked},
+                "neighbours only": {"top20_liked": other_liked, "top20_disliked": 0.0}}
+
+    clear = _compare([split(2, 0, 1), split(3, 0, 1), split(2, 0, 0)], ["playlist"] * 3)[0]
+    assert clear.other == "neighbours only" and clear.splits == 3 and clear.liked == pytest.approx(5 / 3)
+    assert clear.better
+    noisy = _compare([split(3, 0, 0), split(0, 0, 1)], ["playlist"] * 2)[0]
+    assert noisy.liked == 1.0 and not noisy.better  # +3 and -1: within two standard errors
+    costly = _compare([split(2, 1, 1), split(3, 1, 1), split(2, 1, 0)], ["playlist"] * 3)[0]
+    assert not costly.better  # more liked, but more disliked too
+    assert _compare([split(2, 0, 1)], [None]) == []  # a split without a classifier has no blend
 
 
 def _config(lib, **classifier) -> Path:

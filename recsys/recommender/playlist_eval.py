@@ -7,12 +7,16 @@ counts the hidden liked (4 stars and up) and hidden disliked (2 stars and below)
 The same playlist is built with the neighbour votes alone and with the classifier alone, and -- when the classifier
 was not shown better than chance, so the playlist did not blend it -- with the blend forced, for comparison. Random
 is what a uniformly random playlist of the same candidates holds on average (k * hidden / candidates). Figures are
-means over the splits. Nothing is written outside a temporary folder; the player database is only read.
+means over the splits, each with its standard error; the blend is compared with each of the others split by split
+(``comparisons``: the mean paired difference and its standard error), since the splits share most of their
+hidden albums' noise. With a handful of hidden tracks per split, a difference under two standard errors is noise.
+Nothing is written outside a temporary folder; the player database is only read.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +31,26 @@ from recsys.recommender.persistence import ClassifierError, RatingModel
 from recsys.recommender.rank import DISLIKED
 
 TOPS = (20, 100)
+OTHERS = ("neighbours only", "classifier only", "random")
+
+
+@dataclass
+class Comparison:
+    """The blend (as the playlist blends, forced when the rule kept the classifier out) against another ranker on
+    the splits that had a classifier: mean paired differences in the top 20 (blend minus other) and their standard
+    errors (NaN with one split)."""
+
+    other: str
+    splits: int
+    liked: float
+    liked_se: float
+    disliked: float
+    disliked_se: float
+
+    @property
+    def better(self) -> bool:
+        """More hidden liked tracks in the top 20 by more than two standard errors, and no more disliked ones."""
+        return self.liked > 2 * self.liked_se and self.disliked <= 0
 
 
 @dataclass
@@ -37,10 +61,44 @@ class PlaylistEval:
     hidden_disliked: float
     candidates: float
     rankers: dict[str, dict[str, float]]  # ranker -> top20_liked, top20_disliked, top100_liked, top100_disliked
+    stderr: dict[str, dict[str, float]] = field(default_factory=dict)  # the same keys: standard errors over splits
+    comparisons: list[Comparison] = field(default_factory=list)  # top 20, the blend against each other ranker
     notes: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["comparisons"] = [{**dataclasses.asdict(c), "better": c.better} for c in self.comparisons]
+        return _finite(out)
+
+
+def _finite(value: Any) -> Any:
+    """NaN as None, so the JSON is standard."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+    x = np.asarray(values, dtype=np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+
+
+def _compare(per_split: list[dict[str, dict[str, float]]], blends: list[str | None]) -> list[Comparison]:
+    """The blend against each other ranker; ``blends[i]`` names split i's blend row (None: no classifier)."""
+    out = []
+    for other in OTHERS:
+        pairs = [(split[b]["top20_liked"] - split[other]["top20_liked"],
+                  split[b]["top20_disliked"] - split[other]["top20_disliked"])
+                 for split, b in zip(per_split, blends, strict=True) if b is not None and other in split]
+        if pairs:
+            liked, liked_se = _mean_se([p[0] for p in pairs])
+            disliked, disliked_se = _mean_se([p[1] for p in pairs])
+            out.append(Comparison(other, len(pairs), liked, liked_se, disliked, disliked_se))
+    return out
 
 
 def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Track], set[str]]:
@@ -71,7 +129,8 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
     ``train(tracks, models_dir)`` trains as `recsys train-classifier` does; ``build(tracks, model, top_n, scorer)``
     ranks as `recsys playlist` does (``recsys.app.playlist`` passes both, bound to the settings).
     """
-    totals: dict[str, dict[str, float]] = {}
+    per_split: list[dict[str, dict[str, float]]] = []
+    blends: list[str | None] = []  # each split's blend row
     counts = {"hidden": 0.0, "liked": 0.0, "disliked": 0.0, "candidates": 0.0}
     notes: list[str] = []
     stars = {t.key: t.rating for t in tracks}
@@ -86,9 +145,12 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
             except ClassifierError as exc:
                 model = None
                 notes.append(f"split {s}: no classifier ({exc})")
+        split: dict[str, dict[str, float]] = {}
+        per_split.append(split)
         rankers = {"playlist": "blend", "neighbours only": "neighbours", "classifier only": "classifier"}
         if model is not None and not model.blend:
             rankers["blend (forced)"] = "blend"
+        blends.append(None if model is None else "playlist" if model.blend else "blend (forced)")
         for name, scorer in rankers.items():
             if model is None and scorer == "classifier":
                 continue
@@ -97,23 +159,29 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
                 m = RatingModel(model.kind, model.arrays, {**model.info, "blend": True})
             ranking = build(visible, m, max(TOPS), scorer)
             keys = [t.key for t in ranking.tracks]
-            row = totals.setdefault(name, {})
+            row = split[name] = {}
             for top in TOPS:
-                row[f"top{top}_liked"] = row.get(f"top{top}_liked", 0.0) + sum(k in liked for k in keys[:top])
-                row[f"top{top}_disliked"] = row.get(f"top{top}_disliked", 0.0) + sum(k in disliked for k in keys[:top])
+                row[f"top{top}_liked"] = float(sum(k in liked for k in keys[:top]))
+                row[f"top{top}_disliked"] = float(sum(k in disliked for k in keys[:top]))
             if name == "playlist":
                 counts["candidates"] += ranking.candidates
+                rnd = split["random"] = {}
                 for top in TOPS:
                     share = min(top, ranking.candidates) / max(ranking.candidates, 1)
-                    rnd = totals.setdefault("random", {})
-                    rnd[f"top{top}_liked"] = rnd.get(f"top{top}_liked", 0.0) + share * len(liked)
-                    rnd[f"top{top}_disliked"] = rnd.get(f"top{top}_disliked", 0.0) + share * len(disliked)
+                    rnd[f"top{top}_liked"] = share * len(liked)
+                    rnd[f"top{top}_disliked"] = share * len(disliked)
         counts["hidden"] += len(hidden)
         counts["liked"] += len(liked)
         counts["disliked"] += len(disliked)
-    mean = {name: {k: v / splits for k, v in row.items()} for name, row in totals.items()}
+    names = list(dict.fromkeys(name for split in per_split for name in split))
+    mean: dict[str, dict[str, float]] = {}
+    stderr: dict[str, dict[str, float]] = {}
+    for name in names:
+        rows = [split[name] for split in per_split if name in split]
+        for key in rows[0]:
+            mean.setdefault(name, {})[key], stderr.setdefault(name, {})[key] = _mean_se([r[key] for r in rows])
     return PlaylistEval(splits=splits, hidden=counts["hidden"] / splits, hidden_liked=counts["liked"] / splits,
                         hidden_disliked=counts["disliked"] / splits, candidates=counts["candidates"] / splits,
-                        rankers=mean, notes=notes)
+                        rankers=mean, stderr=stderr, comparisons=_compare(per_split, blends), notes=notes)
 
 
