@@ -1,5 +1,6 @@
-"""Through the CLI: a Navidrome database as the library (ratings of one user, paths inside a container), --where on
-playlist and similar, the library remembered in the home, `recsys config` saying where each value came from."""
+"""Through the CLI: a Navidrome database as the library (ratings of one user, paths inside a container), the M3U8 of
+every playlist command in Navidrome's view, --where on playlist and similar, the library remembered in the home,
+`recsys config` saying where each value came from."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from recsys.cli import main
+from recsys.playlists.xspf import file_uri
 from recsys.synth.audio import STYLES, synth_track, write_audio
+from recsys.synth.mpris import FakePlayer, have_dbus_daemon, private_session_bus
 from recsys.synth.navidrome_db import Annotation, NavidromeSong, write_navidrome_db
 
 CONTAINER = "/music-in-container"  # where Navidrome sees the music (never exists here)
@@ -72,6 +75,48 @@ def test_navidrome_playlist_with_where_as_m3u8_navidrome_can_import(lib, tmp_pat
     assert r.exit_code == 0, r.output
     picked = json.loads(r.stdout)
     assert [t["path"] for t in picked] == [str(music / "Artist 0/Album 1/04 Christmas.wav")]  # XSPF: local paths
+
+
+def _m3u8_paths(path):
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith("#")]
+
+
+NAVIDROME_VIEW = "note: the M3U8 names the files as Navidrome sees them (navidrome.path_map)"
+
+
+def test_path_and_similar_write_m3u8_in_navidromes_view_and_xspf_in_ours(lib, tmp_path):
+    music, db, home, env = lib
+    a, b = str(music / "Artist 0/Album 0/00 Ambient.wav"), str(music / "Artist 1/Album 0/03 Rock.wav")
+    for command in (["path", a, b, "--steps", "4"], ["similar", a, "-k", "3"]):
+        r = _run(home, *command, "--out", str(tmp_path / "nd.m3u8"), "--force", "--json", env=env)
+        assert r.exit_code == 0, r.output
+        printed = [t["path"] for t in json.loads(r.stdout)]  # what the command prints stays this machine's
+        assert printed and all(p.startswith(f"{music}/") for p in printed)
+        assert _m3u8_paths(tmp_path / "nd.m3u8") == [CONTAINER + p[len(str(music)):] for p in printed]
+        assert NAVIDROME_VIEW in r.stderr, command
+        r = _run(home, *command, "--out", str(tmp_path / "ours.xspf"), "--force", env=env)
+        assert r.exit_code == 0, r.output
+        assert str(music) in (tmp_path / "ours.xspf").read_text(encoding="utf-8") and NAVIDROME_VIEW not in r.stderr
+
+
+@pytest.mark.skipif(not have_dbus_daemon(), reason="dbus-daemon is not installed")
+def test_radio_m3u8_in_navidromes_view_but_ours_when_handed_to_a_local_player(lib, tmp_path, monkeypatch):
+    music, db, home, env = lib
+    playing = str(music / "Artist 0/Album 0/00 Ambient.wav")
+    with private_session_bus() as bus:
+        monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", bus)
+        with FakePlayer(bus, url=file_uri(playing)) as player:
+            r = _run(home, "radio", "--out", str(tmp_path / "nd.m3u8"), "--top-n", "3", env=env)
+            assert r.exit_code == 0, r.output
+            assert NAVIDROME_VIEW in r.stderr
+            paths = _m3u8_paths(tmp_path / "nd.m3u8")
+            assert paths and all(p.startswith(CONTAINER + "/Artist ") for p in paths)
+            r = _run(home, "radio", "--out", str(tmp_path / "local.m3u8"), "--top-n", "3", "--play", env=env)
+            assert r.exit_code == 0, r.output
+    assert ("OpenUri", (file_uri(str(tmp_path / "local.m3u8")),)) in player.calls
+    assert _m3u8_paths(tmp_path / "local.m3u8") == [str(music) + p[len(CONTAINER):] for p in paths]
+    assert "keeps this machine's paths for the player it is handed to (--play)" in r.stderr
+    assert NAVIDROME_VIEW not in r.stderr
 
 
 def test_similar_where_reads_ratings_of_the_remembered_navidrome_db(lib):

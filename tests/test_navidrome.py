@@ -120,3 +120,30 @@ def test_paths_map_to_navidrome_and_back():
         assert to_navidrome_path(_mapped(theirs, forwards), path_map) == theirs
     assert _mapped("/music/classical/x.flac", forwards) == "/mnt/nas/classical/x.flac"
     assert _mapped("/musicals/y.flac", forwards) == "/musicals/y.flac"  # a folder boundary, not a prefix
+
+
+def test_an_m3u8_names_the_files_in_navidromes_view_only_for_navidrome_with_a_path_map(tmp_path, music):
+    from recsys.app.output import as_written
+    from recsys.config import load_settings
+    from recsys.recommender.rank import RankedTrack
+
+    tracks = [RankedTrack(key=k, path=k, start_s=0.0, score=1.0, predicted=None, artist="", title="", album="",
+                          track_number=None, duration_s=None) for k in (f"{music}/a/1.flac", "/elsewhere/2.flac")]
+    clementine = write_clementine_db(tmp_path / "clementine.db", [SynthSong(path="/m/a.flac")])
+
+    def written(db, fmt="m3u8", path_map=(f"/music={music}",), **kw):
+        settings = load_settings(overrides={"library": {"db": str(db), "folders": []},
+                                            "navidrome": {"path_map": list(path_map)}}, environ={}, remembered=False)
+        got, note = as_written(tracks, fmt, settings, **kw)
+        return [t.path for t in got], note
+
+    paths, note = written(_db(tmp_path, music))  # the database recognised by its tables, as path and similar need
+    assert paths == ["/music/a/1.flac", "/elsewhere/2.flac"] and "as Navidrome sees them" in note
+    assert written(_db(tmp_path, music, name="b.db"), db_kind="navidrome")[0] == paths  # the caller read it
+    ours = ([t.path for t in tracks], None)
+    assert written(_db(tmp_path, music, name="c.db"), fmt="xspf") == ours  # XSPF: this machine's paths
+    assert written(_db(tmp_path, music, name="d.db"), path_map=()) == ours  # Navidrome sees the music where we do
+    assert written(clementine) == ours and written(tmp_path / "absent.db") == ours  # not Navidrome's database
+    assert written(_db(tmp_path, music, name="e.db"), db_kind=None) == ours  # the caller read music folders alone
+    paths, note = written(_db(tmp_path, music, name="f.db"), local_player=True)  # radio --play: a player here
+    assert paths == ours[0] and "keeps this machine's paths" in note

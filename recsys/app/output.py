@@ -1,5 +1,5 @@
-"""Where a command's file goes and in which format, and snapshot rows as playlist entries: what `recsys playlist`,
-`radio`, `path`, `similar --out` and `map` share.
+"""Where a command's file goes and in which format, the paths it names, and snapshot rows as playlist entries: what
+`recsys playlist`, `radio`, `path`, `similar --out` and `map` share.
 
 The default file name (``<name>-<date>.<ext>`` in ``recommend.out_dir``) never overwrites: ``-2``, ``-3``... are
 tried until a free one is found; an ``--out`` that exists needs ``--force`` (the writers check that).
@@ -7,6 +7,8 @@ tried until a free one is found; an ``--out`` that exists needs ``--force`` (the
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -38,6 +40,37 @@ def output_path(out: str | None, settings: Settings, name: str, ext: str) -> Pat
         return Path(out).expanduser()
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "recsys"
     return _free_default_path(Path(settings.recommend.out_dir).expanduser(), f"{safe}-{date.today().isoformat()}", ext)
+
+
+_UNREAD = "unread"  # the ``db_kind`` of a caller that has not read the player database: it is recognised
+
+
+def as_written(tracks: Sequence[RankedTrack], fmt: str, settings: Settings, db_kind: str | None = _UNREAD,
+               local_player: bool = False) -> tuple[list[RankedTrack], str | None]:
+    """The tracks as the playlist file names them, and a note when that is not as this machine sees them.
+
+    Navidrome imports an M3U8 by its absolute paths *as it sees them* (see ``recsys.playlists.m3u8``): when the
+    library is a Navidrome database (``db_kind``, recognised from the settings when the caller has not read it) and
+    ``navidrome.path_map`` says it runs in a container, an M3U8 names the files in Navidrome's view (the path_map
+    backwards). XSPF keeps this machine's paths: no server imports it. ``local_player``: the file goes to a player on
+    this machine (`recsys radio --play`), which opens the paths it reads, so they stay this machine's."""
+    nd = settings.navidrome
+    if fmt != "m3u8" or not nd.path_map:
+        return list(tracks), None
+    if db_kind == _UNREAD:
+        from recsys.library.sources import configured_db_kind
+
+        db_kind = configured_db_kind(settings)
+    if db_kind != "navidrome":
+        return list(tracks), None
+    if local_player:
+        return list(tracks), ("the M3U8 keeps this machine's paths for the player it is handed to (--play), not "
+                              "Navidrome's (navidrome.path_map): write one without --play to import in Navidrome")
+    from recsys.library.sources.navidrome import to_navidrome_path
+
+    mapping = nd.mapping()
+    return ([dataclasses.replace(t, path=to_navidrome_path(t.path, mapping)) for t in tracks],
+            "the M3U8 names the files as Navidrome sees them (navidrome.path_map): import it in Navidrome")
 
 
 def snapshot_inputs(settings: Settings, lib: LibraryVectors) -> Inputs:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys.app.output import output_path, playlist_format, ranked, snapshot_inputs
+from recsys.app.output import as_written, output_path, playlist_format, ranked, snapshot_inputs
 from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors, current_snapshot
@@ -83,6 +83,8 @@ def make_path(settings: Settings, req: PathRequest) -> SongPathResult:
                      "--max-per-album, fewer --steps" + (" or a looser --where" if flt else ""))
     tracks = [ranked(lib, row, s) for row, s in zip(found.rows, found.similarity, strict=True)]
     title = f"path: {tracks[0].label} -> {tracks[-1].label}"
-    out = write_playlist(output_path(req.out, settings, "path", fmt), tracks, title, fmt=fmt, overwrite=req.force,
+    written, note = as_written(tracks, fmt, settings)
+    notes += [note] if note else []
+    out = write_playlist(output_path(req.out, settings, "path", fmt), written, title, fmt=fmt, overwrite=req.force,
                          inputs=snapshot_inputs(settings, lib))
     return SongPathResult(out, tracks, notes)

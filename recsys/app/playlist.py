@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from recsys.app.output import output_path, playlist_format
+from recsys.app.output import as_written, output_path, playlist_format
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
 from recsys.index.ann import LibraryVectors
 from recsys.library.filters import candidate_mask, parse, snapshot_column
-from recsys.library.sources.navidrome import to_navidrome_path
 from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
@@ -42,6 +40,7 @@ class PlaylistRequest:
     force: bool = False
     where: Sequence[str] = ()  # filter terms (recsys.library.filters): only matching tracks are candidates
     seed_playlists: Sequence[str] = ()  # playlist files whose tracks are seeds (and are left out of the result)
+    local_player: bool = False  # the file goes to a player on this machine (radio --play): its paths stay ours
 
 
 @dataclass
@@ -138,12 +137,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    written = ranking.tracks
-    if fmt == "m3u8" and taste.db_kind == "navidrome" and settings.navidrome.path_map:
-        # Navidrome imports a playlist's paths as it sees them (inside its container): the path_map backwards
-        mapping = settings.navidrome.mapping()
-        written = [dataclasses.replace(t, path=to_navidrome_path(t.path, mapping)) for t in written]
-        notes.append("the M3U8 names the files as Navidrome sees them (navidrome.path_map): import it in Navidrome")
+    written, note = as_written(ranking.tracks, fmt, settings, taste.db_kind, local_player=req.local_player)
+    notes += [note] if note else []
     path = write_playlist(output_path(req.out, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
                           inputs=taste.inputs)
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,

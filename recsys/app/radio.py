@@ -4,7 +4,9 @@ The playing track is the seed of the playlist's own ranking (``recsys playlist -
 the tracks near it, your disliked ratings against theirs, and the classifier's estimate is blended in when
 `recsys train-classifier` found it better than chance, so the radio is taste-aware. Unlike a discovery playlist it
 includes tracks you rated or play often (``new_only`` leaves them out). The playlist is handed to the player only
-when asked (``play``): OpenUri of the playlist file, or the player's TrackList.
+when asked (``play``): OpenUri of the playlist file, or the player's TrackList. A file handed to a player keeps this
+machine's paths (that player opens them here), even an M3U8 of a Navidrome library in a container: without ``play``
+the file is for Navidrome to import, in its view (``navidrome.path_map``), as `recsys playlist` writes it.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def make_radio(settings: Settings, req: RadioRequest, bus: str | None = None) ->
     try:
         playlist = make_playlist(settings, PlaylistRequest(
             top_n=req.top_n, out=req.out, name="radio", seeds=[playing.query], fmt=req.fmt, force=req.force,
-            include_rated=not req.new_only, include_played=not req.new_only, where=req.where))
+            include_rated=not req.new_only, include_played=not req.new_only, where=req.where, local_player=req.play))
     except TrackNotFound as exc:
         raise TrackNotFound(f"the track {playing.identity} plays now: {exc}") from None
     handed = None

@@ -8,7 +8,8 @@ Navidrome imports such a file (found in a library folder, or uploaded) line by l
 percent-decoded, a relative path is taken from the playlist's folder, and an absolute path must lie inside one of its
 library folders *as Navidrome sees them*, matched without case and in both Unicode normal forms. The absolute paths
 written here are therefore imported as they are when Navidrome sees the music where recsys does; when it runs in a
-container, ``recsys playlist`` writes them in Navidrome's view (``navidrome.path_map`` backwards).
+container, every playlist command writes them in Navidrome's view (``navidrome.path_map`` backwards, in
+``recsys.app.output.as_written``).
 """
 
 from __future__ import annotations

@@ -73,11 +73,33 @@ def find_source_db() -> tuple[Source, Path] | None:
     return None
 
 
+def recognising_source(path: Path) -> Source | None:
+    """The first registered source that recognises ``path`` as its database, or None."""
+    return next((s for s in (source(name) for name in SOURCES) if s.recognises(path)), None)
+
+
 def read_source_db(path: Path, settings: Settings | None = None) -> PlayerLibrary:
     """Read ``path`` with the registered source that recognises it (the first source when none does)."""
-    registered = [source(name) for name in SOURCES]
-    chosen = next((s for s in registered if s.recognises(path)), registered[0])
+    chosen = recognising_source(path) or source(next(iter(SOURCES)))
     return chosen.read(path, Settings() if settings is None else settings)
+
+
+def library_db(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool = True) -> Path | None:
+    """The player database :func:`load_library` reads: ``db``, else (``auto_detect`` and no folders) the first one
+    found at its usual place; None for music folders alone."""
+    if db:
+        return Path(db).expanduser()
+    found = find_source_db() if auto_detect and not folders else None
+    return found[1] if found else None
+
+
+def configured_db_kind(settings: Settings) -> str | None:
+    """The name of the source of the database the settings' library reads ('navidrome', ...), recognised by its
+    tables without reading its tracks: for the commands that read the index snapshot alone but write a playlist for
+    that player (`recsys path`, `similar --out`). None for music folders alone, or a file no source recognises."""
+    path = library_db(settings.library.db, settings.library.folders)
+    found = recognising_source(path) if path is not None else None
+    return found.name if found else None
 
 
 class NoLibraryError(RecsysError):
@@ -132,10 +154,7 @@ def load_library(
     and scan the folders; a track listed by both keeps the database's tags and ratings. Tracks the user's settings
     leave out (``exclude_genres``, ``max_track_minutes``) are not in ``tracks`` but in ``left_out``, with the reason.
     ``settings`` are handed to the source that reads the database (e.g. the Navidrome user)."""
-    db_path = Path(db).expanduser() if db else None
-    if db_path is None and auto_detect and not folders:
-        found = find_source_db()
-        db_path = found[1] if found else None
+    db_path = library_db(db, folders, auto_detect)
     if db_path is None and not folders:
         raise NoLibraryError(
             "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
