@@ -557,24 +557,28 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
               help="neighbours: tracks that sound alike side by side (about 12 s per 20,000 tracks); pca: the two "
                    "main axes (fast); auto: neighbours up to 20,000 tracks, pca above.")
 @click.option("--force", is_flag=True, help="Overwrite --out when it is a map recsys wrote.")
+@_where_option
 @_library_options(remembers=False)
 @click.pass_context
-def map_(ctx, out, colour, layout, force, db, folders):
+def map_(ctx, out, colour, layout, force, where, db, folders):
     """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
 
     Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, title and artist on
     hover; wheel zooms, drag pans. The page is self-contained: it opens offline and fetches nothing.
+    With --where, only the tracks that match, laid out among themselves.
 
     \b
     Example:
       recsys map --out ~/library-map.html && xdg-open ~/library-map.html
+      recsys map --where genre:jazz --where rating:4..
     """
     from recsys.app.map import MapRequest, make_map
 
-    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force))
+    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force, where))
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
-    click.echo(f"wrote a map of {result.tracks} tracks ({result.rated} rated, {result.layout} layout) to "
+    matching = f" matching '{_one_line(result.where)}'" if result.where else ""
+    click.echo(f"wrote a map of {result.tracks} tracks{matching} ({result.rated} rated, {result.layout} layout) to "
                f"{result.path}")
 
 @main.command("train-encoder")
