@@ -11,7 +11,7 @@ import traceback
 
 import click
 
-from recsys.app.settings import WHERE_HELP, command_settings, remember_library, remembered_note
+from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
 from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
 from recsys.errors import RecsysError
 
@@ -707,14 +707,21 @@ def _mean_pm(mean: float, se: float, sign: str = "") -> str:
 
 @main.command("config")
 @click.option("--defaults", is_flag=True, help="Print the packaged defaults, one comment per setting.")
+@click.option("--forget", is_flag=True,
+              help="Forget the remembered --db/--library (removes <home>/remembered.json, nothing else).")
 @click.pass_context
-def config_(ctx, defaults):
+def config_(ctx, defaults, forget):
     """The settings in force, as YAML to copy into your own config file, each value with where it came from:
     default < user file (--config, else ~/.config/recsys/config.yaml) < remembered (the --db/--library of an
     earlier command) < environment RECSYS_<SECTION>__<KEY> < flags; every value is checked against its range
-    first."""
+    first. --forget forgets the remembered library: the next commands read the others again."""
     from recsys.config import as_yaml, default_yaml
 
+    if defaults and forget:
+        raise click.UsageError("--defaults and --forget do different things: give one")
+    if forget:
+        click.echo(_one_line(forget_library(_settings(ctx))))
+        return
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 
 
