@@ -123,6 +123,9 @@ def test_map_where_draws_only_the_selected_tracks_laid_out_among_themselves(synt
     assert r.output.strip().splitlines() == [
         "recsys: error: no embedded track matches --where 'genre:polka -year:..1990': loosen the terms "
         "(`recsys map --help` lists them), or embed that music first"]
+    r = run(synth, "map", "--db", str(tmp_path / "gone.db"), "--where", "rating:4..", "--out", str(tmp_path / "g.html"))
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output  # no ratings to read: not an empty map
+    assert r.output.startswith("recsys: error: --where 'rating:4..' reads your ratings and plays: ")
     bad = [run(synth, command, "--db", str(synth.db), "--where", "colour:red", "--out", str(tmp_path / "x.xspf"))
            for command in ("map", "playlist")]
     assert bad[0].exit_code == bad[1].exit_code == 1 and bad[0].output == bad[1].output

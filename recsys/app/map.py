@@ -55,12 +55,12 @@ class LibraryMap:
 
 def _tracks(settings: Settings, flt: Filter, notes: list[str]) -> list[Track] | None:
     """The library with the owner's ratings, read now; None (with a note) when there is no player database, unless
-    a ``rating:``/``played:`` term needs it (then its one-line error stands)."""
+    a ``rating:``/``played:`` term needs it (then an error naming the terms)."""
     try:
         return load_library(settings.library.db, settings.library.folders, settings=settings).tracks
     except RecsysError as exc:
         if flt.needs_taste:
-            raise
+            raise RecsysError(f"--where '{flt}' reads your ratings and plays: {exc}") from None
         notes.append(f"no ratings to colour by ({exc}); every track is shown unrated")
         return None
 
