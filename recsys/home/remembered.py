@@ -82,9 +82,9 @@ def remember(home: Path, given: dict[str, Any]) -> str | None:
 def forget(home: Path) -> str:
     """Remove ``<home>/remembered.json`` (that file only, nothing else of the home); the line saying what was forgotten.
 
-    No home lock: :func:`remember` takes none either (its commands call it after they released theirs, and
-    ``playlist`` never holds it), and both only swap or remove the whole file in one step, so a reader sees the old
-    file or none. Taking the lock would also create a home that does not exist."""
+    No home lock: :func:`remember` takes none either (``embed`` and ``train-encoder`` call it after releasing
+    theirs, ``train-classifier`` and ``playlist`` never hold it), and both replace or remove the whole file in one
+    step, so a reader sees the old file or none. Taking the lock would also create a home that does not exist."""
     path = remembered_file(home)
     if not path.exists() and not path.is_symlink():
         return f"nothing was remembered ({path} does not exist)"
