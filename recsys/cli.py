@@ -11,7 +11,7 @@ import traceback
 
 import click
 
-from recsys.app.settings import WHERE_HELP, command_settings, remember_library, remembered_note
+from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
 from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
 from recsys.errors import RecsysError
 
@@ -557,24 +557,28 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
               help="neighbours: tracks that sound alike side by side (about 12 s per 20,000 tracks); pca: the two "
                    "main axes (fast); auto: neighbours up to 20,000 tracks, pca above.")
 @click.option("--force", is_flag=True, help="Overwrite --out when it is a map recsys wrote.")
+@_where_option
 @_library_options(remembers=False)
 @click.pass_context
-def map_(ctx, out, colour, layout, force, db, folders):
+def map_(ctx, out, colour, layout, force, where, db, folders):
     """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
 
     Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, title and artist on
     hover; wheel zooms, drag pans. The page is self-contained: it opens offline and fetches nothing.
+    With --where, only the tracks that match, laid out among themselves.
 
     \b
     Example:
       recsys map --out ~/library-map.html && xdg-open ~/library-map.html
+      recsys map --where genre:jazz --where rating:4..
     """
     from recsys.app.map import MapRequest, make_map
 
-    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force))
+    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force, where))
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
-    click.echo(f"wrote a map of {result.tracks} tracks ({result.rated} rated, {result.layout} layout) to "
+    matching = f" matching '{_one_line(result.where)}'" if result.where else ""
+    click.echo(f"wrote a map of {result.tracks} tracks{matching} ({result.rated} rated, {result.layout} layout) to "
                f"{result.path}")
 
 @main.command("train-encoder")
@@ -703,14 +707,21 @@ def _mean_pm(mean: float, se: float, sign: str = "") -> str:
 
 @main.command("config")
 @click.option("--defaults", is_flag=True, help="Print the packaged defaults, one comment per setting.")
+@click.option("--forget", is_flag=True,
+              help="Forget the remembered --db/--library (removes <home>/remembered.json, nothing else).")
 @click.pass_context
-def config_(ctx, defaults):
+def config_(ctx, defaults, forget):
     """The settings in force, as YAML to copy into your own config file, each value with where it came from:
     default < user file (--config, else ~/.config/recsys/config.yaml) < remembered (the --db/--library of an
     earlier command) < environment RECSYS_<SECTION>__<KEY> < flags; every value is checked against its range
-    first."""
+    first. --forget forgets the remembered library: the next commands read the others again."""
     from recsys.config import as_yaml, default_yaml
 
+    if defaults and forget:
+        raise click.UsageError("--defaults and --forget do different things: give one")
+    if forget:
+        click.echo(_one_line(forget_library(_settings(ctx))))
+        return
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from synth_home import make_home
@@ -18,6 +19,8 @@ from recsys.cli import main
 from recsys.playlists.read import read_playlist
 from recsys.playlists.xspf import file_uri
 from recsys.synth.mpris import FakePlayer, have_dbus_daemon, private_session_bus
+from recsys.viz.map import map_html, write_map
+from recsys.viz.projection import pca
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +90,46 @@ def test_map_writes_one_page_with_every_track(synth, tmp_path):
     rated = sum(1 for s in synth.songs if s.rating >= 0)
     assert sum(r >= 0 for r in data["r"]) == rated and f"{len(synth.songs)} tracks" in r.output
     assert "neighbours layout" in r.output
+
+
+def _map_data(path: Path) -> dict:
+    page = path.read_text(encoding="utf-8")
+    return json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1))
+
+
+def test_map_where_draws_only_the_selected_tracks_laid_out_among_themselves(synth, tmp_path):
+    by_label = {f"{s.artist} - {s.title}": i for i, s in enumerate(synth.songs)}
+    r = run(synth, "map", "--db", str(synth.db), "--where", "genre:jazz", "--layout", "pca", "--out",
+            str(tmp_path / "jazz.html"))
+    assert r.exit_code == 0, r.output
+    data = _map_data(tmp_path / "jazz.html")
+    rows = [by_label[label] for label in data["labels"]]
+    assert sorted(rows) == [i for i, g in enumerate(synth.styles) if g == 2]  # style 2 is the Jazz one
+    assert "wrote a map of 12 tracks matching 'genre:jazz' (0 rated, pca layout)" in r.output
+    alone = _map_data(write_map(tmp_path / "alone.html", map_html(pca(synth.vectors[rows]), data["labels"],
+                                                                  [None] * 12, ["Jazz"] * 12)))
+    everything = pca(synth.vectors)[rows]  # the whole library's plane, cut down: not what the map must show
+    assert np.allclose(data["x"], alone["x"], atol=1) and np.allclose(data["y"], alone["y"], atol=1)
+    assert not np.allclose(data["x"], _map_data(write_map(tmp_path / "cut.html", map_html(
+        everything, data["labels"], [None] * 12, ["Jazz"] * 12)))["x"], atol=50)
+    r = run(synth, "map", "--db", str(synth.db), "--where", "rating:4..", "--where", f"path:{synth.music}",
+            "--out", str(tmp_path / "liked.html"))
+    assert r.exit_code == 0, r.output
+    data = _map_data(tmp_path / "liked.html")
+    assert data["r"] == [10] * 12 and "neighbours layout" in r.output  # every 5-star track, and only those
+    r = run(synth, "map", "--db", str(synth.db), "--where", "genre:polka -year:..1990", "--out",
+            str(tmp_path / "none.html"))
+    assert r.exit_code == 1 and not (tmp_path / "none.html").exists()
+    assert r.output.strip().splitlines() == [
+        "recsys: error: no embedded track matches --where 'genre:polka -year:..1990': loosen the terms "
+        "(`recsys map --help` lists them), or embed that music first"]
+    r = run(synth, "map", "--db", str(tmp_path / "gone.db"), "--where", "rating:4..", "--out", str(tmp_path / "g.html"))
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output  # no ratings to read: not an empty map
+    assert r.output.startswith("recsys: error: --where 'rating:4..' reads your ratings and plays: ")
+    bad = [run(synth, command, "--db", str(synth.db), "--where", "colour:red", "--out", str(tmp_path / "x.xspf"))
+           for command in ("map", "playlist")]
+    assert bad[0].exit_code == bad[1].exit_code == 1 and bad[0].output == bad[1].output
+    assert bad[0].output.startswith("recsys: error: unknown filter field 'colour'") and bad[0].output.count("\n") == 1
 
 
 @pytest.mark.skipif(not have_dbus_daemon(), reason="dbus-daemon is not installed")

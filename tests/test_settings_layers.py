@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import yaml
+from click.testing import CliRunner
 
+from recsys.cli import main
 from recsys.config import as_dict, as_yaml, load_settings, remembered_origins
 from recsys.home.remembered import given_library, read_remembered, remember
 
@@ -60,3 +62,42 @@ def test_config_shows_where_each_value_came_from(tmp_path):
     assert "  hnsw_m: 16  # environment variable RECSYS_INDEX__HNSW_M\n" in text
     assert "  max_per_album: 3  # default\n" in text and f"home: {tmp_path}  # --home or RECSYS_HOME\n" in text
     assert yaml.safe_load(text) == {**as_dict(s), "home": str(tmp_path)}  # still a config file to copy
+
+
+def test_config_forget_removes_only_the_remembered_library(tmp_path, monkeypatch):
+    for name in ("RECSYS_LIBRARY__DB", "RECSYS_LIBRARY__FOLDERS", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/recsys/config.yaml of the user running the tests
+    home, music = tmp_path / "home", tmp_path / "music"
+    home.mkdir()
+    (home / "other.json").write_text("{}")
+    user = tmp_path / "user.yaml"
+    user.write_text("library:\n  folders: [/from/file]\n")
+
+    def config(*args: str):
+        return CliRunner().invoke(main, ["--home", str(home), "--config", str(user), "config", *args],
+                                  catch_exceptions=False)
+
+    remember(home, given_library(str(tmp_path / "x.db"), (str(music),)))
+    shown = config().output
+    assert f"  folders: [{music}]  # remembered in {home / 'remembered.json'}" in shown
+    r = config("--forget")
+    assert r.exit_code == 0 and r.output.splitlines() == [
+        f"forgot the remembered library: --db {tmp_path / 'x.db'}, --library {music} (removed "
+        f"{home / 'remembered.json'}); the next commands read the library of your config file, the environment or "
+        "the defaults, or the --db/--library they are given"]
+    assert sorted(p.name for p in home.iterdir()) == ["other.json"]  # that file only: no lock file, nothing else
+    shown = config().output
+    assert "remembered" not in shown and f"  folders: [/from/file]  # config file {user}, line 2" in shown
+    assert "  db: null  # default" in shown
+    assert config("--defaults", "--forget").exit_code == 2  # a usage error: one or the other
+    r = config("--forget")
+    assert r.exit_code == 0 and r.output == f"nothing was remembered ({home / 'remembered.json'} does not exist)\n"
+    (home / "remembered.json").write_text("{broken")
+    assert "held nothing readable" in config("--forget").output and not (home / "remembered.json").exists()
+    r = CliRunner().invoke(main, ["--home", str(tmp_path / "none"), "config", "--forget"], catch_exceptions=False)
+    assert r.exit_code == 0 and "nothing was remembered" in r.output and not (tmp_path / "none").exists()
+    (home / "remembered.json").mkdir()
+    r = config("--forget")
+    assert r.exit_code == 1 and r.output.startswith("recsys: error: ") and "is a folder" in r.output
+    assert r.output.count("\n") == 1 and (home / "remembered.json").is_dir()

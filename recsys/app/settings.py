@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from recsys.config import Settings, load_settings, remembered_origins
-from recsys.home.remembered import describe, given_library, remember
+from recsys.home.remembered import describe, forget, given_library, remember
 from recsys.library.filters import HELP as WHERE_HELP  # the --where flag's help, for the commands that take it
 
-__all__ = ["WHERE_HELP", "command_settings", "remember_library", "remembered_note"]
+__all__ = ["WHERE_HELP", "command_settings", "forget_library", "remember_library", "remembered_note"]
 
 
 def command_settings(config_file: str | None, home: str | None, *, db: str | None = None,
@@ -44,3 +44,8 @@ def remembered_note(settings: Settings) -> str | None:
 def remember_library(settings: Settings, db: str | None, folders: Sequence[str]) -> str | None:
     """Remember the ``--db``/``--library`` a command succeeded with; the line to show, or None when unchanged."""
     return remember(settings.home_path, given_library(db, tuple(folders)))
+
+
+def forget_library(settings: Settings) -> str:
+    """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten."""
+    return forget(settings.home_path)

@@ -8,7 +8,8 @@ gave, key by key: ``--db`` remembers ``library.db``; ``--library`` remembers ``l
 
 Only the commands that write into the home anyway remember (``embed``, ``train-classifier``, ``train-encoder``,
 ``playlist``), after they succeeded, so a typo is never remembered; ``status`` and ``eval`` only read it. The file is
-written atomically, never created in a home that does not exist, and never anywhere else.
+written atomically, never created in a home that does not exist, and never anywhere else. ``recsys config --forget``
+removes it (:func:`forget`), and with it every remembered value.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.atomic import write_json_atomic
+from recsys.errors import RecsysError
 
 FILE = "remembered.json"
 KEYS = ("db", "folders")  # of the library section
@@ -75,6 +77,29 @@ def remember(home: Path, given: dict[str, Any]) -> str | None:
     changed = ", ".join(f"{describe(k, after[k])}" + (f" (was {describe(k, before[k])})" if k in before else "")
                         for k in KEYS if k in given and before.get(k, ...) != after[k])
     return f"remembered for the next commands: {changed} (in {remembered_file(home)})"
+
+
+def forget(home: Path) -> str:
+    """Remove ``<home>/remembered.json`` (that file only, nothing else of the home); the line saying what was forgotten.
+
+    No home lock: :func:`remember` takes none either (``embed`` and ``train-encoder`` call it after releasing
+    theirs, ``train-classifier`` and ``playlist`` never hold it), and both replace or remove the whole file in one
+    step, so a reader sees the old file or none. Taking the lock would also create a home that does not exist."""
+    path = remembered_file(home)
+    if not path.exists() and not path.is_symlink():
+        return f"nothing was remembered ({path} does not exist)"
+    if path.is_dir():
+        raise RecsysError(f"{path} is a folder, not a file recsys wrote: move it away yourself")
+    was = read_remembered(home)
+    try:
+        path.unlink()
+    except OSError as exc:
+        raise RecsysError(f"cannot remove {path} ({exc.strerror or exc}): check the permissions of {home}") from None
+    if not was:
+        return f"removed {path}, which held nothing readable: nothing was remembered"
+    shown = ", ".join(describe(k, was[k]) for k in KEYS if k in was)
+    return f"forgot the remembered library: {shown} (removed {path}); the next commands read the library of your " \
+           "config file, the environment or the defaults, or the --db/--library they are given"
 
 
 def describe(key: str, value: Any) -> str:
