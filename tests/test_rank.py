@@ -26,8 +26,11 @@ class Lib:
 
 
 def rank(*args, **kwargs):
-    """The files of these synthetic libraries do not exist: every test but one says they do."""
+    """The files of these synthetic libraries do not exist: every test but one says they do. Their owners like one to
+    three untagged tracks, so the rule for tracks recommended on their sound alone (which asks for two liked tracks'
+    worth of votes) is off unless a test is about it (``test_sound_alone_needs_more_than_one_liked_track``)."""
     kwargs.setdefault("exists", lambda path: True)
+    kwargs.setdefault("min_audio_votes", 0.0)
     return real_rank(*args, **kwargs)
 
 
@@ -292,7 +295,7 @@ def test_files_missing_on_disk_are_not_candidates(tmp_path):
             path.write_bytes(b"x")
         real.append(str(path))
     lib.keys, lib.meta["path"] = real, real
-    ranking = real_rank(lib, [Track(path=real[0], rating=1.0)], None, top_n=20)
+    ranking = real_rank(lib, [Track(path=real[0], rating=1.0)], None, top_n=20, min_audio_votes=0.0)
     assert len(ranking.tracks) == 9 and all(int(t.key.rsplit("/", 1)[1].split(".")[0]) % 2 == 0
                                             for t in ranking.tracks)
     assert "missing file 10" in ranking.stopped
@@ -327,6 +330,35 @@ def test_the_evidence_rule_stops_short_rather_than_recommend_what_the_ratings_ar
     assert 15 <= len(styles) < 40 and styles.count(1) == 0  # the 15 unrated liked-style tracks, not the disliked
     assert on.stopped.startswith(f"{len(styles)} of 40 tracks: stopped by the evidence rule")
     assert "recommend.min_liked_share" in on.stopped and on.removed["too little liked evidence"] > 0
+
+
+def test_sound_alone_needs_more_than_one_liked_track():
+    vectors, which = clusters(n_clusters=3, per=20, spread=0.05)  # cluster 0 liked a lot, 1 liked once, 2 unrated
+    n = len(vectors)
+    paths = [f"/lib/style{c}/t{i}.ogg" for i, c in enumerate(which)]
+    albums = ["Liked Album" if c == 1 and i % 2 else "" for i, c in enumerate(which)]  # half of style 1 is tagged
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": albums, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    many = np.flatnonzero(which == 0)[:8]
+    once = next(i for i in np.flatnonzero(which == 1) if albums[i])  # one liked track, of the tagged album
+    stars = {int(i): 1.0 for i in many} | {int(once): 1.0}
+    tracks = [Track(path=p, rating=stars.get(i), album=albums[i]) for i, p in enumerate(paths)]
+    kw = {"top_n": 60, "max_per_album": 10_000, "max_per_artist": 10_000}
+
+    off = real_rank(lib, tracks, None, min_audio_votes=0.0, exists=lambda p: True, **kw)
+    untagged_once = {lib.keys[i] for i in np.flatnonzero(which == 1) if not albums[i]}
+    assert untagged_once & {t.key for t in off.tracks}  # one liked track vouched for its untagged neighbours
+
+    on = real_rank(lib, tracks, None, exists=lambda p: True, **kw)  # the default: two liked tracks' worth
+    got = {t.key for t in on.tracks}
+    assert not untagged_once & got  # its sound alone, one liked track: not enough
+    assert {lib.keys[i] for i in np.flatnonzero(which == 1) if albums[i] and i != once} <= got  # album-mates stay
+    assert {lib.keys[i] for i in np.flatnonzero(which == 0) if i not in many} <= got  # eight liked neighbours do
+    assert on.removed["too few liked votes for a track recommended on its sound alone"] >= len(untagged_once)
+    assert "recommend.min_audio_votes" in (on.stopped or "")
+    seeded = real_rank(lib, tracks, None, seeds=[lib.keys[once]], exists=lambda p: True, **kw)
+    assert untagged_once & {t.key for t in seeded.tracks}  # around a seed the rule does not apply
 
 
 def test_caps_rise_for_a_taste_of_few_albums_unless_disabled():
