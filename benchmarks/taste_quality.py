@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -45,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.library.sources.folders import read_track
+from recsys.recommender.playlist_eval import mean_se
 from recsys.synth.player_db import SynthSong, write_clementine_db
 
 MIN_TRACKS = 8  # a soundtrack the owner likes or dislikes has at least this many tracks
@@ -150,9 +152,8 @@ def summary(rows: list[dict]) -> str:
 
 
 def _mean_se(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{statistics.mean(values):+.2f}"
-    return f"{statistics.mean(values):+.2f} ± {statistics.stdev(values) / len(values) ** 0.5:.2f}"
+    mean, se = mean_se(values)
+    return f"{mean:+.2f}" if math.isnan(se) else f"{mean:+.2f} ± {se:.2f}"
 
 
 def eval_summary(reports: list[dict]) -> str:

@@ -31,7 +31,7 @@ from recsys.index.store import TrackStore
 from recsys.library.sources import load_configured_library
 from recsys.library.track import Track
 from recsys.recommender.classifier import ClassifierReport
-from recsys.recommender.persistence import RatingModel
+from recsys.recommender.persistence import RatingModel, finite
 from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
 from recsys.recommender.rank import Ranking
 
@@ -67,7 +67,7 @@ class Score:
 
     def as_json(self) -> dict:
         return {"encoder": self.spec, "label": self.label, "encoder_id": self.encoder_id, "source": self.source,
-                **{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in self.metrics.items()}}
+                **finite(dict(self.metrics))}
 
 
 def _table_rows(store: TrackStore, eid: str) -> Rows:

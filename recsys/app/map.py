@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from recsys.app.output import output_path
@@ -27,6 +26,7 @@ from recsys.index.ann import LibraryVectors, current_snapshot
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
 from recsys.library.sources import load_library
 from recsys.library.track import Track, display_label
+from recsys.recommender.neighbours import exact_search
 from recsys.viz.map import map_html, write_map
 from recsys.viz.projection import METHODS, Search, project
 
@@ -82,8 +82,7 @@ def _search(settings: Settings, lib: LibraryVectors, vectors: np.ndarray, every:
     (random ones, D=200, on 2 cores: 0.8 s at 10,000 of them, 3.6 s at 20,000, where ``auto`` stops using it)."""
     if every:
         return vote_search(settings, lib)
-    return lambda queries, k: faiss.knn(np.ascontiguousarray(queries, dtype=np.float32), vectors, min(k, len(vectors)),
-                                        metric=faiss.METRIC_INNER_PRODUCT)
+    return exact_search(vectors)
 
 
 def make_map(settings: Settings, req: MapRequest) -> LibraryMap:

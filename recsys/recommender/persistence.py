@@ -96,10 +96,13 @@ class RatingModel:
         return x
 
 
-def _finite(value: Any) -> Any:
-    """NaN metrics (ROC-AUC with one class) as null: strict JSON has no NaN."""
+def finite(value: Any) -> Any:
+    """NaN metrics (ROC-AUC with one class, a standard error of one split) as null, in dicts and lists too: strict
+    JSON has no NaN."""
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -123,5 +126,5 @@ def save(models_dir: Path, model: RatingModel) -> list[Path]:
         written.append(pt)
     else:
         pt.unlink(missing_ok=True)  # an older MLP's weights would no longer match the json
-    write_bytes_atomic(js, json.dumps(_finite(model.info), indent=2).encode("utf-8"))
+    write_bytes_atomic(js, json.dumps(finite(model.info), indent=2).encode("utf-8"))
     return [*written, js]

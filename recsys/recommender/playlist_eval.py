@@ -27,7 +27,7 @@ import numpy as np
 
 from recsys.library.track import Track
 from recsys.recommender.labels import LIKED, album_of
-from recsys.recommender.persistence import ClassifierError, RatingModel
+from recsys.recommender.persistence import ClassifierError, RatingModel, finite
 from recsys.recommender.rank import DISLIKED
 
 TOPS = (20, 100)
@@ -68,21 +68,11 @@ class PlaylistEval:
     def as_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["comparisons"] = [{**dataclasses.asdict(c), "better": c.better} for c in self.comparisons]
-        return _finite(out)
+        return finite(out)
 
 
-def _finite(value: Any) -> Any:
-    """NaN as None, so the JSON is standard."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _mean_se(values: Sequence[float]) -> tuple[float, float]:
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (NaN with one value)."""
     x = np.asarray(values, dtype=np.float64)
     return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
 
@@ -95,8 +85,8 @@ def _compare(per_split: list[dict[str, dict[str, float]]], blends: list[str | No
                   split[b]["top20_disliked"] - split[other]["top20_disliked"])
                  for split, b in zip(per_split, blends, strict=True) if b is not None and other in split]
         if pairs:
-            liked, liked_se = _mean_se([p[0] for p in pairs])
-            disliked, disliked_se = _mean_se([p[1] for p in pairs])
+            liked, liked_se = mean_se([p[0] for p in pairs])
+            disliked, disliked_se = mean_se([p[1] for p in pairs])
             out.append(Comparison(other, len(pairs), liked, liked_se, disliked, disliked_se))
     return out
 
@@ -179,7 +169,7 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
     for name in names:
         rows = [split[name] for split in per_split if name in split]
         for key in rows[0]:
-            mean.setdefault(name, {})[key], stderr.setdefault(name, {})[key] = _mean_se([r[key] for r in rows])
+            mean.setdefault(name, {})[key], stderr.setdefault(name, {})[key] = mean_se([r[key] for r in rows])
     return PlaylistEval(splits=splits, hidden=counts["hidden"] / splits, hidden_liked=counts["liked"] / splits,
                         hidden_disliked=counts["disliked"] / splits, candidates=counts["candidates"] / splits,
                         rankers=mean, stderr=stderr, comparisons=_compare(per_split, blends), notes=notes)
