@@ -361,6 +361,31 @@ def test_sound_alone_needs_more_than_one_liked_track():
     assert untagged_once & {t.key for t in seeded.tracks}  # around a seed the rule does not apply
 
 
+def test_sound_alone_is_not_enough_for_an_album_you_rated_without_liking_it():
+    vectors, _ = clusters(n_clusters=1, per=60)  # one sound: every track is near every liked one
+    folders = ["Liked"] * 20 + ["Meh"] * 20 + ["Mixed"] * 20
+    paths = [f"/lib/{f}/t{i}.ogg" for i, f in enumerate(folders)]  # untagged: the folder is the album
+    n = len(paths)
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    stars = {i: 1.0 for i in range(10)} | {20: 0.6} | {40: 1.0, 41: 0.6}  # Meh: one 3-star rating, nothing liked
+    tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(paths)]
+    kw = {"top_n": 60, "max_per_album": 10_000, "max_per_artist": 10_000}
+    meh = {paths[i] for i in range(21, 40)}
+
+    off = rank(lib, tracks, None, block_unliked_albums=False, **kw)
+    assert len(meh & {t.path for t in off.tracks}) >= 10  # its sound alone vouched for the album you found so-so
+
+    on = rank(lib, tracks, None, **kw)
+    got = {t.path for t in on.tracks}
+    assert not meh & got
+    assert {paths[i] for i in range(10, 20)} <= got and {paths[i] for i in range(42, 60)} & got  # liked albums stay
+    assert on.removed["its album or artist is rated and none of it liked"] >= 10
+    seeded = rank(lib, tracks, None, seeds=[paths[0]], **kw)
+    assert meh & {t.path for t in seeded.tracks}  # around a seed the rule does not apply
+
+
 def test_caps_rise_for_a_taste_of_few_albums_unless_disabled():
     vectors, which = clusters(n_clusters=2, per=30)
     n = len(vectors)

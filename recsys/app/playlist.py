@@ -115,6 +115,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
                 pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
                 min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
+                block_unliked_albums=r.block_unliked_albums,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
 

@@ -23,7 +23,10 @@ honest answer, and ``Ranking.stopped`` names the rule. And a candidate that shar
 track -- one its sound alone recommends -- needs at least ``min_audio_votes`` of liked votes through the index
 (2.0: about two liked tracks it is among the nearest of): one liked track's neighbourhood is a weak guess, and on
 the development corpus such tracks were most of the other soundtracks' tracks in a taste playlist, disliked ones
-among them (benchmarks/RESULTS.md).
+among them (benchmarks/RESULTS.md). Nor is such a track recommended when the owner has rated tracks of its album
+or artist and liked none of them (``block_unliked_albums``): their own judgement of that album outweighs a guess
+from its sound; on the development corpus that took most of the other soundtracks' tracks out of the playlists of
+owners whose liked soundtracks are small.
 ``--mode uncertain`` is exempt (its point is the tracks in between), and so are a playlist around seeds (asked for
 by name) and the classifier alone (``scorer`` "classifier", what ``eval --playlist`` compares: it is the judgement
 of tracks no rated track reaches).
@@ -78,6 +81,7 @@ MODES = ("taste", "uncertain")
 SCORERS = ("blend", "neighbours", "classifier")
 WEAK = "too little liked evidence"
 AUDIO_ONLY = "too few liked votes for a track recommended on its sound alone"
+UNLIKED = "its album or artist is rated and none of it liked"
 
 
 class RankError(RecsysError):
@@ -147,6 +151,7 @@ class _Rules:
     exists: Callable[[str], bool]
     min_liked_share: float = 0.5
     min_audio_votes: float = 0.0
+    block_unliked_albums: bool = False
 
 
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
@@ -210,7 +215,8 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
     names = {"album cap": f"album cap (--max-per-album {rules.max_per_album})",
              "artist cap": f"artist cap (--max-per-artist {rules.max_per_artist})",
              WEAK: f"evidence rule (recommend.min_liked_share {rules.min_liked_share:g})",
-             AUDIO_ONLY: f"evidence rule for sound alone (recommend.min_audio_votes {rules.min_audio_votes:g})"}
+             AUDIO_ONLY: f"evidence rule for sound alone (recommend.min_audio_votes {rules.min_audio_votes:g})",
+             UNLIKED: "evidence rule for albums you rated (recommend.block_unliked_albums)"}
     parts = [f"{names.get(k, k)} {v}" for k, v in removed.most_common()]
     main = removed.most_common(1)[0][0] if removed else "too few candidates"
     if main == WEAK:
@@ -221,6 +227,9 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
         names = {**names, AUDIO_ONLY: "evidence rule: no other track that shares no album or artist with one you "
                                       f"like gets {rules.min_audio_votes:g} liked votes through its sound "
                                       "(recommend.min_audio_votes)"}
+    elif main == UNLIKED:
+        names = {**names, UNLIKED: "evidence rule: every other track its sound recommends is of an album or artist "
+                                   "you rated without liking any of it (recommend.block_unliked_albums)"}
     tail = f"; {shortlisted - n - sum(removed.values())} were never reached" if shortlisted < candidates else ""
     return (f"{n} of {top_n} tracks: stopped by the {names.get(main, main)}; of {candidates} candidates "
             + (", ".join(parts) + " removed" if parts else "none was removed") + tail)
@@ -279,8 +288,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
          min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
          w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
          pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
-         min_liked_share: float | None = 0.5, min_audio_votes: float = 2.0, scale_caps: bool = True,
-         scorer: str = "blend",
+         min_liked_share: float | None = 0.5, min_audio_votes: float = 2.0, block_unliked_albums: bool = True,
+         scale_caps: bool = True, scorer: str = "blend",
          search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
          allowed: np.ndarray | None = None) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
@@ -338,7 +347,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     if scale_caps and mode == "taste" and not len(seeds):
         max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, top_n,
                                                      max_per_artist, max_per_album)
-    rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists, min_liked_share or 0.0, min_audio_votes)
+    rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists, min_liked_share or 0.0, min_audio_votes,
+                   block_unliked_albums)
     if not len(rows):
         return Ranking([], how, 0, _stop_reason(0, top_n, 0, 0, Counter(), rules))
     candidates = len(rows)
@@ -346,12 +356,14 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     if mode == "taste" and not len(seeds) and scorer != "classifier" and min_liked_share is not None:
         liked_votes = p_knn[rows] * (support[rows] + ALPHA) - ALPHA * PRIOR  # vote() shrinks toward the prior
         weak = liked_votes <= min_liked_share * support[rows] + 1e-6  # no vote at all is no evidence either
-        thin = (~weak & (liked_votes < min_audio_votes - 1e-6)
-                & ~_shares_liked_group(groups, evidence[liked > 0.5], rows))
-        for reason, mask in ((WEAK, weak), (AUDIO_ONLY, thin)):
+        sound_alone = ~weak & ~_in_groups_of(groups, evidence[liked > 0.5], rows)
+        thin = sound_alone & (liked_votes < min_audio_votes - 1e-6)
+        unliked = sound_alone & ~thin & (_in_groups_of(groups, evidence[liked <= 0.5], rows) if block_unliked_albums
+                                         else False)
+        for reason, mask in ((WEAK, weak), (AUDIO_ONLY, thin), (UNLIKED, unliked)):
             if mask.any():
                 removed[reason] = int(mask.sum())
-        rows = rows[~(weak | thin)]
+        rows = rows[~(weak | thin | unliked)]
         if not len(rows):
             return Ranking([], how, candidates, _stop_reason(0, top_n, candidates, candidates, removed, rules),
                            dict(removed))
@@ -383,19 +395,19 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                        near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
                        artist_voters=artist_voters[i])
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
-    shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY]  # the evidence rule looked at every candidate
+    shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY] + removed[UNLIKED]  # the evidence rule saw all
     return Ranking(out, how, candidates, _stop_reason(len(out), top_n, candidates, shortlisted, removed, rules),
                    dict(removed))
 
 
-def _shares_liked_group(groups: Groups | None, liked_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each of ``rows``: it is in the album or of the artist of a liked evidence track (so its votes are not its
-    sound's alone)."""
-    if groups is None or not len(liked_rows):
+def _in_groups_of(groups: Groups | None, evidence_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each of ``rows``: it is in the album or of the artist of one of ``evidence_rows`` (of a liked track: its
+    votes are not its sound's alone; of a not-liked one: the owner has judged its album or artist)."""
+    if groups is None or not len(evidence_rows):
         return np.zeros(len(rows), dtype=bool)
     out = np.zeros(len(rows), dtype=bool)
     for ids in (groups.album, groups.artist):
-        mine = ids[liked_rows]
+        mine = ids[evidence_rows]
         out |= np.isin(ids[rows], mine[mine >= 0])
     return out
 
