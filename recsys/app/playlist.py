@@ -116,7 +116,8 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
                 min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
-                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed,
+                library=taste.library)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
