@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from recsys.library.catalogue import Catalogue
 from recsys.library.sources import clementine as player_db
 from recsys.library.sources.clementine import PlayerDBError, find_player_db, read_player_db, uri_to_path
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db, write_strawberry_db
@@ -321,3 +322,37 @@ def test_track_from_values_is_the_same_track_as_the_constructor():
                    ("/m/cue.flac", 80.0, None, True, "", "", "", "", "", None, None, None, 0, 0, None)):
         fast, slow = track_from_values(values), Track(*values)
         assert fast == slow and hash(fast) == hash(slow) and fast.key == slow.key and vars(fast) == vars(slow)
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_the_taste_read_is_the_full_read_less_the_tracks_without_history(tmp_path, kind):
+    """`taste_only` (playlist, train-classifier, eval --playlist) builds Tracks only for rows that may carry a rating,
+    plays or skips; every track with one is there, equal, and the catalogue is the whole library's, even across
+    duplicate rows (the richer wins, whichever comes first), CUE segments and unusual values."""
+    ns = 10**9
+    songs = [
+        SynthSong(path="/m/plain.flac", title="plain", album="A", artist="X"),
+        SynthSong(path="/m/rated.flac", album="A", albumartist="Various", artist="Y", rating=0.8),
+        SynthSong(path="/m/zero.flac", album="B", rating=0.0),  # no stars: a rating in Strawberry, not Clementine
+        SynthSong(path="/m/played.flac", album="B", playcount=2, lastplayed=5),
+        SynthSong(path="/m/skipped.flac", skipcount=4),
+        SynthSong(path="/m/dup.flac", title="plain first", lastplayed=9),
+        SynthSong(path="/m/dup.flac", title="rated later", album="D", rating=0.2),
+        SynthSong(path="/m/dup2.flac", title="played first", playcount=3),
+        SynthSong(path="/m/dup2.flac", title="plain later", album="E"),
+        SynthSong(path="/m/live.flac", title="one", beginning_ns=0, length_ns=200 * ns, rating=1.0),
+        SynthSong(path="/m/live.flac", title="two", beginning_ns=200 * ns, album="Live"),
+        SynthSong(path="/m/gone.flac", unavailable=1, rating=1.0),
+    ]
+    path = tmp_path / f"{kind}.db"
+    WRITERS[kind](path, songs)
+    full = read_player_db(path)
+    taste = read_player_db(path, taste_only=True)
+    with_history = [t for t in full.tracks if t.has_history]
+    assert [t for t in taste.tracks if t.has_history] == with_history
+    assert len(taste.tracks) < len(full.tracks) and {t.title for t in with_history} >= {"rated later", "played first"}
+    assert taste.catalogue == Catalogue.of(full.tracks)
+    assert (taste.duplicates, taste.skipped_unavailable) == (full.duplicates, full.skipped_unavailable) == (2, 1)
+    with sqlite3.connect(path) as conn:  # a text play count: not the usual value, so its row is read in full
+        conn.execute("UPDATE songs SET playcount = 'x7' WHERE title = 'plain'")
+    assert len(read_player_db(path, taste_only=True).tracks) == len(taste.tracks) + 1

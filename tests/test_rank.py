@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from recsys.library.catalogue import Catalogue
 from recsys.library.track import Track
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import exact_search, library_groups, neighbourhoods, vote
@@ -136,7 +137,7 @@ def test_album_and_artist_groups_are_named_only_around_the_evidence():
               Track(path="/m/d/4.ogg", album="Else", artist="Nobody"),  # nothing shared
               Track(path="/m/5.ogg"), Track(path="/m/6.ogg")]  # untagged, in the library's root folder
     row_of = {t.key: i for i, t in enumerate(tracks)}
-    g = library_groups(list(row_of), row_of, tracks, "/m", np.array([0, 4]))
+    g = library_groups(list(row_of), row_of, Catalogue.of(tracks), "/m", np.array([0, 4]))
     assert g.album[0] == g.album[1] >= 0 and g.album[2] != g.album[0] and g.album[3] == -1
     assert g.artist[0] == g.artist[1] == g.artist[2] >= 0 and g.artist[3] == -1
     assert g.album[4] == g.album[5] == -1 and g.artist[4] == -1  # a flat library is not one album

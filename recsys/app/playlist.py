@@ -117,7 +117,8 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
                 block_unliked_albums=r.block_unliked_albums,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
-                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed)
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed,
+                library=taste.library)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:

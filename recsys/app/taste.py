@@ -2,7 +2,9 @@
 to the owner's taste, read live.
 
 They read the index snapshot (vectors and tags, no lancedb or torch on the way) and the player database afresh on
-every run, so ratings given a minute ago count and nothing is ever copied out of the player.
+every run, so ratings given a minute ago count and nothing is ever copied out of the player. Of the library they
+keep as Track records only the tracks with a rating, plays or skips; every track is in the catalogue (its key, file,
+album and artist tags: ``recsys.library.catalogue``), which is what keeps them fast on a large library.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from pathlib import Path
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
-from recsys.library.sources import load_library
+from recsys.library.catalogue import Catalogue
+from recsys.library.sources import load_taste_library
 from recsys.library.track import Track
 from recsys.playlists import Inputs
 from recsys.recommender.classifier import ClassifierReport, train_classifier
@@ -26,11 +29,12 @@ class NotEmbeddedError(RecsysError):
 
 @dataclass
 class Taste:
-    """The index snapshot and the library's tracks (with ratings and plays, read just now)."""
+    """The index snapshot, the library's tracks with a rating, plays or skips (read just now) and every track."""
 
     lib: LibraryVectors
-    tracks: list[Track]
+    tracks: list[Track]  # those with a rating, plays or skips (Track.has_history)
     source: str
+    library: Catalogue  # every track of the library
     inputs: Inputs = field(default_factory=Inputs)  # what the playlist must never overwrite
     db_kind: str | None = None  # the source of the ratings: 'clementine', 'navidrome' ...
 
@@ -38,14 +42,16 @@ class Taste:
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
     lib = current_snapshot(settings.home_path, settings.index)
-    library = load_library(settings.library.db, settings.library.folders, settings=settings)
+    library, catalogue = load_taste_library(settings.library.db, settings.library.folders, settings=settings)
     source = library.source()
     embedded = set(lib.keys)
-    if not any(t.key in embedded for t in library.tracks):
-        raise NotEmbeddedError(f"none of the {len(library.tracks)} tracks of {source} is embedded yet: "
+    if not any(key in embedded for key in catalogue.keys):
+        raise NotEmbeddedError(f"none of the {len(catalogue)} tracks of {source} is embedded yet: "
                                "run `recsys embed` first")
-    inputs = Inputs(library.db_path, library.folders, {t.path for t in library.tracks} | set(lib.values("path")))
-    return Taste(lib, library.tracks, source, inputs, library.db_kind)
+    files = set(catalogue.paths)
+    files.update(lib.values("path"))
+    inputs = Inputs(library.db_path, library.folders, files)
+    return Taste(lib, library.tracks, source, catalogue, inputs, library.db_kind)
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
@@ -63,4 +69,5 @@ def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Pat
     c = settings.classifier
     return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
                             pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib),
-                            w_model=settings.recommend.w_model, w_knn=settings.recommend.w_knn)
+                            w_model=settings.recommend.w_model, w_knn=settings.recommend.w_knn,
+                            library=taste.library)

@@ -84,6 +84,12 @@ class Track(Labelled):
     def stars(self) -> float | None:
         return None if self.rating is None else self.rating * 5.0
 
+    @property
+    def has_history(self) -> bool:
+        """Whether the player knows anything of the owner's taste for it (a rating, plays or skips): the only tracks
+        the taste commands need as records (see :mod:`recsys.library.catalogue`)."""
+        return self.rating is not None or self.playcount > 0 or self.skipcount > 0
+
 
 _FIELDS = tuple(f.name for f in fields(Track))
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.library.catalogue import Catalogue
 from recsys.library.track import Track
 from recsys.recommender.cross_validation import KINDS, CrossValidation, blend_helps, cross_validate, fit_vector_model
 from recsys.recommender.labels import collect_labels
@@ -104,15 +105,16 @@ def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any])
 def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracking_uri: str | None, *,
                      min_ratings: int = 20, seed: int = 0, pseudo_until: int = 500, neighbours_k: int = 20,
                      n_folds: int = 5, search: Search | None = None, w_model: float = 0.2, w_knn: float = 0.8,
-                     experiment: str = "recsys-classifier") -> ClassifierReport:
+                     experiment: str = "recsys-classifier", library: Catalogue | None = None) -> ClassifierReport:
     """Cross-validate the candidates, fit the best on every label, save it under ``models_dir``, track in MLflow.
 
     ``lib`` has ``keys``, ``vectors`` (N, D L2-normalised float32) and ``encoder_id``; ``search`` finds neighbours
-    (default: exact search over ``lib.vectors``); ``tracking_uri`` None tracks nothing.
+    (default: exact search over ``lib.vectors``); ``tracking_uri`` None tracks nothing. ``tracks`` and ``library``
+    as for :func:`recsys.recommender.labels.collect_labels`.
     """
     started = time.perf_counter()
     vectors = np.asarray(lib.vectors, dtype=np.float32)
-    labels = collect_labels(lib.keys, tracks, pseudo_until)
+    labels = collect_labels(lib.keys, tracks, pseudo_until, library)
     n_rated = sum(1 for t in tracks if t.rating is not None)
     n_explicit = labels.used["explicit"]
     if n_rated == 0:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.library.catalogue import Catalogue
 from recsys.library.text import tag_key
 from recsys.library.track import Track
 
@@ -90,10 +91,13 @@ class Labels:
                       [self.albums[i] for i in idx], [self.artists[i] for i in idx], self.used, self.dropped)
 
 
-def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: int = 500) -> Labels:
-    """Join ratings (and, when explicit ones are few, play history) to the library's rows; count what is dropped."""
+def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: int = 500,
+                   library: Catalogue | None = None) -> Labels:
+    """Join ratings (and, when explicit ones are few, play history) to the library's rows; count what is dropped.
+    ``library`` is every track of the library (whose root names the untagged artists), when ``tracks`` are only
+    those with a rating, plays or skips (``Track.has_history``)."""
     row_of = {k: i for i, k in enumerate(keys)}
-    root = library_root([t.path for t in tracks])
+    root = library_root(library.paths if library is not None else [t.path for t in tracks])
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
     explicit: list[tuple[int, float, Track]] = []

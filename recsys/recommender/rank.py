@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from recsys.errors import RecsysError
+from recsys.library.catalogue import Catalogue
 from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
@@ -132,7 +133,8 @@ class Ranking:
 
 
 def _take(meta: Any, name: str, rows: np.ndarray) -> list:
-    """Values of column ``name`` at ``rows`` from a pyarrow Table or a dict of lists (None when absent)."""
+    """Values of column ``name`` at ``rows`` from a pyarrow Table, an index snapshot or a dict of lists (None when
+    absent)."""
     if isinstance(meta, dict):
         column = meta.get(name)
         return [None] * len(rows) if column is None else [column[i] for i in rows]
@@ -235,10 +237,10 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
             + (", ".join(parts) + " removed" if parts else "none was removed") + tail)
 
 
-def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int
+def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int, library: Catalogue
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, liked (0/1) and weights of the voting tracks: the labels, or the seeds and the disliked ratings."""
-    labels = collect_labels(lib.keys, tracks, pseudo_until)
+    labels = collect_labels(lib.keys, tracks, pseudo_until, library)
     if not seeds:
         return labels.rows, labels.liked, evidence_weights(labels)
     row_of = {k: i for i, k in enumerate(lib.keys)}
@@ -291,8 +293,11 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
          min_liked_share: float | None = 0.5, min_audio_votes: float = 2.0, block_unliked_albums: bool = True,
          scale_caps: bool = True, scorer: str = "blend",
          search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
-         allowed: np.ndarray | None = None) -> Ranking:
+         allowed: np.ndarray | None = None, library: Catalogue | None = None) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
+
+    ``tracks`` need be only those with a rating, plays or skips (``Track.has_history``) when ``library`` holds every
+    track of the library (its album and artist votes, its root folder); without it ``tracks`` are the library.
 
     ``search(queries, k) -> (cosines, rows)`` finds neighbours (the snapshot's FAISS index; default exact).
     ``allowed`` (a boolean per row, e.g. the ``--where`` filter's mask) keeps only those rows as candidates; every
@@ -309,15 +314,16 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     if len(vectors) == 0:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
-    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until), max_voters)
+    library = Catalogue.of(tracks) if library is None else library
+    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    root = library_root([t.path for t in tracks])
+    root = library_root(library.paths)
     row_of = {k: i for i, k in enumerate(lib.keys)}
-    groups = library_groups(lib.keys, row_of, tracks, root, evidence) if album_vote > 0 or artist_vote > 0 else None
+    groups = library_groups(lib.keys, row_of, library, root, evidence) if album_vote > 0 or artist_vote > 0 else None
     p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
@@ -371,7 +377,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     short = rows[np.argpartition(-relevance[rows], size - 1)[:size]] if size < len(rows) else rows
     short = short[np.argsort(-relevance[short], kind="stable")]
 
-    meta = lib.meta  # a snapshot builds this table on each access
+    # a snapshot (with ``column``) reads only the columns taken here; its ``meta`` would read every one of them
+    meta = lib if hasattr(lib, "column") else lib.meta
     paths = _take(meta, "path", short)
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]

@@ -17,7 +17,8 @@ from typing import Protocol
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.library.sources.folders import scan_folders
+from recsys.library.catalogue import Catalogue
+from recsys.library.sources.folders import ScanResult, scan_folders
 from recsys.library.track import Track
 
 
@@ -32,6 +33,7 @@ class PlayerLibrary:
     skipped_unavailable: int
     duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
     user: str | None = None  # whose ratings, in a server's database of several users (Navidrome)
+    catalogue: Catalogue | None = None  # every track, when read ``taste_only`` (``tracks`` then holds fewer)
 
 
 class Source(Protocol):
@@ -45,9 +47,11 @@ class Source(Protocol):
     def recognises(self, path: Path) -> bool:
         """Whether ``path`` (given with ``--db``) is this player's database."""
 
-    def read(self, path: Path, settings: Settings) -> PlayerLibrary:
+    def read(self, path: Path, settings: Settings, taste_only: bool = False) -> PlayerLibrary:
         """The tracks the database lists, read as ``settings`` say (its own section, e.g. ``navidrome``); a
-        :class:`~recsys.errors.RecsysError` naming the file when it cannot."""
+        :class:`~recsys.errors.RecsysError` naming the file when it cannot. ``taste_only``: every track in
+        ``catalogue``, and in ``tracks`` at least those with a rating, plays or skips (``Track.has_history``; a
+        reader may leave the others out, which is what makes the taste commands fast on a large library)."""
 
 
 # name -> "module:attribute" of its Source; the first is also what reads a --db no source recognises (its error
@@ -78,10 +82,10 @@ def recognising_source(path: Path) -> Source | None:
     return next((s for s in (source(name) for name in SOURCES) if s.recognises(path)), None)
 
 
-def read_source_db(path: Path, settings: Settings | None = None) -> PlayerLibrary:
+def read_source_db(path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
     """Read ``path`` with the registered source that recognises it (the first source when none does)."""
     chosen = recognising_source(path) or source(next(iter(SOURCES)))
-    return chosen.read(path, Settings() if settings is None else settings)
+    return chosen.read(path, Settings() if settings is None else settings, taste_only=taste_only)
 
 
 def library_db(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool = True) -> Path | None:
@@ -154,28 +158,16 @@ def load_library(
     and scan the folders; a track listed by both keeps the database's tags and ratings. Tracks the user's settings
     leave out (``exclude_genres``, ``max_track_minutes``) are not in ``tracks`` but in ``left_out``, with the reason.
     ``settings`` are handed to the source that reads the database (e.g. the Navidrome user)."""
-    db_path = library_db(db, folders, auto_detect)
-    if db_path is None and not folders:
-        raise NoLibraryError(
-            "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
-            "give one with --db PATH or a music folder with --library DIR"
-        )
-    library = Library(tracks=[], folders=[str(f) for f in folders])
+    library, player, scan = _read(db, folders, auto_detect, progress, settings, taste_only=False)
     by_key: dict[str, Track] = {}
-    if db_path is not None:
-        player = read_source_db(db_path, settings)
-        library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
-        library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
+    if player is not None:
         by_key.update((t.key, t) for t in player.tracks)
-    if folders:
-        scan = scan_folders(folders, progress=progress)
-        library.scan_errors = scan.errors
-        for track in scan.tracks:
-            by_key.setdefault(track.key, track)
+    for track in scan.tracks if scan is not None else ():
+        by_key.setdefault(track.key, track)
     kept = []
     # most libraries leave nothing out: no call per track then (100,000 on a large library)
     leaves_out = any(g.strip() for g in exclude_genres) or max_track_minutes > 0
-    for track in sorted((t for t in by_key.values() if _storable(t, library.scan_errors)), key=attrgetter("key")):
+    for track in sorted((t for t in by_key.values() if _storable(t.path, library.scan_errors)), key=attrgetter("key")):
         reason = leave_out_reason(track, exclude_genres, max_track_minutes) if leaves_out else None
         if reason is None:
             kept.append(track)
@@ -185,6 +177,56 @@ def load_library(
     return library
 
 
+def load_taste_library(db: str | Path | None, folders: Sequence[str | Path], settings: Settings | None = None
+                       ) -> tuple[Library, Catalogue]:
+    """The library as the taste commands read it (`playlist`, `train-classifier`, `eval --playlist`): as Tracks, in
+    key order, only those with a rating, plays or skips (``Track.has_history``; a folder scan knows none), and every
+    track in the catalogue. The same tracks as :func:`load_library` with no exclusions, without a Track object for
+    each of the others (see :mod:`recsys.library.catalogue`)."""
+    library, player, scan = _read(db, folders, True, None, settings, taste_only=True)
+    tracks: list[Track] = []
+    catalogue = Catalogue([], [], [], [], [])
+    if player is not None:
+        tracks = [t for t in player.tracks if t.has_history]
+        catalogue = player.catalogue if player.catalogue is not None else Catalogue.of(player.tracks)
+    if scan is not None:
+        scanned: dict[str, Track] = {}
+        for track in scan.tracks:
+            scanned.setdefault(track.key, track)  # a file under two of the folders given is one track
+        catalogue = catalogue.merged(Catalogue.of(sorted(scanned.values(), key=attrgetter("key"))))
+    try:
+        "\n".join(catalogue.paths).encode("utf-8")  # the usual library: every name storable, no call per track
+    except UnicodeEncodeError:
+        keep = [_storable(path, library.scan_errors) for path in catalogue.paths]
+        catalogue = catalogue.rows(keep)
+        storable = set(catalogue.keys)
+        tracks = [t for t in tracks if t.key in storable]
+    library.tracks = tracks
+    return library, catalogue
+
+
+def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool,
+          progress: Callable[[int], None] | None, settings: Settings | None, taste_only: bool
+          ) -> tuple[Library, PlayerLibrary | None, ScanResult | None]:
+    """What both loaders start from: the library's facts, the player's tracks, the folder scan (None when absent)."""
+    db_path = library_db(db, folders, auto_detect)
+    if db_path is None and not folders:
+        raise NoLibraryError(
+            "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
+            "give one with --db PATH or a music folder with --library DIR"
+        )
+    library = Library(tracks=[], folders=[str(f) for f in folders])
+    player = scan = None
+    if db_path is not None:
+        player = read_source_db(db_path, settings, taste_only=taste_only)
+        library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
+        library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
+    if folders:
+        scan = scan_folders(folders, progress=progress)
+        library.scan_errors = scan.errors
+    return library, player, scan
+
+
 def load_configured_library(settings: Settings, progress: Callable[[int], None] | None = None) -> Library:
     """The library the settings name (database, folders), less what they ask to leave out."""
     return load_library(settings.library.db, settings.library.folders, progress=progress,
@@ -192,13 +234,13 @@ def load_configured_library(settings: Settings, progress: Callable[[int], None] 
                         max_track_minutes=settings.audio.max_track_minutes, settings=settings)
 
 
-def _storable(track: Track, errors: list[tuple[str, str]]) -> bool:
+def _storable(path: str, errors: list[tuple[str, str]]) -> bool:
     """Whether the track's path can be kept as text in the table. A file name whose bytes are not UTF-8 arrives with
     surrogate escapes, which the table's text columns cannot hold: one such name once failed every write of the run
     and so the whole library. It is left out and reported instead."""
     try:
-        track.path.encode("utf-8")
+        path.encode("utf-8")
     except UnicodeEncodeError:
-        errors.append((track.path, "file name is not valid UTF-8 (recsys cannot store it): rename the file"))
+        errors.append((path, "file name is not valid UTF-8 (recsys cannot store it): rename the file"))
         return False
     return True

@@ -16,8 +16,9 @@ from typing import TypeVar
 from urllib.parse import quote, unquote, urlsplit
 
 from recsys.errors import RecsysError
+from recsys.library.catalogue import Catalogue
 from recsys.library.sources import PlayerLibrary
-from recsys.library.track import Track, track_from_values
+from recsys.library.track import Track, make_key, track_from_values
 
 
 class PlayerDBError(RecsysError):
@@ -51,13 +52,14 @@ def find_player_db(home: Path | None = None) -> Path | None:
     return None
 
 
-def read_player_db(path: str | Path, timeout_s: float = 5.0) -> PlayerLibrary:
+def read_player_db(path: str | Path, timeout_s: float = 5.0, taste_only: bool = False) -> PlayerLibrary:
     """Read every local-file track of a Clementine or Strawberry database, without ever writing to it.
 
-    ``timeout_s`` is how long to wait for a player that holds the database locked before giving up.
+    ``timeout_s`` is how long to wait for a player that holds the database locked before giving up; ``taste_only``
+    (see ``Source.read``): Tracks of the rated, played or skipped rows only, every track in the catalogue.
     """
     db, (kind, rows) = read_consistent(path, _read_songs, timeout_s)
-    return _build(db, kind, rows)
+    return _build(db, kind, rows, taste_only)
 
 
 T = TypeVar("T")
@@ -268,13 +270,14 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
-    """Tracks from the rows. Every value goes through the helpers above but the usual ones (an int, a str, NULL),
-    taken as they are inline: a helper call per value cost seconds on a 100,000-track library."""
+def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> PlayerLibrary:
+    """Tracks from the rows; ``taste_only``: Tracks only of the rows that may carry a rating, plays or skips, and
+    every track in the catalogue (see :mod:`recsys.library.catalogue`)."""
     skipped_urls = skipped_unavailable = 0
     kept: list[tuple[str, int, tuple]] = []  # (path, start in ns, row)
     unavailable_at = 1 + _COLUMNS.index("unavailable")
     beginning_at = 1 + _COLUMNS.index("beginning")
+    cue_at = 1 + _COLUMNS.index("cue_path")
     # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
     first_beginning: dict[str, int] = {}
     cut: set[str] = set()
@@ -290,43 +293,76 @@ def _build(db: Path, kind: str, rows: list[tuple]) -> PlayerLibrary:
             if first_beginning.setdefault(path, begin) != begin:
                 cut.add(path)
             kept.append((path, begin, row))
-    by_key: dict[str, Track] = {}
+    # one entry per key: the row that knows more about the owner's taste, the first among equals
+    entries: dict[str, tuple[str, int, bool, tuple]] = {}  # key -> (path, start in ns, segment, row)
+    built: dict[str, Track] = {}  # the Track of a key listed twice, built to compare the rows
     duplicates = 0
-    for path, begin_ns, (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year,
-                         number, length, _beginning, cue_path, _unavailable) in kept:
-        length_ns = (length if type(length) is int else _int(length)) or 0
-        segment = bool(cue_path) or path in cut
-        # the usual values inline (an int, NULL), anything else through the helpers: a call per value costs seconds
-        year = (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year)
-        number = (number if number > 0 else None) if type(number) is int else _positive(number)
-        lastplayed = (lastplayed if lastplayed > 0 else None) if type(lastplayed) is int else _positive(lastplayed)
-        playcount = (playcount if playcount > 0 else 0) if type(playcount) is int else _positive(playcount) or 0
-        skipcount = (skipcount if skipcount > 0 else 0) if type(skipcount) is int else _positive(skipcount) or 0
-        track = track_from_values((
-            path,
-            begin_ns / 1e9 if segment else 0.0,
-            length_ns / 1e9 if length_ns > 0 else None,
-            segment,
-            title if type(title) is str else _text(title),
-            artist if type(artist) is str else _text(artist),
-            album if type(album) is str else _text(album),
-            albumartist if type(albumartist) is str else _text(albumartist),
-            genre if type(genre) is str else _text(genre),
-            year,
-            number,
-            None if type(rating) in _NUMBER and (rating < 0 or rating > 1) else _rating(rating, kind),  # unrated: -1
-            playcount,
-            skipcount,
-            lastplayed,
-        ))
-        previous = by_key.get(track.key)
-        if previous is not None:
-            duplicates += 1
-            if _richness(previous) >= _richness(track):
-                continue
-        by_key[track.key] = track
-    tracks = [by_key[key] for key in sorted(by_key)]
-    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates)
+    for path, begin_ns, row in kept:
+        segment = bool(row[cue_at]) or path in cut
+        key = make_key(path, begin_ns / 1e9, True) if segment else path
+        entry = (path, begin_ns, segment, row)
+        previous = entries.setdefault(key, entry)
+        if previous is entry:
+            continue
+        duplicates += 1
+        old, new = built.get(key) or _track(*previous, kind), _track(*entry, kind)
+        if _richness(old) >= _richness(new):
+            built[key] = old
+        else:
+            entries[key], built[key] = entry, new
+    ordered = sorted(entries)
+    if not taste_only:
+        tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered]
+        return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates)
+    tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered
+              if key in built or _may_have_history(entries[key][3], kind)]
+    chosen = [entries[key] for key in ordered]
+    tags = [entry[3] for entry in chosen]
+    columns = [[row[at] if type(row[at]) is str else _text(row[at]) for row in tags]
+               for at in (_ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT)]
+    catalogue = Catalogue(ordered, [entry[0] for entry in chosen], *columns)
+    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue)
+
+
+_ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT = (1 + _COLUMNS.index(c) for c in ("album", "albumartist", "artist"))
+
+
+def _may_have_history(row: tuple, kind: str) -> bool:
+    """False only for a row that surely has no rating, plays or skips (the usual unrated values; anything unusual is
+    left to the Track's own reading): what ``Track.has_history`` says, without building the Track."""
+    rating, playcount, skipcount = row[1], row[2], row[3]
+    unrated = rating is None or rating == -1 or (rating == 0 and kind == "clementine")
+    return not (unrated and (playcount is None or playcount == 0) and (skipcount is None or skipcount == 0))
+
+
+def _track(path: str, begin_ns: int, segment: bool, row: tuple, kind: str) -> Track:
+    """The Track of one row. The usual values (an int, a str, NULL) are taken inline, anything else goes through the
+    helpers above: a helper call per value cost seconds on a 100,000-track library."""
+    (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number, length,
+     _beginning, _cue_path, _unavailable) = row
+    length_ns = (length if type(length) is int else _int(length)) or 0
+    year = (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year)
+    number = (number if number > 0 else None) if type(number) is int else _positive(number)
+    lastplayed = (lastplayed if lastplayed > 0 else None) if type(lastplayed) is int else _positive(lastplayed)
+    playcount = (playcount if playcount > 0 else 0) if type(playcount) is int else _positive(playcount) or 0
+    skipcount = (skipcount if skipcount > 0 else 0) if type(skipcount) is int else _positive(skipcount) or 0
+    return track_from_values((
+        path,
+        begin_ns / 1e9 if segment else 0.0,
+        length_ns / 1e9 if length_ns > 0 else None,
+        segment,
+        title if type(title) is str else _text(title),
+        artist if type(artist) is str else _text(artist),
+        album if type(album) is str else _text(album),
+        albumartist if type(albumartist) is str else _text(albumartist),
+        genre if type(genre) is str else _text(genre),
+        year,
+        number,
+        None if type(rating) in _NUMBER and (rating < 0 or rating > 1) else _rating(rating, kind),  # unrated: -1
+        playcount,
+        skipcount,
+        lastplayed,
+    ))
 
 
 def _richness(track: Track) -> tuple[bool, int, int]:
@@ -345,8 +381,8 @@ class _ClementineSource:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
 
-    def read(self, path: Path, settings: object = None) -> PlayerLibrary:
-        return read_player_db(path)
+    def read(self, path: Path, settings: object = None, taste_only: bool = False) -> PlayerLibrary:
+        return read_player_db(path, taste_only=taste_only)
 
 
 SOURCE = _ClementineSource()

@@ -234,7 +234,8 @@ class _NavidromeSource:
         except PlayerDBError:
             return False
 
-    def read(self, path: Path, settings: Settings | None = None) -> PlayerLibrary:
+    def read(self, path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
+        """Every track, whether ``taste_only`` or not (a Track per row: not yet made lean like Clementine's)."""
         if settings is None:
             return read_navidrome_db(path)
         nd = settings.navidrome

@@ -1,0 +1,54 @@
+"""The library column-wise: what the taste commands need of every track, without a Track object per row.
+
+`recsys playlist`, `train-classifier` and `eval --playlist` learn the owner's taste from the tracks with a rating,
+plays or skips (a few thousand, as :class:`~recsys.library.track.Track` records). Of every other track they need
+only its key, its file and the tags that name its album and artist: the album and artist votes, the library's root
+folder, the files a playlist must never replace. At 1,000,000 tracks a Track per row cost half of a 16 s playlist
+(benchmarks/RESULTS.md); these five columns are what is left of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from recsys.library.track import Track
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """Every track of a library, one entry per key, sorted by key: five columns of equal length."""
+
+    keys: list[str]
+    paths: list[str]
+    albums: list[str]
+    albumartists: list[str]
+    artists: list[str]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @classmethod
+    def of(cls, tracks: Iterable[Track]) -> Catalogue:
+        """The catalogue of ``tracks`` (unique keys, in key order, as every reader returns them)."""
+        tracks = list(tracks)
+        return cls([t.key for t in tracks], [t.path for t in tracks], [t.album for t in tracks],
+                   [t.albumartist for t in tracks], [t.artist for t in tracks])
+
+    def rows(self, keep: Sequence[bool]) -> Catalogue:
+        """The entries where ``keep`` holds."""
+        return Catalogue(*([v for v, k in zip(column, keep, strict=True) if k] for column in self._columns()))
+
+    def merged(self, other: Catalogue) -> Catalogue:
+        """These entries and those of ``other`` whose key is not here, in key order (a track both list keeps these
+        tags: the player's over a folder scan's)."""
+        mine = set(self.keys)
+        extra = [i for i, key in enumerate(other.keys) if key not in mine]
+        if not extra:
+            return self
+        columns = [list(a) + [b[i] for i in extra] for a, b in zip(self._columns(), other._columns(), strict=True)]
+        order = sorted(range(len(columns[0])), key=columns[0].__getitem__)
+        return Catalogue(*([column[i] for i in order] for column in columns))
+
+    def _columns(self) -> tuple[list[str], ...]:
+        return self.keys, self.paths, self.albums, self.albumartists, self.artists
