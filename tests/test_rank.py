@@ -336,8 +336,8 @@ def test_the_evidence_rule_stops_short_rather_than_recommend_what_the_ratings_ar
 def test_sound_alone_needs_more_than_one_liked_track():
     vectors, which = clusters(n_clusters=3, per=20, spread=0.05)  # cluster 0 liked a lot, 1 liked once, 2 unrated
     n = len(vectors)
-    paths = [f"/lib/style{c}/t{i}.ogg" for i, c in enumerate(which)]
     albums = ["Liked Album" if c == 1 and i % 2 else "" for i, c in enumerate(which)]  # half of style 1 is tagged
+    paths = [f"/lib/style{c}{'' if albums[i] or c != 1 else '-loose'}/t{i}.ogg" for i, c in enumerate(which)]
     meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
             "album": albums, "track_number": [None] * n, "duration_s": [60.0] * n}
     lib = Lib(paths, vectors, meta)
@@ -360,6 +360,32 @@ def test_sound_alone_needs_more_than_one_liked_track():
     assert "recommend.min_audio_votes" in (on.stopped or "")
     seeded = real_rank(lib, tracks, None, seeds=[lib.keys[once]], exists=lambda p: True, **kw)
     assert untagged_once & {t.key for t in seeded.tracks}  # around a seed the rule does not apply
+
+
+def test_a_folder_tagged_unevenly_is_one_album_for_the_votes():
+    """A soundtrack whose composers tagged their own tracks (and one file left untagged) lies in one folder: the
+    owner's ratings of one tag vouch for the rest of the folder. A folder of many albums' tracks stays apart."""
+    vectors, _ = clusters(n_clusters=1, per=40)
+    tags = ["OST"] * 6 + ["OST: Gold Edition"] * 3 + [""] + [f"Single {i}" for i in range(30)]
+    paths = [f"/lib/Soundtrack/t{i}.ogg" for i in range(10)] + [f"/lib/Singles/s{i}.ogg" for i in range(30)]
+    n = len(paths)
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": tags, "track_number": [None] * n, "duration_s": [60.0] * n}
+    lib = Lib(paths, vectors, meta)
+    tracks = [Track(path=paths[i], rating=1.0, album=tags[i]) for i in range(4)]  # four of "OST" liked
+    tracks += [Track(path=paths[10], rating=1.0, album=tags[10])]  # and one single
+    tracks += [Track(path=p, album=a) for p, a in zip(paths, tags, strict=True) if p not in {t.path for t in tracks}]
+    library = Catalogue.of(sorted(tracks, key=lambda t: t.key))
+    evidence = np.array([lib.keys.index(t.path) for t in tracks if t.rating is not None])
+    groups = library_groups(lib.keys, {k: i for i, k in enumerate(lib.keys)}, library, "/lib", evidence)
+    assert len({int(groups.album[i]) for i in range(10)}) == 1 and groups.album[0] >= 0  # tags differ: one album
+    assert len({int(groups.album[i]) for i in range(10, 40)}) == 30  # 30 tags: each single its own album
+    assert groups.album[10] != groups.album[0]
+
+    got = rank(lib, tracks, None, top_n=40, max_per_album=10_000, max_per_artist=10_000, min_audio_votes=3.0)
+    keys = {t.key for t in got.tracks}
+    assert set(paths[4:10]) <= keys  # the Gold Edition and the untagged file: album-mates of the liked tracks
+    assert not keys & set(paths[11:])  # one liked single does not vouch for the other singles' folder
 
 
 def test_sound_alone_is_not_enough_for_an_album_you_rated_without_liking_it():

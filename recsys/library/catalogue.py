@@ -30,8 +30,8 @@ class Catalogue:
 
     @classmethod
     def of(cls, tracks: Iterable[Track]) -> Catalogue:
-        """The catalogue of ``tracks`` (unique keys, in key order, as every reader returns them)."""
-        tracks = list(tracks)
+        """The catalogue of ``tracks`` (unique keys), put in key order."""
+        tracks = sorted(tracks, key=lambda t: t.key)
         return cls([t.key for t in tracks], [t.path for t in tracks], [t.album for t in tracks],
                    [t.albumartist for t in tracks], [t.artist for t in tracks])
 

@@ -24,11 +24,14 @@ unrated tracks of an album you rated five times five stars are the likeliest to 
 On the development corpus (14 soundtracks, two liked) this took the top 20 from 58 % liked-style tracks (the votes
 through the index alone) to 100 %, and the disliked ones in it from 1.2 to 0 (benchmarks/RESULTS.md). Tracks
 directly in the library's root folder have no album (a flat library is not one album), untagged ones under it no
-artist (``labels.artist_of``).
+artist (``labels.artist_of``). A folder whose files carry at most ``RELEASE_MAX_TAGS`` album tags is one album
+whatever the tags say (``library_groups``): on the development corpus, soundtracks whose composers tagged their own
+tracks had liked tracks left out because only one rated track shared their tag.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +43,7 @@ from recsys.recommender.labels import Labels, album_of, artist_of
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # queries, k -> (cosines, rows), best first
 ALPHA = 1.0
 PRIOR = 0.0
+RELEASE_MAX_TAGS = 3  # album tags one release folder may carry (editions, discs, composers)
 
 
 @dataclass
@@ -111,6 +115,11 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     folder, its album folder's parent or a tag, compared case-insensitively, matches an evidence track's; that
     misses only tags that differ from the rated track's in spacing or character width as well as in case.
     Rows no track names, and tracks directly in the library's root folder (a flat library is not one album), get -1.
+
+    A release folder joins its tracks into one album whatever their tags say: an evidence track's folder (not the
+    root) whose files carry at most ``RELEASE_MAX_TAGS`` album tags is one release tagged unevenly (a soundtrack
+    whose composers tagged their own tracks, an edition name on some files, a tag missing on others). Its album is
+    then the tag albums and the folder together, so the disc folders of one album tag stay one album too.
     """
     album, artist = np.full(len(keys), -1, np.int64), np.full(len(keys), -1, np.int64)
     wanted = {keys[r] for r in np.asarray(evidence).tolist()}
@@ -121,35 +130,79 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     album_folders = {_folder(paths[i]) for i in mine if not albums[i].strip()}
     artist_tags = {(albumartists[i].strip() or artists[i].strip()).casefold() for i in mine} - {""}
     artist_folders = {_folder(_folder(paths[i])) for i in mine if not (albumartists[i].strip() or artists[i].strip())}
+    releases = _release_folders(library, {_folder(paths[i]) for i in mine} - {root})
     # which tag values match, each distinct value tested once (a few per album), then set lookups per track
     in_album, untagged_album = _matching(albums, album_tags)
     by_albumartist, no_albumartist = _matching(albumartists, artist_tags)
     by_artist, no_artist = _matching(artists, artist_tags)
     # the album: its tag, else (untagged) its folder; the artist: the album artist's tag, else the artist's, else
     # (both untagged) the album folder's parent
-    named = [i for i, (album_tag, albumartist, artist_tag) in enumerate(zip(albums, albumartists, artists, strict=True))
+    named = {i for i, (album_tag, albumartist, artist_tag) in enumerate(zip(albums, albumartists, artists, strict=True))
              if album_tag in in_album or albumartist in by_albumartist
              or (album_tag in untagged_album and _folder(paths[i]) in album_folders)
              or (albumartist in no_albumartist and (artist_tag in by_artist or (
-                 artist_tag in no_artist and _folder(_folder(paths[i])) in artist_folders)))]
+                 artist_tag in no_artist and _folder(_folder(paths[i])) in artist_folders)))}
+    named.update(i for rows in releases.values() for i in rows)
     flat = f"folder:{root}"
-    ids: dict[str, int] = {}
-    memo: dict[tuple[str, str, str, str], tuple[int, int]] = {}  # album-mates share tags and folder: named once
-    for i in named:
+    album_mates: dict[tuple[str, str, str, str], tuple[int, list[int]]] = {}  # same tags and folder: named once
+    for i in sorted(named):
         row = row_of.get(library.keys[i])
-        if row is None:
-            continue
-        path, album_tag, albumartist, artist_tag = paths[i], albums[i], albumartists[i], artists[i]
-        folder = _folder(path)
-        sig = (album_tag, albumartist, artist_tag, folder)
-        got = memo.get(sig)
-        if got is None:
-            names = (album_of(album_tag, albumartist, artist_tag, path),
-                     artist_of(artist_tag, albumartist, path, root))
-            got = memo[sig] = (-1 if names[0] == flat else ids.setdefault(names[0], len(ids)),
-                               ids.setdefault(names[1], len(ids)) if names[1] else -1)
-        album[row], artist[row] = got
+        if row is not None:
+            album_mates.setdefault((albums[i], albumartists[i], artists[i], _folder(paths[i])), (i, []))[1].append(row)
+    joined = _Union()
+    names: dict[int, tuple[str, str]] = {}
+    for (album_tag, albumartist, artist_tag, folder), (i, _) in album_mates.items():
+        path = paths[i]
+        names[i] = album_of(album_tag, albumartist, artist_tag, path), artist_of(artist_tag, albumartist, path, root)
+        if folder in releases:
+            joined.join(names[i][0], f"folder:{folder}")
+    ids: dict[str, int] = {}
+    for i, rows in album_mates.values():
+        album_name, artist_name = names[i]
+        album[rows] = -1 if album_name == flat else ids.setdefault(joined.find(album_name), len(ids))
+        artist[rows] = ids.setdefault(artist_name, len(ids)) if artist_name else -1
     return Groups(album, artist)
+
+
+def _release_folders(library: Catalogue, candidates: set[str]) -> dict[str, list[int]]:
+    """The ``candidates`` whose own files (not their subfolders') carry at most ``RELEASE_MAX_TAGS`` distinct album
+    tags (compared case-insensitively), each with the catalogue indices of its files.
+
+    Keys begin with the path and the catalogue is in key order, so everything under a folder is one run of entries,
+    found by bisection: a few folders' files are read, never the whole library's.
+    """
+    keys, paths, albums = library.keys, library.paths, library.albums
+    out = {}
+    for folder in candidates:
+        prefix, rows = folder + "/", []
+        i = bisect.bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            if _folder(paths[i]) == folder:
+                rows.append(i)
+            i += 1
+        if len({albums[i].strip().casefold() for i in rows} - {""}) <= RELEASE_MAX_TAGS:
+            out[folder] = rows
+    return out
+
+
+class _Union:
+    """Disjoint sets of names (union-find): the tag albums and release folders that are one album."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+
+    def find(self, name: str) -> str:
+        parent = self._parent.get(name, name)
+        if parent == name:
+            return name
+        top = self.find(parent)
+        self._parent[name] = top
+        return top
+
+    def join(self, a: str, b: str) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self._parent[a] = b
 
 
 def shared_voters(ids: np.ndarray, rows: np.ndarray, liked: np.ndarray, chosen: np.ndarray
@@ -213,3 +266,4 @@ def vote(hoods: Neighbourhoods, rows: np.ndarray, liked: np.ndarray, weights: np
     total = np.bincount(flat, kernel.ravel(), minlength=n) + own
     pos = np.bincount(flat, (kernel * liked[:, None]).ravel(), minlength=n) + own_liked
     return ((pos + alpha * prior) / (total + alpha)).astype(np.float32), total.astype(np.float32)
+
