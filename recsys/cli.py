@@ -373,7 +373,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     tracks and for the rest of their album and artist, blended with the classifier's estimate when `recsys
     train-classifier` found that it helps.
     Only tracks your ratings vouch for (more than half of their votes from tracks you like,
-    `recommend.min_liked_share`; a track that shares no album or artist with one you like needs two liked tracks'
+    `recommend.min_liked_share`; a track that shares no album or artist with one you like needs four liked tracks'
     worth of votes, `recommend.min_audio_votes`, and is left out when its album or artist is one you rated without
     liking any of it, `recommend.block_unliked_albums`): the playlist stops short rather than fill up with tracks
     your ratings argue against. At most 3 tracks per artist and per album (the folder stands in for a missing album

@@ -185,7 +185,7 @@ class RecommendSettings:
     album_vote: float = _s(1.0, lo=0, hi=100)
     artist_vote: float = _s(0.5, lo=0, hi=100)
     min_liked_share: float = _s(0.5, lo=0, hi=0.99)
-    min_audio_votes: float = _s(2.0, lo=0, hi=1000)
+    min_audio_votes: float = _s(4.0, lo=0, hi=1000)
     block_unliked_albums: bool = _s(True)
     scale_caps: bool = _s(True)
     eval_splits: int = _s(5, lo=1, hi=100)

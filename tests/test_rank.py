@@ -28,7 +28,7 @@ class Lib:
 
 def rank(*args, **kwargs):
     """The files of these synthetic libraries do not exist: every test but one says they do. Their owners like one to
-    three untagged tracks, so the rule for tracks recommended on their sound alone (which asks for two liked tracks'
+    three untagged tracks, so the rule for tracks recommended on their sound alone (which asks for four liked tracks'
     worth of votes) is off unless a test is about it (``test_sound_alone_needs_more_than_one_liked_track``)."""
     kwargs.setdefault("exists", lambda path: True)
     kwargs.setdefault("min_audio_votes", 0.0)
@@ -351,7 +351,7 @@ def test_sound_alone_needs_more_than_one_liked_track():
     untagged_once = {lib.keys[i] for i in np.flatnonzero(which == 1) if not albums[i]}
     assert untagged_once & {t.key for t in off.tracks}  # one liked track vouched for its untagged neighbours
 
-    on = real_rank(lib, tracks, None, exists=lambda p: True, **kw)  # the default: two liked tracks' worth
+    on = real_rank(lib, tracks, None, exists=lambda p: True, **kw)  # the default: four liked tracks' worth
     got = {t.key for t in on.tracks}
     assert not untagged_once & got  # its sound alone, one liked track: not enough
     assert {lib.keys[i] for i in np.flatnonzero(which == 1) if albums[i] and i != once} <= got  # album-mates stay
