@@ -185,14 +185,23 @@ def _render_left_out(left_out: list[tuple[str, str]], unreadable: list[tuple[str
             click.echo(f"  ... and {len(items) - len(shown)} more (recsys status lists them all)")
 
 
+def _render_skipped_rows(urls: int, unavailable: int, duplicates: int, indent: str = "") -> None:
+    """The database rows that are not tracks of the library, when there are any."""
+    if urls or unavailable:
+        click.echo(f"{indent}left out: {urls} streams/URLs, {unavailable} marked unavailable")
+    if duplicates:
+        click.echo(f"{indent}{duplicates} database row(s) name a track another row already lists: kept the row with "
+                   "the rating and plays (the player shows the file twice; removing the extra row in the player "
+                   "tidies it)")
+
+
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
     source += f" (ratings of Navidrome user {lib.db_user})" if lib.db_user else ""
     click.echo(f"library: {report.total} tracks from {source}"
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
-    if lib.skipped_urls or lib.skipped_unavailable:
-        click.echo(f"  left out: {lib.skipped_urls} streams/URLs, {lib.skipped_unavailable} marked unavailable")
+    _render_skipped_rows(lib.skipped_urls, lib.skipped_unavailable, lib.duplicate_rows, indent="  ")
     _render_left_out(lib.left_out, lib.scan_errors, limit=10)
     click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
     if report.stale:
@@ -287,8 +296,7 @@ def status(ctx, db, folders, as_json):
         click.echo(f"  {_failure(f['path'], f['error'])}")
     if len(st["failures"]) > 10:
         click.echo(f"  ... and {len(st['failures']) - 10} more (recsys status --json lists them all)")
-    if st["skipped_urls"] or st["skipped_unavailable"]:
-        click.echo(f"left out: {st['skipped_urls']} streams/URLs, {st['skipped_unavailable']} marked unavailable")
+    _render_skipped_rows(st["skipped_urls"], st["skipped_unavailable"], st["duplicate_rows"])
     _render_left_out([(t["key"], t["reason"]) for t in st["left_out"]],
                      [(t["path"], t["reason"]) for t in st["unreadable"]], limit=None)
     idx = st["index"]

@@ -210,6 +210,18 @@ def test_home_that_is_a_file_and_unknown_encoder_are_named_at_load(small_library
                                 "musicnn, a checkpoint file .pt, or module:Class; from the command line, --encoder)")
 
 
+def test_a_track_listed_twice_in_the_database_is_counted_not_silent(small_library):
+    lib = small_library
+    lib.songs.append(SynthSong(path=lib.songs[0].path, title="again"))  # a second row for the same file
+    lib.rewrite_db()
+    r = lib.run("status", "--db", str(lib.db))
+    assert r.exit_code == 0, r.output
+    assert "library: 12 tracks" in r.output
+    assert "1 database row(s) name a track another row already lists" in r.output
+    st = json.loads(lib.run("status", "--db", str(lib.db), "--json").output)
+    assert st["duplicate_rows"] == 1 and st["library_tracks"] == 12
+
+
 def test_status_is_read_only(small_library, monkeypatch):
     """status writes nothing: a home not yet made stays unmade, and a home that cannot be written is still read."""
     import tempfile

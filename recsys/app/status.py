@@ -56,5 +56,6 @@ def library_status(settings: Settings) -> dict:
         "unreadable": [{"path": path, "reason": reason} for path, reason in library.scan_errors],
         "skipped_urls": library.skipped_urls,
         "skipped_unavailable": library.skipped_unavailable,
+        "duplicate_rows": library.duplicate_rows,
         "index": index,
     }

@@ -121,6 +121,7 @@ class Library:
     folders: list[str] = field(default_factory=list)
     skipped_urls: int = 0
     skipped_unavailable: int = 0
+    duplicate_rows: int = 0  # database rows naming a track another row already lists (the one that knows more kept)
     scan_errors: list[tuple[str, str]] = field(default_factory=list)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (track key, why): what the user asked to leave out
 
@@ -221,6 +222,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
         player = read_source_db(db_path, settings, taste_only=taste_only)
         library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
+        library.duplicate_rows = player.duplicates
     if folders:
         scan = scan_folders(folders, progress=progress)
         library.scan_errors = scan.errors
