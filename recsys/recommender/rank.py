@@ -25,9 +25,10 @@ track -- one its sound alone recommends -- needs at least ``min_audio_votes`` of
 on the development corpus such tracks were most of the other soundtracks' tracks in a taste playlist, disliked ones
 among them; the more ratings, the more liked votes every track gets: for owners of 43-49 ratings, at 2.0 the top 20
 held under 90 % liked-style tracks in 17-36 % of the development draws, at 4.0 in 2-4 % (benchmarks/RESULTS.md).
-Nor is such a track recommended when the owner has rated tracks of its album or artist and liked none of them (``block_unliked_albums``): their own judgement of that album outweighs a guess
-from its sound; on the development corpus that took most of the other soundtracks' tracks out of the playlists of
-owners whose liked soundtracks are small.
+Nor is such a track recommended when the owner has rated tracks of its album or artist and liked none of them
+(``block_unliked_albums``): their own judgement of that album outweighs a guess from its sound; on the development
+corpus that took most of the other soundtracks' tracks out of the playlists of owners whose liked soundtracks are
+small.
 ``--mode uncertain`` is exempt (its point is the tracks in between), and so are a playlist around seeds (asked for
 by name) and the classifier alone (``scorer`` "classifier", what ``eval --playlist`` compares: it is the judgement
 of tracks no rated track reaches).
