@@ -77,11 +77,14 @@ def corpus(root: Path) -> list[CorpusTrack]:
     return out
 
 
-def owner(tracks: list[CorpusTrack], seed: int, large: bool = False) -> tuple[list[SynthSong], set[str], set[str]]:
+def owner(tracks: list[CorpusTrack], seed: int, large: bool = False, rate_share: float = RATE_SHARE,
+          rate_max: int = RATE_MAX, neutral: int = NEUTRAL) -> tuple[list[SynthSong], set[str], set[str]]:
     """A seeded owner: the songs of the database (ratings, plays), the liked and the disliked soundtracks.
 
     ``large``: the two liked soundtracks are drawn among those of at least ``LARGE_TRACKS`` tracks, so that 20 or
-    more liked-style tracks stay unrated and a top 20 can be all liked (the small ones leave 5-16).
+    more liked-style tracks stay unrated and a top 20 can be all liked (the small ones leave 5-16). The owner rates
+    ``rate_share`` of each liked and disliked soundtrack (at most ``rate_max`` tracks of one) and ``neutral`` tracks
+    of other soundtracks at 3 stars.
     """
     rng = np.random.default_rng(seed)
     sizes: dict[str, int] = {}
@@ -99,7 +102,7 @@ def owner(tracks: list[CorpusTrack], seed: int, large: bool = False) -> tuple[li
     plays: dict[str, tuple[int, int]] = {}
     for s in chosen:
         members = [t.path for t in tracks if t.soundtrack == s]
-        n = min(RATE_MAX, max(3, round(RATE_SHARE * len(members))))
+        n = min(rate_max, max(3, round(rate_share * len(members))))
         picked = rng.permutation(len(members))
         for i in picked[:n]:
             stars = int(rng.integers(4, 6)) if s in liked else int(rng.integers(1, 3))
@@ -109,7 +112,7 @@ def owner(tracks: list[CorpusTrack], seed: int, large: bool = False) -> tuple[li
             for i in picked[n:n + 2]:
                 plays[members[i]] = (int(rng.integers(4, 9)), 0)
     others = [t.path for t in tracks if t.soundtrack not in chosen]
-    for i in rng.permutation(len(others))[:NEUTRAL]:
+    for i in rng.permutation(len(others))[:neutral]:
         rating[others[i]] = 0.6
     for i in rng.permutation(len(others))[:6]:  # a few stray plays elsewhere
         plays.setdefault(others[i], (1, 0))
@@ -177,7 +180,7 @@ def eval_summary(reports: list[dict]) -> str:
 
 
 def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db: Path,
-               plan: list[tuple[int, bool]], settings: dict[str, float]) -> None:
+               plan: list[tuple[int, bool]], settings: dict[str, float], ratings: dict[str, float]) -> None:
     """The tuning loop: ``rank()`` in this process with ``settings`` as its keywords, caps lifted, no classifier."""
     from recsys.config import IndexSettings
     from recsys.index.ann import current_snapshot
@@ -187,7 +190,7 @@ def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db:
     lib = current_snapshot(home, IndexSettings())
     rows = []
     for seed, large in plan:
-        songs, liked, disliked = owner(tracks, seed, large)
+        songs, liked, disliked = owner(tracks, seed, large, **ratings)
         write_clementine_db(db, songs)
         keywords = {"top_n": 20, "max_per_artist": LIFTED, "max_per_album": LIFTED, **settings}
         picks = rank(lib, load_library(db, []).tracks, None, **keywords).tracks
@@ -196,7 +199,8 @@ def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db:
         rows.append((large, sum(x in liked for x in styles[:20]) / 20, sum(x in disliked for x in styles[:20]),
                      sum(x in liked for x in styles[:cut]) / max(cut, 1), len(picks),
                      sum(x in disliked for x in styles),
-                     sum(x in liked for x in styles[:20]) / max(1, len(styles[:20]))))
+                     sum(x in liked for x in styles[:20]) / max(1, len(styles[:20])),
+                     sum(s.rating >= 0 for s in songs)))
     for kind, name in ((False, "any"), (True, "large")):
         got = [r[1:] for r in rows if r[0] == kind]
         if got:
@@ -204,7 +208,9 @@ def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db:
                   f"{statistics.mean(g[1] for g in got):.2f}, R-precision {statistics.mean(g[2] for g in got):.2f}, "
                   f"length {statistics.mean(g[3] for g in got):.1f} ({'/'.join(str(g[3]) for g in got)}), disliked "
                   f"in the whole list {statistics.mean(g[4] for g in got):.2f}, liked share of its top 20 "
-                  f"{statistics.mean(g[5] for g in got):.2f}  ({settings or 'defaults'})")
+                  f"{statistics.mean(g[5] for g in got):.2f}, draws whose top 20 is >= 90 % liked with no disliked "
+                  f"track {sum(g[5] >= 0.9 and g[1] == 0 for g in got)} of {len(got)}, ratings "
+                  f"{statistics.mean(g[6] for g in got):.0f}  ({settings or 'defaults'})")
 
 
 def main() -> None:
@@ -222,6 +228,10 @@ def main() -> None:
     parser.add_argument("--eval-only", action="store_true",
                         help="only `recsys eval --playlist` per draw (no playlists written), e.g. over many draws")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--rate-share", type=float, default=RATE_SHARE,
+                        help="share of each liked and disliked soundtrack the owner rates")
+    parser.add_argument("--rate-max", type=int, default=RATE_MAX, help="at most this many rated tracks per soundtrack")
+    parser.add_argument("--neutral", type=int, default=NEUTRAL, help="3-star ratings of other soundtracks' tracks")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="SECTION.KEY=VALUE passed to recsys as RECSYS_SECTION__KEY (tuning runs)")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure to this file")
@@ -240,10 +250,11 @@ def main() -> None:
            for k in a.overrides}
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
     plan = draw_plan(a.draws, a.large, a.first_seed)
+    ratings = {"rate_share": a.rate_share, "rate_max": a.rate_max, "neutral": a.neutral}
     if a.rank_settings is not None:
         settings = {k: None if v == "none" else float(v) if "." in v else int(v)
                     for k, v in (x.split("=", 1) for x in a.rank_settings if x)}
-        in_process(tracks, label, home, root / "tuning.db", plan, settings)  # never the CLI runs' database
+        in_process(tracks, label, home, root / "tuning.db", plan, settings, ratings)  # never the CLI runs' db
         return
 
     write_clementine_db(db, owner(tracks, 0)[0])
@@ -252,7 +263,7 @@ def main() -> None:
 
     results = []
     for seed, large in plan:
-        songs, liked, disliked = owner(tracks, seed, large)
+        songs, liked, disliked = owner(tracks, seed, large, **ratings)
         write_clementine_db(db, songs)
         train = cli(home, "train-classifier", "--db", str(db), env=env)
         decision = train.strip().splitlines()[-2]
