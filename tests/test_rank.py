@@ -375,7 +375,7 @@ def test_a_folder_tagged_unevenly_is_one_album_for_the_votes():
     tracks = [Track(path=paths[i], rating=1.0, album=tags[i]) for i in range(4)]  # four of "OST" liked
     tracks += [Track(path=paths[10], rating=1.0, album=tags[10])]  # and one single
     tracks += [Track(path=p, album=a) for p, a in zip(paths, tags, strict=True) if p not in {t.path for t in tracks}]
-    library = Catalogue.of(sorted(tracks, key=lambda t: t.key))
+    library = Catalogue.of(tracks)
     evidence = np.array([lib.keys.index(t.path) for t in tracks if t.rating is not None])
     groups = library_groups(lib.keys, {k: i for i, k in enumerate(lib.keys)}, library, "/lib", evidence)
     assert len({int(groups.album[i]) for i in range(10)}) == 1 and groups.album[0] >= 0  # tags differ: one album

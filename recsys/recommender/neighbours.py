@@ -150,15 +150,14 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
         if row is not None:
             album_mates.setdefault((albums[i], albumartists[i], artists[i], _folder(paths[i])), (i, []))[1].append(row)
     joined = _Union()
-    names: dict[int, tuple[str, str]] = {}
-    for (album_tag, albumartist, artist_tag, folder), (i, _) in album_mates.items():
-        path = paths[i]
-        names[i] = album_of(album_tag, albumartist, artist_tag, path), artist_of(artist_tag, albumartist, path, root)
+    named_rows = []  # (album name, artist name, rows) of each set of album-mates
+    for (album_tag, albumartist, artist_tag, folder), (i, rows) in album_mates.items():
+        album_name = album_of(album_tag, albumartist, artist_tag, paths[i])
+        named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root), rows))
         if folder in releases:
-            joined.join(names[i][0], f"folder:{folder}")
+            joined.join(album_name, f"folder:{folder}")
     ids: dict[str, int] = {}
-    for i, rows in album_mates.values():
-        album_name, artist_name = names[i]
+    for album_name, artist_name, rows in named_rows:
         album[rows] = -1 if album_name == flat else ids.setdefault(joined.find(album_name), len(ids))
         artist[rows] = ids.setdefault(artist_name, len(ids)) if artist_name else -1
     return Groups(album, artist)
@@ -266,4 +265,3 @@ def vote(hoods: Neighbourhoods, rows: np.ndarray, liked: np.ndarray, weights: np
     total = np.bincount(flat, kernel.ravel(), minlength=n) + own
     pos = np.bincount(flat, (kernel * liked[:, None]).ravel(), minlength=n) + own_liked
     return ((pos + alpha * prior) / (total + alpha)).astype(np.float32), total.astype(np.float32)
-
