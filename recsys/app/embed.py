@@ -34,6 +34,7 @@ from recsys.errors import RecsysError
 from recsys.home.lock import HomeLock
 from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
+from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
 from recsys.library.track import Track, is_under
@@ -128,7 +129,7 @@ def plan_embedding(
     for track in tracks:
         listed.add(track.key)
         try:
-            st = os.stat(track.path)
+            st = remote.stat(track.path)  # a server's file: its size and date as the server listed them
         except OSError:
             digest.add(track, None)
             plan.missing.append(track)
@@ -158,7 +159,7 @@ def plan_embedding(
         try:
             # reading a FIFO or device listed as a track would block the run: the decoder records it as a failure
             cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment)
-                   if os.path.isfile(track.path) else "")
+                   if remote.is_file(track.path) else "")
         except OSError:
             plan.missing.append(track)
             continue
@@ -185,7 +186,7 @@ def plan_embedding(
         if key in listed:
             gone = key in missing_listed
         else:
-            gone = not os.path.exists(row.path)
+            gone = not remote.exists(row.path)
             plan.unlisted.append((row.path, not gone))
         if gone:
             if row.content_id and row.content_id in living:

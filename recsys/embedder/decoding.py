@@ -22,6 +22,7 @@ import numpy as np
 
 from recsys.config import Settings
 from recsys.embedder.audio import Clip, DecodeError, TrackTooLong, limit_decoder_threads, load_crop
+from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.track import Track
 
@@ -107,9 +108,15 @@ _HARD_LIMIT_GRACE_S = 5.0  # the parent kills a worker this long after the in-wo
 _PR_SET_PDEATHSIG = 1
 
 
+class _Listed(Exception):
+    """A server's file has no identity but the one its listing gave, which the job already holds."""
+
+
 def file_identity(track: Track) -> tuple[int, int, str]:
     """(size, mtime_ns, content id) of the track's file now; the content id is empty for anything but a regular file
     (reading a FIFO or device would block). Raises OSError."""
+    if remote.is_remote(track.path):  # a server's file: the identity it was listed with (no stat over HTTP)
+        raise _Listed()
     st = os.stat(track.path)
     cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment) if stat.S_ISREG(st.st_mode)
            else "")
@@ -145,6 +152,8 @@ def _decode(job: Job, spec: DecodeSpec) -> Decoded:
             outcome = _decode_once(job, spec)
             try:
                 now = file_identity(job.track)
+            except _Listed:
+                return outcome
             except OSError as exc:
                 return Decoded(job, None, f"{job.track.path}: the file went away while it was decoded "
                                           f"({exc.strerror or exc})", False)
@@ -173,10 +182,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _worker_main(conn: Connection, spec: DecodeSpec, parent_pid: int) -> None:
-    """A decode worker: jobs in, outcomes out, one at a time and in order, until the pipe closes."""
+def _worker_main(conn: Connection, spec: DecodeSpec, parent_pid: int, servers: dict | None = None) -> None:
+    """A decode worker: jobs in, outcomes out, one at a time and in order, until the pipe closes. ``servers``: who
+    opens the files of the servers the library was read from (:mod:`recsys.library.remote`), in memory only."""
     _die_with_parent(parent_pid)
     _init_worker()
+    remote.install(servers or {})
     while True:
         try:
             job = conn.recv()
@@ -193,7 +204,8 @@ class _Worker:
     def __init__(self, spec: DecodeSpec) -> None:
         ctx = get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, spec, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, spec, os.getpid(), remote.exported()),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.jobs: deque[Job] = deque()
