@@ -485,8 +485,8 @@ def load_settings(
         library = read_remembered(settings.home_path)
         if library:  # between the user's file and the environment: built again with it in its place
             where = f"remembered in {remembered_file(settings.home_path)}"
-            settings = Settings()
             user = read_remembered_user(settings.home_path) if library.get("subsonic") else None
+            settings = Settings()
             kept = {"library": library, **({"subsonic": {"user": user}} if user else {})}
             for values, origin in (*layers, (kept, lambda name: where), env_layer, flag_layer):
                 _apply(settings, values, origin)
