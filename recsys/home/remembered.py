@@ -73,8 +73,6 @@ def given_library(db: str | None, folders: tuple[str, ...] | list[str], subsonic
         given.setdefault("db", None)
     if subsonic:
         given = {"db": None, "folders": given.get("folders", []), "subsonic": subsonic}
-    elif given:
-        given["subsonic"] = None
     return given
 
 
@@ -85,6 +83,8 @@ def remember(home: Path, given: dict[str, Any], user: str | None = None) -> str 
         return None
     before, user_before = read_remembered(home), read_remembered_user(home)
     after = {**before, **given}
+    if "subsonic" not in given:  # --db or --library without --subsonic: no server any more
+        after.pop("subsonic", None)
     user_after = (user or user_before) if after.get("subsonic") else None
     if after == before and user_after == user_before:
         return None
@@ -97,6 +97,8 @@ def remember(home: Path, given: dict[str, Any], user: str | None = None) -> str 
         return f"could not remember the library in {remembered_file(home)} ({exc.strerror or exc}): give it again"
     changed = ", ".join([f"{describe(k, after[k])}" + (f" (was {describe(k, before[k])})" if k in before else "")
                          for k in KEYS if k in given and before.get(k, ...) != after[k]]
+                        + (["no Subsonic server (was " + describe("subsonic", before["subsonic"]) + ")"]
+                           if before.get("subsonic") and not after.get("subsonic") else [])
                         + ([f"--subsonic-user {user_after}"] if user_after != user_before and user_after else []))
     return f"remembered for the next commands: {changed} (in {remembered_file(home)})"
 
