@@ -150,6 +150,7 @@ def test_a_subsonic_library_embedded_over_http_rated_in_the_server_and_pushed_ba
     assert f"{LIKED} 6" in [p["title"] for p in picked], picked
     assert {p["title"] for p in picked} <= {f"{LIKED} 6", f"{STYLES[2]} 5", f"{STYLES[2]} 8"}, picked
     assert "subsonic: create playlist 'For you'" in r.output
+    assert f"<location>subsonic+{server.url}/" in out.read_text()  # the file names the server's songs as they are
     made = _playlists(server)["For you"]
     assert made["owner"] == USER and made["comment"] == "made by recsys"
     assert _entries(server, made["id"]) == [songs[p["title"]]["id"] for p in picked]

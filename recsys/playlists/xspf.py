@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
+from recsys.library import remote
 from recsys.playlists.output import is_segment, xml_text
 from recsys.recommender.rank import RankedTrack
 
@@ -40,6 +41,8 @@ def file_uri(path: str) -> str:
 
     Works from the path's bytes (``os.fsencode``), so names that are not valid UTF-8 survive the round trip too.
     """
+    if remote.is_remote(path):  # a server's song: its location as it is (a player here cannot open it)
+        return quote(path, safe="/:+")
     return "file://" + quote(os.fsencode(os.path.abspath(path)), safe="/")
 
 
