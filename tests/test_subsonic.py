@@ -233,3 +233,27 @@ def test_push_from_a_library_with_no_server_is_one_line(small_library):
     with pytest.raises(RecsysError, match="this library is music folders"):
         push_written(folders, "x", [], dry_run=True)
 
+
+
+def test_a_server_that_does_not_deliver_is_not_the_files_failure(server, monkeypatch):
+    """A song its server cannot deliver now (here: the server's address moved to a closed port) is neither stored
+    nor recorded as a failure, so the next run tries it again; the message names the location, no URL."""
+    from recsys.config import load_settings
+    from recsys.embedder.decoding import SERVER_UNREACHED, DecodeSpec, Job, _decode
+    from recsys.library import remote
+    from recsys.library.sources.subsonic import read_subsonic
+    from recsys.servers.subsonic import SubsonicClient
+
+    monkeypatch.setenv("RECSYS_SUBSONIC_PASSWORD", PASSWORD)
+    settings = load_settings(overrides={"library": {"subsonic": server.url}, "subsonic": {"user": USER}},
+                             remembered=False)
+    track = read_subsonic(settings).tracks[0]
+    spec = DecodeSpec(16000, 1.0, "center", 0.0, 30.0, 3)
+    st = remote.stat(track.path)
+    assert _decode(Job(track, st.st_size, st.st_mtime_ns, ""), spec).clip is not None
+    remote.install({remote.server_prefix(server.url): SubsonicClient("http://127.0.0.1:9", USER, PASSWORD)})
+    try:
+        outcome = _decode(Job(track, st.st_size, st.st_mtime_ns, ""), spec)
+    finally:
+        remote.install({remote.server_prefix(server.url): SubsonicClient(server.url, USER, PASSWORD)})
+    assert outcome.clip is None and outcome.error == SERVER_UNREACHED and not outcome.too_long

@@ -28,7 +28,15 @@ from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
-from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
+from recsys.embedder.decoding import (
+    FILE_CHANGED,
+    SERVER_UNREACHED,
+    DecodeSpec,
+    Job,
+    decode_spec,
+    decoded,
+    default_workers,
+)
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.home.lock import HomeLock
@@ -91,7 +99,8 @@ class EmbedReport:
     stale: int = 0
     too_long: int = 0
     missing: int = 0
-    changed: int = 0  # files that kept changing while they were decoded: the next run does them
+    changed: int = 0  # files that kept changing while they were decoded, or a server did not deliver: the next run
+    # does them
     interrupted: bool = False
     seconds: float = 0.0
     encoder: str = ""
@@ -441,7 +450,7 @@ def embed_tracks(
                             encoding.add_clip(job, clip)
                         elif too_long:
                             report.too_long += 1
-                        elif error == FILE_CHANGED:
+                        elif error in (FILE_CHANGED, SERVER_UNREACHED):
                             report.changed += 1
                         else:
                             report.failed += 1

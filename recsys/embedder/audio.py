@@ -48,6 +48,11 @@ class DecodeError(RecsysError):
     """A file that cannot be decoded; the pipeline records it in the failures table and moves on."""
 
 
+class ServerUnreachable(DecodeError):
+    """A server's file could not be fetched (the server stopped, the network broke): not the file's fault, so not
+    recorded as its failure; the next run tries it again."""
+
+
 class TrackTooLong(DecodeError):
     """A track longer than the configured maximum: skipped on purpose, not a failure."""
 
@@ -168,14 +173,17 @@ def _opened(path: str | Path) -> Iterator[Source]:
     try:
         source = remote.open_remote(str(path))
     except OSError as exc:
-        raise DecodeError(f"{path}: cannot read it from its server ({_first_line(exc).removeprefix(f'{path}: ')})"
-                          "; check that the server runs") from None
+        raise ServerUnreachable(f"{path}: cannot read it from its server "
+                                f"({_first_line(exc).removeprefix(f'{path}: ')}); check that the server runs") from None
     with source:
         try:
             yield source
-        except OSError as exc:  # the connection broke inside a decoder
-            raise DecodeError(f"{path}: {_first_line(exc).removeprefix(f'{path}: ')}; run recsys embed again") \
-                from None
+        except (OSError, DecodeError) as exc:  # the transfer broke inside a decoder, which may call it corrupt data
+            if source.broken is None and not isinstance(exc, OSError):
+                raise
+            broken = source.broken or exc
+            raise ServerUnreachable(f"{path}: {_first_line(broken).removeprefix(f'{path}: ')}; run recsys embed "
+                                    "again") from None
 
 
 # ---- soundfile -------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from recsys.config import Settings
-from recsys.embedder.audio import Clip, DecodeError, TrackTooLong, limit_decoder_threads, load_crop
+from recsys.embedder.audio import Clip, DecodeError, ServerUnreachable, TrackTooLong, limit_decoder_threads, load_crop
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.track import Track
@@ -103,6 +103,9 @@ class Decoded(NamedTuple):
 # A file that kept changing through every attempt (being written or copied meanwhile): not stored and not a
 # failure; the next run plans it again.
 FILE_CHANGED = "the file kept changing while it was decoded"
+# A server's file that could not be fetched (the server stopped, the network broke): not stored and not a failure
+# either (the file is not to blame); the next run plans it again.
+SERVER_UNREACHED = "its server did not deliver the file"
 CHANGE_ATTEMPTS = 3
 _HARD_LIMIT_GRACE_S = 5.0  # the parent kills a worker this long after the in-worker limit should have fired
 _PR_SET_PDEATHSIG = 1
@@ -138,6 +141,8 @@ def _decode_once(job: Job, spec: DecodeSpec) -> Decoded:
         return Decoded(job, clip, None, False)
     except TrackTooLong as exc:
         return Decoded(job, None, str(exc), True)
+    except ServerUnreachable:
+        return Decoded(job, None, SERVER_UNREACHED, False)
     except DecodeError as exc:
         return Decoded(job, None, str(exc), False)
 

@@ -20,7 +20,10 @@ def content_id(path: str | Path, size: int | None = None) -> str:
     """
     if remote.is_remote(str(path)):  # a server's file: the same three samples, fetched by Range requests
         with remote.open_remote(str(path)) as f:
-            return _sampled(f, f.size if size is None else size)
+            cid = _sampled(f, f.size if size is None else size)
+            if f.broken is not None:
+                raise f.broken
+            return cid
     with open(path, "rb") as f:
         return _sampled(f, os.fstat(f.fileno()).st_size if size is None else size)
 

@@ -129,6 +129,7 @@ class RemoteFile(io.RawIOBase):
         listed = _listed.get(path, (0, 0))[0]
         self.size = size if size is not None and size > 0 else (listed if listed > 0 else None)
         self.position = 0
+        self.broken: OSError | None = None  # the transfer error, kept: a decoder may hide it as a short read
         self.fetched = 0  # bytes received from the server
         self.requests = 0
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
@@ -154,7 +155,17 @@ class RemoteFile(io.RawIOBase):
         return self.position
 
     def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
+        """Never raises: decoders call it from C (libsndfile's virtual I/O), where an exception would only be
+        printed. A transfer error reads as the end of the file and is kept in ``broken`` for the caller."""
+        if self.broken is not None:
+            return 0
+        try:
+            return self._readinto(memoryview(buffer).cast("B"))
+        except OSError as exc:
+            self.broken = exc
+            return 0
+
+    def _readinto(self, view: memoryview) -> int:
         end = min(self.position + len(view), self.size or 0)
         if end <= self.position:
             return 0
