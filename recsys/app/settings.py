@@ -48,7 +48,9 @@ def remembered_note(settings: Settings) -> str | None:
     origins = remembered_origins(settings)
     if not origins:
         return None
-    keys = [k for k in ("db", "folders", "subsonic") if f"library.{k}" in origins]
+    server = settings.library.subsonic  # with a server, an empty db or folders goes without saying
+    keys = [k for k in ("db", "folders", "subsonic") if f"library.{k}" in origins
+            and (not server or getattr(settings.library, k))]
     shown = ", ".join(describe(k, getattr(settings.library, k)) for k in keys)
     where = next(iter(origins.values())).removeprefix("remembered in ")
     return f"using the library remembered from an earlier command: {shown} ({where}; give --db, --library or " \
