@@ -124,9 +124,11 @@ def _unwrap(value):
 
 
 def _text(value) -> str:
-    if isinstance(value, list):  # xesam:artist is a list of names
-        return ", ".join(str(v) for v in value if v)
-    return "" if value is None else str(value)
+    """A text property: a string, or a list of them (xesam:artist is a list of names); a value of another D-Bus type
+    (a player's bug, or a hostile one) counts as absent, as MPRIS says a client should treat it."""
+    if isinstance(value, list):
+        return ", ".join(v for v in value if isinstance(v, str) and v)
+    return value if isinstance(value, str) else ""
 
 
 def _pick(conn: DBusConnection, wanted: str | None) -> tuple[str, str]:
@@ -144,7 +146,7 @@ def _pick(conn: DBusConnection, wanted: str | None) -> tuple[str, str]:
             tails = ", ".join(p.removeprefix(PREFIX) for p in found)
             raise MprisError(f"no MPRIS player named {wanted!r} is running (running: {tails})")
         found = matches
-    statuses = {p: str(_get(conn, p, PLAYER_IFACE, "PlaybackStatus", "Stopped")) for p in found}
+    statuses = {p: _text(_get(conn, p, PLAYER_IFACE, "PlaybackStatus", "Stopped")) or "Stopped" for p in found}
     best = min(found, key=lambda p: (_STATUS_ORDER.get(statuses[p], 2), p))
     return best, statuses[best]
 
@@ -155,7 +157,8 @@ def now_playing(player: str | None = None, address: str | None = None) -> NowPla
     with connect(address) as conn:
         name, status = _pick(conn, player)
         identity = _text(_get(conn, name, ROOT_IFACE, "Identity")) or name.removeprefix(PREFIX)
-        meta = _get(conn, name, PLAYER_IFACE, "Metadata", {}) or {}
+        meta = _get(conn, name, PLAYER_IFACE, "Metadata", {})
+        meta = meta if isinstance(meta, dict) else {}  # Metadata of another type than a{sv}: no track described
         url = _text(meta.get("xesam:url"))
         title, artist, album = (_text(meta.get(k)) for k in ("xesam:title", "xesam:artist", "xesam:album"))
         if status == "Stopped" or not (url or title) or meta.get("mpris:trackid") == NO_TRACK:
