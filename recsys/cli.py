@@ -28,6 +28,7 @@ from recsys.errors import RecsysError, shown
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+INTERNAL_CHARS = 500  # of an internal error's message: whatever it echoes, the line stays readable
 
 
 def _one_line(text: object) -> str:
@@ -94,7 +95,7 @@ class RecsysGroup(click.Group):
             if os.environ.get("RECSYS_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"recsys: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                f"recsys: internal error: {type(exc).__name__}: {_one_line(str(exc)[:INTERNAL_CHARS])} "
                 "(set RECSYS_DEBUG=1 for the traceback and report it)",
                 err=True,
             )

@@ -22,7 +22,7 @@ from jeepney import DBusAddress, DBusErrorResponse, MessageType, Properties, new
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, shown
 
 PREFIX = "org.mpris.MediaPlayer2."
 OBJECT_PATH = "/org/mpris/MediaPlayer2"
@@ -120,6 +120,8 @@ def _unwrap(value):
         return _unwrap(value[1])
     if isinstance(value, dict):
         return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):  # e.g. xesam:artist sent as av, not as
+        return [_unwrap(v) for v in value]
     return value
 
 
@@ -144,7 +146,7 @@ def _pick(conn: DBusConnection, wanted: str | None) -> tuple[str, str]:
                    or p.casefold() == wanted.casefold()]
         if not matches:
             tails = ", ".join(p.removeprefix(PREFIX) for p in found)
-            raise MprisError(f"no MPRIS player named {wanted!r} is running (running: {tails})")
+            raise MprisError(f"no MPRIS player named {shown(wanted)} is running (running: {tails})")
         found = matches
     statuses = {p: _text(_get(conn, p, PLAYER_IFACE, "PlaybackStatus", "Stopped")) or "Stopped" for p in found}
     best = min(found, key=lambda p: (_STATUS_ORDER.get(statuses[p], 2), p))
