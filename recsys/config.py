@@ -49,7 +49,7 @@ _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 class Rule:
     """The values one setting allows: a numeric range (``lo``/``hi``, open when ``*_open``), a set of choices, or a
     pattern. Numbers are always finite; text is never empty unless ``empty`` says so, and never longer than
-    ``max_chars`` (paths included: no file system takes a longer one)."""
+    ``max_chars`` (paths included: no file system takes a longer one); a list has at most ``max_items`` items."""
 
     lo: float | None = None
     hi: float | None = None
@@ -60,6 +60,7 @@ class Rule:
     meaning: str = ""
     test: Callable[[str], bool] | None = None
     max_chars: int = 4096
+    max_items: int = 1000
 
     def describe(self) -> str:
         if self.meaning:
@@ -232,7 +233,7 @@ class TrainSettings:
     window_seconds: float = _s(6.0, lo=3.0, hi=600)  # a training excerpt is one 3 s patch cut from a window
     holdout: float = _s(0.2, lo=0, lo_open=True, hi=0.9)
     min_tracks: int = _s(16, lo=2, hi=MAX_COUNT)
-    channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096)
+    channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096, max_items=16)
     cache_max_gb: float = _s(20.0, lo=0, hi=MAX_COUNT)
     workers: int = _s(0, lo=0, hi=1024)
     collapse_std: float = _s(0.05, lo=0, hi=10)
@@ -313,6 +314,8 @@ def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
     """The range check of one setting: one line naming it, its value, what it allows and where the value is."""
     if rule is None or value is None:  # None reaches here only for a setting that may be unset
         return
+    if isinstance(value, list) and len(value) > rule.max_items:
+        raise ConfigError(f"{name} has {len(value)} items, more than the {rule.max_items} it takes ({origin(name)})")
     for item in value if isinstance(value, list) else [value]:
         if not rule.allows(item):
             given = value if isinstance(value, list) else item

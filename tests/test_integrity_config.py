@@ -150,6 +150,8 @@ def test_every_count_flag_is_bounded_in_help_and_says_what_it_wants(tmp_path):
     with pytest.raises(ConfigError, match=r"recommend.top_n = 1000000000 is not allowed \(allowed: from 1 up to "
                                           r"10000; from environment variable RECSYS_RECOMMEND__TOP_N\)"):
         load_settings(environ={"RECSYS_RECOMMEND__TOP_N": str(10**9)})
+    with pytest.raises(ConfigError, match=r"train.channels has 17 items, more than the 16 it takes"):
+        load_settings(environ={"RECSYS_TRAIN__CHANNELS": ":".join(["8"] * 17)})
     v = np.eye(4, dtype=np.float32)
     with pytest.raises(PathError, match="at most 1000 tracks"):
         song_path(v, exact_search(v), 0, 1, 10**6, lambda r: TrackFacts(f"a{r}", "", f"t{r}", f"/m/{r}"))
