@@ -53,7 +53,7 @@ def test_a_hostile_remembered_json_disables_nothing_and_forget_removes_it(tmp_pa
     assert _cli(home, "config", "--forget").exit_code == 0 and not remembered.exists()
 
 
-def test_a_fifo_as_config_file_or_remembered_database_is_refused_not_waited_on(tmp_path):
+def test_a_fifo_as_config_file_remembered_database_or_seed_playlist_is_refused_not_waited_on(tmp_path):
     """Opening a FIFO for reading blocks until a writer comes: recsys must refuse it unopened. Run in a child process
     so that a hang fails the test instead of stopping the suite."""
     home = tmp_path / "home"
@@ -64,6 +64,12 @@ def test_a_fifo_as_config_file_or_remembered_database_is_refused_not_waited_on(t
     code = textwrap.dedent("""
         import sys
         from recsys.cli import main
+        from recsys.errors import RecsysError
+        from recsys.playlists.read import read_playlist
+        try:
+            read_playlist(sys.argv[2])
+        except RecsysError as exc:
+            print(exc, flush=True)
         for args in (["--config", sys.argv[2], "config"], ["status"], ["config", "--forget"], ["status"]):
             try:
                 main(["--home", sys.argv[1], *args])
@@ -79,6 +85,7 @@ def test_a_fifo_as_config_file_or_remembered_database_is_refused_not_waited_on(t
     assert time.monotonic() - started < 60
     out = run.stdout + run.stderr
     assert "internal error" not in out, out
+    assert f"cannot read playlist {fifo} (not a regular file but a pipe, socket or device)" in out, out
     assert f"config file {fifo} cannot be read: not a regular file" in out, out
     assert f"library.db = '{fifo}' is not a regular file" in out and "`recsys config --forget` forgets it" in out
     assert "forgot the remembered library" in out and not (home / "remembered.json").exists(), out

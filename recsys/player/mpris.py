@@ -181,8 +181,8 @@ def hand_over(playlist_uri: str, track_uris: list[str], player: str | None = Non
             return f"opened in {identity}"
         except DBusErrorResponse as exc:
             refused = exc.name
-        if not (_get(conn, name, ROOT_IFACE, "HasTrackList", False)
-                and _get(conn, name, TRACKLIST_IFACE, "CanEditTracks", False)):
+        if not (_get(conn, name, ROOT_IFACE, "HasTrackList", False) is True  # a b, not some other type
+                and _get(conn, name, TRACKLIST_IFACE, "CanEditTracks", False) is True):
             raise MprisError(f"{identity} refused the playlist ({refused}) and has no editable track list: open the "
                              "playlist in it yourself")
         tracklist = DBusAddress(OBJECT_PATH, name, TRACKLIST_IFACE)
