@@ -560,8 +560,13 @@ def load_settings(
         if library:  # between the user's file and the environment: built again with it in its place
             where = f"remembered in {remembered_file(settings.home_path)}"
             settings = Settings()
-            for values, origin in (*layers, ({"library": library}, lambda name: where), env_layer, flag_layer):
-                _apply(settings, values, origin)
+            try:
+                for values, origin in (*layers, ({"library": library}, lambda name: where), env_layer, flag_layer):
+                    _apply(settings, values, origin)
+            except ConfigError as exc:  # the layers without it were fine: say how to be rid of it
+                if where not in str(exc):
+                    raise
+                raise ConfigError(f"{exc}; `recsys config --forget` forgets it") from None
     _check_together(settings)
     _check_db(settings)
     _check_home(settings, home_from)

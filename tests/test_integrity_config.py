@@ -51,6 +51,11 @@ def test_a_hostile_remembered_json_disables_nothing_and_forget_removes_it(tmp_pa
     remembered.write_bytes(b'{"library": {"db": "' + b"x" * (2 << 20) + b'"}}')  # larger than any recsys writes
     assert _cli(home, "config").exit_code == 0
     assert _cli(home, "config", "--forget").exit_code == 0 and not remembered.exists()
+    remembered.write_text(json.dumps({"library": {"folders": [f"/m/{i}" for i in range(5000)]}}))
+    line = _error_line(_cli(home, "status"))
+    assert "library.folders has 5000 items, more than the 1000 it takes (remembered in " in line, line
+    assert line.endswith("`recsys config --forget` forgets it") and len(line) < SHORT
+    assert _cli(home, "config", "--forget").exit_code == 0 and not remembered.exists()
 
 
 def test_a_fifo_as_config_file_remembered_database_or_seed_playlist_is_refused_not_waited_on(tmp_path):
