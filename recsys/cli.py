@@ -12,16 +12,67 @@ import traceback
 import click
 
 from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
-from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
-from recsys.errors import RecsysError
+from recsys.config import (
+    BUILTIN_ENCODERS,
+    DEFAULT_BUILTIN,
+    MAX_PATH_STEPS,
+    MAX_TRACKS_ASKED,
+    ClassifierSettings,
+    EmbedSettings,
+    RecommendSettings,
+    Settings,
+    TrainSettings,
+    rule_of,
+)
+from recsys.errors import RecsysError, shown
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+INTERNAL_CHARS = 500  # of an internal error's message: whatever it echoes, the line stays readable
 
 
 def _one_line(text: object) -> str:
     """Tags can hold newlines, tabs and terminal escapes: keep every printed track on one line."""
     return "".join(ch if ch.isprintable() else " " for ch in str(text))
+
+
+class Count(click.IntRange):
+    """A whole number between two bounds, both stated in --help (every count has an upper bound: more is never
+    useful and only costs time or memory); a value outside them, or no number at all, gets one line saying what is
+    wanted (click's own answer to `--top-n abc` is "'abc' is not a valid integer range")."""
+
+    name = "integer"
+
+    def __init__(self, lo: int, hi: int) -> None:
+        super().__init__(lo, hi)
+
+    @classmethod
+    def of(cls, section: type, key: str) -> Count:
+        """The bounds of the setting ``key`` of ``section``: the flag and the setting allow the same."""
+        rule = rule_of(section, key)
+        return cls(int(rule.lo), int(rule.hi))
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
+        except ValueError:  # also a number of over 4,300 digits, which Python refuses to read
+            number = None
+        if number is None or not self.min <= number <= self.max:
+            self.fail(f"{shown(value)}: give a whole number from {self.min} to {self.max}", param, ctx)
+        return number
+
+
+class Finite(click.FloatRange):
+    """A number within bounds, never NaN or infinite (click's FloatRange lets `nan` through every bound)."""
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            self.fail(f"{shown(value)}: give a finite number ({self._describe_range()})", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 class RecsysGroup(click.Group):
@@ -44,7 +95,7 @@ class RecsysGroup(click.Group):
             if os.environ.get("RECSYS_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"recsys: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                f"recsys: internal error: {type(exc).__name__}: {_one_line(str(exc)[:INTERNAL_CHARS])} "
                 "(set RECSYS_DEBUG=1 for the traceback and report it)",
                 err=True,
             )
@@ -131,11 +182,11 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
                    f"{', '.join(BUILTIN_ENCODERS)}, "
                    "a trained checkpoint file (.pt), or module:Class for your own "
                    f"[default: embed.encoder, {EmbedSettings.encoder}].")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=Count.of(EmbedSettings, "workers"), default=None,
               help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}].")
 @click.option("--device", default=None,
               help=f"auto, cpu, cuda, cuda:N [default: embed.device, {EmbedSettings.device}].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=Count.of(EmbedSettings, "batch_size"), default=None,
               help=f"Clips encoded together [default: embed.batch_size, {EmbedSettings.batch_size}].")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -234,7 +285,8 @@ def _render_embed(report) -> None:
 
 @main.command()
 @click.argument("track")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
+@click.option("-k", "k", type=Count(1, MAX_TRACKS_ASKED), default=10, show_default=True,
+              help="How many tracks.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the neighbours as a playlist file (XSPF, or M3U8 when it ends in .m3u8).")
@@ -307,9 +359,10 @@ def status(ctx, db, folders, as_json):
 
 @main.command("train-classifier")
 @_library_options()
-@click.option("--min-ratings", type=click.IntRange(min=2), default=None,
+@click.option("--min-ratings", type=Count.of(ClassifierSettings, "min_ratings"), default=None,
               help="Fewest rated, embedded tracks to train on [default: 20].")
-@click.option("--seed", type=int, default=None, help="Seed of the split and the model [default: 0].")
+@click.option("--seed", type=Count.of(ClassifierSettings, "seed"), default=None,
+              help="Seed of the split and the model [default: 0].")
 @click.pass_context
 def train_classifier(ctx, db, folders, min_ratings, seed):
     """Learn your taste from the star ratings in your player (stage 2).
@@ -341,7 +394,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 
 
 @main.command()
-@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
+              help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, never overwritten].")
 @click.option("--name", default=None, help="Playlist name (its title and file name) [default: recsys].")
@@ -352,15 +406,15 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--mode", type=click.Choice(["taste", "uncertain"]), default="taste", show_default=True,
               help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
                    "teach it most).")
-@click.option("--min-rating", "min_stars", type=click.FloatRange(0, 5), default=None,
+@click.option("--min-rating", "min_stars", type=Finite(0, 5), default=None,
               help="Drop tracks predicted below this many stars.")
 @click.option("--include-rated", is_flag=True, help="Also recommend tracks you have already rated.")
 @click.option("--include-played", is_flag=True,
               help="Also recommend unrated tracks you played often (3 times or more by default).")
-@click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-artist", type=Count.of(RecommendSettings, "max_per_artist"), default=None,
               help="At most this many tracks of one artist (the album folder's parent when untagged) [default: 3, "
                    "raised to top-n / your liked artists when that is more].")
-@click.option("--max-per-album", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-album", type=Count.of(RecommendSettings, "max_per_album"), default=None,
               help="At most this many tracks of one album (the folder when untagged) [default: 3, raised to "
                    "top-n / the albums of your liked tracks when that is more].")
 @click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
@@ -478,15 +532,15 @@ def _render_scores(scores) -> None:
 @main.command("path")
 @click.argument("a")
 @click.argument("b")
-@click.option("--steps", type=click.IntRange(min=2), default=20, show_default=True,
+@click.option("--steps", type=Count(2, MAX_PATH_STEPS), default=20, show_default=True,
               help="Tracks in the path, A and B included.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/path-<date>.xspf, never overwritten].")
 @click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
-@click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-artist", type=Count.of(RecommendSettings, "max_per_artist"), default=None,
               help="At most this many tracks of one artist, A and B included [default: 3].")
-@click.option("--max-per-album", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-album", type=Count.of(RecommendSettings, "max_per_album"), default=None,
               help="At most this many tracks of one album, A and B included [default: 3].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the path as JSON (the file is written too).")
@@ -521,7 +575,8 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 
 
 @main.command()
-@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
+              help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
 @click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
@@ -595,11 +650,14 @@ def map_(ctx, out, colour, layout, force, where, db, folders):
 @_library_options()
 @click.option("--from", "base", type=click.Choice(["musicnn", "cnn"]), default=None,
               help="Fine-tune the pretrained musicnn, or train the cnn from scratch [config: musicnn].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the library [config: 30].")
-@click.option("--batch-size", type=click.IntRange(min=4), default=None, help="Tracks per step [config: 64].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=Count.of(TrainSettings, "epochs"), default=None,
+              help="Passes over the library [config: 30].")
+@click.option("--batch-size", type=Count.of(TrainSettings, "batch_size"), default=None,
+              help="Tracks per step [config: 64].")
+@click.option("--lr", type=Finite(min=0, max=rule_of(TrainSettings, "lr").hi, min_open=True), default=None,
               help="Learning rate [default: 1e-4 fine-tuning musicnn, 1e-3 cnn].")
-@click.option("--seed", type=int, default=None, help="Seed: the same seed and library train the same encoder.")
+@click.option("--seed", type=Count.of(TrainSettings, "seed"), default=None,
+              help="Seed: the same seed and library train the same encoder.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the last run (after Ctrl-C or a kill) up to --epochs.")
 @click.option("--activate/--no-activate", default=None,
@@ -649,7 +707,8 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
 @click.option("--playlist", "of_playlist", is_flag=True,
               help="Score playlists instead: hide whole albums' ratings, train and build as the real commands do, "
                    "count the hidden liked and disliked tracks in the top 20 / top 100.")
-@click.option("--splits", type=click.IntRange(min=1), default=None, help="With --playlist: seeded splits [5].")
+@click.option("--splits", type=Count.of(RecommendSettings, "eval_splits"), default=None,
+              help="With --playlist: seeded splits [5].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
 def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
@@ -730,7 +789,8 @@ def config_(ctx, defaults, forget):
     if defaults and forget:
         raise click.UsageError("--defaults and --forget do different things: give one")
     if forget:
-        click.echo(_one_line(forget_library(_settings(ctx))))
+        obj = ctx.find_root().obj
+        click.echo(_one_line(forget_library(obj["config"], obj["home"])))
         return
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 

@@ -46,6 +46,9 @@ def remember_library(settings: Settings, db: str | None, folders: Sequence[str])
     return remember(settings.home_path, given_library(db, tuple(folders)))
 
 
-def forget_library(settings: Settings) -> str:
-    """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten."""
-    return forget(settings.home_path)
+def forget_library(config_file: str | None, home: str | None) -> str:
+    """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten.
+
+    The settings are built without the remembered layer: a remembered value that stops every command (a database
+    that is a FIFO) must not stop the one command that removes it."""
+    return forget(load_settings(config_file, overrides={"home": home}, remembered=False).home_path)

@@ -19,11 +19,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recsys.atomic import write_json_atomic
+from recsys.atomic import read_regular, write_json_atomic
 from recsys.errors import RecsysError
 
 FILE = "remembered.json"
 KEYS = ("db", "folders")  # of the library section
+MAX_BYTES = 1 << 20  # a few paths; a bigger file is not one recsys wrote
 
 
 def remembered_file(home: Path) -> Path:
@@ -32,10 +33,13 @@ def remembered_file(home: Path) -> Path:
 
 def read_remembered(home: Path) -> dict[str, Any]:
     """The remembered ``library`` values (``{}`` when none, or when the file is unreadable: it is only a convenience,
-    and the next command that remembers writes it whole again)."""
+    and the next command that remembers writes it whole again).
+
+    Read with bounds, so a hostile file cannot stop every command: only a regular file (a FIFO there would block
+    forever), at most :data:`MAX_BYTES`, nesting too deep for the parser is unreadable too."""
     try:
-        data = json.loads(remembered_file(home).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(remembered_file(home), MAX_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     library = data.get("library") if isinstance(data, dict) else None
     if not isinstance(library, dict):

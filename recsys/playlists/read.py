@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 from xml.etree import ElementTree as ET
 
+from recsys.atomic import read_regular
 from recsys.errors import RecsysError
 from recsys.library.track import make_key
 
@@ -116,11 +117,14 @@ def _read_m3u(data: bytes, folder: Path) -> list[tuple[str, str | None, float | 
     return out
 
 
+MAX_BYTES = 256 << 20  # a playlist of a million tracks is well under this
+
+
 def read_playlist(path: str | os.PathLike, exists=os.path.exists) -> ReadPlaylist:
     """The local tracks of the playlist at ``path`` (XSPF by content or extension, else M3U/M3U8), in order."""
     where = Path(path).expanduser().absolute()
     try:
-        data = where.read_bytes()
+        data = read_regular(where, MAX_BYTES)  # never a FIFO or device (reading one blocks forever)
     except OSError as exc:
         raise PlaylistReadError(f"cannot read playlist {where} ({exc.strerror or type(exc).__name__}): check the "
                                 "path") from None

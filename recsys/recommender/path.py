@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.config import MAX_PATH_STEPS
 from recsys.errors import RecsysError
 from recsys.recommender.neighbours import Search
 from recsys.recommender.rank import DUPLICATE_COS
@@ -86,6 +87,8 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
     """
     if steps < 2:
         raise PathError(f"--steps {steps}: a path has at least 2 tracks (A and B)")
+    if steps > MAX_PATH_STEPS:
+        raise PathError(f"--steps {steps}: a path has at most {MAX_PATH_STEPS} tracks")
     if start == end:
         raise PathError("A and B are the same track: choose two different tracks")
     vectors = np.asarray(vectors)
@@ -110,6 +113,9 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
     ends = np.asarray(vectors[[start, end]], dtype=np.float32)
     left_out = 0
     for point in points[1:-1]:
+        if len(used) + len(ruled_out) + 1 >= len(vectors):  # every track is on the path or ruled out: none is left
+            left_out += 1
+            continue
         choice, last_artist = None, facts(used[-1]).artist
         k = SEARCH_K
         while choice is None:
