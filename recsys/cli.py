@@ -386,9 +386,9 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     liking any of it, `recommend.block_unliked_albums`): the playlist stops short rather than fill up with tracks
     your ratings argue against. At most 3 tracks per artist and per album (the folder stands in for a missing album
     tag; raised to top-n / the albums and artists of your liked tracks when that is more, unless given), one
-    artist twice in a row only when no other is near in the order, no duplicates; a shorter playlist says which rule stopped it. Works without a
-    trained classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
-    --where 'genre:ambient year:1990..1999 -artist:enya'.
+    artist twice in a row only when no other is near in the order, no duplicates; a shorter playlist says which
+    rule stopped it. Works without a trained classifier (the neighbour votes alone). --where keeps only the
+    candidates that match, e.g. --where 'genre:ambient year:1990..1999 -artist:enya'.
 
     \b
     Examples:

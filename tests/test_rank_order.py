@@ -53,7 +53,7 @@ def test_the_same_artist_twice_is_avoided_when_another_is_close_in_the_order():
     out = _rank(lib, liked=[0], top_n=20)
     artists = [lib.meta["artist"][lib.keys.index(t.key)] for t in out.tracks]
     assert sorted(artists) == ["A"] * 4 + ["B"] * 3, artists
-    repeats = sum(a == b for a, b in zip(artists, artists[1:]))
+    repeats = sum(a == b for a, b in zip(artists, artists[1:], strict=False))
     assert repeats == 1, artists  # only the last A, once every B is used, follows an A
 
 

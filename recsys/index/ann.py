@@ -57,7 +57,10 @@ SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "
                     "track_number", "duration_s"]
 
 
-SEARCH_COLUMN = "search_label"  # each track's label made loose (text.search_label), for text queries; older snapshots lack it
+# each track's label made loose (text.search_label), for text queries; snapshots before the rule lack it
+SEARCH_COLUMN = "search_label"
+
+
 class AnnError(RecsysError):
     """The index snapshot is missing or unreadable; the message says what to run."""
 
