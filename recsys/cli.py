@@ -194,8 +194,9 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, quiet):
     """Embed every track of the library into the table and index.
 
-    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, deleted ones
-    dropped, moved or copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
+    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, a missing
+    file's vector is kept out of the index until the file is back (`recsys prune` removes it), moved or copied files
+    keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
     stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
     """
     from recsys.app.embed import embed_library
@@ -246,6 +247,17 @@ def _render_skipped_rows(urls: int, unavailable: int, duplicates: int, indent: s
                    "tidies it)")
 
 
+def _embed_counts(report) -> str:
+    """The run's counts: what was embedded and what is up to date always, every other count only when it happened."""
+    counts = [(True, f"embedded {report.embedded}"), (report.reused, f"reused {report.reused} (moved/copied)"),
+              (True, f"up to date {report.up_to_date}"),
+              (report.failed + report.known_failed, f"failed {report.failed} new + {report.known_failed} known"),
+              (report.too_long, f"too long {report.too_long}"), (report.missing, f"missing {report.missing}"),
+              (report.changed, f"changed while read {report.changed}"),
+              (report.deleted, f"dropped {report.deleted} (moved)")]
+    return ", ".join(text for shown, text in counts if shown)
+
+
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
@@ -254,15 +266,12 @@ def _render_embed(report) -> None:
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     _render_skipped_rows(lib.skipped_urls, lib.skipped_unavailable, lib.duplicate_rows, indent="  ")
     _render_left_out(lib.left_out, lib.scan_errors, limit=10)
-    click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    click.echo(f"encoder: {report.encoder} ({report.encoder_id}) "
+               + (f"on {report.device}" if report.device else "not loaded: nothing to encode"))
     if report.stale:
         click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
                    "or a new default): embedding them again")
-    click.echo(
-        f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
-        f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
-        f"missing {report.missing}, changed while read {report.changed}, dropped {report.deleted} (moved)"
-    )
+    click.echo(_embed_counts(report))
     for folder in report.empty_folders:
         click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
                    "were")
@@ -439,10 +448,10 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     worth of votes, `recommend.min_audio_votes`, and is left out when its album or artist is one you rated without
     liking any of it, `recommend.block_unliked_albums`): the playlist stops short rather than fill up with tracks
     your ratings argue against. At most 3 tracks per artist and per album (the folder stands in for a missing album
-    tag; raised to top-n / the albums and artists of your liked tracks when that is more, unless given), never the
-    same artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a
-    trained classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
-    --where 'genre:ambient year:1990..1999 -artist:enya'.
+    tag; raised to top-n / the albums and artists of your liked tracks when that is more, unless given), one
+    artist twice in a row only when no other is near in the order, no duplicates; a shorter playlist says which
+    rule stopped it. Works without a trained classifier (the neighbour votes alone). --where keeps only the
+    candidates that match, e.g. --where 'genre:ambient year:1990..1999 -artist:enya'.
 
     \b
     Examples:

@@ -360,7 +360,7 @@ def test_hostile_audio_never_crashes_or_hangs(tmp_path):
     home = tmp_path / "home"
     run = _recsys(home, *_embed_args(db, workers=2), env={"RECSYS_AUDIO__DECODE_TIMEOUT_S": "20"}, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "too long 0," in run.stdout  # no length limit unless the user sets audio.max_track_minutes
+    assert "too long" not in run.stdout  # no length limit unless the user sets audio.max_track_minutes
     embedded = {Path(key).name for key in _by_key(home)}
     failures = {Path(f.path).name: f.error for f in TrackStore.open(home).failures()}
     assert not embedded & set(failures)

@@ -74,7 +74,7 @@ def test_a_file_rewritten_during_embed_never_stores_another_contents_vector(smal
     lib.songs.append(SynthSong(path=str(copy), title="copy"))
     lib.rewrite_db()
     r = _embed(lib)
-    assert r.exit_code == 0 and "embedded 1," in r.output and "reused 0 " in r.output, r.output
+    assert r.exit_code == 0 and "embedded 1," in r.output and "reused" not in r.output, r.output
     assert float(_rows(lib.home)[str(copy)][1] @ rows[str(donor)][1]) < 0.9999  # not the donor's vector
 
 
@@ -182,7 +182,7 @@ def test_missing_files_keep_their_rows_and_come_back_without_decoding(small_libr
     for path in gone:
         shutil.move(path, away / path.name)
     r = _embed(lib)
-    assert r.exit_code == 0 and "missing 4," in r.output, r.output
+    assert r.exit_code == 0 and "missing 4" in r.output, r.output
     assert _rows(lib.home).keys() == before.keys()  # kept
     assert set(load_snapshot(lib.home).keys) == set(before) - {str(p) for p in gone}  # out of the results
     sim = lib.run("similar", str(lib.songs[5].path), "--json", "-k", "20")

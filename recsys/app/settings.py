@@ -26,6 +26,7 @@ def command_settings(config_file: str | None, home: str | None, *, db: str | Non
     settings = load_settings(config_file, overrides={"home": home, "library": library, **overrides})
     if folders and not db:
         settings.library.db = None
+        settings.origins["library.db"] = "--library without --db (the folders alone)"
     return settings
 
 

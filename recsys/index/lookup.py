@@ -83,17 +83,18 @@ def resolve_query(lib: LibraryVectors, query: str) -> int:
             return _choose(lib, rows, query)
         if query.startswith("file://") or os.path.exists(path):
             raise TrackNotFound(f"{path} is not in the index: run `recsys embed` (is it in your library?)")
-    return _by_text(lib, query)
+    # a query with a '/' may still be text ('AC/DC - Back in Black'): a missing path is said only if no name matches
+    return _by_text(lib, query, missing=path if path is not None else None)
 
 
 def _labels(lib: LibraryVectors) -> list[str]:
     if SEARCH_COLUMN in lib.column_names:  # computed when the snapshot was built
         return lib.values(SEARCH_COLUMN)
-    return [search_label(a, t, p) for a, t, p in zip(lib.values("artist"), lib.values("title"), lib.values("path"),
-                                                      strict=True)]
+    return [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
+        lib.values("artist"), lib.values("title"), lib.values("path"), lib.values("start_s"), strict=True)]
 
 
-def _by_text(lib: LibraryVectors, query: str) -> int:
+def _by_text(lib: LibraryVectors, query: str, missing: str | None = None) -> int:
     wanted = search_key(query)
     if not wanted:
         raise TrackNotFound(f"'{query}' names no track: give a path, a file:// URI or 'artist - title'")
@@ -108,6 +109,9 @@ def _by_text(lib: LibraryVectors, query: str) -> int:
     if not rows:
         close = difflib.get_close_matches(wanted, labels, n=5, cutoff=0.6)
         rows = sorted({i for i, label in enumerate(labels) if label in close})
+    if not rows and missing is not None:
+        raise TrackNotFound(f"{missing} does not exist, and no embedded track's name matches '{query}': check the "
+                            "path, or give 'artist - title'")
     if not rows:
         raise TrackNotFound(f"no embedded track matches '{query}': try 'artist - title' or a file path")
     if len(rows) == 1:

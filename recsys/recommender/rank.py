@@ -37,8 +37,9 @@ Caps scale with the taste (``scale_caps``): raised to ``top_n`` / the number of 
 evidence when that is more, so a taste of two albums can fill the playlist; seeds keep the caps as given.
 
 Rules. MMR over a shortlist of the best few thousand: each pick maximises ``lambda * score - (1 - lambda) * its
-highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, never
-the same artist twice in a row, and no duplicates (same artist + title, or cosine > 0.995). Untagged tracks are
+highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, the
+same artist twice in a row only when no other artist is among the next ``SAME_ARTIST_LOOKAHEAD`` candidates (the
+rule reorders, it never drops a track), and no duplicates (same artist + title, or cosine > 0.995). Untagged tracks are
 capped too: the folder stands in for a missing album, the album folder's parent for a missing artist (not the
 library's root folder). When the playlist comes out shorter than asked, ``Ranking.stopped`` says which rule
 stopped it and how many candidates each rule removed.
@@ -78,6 +79,7 @@ from recsys.recommender.persistence import RatingModel
 DISLIKED = 0.4  # 2 stars and below
 DUPLICATE_COS = 0.995
 SHORTLIST_MIN = 2000
+SAME_ARTIST_LOOKAHEAD = 3  # candidates, in MMR order, looked past for another artist before one plays twice in a row
 SHORTLIST_PER_PICK = 20
 EXPLAIN_N = 2
 MODES = ("taste", "uncertain")
@@ -174,7 +176,8 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     while len(picked) < rules.top_n and alive.any():
         gain = rules.lam * rel - (1.0 - rules.lam) * np.maximum(max_sim, 0.0)
         gain[~alive] = -np.inf
-        choice = None
+        choice = fallback = None
+        waited = 0
         for i in np.argsort(-gain, kind="stable"):
             if not alive[i]:
                 break
@@ -192,13 +195,17 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                 alive[i] = False
                 removed[reason] += 1
                 continue
-            if artist and artist == last_artist:
-                continue  # allowed later, just not right after the same artist
+            if artist and artist == last_artist:  # look a little further for another artist to put between
+                fallback = int(i) if fallback is None else fallback
+                waited += 1
+                if waited > SAME_ARTIST_LOOKAHEAD:
+                    break
+                continue
             choice = int(i)
             break
         if choice is None:
-            if alive.any():
-                removed["same artist twice in a row"] += int(alive.sum())
+            choice = fallback  # only this artist is near enough: the same artist again, rather than nothing
+        if choice is None:
             break
         picked.append(choice)
         alive[choice] = False
