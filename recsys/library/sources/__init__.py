@@ -59,6 +59,7 @@ class Source(Protocol):
 SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
     "navidrome": "recsys.library.sources.navidrome:SOURCE",
+    "beets": "recsys.library.sources.beets:SOURCE",
 }
 
 
