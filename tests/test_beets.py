@@ -117,6 +117,18 @@ def test_db_recognised_and_read_with_the_settings(tmp_path, music, monkeypatch):
     assert lib.kind == "beets" and len(lib.tracks) == 4
 
 
+def test_found_at_its_usual_place(tmp_path, music, monkeypatch):
+    from recsys.library.sources import load_library
+    from recsys.library.sources.beets import SOURCE
+
+    assert SOURCE.find() is None  # the tests' empty HOME: no beets library
+    db = _library(tmp_path, music)  # beetsdir/config.yaml names beetsdir/library.db
+    monkeypatch.setenv("BEETSDIR", str(db.parent))
+    assert SOURCE.find() == db
+    lib = load_library(None, [])
+    assert lib.db_kind == "beets" and lib.db_path == db and len(lib.tracks) == 4
+
+
 def test_taste_only_catalogue_has_every_track(tmp_path, music):
     db = _library(tmp_path, music)
     whole = read_beets_db(db)
@@ -139,3 +151,47 @@ def test_never_written(tmp_path, music):
     read_beets_db(db)
     read_beets_db(db, taste_only=True)
     assert state() == before
+
+
+@pytest.fixture(scope="module")
+def synth_home(tmp_path_factory):
+    from synth_home import make_home
+
+    return make_home(tmp_path_factory.mktemp("home"))
+
+
+def test_similar_to_several_tracks_and_those_not_embedded(synth_home):
+    """What `beet similar` calls: the neighbours of several tracks together, the tracks themselves left out."""
+    from recsys.app.settings import command_settings
+    from recsys.app.similar import find_similar, find_similar_to_tracks
+    from recsys.errors import RecsysError
+
+    h = synth_home
+    settings = command_settings(None, str(h.home))
+    group = [s.path for s, g in zip(h.songs, h.styles, strict=True) if g == 0][:3]
+    result = find_similar_to_tracks(settings, [*group, "/not/embedded.flac"], k=5)
+    assert [q.path for q in result.queries] == group and len(result.neighbours) == 5
+    assert not {n.path for n in result.neighbours} & set(group)
+    assert all(h.styles[[s.path for s in h.songs].index(n.path)] == 0 for n in result.neighbours)
+    assert result.notes == ["1 of the 4 tracks are not in the index (not embedded yet?): left out"]
+    one = find_similar_to_tracks(settings, group[:1], k=5)
+    assert [n.key for n in one.neighbours] == [n.key for n in find_similar(settings, group[0], k=5).neighbours]
+    with pytest.raises(RecsysError, match="none of the 1 tracks .* run `recsys embed`"):
+        find_similar_to_tracks(settings, ["/not/embedded.flac"])
+
+
+def test_playlist_seeded_by_tracks_leaves_out_those_not_embedded(synth_home, tmp_path):
+    """What `beet recplay` calls: seeds given as track keys; one not in the index is a note, not a failure."""
+    from recsys.app.playlist import PlaylistRequest, make_playlist
+    from recsys.app.settings import command_settings
+    from recsys.errors import RecsysError
+
+    h = synth_home
+    settings = command_settings(None, str(h.home), db=str(h.db))
+    seeds = [s.path for s, g in zip(h.songs, h.styles, strict=True) if g == 1][:2]
+    result = make_playlist(settings, PlaylistRequest(top_n=4, out=str(tmp_path / "p.xspf"),
+                                                     seed_tracks=[*seeds, "/not/embedded.flac"]))
+    assert result.tracks and not {t.path for t in result.tracks} & set(seeds)
+    assert "1 of the 3 seed tracks are not in the index (not embedded yet?): left out" in result.notes
+    with pytest.raises(RecsysError, match="none of the 1 seed tracks is in the index"):
+        make_playlist(settings, PlaylistRequest(out=str(tmp_path / "q.xspf"), seed_tracks=["/not/embedded.flac"]))
