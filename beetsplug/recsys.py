@@ -31,14 +31,14 @@ class RecsysPlugin(BeetsPlugin):
 
     def commands(self) -> list[ui.Subcommand]:
         similar = ui.Subcommand("similar", help="print the tracks that sound most like the matched ones (recsys)")
-        similar.parser.usage += "\nThe neighbours of the tracks QUERY matches, nearest first, from recsys's index."
+        similar.parser.usage += " QUERY\nThe neighbours of the tracks QUERY matches, nearest first (recsys's index)."
         similar.parser.add_option("-n", "--count", type="int", help="how many neighbours [default: recsys.count]")
         similar.parser.add_path_option()
         similar.parser.add_format_option(target="item")
         similar.func = self._similar
         recplay = ui.Subcommand("recplay", help="write a recsys playlist seeded by the matched tracks")
-        recplay.parser.usage += ("\nA playlist around the tracks QUERY matches, ranked by recsys under the rules of "
-                                 "`recsys playlist` (your ratings in beets vote against what you dislike).")
+        recplay.parser.usage += (" QUERY\nA playlist around the tracks QUERY matches, ranked by recsys under the rules "
+                                 "of `recsys playlist` (your ratings in beets vote against what you dislike).")
         recplay.parser.add_option("-n", "--count", type="int", help="how many tracks [default: recsys.count]")
         recplay.parser.add_option("-o", "--out", help="the playlist file [default: a new file in recsys's "
                                                       "recommend.out_dir]")

@@ -195,3 +195,8 @@ def test_playlist_seeded_by_tracks_leaves_out_those_not_embedded(synth_home, tmp
     assert "1 of the 3 seed tracks are not in the index (not embedded yet?): left out" in result.notes
     with pytest.raises(RecsysError, match="none of the 1 seed tracks is in the index"):
         make_playlist(settings, PlaylistRequest(out=str(tmp_path / "q.xspf"), seed_tracks=["/not/embedded.flac"]))
+
+
+def test_a_row_without_a_path_is_that_rows_failure(tmp_path, music):
+    lib = read_beets_db(_library(tmp_path, music, items=[BeetsItem(b"", title="no file"), *ITEMS[3:]], config=False))
+    assert lib.skipped_urls == 1 and [t.title for t in lib.tracks] == ["Outside"]  # no config needed: none relative

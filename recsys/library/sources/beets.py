@@ -153,7 +153,7 @@ def read_beets_db(path: str | Path, directory: str | None = None, config: str | 
     fields = _flexible(flexible)
     scale = rating_scale or _scale(r["rating"] for r in fields.values() if "rating" in r)
     root = None
-    if any(_is_relative(row[1]) for row in rows):
+    if any(row[1][:1] not in (b"/", b"") if type(row[1]) is bytes else _is_relative(row[1]) for row in rows):
         found = music_directory(db, directory, config)
         if found.directory is None:
             raise PlayerDBError(f"beets library {db} holds paths relative to beets' music directory, which only "
@@ -215,12 +215,18 @@ def _build(db: Path, rows: list[tuple], fields: dict[int, dict[str, float]], roo
            taste_only: bool) -> PlayerLibrary:
     library = PlayerLibrary(db, KIND, [], skipped_urls=0, skipped_unavailable=0)
     by_key: dict[str, tuple[tuple, dict[str, float]]] = {}
+    prefix = root.rstrip("/") + "/" if root else ""
+    no_fields: dict[str, float] = {}
     for row in rows:
-        path = _path(row[1], root)
+        raw = row[1]
+        # the usual row inline (bytes beets wrote normalised, relative or absolute), anything else through _path:
+        # a call per row cost a second on a 100,000-track library
+        path = (os.fsdecode(raw) if raw[:1] == b"/" else prefix + os.fsdecode(raw)) if type(raw) is bytes and raw \
+            else _path(raw, root)
         if path is None:
             library.skipped_urls += 1
             continue
-        entry = (row, fields.get(row[0], {}))
+        entry = (row, fields.get(row[0], no_fields))
         previous = by_key.setdefault(path, entry)
         if previous is not entry:
             library.duplicates += 1
@@ -228,7 +234,8 @@ def _build(db: Path, rows: list[tuple], fields: dict[int, dict[str, float]], roo
                 by_key[path] = entry  # the row that knows the owner's rating wins
     keys = sorted(by_key)
     if taste_only:
-        library.catalogue = Catalogue(keys, list(keys), *([_text(by_key[k][0][at]) for k in keys] for at in (4, 5, 3)))
+        columns = ([v if type(v) is str else _text(v) for v in (by_key[k][0][at] for k in keys)] for at in (4, 5, 3))
+        library.catalogue = Catalogue(keys, list(keys), *columns)
         keys = [k for k in keys if by_key[k][1]]
     tracks = (_track(k, *by_key[k], scale) for k in keys)
     library.tracks = [t for t in tracks if not taste_only or t.has_history]
