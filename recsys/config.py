@@ -158,6 +158,14 @@ class NavidromeSettings:
 
 
 @dataclass
+class BeetsSettings:
+    config: str | None = _s(None)
+    directory: str | None = _s(None)
+    rating_scale: float = _s(0.0, test=lambda v: v in (0, 1, 5, 10, 100),
+                             meaning="0 (read from the library), 1, 5, 10 or 100")
+
+
+@dataclass
 class AudioSettings:
     crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
     crop_position: str = _s("center", choices=CROP_POSITIONS)
@@ -244,6 +252,7 @@ class Settings:
     home: str = ""
     library: LibrarySettings = field(default_factory=LibrarySettings)
     navidrome: NavidromeSettings = field(default_factory=NavidromeSettings)
+    beets: BeetsSettings = field(default_factory=BeetsSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)

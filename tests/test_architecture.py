@@ -92,6 +92,18 @@ def test_the_import_rules_hold() -> None:
     assert not broken, "\n".join(broken)
 
 
+def test_the_beets_plugin_is_a_front_end_like_the_cli() -> None:
+    """beetsplug/recsys.py: recsys's use cases only inside its commands (beets imports it on every `beet` command),
+    nothing of recsys but what the CLI may use, no __init__.py in beets' namespace package, no item stored."""
+    path = ROOT / "beetsplug" / "recsys.py"
+    assert not (ROOT / "beetsplug" / "__init__.py").exists()
+    every = [name for _, name in _imports("beetsplug.recsys", path) if name.startswith("recsys")]
+    assert every and all(any(_within(name, ok) for ok in CLI_ALLOWED) for name in every), every
+    top = [name for _, name in _imports("beetsplug.recsys", path, top_level_only=True)]
+    assert not [name for name in top if _within(name, "recsys.app") or _within(name, "torch")], top
+    assert ".store(" not in path.read_text(encoding="utf-8") and ".write(" not in path.read_text(encoding="utf-8")
+
+
 def test_fast_paths_import_no_torch_at_module_level() -> None:
     broken = []
     for module, path in _modules().items():

@@ -59,6 +59,7 @@ class Source(Protocol):
 SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
     "navidrome": "recsys.library.sources.navidrome:SOURCE",
+    "beets": "recsys.library.sources.beets:SOURCE",
 }
 
 
@@ -213,7 +214,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
     db_path = library_db(db, folders, auto_detect)
     if db_path is None and not folders:
         raise NoLibraryError(
-            "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
+            "no music library found: no Clementine, Strawberry, Navidrome or beets database at its usual place; "
             "give one with --db PATH or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
