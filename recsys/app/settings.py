@@ -49,3 +49,10 @@ def remember_library(settings: Settings, db: str | None, folders: Sequence[str])
 def forget_library(settings: Settings) -> str:
     """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten."""
     return forget(settings.home_path)
+
+
+def mpd_library(address: str) -> str:
+    """The ``library.db`` value naming the MPD server at ``address`` (``--mpd``): ``mpd://HOST:PORT``."""
+    from recsys.servers.mpd import parse_address
+
+    return parse_address(address).url

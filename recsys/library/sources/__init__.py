@@ -59,6 +59,7 @@ class Source(Protocol):
 SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
     "navidrome": "recsys.library.sources.navidrome:SOURCE",
+    "mpd": "recsys.library.sources.mpd:SOURCE",  # library.db mpd://HOST:PORT (--mpd), never looked for
 }
 
 
@@ -214,7 +215,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
     if db_path is None and not folders:
         raise NoLibraryError(
             "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
-            "give one with --db PATH or a music folder with --library DIR"
+            "give one with --db PATH, an MPD server with --mpd HOST[:PORT] or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
     player = scan = None
