@@ -16,20 +16,11 @@ from pathlib import Path
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.folders import _leading_int  # '3/12' -> 3, '2001-05-01' -> 2001: as tags are read
 from recsys.library.track import Track
 
 KIND = "mpd"
 _CHECKED = 20  # songs whose file must exist before the library is believed mapped (a wrong folder fails them all)
-
-
-def _number(text: str) -> int | None:
-    """'3', '3/12', '2001-05-01' -> the leading whole number, or None."""
-    digits = ""
-    for ch in text.strip():
-        if not ch.isdigit():
-            break
-        digits += ch
-    return int(digits) if digits else None
 
 
 def _float(text: str) -> float | None:
@@ -82,13 +73,13 @@ class MpdSource:
                 found += os.path.exists(file)
             stars = _float(ratings.get(uri, ""))
             rating = None if stars is None or stars <= 0 else min(stars / scale, 1.0)
-            played = _number(plays.get(uri, "")) or 0
+            played = _leading_int(plays.get(uri, "")) or 0
             length = _float(first(song.get("duration") or song.get("time")))
             library.tracks.append(Track(
                 path=file, length_s=length, title=first(song.get("title")), artist=first(song.get("artist")),
                 album=first(song.get("album")), albumartist=first(song.get("albumartist")),
-                genre=first(song.get("genre")), year=_number(first(song.get("date"))),
-                track_number=_number(first(song.get("track"))), rating=rating, playcount=played))
+                genre=first(song.get("genre")), year=_leading_int(first(song.get("date"))),
+                track_number=_leading_int(first(song.get("track"))), rating=rating, playcount=played))
         if checked and not found:
             raise RecsysError(f"none of the files MPD at {address} lists is under {music_dir} on this machine (e.g. "
                               f"{example}): set "
