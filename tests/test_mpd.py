@@ -217,12 +217,15 @@ def _groups(server: Server, rows) -> list[int]:
     return [server.synth.styles[index[r]] for r in rows]
 
 
-def test_stickers_drive_the_taste_playlist(server, tmp_path):
+def test_stickers_drive_the_taste_playlist(server, tmp_path, monkeypatch):
     from recsys.library.sources import load_library
+    from recsys.servers import mpd as client
 
+    monkeypatch.setattr(client, "PAGE", 7)  # the database read in pages, as a large library is
     settings = load_settings(overrides={"library": {"db": f"mpd://{server.socket}"}})
     tracks = {t.path: t for t in load_library(settings.library.db, [], settings=settings).tracks}
-    assert len(tracks) == 48
+    assert len(tracks) == 48 and set(tracks) == {s.path for s in server.synth.songs}
+    monkeypatch.undo()
     assert tracks[server.synth.songs[0].path].rating == 1.0  # 10 of 10
     assert tracks[server.synth.songs[3].path].rating == pytest.approx(0.2)
     assert tracks[server.synth.songs[1].path].rating is None and tracks[server.synth.songs[1].path].playcount == 0

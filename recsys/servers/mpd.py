@@ -126,6 +126,27 @@ def song_uri(path: str, music_dir: str) -> str | None:
     return path[len(root):] if path.startswith(root) and len(path) > len(root) else None
 
 
+PAGE = 5000  # songs per answer: MPD ends a connection whose answer outgrows max_output_buffer_size (8 MiB)
+
+
+def all_songs(client: mpd.MPDClient) -> Iterator[dict]:
+    """Every song of MPD's database, in pages (``find (base "") window``; MPD before 0.21 has no filter
+    expressions: one ``listallinfo`` then, which a very large library may outgrow)."""
+    start = 0
+    while True:
+        try:
+            page = client.find('(base "")', "window", f"{start}:{start + PAGE}")
+        except CommandError:
+            if start:
+                raise
+            yield from (song for song in client.listallinfo() if "file" in song)
+            return
+        yield from page
+        if len(page) < PAGE:
+            return
+        start += PAGE
+
+
 def stickers(client: mpd.MPDClient, name: str) -> dict[str, str]:
     """Every song's sticker ``name`` as ``{uri: value}``; empty when MPD keeps no stickers (no ``sticker_file``)."""
     try:

@@ -1,4 +1,4 @@
-"""Read-only reader of an MPD server's library: its database (``listallinfo``) and the owner's ratings (stickers).
+"""Read-only reader of an MPD server's library: its database (every song, in pages) and the owner's ratings (stickers).
 
 Given as ``--mpd HOST[:PORT]`` (or the path of MPD's socket), kept in ``library.db`` as ``mpd://...`` (see
 :mod:`recsys.servers.mpd`), so it is remembered like ``--db``. Every song MPD's database lists is a track whose file
@@ -46,12 +46,12 @@ class MpdSource:
         return is_mpd(path)
 
     def read(self, path: Path, settings: Settings, taste_only: bool = False) -> PlayerLibrary:
-        from recsys.servers.mpd import connect, first, local_path, music_directory, parse_address, stickers
+        from recsys.servers.mpd import all_songs, connect, first, local_path, music_directory, parse_address, stickers
 
         address = parse_address(str(path))
         with connect(address) as client:
             music_dir = music_directory(client, address, settings.mpd.music_directory)
-            songs = client.listallinfo()
+            songs = list(all_songs(client))
             ratings = stickers(client, "rating")
             sticker = settings.mpd.play_count_sticker
             plays = stickers(client, sticker) if sticker else {}
