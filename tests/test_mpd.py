@@ -204,6 +204,9 @@ def test_over_tcp_the_music_folder_comes_from_the_setting_else_a_clear_line(serv
     config.write_text(f"mpd:\n  music_directory: {server.synth.music}\n", encoding="utf-8")
     ok = server.run("--config", str(config), "status", "--mpd", server.tcp)
     assert ok.exit_code == 0, ok.output
+    assert f"library: 48 tracks (MPD at {server.tcp})" in ok.output
+    both = server.run("status", "--mpd", server.tcp, "--db", str(tmp_path / "x.db"))
+    assert both.exit_code == 2 and "give --db or --mpd, not both" in both.output
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text(f"mpd:\n  music_directory: {tmp_path}\n", encoding="utf-8")
     bad = server.run("--config", str(wrong), "status", "--mpd", server.tcp)

@@ -129,6 +129,10 @@ class Library:
     def source(self) -> str:
         """Where the tracks come from, for people: the database (and whose ratings), the folders."""
         db = f"{self.db_path}" + (f" (ratings of Navidrome user {self.db_user})" if self.db_user else "")
+        if self.db_kind == "mpd":
+            from recsys.servers.mpd import parse_address
+
+            db = f"MPD at {parse_address(str(self.db_path))}"
         return db if self.db_path and not self.folders else ", ".join(([db] if self.db_path else []) + self.folders)
 
 
