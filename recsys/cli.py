@@ -417,6 +417,10 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
     settings = _library_settings(ctx, db, folders)
+    if queue:
+        from recsys.app.mpd import queue_playlist, require_mpd
+
+        require_mpd(settings, "--queue")  # before anything is ranked or written
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
@@ -424,15 +428,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      where=where, seed_playlists=seed_playlists))
     _render_playlist(result, as_json, explain)
     if queue:
-        from recsys.app.mpd import queue_playlist
-
-        report = queue_playlist(settings, result)
-        shown = f"queued {report.tracks} tracks in MPD at {report.target}: {report.detail}"
-        if report.missing:
-            shown += f"; {len(report.missing)} left out (MPD does not list them), e.g. {report.missing[0]}"
-        if report.action == "refused":
-            raise RecsysError(f"nothing queued: {report.detail}")
-        click.echo(_one_line(shown), err=True)
+        click.echo(_one_line(queue_playlist(settings, result)), err=True)
     _remember(settings, db, folders)
 
 

@@ -255,6 +255,11 @@ def test_playlist_queue_appends_and_keeps_the_users_entries(server, queue, tmp_p
     now = _queued(queue)
     assert now[:2] == mine and len(now) == 5
     assert "queued 3 tracks in MPD at" in result.output and "none removed" in result.output
+    other = tmp_path / "other.xspf"
+    refused = server.run("playlist", "--db", str(server.synth.db), "--queue", "--out", str(other))
+    assert refused.exit_code == 1 and "--queue appends to MPD's queue: it needs the library read from MPD" in \
+        refused.output
+    assert not other.exists() and _queued(queue) == now
 
 
 def test_push_stored_playlist_create_replace_refuse_and_dry_run(server, tmp_path):

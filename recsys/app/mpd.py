@@ -21,7 +21,7 @@ from recsys.app.playlist import Playlist, PlaylistRequest, _model, build_ranking
 from recsys.app.taste import load_taste
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.servers import PushEntry, PushReport, pusher
+from recsys.servers import PushEntry, pusher
 from recsys.servers.mpd import ConnectionLost, connect, is_mpd, local_path, music_directory, parse_address, song_uri
 
 
@@ -123,8 +123,19 @@ def _neighbours(settings: Settings, taste, model, req: MpdRadioRequest, seed: st
     return picks
 
 
-def queue_playlist(settings: Settings, playlist: Playlist, dry_run: bool = False) -> PushReport:
-    """`recsys playlist --queue`: append the playlist's tracks to the queue of the MPD the library is read from
-    (nothing queued is removed; tracks MPD does not list are left out and reported)."""
+def require_mpd(settings: Settings, flag: str) -> None:
+    """A RecsysError unless the library is read from MPD (``flag`` needs it), raised before any work is done."""
+    if not reads_mpd(settings):
+        raise RecsysError(f"{flag} appends to MPD's queue: it needs the library read from MPD (--mpd HOST[:PORT])")
+
+
+def queue_playlist(settings: Settings, playlist: Playlist) -> str:
+    """`recsys playlist --queue`: append the written playlist's tracks to the queue of the MPD the library is read
+    from (nothing queued is removed; tracks MPD does not list are left out and counted); the line saying so."""
     entries = [PushEntry(t.key, t.path, t.title, t.artist) for t in playlist.tracks]
-    return pusher("mpd")(settings, playlist.title, entries, dry_run=dry_run, mode="queue")
+    report = pusher("mpd")(settings, playlist.title, entries, dry_run=False, mode="queue")
+    if report.action == "refused":
+        raise RecsysError(f"the playlist was written to {playlist.path}, but nothing was queued: {report.detail}")
+    missing = f"; {len(report.missing)} left out (MPD does not list them), e.g. {report.missing[0]}" \
+        if report.missing else ""
+    return f"queued {report.tracks} tracks in MPD at {report.target}: {report.detail}{missing}"

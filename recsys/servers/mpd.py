@@ -29,6 +29,7 @@ TIMEOUT_S = 10.0
 
 CommandError = mpd.CommandError  # MPD answered ACK: a command it refused (no such playlist, not permitted ...)
 ConnectionLost = (mpd.ConnectionError, OSError)  # MPD went away (or was never there)
+_ANY = (mpd.MPDError, OSError)  # whatever python-mpd2 raises, while connecting or closing
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def connect(address: Address, timeout: float = TIMEOUT_S) -> Iterator[mpd.MPDCli
             client.connect(address.socket)
         else:
             client.connect(address.host, address.port)
-    except (*ConnectionLost, CommandError) as exc:
+    except _ANY as exc:
         raise RecsysError(f"cannot reach MPD at {address} ({exc}): is MPD running, and is the address right? "
                           "(--mpd HOST[:PORT] or the path of MPD's socket)") from None
     try:
@@ -93,7 +94,7 @@ def connect(address: Address, timeout: float = TIMEOUT_S) -> Iterator[mpd.MPDCli
         try:
             client.close()
             client.disconnect()
-        except (*ConnectionLost, CommandError):
+        except _ANY:  # gone already, or left inside an idle or a command list by Ctrl-C
             pass
 
 
