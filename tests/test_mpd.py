@@ -136,6 +136,7 @@ def server(tmp_path_factory) -> Server:
             client.sticker_set("song", srv.uri(i), "rating", str(LIKED))
         elif i % 8 == 3:
             client.sticker_set("song", srv.uri(i), "rating", str(DISLIKED))
+    client.sticker_set("song", srv.uri(5), "playCount", "7")  # as a play counter keeps it (MPD itself keeps none)
     client.disconnect()
     yield srv
     process.terminate()
@@ -232,6 +233,13 @@ def test_stickers_drive_the_taste_playlist(server, tmp_path, monkeypatch):
     assert tracks[server.synth.songs[0].path].rating == 1.0  # 10 of 10
     assert tracks[server.synth.songs[3].path].rating == pytest.approx(0.2)
     assert tracks[server.synth.songs[1].path].rating is None and tracks[server.synth.songs[1].path].playcount == 0
+    assert tracks[server.synth.songs[5].path].playcount == 7
+    stars = load_settings(overrides={"library": {"db": f"mpd://{server.socket}"},
+                                     "mpd": {"rating_scale": 5, "play_count_sticker": ""}})
+    rescaled = {t.path: t for t in load_library(stars.library.db, [], settings=stars).tracks}
+    assert rescaled[server.synth.songs[0].path].rating == 1.0  # 10 on a scale of 5: at most 5 stars
+    assert rescaled[server.synth.songs[3].path].rating == pytest.approx(0.4)
+    assert rescaled[server.synth.songs[5].path].playcount == 0  # no play-count sticker read
     out = tmp_path / "taste.m3u8"
     result = server.run("playlist", "--mpd", server.socket, "--top-n", "4", "--out", str(out))
     assert result.exit_code == 0, result.output
