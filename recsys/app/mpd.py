@@ -77,8 +77,9 @@ def run_mpd_radio(settings: Settings, req: MpdRadioRequest, say: Callable[[str],
                 seed = local_path(uri, music_dir) if uri else None
                 if uri and need > 0 and seed not in embedded:
                     if seed != last_seed:
-                        say(f"MPD plays {uri}, which is not embedded: nothing added (run `recsys embed --mpd "
-                            f"{address}`)")
+                        why = "a stream, not a file of its library" if "://" in uri else \
+                            f"not embedded (run `recsys embed --mpd {address}`)"
+                        say(f"MPD plays {uri}, {why}: nothing added")
                 elif uri and need > 0:
                     queued = {local_path(e["file"], music_dir) for e in queue if "file" in e}
                     picks = _neighbours(settings, taste, model, req, seed, queued, need, music_dir)
