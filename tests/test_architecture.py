@@ -24,7 +24,8 @@ FORBIDDEN = {
     "recsys.home": ("recsys.",),  # the standard library only (besides recsys.errors, allowed below)
     "recsys.player": ("recsys.",),  # recsys.errors only (allowed below)
     "recsys.viz": ("recsys.",),  # recsys.errors and recsys.atomic only
-    "recsys.servers": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app"),
+    "recsys.servers": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
+                       "recsys.home", "recsys.library.sources"),
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }

@@ -1,10 +1,6 @@
-"""Clients of the servers people listen through (Subsonic, MPD), and the one seam for pushing playlists to them.
-
-A pusher is registered by kind in :data:`PUSHERS` as ``"module:attribute"`` of a callable
-``push(settings, name, entries, *, dry_run, mode="playlist") -> PushReport`` (``mode="queue"`` only for MPD), imported
-only when used. Every pusher only ever creates or replaces a playlist recsys created, never deletes or changes one it
-did not, and with ``dry_run`` changes nothing and says what would change.
-"""
+"""Clients of the servers people listen through (Subsonic API servers, MPD), and the one seam for pushing a
+playlist back to them: :class:`PushEntry` in, :class:`PushReport` out, a pusher per kind in :data:`PUSHERS`
+(imported only when used)."""
 
 from __future__ import annotations
 
@@ -39,16 +35,17 @@ class PushReport:
     detail: str = ""  # one line, e.g. why refused
 
 
-# kind -> "module:attribute" of its push callable
+# kind -> "module:attribute" of a callable push(settings, name, entries, *, dry_run, mode="playlist") -> PushReport
 PUSHERS: dict[str, str] = {
     "mpd": "recsys.servers.mpd_push:push",
 }
 
 
 def pusher(kind: str) -> Callable[..., PushReport]:
-    """The push function of ``kind``, imported now; a RecsysError for a kind with no pusher."""
+    """The push function of the library source ``kind``; a RecsysError for a kind with no pusher."""
     if kind not in PUSHERS:
-        known = ", ".join(sorted(PUSHERS))
-        raise RecsysError(f"recsys cannot push a playlist to a {kind} library (it can to: {known})")
+        raise RecsysError(f"--push sends the playlist to the server the library comes from, and a {kind} library "
+                          f"has none: push works for {', '.join(sorted(PUSHERS))} libraries; write the file and "
+                          "open it in your player instead")
     module, _, attribute = PUSHERS[kind].partition(":")
     return getattr(importlib.import_module(module), attribute)
