@@ -194,6 +194,8 @@ def test_embed_through_mpd_remembered_and_a_rerun_embeds_nothing(server, tmp_pat
     assert again.exit_code == 0, again.output
     assert "using the library remembered" in again.output and "embedded 0, reused 0" in again.output
     assert "up to date 48" in again.output
+    forgot = server.run("config", "--forget", home=home)
+    assert forgot.exit_code == 0 and f"forgot the remembered library: --mpd {server.socket}" in forgot.output
 
 
 def test_over_tcp_the_music_folder_comes_from_the_setting_else_a_clear_line(server, tmp_path):
