@@ -16,13 +16,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from recsys.app.playlist import Playlist, PlaylistRequest, _model, build_ranking
-from recsys.app.taste import load_taste
+from recsys.app.taste import Taste, load_taste
 from recsys.config import Settings
 from recsys.errors import RecsysError
+from recsys.recommender.persistence import RatingModel
 from recsys.servers import PushEntry, pusher
-from recsys.servers.mpd import ConnectionLost, connect, is_mpd, local_path, music_directory, parse_address, song_uri
+from recsys.servers.mpd import (
+    Address,
+    ConnectionLost,
+    connect,
+    is_mpd,
+    local_path,
+    music_directory,
+    parse_address,
+    song_uri,
+)
 
 
 @dataclass
@@ -60,41 +71,16 @@ def run_mpd_radio(settings: Settings, req: MpdRadioRequest, say: Callable[[str],
     radio = MpdRadio(str(address), notes=notes)
     for note in notes:
         say(f"note: {note}")
-    embedded = set(taste.lib.keys)
-    last_seed = None
     with connect(address) as client:
-        music_dir = music_directory(client, address, settings.mpd.music_directory)
+        follower = _Follower(settings, req, taste, model, client, address,
+                             music_directory(client, address, settings.mpd.music_directory), radio, say,
+                             set(taste.lib.keys))
         client.idletimeout = None  # idle waits as long as MPD plays the same song
         if not req.once:
             say(f"following MPD at {address}, keeping {req.keep} tracks queued after its song (Ctrl-C stops)")
         try:
             while True:
-                current = client.currentsong()
-                uri = current.get("file") if isinstance(current, dict) else None
-                queue = client.playlistinfo()
-                position = int(current.get("pos", len(queue) - 1)) if uri else len(queue) - 1
-                need = req.keep - (len(queue) - position - 1)
-                seed = local_path(uri, music_dir) if uri else None
-                if uri and need > 0 and seed not in embedded:
-                    if seed != last_seed:
-                        why = "a stream, not a file of its library" if "://" in uri else \
-                            f"not embedded (run `recsys embed --mpd {address}`)"
-                        say(f"MPD plays {uri}, {why}: nothing added")
-                elif uri and need > 0:
-                    queued = {local_path(e["file"], music_dir) for e in queue if "file" in e}
-                    picks = _neighbours(settings, taste, model, req, seed, queued, need, music_dir)
-                    if picks:
-                        client.command_list_ok_begin()
-                        for pick in picks:
-                            client.add(pick)
-                        client.command_list_end()
-                        radio.added += len(picks)
-                        radio.top_ups += 1
-                        say(f"MPD plays {uri}: queued {len(picks)} of its neighbours ({', '.join(picks[:3])}"
-                            f"{', ...' if len(picks) > 3 else ''})")
-                    elif seed != last_seed:
-                        say(f"MPD plays {uri}: no neighbour left to queue under the playlist's rules")
-                last_seed = seed
+                follower.top_up()
                 if req.once:
                     radio.stopped = "once"
                     return radio
@@ -107,21 +93,69 @@ def run_mpd_radio(settings: Settings, req: MpdRadioRequest, say: Callable[[str],
                               f"queueing {radio.added} tracks") from None
 
 
-def _neighbours(settings: Settings, taste, model, req: MpdRadioRequest, seed: str, queued: set[str], need: int,
-                music_dir: str) -> list[str]:
-    """MPD's names of the ``need`` best tracks of the ranking seeded by ``seed`` that are not queued yet."""
-    wanted = need + len(queued) + 1  # the queued ones may rank first: ask for enough to skip them all
-    ranking = build_ranking(settings, taste, taste.tracks, model, PlaylistRequest(
-        top_n=wanted, include_rated=not req.new_only, include_played=not req.new_only, where=req.where),
-        seed_keys=[seed])
-    picks: list[str] = []
-    for track in ranking.tracks:
-        uri = song_uri(track.path, music_dir)
-        if track.key != seed and track.path not in queued and uri is not None and uri not in picks:
-            picks.append(uri)
-        if len(picks) == need:
-            break
-    return picks
+@dataclass
+class _Follower:
+    """What one radio session keeps between two changes of MPD's player."""
+
+    settings: Settings
+    req: MpdRadioRequest
+    taste: Taste
+    model: RatingModel | None
+    client: Any  # mpd.MPDClient, connected
+    address: Address
+    music_dir: str
+    radio: MpdRadio
+    say: Callable[[str], None]
+    embedded: set[str]  # the keys of the snapshot's tracks
+    last_seed: str | None = None  # the song of the last top-up
+
+    def top_up(self) -> None:
+        """When fewer than ``keep`` entries follow MPD's current song, append that many of its neighbours."""
+        current = self.client.currentsong()
+        uri = current.get("file") if isinstance(current, dict) else None
+        queue = self.client.playlistinfo()
+        if not uri:
+            return
+        need = self.req.keep - (len(queue) - int(current.get("pos", len(queue) - 1)) - 1)
+        seed = local_path(uri, self.music_dir)
+        said, self.last_seed = self.last_seed == seed, seed  # a line about a song is said once
+        if need <= 0:
+            return
+        if seed not in self.embedded:
+            why = "a stream, not a file of its library" if "://" in uri else \
+                f"not embedded (run `recsys embed --mpd {self.address}`)"
+            if not said:
+                self.say(f"MPD plays {uri}, {why}: nothing added")
+            return
+        queued = {local_path(e["file"], self.music_dir) for e in queue if "file" in e}
+        picks = self._neighbours(seed, queued, need)
+        if not picks:
+            if not said:
+                self.say(f"MPD plays {uri}: no neighbour left to queue under the playlist's rules")
+            return
+        self.client.command_list_ok_begin()
+        for pick in picks:
+            self.client.add(pick)
+        self.client.command_list_end()
+        self.radio.added += len(picks)
+        self.radio.top_ups += 1
+        self.say(f"MPD plays {uri}: queued {len(picks)} of its neighbours ({', '.join(picks[:3])}"
+                 f"{', ...' if len(picks) > 3 else ''})")
+
+    def _neighbours(self, seed: str, queued: set[str], need: int) -> list[str]:
+        """MPD's names of the ``need`` best tracks of the ranking seeded by ``seed`` that are not queued yet."""
+        wanted = need + len(queued) + 1  # the queued ones may rank first: ask for enough to skip them all
+        ranking = build_ranking(self.settings, self.taste, self.taste.tracks, self.model, PlaylistRequest(
+            top_n=wanted, include_rated=not self.req.new_only, include_played=not self.req.new_only,
+            where=self.req.where), seed_keys=[seed])
+        picks: list[str] = []
+        for track in ranking.tracks:
+            uri = song_uri(track.path, self.music_dir)
+            if track.key != seed and track.path not in queued and uri is not None and uri not in picks:
+                picks.append(uri)
+            if len(picks) == need:
+                break
+        return picks
 
 
 def require_mpd(settings: Settings, flag: str) -> None:
