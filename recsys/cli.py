@@ -104,7 +104,19 @@ class RecsysGroup(click.Group):
 
 def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (), **overrides) -> Settings:
     obj = ctx.find_root().obj
-    return command_settings(obj["config"], obj["home"], db=db, folders=folders, **overrides)
+    return command_settings(obj["config"], obj["home"], db=_with_mpd(ctx, db), folders=folders, **overrides)
+
+
+def _with_mpd(ctx: click.Context, db: str | None) -> str | None:
+    """``--mpd HOST[:PORT]`` is the library database setting ``mpd://HOST:PORT`` (remembered like ``--db``)."""
+    address = ctx.meta.get("recsys.mpd")
+    if address is None:
+        return db
+    if db:
+        raise click.UsageError("give --db or --mpd, not both")
+    from recsys.app.settings import mpd_library
+
+    return mpd_library(address)
 
 
 def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (),
@@ -119,7 +131,7 @@ def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[
 
 def _remember(settings: Settings, db: str | None, folders: tuple[str, ...]) -> None:
     """After a command succeeded: remember its --db/--library for the next commands, and say so."""
-    line = remember_library(settings, db, folders)
+    line = remember_library(settings, _with_mpd(click.get_current_context(), db), folders)
     if line:
         click.echo(f"note: {_one_line(line)}", err=True)
 
@@ -131,6 +143,11 @@ def _library_options(remembers: bool = True):
     def add(command):
         command = click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
                                help=f"Music folder (repeatable); without --db, the folders alone.{kept}")(command)
+        command = click.option("--mpd", metavar="HOST[:PORT]", expose_value=False,
+                               callback=lambda ctx, _, value: ctx.meta.setdefault("recsys.mpd", value) if value
+                               else None,
+                               help="An MPD server as the library (its database and `rating` stickers), instead of "
+                                    f"--db; or the path of MPD's socket.{kept}")(command)
         return click.option("--db", type=click.Path(dir_okay=False), default=None,
                             help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
                                  f"[default: the remembered one, else found at its usual place].{kept}")(command)
@@ -435,9 +452,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--explain", is_flag=True,
               help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
                    "tracks (stars, similarity); with --json, as fields.")
+@click.option("--queue", is_flag=True,
+              help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
-             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain):
+             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain, queue):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -461,12 +480,18 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
     settings = _library_settings(ctx, db, folders)
+    if queue:
+        from recsys.app.mpd import queue_playlist, require_mpd
+
+        require_mpd(settings, "--queue")  # before anything is ranked or written
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
                                                      where=where, seed_playlists=seed_playlists))
     _render_playlist(result, as_json, explain)
+    if queue:
+        click.echo(_one_line(queue_playlist(settings, result)), err=True)
     _remember(settings, db, folders)
 
 
@@ -598,8 +623,11 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 @_where_option
 @_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the playlist as JSON (the file is written too).")
+@click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
+              help="With MPD: tracks kept queued after the playing one.")
+@click.option("--once", is_flag=True, help="With MPD: top the queue up once and return, instead of following.")
 @click.pass_context
-def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folders, as_json):
+def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folders, as_json, keep, once):
     """A playlist around the track your player plays now (asked over MPRIS: Clementine, Strawberry, VLC...).
 
     The playing track is the seed of the playlist's ranking: tracks that sound like it, your disliked ratings
@@ -607,14 +635,28 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
     often played tracks are included (--new-only leaves them out); --where filters them as for `recsys playlist`.
     The player is only told when you pass --play.
 
+    With --mpd (or an MPD library remembered) it follows MPD instead: whenever MPD's song changes it appends that
+    song's best neighbours to MPD's queue until --keep tracks follow the current one, never removing what you
+    queued, until Ctrl-C; no file is written.
+
     \b
     Example:
       recsys radio --top-n 30 --play
       recsys radio --where genre:jazz --new-only
+      recsys radio --mpd localhost:6600 --keep 10
     """
+    settings = _library_settings(ctx, db, folders)
+    from recsys.app.mpd import MpdRadioRequest, reads_mpd, run_mpd_radio
+
+    if reads_mpd(settings):
+        done = run_mpd_radio(settings, MpdRadioRequest(keep, once, new_only, where),
+                             say=lambda line: click.echo(_one_line(line), err=True))
+        ended = "stopped (Ctrl-C)" if done.stopped == "interrupted" else "done"
+        click.echo(f"radio {ended}: queued {done.added} tracks in MPD at {done.target}", err=True)
+        return
     from recsys.app.radio import RadioRequest, make_radio
 
-    result = make_radio(_library_settings(ctx, db, folders),
+    result = make_radio(settings,
                         RadioRequest(top_n, out, fmt, force, play, player, new_only, where))
     click.echo(f"playing: {_one_line(result.playing.label)} in {_one_line(result.playing.identity)}", err=True)
     _render_playlist(result.playlist, as_json, explain=False)

@@ -166,6 +166,13 @@ class BeetsSettings:
 
 
 @dataclass
+class MpdSettings:
+    music_directory: str | None = _s(None)
+    rating_scale: float = _s(10.0, lo=0, lo_open=True, hi=1000)
+    play_count_sticker: str = _s("playCount", empty=True)
+
+
+@dataclass
 class AudioSettings:
     crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
     crop_position: str = _s("center", choices=CROP_POSITIONS)
@@ -253,6 +260,7 @@ class Settings:
     library: LibrarySettings = field(default_factory=LibrarySettings)
     navidrome: NavidromeSettings = field(default_factory=NavidromeSettings)
     beets: BeetsSettings = field(default_factory=BeetsSettings)
+    mpd: MpdSettings = field(default_factory=MpdSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)

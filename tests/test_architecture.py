@@ -24,6 +24,8 @@ FORBIDDEN = {
     "recsys.home": ("recsys.",),  # the standard library only (besides recsys.errors, allowed below)
     "recsys.player": ("recsys.",),  # recsys.errors only (allowed below)
     "recsys.viz": ("recsys.",),  # recsys.errors and recsys.atomic only
+    "recsys.servers": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
+                       "recsys.home", "recsys.library.sources"),
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
@@ -36,7 +38,7 @@ NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "r
                       "recsys.config", "recsys.cli", "recsys.app.similar", "recsys.app.playlist", "recsys.app.taste",
                       "recsys.app.train_classifier", "recsys.app.settings", "recsys.tracking",
                       "recsys.app.radio", "recsys.app.path", "recsys.app.map", "recsys.app.output", "recsys.player",
-                      "recsys.viz")
+                      "recsys.viz", "recsys.servers", "recsys.app.mpd")
 
 
 def _modules() -> dict[str, Path]:

@@ -53,3 +53,10 @@ def forget_library(config_file: str | None, home: str | None) -> str:
     The settings are built without the remembered layer: a remembered value that stops every command (a database
     that is a FIFO) must not stop the one command that removes it."""
     return forget(load_settings(config_file, overrides={"home": home}, remembered=False).home_path)
+
+
+def mpd_library(address: str) -> str:
+    """The ``library.db`` value naming the MPD server at ``address`` (``--mpd``): ``mpd://HOST:PORT``."""
+    from recsys.servers.mpd import parse_address
+
+    return parse_address(address).url

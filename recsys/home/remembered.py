@@ -55,8 +55,8 @@ def read_remembered(home: Path) -> dict[str, Any]:
 def given_library(db: str | None, folders: tuple[str, ...] | list[str]) -> dict[str, Any]:
     """What the command line gave, as absolute paths: ``--library`` without ``--db`` means no database."""
     given: dict[str, Any] = {}
-    if db:
-        given["db"] = os.path.abspath(os.path.expanduser(db))
+    if db:  # a server (mpd://HOST:PORT, from --mpd) is kept as given
+        given["db"] = db if "://" in db else os.path.abspath(os.path.expanduser(db))
     if folders:
         given["folders"] = [os.path.abspath(os.path.expanduser(f)) for f in folders]
         given.setdefault("db", None)
@@ -108,5 +108,6 @@ def forget(home: Path) -> str:
 
 def describe(key: str, value: Any) -> str:
     if key == "db":
-        return f"--db {value}" if value else "no database"
+        return (f"--mpd {value.removeprefix('mpd://')}" if value.startswith("mpd://") else f"--db {value}") \
+            if value else "no database"
     return "--library " + " --library ".join(value) if value else "no folders"

@@ -60,6 +60,7 @@ SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
     "navidrome": "recsys.library.sources.navidrome:SOURCE",
     "beets": "recsys.library.sources.beets:SOURCE",
+    "mpd": "recsys.library.sources.mpd:SOURCE",  # library.db mpd://HOST:PORT (--mpd), never looked for
 }
 
 
@@ -129,6 +130,10 @@ class Library:
     def source(self) -> str:
         """Where the tracks come from, for people: the database (and whose ratings), the folders."""
         db = f"{self.db_path}" + (f" (ratings of Navidrome user {self.db_user})" if self.db_user else "")
+        if self.db_kind == "mpd":
+            from recsys.servers.mpd import parse_address
+
+            db = f"MPD at {parse_address(str(self.db_path))}"
         return db if self.db_path and not self.folders else ", ".join(([db] if self.db_path else []) + self.folders)
 
 
@@ -215,7 +220,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
     if db_path is None and not folders:
         raise NoLibraryError(
             "no music library found: no Clementine, Strawberry, Navidrome or beets database at its usual place; "
-            "give one with --db PATH or a music folder with --library DIR"
+            "give one with --db PATH, an MPD server with --mpd HOST[:PORT] or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
     player = scan = None
