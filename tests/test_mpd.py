@@ -192,7 +192,7 @@ def test_embed_through_mpd_remembered_and_a_rerun_embeds_nothing(server, tmp_pat
     assert keys == sorted(s.path for s in server.synth.songs)  # MPD's files, as this machine's paths
     again = server.run("embed", "--encoder", "dsp", "--workers", "1", home=home)  # the remembered MPD
     assert again.exit_code == 0, again.output
-    assert "using the library remembered" in again.output and "embedded 0, reused 0" in again.output
+    assert "using the library remembered" in again.output and "embedded 0, up to date 48" in again.output
     assert "up to date 48" in again.output
     forgot = server.run("config", "--forget", home=home)
     assert forgot.exit_code == 0 and f"forgot the remembered library: --mpd {server.socket}" in forgot.output
