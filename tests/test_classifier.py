@@ -214,7 +214,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_library_root_is_the_deepest_common_folder():
-    from recsys.recommender.labels import library_root
+    from recsys.library.groups import library_root
 
     assert library_root(["/m/a b/y.ogg", "/m/a/x.ogg", "/m/a/z.ogg"]) == "/m"
     assert library_root(["/m/a/x.ogg", "/m/a/z.ogg"]) == "/m/a"

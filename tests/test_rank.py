@@ -426,3 +426,26 @@ def test_caps_rise_for_a_taste_of_few_albums_unless_disabled():
     assert len(fixed.tracks) == 6 and "cap (--max-per-a" in fixed.stopped
     scaled = rank(lib, tracks, None, top_n=20)  # two liked albums and artists: caps of top_n / 2
     assert len(scaled.tracks) == 20 and all(which[lib.keys.index(t.key)] == 0 for t in scaled.tracks)
+
+
+def test_a_compilation_is_one_album_under_the_cap():
+    """The album cap groups a "Various Artists" album as the votes do: by its album artist, which only the live
+    library holds (the snapshot has artist and album). On main each of its twelve singers made an album of its own,
+    and 11 of its tracks filled one playlist under ``max_per_album: 3``. The caps are not raised here
+    (``scale_caps``: a taste of one album would raise the album cap to the whole playlist)."""
+    rng = np.random.default_rng(7)
+    centre = unit(rng.normal(size=16))
+    near = unit(centre + 0.35 * unit(rng.normal(size=(12, 16))))  # the compilation: one sound, no two copies
+    vectors = np.concatenate([near, unit(rng.normal(size=(40, 16)))]).astype(np.float32)
+    tracks = [Track(path=f"/m/VA/Hits/{i:02d}.ogg", album="Hits", albumartist="Various Artists",
+                    artist=f"Singer {i}", title=f"Song {i}", rating=1.0 if i == 0 else None) for i in range(12)]
+    tracks += [Track(path=f"/m/Solo {i}/Misc/{i:02d}.ogg", album="Misc", artist=f"Solo {i}", title=f"T {i}")
+               for i in range(40)]
+    paths = [t.path for t in tracks]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * len(paths), "artist": [t.artist for t in tracks],
+            "title": [t.title for t in tracks], "album": [t.album for t in tracks],
+            "track_number": [None] * len(paths), "duration_s": [60.0] * len(paths)}
+    ranking = real_rank(Lib(paths, vectors, meta), tracks, None, top_n=20, max_per_album=3, scale_caps=False,
+                        exists=lambda p: True)
+    assert [t.album for t in ranking.tracks] == ["Hits"] * 3, [t.path for t in ranking.tracks]
+    assert ranking.removed["album cap"] == 8 and "album cap (--max-per-album 3) 8" in ranking.stopped
