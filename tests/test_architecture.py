@@ -27,7 +27,8 @@ FORBIDDEN = {
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic"}  # the foundations every package may use
+# the foundations every package may use (recsys.library.uri: the one file:// rule, standard library only)
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri"}
 # what recsys.cli may import of recsys: the use cases, the settings (for help texts) and the error type
 CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
 # packages that must not import torch (nor lancedb, but for the store) when imported: `recsys similar`, `recsys
@@ -90,6 +91,20 @@ def test_the_import_rules_hold() -> None:
                         and not _within(name, package):
                     broken.append(f"{path.relative_to(ROOT)}:{line} imports {name}, which {package} must not")
     assert not broken, "\n".join(broken)
+
+
+def test_one_uri_decoder() -> None:
+    """Only recsys/library/uri.py percent-decodes (``urllib.parse.unquote*``): a second decoder is a second rule
+    for the track key of a URI."""
+    broken = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "library" / "uri.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module == "urllib.parse"
+                     else [node.attr] if isinstance(node, ast.Attribute) and node.attr.startswith("unquote") else [])
+            broken += [f"{path.relative_to(ROOT)}:{node.lineno} uses {n}" for n in names if n.startswith("unquote")]
+    assert not broken, "decode file:// URIs with recsys.library.uri:\n" + "\n".join(broken)
 
 
 def test_fast_paths_import_no_torch_at_module_level() -> None:
