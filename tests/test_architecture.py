@@ -28,9 +28,10 @@ FORBIDDEN = {
                      "recsys.library", "recsys.home"),
 }
 # the foundations every package may use (recsys.library.uri: the one file:// rule, standard library only)
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri"}
-# what recsys.cli may import of recsys: the use cases, the settings (for help texts) and the error type
-CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri", "recsys.choices"}
+# what recsys.cli may import of recsys: the use cases, the settings (for help texts), the tables of names (for its
+# choices) and the error type
+CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.choices", "recsys.errors")
 # packages that must not import torch (nor lancedb, but for the store) when imported: `recsys similar`, `recsys
 # playlist` and `recsys status` start fast, and run without a model
 NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.home",

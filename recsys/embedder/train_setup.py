@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from recsys.choices import TRAINABLE_ENCODERS
 from recsys.config import Settings, TrainSettings
 from recsys.embedder.cache import AudioCache, CacheReport, Entry, Layout
 from recsys.embedder.decoding import default_workers
@@ -21,7 +22,7 @@ from recsys.library.groups import album_of
 from recsys.library.text import tag_key
 from recsys.library.track import Track
 
-BASES = ("musicnn", "cnn")
+BASES = TRAINABLE_ENCODERS
 # Fine-tuning MusiCNN leaves its front-end (input batch norm, timbral and temporal filters) as pretrained: they are
 # generic spectro-temporal detectors, and their backward pass is ~3/4 of a training step's cost on the CPU.
 MUSICNN_FROZEN = ("input_bn.", "timbral", "temporal")

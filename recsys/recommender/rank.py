@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.choices import RANK_MODES
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
 from recsys.library.groups import album_of, artist_of, library_root, recording_key, same_recording
@@ -83,7 +84,7 @@ DISLIKED = 0.4  # 2 stars and below
 SHORTLIST_MIN = 2000
 SHORTLIST_PER_PICK = 20
 EXPLAIN_N = 2
-MODES = ("taste", "uncertain")
+MODES = RANK_MODES
 SCORERS = ("blend", "neighbours", "classifier")
 WEAK = "too little liked evidence"
 AUDIO_ONLY = "too few liked votes for a track recommended on its sound alone"
