@@ -12,11 +12,13 @@ import traceback
 import click
 
 from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
+from recsys.choices import RANK_MODES, TRAINABLE_ENCODERS
 from recsys.config import (
     BUILTIN_ENCODERS,
     DEFAULT_BUILTIN,
     MAX_PATH_STEPS,
     MAX_TRACKS_ASKED,
+    PLAYLIST_FORMATS,
     ClassifierSettings,
     EmbedSettings,
     RecommendSettings,
@@ -316,7 +318,7 @@ def _render_embed(report) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the neighbours as a playlist file (XSPF, or M3U8 when it ends in .m3u8).")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format of --out [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @_where_option
@@ -429,7 +431,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="Build the playlist around this track (path, file:// URI or 'artist - title'); repeatable.")
 @click.option("--seed-playlist", "seed_playlists", multiple=True, type=click.Path(dir_okay=False),
               help="Expand a playlist (XSPF, M3U, M3U8): its tracks are the seeds and are left out; repeatable.")
-@click.option("--mode", type=click.Choice(["taste", "uncertain"]), default="taste", show_default=True,
+@click.option("--mode", type=click.Choice(RANK_MODES), default="taste", show_default=True,
               help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
                    "teach it most).")
 @click.option("--min-rating", "min_stars", type=Finite(0, 5), default=None,
@@ -443,7 +445,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--max-per-album", type=Count.of(RecommendSettings, "max_per_album"), default=None,
               help="At most this many tracks of one album (the folder when untagged) [default: 3, raised to "
                    "top-n / the albums of your liked tracks when that is more].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
 @_where_option
@@ -570,7 +572,7 @@ def _render_scores(scores) -> None:
               help="Tracks in the path, A and B included.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/path-<date>.xspf, never overwritten].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--max-per-artist", type=Count.of(RecommendSettings, "max_per_artist"), default=None,
               help="At most this many tracks of one artist, A and B included [default: 3].")
@@ -613,7 +615,7 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
               help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--play", is_flag=True, help="Hand the playlist to the player (MPRIS OpenUri, or its track list).")
 @click.option("--player", default=None,
@@ -699,7 +701,7 @@ def map_(ctx, out, colour, layout, force, where, db, folders):
 
 @main.command("train-encoder")
 @_library_options()
-@click.option("--from", "base", type=click.Choice(["musicnn", "cnn"]), default=None,
+@click.option("--from", "base", type=click.Choice(TRAINABLE_ENCODERS), default=None,
               help="Fine-tune the pretrained musicnn, or train the cnn from scratch [config: musicnn].")
 @click.option("--epochs", type=Count.of(TrainSettings, "epochs"), default=None,
               help="Passes over the library [config: 30].")
@@ -752,7 +754,8 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
 
 @main.command("eval")
 @click.option("--encoder", "encoders", multiple=True,
-              help="auto, dsp, musicnn, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
+              help=f"auto, {', '.join(BUILTIN_ENCODERS)}, a checkpoint .pt, module:Class, or 'table' (repeatable) "
+                   "[default: table].")
 @_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")
 @click.option("--playlist", "of_playlist", is_flag=True,

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from recsys.atomic import read_regular
+from recsys.choices import DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
 from recsys.errors import RecsysError, shown
 
 
@@ -41,7 +42,7 @@ def default_home() -> Path:
 
 
 CROP_POSITIONS = ("center", "start", "end")
-PLAYLIST_FORMATS = ("xspf", "m3u8")
+PLAYLIST_FORMATS = tuple(PLAYLIST_WRITERS)  # recsys.choices: one line there adds a format everywhere
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -115,10 +116,9 @@ def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
-# The encoders recsys ships (recsys.embedder.encoders builds them); named here so a typo fails at load, not later.
-BUILTIN_ENCODERS = ("dsp", "cnn", "musicnn")
-# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
-DEFAULT_BUILTIN = "musicnn"
+# The encoders recsys ships (recsys.choices.ENCODERS); checked here so a typo fails at load, not later.
+BUILTIN_ENCODERS = tuple(ENCODERS)
+DEFAULT_BUILTIN = DEFAULT_ENCODER
 
 
 def _encoder_spec(spec: str) -> bool:
@@ -236,7 +236,7 @@ class TrackingSettings:
 
 @dataclass
 class TrainSettings:
-    base: str = _s("musicnn", choices=("musicnn", "cnn"))
+    base: str = _s("musicnn", choices=TRAINABLE_ENCODERS)
     epochs: int = _s(30, lo=1, hi=100_000)
     batch_size: int = _s(64, lo=4, hi=65536)
     lr: float | None = _s(None, lo=0, lo_open=True, hi=10)

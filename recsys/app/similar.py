@@ -19,9 +19,8 @@ from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
+from recsys.library.groups import same_recording
 from recsys.playlists import write_playlist
-
-DUPLICATE_COSINE = 0.99999
 
 
 @dataclass
@@ -34,7 +33,8 @@ class SimilarResult:
 
 def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[str] = (), out: str | None = None,
                  fmt: str | None = None, force: bool = False) -> SimilarResult:
-    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector);
+    """The k tracks nearest to the query track, excluding it and copies of it (same content, or the same recording
+    by ``recsys.library.groups.same_recording``);
     with ``where`` (filter terms), only the tracks that match them; with ``out`` (or ``fmt``) they are also
     written as a playlist, nearest first."""
     flt = parse(where)
@@ -100,7 +100,7 @@ def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[
     while True:
         found = searcher.search(qvec, min(want, len(lib)))[0]
         kept = [(i, s) for i, s in found
-                if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content]
+                if i != row and not same_recording(s) and lib.row(i)["content_id"] != query_content]
         if len(kept) >= k or want >= len(lib):
             return kept[:k]
         want *= 4  # many copies of the query: look further
@@ -126,7 +126,7 @@ def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set
     kept: list[tuple[int, float]] = []
     for i in np.argsort(-scores, kind="stable"):
         r, s = int(rows[i]), float(scores[i])
-        if r not in queries and s < DUPLICATE_COSINE and lib.row(r)["content_id"] not in contents:
+        if r not in queries and not same_recording(s) and lib.row(r)["content_id"] not in contents:
             kept.append((r, s))
             if len(kept) == k:
                 break

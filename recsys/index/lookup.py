@@ -11,12 +11,12 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import asdict, dataclass
-from urllib.parse import unquote, urlsplit
 
 from recsys.errors import RecsysError
 from recsys.index.ann import SEARCH_COLUMN, LibraryVectors
 from recsys.library.text import search_key, search_label
 from recsys.library.track import Labelled
+from recsys.library.uri import uri_to_path
 
 
 class TrackNotFound(RecsysError):
@@ -54,11 +54,22 @@ def hit(lib: LibraryVectors, row: int, score: float) -> Hit:
 
 def _as_path(query: str) -> str | None:
     if query.startswith("file://"):
-        parts = urlsplit(query)
-        return unquote(parts.path)
+        path = uri_to_path(query)
+        if path is None:
+            raise TrackNotFound(f"{query} names no local file (only file:///path or file://localhost/path): give "
+                                "the path of a file in your library")
+        return path
     if os.sep in query or os.path.exists(query):
         return os.path.abspath(os.path.expanduser(query))
     return None
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes of another encoding (os.fsdecode)
+        return False
+    return True
 
 
 def resolve_query(lib: LibraryVectors, query: str) -> int:
@@ -82,6 +93,9 @@ def resolve_query(lib: LibraryVectors, query: str) -> int:
         if len(rows) > 1:  # several tracks cut from one file (CUE): the user must pick one by name
             return _choose(lib, rows, query)
         if query.startswith("file://") or os.path.exists(path):
+            if not path.isascii() and not _utf8(path):
+                raise TrackNotFound(f"{path} is not in the index: its name is not valid UTF-8, which the index cannot "
+                                    "hold (`recsys embed` lists such files): rename it in UTF-8")
             raise TrackNotFound(f"{path} is not in the index: run `recsys embed` (is it in your library?)")
     # a query with a '/' may still be text ('AC/DC - Back in Black'): a missing path is said only if no name matches
     return _by_text(lib, query, missing=path if path is not None else None)

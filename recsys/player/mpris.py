@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urlsplit
 
 from jeepney import DBusAddress, DBusErrorResponse, MessageType, Properties, new_method_call
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
 from recsys.errors import RecsysError, shown
+from recsys.library.uri import uri_to_path
 
 PREFIX = "org.mpris.MediaPlayer2."
 OBJECT_PATH = "/org/mpris/MediaPlayer2"
@@ -68,10 +68,7 @@ def local_path(url: str) -> str | None:
     None for anything else (http streams, cdda, an empty URL)."""
     if not url.startswith("file://"):
         return None
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        return None
-    return os.fsdecode(unquote_to_bytes(parts.path)) or None
+    return uri_to_path(url)
 
 
 def connect(address: str | None = None) -> DBusConnection:
