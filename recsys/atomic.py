@@ -1,13 +1,16 @@
 """Files written whole or not at all: a reader (or the next run after a kill) sees the old file or the new one.
 
 Everything recsys writes that something else reads later goes through here: playlists, checkpoints, the classifier,
-the table stamp, the cache index, the current-encoder marker.
+the table stamp, the cache index, the current-encoder marker. The small files read back (settings files,
+``remembered.json``) are read by :func:`read_regular`, which bounds them.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,3 +58,25 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
     write_bytes_atomic(path, json.dumps(data).encode("utf-8"))
+
+
+def read_regular(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them; an :class:`OSError` for anything else: a
+    FIFO, socket or device (opened without blocking and refused unread: reading one can block forever), a folder
+    (IsADirectoryError), a file over ``limit`` bytes (EFBIG), or one that cannot be opened."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file but a pipe, socket or device", str(path))
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 20, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise OSError(errno.EFBIG, f"larger than the {limit} bytes recsys reads of it", str(path))
+    return b"".join(chunks)

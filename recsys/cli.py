@@ -12,16 +12,69 @@ import traceback
 import click
 
 from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
-from recsys.config import BUILTIN_ENCODERS, DEFAULT_BUILTIN, EmbedSettings, Settings
-from recsys.errors import RecsysError
+from recsys.choices import RANK_MODES, TRAINABLE_ENCODERS
+from recsys.config import (
+    BUILTIN_ENCODERS,
+    DEFAULT_BUILTIN,
+    MAX_PATH_STEPS,
+    MAX_TRACKS_ASKED,
+    PLAYLIST_FORMATS,
+    ClassifierSettings,
+    EmbedSettings,
+    RecommendSettings,
+    Settings,
+    TrainSettings,
+    rule_of,
+)
+from recsys.errors import RecsysError, shown
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+INTERNAL_CHARS = 500  # of an internal error's message: whatever it echoes, the line stays readable
 
 
 def _one_line(text: object) -> str:
     """Tags can hold newlines, tabs and terminal escapes: keep every printed track on one line."""
     return "".join(ch if ch.isprintable() else " " for ch in str(text))
+
+
+class Count(click.IntRange):
+    """A whole number between two bounds, both stated in --help (every count has an upper bound: more is never
+    useful and only costs time or memory); a value outside them, or no number at all, gets one line saying what is
+    wanted (click's own answer to `--top-n abc` is "'abc' is not a valid integer range")."""
+
+    name = "integer"
+
+    def __init__(self, lo: int, hi: int) -> None:
+        super().__init__(lo, hi)
+
+    @classmethod
+    def of(cls, section: type, key: str) -> Count:
+        """The bounds of the setting ``key`` of ``section``: the flag and the setting allow the same."""
+        rule = rule_of(section, key)
+        return cls(int(rule.lo), int(rule.hi))
+
+    def convert(self, value, param, ctx) -> int:
+        try:
+            number = value if isinstance(value, int) and not isinstance(value, bool) else int(str(value).strip())
+        except ValueError:  # also a number of over 4,300 digits, which Python refuses to read
+            number = None
+        if number is None or not self.min <= number <= self.max:
+            self.fail(f"{shown(value)}: give a whole number from {self.min} to {self.max}", param, ctx)
+        return number
+
+
+class Finite(click.FloatRange):
+    """A number within bounds, never NaN or infinite (click's FloatRange lets `nan` through every bound)."""
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if not math.isfinite(number):
+            self.fail(f"{shown(value)}: give a finite number ({self._describe_range()})", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 class RecsysGroup(click.Group):
@@ -44,7 +97,7 @@ class RecsysGroup(click.Group):
             if os.environ.get("RECSYS_DEBUG"):
                 traceback.print_exc()
             click.echo(
-                f"recsys: internal error: {type(exc).__name__}: {_one_line(exc)} "
+                f"recsys: internal error: {type(exc).__name__}: {_one_line(str(exc)[:INTERNAL_CHARS])} "
                 "(set RECSYS_DEBUG=1 for the traceback and report it)",
                 err=True,
             )
@@ -53,8 +106,20 @@ class RecsysGroup(click.Group):
 
 def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (), **overrides) -> Settings:
     obj = ctx.find_root().obj
-    return command_settings(obj["config"], obj["home"], db=db, folders=folders,
+    return command_settings(obj["config"], obj["home"], db=_with_mpd(ctx, db), folders=folders,
                             subsonic=ctx.meta.get(_SUBSONIC), subsonic_user=ctx.meta.get(_SUBSONIC_USER), **overrides)
+
+
+def _with_mpd(ctx: click.Context, db: str | None) -> str | None:
+    """``--mpd HOST[:PORT]`` is the library database setting ``mpd://HOST:PORT`` (remembered like ``--db``)."""
+    address = ctx.meta.get("recsys.mpd")
+    if address is None:
+        return db
+    if db:
+        raise click.UsageError("give --db or --mpd, not both")
+    from recsys.app.settings import mpd_library
+
+    return mpd_library(address)
 
 
 def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (),
@@ -69,7 +134,8 @@ def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[
 
 def _remember(settings: Settings, db: str | None, folders: tuple[str, ...]) -> None:
     """After a command succeeded: remember its --db/--library for the next commands, and say so."""
-    line = remember_library(settings, db, folders, click.get_current_context().meta.get(_SUBSONIC))
+    context = click.get_current_context()
+    line = remember_library(settings, _with_mpd(context, db), folders, context.meta.get(_SUBSONIC))
     if line:
         click.echo(f"note: {_one_line(line)}", err=True)
 
@@ -98,6 +164,11 @@ def _library_options(remembers: bool = True):
                                     f"subsonic.password_file, never a flag.{kept}")(command)
         command = click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
                                help=f"Music folder (repeatable); without --db, the folders alone.{kept}")(command)
+        command = click.option("--mpd", metavar="HOST[:PORT]", expose_value=False,
+                               callback=lambda ctx, _, value: ctx.meta.setdefault("recsys.mpd", value) if value
+                               else None,
+                               help="An MPD server as the library (its database and `rating` stickers), instead of "
+                                    f"--db; or the path of MPD's socket.{kept}")(command)
         return click.option("--db", type=click.Path(dir_okay=False), default=None,
                             help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
                                  f"[default: the remembered one, else found at its usual place].{kept}")(command)
@@ -177,11 +248,11 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
                    f"{', '.join(BUILTIN_ENCODERS)}, "
                    "a trained checkpoint file (.pt), or module:Class for your own "
                    f"[default: embed.encoder, {EmbedSettings.encoder}].")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=Count.of(EmbedSettings, "workers"), default=None,
               help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}].")
 @click.option("--device", default=None,
               help=f"auto, cpu, cuda, cuda:N [default: embed.device, {EmbedSettings.device}].")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=Count.of(EmbedSettings, "batch_size"), default=None,
               help=f"Clips encoded together [default: embed.batch_size, {EmbedSettings.batch_size}].")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -189,8 +260,9 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, quiet):
     """Embed every track of the library into the table and index.
 
-    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, deleted ones
-    dropped, moved or copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
+    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, a missing
+    file's vector is kept out of the index until the file is back (`recsys prune` removes it), moved or copied files
+    keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
     stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
     """
     from recsys.app.embed import embed_library
@@ -241,6 +313,17 @@ def _render_skipped_rows(urls: int, unavailable: int, duplicates: int, indent: s
                    "tidies it)")
 
 
+def _embed_counts(report) -> str:
+    """The run's counts: what was embedded and what is up to date always, every other count only when it happened."""
+    counts = [(True, f"embedded {report.embedded}"), (report.reused, f"reused {report.reused} (moved/copied)"),
+              (True, f"up to date {report.up_to_date}"),
+              (report.failed + report.known_failed, f"failed {report.failed} new + {report.known_failed} known"),
+              (report.too_long, f"too long {report.too_long}"), (report.missing, f"missing {report.missing}"),
+              (report.changed, f"changed while read {report.changed}"),
+              (report.deleted, f"dropped {report.deleted} (moved)")]
+    return ", ".join(text for shown, text in counts if shown)
+
+
 def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
@@ -250,15 +333,12 @@ def _render_embed(report) -> None:
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     _render_skipped_rows(lib.skipped_urls, lib.skipped_unavailable, lib.duplicate_rows, indent="  ")
     _render_left_out(lib.left_out, lib.scan_errors, limit=10)
-    click.echo(f"encoder: {report.encoder} ({report.encoder_id}) on {report.device}")
+    click.echo(f"encoder: {report.encoder} ({report.encoder_id}) "
+               + (f"on {report.device}" if report.device else "not loaded: nothing to encode"))
     if report.stale:
         click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
                    "or a new default): embedding them again")
-    click.echo(
-        f"embedded {report.embedded}, reused {report.reused} (moved/copied), up to date {report.up_to_date}, "
-        f"failed {report.failed} new + {report.known_failed} known, too long {report.too_long}, "
-        f"missing {report.missing}, changed while read {report.changed}, dropped {report.deleted} (moved)"
-    )
+    click.echo(_embed_counts(report))
     for folder in report.empty_folders:
         click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
                    "were")
@@ -281,11 +361,12 @@ def _render_embed(report) -> None:
 
 @main.command()
 @click.argument("track")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True, help="How many tracks.")
+@click.option("-k", "k", type=Count(1, MAX_TRACKS_ASKED), default=10, show_default=True,
+              help="How many tracks.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Also write the neighbours as a playlist file (XSPF, or M3U8 when it ends in .m3u8).")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format of --out [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @_where_option
@@ -358,9 +439,10 @@ def status(ctx, db, folders, as_json):
 
 @main.command("train-classifier")
 @_library_options()
-@click.option("--min-ratings", type=click.IntRange(min=2), default=None,
+@click.option("--min-ratings", type=Count.of(ClassifierSettings, "min_ratings"), default=None,
               help="Fewest rated, embedded tracks to train on [default: 20].")
-@click.option("--seed", type=int, default=None, help="Seed of the split and the model [default: 0].")
+@click.option("--seed", type=Count.of(ClassifierSettings, "seed"), default=None,
+              help="Seed of the split and the model [default: 0].")
 @click.pass_context
 def train_classifier(ctx, db, folders, min_ratings, seed):
     """Learn your taste from the star ratings in your player (stage 2).
@@ -392,7 +474,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 
 
 @main.command()
-@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
+              help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, never overwritten].")
 @click.option("--name", default=None, help="Playlist name (its title and file name) [default: recsys].")
@@ -400,21 +483,21 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="Build the playlist around this track (path, file:// URI or 'artist - title'); repeatable.")
 @click.option("--seed-playlist", "seed_playlists", multiple=True, type=click.Path(dir_okay=False),
               help="Expand a playlist (XSPF, M3U, M3U8): its tracks are the seeds and are left out; repeatable.")
-@click.option("--mode", type=click.Choice(["taste", "uncertain"]), default="taste", show_default=True,
+@click.option("--mode", type=click.Choice(RANK_MODES), default="taste", show_default=True,
               help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
                    "teach it most).")
-@click.option("--min-rating", "min_stars", type=click.FloatRange(0, 5), default=None,
+@click.option("--min-rating", "min_stars", type=Finite(0, 5), default=None,
               help="Drop tracks predicted below this many stars.")
 @click.option("--include-rated", is_flag=True, help="Also recommend tracks you have already rated.")
 @click.option("--include-played", is_flag=True,
               help="Also recommend unrated tracks you played often (3 times or more by default).")
-@click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-artist", type=Count.of(RecommendSettings, "max_per_artist"), default=None,
               help="At most this many tracks of one artist (the album folder's parent when untagged) [default: 3, "
                    "raised to top-n / your liked artists when that is more].")
-@click.option("--max-per-album", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-album", type=Count.of(RecommendSettings, "max_per_album"), default=None,
               help="At most this many tracks of one album (the folder when untagged) [default: 3, raised to "
                    "top-n / the albums of your liked tracks when that is more].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
 @_where_option
@@ -424,9 +507,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--explain", is_flag=True,
               help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
                    "tracks (stars, similarity); with --json, as fields.")
+@click.option("--queue", is_flag=True,
+              help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
-             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain):
+             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain, queue):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -437,10 +522,10 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     worth of votes, `recommend.min_audio_votes`, and is left out when its album or artist is one you rated without
     liking any of it, `recommend.block_unliked_albums`): the playlist stops short rather than fill up with tracks
     your ratings argue against. At most 3 tracks per artist and per album (the folder stands in for a missing album
-    tag; raised to top-n / the albums and artists of your liked tracks when that is more, unless given), never the
-    same artist twice in a row, no duplicates; a shorter playlist says which rule stopped it. Works without a
-    trained classifier (the neighbour votes alone). --where keeps only the candidates that match, e.g.
-    --where 'genre:ambient year:1990..1999 -artist:enya'.
+    tag; raised to top-n / the albums and artists of your liked tracks when that is more, unless given), one
+    artist twice in a row only when no other is near in the order, no duplicates; a shorter playlist says which
+    rule stopped it. Works without a trained classifier (the neighbour votes alone). --where keeps only the
+    candidates that match, e.g. --where 'genre:ambient year:1990..1999 -artist:enya'.
 
     \b
     Examples:
@@ -450,6 +535,10 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
     settings = _library_settings(ctx, db, folders)
+    if queue:
+        from recsys.app.mpd import queue_playlist, require_mpd
+
+        require_mpd(settings, "--queue")  # before anything is ranked or written
     result = make_playlist(settings, PlaylistRequest(top_n=top_n, out=out, name=name, seeds=seeds,
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
@@ -457,6 +546,8 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      where=where, seed_playlists=seed_playlists))
     _render_playlist(result, as_json, explain)
     _push(settings, name or settings.recommend.name, result.tracks)
+    if queue:
+        click.echo(_one_line(queue_playlist(settings, result)), err=True)
     _remember(settings, db, folders)
 
 
@@ -531,15 +622,15 @@ def _render_scores(scores) -> None:
 @main.command("path")
 @click.argument("a")
 @click.argument("b")
-@click.option("--steps", type=click.IntRange(min=2), default=20, show_default=True,
+@click.option("--steps", type=Count(2, MAX_PATH_STEPS), default=20, show_default=True,
               help="Tracks in the path, A and B included.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/path-<date>.xspf, never overwritten].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
-@click.option("--max-per-artist", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-artist", type=Count.of(RecommendSettings, "max_per_artist"), default=None,
               help="At most this many tracks of one artist, A and B included [default: 3].")
-@click.option("--max-per-album", type=click.IntRange(min=1), default=None,
+@click.option("--max-per-album", type=Count.of(RecommendSettings, "max_per_album"), default=None,
               help="At most this many tracks of one album, A and B included [default: 3].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the path as JSON (the file is written too).")
@@ -576,10 +667,11 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 
 
 @main.command()
-@click.option("--top-n", type=click.IntRange(min=1), default=None, help="Tracks in the playlist [default: 100].")
+@click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
+              help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
-@click.option("--format", "fmt", type=click.Choice(["xspf", "m3u8"]), default=None,
+@click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--play", is_flag=True, help="Hand the playlist to the player (MPRIS OpenUri, or its track list).")
 @click.option("--player", default=None,
@@ -590,8 +682,11 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 @_library_options(remembers=False)
 @_push_options
 @click.option("--json", "as_json", is_flag=True, help="Print the playlist as JSON (the file is written too).")
+@click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
+              help="With MPD: tracks kept queued after the playing one.")
+@click.option("--once", is_flag=True, help="With MPD: top the queue up once and return, instead of following.")
 @click.pass_context
-def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folders, as_json):
+def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folders, as_json, keep, once):
     """A playlist around the track your player plays now (asked over MPRIS: Clementine, Strawberry, VLC...).
 
     The playing track is the seed of the playlist's ranking: tracks that sound like it, your disliked ratings
@@ -599,15 +694,29 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
     often played tracks are included (--new-only leaves them out); --where filters them as for `recsys playlist`.
     The player is only told when you pass --play.
 
+    With --mpd (or an MPD library remembered) it follows MPD instead: whenever MPD's song changes it appends that
+    song's best neighbours to MPD's queue until --keep tracks follow the current one, never removing what you
+    queued, until Ctrl-C; no file is written.
+
     \b
     Example:
       recsys radio --top-n 30 --play
       recsys radio --where genre:jazz --new-only
+      recsys radio --mpd localhost:6600 --keep 10
     """
+    settings = _library_settings(ctx, db, folders)
+    from recsys.app.mpd import MpdRadioRequest, reads_mpd, run_mpd_radio
+
+    if reads_mpd(settings):
+        done = run_mpd_radio(settings, MpdRadioRequest(keep, once, new_only, where),
+                             say=lambda line: click.echo(_one_line(line), err=True))
+        ended = "stopped (Ctrl-C)" if done.stopped == "interrupted" else "done"
+        click.echo(f"radio {ended}: queued {done.added} tracks in MPD at {done.target}", err=True)
+        return
     from recsys.app.radio import RadioRequest, make_radio
 
-    settings = _library_settings(ctx, db, folders)
-    result = make_radio(settings, RadioRequest(top_n, out, fmt, force, play, player, new_only, where))
+    result = make_radio(settings,
+                        RadioRequest(top_n, out, fmt, force, play, player, new_only, where))
     click.echo(f"playing: {_one_line(result.playing.label)} in {_one_line(result.playing.identity)}", err=True)
     _render_playlist(result.playlist, as_json, explain=False)
     if result.handed:
@@ -650,13 +759,16 @@ def map_(ctx, out, colour, layout, force, where, db, folders):
 
 @main.command("train-encoder")
 @_library_options()
-@click.option("--from", "base", type=click.Choice(["musicnn", "cnn"]), default=None,
+@click.option("--from", "base", type=click.Choice(TRAINABLE_ENCODERS), default=None,
               help="Fine-tune the pretrained musicnn, or train the cnn from scratch [config: musicnn].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the library [config: 30].")
-@click.option("--batch-size", type=click.IntRange(min=4), default=None, help="Tracks per step [config: 64].")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--epochs", type=Count.of(TrainSettings, "epochs"), default=None,
+              help="Passes over the library [config: 30].")
+@click.option("--batch-size", type=Count.of(TrainSettings, "batch_size"), default=None,
+              help="Tracks per step [config: 64].")
+@click.option("--lr", type=Finite(min=0, max=rule_of(TrainSettings, "lr").hi, min_open=True), default=None,
               help="Learning rate [default: 1e-4 fine-tuning musicnn, 1e-3 cnn].")
-@click.option("--seed", type=int, default=None, help="Seed: the same seed and library train the same encoder.")
+@click.option("--seed", type=Count.of(TrainSettings, "seed"), default=None,
+              help="Seed: the same seed and library train the same encoder.")
 @click.option("--device", default=None, help="auto, cpu, cuda, cuda:N [default: auto].")
 @click.option("--resume", is_flag=True, help="Continue the last run (after Ctrl-C or a kill) up to --epochs.")
 @click.option("--activate/--no-activate", default=None,
@@ -700,13 +812,15 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
 
 @main.command("eval")
 @click.option("--encoder", "encoders", multiple=True,
-              help="auto, dsp, musicnn, cnn, a checkpoint .pt, module:Class, or 'table' (repeatable) [default: table].")
+              help=f"auto, {', '.join(BUILTIN_ENCODERS)}, a checkpoint .pt, module:Class, or 'table' (repeatable) "
+                   "[default: table].")
 @_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (n/a values as null).")
 @click.option("--playlist", "of_playlist", is_flag=True,
               help="Score playlists instead: hide whole albums' ratings, train and build as the real commands do, "
                    "count the hidden liked and disliked tracks in the top 20 / top 100.")
-@click.option("--splits", type=click.IntRange(min=1), default=None, help="With --playlist: seeded splits [5].")
+@click.option("--splits", type=Count.of(RecommendSettings, "eval_splits"), default=None,
+              help="With --playlist: seeded splits [5].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @click.pass_context
 def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
@@ -787,7 +901,8 @@ def config_(ctx, defaults, forget):
     if defaults and forget:
         raise click.UsageError("--defaults and --forget do different things: give one")
     if forget:
-        click.echo(_one_line(forget_library(_settings(ctx))))
+        obj = ctx.find_root().obj
+        click.echo(_one_line(forget_library(obj["config"], obj["home"])))
         return
     click.echo(default_yaml() if defaults else as_yaml(_settings(ctx)), nl=False)
 

@@ -17,6 +17,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import types
 import typing
 from collections.abc import Callable
@@ -26,7 +27,9 @@ from typing import Any
 
 import yaml
 
-from recsys.errors import RecsysError
+from recsys.atomic import read_regular
+from recsys.choices import DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
+from recsys.errors import RecsysError, shown
 
 
 class ConfigError(RecsysError):
@@ -39,14 +42,15 @@ def default_home() -> Path:
 
 
 CROP_POSITIONS = ("center", "start", "end")
-PLAYLIST_FORMATS = ("xspf", "m3u8")
+PLAYLIST_FORMATS = tuple(PLAYLIST_WRITERS)  # recsys.choices: one line there adds a format everywhere
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
 class Rule:
     """The values one setting allows: a numeric range (``lo``/``hi``, open when ``*_open``), a set of choices, or a
-    pattern. Numbers are always finite; text is never empty unless ``empty`` says so."""
+    pattern. Numbers are always finite; text is never empty unless ``empty`` says so, and never longer than
+    ``max_chars`` (paths included: no file system takes a longer one); a list has at most ``max_items`` items."""
 
     lo: float | None = None
     hi: float | None = None
@@ -56,6 +60,8 @@ class Rule:
     empty: bool = False
     meaning: str = ""
     test: Callable[[str], bool] | None = None
+    max_chars: int = 4096
+    max_items: int = 1000
 
     def describe(self) -> str:
         if self.meaning:
@@ -68,7 +74,7 @@ class Rule:
             return f"{'above' if self.lo_open else 'at least'} {self.lo:g}"
         if self.hi is not None:
             return f"at most {self.hi:g}"
-        return "a finite number" if not self.empty else "any text"
+        return f"text of {0 if self.empty else 1} to {self.max_chars} characters"  # every number rule has bounds
 
     def allows(self, value: Any) -> bool:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -78,6 +84,8 @@ class Rule:
                 return False
             return self.hi is None or value <= self.hi
         if isinstance(value, str):
+            if len(value) > self.max_chars:
+                return False
             if self.choices:
                 return value in self.choices
             if self.pattern is not None:
@@ -88,6 +96,18 @@ class Rule:
         return True
 
 
+# Every count has an upper bound: more is never useful and only costs time or memory (`path --steps 1000000` ran for
+# minutes on a 30-track library, 2**40 ran out of memory). The counts a flag takes that are no setting:
+MAX_PATH_STEPS = 1000  # `recsys path --steps`
+MAX_TRACKS_ASKED = 10_000  # a playlist's length (`--top-n`, recommend.top_n), `recsys similar -k`
+MAX_COUNT = 1_000_000  # a bound for counts of tracks, ratings or plays that a library could need
+
+
+def rule_of(section: type, key: str) -> Rule:
+    """The rule of the setting ``key`` of a settings section class (the CLI takes a flag's bounds from it)."""
+    return next(f for f in dataclasses.fields(section) if f.name == key).metadata["rule"]
+
+
 def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
     """A setting with its default and the values it allows (checked at load, so a bad value stops nothing later)."""
     rule = rule or Rule(**kw)
@@ -96,10 +116,9 @@ def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
     return field(default=default, metadata={"rule": rule})
 
 
-# The encoders recsys ships (recsys.embedder.encoders builds them); named here so a typo fails at load, not later.
-BUILTIN_ENCODERS = ("dsp", "cnn", "musicnn")
-# What `auto` means before any training: the built-in encoder whose neighbours are best on real music.
-DEFAULT_BUILTIN = "musicnn"
+# The encoders recsys ships (recsys.choices.ENCODERS); checked here so a typo fails at load, not later.
+BUILTIN_ENCODERS = tuple(ENCODERS)
+DEFAULT_BUILTIN = DEFAULT_ENCODER
 
 
 def _encoder_spec(spec: str) -> bool:
@@ -141,6 +160,21 @@ class NavidromeSettings:
 
 
 @dataclass
+class BeetsSettings:
+    config: str | None = _s(None)
+    directory: str | None = _s(None)
+    rating_scale: float = _s(0.0, test=lambda v: v in (0, 1, 5, 10, 100),
+                             meaning="0 (read from the library), 1, 5, 10 or 100")
+
+
+@dataclass
+class MpdSettings:
+    music_directory: str | None = _s(None)
+    rating_scale: float = _s(10.0, lo=0, lo_open=True, hi=1000)
+    play_count_sticker: str = _s("playCount", empty=True)
+
+
+@dataclass
 class SubsonicSettings:
     user: str | None = _s(None)
     password_file: str | None = _s(None)
@@ -159,7 +193,7 @@ class AudioSettings:
     crop_seconds: float = _s(3.0, lo=0, lo_open=True, hi=600)
     crop_position: str = _s("center", choices=CROP_POSITIONS)
     crop_count: int = _s(3, lo=1, hi=64)
-    max_track_minutes: float = _s(0.0, lo=0, meaning="0 (no limit) or more")
+    max_track_minutes: float = _s(0.0, lo=0, hi=100_000, meaning="0 (no limit) up to 100000")
     decode_timeout_s: float = _s(60.0, lo=0, lo_open=True, hi=86400)
 
 
@@ -174,7 +208,7 @@ class EmbedSettings:
 
 @dataclass
 class IndexSettings:
-    exact_max_tracks: int = _s(30000, lo=0)
+    exact_max_tracks: int = _s(30000, lo=0, hi=100 * MAX_COUNT)
     hnsw_m: int = _s(32, lo=2, hi=512)
     hnsw_ef_construction: int = _s(80, lo=1, hi=100_000)
     hnsw_ef_search: int = _s(128, lo=1, hi=100_000)
@@ -182,22 +216,22 @@ class IndexSettings:
 
 @dataclass
 class ClassifierSettings:
-    min_ratings: int = _s(20, lo=2)
+    min_ratings: int = _s(20, lo=2, hi=MAX_COUNT)
     seed: int = _s(0, lo=0, hi=2**32 - 1)
-    pseudo_until: int = _s(500, lo=0)
+    pseudo_until: int = _s(500, lo=0, hi=MAX_COUNT)
     knn_k: int = _s(20, lo=1, hi=10_000)
 
 
 @dataclass
 class RecommendSettings:
-    top_n: int = _s(100, lo=1)
-    max_per_artist: int = _s(3, lo=1)
-    max_per_album: int = _s(3, lo=1)
+    top_n: int = _s(100, lo=1, hi=MAX_TRACKS_ASKED)
+    max_per_artist: int = _s(3, lo=1, hi=MAX_TRACKS_ASKED)
+    max_per_album: int = _s(3, lo=1, hi=MAX_TRACKS_ASKED)
     mmr_lambda: float = _s(0.7, lo=0, hi=1)
     w_model: float = _s(0.2, lo=0, hi=1000)
     w_knn: float = _s(0.8, lo=0, hi=1000)
-    played_min: int = _s(3, lo=1)
-    max_voters: int = _s(1000, lo=1)
+    played_min: int = _s(3, lo=1, hi=MAX_COUNT)
+    max_voters: int = _s(1000, lo=1, hi=MAX_COUNT)
     album_vote: float = _s(1.0, lo=0, hi=100)
     artist_vote: float = _s(0.5, lo=0, hi=100)
     min_liked_share: float = _s(0.5, lo=0, hi=0.99)
@@ -208,7 +242,7 @@ class RecommendSettings:
     eval_hidden_fraction: float = _s(0.25, lo=0.01, hi=0.9)
     format: str = _s("xspf", choices=PLAYLIST_FORMATS)
     out_dir: str = _s("~/Music/recommendations")
-    name: str = _s("recsys")
+    name: str = _s("recsys", max_chars=100, meaning="text of 1 to 100 characters")  # title, start of file names
 
 
 @dataclass
@@ -218,7 +252,7 @@ class TrackingSettings:
 
 @dataclass
 class TrainSettings:
-    base: str = _s("musicnn", choices=("musicnn", "cnn"))
+    base: str = _s("musicnn", choices=TRAINABLE_ENCODERS)
     epochs: int = _s(30, lo=1, hi=100_000)
     batch_size: int = _s(64, lo=4, hi=65536)
     lr: float | None = _s(None, lo=0, lo_open=True, hi=10)
@@ -229,9 +263,9 @@ class TrainSettings:
     windows: int = _s(4, lo=2, hi=64)
     window_seconds: float = _s(6.0, lo=3.0, hi=600)  # a training excerpt is one 3 s patch cut from a window
     holdout: float = _s(0.2, lo=0, lo_open=True, hi=0.9)
-    min_tracks: int = _s(16, lo=2)
-    channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096)
-    cache_max_gb: float = _s(20.0, lo=0)
+    min_tracks: int = _s(16, lo=2, hi=MAX_COUNT)
+    channels: list[int] = _s([32, 64, 128, 256, 256], lo=1, hi=4096, max_items=16)
+    cache_max_gb: float = _s(20.0, lo=0, hi=MAX_COUNT)
     workers: int = _s(0, lo=0, hi=1024)
     collapse_std: float = _s(0.05, lo=0, hi=10)
 
@@ -241,6 +275,8 @@ class Settings:
     home: str = ""
     library: LibrarySettings = field(default_factory=LibrarySettings)
     navidrome: NavidromeSettings = field(default_factory=NavidromeSettings)
+    beets: BeetsSettings = field(default_factory=BeetsSettings)
+    mpd: MpdSettings = field(default_factory=MpdSettings)
     subsonic: SubsonicSettings = field(default_factory=SubsonicSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
@@ -275,7 +311,7 @@ def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
         if isinstance(value, str):
             value = [v for v in value.split(os.pathsep) if v]
         if not isinstance(value, list):
-            raise ConfigError(f"{name}: expected a list, got {value!r} ({origin(name)})")
+            raise ConfigError(f"{name}: expected a list, got {shown(value)} ({origin(name)})")
         return [_coerce(v, args[0], name, origin) for v in value]
     try:
         if annotation is bool:
@@ -285,20 +321,26 @@ def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
-            return bool(value)
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+                return bool(value)
+            raise ValueError(value)
         if annotation in (int, float):
-            if isinstance(value, bool) or value is None:  # YAML `yes` or an empty value is no number
+            # YAML `yes`, an empty value, !!binary bytes (int(b'1') is 1) or a date is no number
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise ValueError(value)
             if annotation is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
             return annotation(value)
         if annotation is str:
-            if value is None or isinstance(value, (dict, list)):
+            # only plain scalars: !!binary bytes would become the text "b'/tmp'", a YAML date or `yes` a text the
+            # user never wrote (quote such a value in the file)
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError(value)
             return str(value)
     except (TypeError, ValueError, OverflowError):
         kind_name = {int: "a whole number", float: "a number", str: "text", bool: "true or false"}[annotation]
-        raise ConfigError(f"{name}: expected {kind_name}, got {value!r} ({origin(name)})") from None
+        quote = " (put it in quotes)" if annotation is str and not isinstance(value, bytes) else ""
+        raise ConfigError(f"{name}: expected {kind_name}, got {shown(value)}{quote} ({origin(name)})") from None
     return value
 
 
@@ -306,10 +348,12 @@ def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
     """The range check of one setting: one line naming it, its value, what it allows and where the value is."""
     if rule is None or value is None:  # None reaches here only for a setting that may be unset
         return
+    if isinstance(value, list) and len(value) > rule.max_items:
+        raise ConfigError(f"{name} has {len(value)} items, more than the {rule.max_items} it takes ({origin(name)})")
     for item in value if isinstance(value, list) else [value]:
         if not rule.allows(item):
-            shown = value if isinstance(value, list) else item
-            raise ConfigError(f"{name} = {shown!r} is not allowed (allowed: {rule.describe()}; {origin(name)})")
+            given = value if isinstance(value, list) else item
+            raise ConfigError(f"{name} = {shown(given)} is not allowed (allowed: {rule.describe()}; {origin(name)})")
 
 
 def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "",
@@ -322,11 +366,11 @@ def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "",
         name = f"{prefix}{key}"
         if key not in hints:
             known = ", ".join(hints)
-            raise ConfigError(f"unknown setting '{name}' ({origin(name)}); known here: {known}")
+            raise ConfigError(f"unknown setting {shown(name)} ({origin(name)}); known here: {known}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
-                raise ConfigError(f"{name}: expected a section (mapping), got {value!r} ({origin(name)})")
+                raise ConfigError(f"{name}: expected a section (mapping), got {shown(value)} ({origin(name)})")
             _apply(current, value, origin, f"{name}.", origins)
         else:
             coerced = _coerce(value, hints[key], name, origin)
@@ -341,6 +385,21 @@ def _check_together(settings: Settings) -> None:
     r = settings.recommend
     if r.w_model + r.w_knn <= 0:
         raise ConfigError("recommend.w_model and recommend.w_knn are both 0: give at least one a positive weight")
+
+
+def _check_db(settings: Settings) -> None:
+    """A player database that is a FIFO or a device is refused before anything opens it: reading one blocks forever
+    (a missing one, or a folder, is reported where the database is read)."""
+    db = settings.library.db
+    try:
+        mode = os.stat(Path(db).expanduser()).st_mode if db else stat.S_IFREG
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        where = settings.origins.get("library.db", "")
+        fix = "; `recsys config --forget` forgets it" if where.startswith("remembered in ") else ""
+        raise ConfigError(f"library.db = {shown(db)} is not a regular file but a pipe, socket or device "
+                          f"({where}): give the player's database file{fix}")
 
 
 def _check_home(settings: Settings, where: str) -> None:
@@ -377,14 +436,20 @@ def _env_values(environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]
         parts = var[len(_ENV_PREFIX):].lower().split("__")
         if var == "RECSYS_HOME":
             values["home"], names["home"] = raw, var
+        elif var in _NOT_SETTINGS:
+            continue
         elif len(parts) == 2 and all(parts):
             values.setdefault(parts[0], {})[parts[1]] = raw
             names[".".join(parts)] = var
-        elif var not in _NOT_SETTINGS and len(parts) == 1 and parts[0].split("_")[0] in sections:
+        elif len(parts) == 1 and parts[0].split("_")[0] in sections:
             section = parts[0].split("_")[0]
             raise ConfigError(f"environment variable {var} names no setting: a setting is "
                               f"RECSYS_<SECTION>__<KEY> with two underscores, e.g. "
                               f"{env_name(section + '.' + parts[0][len(section) + 1:])}")
+        else:  # a typo would otherwise silently do nothing
+            raise ConfigError(f"environment variable {shown(var)} names no setting: recsys reads RECSYS_HOME, "
+                              "RECSYS_DEBUG and RECSYS_<SECTION>__<KEY> (e.g. RECSYS_EMBED__WORKERS; `recsys config "
+                              "--defaults` lists them): unset it or correct its name")
     return values, names
 
 
@@ -404,23 +469,67 @@ def _yaml_lines(text: str) -> dict[str, int]:
     return lines
 
 
+CONFIG_MAX_BYTES = 1 << 20  # a settings file is a few hundred bytes; more is a mistake or an attack
+CONFIG_MAX_DEPTH = 8  # sections hold keys, a key a list: 3 levels are used
+_NUMBER_MAX_CHARS = 40  # no setting needs a longer number; Python refuses ints of over 4,300 digits
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """YAML's safe loader without what a settings file never needs and a hostile one abuses: no aliases (a 339-byte
+    "billion laughs" file expands to a value of millions of items), no nesting deeper than
+    :data:`CONFIG_MAX_DEPTH` (the composer recurses), no number longer than :data:`_NUMBER_MAX_CHARS` characters."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor[:40]} is not allowed in a "
+                                              "settings file: write the value out", event.start_mark)
+        nests = self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        if nests:
+            self._depth += 1
+            if self._depth > CONFIG_MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"values nested more than {CONFIG_MAX_DEPTH} deep",
+                                                  self.peek_event().start_mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= nests
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > _NUMBER_MAX_CHARS:
+            raise yaml.constructor.ConstructorError(None, None, f"the number {shown(node.value, 40)} is longer than "
+                                                    f"{_NUMBER_MAX_CHARS} characters", node.start_mark)
+        return super().construct_yaml_int(node)
+
+
+_SettingsLoader.add_constructor("tag:yaml.org,2002:int", _SettingsLoader.construct_yaml_int)
+
+
 def _read_config_file(path: Path) -> tuple[dict[str, Any], Origin]:
-    try:
-        text = path.read_text(encoding="utf-8")
+    fix = "give an existing YAML file to --config"
+    try:  # never a FIFO or device (reading one blocks forever), never more than CONFIG_MAX_BYTES
+        raw = read_regular(path, CONFIG_MAX_BYTES)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist: give an existing YAML file to --config") from None
+        raise ConfigError(f"config file {path} does not exist: {fix}") from None
     except IsADirectoryError:
-        raise ConfigError(f"config file {path} is a folder: give a YAML file to --config") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"config file {path} cannot be read: {reason}") from None
+        raise ConfigError(f"config file {path} is a folder: {fix}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}: {fix}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        data = yaml.load(text, Loader=_SettingsLoader) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{at}: {problem}") from None
+        raise ConfigError(f"config file {path} is not valid YAML{at}: {str(problem)[:200]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of sections at the top level")
     lines = _yaml_lines(text)
@@ -488,9 +597,15 @@ def load_settings(
             user = read_remembered_user(settings.home_path) if library.get("subsonic") else None
             settings = Settings()
             kept = {"library": library, **({"subsonic": {"user": user}} if user else {})}
-            for values, origin in (*layers, (kept, lambda name: where), env_layer, flag_layer):
-                _apply(settings, values, origin)
+            try:
+                for values, origin in (*layers, (kept, lambda name: where), env_layer, flag_layer):
+                    _apply(settings, values, origin)
+            except ConfigError as exc:  # the layers without it were fine: say how to be rid of it
+                if where not in str(exc):
+                    raise
+                raise ConfigError(f"{exc}; `recsys config --forget` forgets it") from None
     _check_together(settings)
+    _check_db(settings)
     _check_home(settings, home_from)
     return settings
 

@@ -89,4 +89,5 @@ def _no_user_config(monkeypatch, tmp_path):
             monkeypatch.delenv(name)
     monkeypatch.setenv("HOME", str(tmp_path / "user-home"))
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)  # the user config file: ~/.config/recsys/config.yaml
+    monkeypatch.delenv("BEETSDIR", raising=False)  # nor the developer's beets library (found at its usual place)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "user-home" / ".local" / "share"))

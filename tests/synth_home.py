@@ -9,6 +9,7 @@ database lists them with ratings. Seconds instead of the minute a real ``recsys 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,11 @@ class SynthHome:
     styles: list[int]  # the group of each song
 
 
-def make_home(root: Path, n: int = 48, styles: int = 4, dim: int = 16, seed: int = 0) -> SynthHome:
+def make_home(root: Path, n: int = 48, styles: int = 4, dim: int = 16, seed: int = 0, suffix: str = ".ogg",
+              write: Callable[[Path, SynthSong], None] | None = None) -> SynthHome:
     """``n`` tracks by ``n // 2`` artists in ``styles`` groups; the first group's tracks are rated 5 stars every
-    fourth track, the last group's 1 star, the rest unrated."""
+    fourth track, the last group's 1 star, the rest unrated. ``write`` makes each file (a real, tagged one for a
+    server that reads them, e.g. MPD); by default a few bytes."""
     from recsys.index.ann import build_snapshot
     from recsys.index.store import TrackRow, TrackStore
 
@@ -45,13 +48,16 @@ def make_home(root: Path, n: int = 48, styles: int = 4, dim: int = 16, seed: int
     songs, rows = [], []
     for i in range(n):
         g = group[i]
-        path = music / f"artist {i // 2}" / f"album {i // 4}" / f"{i:03d} track.ogg"
+        path = music / f"artist {i // 2}" / f"album {i // 4}" / f"{i:03d} track{suffix}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"OggS")
         rating = 1.0 if g == 0 and i % 4 == 0 else 0.2 if g == styles - 1 and i % 4 == 3 else -1.0
         song = SynthSong(path=str(path), title=f"song {i}", artist=f"artist {i // 2}", album=f"album {i // 4}",
                          genre=GENRES[g % len(GENRES)], track=i % 4 + 1, rating=rating, length_ns=180 * 10**9)
         songs.append(song)
+        if write is None:
+            path.write_bytes(b"OggS")
+        else:
+            write(path, song)
         rows.append(TrackRow(key=str(path), path=str(path), start_s=0.0, content_id=f"c{i}", size=4, mtime_ns=i,
                              duration_s=180.0, artist=song.artist, album=song.album, title=song.title,
                              genre=song.genre, year=2000 + i % 20, track_number=song.track, encoder_id=ENCODER_ID,

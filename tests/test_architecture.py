@@ -29,16 +29,18 @@ FORBIDDEN = {
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic"}  # the foundations every package may use
-# what recsys.cli may import of recsys: the use cases, the settings (for help texts) and the error type
-CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
+# the foundations every package may use (recsys.library.uri: the one file:// rule, standard library only)
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri", "recsys.choices"}
+# what recsys.cli may import of recsys: the use cases, the settings (for help texts), the tables of names (for its
+# choices) and the error type
+CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.choices", "recsys.errors")
 # packages that must not import torch (nor lancedb, but for the store) when imported: `recsys similar`, `recsys
 # playlist` and `recsys status` start fast, and run without a model
 NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.home",
                       "recsys.config", "recsys.cli", "recsys.app.similar", "recsys.app.playlist", "recsys.app.taste",
                       "recsys.app.train_classifier", "recsys.app.settings", "recsys.tracking",
                       "recsys.app.radio", "recsys.app.path", "recsys.app.map", "recsys.app.output", "recsys.player",
-                      "recsys.viz", "recsys.servers")
+                      "recsys.viz", "recsys.servers", "recsys.app.mpd")
 
 
 def _modules() -> dict[str, Path]:
@@ -92,6 +94,32 @@ def test_the_import_rules_hold() -> None:
                         and not _within(name, package):
                     broken.append(f"{path.relative_to(ROOT)}:{line} imports {name}, which {package} must not")
     assert not broken, "\n".join(broken)
+
+
+def test_the_beets_plugin_is_a_front_end_like_the_cli() -> None:
+    """beetsplug/recsys.py: recsys's use cases only inside its commands (beets imports it on every `beet` command),
+    nothing of recsys but what the CLI may use, no __init__.py in beets' namespace package, no item stored."""
+    path = ROOT / "beetsplug" / "recsys.py"
+    assert not (ROOT / "beetsplug" / "__init__.py").exists()
+    every = [name for _, name in _imports("beetsplug.recsys", path) if name.startswith("recsys")]
+    assert every and all(any(_within(name, ok) for ok in CLI_ALLOWED) for name in every), every
+    top = [name for _, name in _imports("beetsplug.recsys", path, top_level_only=True)]
+    assert not [name for name in top if _within(name, "recsys.app") or _within(name, "torch")], top
+    assert ".store(" not in path.read_text(encoding="utf-8") and ".write(" not in path.read_text(encoding="utf-8")
+
+
+def test_one_uri_decoder() -> None:
+    """Only recsys/library/uri.py percent-decodes (``urllib.parse.unquote*``): a second decoder is a second rule
+    for the track key of a URI."""
+    broken = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == PACKAGE / "library" / "uri.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.ImportFrom) and node.module == "urllib.parse"
+                     else [node.attr] if isinstance(node, ast.Attribute) and node.attr.startswith("unquote") else [])
+            broken += [f"{path.relative_to(ROOT)}:{node.lineno} uses {n}" for n in names if n.startswith("unquote")]
+    assert not broken, "decode file:// URIs with recsys.library.uri:\n" + "\n".join(broken)
 
 
 def test_fast_paths_import_no_torch_at_module_level() -> None:

@@ -21,7 +21,6 @@ from recsys.embedder.audio import (
     TrackTooLong,
     crop_window,
     crop_windows,
-    limit_decoder_threads,
     load_crop,
     probe_duration,
 )
@@ -315,18 +314,38 @@ def test_extreme_sample_rates_resample(tmp_path, rate):
     assert np.argmax(spectrum) * OUT / len(clip.samples) == pytest.approx(1000, abs=1)
 
 
-def test_limit_decoder_threads(monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "8")
-    limit_decoder_threads()
-    assert os.environ["OMP_NUM_THREADS"] == "1" and os.environ["OPENBLAS_NUM_THREADS"] == "1"
+_THREADS = """
+import os, sys
+import av
+from recsys.embedder import audio
+from recsys.embedder.decoding import _init_decoding
+_init_decoding()  # what every decode worker runs first
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+if sys.argv[2] == "auto":  # FFmpeg's own choice: frame threads for FLAC
+    container = av.open(sys.argv[1])
+    stream = container.streams.audio[0]
+    stream.codec_context.thread_type, stream.codec_context.thread_count = "AUTO", 0
+else:
+    container, stream = audio._open(sys.argv[1])
+next(container.decode(stream))
+print(threads() - before)
+"""
 
 
-def test_decoder_is_single_threaded(encoded):
-    _, stream = audio._open(encoded["m4a"])
-    try:
-        assert stream.codec_context.thread_count == 1
-    finally:
-        stream.container.close()
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc")
+def test_a_decode_worker_decodes_on_one_thread(encoded):
+    """Threads of a decode worker counted while FLAC decodes (a fresh process each: FFmpeg's threads outlive the
+    close): FFmpeg left to choose starts frame threads, one per core and more, which multiplied by the workers
+    oversubscribed the CPU; the worker's decoder starts none."""
+    def extra(mode: str) -> int:
+        out = subprocess.run([sys.executable, "-c", _THREADS, str(encoded["flac"]), mode], capture_output=True,
+                             text=True, check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        return int(out.stdout.strip())
+
+    assert extra("capped") == 0
+    if (os.cpu_count() or 1) > 1:
+        assert extra("auto") > 0  # the count sees decoder threads when there are some
 
 
 def test_module_does_not_import_torch():

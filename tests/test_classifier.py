@@ -70,7 +70,10 @@ def test_untagged_tracks_group_by_folder_and_parent_but_not_the_library_root():
     ids = group_ids(labels)
     # One and Two share the artist folder; the tagged "Band" is another artist than the folder "Band"
     assert ids[0] == ids[1] == ids[2] and len({ids[3], ids[4], ids[0]}) == 3
-    assert ids[5] != ids[6] or labels.albums[5] == labels.albums[6]
+    # f.ogg (untagged) and g.ogg (tagged) share a folder but neither album nor artist: two groups
+    assert labels.albums[5] == "folder:/lib/x/y" and labels.artists[5] == "folder:/lib/x"
+    assert labels.albums[6] == "album:band\x00tagged" and labels.artists[6] == "artist:band"
+    assert ids[5] != ids[6] and ids[6] != ids[0]
 
 
 def test_folds_keep_albums_and_artists_on_one_side_and_are_deterministic():
@@ -214,7 +217,7 @@ def test_clear_errors(tmp_path):
 
 
 def test_library_root_is_the_deepest_common_folder():
-    from recsys.recommender.labels import library_root
+    from recsys.library.groups import library_root
 
     assert library_root(["/m/a b/y.ogg", "/m/a/x.ogg", "/m/a/z.ogg"]) == "/m"
     assert library_root(["/m/a/x.ogg", "/m/a/z.ogg"]) == "/m/a"

@@ -117,3 +117,32 @@ def test_defaults_are_within_their_ranges_and_the_packaged_yaml_is_readable():
     from recsys.config import default_yaml
 
     assert yaml.safe_load(default_yaml()) == as_dict(load_settings(environ={}))
+
+
+def test_one_line_in_the_writers_table_reaches_the_settings_and_every_format_flag(tmp_path):
+    """A new playlist format is one line in ``recsys.choices.PLAYLIST_WRITERS`` (= ``recsys.playlists.WRITERS``).
+    On main the settings and the four ``--format`` flags each listed xspf and m3u8 themselves. The table is edited
+    in a fresh process before anything reads it, as a line in the file would be."""
+    import subprocess
+    import sys
+
+    code = f"""
+import click
+from recsys.choices import PLAYLIST_WRITERS
+PLAYLIST_WRITERS["pls"] = "recsys.playlists.m3u8:encode"
+from recsys.cli import main
+from recsys.config import load_settings
+from recsys.playlists import WRITERS, write_playlist
+flags = {{name: p.type.choices for name, command in main.commands.items() for p in command.params
+         if "--format" in p.opts}}
+assert len(flags) == 4 and all("pls" in set(c) for c in flags.values()), flags
+assert load_settings(None, overrides={{"recommend": {{"format": "pls"}}}}, environ={{}},
+                     remembered=False).recommend.format == "pls"
+assert write_playlist(__import__("pathlib").Path({str(tmp_path / "x.pls")!r}), [], "t", fmt="pls").is_file()
+mode = next(p for p in main.commands["playlist"].params if "--mode" in p.opts)
+from recsys.recommender.rank import MODES
+assert tuple(mode.type.choices) == MODES
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

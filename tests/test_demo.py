@@ -21,7 +21,8 @@ def test_demo_embeds_searches_learns_and_recommends(tmp_path):
     assert result["playlist_liked_share"] > result["playlist_liked_chance"]
     playlist = xspf_lib.Playlist.parse(str(tmp_path / "demo" / "demo-playlist.xspf"))
     assert 1 <= len(playlist.trackList) <= 6  # the evidence rule may stop it short, and then says so
-    assert len(playlist.trackList) == 6 or any(line.startswith("note: the playlist is short") for line in lines)
+    # short exactly when the demo says so
+    assert (len(playlist.trackList) < 6) == any(line.startswith("note: the playlist is short") for line in lines)
     assert any("ROC-AUC" in line and "AUC low" in line for line in lines)  # the classifier comparison table
     training = result["training"]  # stage 1 ran and was judged against the current encoder on the same tracks
     assert training["before"]["tracks"] == training["after"]["tracks"] == 12  # the held-out test albums

@@ -43,6 +43,8 @@ def test_embed_then_incremental_runs(small_library):
     r = _embed(lib)
     assert r.exit_code == 0, r.output
     assert "embedded 0," in r.output and "up to date 12" in r.output
+    assert " 0," not in r.output.split("up to date 12")[1].splitlines()[0]  # no line of zero counters
+    assert "not loaded: nothing to encode" in r.output and "on none" not in r.output
 
     # a changed file is re-embedded; a deleted one dropped; a moved one keeps its vector
     changed, deleted, moved = lib.songs[0], lib.songs[1], lib.songs[2]

@@ -361,3 +361,13 @@ def test_encoders_on_cuda_match_cpu_and_keep_their_id() -> None:
         else:
             waves_in = waves
         torch.testing.assert_close(gpu.encode(waves_in.cuda()).cpu(), cpu.encode(waves_in), rtol=1e-3, atol=2e-3)
+
+
+def test_the_encoder_table_names_each_class_by_its_own_name():
+    """recsys.choices.ENCODERS is the one list of built-ins (settings, CLI, build_encoder read it); each entry builds
+    the class that calls itself by that name, and the trainable ones are the checkpoint architectures."""
+    from recsys.choices import ENCODERS, TRAINABLE_ENCODERS, load
+    from recsys.embedder.encoders import ARCHITECTURES
+
+    assert {name: load(entry).name for name, entry in ENCODERS.items()} == {name: name for name in ENCODERS}
+    assert set(TRAINABLE_ENCODERS) == set(ARCHITECTURES) <= set(ENCODERS)

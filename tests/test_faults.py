@@ -289,6 +289,15 @@ def _wav_header(frames: int, rate: int, channels: int, bits: int) -> bytes:
             + b"data" + struct.pack("<I", size))
 
 
+def _bytes_read() -> int:
+    """Bytes this process has read through read() calls so far (Linux ``/proc/self/io``: what a file costs to judge,
+    whatever the machine's load)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
 def _ten_hour_wav(path: Path) -> Path:
     """A WAV whose header declares 10 hours (8 kHz mono 16-bit, 576 MB) over a sparse file: no disk, no time."""
     rate = 8000
@@ -352,15 +361,15 @@ def test_hostile_audio_never_crashes_or_hangs(tmp_path):
     db = tmp_path / "clementine.db"
     write_clementine_db(db, [SynthSong(path=str(music / name), title=name) for name in expected])
 
-    started = time.monotonic()
+    read_before = _bytes_read()
     with pytest.raises(TrackTooLong):
         load_crop(music / "ten hours.wav", SR)
-    assert time.monotonic() - started < 1.0  # judged by its header, never decoded
+    assert _bytes_read() - read_before < 20_000_000  # judged by its header, never decoded (576 MB of audio)
 
     home = tmp_path / "home"
     run = _recsys(home, *_embed_args(db, workers=2), env={"RECSYS_AUDIO__DECODE_TIMEOUT_S": "20"}, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "too long 0," in run.stdout  # no length limit unless the user sets audio.max_track_minutes
+    assert "too long" not in run.stdout  # no length limit unless the user sets audio.max_track_minutes
     embedded = {Path(key).name for key in _by_key(home)}
     failures = {Path(f.path).name: f.error for f in TrackStore.open(home).failures()}
     assert not embedded & set(failures)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from recsys.cli import main
-from recsys.playlists.xspf import file_uri
+from recsys.library.uri import path_to_uri as file_uri
 from recsys.synth.audio import STYLES, synth_track, write_audio
 from recsys.synth.mpris import FakePlayer, have_dbus_daemon, private_session_bus
 from recsys.synth.navidrome_db import Annotation, NavidromeSong, write_navidrome_db

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from synth_home import make_home
 
 from recsys.cli import main
+from recsys.library.uri import path_to_uri as file_uri
 from recsys.playlists.read import read_playlist
-from recsys.playlists.xspf import file_uri
 from recsys.synth.mpris import FakePlayer, have_dbus_daemon, private_session_bus
 from recsys.viz.map import map_html, write_map
 from recsys.viz.projection import pca

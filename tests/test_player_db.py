@@ -10,7 +10,7 @@ import pytest
 
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources import clementine as player_db
-from recsys.library.sources.clementine import PlayerDBError, find_player_db, read_player_db, uri_to_path
+from recsys.library.sources.clementine import PlayerDBError, find_player_db, location_path, read_player_db
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db, write_strawberry_db
 
 HOSTILE = [
@@ -46,18 +46,18 @@ def test_paths_round_trip_through_uris(tmp_path, kind):
 def test_uri_decoding():
     assert file_uri("/a b/#1 100%.flac") == "file:///a%20b/%231%20100%25.flac"
     assert file_uri("/Ü") == "file:///%C3%9C"
-    assert uri_to_path(b"file:///a%20b/%231%20100%25.flac") == "/a b/#1 100%.flac"
+    assert location_path(b"file:///a%20b/%231%20100%25.flac") == "/a b/#1 100%.flac"
     # a BLOB with nothing to unquote or split takes a shortcut: it must agree with the general way
-    assert uri_to_path(b"file:///m/a b.flac") == "/m/a b.flac"
-    assert uri_to_path(b"file:///m/a.flac?x=1#y") == "/m/a.flac"
-    assert uri_to_path(b"file:///m/\xe9.mp3") == os.fsdecode(b"/m/\xe9.mp3")
-    assert uri_to_path("file://localhost/m/%C3%9C.mp3") == "/m/Ü.mp3"
-    assert uri_to_path("/plain/path.mp3") == "/plain/path.mp3"
+    assert location_path(b"file:///m/a b.flac") == "/m/a b.flac"
+    assert location_path(b"file:///m/a.flac?x=1#y") == "/m/a.flac"
+    assert location_path(b"file:///m/\xe9.mp3") == os.fsdecode(b"/m/\xe9.mp3")
+    assert location_path("file://localhost/m/%C3%9C.mp3") == "/m/Ü.mp3"
+    assert location_path("/plain/path.mp3") == "/plain/path.mp3"
     for other in ("http://radio/stream", "https://x/y.mp3", "spotify:track:1", "tidal:1", "subsonic:2",
                   "file://server/share/a.mp3", "", None):
-        assert uri_to_path(other) is None
+        assert location_path(other) is None
     raw = os.fsdecode(b"/m/latin1-\xe9.mp3")  # a file name that is not UTF-8 survives as it would from os.listdir
-    assert uri_to_path(file_uri(raw)) == raw
+    assert location_path(file_uri(raw)) == raw
 
 
 @pytest.mark.parametrize("kind", WRITERS)

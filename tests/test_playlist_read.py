@@ -7,9 +7,9 @@ import os
 import pytest
 
 from recsys.library.track import make_key
+from recsys.library.uri import path_to_uri as file_uri
 from recsys.playlists import write_playlist
 from recsys.playlists.read import PlaylistReadError, read_playlist
-from recsys.playlists.xspf import file_uri
 from recsys.recommender.rank import RankedTrack
 
 NAMES = ["plain.flac", "with space #1 & 100%.ogg", "日本語の歌.flac", "caf\udce9 latin-1.mp3"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,12 +26,16 @@ class Lib:
 
 
 def rank(*args, **kwargs):
-    """The files of these synthetic libraries do not exist: every test but one says they do. Their owners like one to
-    three untagged tracks, so the rule for tracks recommended on their sound alone (which asks for four liked tracks'
-    worth of votes) is off unless a test is about it (``test_sound_alone_needs_more_than_one_liked_track``)."""
+    """The files of these synthetic libraries do not exist: every test but one says they do. Every other setting is
+    the production default unless a test sets it and says why."""
     kwargs.setdefault("exists", lambda path: True)
-    kwargs.setdefault("min_audio_votes", 0.0)
     return real_rank(*args, **kwargs)
+
+
+def few_liked(*args, **kwargs):
+    """rank() for tests about something else, whose owners like fewer tracks than the rule for tracks recommended on
+    their sound alone asks votes of (``min_audio_votes``, 4 liked tracks' worth): that rule off, and only there."""
+    return rank(*args, **{"min_audio_votes": 0.0, **kwargs})
 
 
 def unit(v):
@@ -69,16 +72,19 @@ def linear_model(dim, direction, blend=True):
 def test_two_liked_styles_stay_distinct():
     vectors, which = clusters()
     lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
-    # the owner likes styles 0 and 3 (three ratings each), dislikes style 1
-    tracks = [Track(path=lib.keys[i], rating=1.0) for c in (0, 3) for i in np.flatnonzero(which == c)[:3]]
+    # the owner likes styles 0 and 3 (half of each: enough liked votes for tracks their sound alone recommends),
+    # dislikes style 1
+    tracks = [Track(path=lib.keys[i], rating=1.0) for c in (0, 3) for i in np.flatnonzero(which == c)[:15]]
     tracks += [Track(path=lib.keys[i], rating=0.2) for i in np.flatnonzero(which == 1)[:3]]
     out = rank(lib, tracks, None, top_n=20, mmr_lambda=1.0).tracks
     styles = [int(which[lib.keys.index(t.key)]) for t in out]
     assert set(styles) == {0, 3} and min(styles.count(0), styles.count(3)) >= 8, styles
-    # a centroid of the two liked styles would sit between them: the votes must not
-    centroid = unit(vectors[which == 0].mean(0) + vectors[which == 3].mean(0))
-    middle = int(np.argmax(vectors @ centroid))
-    assert which[middle] in (0, 3) or lib.keys[middle] not in [t.key for t in out]
+    # a track halfway between the two liked styles is what a centroid of them would rank first: the votes do not
+    between = unit(vectors[which == 0].mean(0) + vectors[which == 3].mean(0))
+    lib = library(n=len(vectors) + 1, vectors=np.vstack([vectors, between]), n_artists=len(vectors) + 1)
+    assert float(lib.vectors[-1] @ unit(vectors[which == 0].mean(0))) > 0.5  # near both styles, in neither
+    out = rank(lib, tracks, None, top_n=20, mmr_lambda=1.0).tracks
+    assert lib.keys[-1] not in [t.key for t in out] and len(out) == 20
 
 
 def test_votes_are_probabilities_shrunk_to_the_prior():
@@ -166,9 +172,9 @@ def test_played_tracks_are_not_recommended_unless_asked():
     sims = lib.vectors @ lib.vectors[0]
     near = [int(i) for i in np.argsort(-sims)[1:4]]
     tracks = [Track(path=lib.keys[0], rating=1.0)] + [Track(path=lib.keys[i], playcount=5) for i in near]
-    keys = [t.key for t in rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10).tracks]
+    keys = [t.key for t in few_liked(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10).tracks]
     assert not {lib.keys[i] for i in near} & set(keys)
-    again = rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10, include_played=True).tracks
+    again = few_liked(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10, include_played=True).tracks
     assert {lib.keys[i] for i in near} <= {t.key for t in again}
 
 
@@ -179,7 +185,7 @@ def test_taste_ranking_skips_rated_and_missing_and_explains():
     missing = lib.keys[int(order[1])]
     tracks = [Track(path=lib.keys[0], rating=1.0, artist="Artist 0", title="Song 0"),
               Track(path=lib.keys[int(order[-1])], rating=0.2, artist="X", title="Disliked")]
-    out = rank(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10,
+    out = few_liked(lib, tracks, None, top_n=10, max_per_artist=10, max_per_album=10,
                exists=lambda p: p != missing).tracks
     keys = [t.key for t in out]
     assert lib.keys[0] not in keys and missing not in keys and len(out) == 10
@@ -190,7 +196,7 @@ def test_taste_ranking_skips_rated_and_missing_and_explains():
         float(sims[lib.keys.index(first.key)]), abs=1e-5)
     assert first.near_disliked[0].label == "X - Disliked" and first.near_disliked[0].stars == 1.0
     assert first.like == first.like_neighbours and first.like_model is None
-    with_rated = rank(lib, tracks, None, top_n=10, include_rated=True, max_per_artist=10, max_per_album=10)
+    with_rated = few_liked(lib, tracks, None, top_n=10, include_rated=True, max_per_artist=10, max_per_album=10)
     assert with_rated.tracks[0].key == lib.keys[0]
 
 
@@ -215,9 +221,9 @@ def test_diversity_rules_hold():
 def test_mmr_lambda_trades_relevance_for_variety():
     vectors, which = clusters(n_clusters=10, per=30)
     lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
-    tracks = [Track(path=lib.keys[i], rating=1.0) for c in range(4) for i in np.flatnonzero(which == c)[:2]]
-    focused = rank(lib, tracks, None, top_n=15, mmr_lambda=1.0).tracks
-    varied = rank(lib, tracks, None, top_n=15, mmr_lambda=0.3).tracks
+    tracks = [Track(path=lib.keys[i], rating=1.0) for c in range(4) for i in np.flatnonzero(which == c)[:15]]
+    focused = few_liked(lib, tracks, None, top_n=15, mmr_lambda=1.0).tracks
+    varied = few_liked(lib, tracks, None, top_n=15, mmr_lambda=0.3).tracks
 
     def spread(out):
         v = lib.vectors[[lib.keys.index(t.key) for t in out]]
@@ -243,17 +249,17 @@ def test_blend_classifier_only_and_the_chance_gate():
     lib = library(n=300, n_artists=300)
     direction = lib.vectors[7]
     tracks = [Track(path=lib.keys[i], rating=1.0) for i in (100, 101)]
-    gated = rank(lib, tracks, linear_model(16, direction, blend=False), top_n=10)
-    alone = rank(lib, tracks, None, top_n=10)
+    gated = few_liked(lib, tracks, linear_model(16, direction, blend=False), top_n=10)
+    alone = few_liked(lib, tracks, None, top_n=10)
     assert gated.scorer == "neighbours" and [t.key for t in gated.tracks] == [t.key for t in alone.tracks]
-    only = rank(lib, tracks, linear_model(16, direction), top_n=10, scorer="classifier", mmr_lambda=1.0)
+    only = few_liked(lib, tracks, linear_model(16, direction), top_n=10, scorer="classifier", mmr_lambda=1.0)
     p = linear_model(16, direction).like_probability(lib.vectors)
     assert only.tracks[0].like == pytest.approx(max(p[i] for i in range(300) if i not in (100, 101)), abs=1e-6)
-    blend = rank(lib, tracks, linear_model(16, direction), top_n=10, w_model=1.0, w_knn=1.0)
+    blend = few_liked(lib, tracks, linear_model(16, direction), top_n=10, w_model=1.0, w_knn=1.0)
     t = blend.tracks[0]
     assert blend.scorer.startswith("blend") and t.like == pytest.approx((t.like_model + t.like_neighbours) / 2)
     assert t.predicted is not None
-    high = rank(lib, tracks, linear_model(16, direction), top_n=10, min_rating=0.7)
+    high = few_liked(lib, tracks, linear_model(16, direction), top_n=10, min_rating=0.7)
     assert high.tracks and all(t.predicted >= 0.7 for t in high.tracks)
 
 
@@ -275,16 +281,16 @@ def test_no_taste_is_a_clear_error():
         rank(library(), [], None)
 
 
-def test_fast_on_100k_by_128():
-    lib = library(n=100_000, dim=128, seed=1, n_artists=5000, as_table=True)
+def test_a_large_snapshot_table_fills_the_playlist():
+    """20,000 x 128 read from a pyarrow table, with a blended classifier: a full playlist (its time is a benchmark's
+    business: benchmarks/playlist_latency.py)."""
+    lib = library(n=20_000, dim=128, seed=1, n_artists=5000, as_table=True)
     rng = np.random.default_rng(2)
-    rated = rng.choice(100_000, 100, replace=False)
+    rated = rng.choice(20_000, 100, replace=False)
     tracks = [Track(path=lib.keys[i], rating=0.2 * (1 + i % 5), playcount=int(i % 7)) for i in rated]
     model = linear_model(128, lib.vectors[rated[0]])
-    started = time.perf_counter()
-    out = rank(lib, tracks, model, top_n=100).tracks
-    elapsed = time.perf_counter() - started
-    assert len(out) == 100 and elapsed < 2.0, elapsed
+    out = few_liked(lib, tracks, model, top_n=100).tracks  # random ratings in 128-D: few liked votes per track
+    assert len(out) == 100 and len({t.key for t in out}) == 100
 
 
 def test_files_missing_on_disk_are_not_candidates(tmp_path):
@@ -308,9 +314,9 @@ def test_only_the_strongest_ratings_vote_past_max_voters():
     # style 0: three 5-star ratings; style 1: many 4-star ones. With 3 voters only the 5-star ones vote.
     tracks = [Track(path=lib.keys[i], rating=1.0) for i in np.flatnonzero(which == 0)[:3]]
     tracks += [Track(path=lib.keys[i], rating=0.8) for i in np.flatnonzero(which == 1)[:10]]
-    out = rank(lib, tracks, None, top_n=10, max_voters=3, mmr_lambda=1.0).tracks
+    out = few_liked(lib, tracks, None, top_n=10, max_voters=3, mmr_lambda=1.0).tracks
     assert {int(which[lib.keys.index(t.key)]) for t in out} == {0}
-    assert {int(which[lib.keys.index(t.key)]) for t in rank(lib, tracks, None, top_n=10).tracks} >= {1}
+    assert {int(which[lib.keys.index(t.key)]) for t in few_liked(lib, tracks, None, top_n=10).tracks} >= {1}
 
 
 def test_the_evidence_rule_stops_short_rather_than_recommend_what_the_ratings_argue_against():
@@ -401,15 +407,15 @@ def test_sound_alone_is_not_enough_for_an_album_you_rated_without_liking_it():
     kw = {"top_n": 60, "max_per_album": 10_000, "max_per_artist": 10_000}
     meh = {paths[i] for i in range(21, 40)}
 
-    off = rank(lib, tracks, None, block_unliked_albums=False, **kw)
+    off = few_liked(lib, tracks, None, block_unliked_albums=False, **kw)
     assert len(meh & {t.path for t in off.tracks}) >= 10  # its sound alone vouched for the album you found so-so
 
-    on = rank(lib, tracks, None, **kw)
+    on = few_liked(lib, tracks, None, **kw)
     got = {t.path for t in on.tracks}
     assert not meh & got
     assert {paths[i] for i in range(10, 20)} <= got and {paths[i] for i in range(42, 60)} & got  # liked albums stay
     assert on.removed["its album or artist is rated and none of it liked"] >= 10
-    seeded = rank(lib, tracks, None, seeds=[paths[0]], **kw)
+    seeded = few_liked(lib, tracks, None, seeds=[paths[0]], **kw)
     assert meh & {t.path for t in seeded.tracks}  # around a seed the rule does not apply
 
 
@@ -422,7 +428,30 @@ def test_caps_rise_for_a_taste_of_few_albums_unless_disabled():
     lib = Lib(paths, vectors, meta)
     tracks = [Track(path=paths[i], rating=1.0) for i in np.flatnonzero(which == 0)[:4]]
     tracks += [Track(path=paths[i], rating=0.2) for i in np.flatnonzero(which == 1)[:4]]
-    fixed = rank(lib, tracks, None, top_n=20, scale_caps=False)
+    fixed = few_liked(lib, tracks, None, top_n=20, scale_caps=False)
     assert len(fixed.tracks) == 6 and "cap (--max-per-a" in fixed.stopped
-    scaled = rank(lib, tracks, None, top_n=20)  # two liked albums and artists: caps of top_n / 2
+    scaled = few_liked(lib, tracks, None, top_n=20)  # two liked albums and artists: caps of top_n / 2
     assert len(scaled.tracks) == 20 and all(which[lib.keys.index(t.key)] == 0 for t in scaled.tracks)
+
+
+def test_a_compilation_is_one_album_under_the_cap():
+    """The album cap groups a "Various Artists" album as the votes do: by its album artist, which only the live
+    library holds (the snapshot has artist and album). On main each of its twelve singers made an album of its own,
+    and 11 of its tracks filled one playlist under ``max_per_album: 3``. The caps are not raised here
+    (``scale_caps``: a taste of one album would raise the album cap to the whole playlist)."""
+    rng = np.random.default_rng(7)
+    centre = unit(rng.normal(size=16))
+    near = unit(centre + 0.35 * unit(rng.normal(size=(12, 16))))  # the compilation: one sound, no two copies
+    vectors = np.concatenate([near, unit(rng.normal(size=(40, 16)))]).astype(np.float32)
+    tracks = [Track(path=f"/m/VA/Hits/{i:02d}.ogg", album="Hits", albumartist="Various Artists",
+                    artist=f"Singer {i}", title=f"Song {i}", rating=1.0 if i == 0 else None) for i in range(12)]
+    tracks += [Track(path=f"/m/Solo {i}/Misc/{i:02d}.ogg", album="Misc", artist=f"Solo {i}", title=f"T {i}")
+               for i in range(40)]
+    paths = [t.path for t in tracks]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * len(paths), "artist": [t.artist for t in tracks],
+            "title": [t.title for t in tracks], "album": [t.album for t in tracks],
+            "track_number": [None] * len(paths), "duration_s": [60.0] * len(paths)}
+    ranking = real_rank(Lib(paths, vectors, meta), tracks, None, top_n=20, max_per_album=3, scale_caps=False,
+                        exists=lambda p: True)
+    assert [t.album for t in ranking.tracks] == ["Hits"] * 3, [t.path for t in ranking.tracks]
+    assert ranking.removed["album cap"] == 8 and "album cap (--max-per-album 3) 8" in ranking.stopped

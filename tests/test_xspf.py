@@ -12,8 +12,8 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from recsys import atomic
+from recsys.library.uri import path_to_uri as file_uri
 from recsys.playlists import Inputs, PlaylistWriteError, write_playlist
-from recsys.playlists.xspf import file_uri
 from recsys.recommender.rank import RankedTrack
 
 NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}

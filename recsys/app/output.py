@@ -14,15 +14,15 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors
-from recsys.playlists import FORMATS, Inputs, PlaylistWriteError
+from recsys.playlists import WRITERS, Inputs, PlaylistWriteError
 from recsys.recommender.rank import RankedTrack
 
 
 def playlist_format(out: str | None, fmt: str | None, settings: Settings) -> str:
     """``fmt``, else m3u8 for an ``--out`` ending in .m3u8/.m3u, else the configured format."""
     chosen = fmt or ("m3u8" if out and Path(out).suffix.lower() in (".m3u8", ".m3u") else settings.recommend.format)
-    if chosen not in FORMATS:
-        raise PlaylistWriteError(f"unknown playlist format {chosen!r}: choose one of {', '.join(FORMATS)}")
+    if chosen not in WRITERS:
+        raise PlaylistWriteError(f"unknown playlist format {chosen!r}: choose one of {', '.join(WRITERS)}")
     return chosen
 
 

@@ -40,6 +40,7 @@ class PlaylistRequest:
     force: bool = False
     where: Sequence[str] = ()  # filter terms (recsys.library.filters): only matching tracks are candidates
     seed_playlists: Sequence[str] = ()  # playlist files whose tracks are seeds (and are left out of the result)
+    seed_tracks: Sequence[str] = ()  # track keys as seeds (the tracks a beets query picks); those not embedded: a note
     local_player: bool = False  # the file goes to a player on this machine (radio --play): its paths stay ours
 
 
@@ -95,6 +96,22 @@ def playlist_seeds(lib: LibraryVectors, files: Sequence[str], notes: list[str]) 
     return list(dict.fromkeys(keys))
 
 
+def track_seeds(lib: LibraryVectors, keys: Sequence[str], notes: list[str]) -> list[str]:
+    """The ``keys`` that are in the index; those that are not (not embedded yet) are counted in ``notes``, never fatal
+    while some track is left."""
+    if not keys:
+        return []
+    wanted = list(dict.fromkeys(keys))
+    known = set(lib.keys)
+    found = [key for key in wanted if key in known]
+    if not found:
+        raise RecsysError(f"none of the {len(wanted)} seed tracks is in the index: run `recsys embed` first")
+    if len(found) < len(wanted):
+        notes.append(f"{len(wanted) - len(found)} of the {len(wanted)} seed tracks are not in the index (not embedded "
+                     "yet?): left out")
+    return found
+
+
 def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
@@ -127,7 +144,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     where = parse(req.where)  # a bad term fails before anything is read
     taste = load_taste(settings)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
-    from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes)
+    from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
+                                                                                        notes)
     model = _model(settings, taste.lib, notes)
     ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists)
     if not ranking.tracks:

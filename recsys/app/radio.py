@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from recsys.app.playlist import Playlist, PlaylistRequest, make_playlist
 from recsys.config import Settings
 from recsys.index.lookup import TrackNotFound
+from recsys.library.uri import path_to_uri
 from recsys.player.mpris import NowPlaying, hand_over, now_playing
-from recsys.playlists.xspf import file_uri
 
 
 @dataclass
@@ -54,6 +54,6 @@ def make_radio(settings: Settings, req: RadioRequest, bus: str | None = None) ->
         raise TrackNotFound(f"the track {playing.identity} plays now: {exc}") from None
     handed = None
     if req.play:
-        handed = hand_over(file_uri(str(playlist.path)), [file_uri(t.path) for t in playlist.tracks],
+        handed = hand_over(path_to_uri(str(playlist.path)), [path_to_uri(t.path) for t in playlist.tracks],
                            player=playing.player, address=bus)
     return Radio(playing, playlist, handed)

@@ -35,6 +35,7 @@ def command_settings(config_file: str | None, home: str | None, *, db: str | Non
                                                      **overrides})
     if folders and not db:
         settings.library.db = None
+        settings.origins["library.db"] = "--library without --db (the folders alone)"
     if subsonic and not db:
         settings.library.db = None
         settings.library.folders = list(folders)
@@ -66,6 +67,16 @@ def remember_library(settings: Settings, db: str | None, folders: Sequence[str],
                     settings.subsonic.user if server else None)
 
 
-def forget_library(settings: Settings) -> str:
-    """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten."""
-    return forget(settings.home_path)
+def forget_library(config_file: str | None, home: str | None) -> str:
+    """Forget the remembered ``--db``/``--library`` (``recsys config --forget``); the line saying what was forgotten.
+
+    The settings are built without the remembered layer: a remembered value that stops every command (a database
+    that is a FIFO) must not stop the one command that removes it."""
+    return forget(load_settings(config_file, overrides={"home": home}, remembered=False).home_path)
+
+
+def mpd_library(address: str) -> str:
+    """The ``library.db`` value naming the MPD server at ``address`` (``--mpd``): ``mpd://HOST:PORT``."""
+    from recsys.servers.mpd import parse_address
+
+    return parse_address(address).url

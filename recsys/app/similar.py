@@ -15,12 +15,12 @@ import numpy as np
 
 from recsys.app.output import as_written, output_path, playlist_format, ranked, snapshot_inputs
 from recsys.config import Settings
+from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
+from recsys.library.groups import same_recording
 from recsys.playlists import write_playlist
-
-DUPLICATE_COSINE = 0.99999
 
 
 @dataclass
@@ -33,7 +33,8 @@ class SimilarResult:
 
 def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[str] = (), out: str | None = None,
                  fmt: str | None = None, force: bool = False) -> SimilarResult:
-    """The k tracks nearest to the query track, excluding it and exact copies of it (same content, same vector);
+    """The k tracks nearest to the query track, excluding it and copies of it (same content, or the same recording
+    by ``recsys.library.groups.same_recording``);
     with ``where`` (filter terms), only the tracks that match them; with ``out`` (or ``fmt``) they are also
     written as a playlist, nearest first."""
     flt = parse(where)
@@ -57,6 +58,39 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
     return result
 
 
+@dataclass
+class SimilarToTracks:
+    queries: list[Hit]  # the tracks asked about that are in the index
+    neighbours: list[Hit]
+    notes: list[str]
+
+
+def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10) -> SimilarToTracks:
+    """The k tracks nearest to several tracks together (those a beets query picks): to the one track itself, else to
+    the mean of their vectors; the tracks themselves and exact copies of them left out. Keys not in the index (not
+    embedded yet) are counted in a note; none in the index is an error."""
+    lib = current_snapshot(settings.home_path, settings.index)
+    row_of = {key: i for i, key in enumerate(lib.keys)}
+    wanted = list(dict.fromkeys(keys))
+    rows = [row_of[key] for key in wanted if key in row_of]
+    if not rows:
+        raise RecsysError(f"none of the {len(wanted)} tracks asked about is in the index: run `recsys embed` on this "
+                          "library first")
+    notes = [lib.behind] if lib.behind else []
+    if len(rows) < len(wanted):
+        notes.append(f"{len(wanted) - len(rows)} of the {len(wanted)} tracks are not in the index (not embedded "
+                     "yet?): left out")
+    if len(rows) == 1:
+        kept = _nearest(settings, lib, rows[0], k)
+    else:
+        vectors = np.asarray(lib.vectors, dtype=np.float32)
+        centre = vectors[rows].mean(axis=0)
+        centre /= max(float(np.linalg.norm(centre)), 1e-12)
+        contents = {lib.row(r)["content_id"] for r in rows}
+        kept = _top(lib, np.arange(len(vectors)), vectors @ centre, set(rows), contents, k)
+    return SimilarToTracks([hit(lib, r, 1.0) for r in rows], [hit(lib, i, s) for i, s in kept], notes)
+
+
 def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
     """(row, cosine) of the k nearest tracks through the index, the query and its copies left out."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
@@ -66,7 +100,7 @@ def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[
     while True:
         found = searcher.search(qvec, min(want, len(lib)))[0]
         kept = [(i, s) for i, s in found
-                if i != row and s < DUPLICATE_COSINE and lib.row(i)["content_id"] != query_content]
+                if i != row and not same_recording(s) and lib.row(i)["content_id"] != query_content]
         if len(kept) >= k or want >= len(lib):
             return kept[:k]
         want *= 4  # many copies of the query: look further
@@ -83,11 +117,16 @@ def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Fi
     rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
     vectors = np.asarray(lib.vectors, dtype=np.float32)
     scores = vectors[rows] @ vectors[row] if len(rows) else np.zeros(0, dtype=np.float32)
-    query_content = lib.row(row)["content_id"]
+    return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k)
+
+
+def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set[int], contents: set[str],
+         k: int) -> list[tuple[int, float]]:
+    """(row, score) of the k best-scoring ``rows``, the queries and their copies (same content) left out."""
     kept: list[tuple[int, float]] = []
     for i in np.argsort(-scores, kind="stable"):
         r, s = int(rows[i]), float(scores[i])
-        if r != row and s < DUPLICATE_COSINE and lib.row(r)["content_id"] != query_content:
+        if r not in queries and not same_recording(s) and lib.row(r)["content_id"] not in contents:
             kept.append((r, s))
             if len(kept) == k:
                 break

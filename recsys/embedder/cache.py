@@ -36,7 +36,7 @@ import numpy as np
 
 from recsys.atomic import write_json_atomic
 from recsys.embedder.decoding import DecodeSpec, Job, decoded
-from recsys.library.content_id import content_id
+from recsys.library.content_id import track_content_id
 from recsys.library.track import Track
 
 CACHE_FORMAT = 2
@@ -308,8 +308,7 @@ class AudioCache:
         with open(tmp, "wb") as fh:
             np.save(fh, data)
         os.replace(tmp, self.folder / name)
-        cid = content_id(track.path, job.size)
-        cid = f"{cid}@{track.start_s:.3f}" if track.segment else cid
+        cid = track_content_id(track.path, job.size, track.start_s, track.segment)
         self.entries[track.key] = Entry(track.key, name, job.size, job.mtime_ns, cid, max(1, samples),
                                         float(duration_s), _crc(data), track.album, track.artist)
 

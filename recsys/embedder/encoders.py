@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recsys.atomic import atomic_path
+from recsys.choices import ENCODERS, load
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
 from recsys.errors import RecsysError
 
@@ -497,24 +498,15 @@ def _build_plugin(spec: str, device: torch.device) -> Encoder:
 
 
 def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None = None) -> Encoder:
-    """'dsp', 'musicnn' (pretrained), 'cnn' (untrained), a checkpoint (``checkpoint``: any architecture of
-    :data:`ARCHITECTURES`) or a user's 'module:Class', on ``device``.
-
-    ``musicnn`` is imported here, not at the top: its module imports this one (the protocol and EncoderError).
-    """
+    """A built-in of ``recsys.choices.ENCODERS`` ('dsp', 'musicnn' pretrained, 'cnn' untrained), a checkpoint
+    (``checkpoint``: any architecture of :data:`ARCHITECTURES`) or a user's 'module:Class', on ``device``."""
     dev = resolve_device(device)
     if checkpoint is not None:
         if spec not in ARCHITECTURES:
             raise EncoderError(f"encoder '{spec}' takes no checkpoint: checkpoints are for {', '.join(ARCHITECTURES)}")
         return load_checkpoint(Path(checkpoint), dev)
-    if spec == "cnn":
-        return CnnEncoder().to(dev)
-    if spec == "dsp":
-        return DspEncoder().to(dev)
-    if spec == "musicnn":
-        from recsys.embedder.musicnn import MusicnnEncoder
-
-        return MusicnnEncoder().to(dev)
+    if spec in ENCODERS:  # musicnn's module imports this one: the table imports it only now
+        return load(ENCODERS[spec])().to(dev)
     return _build_plugin(spec, dev)
 
 

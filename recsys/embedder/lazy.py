@@ -54,9 +54,9 @@ class LazyEncoder:
 
 
 def device_label(encoder: Any) -> str:
-    """The device an encoder runs on, for reports, without building a lazy one that was never needed."""
+    """The device an encoder runs on, for reports, without building a lazy one that was never needed ('' then)."""
     if isinstance(encoder, LazyEncoder) and not encoder.loaded:
-        return "none (nothing to encode)"
+        return ""
     return str(encoder.device)
 
 

@@ -12,14 +12,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from recsys.choices import TRAINABLE_ENCODERS
 from recsys.config import Settings, TrainSettings
 from recsys.embedder.cache import AudioCache, CacheReport, Entry, Layout
 from recsys.embedder.decoding import default_workers
 from recsys.embedder.encoders import CNN_DEFAULTS, CnnEncoder, EncoderError, build_encoder
 from recsys.embedder.trainer import TrainError
+from recsys.library.groups import album_of
+from recsys.library.text import tag_key
 from recsys.library.track import Track
 
-BASES = ("musicnn", "cnn")
+BASES = TRAINABLE_ENCODERS
 # Fine-tuning MusiCNN leaves its front-end (input batch norm, timbral and temporal filters) as pretrained: they are
 # generic spectro-temporal detectors, and their backward pass is ~3/4 of a training step's cost on the CPU.
 MUSICNN_FROZEN = ("input_bn.", "timbral", "temporal")
@@ -42,10 +45,11 @@ class Split:
 
 
 def group_of(entry: Entry) -> str:
-    """The unit that is held out whole: the album, else the artist, else the track alone."""
-    album, artist = entry.album.strip().casefold(), entry.artist.strip().casefold()
-    if album:
-        return f"album:{artist}\0{album}" if artist else f"album:{album}"
+    """The unit that is held out whole: the album (``recsys.library.groups.album_of``), else the artist tag, else
+    the track alone (an untagged file's folder says nothing of its sound here)."""
+    if tag_key(entry.album):
+        return album_of(entry.album, None, entry.artist, entry.key)
+    artist = tag_key(entry.artist)
     return f"artist:{artist}" if artist else f"track:{entry.key}"
 
 

@@ -21,11 +21,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recsys.atomic import write_json_atomic
+from recsys.atomic import read_regular, write_json_atomic
 from recsys.errors import RecsysError
 
 FILE = "remembered.json"
 KEYS = ("db", "folders", "subsonic")  # of the library section
+MAX_BYTES = 1 << 20  # a few paths; a bigger file is not one recsys wrote
 
 
 def remembered_file(home: Path) -> Path:
@@ -34,10 +35,13 @@ def remembered_file(home: Path) -> Path:
 
 def read_remembered(home: Path) -> dict[str, Any]:
     """The remembered ``library`` values (``{}`` when none, or when the file is unreadable: it is only a convenience,
-    and the next command that remembers writes it whole again)."""
+    and the next command that remembers writes it whole again).
+
+    Read with bounds, so a hostile file cannot stop every command: only a regular file (a FIFO there would block
+    forever), at most :data:`MAX_BYTES`, nesting too deep for the parser is unreadable too."""
     try:
-        data = json.loads(remembered_file(home).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(remembered_file(home), MAX_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
     library = data.get("library") if isinstance(data, dict) else None
     if not isinstance(library, dict):
@@ -54,8 +58,8 @@ def read_remembered(home: Path) -> dict[str, Any]:
 def read_remembered_user(home: Path) -> str | None:
     """The Subsonic user remembered with ``--subsonic`` (None when none)."""
     try:
-        data = json.loads(remembered_file(home).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_regular(remembered_file(home), MAX_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
     user = (data.get("subsonic") or {}).get("user") if isinstance(data, dict) else None
     return user if isinstance(user, str) and user else None
@@ -66,8 +70,8 @@ def given_library(db: str | None, folders: tuple[str, ...] | list[str], subsonic
     """What the command line gave, as absolute paths: ``--library`` without ``--db`` means no database;
     ``--subsonic`` without either means the server alone, and either without ``--subsonic`` no server."""
     given: dict[str, Any] = {}
-    if db:
-        given["db"] = os.path.abspath(os.path.expanduser(db))
+    if db:  # a server (mpd://HOST:PORT, from --mpd) is kept as given
+        given["db"] = db if "://" in db else os.path.abspath(os.path.expanduser(db))
     if folders:
         given["folders"] = [os.path.abspath(os.path.expanduser(f)) for f in folders]
         given.setdefault("db", None)
@@ -128,7 +132,8 @@ def forget(home: Path) -> str:
 
 def describe(key: str, value: Any) -> str:
     if key == "db":
-        return f"--db {value}" if value else "no database"
+        return (f"--mpd {value.removeprefix('mpd://')}" if value.startswith("mpd://") else f"--db {value}") \
+            if value else "no database"
     if key == "subsonic":
         return f"--subsonic {value}" if value else "no Subsonic server"
     return "--library " + " --library ".join(value) if value else "no folders"

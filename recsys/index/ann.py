@@ -57,7 +57,10 @@ SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "
                     "track_number", "duration_s"]
 
 
-SEARCH_COLUMN = "search"  # each track's normalised 'artist title' (file name when untagged), for text queries
+# each track's label made loose (text.search_label), for text queries; snapshots before the rule lack it
+SEARCH_COLUMN = "search_label"
+
+
 class AnnError(RecsysError):
     """The index snapshot is missing or unreadable; the message says what to run."""
 
@@ -220,9 +223,8 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
     folder = Path(tempfile.mkdtemp(prefix=f"{ANN}-{version}-", dir=home))
     try:
         np.save(folder / "vectors.npy", vectors)
-        labels = [search_label(a, t, p) for a, t, p in zip(meta.column("artist").to_pylist(),
-                                                           meta.column("title").to_pylist(),
-                                                           meta.column("path").to_pylist(), strict=True)]
+        labels = [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
+            *(meta.column(name).to_pylist() for name in ("artist", "title", "path", "start_s")), strict=True)]
         table = meta.select(SNAPSHOT_COLUMNS).append_column(SEARCH_COLUMN, pa.array(labels, pa.string()))
         pq.write_table(table, folder / "meta.parquet", row_group_size=META_ROW_GROUP)
         if kind == "hnsw":

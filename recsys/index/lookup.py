@@ -11,12 +11,12 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import asdict, dataclass
-from urllib.parse import unquote, urlsplit
 
 from recsys.errors import RecsysError
 from recsys.index.ann import SEARCH_COLUMN, LibraryVectors
 from recsys.library.text import search_key, search_label
 from recsys.library.track import Labelled
+from recsys.library.uri import uri_to_path
 
 
 class TrackNotFound(RecsysError):
@@ -54,11 +54,22 @@ def hit(lib: LibraryVectors, row: int, score: float) -> Hit:
 
 def _as_path(query: str) -> str | None:
     if query.startswith("file://"):
-        parts = urlsplit(query)
-        return unquote(parts.path)
+        path = uri_to_path(query)
+        if path is None:
+            raise TrackNotFound(f"{query} names no local file (only file:///path or file://localhost/path): give "
+                                "the path of a file in your library")
+        return path
     if os.sep in query or os.path.exists(query):
         return os.path.abspath(os.path.expanduser(query))
     return None
+
+
+def _utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate escapes: bytes of another encoding (os.fsdecode)
+        return False
+    return True
 
 
 def resolve_query(lib: LibraryVectors, query: str) -> int:
@@ -82,18 +93,22 @@ def resolve_query(lib: LibraryVectors, query: str) -> int:
         if len(rows) > 1:  # several tracks cut from one file (CUE): the user must pick one by name
             return _choose(lib, rows, query)
         if query.startswith("file://") or os.path.exists(path):
+            if not path.isascii() and not _utf8(path):
+                raise TrackNotFound(f"{path} is not in the index: its name is not valid UTF-8, which the index cannot "
+                                    "hold (`recsys embed` lists such files): rename it in UTF-8")
             raise TrackNotFound(f"{path} is not in the index: run `recsys embed` (is it in your library?)")
-    return _by_text(lib, query)
+    # a query with a '/' may still be text ('AC/DC - Back in Black'): a missing path is said only if no name matches
+    return _by_text(lib, query, missing=path if path is not None else None)
 
 
 def _labels(lib: LibraryVectors) -> list[str]:
     if SEARCH_COLUMN in lib.column_names:  # computed when the snapshot was built
         return lib.values(SEARCH_COLUMN)
-    return [search_label(a, t, p) for a, t, p in zip(lib.values("artist"), lib.values("title"), lib.values("path"),
-                                                      strict=True)]
+    return [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
+        lib.values("artist"), lib.values("title"), lib.values("path"), lib.values("start_s"), strict=True)]
 
 
-def _by_text(lib: LibraryVectors, query: str) -> int:
+def _by_text(lib: LibraryVectors, query: str, missing: str | None = None) -> int:
     wanted = search_key(query)
     if not wanted:
         raise TrackNotFound(f"'{query}' names no track: give a path, a file:// URI or 'artist - title'")
@@ -108,6 +123,9 @@ def _by_text(lib: LibraryVectors, query: str) -> int:
     if not rows:
         close = difflib.get_close_matches(wanted, labels, n=5, cutoff=0.6)
         rows = sorted({i for i, label in enumerate(labels) if label in close})
+    if not rows and missing is not None:
+        raise TrackNotFound(f"{missing} does not exist, and no embedded track's name matches '{query}': check the "
+                            "path, or give 'artist - title'")
     if not rows:
         raise TrackNotFound(f"no embedded track matches '{query}': try 'artist - title' or a file path")
     if len(rows) == 1:

@@ -16,17 +16,18 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from recsys.library.groups import album_of
 from recsys.library.text import tag_key
 
 K = 10
 
 
 def group_labels(albums: Sequence[str | None], artists: Sequence[str | None]) -> tuple[list[str], list[str]]:
-    """(album labels, artist labels); empty where the tag is missing. An album belongs to its artist: two
-    "Greatest Hits" of different artists are different albums."""
-    artist = [tag_key(a) for a in artists]
-    album = [f"{a}\x1f{tag_key(b)}" if tag_key(b) else "" for a, b in zip(artist, albums, strict=True)]
-    return album, artist
+    """(album labels, artist labels); empty where the tag is missing (a folder is no evidence of sound here). The
+    album is ``recsys.library.groups.album_of`` of the tags: two "Greatest Hits" of different artists are
+    different albums."""
+    album = [album_of(b, None, a, "") if tag_key(b) else "" for a, b in zip(artists, albums, strict=True)]
+    return album, [tag_key(a) for a in artists]
 
 
 CHUNK = 1024  # queries scored together: a chunk x N similarity block, never the whole N x N matrix

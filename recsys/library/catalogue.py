@@ -9,6 +9,7 @@ folder, the files a playlist must never replace. At 1,000,000 tracks a Track per
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,16 @@ class Catalogue:
         tracks = sorted(tracks, key=lambda t: t.key)
         return cls([t.key for t in tracks], [t.path for t in tracks], [t.album for t in tracks],
                    [t.albumartist for t in tracks], [t.artist for t in tracks])
+
+    def albumartists_of(self, keys: Iterable[str]) -> list[str | None]:
+        """The album artist tag of each of ``keys`` (None for a key not in the library): the index snapshot has no
+        album-artist column, and the playlist's caps must group a compilation as the votes do. A bisection per key
+        (the catalogue is in key order): a shortlist of thousands costs milliseconds, never a dict of the library."""
+        out: list[str | None] = []
+        for key in keys:
+            i = bisect.bisect_left(self.keys, key)
+            out.append(self.albumartists[i] if i < len(self.keys) and self.keys[i] == key else None)
+        return out
 
     def rows(self, keep: Sequence[bool]) -> Catalogue:
         """The entries where ``keep`` holds."""

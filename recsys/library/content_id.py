@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from recsys.library import remote
+from recsys.library.track import segment_suffix
 
 SAMPLE_BYTES = 64 * 1024
 
@@ -40,4 +41,4 @@ def track_content_id(path: str | Path, size: int, start_s: float = 0.0, segment:
     """The content id of one track: tracks cut from one file (CUE) share the file's bytes, the start keeps them
     apart."""
     cid = content_id(path, size)
-    return f"{cid}@{start_s:.3f}" if segment else cid
+    return cid + segment_suffix(start_s) if segment else cid

@@ -30,13 +30,14 @@ stars and play count; :meth:`Filter.matches` does the same for one track.
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, shown
 from recsys.library.text import search_key
 from recsys.library.track import Track, is_under
 
@@ -174,7 +175,7 @@ def parse(terms: str | Sequence[str]) -> Filter:
         try:
             words.extend(shlex.split(item))
         except ValueError as exc:  # an unclosed quote
-            raise FilterError(f"filter {item!r} cannot be read ({exc}): close the quote") from None
+            raise FilterError(f"filter {shown(item)} cannot be read ({exc}): close the quote") from None
     return Filter(tuple(_term(w) for w in words))
 
 
@@ -184,18 +185,18 @@ def _term(word: str) -> Term:
     field, sep, value = body.partition(":")
     if not sep:
         if not search_key(body):
-            raise FilterError(f"filter {word!r} has no letters or digits to look for: give a word, or a field "
+            raise FilterError(f"filter {shown(word)} has no letters or digits to look for: give a word, or a field "
                               f"such as genre:ambient (fields: {', '.join(FIELDS)})")
         return Term("", text=search_key(body), negate=negate, source=word)
     field = field.lower()
     if field not in FIELDS:
-        raise FilterError(f"unknown filter field {field!r} in {word!r}: valid fields are {', '.join(FIELDS)} "
+        raise FilterError(f"unknown filter field {shown(field)} in {shown(word)}: valid fields are {', '.join(FIELDS)} "
                           "(or a bare word, matched against artist, album and title)")
     if field in TEXT_FIELDS:
         return Term(field, text=search_key(value), negate=negate, source=word)
     if field == "path":
         if not value:
-            raise FilterError(f"filter {word!r} needs a folder: e.g. path:~/Music/Jazz")
+            raise FilterError(f"filter {shown(word)} needs a folder: e.g. path:~/Music/Jazz")
         return Term(field, text=os.path.abspath(os.path.expanduser(value)), negate=negate, source=word)
     if field == "rating" and value.lower() == "none":
         return Term(field, none=True, negate=negate, source=word)
@@ -213,10 +214,13 @@ def _range(word: str, field: str, value: str) -> tuple[float | None, float | Non
     except ValueError:
         low = high = None
         dots = "bad"
+    if any(v is not None and not math.isfinite(v) for v in (low, high)):  # nan matches nothing, inf everything
+        dots = "bad"
     if dots == "bad" or (low is None and high is None) or (low is not None and high is not None and low > high):
-        raise FilterError(f"bad value {value!r} in filter {word!r}: {field} takes a number or a range, e.g. {example}")
+        raise FilterError(f"bad value {shown(value)} in filter {shown(word)}: {field} takes a number or a range, "
+                          f"e.g. {example}")
     if field == "rating" and any(v is not None and not 0 <= v <= 5 for v in (low, high)):
-        raise FilterError(f"bad value {value!r} in filter {word!r}: ratings are stars from 0 to 5")
+        raise FilterError(f"bad value {shown(value)} in filter {shown(word)}: ratings are stars from 0 to 5")
     return low, high
 
 

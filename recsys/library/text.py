@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from pathlib import Path
+
+from recsys.library.track import display_label
 
 _NON_WORD = re.compile(r"[^\w]+")
 
@@ -34,6 +35,7 @@ def search_key(text: str) -> str:
     return " ".join(_NON_WORD.sub(" ", text).split())
 
 
-def search_label(artist: str | None, title: str | None, path: str) -> str:
-    """What a text query is matched against: 'artist title', or the file name of an untagged track."""
-    return search_key(f"{artist or ''} {title or ''}") if (artist or title) else search_key(Path(path).stem)
+def search_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:
+    """What a text query is matched against: the label recsys shows for the track (``display_label``: 'artist -
+    title', the file name for what the tags leave out), made loose, so every label recsys prints finds its track."""
+    return search_key(display_label(artist, title, path, start_s))

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from functools import cached_property
+from typing import NewType
+
+TrackKey = NewType("TrackKey", str)  # what make_key returns: the one identity of a track across recsys
 
 
-def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
+def segment_suffix(start_s: float) -> str:
+    """What sets a track cut from a shared file (CUE) apart from the file's other tracks, in its key and its content
+    id: ``@`` and the start in seconds to three decimals."""
+    return f"@{start_s:.3f}"
+
+
+def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> TrackKey:
     """The track key of DESIGN.md: the absolute path, plus the start offset for tracks that share a file (CUE).
 
     Keys never use a database row id (ids shift between backups).
     """
-    if not segment:
-        return path
-    return f"{path}@{start_s:.3f}"
+    return TrackKey(path + segment_suffix(start_s) if segment else path)
 
 
 def is_under(path: str, folder: str) -> bool:

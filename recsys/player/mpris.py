@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urlsplit
 
 from jeepney import DBusAddress, DBusErrorResponse, MessageType, Properties, new_method_call
 from jeepney.bus_messages import message_bus
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
-from recsys.errors import RecsysError
+from recsys.errors import RecsysError, shown
+from recsys.library.uri import uri_to_path
 
 PREFIX = "org.mpris.MediaPlayer2."
 OBJECT_PATH = "/org/mpris/MediaPlayer2"
@@ -68,10 +68,7 @@ def local_path(url: str) -> str | None:
     None for anything else (http streams, cdda, an empty URL)."""
     if not url.startswith("file://"):
         return None
-    parts = urlsplit(url)
-    if parts.netloc not in ("", "localhost"):
-        return None
-    return os.fsdecode(unquote_to_bytes(parts.path)) or None
+    return uri_to_path(url)
 
 
 def connect(address: str | None = None) -> DBusConnection:
@@ -120,13 +117,17 @@ def _unwrap(value):
         return _unwrap(value[1])
     if isinstance(value, dict):
         return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):  # e.g. xesam:artist sent as av, not as
+        return [_unwrap(v) for v in value]
     return value
 
 
 def _text(value) -> str:
-    if isinstance(value, list):  # xesam:artist is a list of names
-        return ", ".join(str(v) for v in value if v)
-    return "" if value is None else str(value)
+    """A text property: a string, or a list of them (xesam:artist is a list of names); a value of another D-Bus type
+    (a player's bug, or a hostile one) counts as absent, as MPRIS says a client should treat it."""
+    if isinstance(value, list):
+        return ", ".join(v for v in value if isinstance(v, str) and v)
+    return value if isinstance(value, str) else ""
 
 
 def _pick(conn: DBusConnection, wanted: str | None) -> tuple[str, str]:
@@ -142,9 +143,9 @@ def _pick(conn: DBusConnection, wanted: str | None) -> tuple[str, str]:
                    or p.casefold() == wanted.casefold()]
         if not matches:
             tails = ", ".join(p.removeprefix(PREFIX) for p in found)
-            raise MprisError(f"no MPRIS player named {wanted!r} is running (running: {tails})")
+            raise MprisError(f"no MPRIS player named {shown(wanted)} is running (running: {tails})")
         found = matches
-    statuses = {p: str(_get(conn, p, PLAYER_IFACE, "PlaybackStatus", "Stopped")) for p in found}
+    statuses = {p: _text(_get(conn, p, PLAYER_IFACE, "PlaybackStatus", "Stopped")) or "Stopped" for p in found}
     best = min(found, key=lambda p: (_STATUS_ORDER.get(statuses[p], 2), p))
     return best, statuses[best]
 
@@ -155,7 +156,8 @@ def now_playing(player: str | None = None, address: str | None = None) -> NowPla
     with connect(address) as conn:
         name, status = _pick(conn, player)
         identity = _text(_get(conn, name, ROOT_IFACE, "Identity")) or name.removeprefix(PREFIX)
-        meta = _get(conn, name, PLAYER_IFACE, "Metadata", {}) or {}
+        meta = _get(conn, name, PLAYER_IFACE, "Metadata", {})
+        meta = meta if isinstance(meta, dict) else {}  # Metadata of another type than a{sv}: no track described
         url = _text(meta.get("xesam:url"))
         title, artist, album = (_text(meta.get(k)) for k in ("xesam:title", "xesam:artist", "xesam:album"))
         if status == "Stopped" or not (url or title) or meta.get("mpris:trackid") == NO_TRACK:
@@ -176,8 +178,8 @@ def hand_over(playlist_uri: str, track_uris: list[str], player: str | None = Non
             return f"opened in {identity}"
         except DBusErrorResponse as exc:
             refused = exc.name
-        if not (_get(conn, name, ROOT_IFACE, "HasTrackList", False)
-                and _get(conn, name, TRACKLIST_IFACE, "CanEditTracks", False)):
+        if not (_get(conn, name, ROOT_IFACE, "HasTrackList", False) is True  # a b, not some other type
+                and _get(conn, name, TRACKLIST_IFACE, "CanEditTracks", False) is True):
             raise MprisError(f"{identity} refused the playlist ({refused}) and has no editable track list: open the "
                              "playlist in it yourself")
         tracklist = DBusAddress(OBJECT_PATH, name, TRACKLIST_IFACE)

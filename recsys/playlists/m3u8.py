@@ -22,7 +22,9 @@ from recsys.library import remote
 from recsys.playlists.output import is_segment, xml_text
 from recsys.recommender.rank import RankedTrack
 
-_LINE_BREAKS = re.compile(r"[\r\n]+")
+# Every character that breaks a line to some reader (CR, LF, VT, FF, the file/group/record separators, NEL U+0085,
+# U+2028, U+2029) and every other control character: a label is one line of the file.
+_LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsys") -> bytes:

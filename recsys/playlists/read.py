@@ -16,11 +16,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote_to_bytes, urlsplit
 from xml.etree import ElementTree as ET
 
+from recsys.atomic import read_regular
 from recsys.errors import RecsysError
 from recsys.library.track import make_key
+from recsys.library.uri import unquote_path, uri_to_path
 
 XSPF_NS = "{http://xspf.org/ns/0/}"
 VLC_NS = "{http://www.videolan.org/vlc/playlist/ns/0/}"
@@ -56,13 +57,10 @@ class ReadPlaylist:
 def _uri_path(uri: str, folder: Path) -> str | None:
     """The local path a location names: a ``file://`` URI, an absolute path, or a path relative to ``folder``."""
     if uri.startswith("file:"):
-        parts = urlsplit(uri)
-        if parts.netloc not in ("", "localhost"):
-            return None
-        return os.fsdecode(unquote_to_bytes(parts.path))
+        return uri_to_path(uri)
     if _SCHEME.match(uri):
         return None  # http:, cdda:, smb: ... not a local file
-    return os.path.normpath(os.path.join(folder, os.fsdecode(unquote_to_bytes(uri))))
+    return os.path.normpath(os.path.join(folder, unquote_path(uri)))
 
 
 def _read_xspf(data: bytes, folder: Path, where: Path) -> list[tuple[str, str | None, float | None]]:
@@ -116,11 +114,14 @@ def _read_m3u(data: bytes, folder: Path) -> list[tuple[str, str | None, float | 
     return out
 
 
+MAX_BYTES = 256 << 20  # a playlist of a million tracks is well under this
+
+
 def read_playlist(path: str | os.PathLike, exists=os.path.exists) -> ReadPlaylist:
     """The local tracks of the playlist at ``path`` (XSPF by content or extension, else M3U/M3U8), in order."""
     where = Path(path).expanduser().absolute()
     try:
-        data = where.read_bytes()
+        data = read_regular(where, MAX_BYTES)  # never a FIFO or device (reading one blocks forever)
     except OSError as exc:
         raise PlaylistReadError(f"cannot read playlist {where} ({exc.strerror or type(exc).__name__}): check the "
                                 "path") from None

@@ -21,29 +21,17 @@ read in their sources; README "CUE sheets" has the table):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
-from recsys.library import remote
+from recsys.library.uri import path_to_uri
 from recsys.playlists.output import is_segment, xml_text
 from recsys.recommender.rank import RankedTrack
 
 XSPF_NS = "http://xspf.org/ns/0/"
 VLC_APP = "http://www.videolan.org/vlc/playlist/0"
 VLC_NS = "http://www.videolan.org/vlc/playlist/ns/0/"
-
-
-def file_uri(path: str) -> str:
-    """The absolute ``file://`` URI of ``path``, every byte outside the unreserved set percent-encoded.
-
-    Works from the path's bytes (``os.fsencode``), so names that are not valid UTF-8 survive the round trip too.
-    """
-    if remote.is_remote(path):  # a server's song: its location as it is (a player here cannot open it)
-        return quote(path, safe="/:+")
-    return "file://" + quote(os.fsencode(os.path.abspath(path)), safe="/")
 
 
 def _annotation(track: RankedTrack) -> str:
@@ -72,7 +60,7 @@ def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
     track_list = sub(root, "trackList")
     for t in tracks:
         el = sub(track_list, "track")
-        sub(el, "location", file_uri(t.path))
+        sub(el, "location", path_to_uri(t.path))
         for tag, value in (("title", t.title), ("creator", t.artist), ("annotation", _annotation(t)),
                            ("album", t.album)):
             if value:

@@ -7,15 +7,13 @@ plays and at most one skip per 4 plays -> liked-ish (3.5 stars); at least 3 skip
 disliked-ish (1.5 stars); any other history says too little. Every rating that is not used is counted by reason.
 
 Groups. Near-identical tracks of one album must never sit on both sides of a validation split, and neither should
-one artist's albums: a track's album is its album tag, or its folder when untagged; its artist is the artist tag
-(album artist first), or the album folder's parent when untagged -- unless that parent is the library's root folder,
-which is nobody's artist. ``grouped_folds`` keeps every album and every artist on one side.
+one artist's albums: album and artist are those of :mod:`recsys.library.groups` (the keys the caps and the votes
+use too). ``grouped_folds`` keeps every album and every artist on one side.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.library.catalogue import Catalogue
-from recsys.library.text import tag_key
+from recsys.library.groups import album_of, artist_of, library_root
 from recsys.library.track import Track
 
 log = logging.getLogger(__name__)
@@ -31,39 +29,6 @@ log = logging.getLogger(__name__)
 LIKED = 0.8  # 4 stars and up
 PSEUDO_MIN_EVENTS = 3
 PSEUDO_LIKED_TARGET, PSEUDO_DISLIKED_TARGET, PSEUDO_WEIGHT = 0.7, 0.3, 0.2
-
-
-def library_root(paths: Sequence[str]) -> str:
-    """The deepest folder holding every path (the music folder itself); '' when there is none.
-
-    The common folder of all paths is that of the lexicographically first and last one: two string comparisons
-    per path instead of a set of 100,000 folder names (1 s at 100,000 tracks).
-    """
-    paths = [p for p in paths if p]
-    if not paths:
-        return ""
-    try:
-        return os.path.commonpath([os.path.dirname(min(paths)), os.path.dirname(max(paths))])
-    except ValueError:  # relative and absolute paths mixed
-        return ""
-
-
-def album_of(album: str | None, albumartist: str | None, artist: str | None, path: str) -> str:
-    """The album a track belongs to: its album tag (with the album artist), else its folder."""
-    if tag_key(album):
-        return f"album:{tag_key(albumartist) or tag_key(artist)}\x00{tag_key(album)}"
-    return f"folder:{os.path.dirname(path)}"
-
-
-def artist_of(artist: str | None, albumartist: str | None, path: str, root: str) -> str:
-    """The artist a track belongs to: its album artist or artist tag, else its album folder's parent (not the root)."""
-    name = tag_key(albumartist) or tag_key(artist)
-    if name:
-        return f"artist:{name}"
-    parent = os.path.dirname(os.path.dirname(path))
-    if parent and parent != root and os.path.dirname(parent) != parent:
-        return f"folder:{parent}"
-    return ""
 
 
 @dataclass

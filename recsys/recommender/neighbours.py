@@ -24,9 +24,9 @@ unrated tracks of an album you rated five times five stars are the likeliest to 
 On the development corpus (14 soundtracks, two liked) this took the top 20 from 58 % liked-style tracks (the votes
 through the index alone) to 100 %, and the disliked ones in it from 1.2 to 0 (benchmarks/RESULTS.md). Tracks
 directly in the library's root folder have no album (a flat library is not one album), untagged ones under it no
-artist (``labels.artist_of``). A folder whose files carry at most ``RELEASE_MAX_TAGS`` album tags is one album
-whatever the tags say (``library_groups``): on the development corpus, soundtracks whose composers tagged their own
-tracks had liked tracks left out because only one rated track shared their tag.
+artist (``recsys.library.groups.artist_of``). A folder whose files carry at most ``RELEASE_MAX_TAGS`` album tags is
+one album whatever the tags say (``library_groups``): on the development corpus, soundtracks whose composers tagged
+their own tracks had liked tracks left out because only one rated track shared their tag.
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.library.catalogue import Catalogue
-from recsys.recommender.labels import Labels, album_of, artist_of
+from recsys.library.groups import album_of, artist_of
+from recsys.library.text import tag_key
+from recsys.recommender.labels import Labels
 
 Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # queries, k -> (cosines, rows), best first
 ALPHA = 1.0
@@ -95,13 +97,13 @@ def _folder(path: str) -> str:
 
 
 def _matching(values: Sequence[str], tags: set[str]) -> tuple[set[str], set[str]]:
-    """The distinct ``values`` whose stripped, case-folded text is one of ``tags``, and the blank ones."""
+    """The distinct ``values`` whose ``tag_key`` is one of ``tags``, and the blank ones."""
     matching, blank = set(), set()
     for value in set(values):
-        text = value.strip()
+        text = tag_key(value)
         if not text:
             blank.add(value)
-        elif text.casefold() in tags:
+        elif text in tags:
             matching.add(value)
     return matching, blank
 
@@ -112,8 +114,8 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
 
     Only those can get an album or artist vote, so only those are named: the normalised names of every track cost
     0.9 s at 100,000 tracks (3 s on a loaded machine), more than the playlist may take. A track is named when its
-    folder, its album folder's parent or a tag, compared case-insensitively, matches an evidence track's; that
-    misses only tags that differ from the rated track's in spacing or character width as well as in case.
+    folder, its album folder's parent or a tag (each distinct tag value normalised once by ``tag_key``, the rule
+    ``album_of`` and ``artist_of`` compare by) matches an evidence track's.
     Rows no track names, and tracks directly in the library's root folder (a flat library is not one album), get -1.
 
     A release folder joins its tracks into one album whatever their tags say: an evidence track's folder (not the
@@ -126,10 +128,10 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     mine = [i for i, key in enumerate(library.keys) if key in wanted]  # 1,000,000 lookups in the big row_of: 3 s
     paths, albums, albumartists, artists = library.paths, library.albums, library.albumartists, library.artists
     # what album_of and artist_of read: the album tag, else the folder; the (album) artist tag, else its parent
-    album_tags = {albums[i].strip().casefold() for i in mine if albums[i].strip()}
-    album_folders = {_folder(paths[i]) for i in mine if not albums[i].strip()}
-    artist_tags = {(albumartists[i].strip() or artists[i].strip()).casefold() for i in mine} - {""}
-    artist_folders = {_folder(_folder(paths[i])) for i in mine if not (albumartists[i].strip() or artists[i].strip())}
+    album_tags = {tag_key(albums[i]) for i in mine} - {""}
+    album_folders = {_folder(paths[i]) for i in mine if not tag_key(albums[i])}
+    artist_tags = {tag_key(albumartists[i]) or tag_key(artists[i]) for i in mine} - {""}
+    artist_folders = {_folder(_folder(paths[i])) for i in mine if not (tag_key(albumartists[i]) or tag_key(artists[i]))}
     releases = _release_folders(library, {_folder(paths[i]) for i in mine} - {root})
     # which tag values match, each distinct value tested once (a few per album), then set lookups per track
     in_album, untagged_album = _matching(albums, album_tags)
@@ -165,7 +167,7 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
 
 def _release_folders(library: Catalogue, candidates: set[str]) -> dict[str, list[int]]:
     """The ``candidates`` whose own files (not their subfolders') carry at most ``RELEASE_MAX_TAGS`` distinct album
-    tags (compared case-insensitively), each with the catalogue indices of its files.
+    tags (compared by ``tag_key``), each with the catalogue indices of its files.
 
     Keys begin with the path and the catalogue is in key order, so everything under a folder is one run of entries,
     found by bisection: a few folders' files are read, never the whole library's.
@@ -179,7 +181,7 @@ def _release_folders(library: Catalogue, candidates: set[str]) -> dict[str, list
             if _folder(paths[i]) == folder:
                 rows.append(i)
             i += 1
-        if len({albums[i].strip().casefold() for i in rows} - {""}) <= RELEASE_MAX_TAGS:
+        if len({tag_key(albums[i]) for i in rows} - {""}) <= RELEASE_MAX_TAGS:
             out[folder] = rows
     return out
 

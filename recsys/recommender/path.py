@@ -4,9 +4,9 @@ The two unit vectors are joined by the great circle between them (slerp: every p
 "nearest" means the same along the whole way, which a straight line through the sphere's inside would not give);
 ``steps`` points are spaced evenly on it, A first and B last, and each inner point takes the nearest track not used
 yet through the index's search. The playlist's rules hold: at most ``max_per_artist`` / ``max_per_album`` tracks
-(A and B count), never the same artist twice in a row, no duplicates (same artist and title, or near-identical
-audio), no missing file. A point whose nearest few hundred tracks are all ruled out is left out, and the path says
-how many were and which rule removed the candidates.
+(A and B count), never the same artist twice in a row, no recording twice (``recsys.library.groups.same_recording``),
+no missing file. A point whose nearest few hundred tracks are all ruled out is left out, and the path says how many
+were and which rule removed the candidates.
 
 Numpy and a search callable only (``recsys.recommender.neighbours.Search``): no torch, no index import here.
 """
@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from recsys.config import MAX_PATH_STEPS
 from recsys.errors import RecsysError
+from recsys.library.groups import same_recording
 from recsys.recommender.neighbours import Search
-from recsys.recommender.rank import DUPLICATE_COS
 
 SEARCH_K = 32  # neighbours asked per point at first; widened fourfold while every one is ruled out
 SEARCH_MAX = 2048  # past this many ruled-out neighbours a point is left out (the rules, not the index, stop it)
@@ -34,11 +35,11 @@ class PathError(RecsysError):
 @dataclass(frozen=True)
 class TrackFacts:
     """What the rules need of a track: its artist and album group (see ``recsys.recommender.labels``; '' when
-    unknown), its normalised title ('' when untagged) and its file."""
+    unknown), its ``recording_key`` ('' when untagged) and its file."""
 
     artist: str
     album: str
-    title: str
+    recording: str
     path: str
 
 
@@ -86,6 +87,8 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
     """
     if steps < 2:
         raise PathError(f"--steps {steps}: a path has at least 2 tracks (A and B)")
+    if steps > MAX_PATH_STEPS:
+        raise PathError(f"--steps {steps}: a path has at most {MAX_PATH_STEPS} tracks")
     if start == end:
         raise PathError("A and B are the same track: choose two different tracks")
     vectors = np.asarray(vectors)
@@ -94,7 +97,7 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
     sims = [1.0]
     per_artist: Counter[str] = Counter()
     per_album: Counter[str] = Counter()
-    titles: set[str] = set()
+    recordings: set[str] = set()
     removed: Counter[str] = Counter()
     ruled_out: set[int] = set()
 
@@ -102,14 +105,17 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
         f = facts(row)
         per_artist[f.artist] += 1 if f.artist else 0
         per_album[f.album] += 1 if f.album else 0
-        if f.title:
-            titles.add(f"{f.artist}\x00{f.title}")
+        if f.recording:
+            recordings.add(f.recording)
 
     take(start)
     take(end)  # B is in the path from the start: it counts toward its artist's and album's caps
     ends = np.asarray(vectors[[start, end]], dtype=np.float32)
     left_out = 0
     for point in points[1:-1]:
+        if len(used) + len(ruled_out) + 1 >= len(vectors):  # every track is on the path or ruled out: none is left
+            left_out += 1
+            continue
         choice, last_artist = None, facts(used[-1]).artist
         k = SEARCH_K
         while choice is None:
@@ -118,7 +124,7 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
                 row = int(row)
                 if row < 0 or row in ruled_out or row == end or row in used:
                     continue
-                reason = _rule(row, facts(row), vectors, used, ends, per_artist, per_album, titles,
+                reason = _rule(row, facts(row), vectors, used, ends, per_artist, per_album, recordings,
                                max_per_artist, max_per_album, allowed, exists)
                 if reason is not None:
                     ruled_out.add(row)
@@ -143,15 +149,15 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
 
 
 def _rule(row: int, f: TrackFacts, vectors: np.ndarray, used: list[int], ends: np.ndarray, per_artist: Counter[str],
-          per_album: Counter[str], titles: set[str], max_per_artist: int, max_per_album: int,
+          per_album: Counter[str], recordings: set[str], max_per_artist: int, max_per_album: int,
           allowed: Callable[[int], bool] | None, exists: Callable[[str], bool] | None) -> str | None:
     """The rule that removes ``row`` for good, or None when it may be picked."""
     if allowed is not None and not allowed(row):
         return "filter"
     vec = np.asarray(vectors[row], dtype=np.float32)
     picked = np.asarray(vectors[used], dtype=np.float32)
-    if (f.title and f"{f.artist}\x00{f.title}" in titles) or float(np.max(np.concatenate(
-            [picked @ vec, ends @ vec]))) > DUPLICATE_COS:
+    if (f.recording and f.recording in recordings) or same_recording(float(np.max(np.concatenate(
+            [picked @ vec, ends @ vec])))):
         return "duplicate"
     if f.artist and per_artist[f.artist] >= max_per_artist:
         return "artist cap"

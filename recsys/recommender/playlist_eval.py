@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from recsys.library.groups import album_of
 from recsys.library.track import Track
-from recsys.recommender.labels import LIKED, album_of
+from recsys.recommender.labels import LIKED
 from recsys.recommender.persistence import ClassifierError, RatingModel, finite
 from recsys.recommender.rank import DISLIKED
 

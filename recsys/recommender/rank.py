@@ -37,11 +37,15 @@ Caps scale with the taste (``scale_caps``): raised to ``top_n`` / the number of 
 evidence when that is more, so a taste of two albums can fill the playlist; seeds keep the caps as given.
 
 Rules. MMR over a shortlist of the best few thousand: each pick maximises ``lambda * score - (1 - lambda) * its
-highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, never
-the same artist twice in a row, and no duplicates (same artist + title, or cosine > 0.995). Untagged tracks are
+highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, the
+same artist twice in a row only when no other artist is among the next ``SAME_ARTIST_LOOKAHEAD`` candidates (the
+rule reorders, it never drops a track), and no recording twice (``recsys.library.groups.same_recording``). Albums
+are those of ``recsys.library.groups.album_of``, the album artist read from the live ``library`` as the votes read
+it (a compilation is one album under its cap); the artist of the cap is the performer (``artist_of`` without the
+album artist: twelve singers of a compilation are twelve artists, and may follow each other). Untagged tracks are
 capped too: the folder stands in for a missing album, the album folder's parent for a missing artist (not the
-library's root folder). When the playlist comes out shorter than asked, ``Ranking.stopped`` says which rule
-stopped it and how many candidates each rule removed.
+library's root folder). When the playlist comes out shorter than asked, ``Ranking.stopped`` says which rule stopped
+it and how many candidates each rule removed.
 
 This module imports numpy and faiss, never torch: the playlist command must start fast.
 """
@@ -56,11 +60,12 @@ from typing import Any
 
 import numpy as np
 
+from recsys.choices import RANK_MODES
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
-from recsys.library.text import tag_key
+from recsys.library.groups import album_of, artist_of, library_root, recording_key, same_recording
 from recsys.library.track import Labelled, Track
-from recsys.recommender.labels import LIKED, album_of, artist_of, collect_labels, library_root
+from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
     ALPHA,
     PRIOR,
@@ -76,11 +81,11 @@ from recsys.recommender.neighbours import (
 from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
-DUPLICATE_COS = 0.995
 SHORTLIST_MIN = 2000
+SAME_ARTIST_LOOKAHEAD = 3  # candidates, in MMR order, looked past for another artist before one plays twice in a row
 SHORTLIST_PER_PICK = 20
 EXPLAIN_N = 2
-MODES = ("taste", "uncertain")
+MODES = RANK_MODES
 SCORERS = ("blend", "neighbours", "classifier")
 WEAK = "too little liked evidence"
 AUDIO_ONLY = "too few liked votes for a track recommended on its sound alone"
@@ -159,7 +164,7 @@ class _Rules:
 
 
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
-         titles: list[str], paths: list[str], rules: _Rules) -> tuple[list[int], Counter[str]]:
+         recordings: list[str], paths: list[str], rules: _Rules) -> tuple[list[int], Counter[str]]:
     """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed."""
     cand = vectors[short]
     rel = np.asarray(relevance, dtype=np.float32)
@@ -167,20 +172,21 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     alive = np.ones(len(short), dtype=bool)
     per_artist: Counter[str] = Counter()
     per_album: Counter[str] = Counter()
-    seen_titles: set[str] = set()
+    seen_recordings: set[str] = set()
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
     while len(picked) < rules.top_n and alive.any():
         gain = rules.lam * rel - (1.0 - rules.lam) * np.maximum(max_sim, 0.0)
         gain[~alive] = -np.inf
-        choice = None
+        choice = fallback = None
+        waited = 0
         for i in np.argsort(-gain, kind="stable"):
             if not alive[i]:
                 break
             artist, album = artists[i], albums[i]
             reason = None
-            if max_sim[i] > DUPLICATE_COS or (titles[i] and f"{artist}\x00{titles[i]}" in seen_titles):
+            if same_recording(max_sim[i]) or (recordings[i] and recordings[i] in seen_recordings):
                 reason = "duplicate"
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -192,17 +198,21 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                 alive[i] = False
                 removed[reason] += 1
                 continue
-            if artist and artist == last_artist:
-                continue  # allowed later, just not right after the same artist
+            if artist and artist == last_artist:  # look a little further for another artist to put between
+                fallback = int(i) if fallback is None else fallback
+                waited += 1
+                if waited > SAME_ARTIST_LOOKAHEAD:
+                    break
+                continue
             choice = int(i)
             break
         if choice is None:
-            if alive.any():
-                removed["same artist twice in a row"] += int(alive.sum())
+            choice = fallback  # only this artist is near enough: the same artist again, rather than nothing
+        if choice is None:
             break
         picked.append(choice)
         alive[choice] = False
-        seen_titles.add(f"{artists[choice]}\x00{titles[choice]}")
+        seen_recordings.add(recordings[choice])
         per_artist[artists[choice]] += 1 if artists[choice] else 0
         per_album[albums[choice]] += 1 if albums[choice] else 0
         last_artist = artists[choice]
@@ -383,10 +393,11 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     meta = lib if hasattr(lib, "column") else lib.meta
     paths = _take(meta, "path", short)
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
-    artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]
-    albums = [album_of(al, None, a, p) for al, a, p in zip(album_raw, artist_raw, paths, strict=True)]
-    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, [tag_key(t) for t in title_raw],
-                               paths, rules)
+    owners = library.albumartists_of(lib.keys[r] for r in short)  # the snapshot has no album-artist column
+    artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]  # the performer
+    albums = [album_of(al, aa, a, p) for al, aa, a, p in zip(album_raw, owners, artist_raw, paths, strict=True)]
+    recordings = [recording_key(a, t) for a, t in zip(artist_raw, title_raw, strict=True)]
+    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, recordings, paths, rules)
     removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))

@@ -60,6 +60,8 @@ class Source(Protocol):
 SOURCES: dict[str, str] = {
     "clementine": "recsys.library.sources.clementine:SOURCE",  # Clementine and Strawberry
     "navidrome": "recsys.library.sources.navidrome:SOURCE",
+    "beets": "recsys.library.sources.beets:SOURCE",
+    "mpd": "recsys.library.sources.mpd:SOURCE",  # library.db mpd://HOST:PORT (--mpd), never looked for
 }
 
 
@@ -134,6 +136,10 @@ class Library:
         if self.server:
             return ", ".join([f"Subsonic server {self.server} (ratings of user {self.db_user})", *self.folders])
         db = f"{self.db_path}" + (f" (ratings of Navidrome user {self.db_user})" if self.db_user else "")
+        if self.db_kind == "mpd":
+            from recsys.servers.mpd import parse_address
+
+            db = f"MPD at {parse_address(str(self.db_path))}"
         return db if self.db_path and not self.folders else ", ".join(([db] if self.db_path else []) + self.folders)
 
 
@@ -220,8 +226,9 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
     db_path = library_db(db, folders, auto_detect and not server)
     if db_path is None and not folders and not server:
         raise NoLibraryError(
-            "no music library found: no Clementine, Strawberry or Navidrome database at its usual place; "
-            "give one with --db PATH, a music folder with --library DIR or a Subsonic server with --subsonic URL"
+            "no music library found: no Clementine, Strawberry, Navidrome or beets database at its usual place; "
+            "give one with --db PATH, an MPD server with --mpd HOST[:PORT], a Subsonic server with --subsonic URL "
+            "or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
     player = scan = None

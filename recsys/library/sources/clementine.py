@@ -7,18 +7,20 @@ read everything inside one read transaction (one consistent snapshot), and never
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources import PlayerLibrary
 from recsys.library.track import Track, make_key, track_from_values
+from recsys.library.uri import uri_to_path
 
 
 class PlayerDBError(RecsysError):
@@ -214,27 +216,20 @@ def _shape(db: Path, conn: sqlite3.Connection, columns: set[str]) -> tuple[str, 
                         f"(found: {', '.join(sorted(columns))}): give a Clementine or Strawberry database")
 
 
-def uri_to_path(value: str | bytes | None) -> str | None:
-    """The absolute POSIX path of a ``file://`` URI as the players store it; None for anything that is not a file.
+def location_path(value: str | bytes | None) -> str | None:
+    """The absolute path a row's location names (``recsys.library.uri.uri_to_path``); None for anything that is not
+    a local file.
 
-    Clementine stores a BLOB, Strawberry TEXT; both percent-encode (UTF-8 bytes as ``%C3%9C``). Bytes that are not
-    valid UTF-8 survive as surrogate escapes, like ``os.fsdecode`` would give for the same file name.
+    Clementine stores a BLOB, Strawberry TEXT; both percent-encode (UTF-8 bytes as ``%C3%9C``), and very old databases
+    wrote bare paths.
     """
-    if (type(value) is bytes and value.startswith(b"file:///") and b"%" not in value and b"?" not in value
-            and b"#" not in value):
-        return value[7:].decode("utf-8", "surrogateescape")  # the usual Clementine row: nothing to unquote or split
     if value is None:
         return None
-    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
-    if text.startswith("/"):
-        return text  # a bare path, as very old databases wrote them
-    if text.startswith("file:///") and "?" not in text and "#" not in text:  # the usual case, without urlsplit
-        return unquote(text[7:], errors="surrogateescape")
-    parts = urlsplit(text)
-    if parts.scheme.lower() != "file" or parts.netloc.lower() not in ("", "localhost"):
-        return None
-    path = unquote(parts.path, errors="surrogateescape")
-    return path if path.startswith("/") else None
+    if isinstance(value, str) and value.startswith("/"):
+        return value  # a bare path, as very old databases wrote them
+    if isinstance(value, bytes) and value.startswith(b"/"):
+        return os.fsdecode(value)
+    return uri_to_path(value)
 
 
 def _rating(value: object, kind: str) -> float | None:
@@ -282,7 +277,7 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     first_beginning: dict[str, int] = {}
     cut: set[str] = set()
     for row in rows:
-        path = uri_to_path(row[0])
+        path = location_path(row[0])
         if path is None:
             skipped_urls += 1
         elif row[unavailable_at] == 1 or (type(row[unavailable_at]) is not int and _int(row[unavailable_at]) == 1):

@@ -1,0 +1,79 @@
+"""The one home of "album", "artist" and "same recording": the keys every cap, vote, split and metric groups by.
+
+- :func:`album_of`: a track's album is its album tag, owned by its album artist (else its artist), compared by
+  :func:`~recsys.library.text.tag_key`; an untagged track's album is its folder. Two "Greatest Hits" of different
+  artists are two albums, and the twelve tracks of a "Various Artists" compilation are one, whoever sings each.
+- :func:`artist_of`: the album artist tag, else the artist tag, else the album folder's parent -- unless that parent
+  is the library's root folder (:func:`library_root`), which is nobody's artist. The votes and the rating splits
+  pass the album artist (whose album it is); the playlist's variety rules pass None (the performer: the singers of
+  a compilation are not one artist twelve times).
+- :func:`same_recording`: two tracks are one recording when their vectors are nearly identical (cosine above
+  :data:`SAME_RECORDING_COS`: a copy, a re-encode, the same master on two releases) or when the same performer's
+  tracks carry the same title (:func:`recording_key`).
+
+Callers pass whatever tags they have: the player's tracks and the ``Catalogue`` carry the album artist, the index
+snapshot does not (``recsys playlist`` reads it from the live ``Catalogue``; ``recsys path``, which reads no player
+database, groups albums by the artist tag). Keys are plain
+strings typed :data:`GroupKey`, so a signature says which kind of string it wants.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import NewType
+
+import numpy as np
+
+from recsys.library.text import tag_key
+
+GroupKey = NewType("GroupKey", str)  # an album or artist group as album_of / artist_of form it ('' for none)
+
+SAME_RECORDING_COS = 0.995  # cosine above which two tracks are one recording (copies, re-encodes, re-releases)
+
+
+def library_root(paths: Sequence[str]) -> str:
+    """The deepest folder holding every path (the music folder itself); '' when there is none.
+
+    The common folder of all paths is that of the lexicographically first and last one: two string comparisons
+    per path instead of a set of 100,000 folder names.
+    """
+    paths = [p for p in paths if p]
+    if not paths:
+        return ""
+    try:
+        return os.path.commonpath([os.path.dirname(min(paths)), os.path.dirname(max(paths))])
+    except ValueError:  # relative and absolute paths mixed
+        return ""
+
+
+def album_of(album: str | None, albumartist: str | None, artist: str | None, path: str) -> GroupKey:
+    """The album a track belongs to: its album tag (owned by the album artist, else the artist), else its folder."""
+    if tag_key(album):
+        return GroupKey(f"album:{tag_key(albumartist) or tag_key(artist)}\x00{tag_key(album)}")
+    return GroupKey(f"folder:{os.path.dirname(path)}")
+
+
+def artist_of(artist: str | None, albumartist: str | None, path: str, root: str) -> GroupKey:
+    """The artist a track belongs to: its album artist or artist tag, else its album folder's parent (not ``root``,
+    the library's own folder); '' when none is known."""
+    name = tag_key(albumartist) or tag_key(artist)
+    if name:
+        return GroupKey(f"artist:{name}")
+    parent = os.path.dirname(os.path.dirname(path))
+    if parent and parent != root and os.path.dirname(parent) != parent:
+        return GroupKey(f"folder:{parent}")
+    return GroupKey("")
+
+
+def recording_key(artist: str | None, title: str | None) -> str:
+    """What makes two tagged tracks one recording: the performer (artist tag, not the album artist: a song on its
+    album and on a compilation is one recording) and the title; '' when either is missing ("Intro" of two untagged
+    files is not one song)."""
+    performer, name = tag_key(artist), tag_key(title)
+    return f"{performer}\x00{name}" if performer and name else ""
+
+
+def same_recording(cosine: float | np.ndarray) -> bool | np.ndarray:
+    """Whether vectors this close (cosine; an array of them gives an array) are one recording heard twice."""
+    return cosine > SAME_RECORDING_COS
