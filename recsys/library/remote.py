@@ -82,12 +82,21 @@ def install(resolvers: dict[str, Resolver]) -> None:
     _servers.update(resolvers)
 
 
+def song_id(path: str, server_url: str) -> str | None:
+    """The server's song id in a location of the server at ``server_url``; None for anything else."""
+    prefix = server_prefix(server_url)
+    return _decoded(path[len(prefix):].partition("/")[0]) if path.startswith(prefix) else None
+
+
+def _decoded(text: str) -> str:
+    return urllib.parse.unquote(text)
+
+
 def _split(path: str) -> tuple[str, Resolver, str]:
     """(server prefix, its resolver, song id) of a location; OSError when no server of this process knows it."""
     for prefix, resolver in sorted(_servers.items(), key=lambda kv: -len(kv[0])):
         if path.startswith(prefix):
-            song_id = urllib.parse.unquote(path[len(prefix):].partition("/")[0])
-            return prefix, resolver, song_id
+            return prefix, resolver, _decoded(path[len(prefix):].partition("/")[0])
     raise FileNotFoundError(f"{path}: the library of its server was not read in this run")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,8 +83,7 @@ def push(settings: Settings, name: str, entries: Sequence[PushEntry], *, dry_run
 def _song_ids(client: SubsonicClient, entries: Sequence[PushEntry], mapping: dict[str, str],
               missing: list[str]) -> list[str]:
     """The server's song ids of ``entries``, in order, once each; the keys it does not know go to ``missing``."""
-    prefix = remote.server_prefix(client.url)
-    needs_paths = any(not e.key.startswith(prefix) for e in entries)
+    needs_paths = any(remote.song_id(e.key, client.url) is None for e in entries)
     by_path: dict[str, str] = {}
     known: set[str] = set()
     for song in client.songs():
@@ -94,8 +92,8 @@ def _song_ids(client: SubsonicClient, entries: Sequence[PushEntry], mapping: dic
             by_path[song["path"].lstrip("/")] = str(song["id"])
     ids: list[str] = []
     for entry in entries:
-        if entry.key.startswith(prefix):
-            song_id: str | None = urllib.parse.unquote(entry.key[len(prefix):].partition("/")[0])
+        song_id = remote.song_id(entry.key, client.url)
+        if song_id is not None:
             song_id = song_id if song_id in known else None
         else:
             song_id = by_path.get(_server_path(entry.path, mapping) or "")
