@@ -106,7 +106,8 @@ class RecsysGroup(click.Group):
 
 def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (), **overrides) -> Settings:
     obj = ctx.find_root().obj
-    return command_settings(obj["config"], obj["home"], db=_with_mpd(ctx, db), folders=folders, **overrides)
+    return command_settings(obj["config"], obj["home"], db=_with_mpd(ctx, db), folders=folders,
+                            subsonic=ctx.meta.get(_SUBSONIC), subsonic_user=ctx.meta.get(_SUBSONIC_USER), **overrides)
 
 
 def _with_mpd(ctx: click.Context, db: str | None) -> str | None:
@@ -133,16 +134,34 @@ def _library_settings(ctx: click.Context, db: str | None = None, folders: tuple[
 
 def _remember(settings: Settings, db: str | None, folders: tuple[str, ...]) -> None:
     """After a command succeeded: remember its --db/--library for the next commands, and say so."""
-    line = remember_library(settings, _with_mpd(click.get_current_context(), db), folders)
+    context = click.get_current_context()
+    line = remember_library(settings, _with_mpd(context, db), folders, context.meta.get(_SUBSONIC))
     if line:
         click.echo(f"note: {_one_line(line)}", err=True)
 
 
+_SUBSONIC, _SUBSONIC_USER = "recsys.subsonic", "recsys.subsonic_user"  # kept in ctx.meta, not as parameters
+
+
+def _keep(key: str):
+    def callback(ctx: click.Context, _param, value):
+        if value is not None:
+            ctx.meta[key] = value
+    return callback
+
+
 def _library_options(remembers: bool = True):
-    """--db and --library, the same on every command that reads the library."""
+    """--db, --library, --subsonic and --subsonic-user, the same on every command that reads the library."""
     kept = " Remembered for the next commands." if remembers else ""
 
     def add(command):
+        command = click.option("--subsonic-user", expose_value=False, callback=_keep(_SUBSONIC_USER),
+                               metavar="NAME", help="Whose songs and ratings --subsonic reads [default: setting "
+                                                    "subsonic.user].")(command)
+        command = click.option("--subsonic", expose_value=False, callback=_keep(_SUBSONIC), metavar="URL",
+                               help="A Subsonic server as the library (Navidrome, Gonic, Airsonic, Supysonic...), "
+                                    "e.g. http://localhost:4533; the password from RECSYS_SUBSONIC_PASSWORD or "
+                                    f"subsonic.password_file, never a flag.{kept}")(command)
         command = click.option("--library", "folders", type=click.Path(file_okay=False), multiple=True,
                                help=f"Music folder (repeatable); without --db, the folders alone.{kept}")(command)
         command = click.option("--mpd", metavar="HOST[:PORT]", expose_value=False,
@@ -154,6 +173,34 @@ def _library_options(remembers: bool = True):
                             help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
                                  f"[default: the remembered one, else found at its usual place].{kept}")(command)
     return add
+
+
+_PUSH, _DRY_RUN = "recsys.push", "recsys.dry_run"
+
+
+def _push_options(command):
+    """--push and --dry-run, the same on every command that writes a playlist."""
+    command = click.option("--dry-run", is_flag=True, expose_value=False, callback=_keep(_DRY_RUN),
+                           help="With --push: say what would change on the server, change nothing there.")(command)
+    return click.option("--push", is_flag=True, expose_value=False, callback=_keep(_PUSH),
+                        help="Also create or replace, by name, the playlist on the server the library comes from "
+                             "(a Subsonic server: --subsonic); only a playlist recsys created is ever "
+                             "replaced.")(command)
+
+
+def _push(settings: Settings, name: str, tracks) -> None:
+    """After a command wrote its playlist: push it when asked (--push), one line saying what happened."""
+    meta = click.get_current_context().meta
+    if not meta.get(_PUSH):
+        if meta.get(_DRY_RUN):
+            click.echo("note: --dry-run only applies to --push: nothing was pushed", err=True)
+        return
+    from recsys.app.push import describe, push_written
+
+    report = push_written(settings, name, tracks, dry_run=bool(meta.get(_DRY_RUN)))
+    if report.action == "refused":
+        raise RecsysError(describe(report))
+    click.echo(_one_line(describe(report)), err=True)
 
 
 def _where_option(command):
@@ -281,6 +328,7 @@ def _render_embed(report) -> None:
     lib = report.library
     source = f"{lib.db_kind} database {lib.db_path}" if lib.db_path else "folders"
     source += f" (ratings of Navidrome user {lib.db_user})" if lib.db_user else ""
+    source = _one_line(lib.source()) if lib.server else source
     click.echo(f"library: {report.total} tracks from {source}"
                + (f" and {len(lib.folders)} folder(s)" if lib.db_path and lib.folders else ""))
     _render_skipped_rows(lib.skipped_urls, lib.skipped_unavailable, lib.duplicate_rows, indent="  ")
@@ -322,6 +370,7 @@ def _render_embed(report) -> None:
               help="Playlist format of --out [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @_where_option
+@_push_options
 @click.pass_context
 def similar(ctx, track, k, as_json, out, fmt, force, where):
     """Tracks that sound like TRACK.
@@ -352,6 +401,9 @@ def similar(ctx, track, k, as_json, out, fmt, force, where):
                        f"{_one_line(r.key)}")
     if result.path:
         click.echo(f"wrote {len(result.neighbours)} tracks to {result.path}", err=True)
+        _push(settings, "recsys similar", result.neighbours)
+    elif click.get_current_context().meta.get(_PUSH):
+        raise RecsysError("--push sends the playlist --out writes: give --out (or --format) too")
 
 
 @main.command()
@@ -450,6 +502,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
 @_where_option
 @_library_options()
+@_push_options
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked list as JSON (the file is written too).")
 @click.option("--explain", is_flag=True,
               help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
@@ -492,6 +545,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
                                                      where=where, seed_playlists=seed_playlists))
     _render_playlist(result, as_json, explain)
+    _push(settings, name or settings.recommend.name, result.tracks)
     if queue:
         click.echo(_one_line(queue_playlist(settings, result)), err=True)
     _remember(settings, db, folders)
@@ -581,6 +635,7 @@ def _render_scores(scores) -> None:
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @click.option("--json", "as_json", is_flag=True, help="Print the path as JSON (the file is written too).")
 @_where_option
+@_push_options
 @click.pass_context
 def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_json, where):
     """A playlist that leads from track A to track B by sound.
@@ -596,8 +651,8 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
     """
     from recsys.app.path import PathRequest, make_path
 
-    result = make_path(_settings(ctx), PathRequest(a, b, steps, out, fmt, force, max_per_artist, max_per_album,
-                                                   where))
+    settings = _settings(ctx)
+    result = make_path(settings, PathRequest(a, b, steps, out, fmt, force, max_per_artist, max_per_album, where))
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
     if as_json:
@@ -608,6 +663,7 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
         for i, t in enumerate(result.tracks, 1):
             click.echo(f"{i:3d}  {t.score:6.3f}  {_one_line(t.label)}  ({_one_line(t.album or '-')})")
     click.echo(f"wrote {len(result.tracks)} tracks to {result.path}", err=as_json)
+    _push(settings, "recsys path", result.tracks)
 
 
 @main.command()
@@ -624,6 +680,7 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists (only a playlist is replaced).")
 @_where_option
 @_library_options(remembers=False)
+@_push_options
 @click.option("--json", "as_json", is_flag=True, help="Print the playlist as JSON (the file is written too).")
 @click.option("--keep", type=click.IntRange(min=1), default=10, show_default=True,
               help="With MPD: tracks kept queued after the playing one.")
@@ -664,6 +721,7 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
     _render_playlist(result.playlist, as_json, explain=False)
     if result.handed:
         click.echo(_one_line(result.handed), err=True)
+    _push(settings, "recsys radio", result.playlist.tracks)
 
 
 @main.command("map")

@@ -138,6 +138,8 @@ class LibrarySettings:
     db: str | None = _s(None)
     folders: list[str] = _s([])
     exclude_genres: list[str] = _s([])
+    subsonic: str | None = _s(None, pattern=re.compile(r"https?://[^\s@]+"),
+                              meaning="a Subsonic server's address, http(s)://HOST[:PORT][/PATH], no user in it")
 
 
 def _path_map_entry(entry: str) -> bool:
@@ -170,6 +172,20 @@ class MpdSettings:
     music_directory: str | None = _s(None)
     rating_scale: float = _s(10.0, lo=0, lo_open=True, hi=1000)
     play_count_sticker: str = _s("playCount", empty=True)
+
+
+@dataclass
+class SubsonicSettings:
+    user: str | None = _s(None)
+    password_file: str | None = _s(None)
+    path_map: list[str] = _s([], test=_path_map_entry, meaning="entries SERVER_FOLDER=YOUR_FOLDER, e.g. "
+                                                               "/=/home/me/Music")
+    loved_stars: float = _s(4.0, lo=0, hi=5)
+    timeout_s: float = _s(30.0, lo=0, lo_open=True, hi=3600)
+
+    def mapping(self) -> dict[str, str]:
+        """path_map as {the server's folder: this machine's folder}."""
+        return {theirs: str(Path(ours).expanduser()) for theirs, _, ours in (e.partition("=") for e in self.path_map)}
 
 
 @dataclass
@@ -261,6 +277,7 @@ class Settings:
     navidrome: NavidromeSettings = field(default_factory=NavidromeSettings)
     beets: BeetsSettings = field(default_factory=BeetsSettings)
     mpd: MpdSettings = field(default_factory=MpdSettings)
+    subsonic: SubsonicSettings = field(default_factory=SubsonicSettings)
     audio: AudioSettings = field(default_factory=AudioSettings)
     embed: EmbedSettings = field(default_factory=EmbedSettings)
     index: IndexSettings = field(default_factory=IndexSettings)
@@ -395,11 +412,12 @@ def _check_home(settings: Settings, where: str) -> None:
 def _flag(name: str) -> str:
     """The command-line flag that sets a dotted setting (flags are named after the setting's key)."""
     key = name.rsplit(".", 1)[-1]
-    return {"folders": "--library"}.get(key, "--" + key.replace("_", "-"))
+    return {"folders": "--library", "user": "--" + name.replace(".", "-").replace("_", "-")}.get(
+        key, "--" + key.replace("_", "-"))
 
 
 _ENV_PREFIX = "RECSYS_"
-_NOT_SETTINGS = {"RECSYS_HOME", "RECSYS_DEBUG"}
+_NOT_SETTINGS = {"RECSYS_HOME", "RECSYS_DEBUG", "RECSYS_SUBSONIC_PASSWORD"}  # the password: never a setting
 
 
 def env_name(name: str) -> str:
@@ -545,7 +563,7 @@ def load_settings(
     force. Every value is checked against its setting's range as it is applied, so a bad one is reported at load,
     naming the setting, the value, what is allowed and the layer it came from.
     """
-    from recsys.home.remembered import read_remembered, remembered_file
+    from recsys.home.remembered import read_remembered, read_remembered_user, remembered_file
 
     environ = dict(os.environ if environ is None else environ)
     layers: list[tuple[dict[str, Any], Origin]] = []
@@ -576,9 +594,11 @@ def load_settings(
         library = read_remembered(settings.home_path)
         if library:  # between the user's file and the environment: built again with it in its place
             where = f"remembered in {remembered_file(settings.home_path)}"
+            user = read_remembered_user(settings.home_path) if library.get("subsonic") else None
             settings = Settings()
+            kept = {"library": library, **({"subsonic": {"user": user}} if user else {})}
             try:
-                for values, origin in (*layers, ({"library": library}, lambda name: where), env_layer, flag_layer):
+                for values, origin in (*layers, (kept, lambda name: where), env_layer, flag_layer):
                     _apply(settings, values, origin)
             except ConfigError as exc:  # the layers without it were fine: say how to be rid of it
                 if where not in str(exc):

@@ -101,3 +101,20 @@ def test_config_forget_removes_only_the_remembered_library(tmp_path, monkeypatch
     r = config("--forget")
     assert r.exit_code == 1 and r.output.startswith("recsys: error: ") and "is a folder" in r.output
     assert r.output.count("\n") == 1 and (home / "remembered.json").is_dir()
+
+
+def test_a_remembered_subsonic_server_and_user_and_what_replaces_them(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    line = remember(home, given_library(None, (), "http://music.local:4533"), "me")
+    assert line == ("remembered for the next commands: no database, no folders, --subsonic http://music.local:4533, "
+                    f"--subsonic-user me (in {home / 'remembered.json'})")
+    s = load_settings(overrides={"home": str(home)}, environ={})
+    assert (s.library.subsonic, s.subsonic.user, s.library.db, s.library.folders) == \
+        ("http://music.local:4533", "me", None, [])
+    assert s.origins["subsonic.user"].startswith("remembered in ")
+    line = remember(home, given_library(None, (str(tmp_path / "music"),)))
+    assert "no Subsonic server (was --subsonic http://music.local:4533)" in line
+    s = load_settings(overrides={"home": str(home)}, environ={})
+    assert (s.library.subsonic, s.subsonic.user, s.library.folders) == (None, None, [str(tmp_path / "music")])
+    assert "password" not in (home / "remembered.json").read_text()

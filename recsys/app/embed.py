@@ -28,12 +28,21 @@ from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
-from recsys.embedder.decoding import FILE_CHANGED, DecodeSpec, Job, decode_spec, decoded, default_workers
+from recsys.embedder.decoding import (
+    FILE_CHANGED,
+    SERVER_UNREACHED,
+    DecodeSpec,
+    Job,
+    decode_spec,
+    decoded,
+    default_workers,
+)
 from recsys.embedder.lazy import device_label, remember_facts, resolve_for_planning
 from recsys.errors import RecsysError
 from recsys.home.lock import HomeLock
 from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
+from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.sources import Library, load_configured_library
 from recsys.library.track import Track, is_under
@@ -90,7 +99,8 @@ class EmbedReport:
     stale: int = 0
     too_long: int = 0
     missing: int = 0
-    changed: int = 0  # files that kept changing while they were decoded: the next run does them
+    changed: int = 0  # files that kept changing while they were decoded, or a server did not deliver: the next run
+    # does them
     interrupted: bool = False
     seconds: float = 0.0
     encoder: str = ""
@@ -128,7 +138,7 @@ def plan_embedding(
     for track in tracks:
         listed.add(track.key)
         try:
-            st = os.stat(track.path)
+            st = remote.stat(track.path)  # a server's file: its size and date as the server listed them
         except OSError:
             digest.add(track, None)
             plan.missing.append(track)
@@ -158,7 +168,7 @@ def plan_embedding(
         try:
             # reading a FIFO or device listed as a track would block the run: the decoder records it as a failure
             cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment)
-                   if os.path.isfile(track.path) else "")
+                   if remote.is_file(track.path) else "")
         except OSError:
             plan.missing.append(track)
             continue
@@ -185,7 +195,7 @@ def plan_embedding(
         if key in listed:
             gone = key in missing_listed
         else:
-            gone = not os.path.exists(row.path)
+            gone = not remote.exists(row.path)
             plan.unlisted.append((row.path, not gone))
         if gone:
             if row.content_id and row.content_id in living:
@@ -440,7 +450,7 @@ def embed_tracks(
                             encoding.add_clip(job, clip)
                         elif too_long:
                             report.too_long += 1
-                        elif error == FILE_CHANGED:
+                        elif error in (FILE_CHANGED, SERVER_UNREACHED):
                             report.changed += 1
                         else:
                             report.failed += 1

@@ -34,6 +34,7 @@ from recsys.index.ann import (
     snapshot_is_current,
 )
 from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore
+from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.track import is_under
 
@@ -44,7 +45,7 @@ def missing_keys(store: TrackStore, untouched_folders: Sequence[str] = ()) -> li
     """Keys of the rows whose file cannot be found now (kept in the table, left out of the index), but those under
     ``untouched_folders`` (music folders empty as a whole, i.e. unmounted: left exactly as they were)."""
     return sorted(k for k, r in store.states().items()
-                  if not any(is_under(r.path, f) for f in untouched_folders) and not os.path.exists(r.path))
+                  if not any(is_under(r.path, f) for f in untouched_folders) and not remote.exists(r.path))
 
 
 def refresh_snapshot(store: TrackStore, settings: Settings, encoder_id: str, missing: Sequence[str],
@@ -81,8 +82,8 @@ def prune(settings: Settings) -> PruneReport:
     with HomeLock(home, "recsys prune"):
         store = TrackStore.open(home)
         states = store.states()
-        gone = sorted(k for k, r in states.items() if not os.path.exists(r.path))
-        failed = [f.key for f in store.failures() if not os.path.exists(f.path)]
+        gone = sorted(k for k, r in states.items() if not remote.exists(r.path))
+        failed = [f.key for f in store.failures() if not remote.exists(f.path)]
         store.delete(gone)
         store.clear_failures(failed)
         if gone or failed:
@@ -126,7 +127,7 @@ def _snapshot_rows(home: Path, skip: set[str], dim: int | None) -> list[TrackRow
         if m["key"] in skip or not m["content_id"]:
             continue
         try:
-            st = os.stat(m["path"])
+            st = remote.stat(m["path"])
             segment = "@" in m["content_id"]  # only segments' content ids carry their start
             if track_content_id(m["path"], st.st_size, m["start_s"] or 0.0, segment) != m["content_id"]:
                 continue

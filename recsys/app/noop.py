@@ -32,6 +32,7 @@ from pathlib import Path
 from recsys.atomic import write_json_atomic
 from recsys.config import IndexSettings
 from recsys.index.ann import snapshot_is_current
+from recsys.library import remote
 from recsys.library.track import Track
 
 RECORD = "embed-plan.json"
@@ -59,7 +60,7 @@ def library_digest(tracks: Sequence[Track], untouched_folders: Sequence[str] = (
     digest = LibraryDigest(untouched_folders)
     for track in tracks:
         try:
-            st = os.stat(track.path)
+            st = remote.stat(track.path)
         except OSError:
             st = None
         digest.add(track, st)
@@ -131,7 +132,7 @@ def read_record(home: Path, encoder_id: str, tracks: Sequence[Track], untouched_
         return None
     if data.get("tables") != table_files(home):
         return None
-    if any(os.path.exists(path) != exists for path, exists in unlisted):
+    if any(remote.exists(path) != exists for path, exists in unlisted):
         return None
     if not snapshot_is_current(home, encoder_id, index, excluded):
         return None

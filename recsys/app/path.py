@@ -6,7 +6,6 @@ finds its track, the way between them through the snapshot's search, the playlis
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors, current_snapshot
 from recsys.index.lookup import resolve_query
+from recsys.library import remote
 from recsys.library.filters import candidate_mask, parse, snapshot_column
 from recsys.library.groups import album_of, artist_of, library_root, recording_key
 from recsys.playlists import write_playlist
@@ -76,7 +76,7 @@ def make_path(settings: Settings, req: PathRequest) -> SongPathResult:
     r = settings.recommend
     found = song_path(lib.vectors, vote_search(settings, lib), start, end, req.steps, track_facts(lib),
                       max_per_artist=req.max_per_artist or r.max_per_artist,
-                      max_per_album=req.max_per_album or r.max_per_album, allowed=allowed, exists=os.path.exists)
+                      max_per_album=req.max_per_album or r.max_per_album, allowed=allowed, exists=remote.exists)
     if found.left_out:
         removed = ", ".join(f"{k} {v}" for k, v in sorted(found.removed.items(), key=lambda kv: -kv[1]))
         notes.append(f"the path is short: {len(found.rows)} of {req.steps} tracks: {found.left_out} points on the "

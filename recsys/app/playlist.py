@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -14,6 +13,7 @@ from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
 from recsys.index.ann import LibraryVectors
+from recsys.library import remote
 from recsys.library.filters import candidate_mask, parse, snapshot_column
 from recsys.library.track import Track
 from recsys.playlists import write_playlist
@@ -134,7 +134,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
                 block_unliked_albums=r.block_unliked_albums,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
-                scorer=scorer, search=vote_search(settings, taste.lib), exists=os.path.exists, allowed=allowed,
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=remote.exists, allowed=allowed,
                 library=taste.library)
 
 

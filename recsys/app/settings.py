@@ -2,7 +2,8 @@
 user file < remembered library < environment < flags) plus the one rule that joins the library flags.
 
 The rule: ``--library DIR`` without ``--db`` means the folders alone (the player database is then not looked for),
-whatever the config file or environment name as ``library.db``. The library flags a command was given are
+whatever the config file or environment name as ``library.db``; ``--subsonic URL`` without either means the
+server alone, and ``--db`` or ``--library`` without ``--subsonic`` no server. The library flags a command was given are
 remembered in the home (:mod:`recsys.home.remembered`) once the command succeeded, so later commands need none.
 """
 
@@ -19,14 +20,27 @@ __all__ = ["WHERE_HELP", "command_settings", "forget_library", "remember_library
 
 
 def command_settings(config_file: str | None, home: str | None, *, db: str | None = None,
-                     folders: Sequence[str] = (), **overrides: dict[str, Any]) -> Settings:
-    """Settings for one command: ``home`` and ``config_file`` from the global options, ``db`` and ``folders`` from
-    ``--db``/``--library``, ``overrides`` as ``{"section": {"key": flag value or None}}``."""
-    library = {"db": db, "folders": list(folders) or None}
-    settings = load_settings(config_file, overrides={"home": home, "library": library, **overrides})
+                     folders: Sequence[str] = (), subsonic: str | None = None, subsonic_user: str | None = None,
+                     **overrides: dict[str, Any]) -> Settings:
+    """Settings for one command: ``home`` and ``config_file`` from the global options, ``db``, ``folders`` and
+    ``subsonic`` (URL, user) from ``--db``/``--library``/``--subsonic``/``--subsonic-user``, ``overrides`` as
+    ``{"section": {"key": flag value or None}}``."""
+    if subsonic:
+        from recsys.servers.subsonic import normalise_url
+
+        subsonic = normalise_url(subsonic)
+    library = {"db": db, "folders": list(folders) or None, "subsonic": subsonic}
+    server = {**overrides.pop("subsonic", {}), "user": subsonic_user}
+    settings = load_settings(config_file, overrides={"home": home, "library": library, "subsonic": server,
+                                                     **overrides})
     if folders and not db:
         settings.library.db = None
         settings.origins["library.db"] = "--library without --db (the folders alone)"
+    if subsonic and not db:
+        settings.library.db = None
+        settings.library.folders = list(folders)
+    elif (db or folders) and not subsonic:
+        settings.library.subsonic = None
     return settings
 
 
@@ -35,16 +49,22 @@ def remembered_note(settings: Settings) -> str | None:
     origins = remembered_origins(settings)
     if not origins:
         return None
-    keys = [k for k in ("db", "folders") if f"library.{k}" in origins]
+    server = settings.library.subsonic  # with a server, an empty db or folders goes without saying
+    keys = [k for k in ("db", "folders", "subsonic") if f"library.{k}" in origins
+            and (not server or getattr(settings.library, k))]
     shown = ", ".join(describe(k, getattr(settings.library, k)) for k in keys)
     where = next(iter(origins.values())).removeprefix("remembered in ")
-    return f"using the library remembered from an earlier command: {shown} ({where}; give --db or --library to " \
-           "replace it)"
+    return f"using the library remembered from an earlier command: {shown} ({where}; give --db, --library or " \
+           "--subsonic to replace it)"
 
 
-def remember_library(settings: Settings, db: str | None, folders: Sequence[str]) -> str | None:
-    """Remember the ``--db``/``--library`` a command succeeded with; the line to show, or None when unchanged."""
-    return remember(settings.home_path, given_library(db, tuple(folders)))
+def remember_library(settings: Settings, db: str | None, folders: Sequence[str], subsonic: str | None = None
+                     ) -> str | None:
+    """Remember the ``--db``/``--library``/``--subsonic`` a command succeeded with (and the Subsonic user in force
+    with it); the line to show, or None when unchanged."""
+    server = settings.library.subsonic if subsonic else None
+    return remember(settings.home_path, given_library(db, tuple(folders), server),
+                    settings.subsonic.user if server else None)
 
 
 def forget_library(config_file: str | None, home: str | None) -> str:

@@ -26,6 +26,7 @@ import soxr
 
 from recsys.config import CROP_POSITIONS as POSITIONS
 from recsys.errors import RecsysError
+from recsys.library import remote
 
 # A crop may come out this much shorter than asked when a header's duration is an estimate (MP3 without a Xing
 # header, codec padding) without being treated as a broken file.
@@ -45,6 +46,11 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NU
 
 class DecodeError(RecsysError):
     """A file that cannot be decoded; the pipeline records it in the failures table and moves on."""
+
+
+class ServerUnreachable(DecodeError):
+    """A server's file could not be fetched (the server stopped, the network broke): not the file's fault, so not
+    recorded as its failure; the next run tries it again."""
 
 
 class TrackTooLong(DecodeError):
@@ -125,13 +131,13 @@ def _segment_duration(duration_s: float, seg_start_s: float, seg_length_s: float
     return seg_length_s if seg_length_s is not None else max(0.0, duration_s - seg_start_s)
 
 
-def _check_length(path: Path, segment_s: float, max_duration_s: float) -> None:
+def _check_length(path: Source, segment_s: float, max_duration_s: float) -> None:
     if max_duration_s > 0 and segment_s > max_duration_s:  # 0: no limit (audio.max_track_minutes)
         raise TrackTooLong(f"{path}: {segment_s / 60:.1f} min is longer than the {max_duration_s / 60:g} min limit; "
                            f"skipped (raise audio.max_track_minutes to include it)")
 
 
-def _check_format(path: Path, rate: int, channels: int) -> None:
+def _check_format(path: Source, rate: int, channels: int) -> None:
     if rate > MAX_SAMPLE_RATE:
         raise DecodeError(f"{path}: the header claims {rate} Hz, beyond the {MAX_SAMPLE_RATE} Hz of any real "
                           "recording (a damaged header); re-encode or replace the file")
@@ -143,6 +149,41 @@ def _check_format(path: Path, rate: int, channels: int) -> None:
 def _short(got: int, wanted: int, sample_rate: int) -> bool:
     missing = wanted - got
     return missing > max(_SHORT_TOLERANCE_S * sample_rate, _SHORT_TOLERANCE_FRACTION * wanted)
+
+
+Source = Path | remote.RemoteFile  # a local file, or a server's file read by Range requests (str(): its location)
+
+
+def _input(path: Source) -> str | remote.RemoteFile:
+    """What soundfile and PyAV open: the local file's name, or the server's file rewound (one cache for every
+    handle opened on it, so the header is fetched once)."""
+    if isinstance(path, remote.RemoteFile):
+        path.seek(0)
+        return path
+    return str(path)
+
+
+@contextmanager
+def _opened(path: str | Path) -> Iterator[Source]:
+    """``path`` ready for decoding: a local Path (checked), or a server's location opened over HTTP, closed after."""
+    if not remote.is_remote(str(path)):
+        _check_file(Path(path))
+        yield Path(path)
+        return
+    try:
+        source = remote.open_remote(str(path))
+    except OSError as exc:
+        raise ServerUnreachable(f"{path}: cannot read it from its server "
+                                f"({_first_line(exc).removeprefix(f'{path}: ')}); check that the server runs") from None
+    with source:
+        try:
+            yield source
+        except (OSError, DecodeError) as exc:  # the transfer broke inside a decoder, which may call it corrupt data
+            if source.broken is None and not isinstance(exc, OSError):
+                raise
+            broken = source.broken or exc
+            raise ServerUnreachable(f"{path}: {_first_line(broken).removeprefix(f'{path}: ')}; run recsys embed "
+                                    "again") from None
 
 
 # ---- soundfile -------------------------------------------------------------------------------------------------------
@@ -158,20 +199,20 @@ def _soundfile_duration(f: sf.SoundFile) -> float:
     return f.frames / f.samplerate
 
 
-def _soundfile_probe(path: Path) -> float:
+def _soundfile_probe(path: Source) -> float:
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(_input(path)) as f:
             return _soundfile_duration(f)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise _Fallback(str(exc)) from exc
 
 
-def _soundfile_read(path: Path, start: float, length: float) -> tuple[np.ndarray, int]:
+def _soundfile_read(path: Source, start: float, length: float) -> tuple[np.ndarray, int]:
     """One excerpt, mono: a fresh handle seeks to ``start`` and reads ``length`` seconds block by block (a
     many-channel file never sits whole in memory). A fresh handle per excerpt because libsndfile 1.2.2 returns the
     wrong samples for an Ogg Vorbis seek a little ahead of where the previous read ended (measured: 5-7 s read, then
     a seek to 8 s)."""
-    with sf.SoundFile(path) as f:
+    with sf.SoundFile(_input(path)) as f:
         rate = f.samplerate
         _check_format(path, rate, f.channels)
         first, wanted = round(start * rate), round(length * rate)
@@ -191,10 +232,10 @@ def _soundfile_read(path: Path, start: float, length: float) -> tuple[np.ndarray
     return mono, rate
 
 
-def _soundfile_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s: float,
+def _soundfile_crop(path: Source, crop_s: float, count: int, position: str, seg_start_s: float,
                     seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
     try:
-        with sf.SoundFile(path) as f:
+        with sf.SoundFile(_input(path)) as f:
             duration = _soundfile_duration(f)
         segment = _segment_duration(duration, seg_start_s, seg_length_s)
         _check_length(path, segment, max_duration_s)
@@ -208,9 +249,9 @@ def _soundfile_crop(path: Path, crop_s: float, count: int, position: str, seg_st
 
 # ---- PyAV ------------------------------------------------------------------------------------------------------------
 
-def _open(path: Path) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
+def _open(path: Source) -> tuple[av.container.InputContainer, av.audio.stream.AudioStream]:
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(_input(path), metadata_errors="ignore")
     except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"{path}: not a readable audio file ({_first_line(exc)}); check or replace the file") from exc
     if not container.streams.audio:
@@ -225,7 +266,7 @@ def _open(path: Path) -> tuple[av.container.InputContainer, av.audio.stream.Audi
     return container, stream
 
 
-def _pyav_duration(path: Path, container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
+def _pyav_duration(path: Source, container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> float:
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
     if container.duration:
@@ -246,7 +287,7 @@ def _planar(frame: av.AudioFrame) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def _pyav_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s: float,
+def _pyav_crop(path: Source, crop_s: float, count: int, position: str, seg_start_s: float,
                seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
     container, stream = _open(path)
     with container:
@@ -266,7 +307,7 @@ def _pyav_crop(path: Path, crop_s: float, count: int, position: str, seg_start_s
     return mono, rate, windows[0][0], segment
 
 
-def _pyav_window(path: Path, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
+def _pyav_window(path: Source, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
                  start: float, length: float, origin: float, rate: int, time_base: Fraction,
                  duration: float) -> np.ndarray:
     """Seek to ``start`` and decode ``length`` seconds, mono float32."""
@@ -357,15 +398,14 @@ def _check_file(path: Path) -> None:
 def probe_duration(path: str | Path) -> float:
     """The file's duration in seconds from its header (an estimate where the header has none, e.g. MP3 without a
     Xing header). Raises DecodeError when the file is not readable audio."""
-    path = Path(path)
-    _check_file(path)
-    try:
-        with _decoder_stderr_silenced():
-            return _soundfile_probe(path)
-    except _Fallback:
-        container, stream = _open(path)
-        with container:
-            return _pyav_duration(path, container, stream)
+    with _opened(path) as source:
+        try:
+            with _decoder_stderr_silenced():
+                return _soundfile_probe(source)
+        except _Fallback:
+            container, stream = _open(source)
+            with container:
+                return _pyav_duration(source, container, stream)
 
 
 def load_crop(path: str | Path, sample_rate: int, crop_s: float = 30.0, position: str = "center",
@@ -377,18 +417,17 @@ def load_crop(path: str | Path, sample_rate: int, crop_s: float = 30.0, position
     Raises TrackTooLong when the track (the segment when given) is longer than ``max_duration_s``, and DecodeError
     with a one-line message for anything that is not decodable audio.
     """
-    path = Path(path)
     crop_windows(1.0, crop_s, count, position)  # bad settings fail as settings, before any file is blamed
-    _check_file(path)
-    try:
-        with _decoder_stderr_silenced():
-            mono, rate, start, segment = _soundfile_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
-                                                         max_duration_s)
-        decoder = "soundfile"
-    except _Fallback:
-        mono, rate, start, segment = _pyav_crop(path, crop_s, count, position, seg_start_s, seg_length_s,
-                                                max_duration_s)
-        decoder = "pyav"
+    with _opened(path) as source:
+        try:
+            with _decoder_stderr_silenced():
+                mono, rate, start, segment = _soundfile_crop(source, crop_s, count, position, seg_start_s,
+                                                             seg_length_s, max_duration_s)
+            decoder = "soundfile"
+        except _Fallback:
+            mono, rate, start, segment = _pyav_crop(source, crop_s, count, position, seg_start_s, seg_length_s,
+                                                    max_duration_s)
+            decoder = "pyav"
     if not np.isfinite(mono).all():
         raise DecodeError(f"{path}: the audio holds NaN or infinite samples; re-encode or replace the file")
     if rate != sample_rate:

@@ -21,7 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from recsys.config import Settings
-from recsys.embedder.audio import Clip, DecodeError, TrackTooLong, limit_decoder_threads, load_crop
+from recsys.embedder.audio import Clip, DecodeError, ServerUnreachable, TrackTooLong, limit_decoder_threads, load_crop
+from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.track import Track
 
@@ -102,14 +103,23 @@ class Decoded(NamedTuple):
 # A file that kept changing through every attempt (being written or copied meanwhile): not stored and not a
 # failure; the next run plans it again.
 FILE_CHANGED = "the file kept changing while it was decoded"
+# A server's file that could not be fetched (the server stopped, the network broke): not stored and not a failure
+# either (the file is not to blame); the next run plans it again.
+SERVER_UNREACHED = "its server did not deliver the file"
 CHANGE_ATTEMPTS = 3
 _HARD_LIMIT_GRACE_S = 5.0  # the parent kills a worker this long after the in-worker limit should have fired
 _PR_SET_PDEATHSIG = 1
 
 
+class _Listed(Exception):
+    """A server's file has no identity but the one its listing gave, which the job already holds."""
+
+
 def file_identity(track: Track) -> tuple[int, int, str]:
     """(size, mtime_ns, content id) of the track's file now; the content id is empty for anything but a regular file
     (reading a FIFO or device would block). Raises OSError."""
+    if remote.is_remote(track.path):  # a server's file: the identity it was listed with (no stat over HTTP)
+        raise _Listed()
     st = os.stat(track.path)
     cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment) if stat.S_ISREG(st.st_mode)
            else "")
@@ -131,6 +141,8 @@ def _decode_once(job: Job, spec: DecodeSpec) -> Decoded:
         return Decoded(job, clip, None, False)
     except TrackTooLong as exc:
         return Decoded(job, None, str(exc), True)
+    except ServerUnreachable:
+        return Decoded(job, None, SERVER_UNREACHED, False)
     except DecodeError as exc:
         return Decoded(job, None, str(exc), False)
 
@@ -145,6 +157,8 @@ def _decode(job: Job, spec: DecodeSpec) -> Decoded:
             outcome = _decode_once(job, spec)
             try:
                 now = file_identity(job.track)
+            except _Listed:
+                return outcome
             except OSError as exc:
                 return Decoded(job, None, f"{job.track.path}: the file went away while it was decoded "
                                           f"({exc.strerror or exc})", False)
@@ -173,10 +187,12 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _worker_main(conn: Connection, spec: DecodeSpec, parent_pid: int) -> None:
-    """A decode worker: jobs in, outcomes out, one at a time and in order, until the pipe closes."""
+def _worker_main(conn: Connection, spec: DecodeSpec, parent_pid: int, servers: dict | None = None) -> None:
+    """A decode worker: jobs in, outcomes out, one at a time and in order, until the pipe closes. ``servers``: who
+    opens the files of the servers the library was read from (:mod:`recsys.library.remote`), in memory only."""
     _die_with_parent(parent_pid)
     _init_worker()
+    remote.install(servers or {})
     while True:
         try:
             job = conn.recv()
@@ -193,7 +209,8 @@ class _Worker:
     def __init__(self, spec: DecodeSpec) -> None:
         ctx = get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, spec, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, spec, os.getpid(), remote.exported()),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.jobs: deque[Job] = deque()

@@ -3,8 +3,10 @@
 A folder user runs ``recsys embed --library ~/Music`` once; every later command (``playlist``, ``status``,
 ``train-classifier`` ...) then reads the same folders without flags. What is remembered is what the command line
 gave, key by key: ``--db`` remembers ``library.db``; ``--library`` remembers ``library.folders`` (and, without
-``--db``, that no database is read, as ``--library`` alone means). It is one settings layer (see
-:mod:`recsys.config`): above the config files, below the environment and the flags.
+``--db``, that no database is read, as ``--library`` alone means); ``--subsonic URL`` remembers ``library.subsonic``
+(and, with ``--subsonic-user``, ``subsonic.user``; without ``--db`` and ``--library``, the server alone), and
+``--db`` or ``--library`` without it forget the server. A password is never remembered. It is one settings layer
+(see :mod:`recsys.config`): above the config files, below the environment and the flags.
 
 Only the commands that write into the home anyway remember (``embed``, ``train-classifier``, ``train-encoder``,
 ``playlist``), after they succeeded, so a typo is never remembered; ``status`` and ``eval`` only read it. The file is
@@ -23,7 +25,7 @@ from recsys.atomic import read_regular, write_json_atomic
 from recsys.errors import RecsysError
 
 FILE = "remembered.json"
-KEYS = ("db", "folders")  # of the library section
+KEYS = ("db", "folders", "subsonic")  # of the library section
 MAX_BYTES = 1 << 20  # a few paths; a bigger file is not one recsys wrote
 
 
@@ -45,41 +47,63 @@ def read_remembered(home: Path) -> dict[str, Any]:
     if not isinstance(library, dict):
         return {}
     kept: dict[str, Any] = {}
-    if "db" in library and (library["db"] is None or isinstance(library["db"], str)):
-        kept["db"] = library["db"]
+    for key in ("db", "subsonic"):
+        if key in library and (library[key] is None or isinstance(library[key], str)):
+            kept[key] = library[key]
     if isinstance(library.get("folders"), list) and all(isinstance(f, str) for f in library["folders"]):
         kept["folders"] = library["folders"]
     return kept
 
 
-def given_library(db: str | None, folders: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """What the command line gave, as absolute paths: ``--library`` without ``--db`` means no database."""
+def read_remembered_user(home: Path) -> str | None:
+    """The Subsonic user remembered with ``--subsonic`` (None when none)."""
+    try:
+        data = json.loads(read_regular(remembered_file(home), MAX_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    user = (data.get("subsonic") or {}).get("user") if isinstance(data, dict) else None
+    return user if isinstance(user, str) and user else None
+
+
+def given_library(db: str | None, folders: tuple[str, ...] | list[str], subsonic: str | None = None
+                  ) -> dict[str, Any]:
+    """What the command line gave, as absolute paths: ``--library`` without ``--db`` means no database;
+    ``--subsonic`` without either means the server alone, and either without ``--subsonic`` no server."""
     given: dict[str, Any] = {}
     if db:  # a server (mpd://HOST:PORT, from --mpd) is kept as given
         given["db"] = db if "://" in db else os.path.abspath(os.path.expanduser(db))
     if folders:
         given["folders"] = [os.path.abspath(os.path.expanduser(f)) for f in folders]
         given.setdefault("db", None)
+    if subsonic:
+        given = {"db": None, "folders": given.get("folders", []), "subsonic": subsonic}
     return given
 
 
-def remember(home: Path, given: dict[str, Any]) -> str | None:
-    """Remember ``given`` (from :func:`given_library`) over what was remembered; returns the line to show the user
-    (None when nothing changed or nothing was given)."""
+def remember(home: Path, given: dict[str, Any], user: str | None = None) -> str | None:
+    """Remember ``given`` (from :func:`given_library`) over what was remembered, and the Subsonic ``user`` given
+    with it; returns the line to show the user (None when nothing changed or nothing was given)."""
     if not given:
         return None
-    before = read_remembered(home)
+    before, user_before = read_remembered(home), read_remembered_user(home)
     after = {**before, **given}
-    if after == before:
+    if "subsonic" not in given:  # --db or --library without --subsonic: no server any more
+        after.pop("subsonic", None)
+    user_after = (user or user_before) if after.get("subsonic") else None
+    if after == before and user_after == user_before:
         return None
     if not home.is_dir():
         return None
     try:
-        write_json_atomic(remembered_file(home), {"library": after})
+        write_json_atomic(remembered_file(home), {"library": after, **({"subsonic": {"user": user_after}}
+                                                                          if user_after else {})})
     except OSError as exc:
         return f"could not remember the library in {remembered_file(home)} ({exc.strerror or exc}): give it again"
-    changed = ", ".join(f"{describe(k, after[k])}" + (f" (was {describe(k, before[k])})" if k in before else "")
-                        for k in KEYS if k in given and before.get(k, ...) != after[k])
+    changed = ", ".join([f"{describe(k, after[k])}" + (f" (was {describe(k, before[k])})" if k in before else "")
+                         for k in KEYS if k in given and before.get(k, ...) != after[k]]
+                        + (["no Subsonic server (was " + describe("subsonic", before["subsonic"]) + ")"]
+                           if before.get("subsonic") and not after.get("subsonic") else [])
+                        + ([f"--subsonic-user {user_after}"] if user_after != user_before and user_after else []))
     return f"remembered for the next commands: {changed} (in {remembered_file(home)})"
 
 
@@ -110,4 +134,6 @@ def describe(key: str, value: Any) -> str:
     if key == "db":
         return (f"--mpd {value.removeprefix('mpd://')}" if value.startswith("mpd://") else f"--db {value}") \
             if value else "no database"
+    if key == "subsonic":
+        return f"--subsonic {value}" if value else "no Subsonic server"
     return "--library " + " --library ".join(value) if value else "no folders"

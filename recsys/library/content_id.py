@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import BinaryIO
 
+from recsys.library import remote
 from recsys.library.track import segment_suffix
 
 SAMPLE_BYTES = 64 * 1024
@@ -17,13 +19,21 @@ def content_id(path: str | Path, size: int | None = None) -> str:
     Reading 192 KiB instead of the whole file keeps this cheap on a large library; the size and the end sample make
     accidental collisions between different recordings practically impossible. Raises OSError if unreadable.
     """
+    if remote.is_remote(str(path)):  # a server's file: the same three samples, fetched by Range requests
+        with remote.open_remote(str(path)) as f:
+            cid = _sampled(f, f.size if size is None else size)
+            if f.broken is not None:
+                raise f.broken
+            return cid
     with open(path, "rb") as f:
-        if size is None:
-            size = os.fstat(f.fileno()).st_size
-        digest = hashlib.blake2b(str(size).encode(), digest_size=12)
-        for offset in sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)}):
-            f.seek(offset)
-            digest.update(f.read(SAMPLE_BYTES))
+        return _sampled(f, os.fstat(f.fileno()).st_size if size is None else size)
+
+
+def _sampled(f: BinaryIO, size: int) -> str:
+    digest = hashlib.blake2b(str(size).encode(), digest_size=12)
+    for offset in sorted({0, max(0, size // 2 - SAMPLE_BYTES // 2), max(0, size - SAMPLE_BYTES)}):
+        f.seek(offset)
+        digest.update(f.read(SAMPLE_BYTES))
     return digest.hexdigest()
 
 

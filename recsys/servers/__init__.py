@@ -38,6 +38,7 @@ class PushReport:
 # kind -> "module:attribute" of a callable push(settings, name, entries, *, dry_run, mode="playlist") -> PushReport
 PUSHERS: dict[str, str] = {
     "mpd": "recsys.servers.mpd_push:push",
+    "subsonic": "recsys.servers.subsonic_push:push",
 }
 
 

@@ -26,7 +26,7 @@ from recsys.library.track import Track
 class PlayerLibrary:
     """What a player's database lists: its local-file tracks, and how many rows were left out and why."""
 
-    path: Path
+    path: Path | None  # None for a server read through its API (``server``)
     kind: str  # the source's name for people: 'clementine', 'strawberry', ...
     tracks: list[Track]
     skipped_urls: int
@@ -34,6 +34,7 @@ class PlayerLibrary:
     duplicates: int = 0  # rows naming a track (same key) that an earlier row already gave
     user: str | None = None  # whose ratings, in a server's database of several users (Navidrome)
     catalogue: Catalogue | None = None  # every track, when read ``taste_only`` (``tracks`` then holds fewer)
+    server: str = ""  # the server's address (no credentials), for a library read through a server's API
 
 
 class Source(Protocol):
@@ -103,6 +104,8 @@ def configured_db_kind(settings: Settings) -> str | None:
     """The name of the source of the database the settings' library reads ('navidrome', ...), recognised by its
     tables without reading its tracks: for the commands that read the index snapshot alone but write a playlist for
     that player (`recsys path`, `similar --out`). None for music folders alone, or a file no source recognises."""
+    if settings.library.subsonic:
+        return "subsonic"
     path = library_db(settings.library.db, settings.library.folders)
     found = recognising_source(path) if path is not None else None
     return found.name if found else None
@@ -121,6 +124,7 @@ class Library:
     db_kind: str | None = None
     db_user: str | None = None  # whose ratings, for a server's database of several users (Navidrome)
     folders: list[str] = field(default_factory=list)
+    server: str | None = None  # the Subsonic server read through its API (``library.subsonic``), no credentials
     skipped_urls: int = 0
     skipped_unavailable: int = 0
     duplicate_rows: int = 0  # database rows naming a track another row already lists (the one that knows more kept)
@@ -129,6 +133,8 @@ class Library:
 
     def source(self) -> str:
         """Where the tracks come from, for people: the database (and whose ratings), the folders."""
+        if self.server:
+            return ", ".join([f"Subsonic server {self.server} (ratings of user {self.db_user})", *self.folders])
         db = f"{self.db_path}" + (f" (ratings of Navidrome user {self.db_user})" if self.db_user else "")
         if self.db_kind == "mpd":
             from recsys.servers.mpd import parse_address
@@ -216,15 +222,23 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
           progress: Callable[[int], None] | None, settings: Settings | None, taste_only: bool
           ) -> tuple[Library, PlayerLibrary | None, ScanResult | None]:
     """What both loaders start from: the library's facts, the player's tracks, the folder scan (None when absent)."""
-    db_path = library_db(db, folders, auto_detect)
-    if db_path is None and not folders:
+    server = settings.library.subsonic if settings is not None else None
+    db_path = library_db(db, folders, auto_detect and not server)
+    if db_path is None and not folders and not server:
         raise NoLibraryError(
             "no music library found: no Clementine, Strawberry, Navidrome or beets database at its usual place; "
-            "give one with --db PATH, an MPD server with --mpd HOST[:PORT] or a music folder with --library DIR"
+            "give one with --db PATH, an MPD server with --mpd HOST[:PORT], a Subsonic server with --subsonic URL "
+            "or a music folder with --library DIR"
         )
     library = Library(tracks=[], folders=[str(f) for f in folders])
     player = scan = None
-    if db_path is not None:
+    if server and db_path is None:
+        from recsys.library.sources.subsonic import read_subsonic
+
+        player = read_subsonic(settings)
+        library.server, library.db_kind, library.db_user = player.server, player.kind, player.user
+        library.skipped_unavailable, library.duplicate_rows = player.skipped_unavailable, player.duplicates
+    elif db_path is not None:
         player = read_source_db(db_path, settings, taste_only=taste_only)
         library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
