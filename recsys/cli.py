@@ -432,10 +432,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--seed-playlist", "seed_playlists", multiple=True, type=click.Path(dir_okay=False),
               help="Expand a playlist (XSPF, M3U, M3U8): its tracks are the seeds and are left out; repeatable.")
 @click.option("--mode", type=click.Choice(RANK_MODES), default="taste", show_default=True,
-              help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
-                   "teach it most).")
+              help="taste: what you will like; uncertain: the tracks near even odds that your ratings say least "
+                   "about (rate them to teach it most).")
 @click.option("--min-rating", "min_stars", type=Finite(0, 5), default=None,
-              help="Drop tracks predicted below this many stars.")
+              help="Drop tracks shown below this many stars (stars = 1 + 4 x the like-probability: 4 keeps 75%% "
+                   "and up).")
 @click.option("--include-rated", is_flag=True, help="Also recommend tracks you have already rated.")
 @click.option("--include-played", is_flag=True,
               help="Also recommend unrated tracks you played often (3 times or more by default).")
@@ -452,8 +453,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @_library_options()
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked list as JSON (the file is written too).")
 @click.option("--explain", is_flag=True,
-              help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
-                   "tracks (stars, similarity); with --json, as fields.")
+              help="Show per track the like-probability (the stars shown are 1 + 4 x it) and the nearest liked and "
+                   "disliked tracks (stars, similarity); with --json, as fields.")
 @click.option("--queue", is_flag=True,
               help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
