@@ -19,6 +19,7 @@ import numpy as np
 from recsys.atomic import atomic_path, write_bytes_atomic
 from recsys.errors import RecsysError
 from recsys.recommender import models
+from recsys.recommender.cross_validation import gate_verdict
 
 FILES = ("classifier.npz", "classifier.json", "classifier.pt")
 KINDS = ("logistic", "ridge", "mlp")
@@ -44,6 +45,11 @@ class RatingModel:
     @property
     def blend(self) -> bool:
         return bool(self.info.get("blend", True))
+
+    @property
+    def verdict(self) -> str:
+        """The gate's decision in the words `train-classifier` printed (``cross_validation.gate_verdict``)."""
+        return self.info.get("verdict") or gate_verdict(self.kind, self.blend, clear=False)
 
     @classmethod
     def load(cls, models_dir: Path, encoder_id: str) -> RatingModel:
