@@ -682,8 +682,9 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
 def map_(ctx, out, colour, layout, force, where, db, folders):
     """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
 
-    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, title and artist on
-    hover; wheel zooms, drag pans. The page is self-contained: it opens offline and fetches nothing.
+    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, each region named by the
+    album, artist or genre most of its tracks share, title and artist on hover; wheel zooms, drag pans. The page
+    is self-contained: it opens offline and fetches nothing.
     With --where, only the tracks that match, laid out among themselves.
 
     \b
