@@ -1,14 +1,15 @@
 """Named regions of the library map: where on the page the tracks of one album, artist or genre gather.
 
 A map of unlabelled clusters tells a user nothing about what a region is. The 2-D layout is clustered by k-means
-(numpy, k-means++ seeding, fixed seed: the same library gives the same labels), about one region per
-``TRACKS_PER_REGION`` tracks and at most ``MAX_REGIONS``; each region is named by the tag most of its tracks share:
-its most common album (with that album's most common artist) when at least ``MIN_SHARE`` of its tracks are of it
-(untagged ones count against: a few tagged strays among untagged tracks do not name the region), else its most
-common artist, else its most common genre, else whichever of them covers the most (the page shows the share when
-it is not all of them). Neighbouring regions of the same name are one region (a large album split by k-means is one
-label). A region of fewer than ``MIN_TRACKS`` tracks, or none tagged, is not named. The label sits on the region's
-track nearest its centre of mass, so it is drawn on the region's points even when the region is not convex.
+(numpy, k-means++ seeding, fixed seed: the same library gives the same labels) into about sqrt(N) regions (6 for
+40 tracks, 16 for 250) and at most ``MAX_REGIONS``; each region is named by the tag most of its tracks share: its
+most common album (with that album's most common artist), artist or genre, the most specific of them that covers
+at least ``SPECIFIC`` of what the best-covering one does (an artist's three albums in one region are named by the
+artist; an album that is the whole region by the album). Untagged tracks count against a name: a few tagged
+strays among untagged tracks do not name the region. The page shows the share when it is not all of them.
+Neighbouring regions of the same name are one region (a large album split by k-means is one label). A region of
+fewer than ``MIN_TRACKS`` tracks, or none tagged, is not named. The label sits on the region's track nearest its
+centre of mass, so it is drawn on the region's points even when the region is not convex.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 FACETS = ("album", "artist", "genre")  # most specific first
-TRACKS_PER_REGION = 25
 MAX_REGIONS = 24
-MIN_SHARE = 0.5
+SPECIFIC = 0.8  # the most specific name that covers at least this share of what the broadest name covers
 MIN_TRACKS = 3
 MERGE_DISTANCE = 0.15  # same-named regions closer than this share of the map's side are one region
 
@@ -79,23 +79,22 @@ def kmeans(points: np.ndarray, k: int, seed: int = 0, iterations: int = 50, samp
 
 def _name(members: np.ndarray, facets: Mapping[str, Sequence[str]]) -> tuple[str, str, float] | None:
     """(label, facet, share) of one region's track indices, or None when none of them is tagged."""
-    best = None
+    found = []
     for facet in FACETS:
         values = [facets[facet][i].strip() for i in members if facet in facets and facets[facet][i].strip()]
         if not values:
             continue
         value, count = Counter(values).most_common(1)[0]
-        share = count / len(members)  # untagged tracks count against a name: a few tagged strays do not name it
         label = value
         if facet == "album" and "artist" in facets:
             artists = Counter(facets["artist"][i].strip() for i in members
                               if facets["album"][i].strip() == value and facets["artist"][i].strip())
             label = f"{value} ({artists.most_common(1)[0][0]})" if artists else value
-        if share >= MIN_SHARE:
-            return label, facet, share
-        if best is None or share > best[2]:
-            best = (label, facet, share)
-    return best
+        found.append((label, facet, count / len(members)))  # untagged tracks count against a name
+    if not found:
+        return None
+    best = max(share for *_, share in found)
+    return next(f for f in found if f[2] >= SPECIFIC * best)
 
 
 def regions(points: np.ndarray, facets: Mapping[str, Sequence[str]], seed: int = 0) -> list[Region]:
@@ -105,7 +104,7 @@ def regions(points: np.ndarray, facets: Mapping[str, Sequence[str]], seed: int =
     n = len(x)
     if n < MIN_TRACKS:
         return []
-    k = int(np.clip(round(n / TRACKS_PER_REGION), 1, MAX_REGIONS))
+    k = int(np.clip(round(np.sqrt(n)), 1, MAX_REGIONS))
     assign = kmeans(x, k, seed)
     side = float(np.ptp(x, axis=0).max()) or 1.0
     named: list[tuple[str, str, np.ndarray]] = []
