@@ -484,10 +484,11 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--seed-playlist", "seed_playlists", multiple=True, type=click.Path(dir_okay=False),
               help="Expand a playlist (XSPF, M3U, M3U8): its tracks are the seeds and are left out; repeatable.")
 @click.option("--mode", type=click.Choice(RANK_MODES), default="taste", show_default=True,
-              help="taste: what you will like; uncertain: what the classifier is least sure of (rate them to "
-                   "teach it most).")
+              help="taste: what you will like; uncertain: the tracks near even odds that your ratings say least "
+                   "about (rate them to teach it most).")
 @click.option("--min-rating", "min_stars", type=Finite(0, 5), default=None,
-              help="Drop tracks predicted below this many stars.")
+              help="Drop tracks shown below this many stars (stars = 1 + 4 x the like-probability: 4 keeps 75% "
+                   "and up).")
 @click.option("--include-rated", is_flag=True, help="Also recommend tracks you have already rated.")
 @click.option("--include-played", is_flag=True,
               help="Also recommend unrated tracks you played often (3 times or more by default).")
@@ -505,8 +506,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @_push_options
 @click.option("--json", "as_json", is_flag=True, help="Print the ranked list as JSON (the file is written too).")
 @click.option("--explain", is_flag=True,
-              help="Show per track the predicted stars, the like-probability and the nearest liked and disliked "
-                   "tracks (stars, similarity); with --json, as fields.")
+              help="Show per track the like-probability (the stars shown are 1 + 4 x it) and the nearest liked and "
+                   "disliked tracks (stars, similarity); with --json, as fields.")
 @click.option("--queue", is_flag=True,
               help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
@@ -739,8 +740,9 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
 def map_(ctx, out, colour, layout, force, where, db, folders):
     """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
 
-    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, title and artist on
-    hover; wheel zooms, drag pans. The page is self-contained: it opens offline and fetches nothing.
+    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, each region named by the
+    album, artist or genre most of its tracks share, title and artist on hover; wheel zooms, drag pans. The page
+    is self-contained: it opens offline and fetches nothing.
     With --where, only the tracks that match, laid out among themselves.
 
     \b
@@ -841,7 +843,7 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     top 20 by over two standard errors, and no more disliked).
     """
     if of_playlist:
-        _eval_playlist(ctx, db, folders, splits, as_json)
+        _eval_playlist(ctx, db, folders, splits, as_json, quiet)
         return
     from recsys.app.evaluate import evaluate
 
@@ -854,10 +856,12 @@ def eval_(ctx, encoders, db, folders, as_json, of_playlist, splits, quiet):
     _render_scores(scores)
 
 
-def _eval_playlist(ctx, db, folders, splits, as_json) -> None:
+def _eval_playlist(ctx, db, folders, splits, as_json, quiet) -> None:
     from recsys.app.evaluate import eval_playlist
 
-    result = eval_playlist(_library_settings(ctx, db, folders), splits)
+    shown = not quiet and sys.stderr.isatty()
+    result = eval_playlist(_library_settings(ctx, db, folders), splits,
+                           progress=(lambda line: click.echo(_one_line(line), err=True)) if shown else None)
     if as_json:
         click.echo(json.dumps(result.as_json(), ensure_ascii=False, indent=1))
         return
@@ -870,13 +874,16 @@ def _eval_playlist(ctx, db, folders, splits, as_json) -> None:
         cells = [_mean_pm(m[k], se.get(k, math.nan)) for k in ("top20_liked", "top20_disliked", "top100_liked",
                                                                  "top100_disliked")]
         click.echo(f"{name:18s}{cells[0]:>14s}{cells[1]:>13s}{cells[2]:>15s}{cells[3]:>13s}")
+    click.echo("the classifier gate of each split, as `recsys train-classifier` decides (the playlist row blends "
+               "only where it kept the classifier):")
+    for verdict, n in result.gate.items():
+        click.echo(f"  {n} of {result.splits} splits: {_one_line(verdict)}")
     if result.comparisons:
         click.echo("the blend against each, split by split (top 20 hidden liked, disliked; better: more liked by over "
                    "two standard errors and no more disliked):")
     for c in result.comparisons:
         click.echo(f"  vs {c.other + ':':17s}{_mean_pm(c.liked, c.liked_se, '+'):>14s}"
-                   f"{_mean_pm(c.disliked, c.disliked_se, '+'):>14s}  {'better' if c.better else 'not shown better'}"
-                   f" ({c.splits} splits)")
+                   f"{_mean_pm(c.disliked, c.disliked_se, '+'):>14s}  {c.verdict} ({c.splits} splits)")
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}")
 

@@ -138,10 +138,6 @@ def test_learnable_ratings_blend_a_saved_model_and_track_it(tmp_path):
     liked = np.array([t.rating >= 0.8 for t in tracks])
     assert p.shape == (200,) and 0 <= p.min() and p.max() <= 1 and p.std() > 0.1
     assert roc_auc(p, liked) > 0.85
-    stars = model.predict(lib.vectors)
-    assert np.corrcoef(stars, [t.rating for t in tracks])[0, 1] > 0.6
-    unc = model.uncertainty(lib.vectors)
-    assert unc.shape == (200,) and 0 <= unc.min() and unc.max() <= 1
     info = json.loads((models_dir / "classifier.json").read_text())
     assert info["kind"] == report.kind and info["blend"] is True and info["encoder_id"] == "enc-a"
 

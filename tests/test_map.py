@@ -69,6 +69,38 @@ def test_the_page_holds_every_track_and_fetches_nothing():
         map_html(np.zeros((0, 2)), [], [], [])
 
 
+def test_regions_are_named_by_the_album_artist_or_genre_their_tracks_share():
+    """Issue 27: a user could not tell what a cluster of the map is. Four groups of known albums (one of them two
+    albums of one artist), a fifth of untagged tracks of one genre, a few strays in each: each group's label names
+    it and sits among its points."""
+    rng = np.random.default_rng(1)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [5, 5]], dtype=np.float64)
+    group = np.repeat(np.arange(5), 60)
+    points = centres[group] + rng.normal(scale=0.8, size=(300, 2))
+    album = np.array(["Ocarina", "Chrono", "", "Halo", ""], dtype=object)[group].tolist()
+    artist = np.array(["Kondo", "Mitsuda", "Uematsu", "O'Donnell", ""], dtype=object)[group].tolist()
+    genre = np.array(["", "", "", "", "Ambient"], dtype=object)[group].tolist()
+    for i in range(120, 180):  # group 2: two albums of one artist, neither most of it
+        album[i] = f"Final Fantasy {i % 3 + 6}"
+    for i in rng.choice(300, 20, replace=False):  # strays: another album's tag inside a group
+        album[i], artist[i] = "Stray", "Someone"
+    page = map_html(points, [f"t{i}" for i in range(300)], [None] * 300, genre, tags={"album": album,
+                                                                                       "artist": artist})
+    data = _data(page)
+    xy = np.array([data["x"], data["y"]], dtype=np.float64).T
+    want = {0: "Ocarina (Kondo)", 1: "Chrono (Mitsuda)", 2: "Uematsu", 3: "Halo (O'Donnell)", 4: "Ambient"}
+    named = {}
+    for r in data["regions"]:
+        at = np.array([r["x"], r["y"]], dtype=np.float64)
+        where = int(group[np.argmin(((xy - at) ** 2).sum(axis=1))])  # the group whose point the label sits on
+        assert r["label"] == want[where], (r, where)
+        named[where] = r
+    assert set(named) == set(want)  # every group named
+    assert named[2]["facet"] == "artist" and named[4]["facet"] == "genre" and named[0]["facet"] == "album"
+    assert all(0.5 <= r["share"] <= 1 for r in data["regions"])
+    assert "name the regions" in page
+
+
 def test_write_map_never_replaces_what_is_not_a_map(tmp_path):
     out = write_map(tmp_path / "m" / "map.html", _page(20))
     with pytest.raises(MapError, match="exists: pass --force"):
@@ -93,5 +125,10 @@ def test_a_real_browser_draws_every_point(tmp_path):
     drawn = re.search(r'data-drawn="(\d+)"', dom)
     painted = re.search(r'data-painted="(\d+)"', dom)
     assert drawn and painted, dom[-2000:]
+    size = re.search(r'data-size="(\d+)"', dom)
     assert int(drawn.group(1)) == 300 and "300 tracks drawn" in dom
-    assert 300 < int(painted.group(1)) <= 300 * 9  # 3x3-pixel points, some overlapping: they were really painted
+    assert size and int(size.group(1)) >= 5  # a few hundred tracks: points larger than the 3 px of 100,000
+    # points of side `size`, some overlapping: they were really painted
+    assert 300 < int(painted.group(1)) <= 300 * int(size.group(1)) ** 2
+    regions = re.search(r'data-regions="(\d+)"', dom)
+    assert regions and int(regions.group(1)) >= 1  # the region names were drawn

@@ -90,6 +90,8 @@ def test_map_writes_one_page_with_every_track(synth, tmp_path):
     rated = sum(1 for s in synth.songs if s.rating >= 0)
     assert sum(r >= 0 for r in data["r"]) == rated and f"{len(synth.songs)} tracks" in r.output
     assert "neighbours layout" in r.output
+    albums = {s.album for s in synth.songs} | {s.artist for s in synth.songs} | {s.genre for s in synth.songs}
+    assert data["regions"] and all(r["label"].split(" (")[0] in albums for r in data["regions"])  # named by tags
 
 
 def _map_data(path: Path) -> dict:

@@ -66,7 +66,9 @@ def test_train_classifier_refuses_too_few_then_trains_and_tracks(embedded):
     blend = json.loads((lib.home / "models" / "classifier.json").read_text(encoding="utf-8"))["blend"]
     # the decision printed is the one saved (the rule's text names both outcomes, so match the verdicts)
     assert ("kept and blended with the neighbour votes" in r.output) is blend
-    assert ("playlists rank by the votes of your rated tracks alone" in r.output) is not blend
+    assert ("playlists rank by the neighbour votes of your rated tracks alone" in r.output) is not blend
+    saved = json.loads((lib.home / "models" / "classifier.json").read_text(encoding="utf-8"))["verdict"]
+    assert saved in r.output  # the words `playlist` and `eval --playlist` repeat
     assert (lib.home / "mlflow.db").is_file() and "MLflow run" in r.output
 
 
@@ -121,7 +123,9 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     hits = json.loads(r.stdout)
     assert hits and set(hits[0]) == {"key", "path", "start_s", "score", "predicted_rating", "predicted_stars",
                                      "artist", "title", "album"}
-    assert hits[0]["predicted_rating"] is None  # no classifier yet: the neighbour votes alone
+    # no classifier yet: the neighbour votes alone, and the stars shown are theirs (1 + 4 x the like-probability)
+    assert hits[0]["predicted_stars"] == pytest.approx(5 * hits[0]["predicted_rating"], abs=0.01)
+    assert hits[0]["predicted_rating"] > 0.6
     assert "neighbour votes of your rated tracks alone" in r.stderr
     folder = Path(os.environ["HOME"]) / "Music" / "recommendations"
     today = date.today().isoformat()
@@ -156,11 +160,11 @@ def test_include_rated_and_seed(embedded):
     assert r.exit_code == 1 and "no embedded track matches" in r.output
 
 
-def test_uncertain_mode_needs_a_classifier_then_works(embedded):
+def test_uncertain_mode_works_with_and_without_a_classifier(embedded):
     lib = embedded
     _rate_by_style(lib)
-    r = lib.run("playlist", "--db", str(lib.db), "--mode", "uncertain", "--out", str(lib.root / "u.xspf"))
-    assert r.exit_code == 1 and "train-classifier" in r.output
+    r = lib.run("playlist", "--db", str(lib.db), "--mode", "uncertain", "--out", str(lib.root / "v.xspf"))
+    assert r.exit_code == 0, r.output  # the votes' doubt needs no classifier
     assert lib.run("train-classifier", "--db", str(lib.db), "--min-ratings", "5").exit_code == 0
     r = lib.run("playlist", "--db", str(lib.db), "--mode", "uncertain", "--json", "--out", str(lib.root / "u.xspf"))
     assert r.exit_code == 0, r.output
@@ -244,10 +248,14 @@ def test_eval_playlist_counts_hidden_tracks(embedded):
     for c in result["comparisons"]:
         assert c["better"] == (c["liked"] > 2 * (c["liked_se"] or 0) and c["disliked"] <= 0 and c["liked_se"] is not
                                None)
+    assert sum(result["gate"].values()) == 2  # each split's gate, in train-classifier's words
+    assert all(v == "no classifier" or v.split()[0] in ("logistic", "ridge", "mlp") for v in result["gate"])
     assert not list((lib.home / "models").glob("classifier.*"))  # nothing is written into the home's models
     r = lib.run("--config", str(_config(lib, min_ratings=4)), "eval", "--playlist", "--db", str(lib.db),
                 "--splits", "1")
     assert r.exit_code == 0 and "top 20 liked" in r.output and "random" in r.output
+    assert "the classifier gate of each split, as `recsys train-classifier` decides" in r.output
+    assert "split 1/1" not in r.output  # progress only on a terminal's stderr
     assert "±" not in r.output.split("\n", 2)[2].split("blend vs")[0]  # one split: no standard error to show
 
 

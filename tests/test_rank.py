@@ -191,7 +191,7 @@ def test_taste_ranking_skips_rated_and_missing_and_explains():
     assert lib.keys[0] not in keys and missing not in keys and len(out) == 10
     assert np.mean([sims[lib.keys.index(k)] for k in keys]) > np.quantile(sims, 0.8)
     first = out[0]
-    assert first.because == ["Artist 0 - Song 0"] and first.predicted is None
+    assert first.because == ["Artist 0 - Song 0"] and first.predicted == pytest.approx(0.2 + 0.8 * first.like)
     assert first.near_liked[0].stars == 5.0 and first.near_liked[0].similarity == pytest.approx(
         float(sims[lib.keys.index(first.key)]), abs=1e-5)
     assert first.near_disliked[0].label == "X - Disliked" and first.near_disliked[0].stars == 1.0
@@ -258,9 +258,9 @@ def test_blend_classifier_only_and_the_chance_gate():
     blend = few_liked(lib, tracks, linear_model(16, direction), top_n=10, w_model=1.0, w_knn=1.0)
     t = blend.tracks[0]
     assert blend.scorer.startswith("blend") and t.like == pytest.approx((t.like_model + t.like_neighbours) / 2)
-    assert t.predicted is not None
-    high = few_liked(lib, tracks, linear_model(16, direction), top_n=10, min_rating=0.7)
-    assert high.tracks and all(t.predicted >= 0.7 for t in high.tracks)
+    assert t.predicted == pytest.approx(0.2 + 0.8 * t.like)
+    high = few_liked(lib, tracks, linear_model(16, direction), top_n=10, min_rating=0.4)
+    assert high.tracks and all(t.predicted >= 0.4 and t.like >= 0.25 - 1e-6 for t in high.tracks)
 
 
 def test_uncertain_mode_picks_from_all_unrated_not_the_top():
@@ -270,10 +270,53 @@ def test_uncertain_mode_picks_from_all_unrated_not_the_top():
     taste = rank(lib, tracks, model, top_n=10).tracks
     unsure = rank(lib, tracks, model, top_n=10, mode="uncertain", max_per_album=10).tracks
     assert not {t.key for t in taste} & {t.key for t in unsure}
-    unc = model.uncertainty(lib.vectors)
-    assert np.mean(unc[[lib.keys.index(t.key) for t in unsure]]) > np.quantile(unc, 0.9)
-    with pytest.raises(RankError, match="needs a classifier"):
-        rank(lib, tracks, None, mode="uncertain")
+    assert rank(lib, tracks, None, top_n=10, mode="uncertain").tracks  # the votes' doubt needs no classifier
+
+
+def test_uncertain_mode_skips_an_album_the_owner_has_judged():
+    """Issue 27: a soundtrack rated 19 times with 1-2 stars is judged, however unsure the classifier alone is (an
+    even-odds classifier here) and however far its unrated tracks sound from every rated one."""
+    rng = np.random.default_rng(3)
+    far = unit(rng.normal(size=16))
+    judged = unit(np.vstack([far + 0.05 * rng.normal(size=(19, 16)),  # 19 rated 1-2 stars, alike
+                             rng.normal(size=(6, 16))]))  # 6 unrated that sound like nothing rated
+    centres = unit(rng.normal(size=(5, 16)))
+    rest = unit(np.repeat(centres, 24, axis=0) + 0.1 * rng.normal(size=(120, 16)))  # the rest: near 5 liked ones
+    vectors = np.vstack([judged, rest]).astype(np.float32)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    lib.meta["album"] = ["Disliked OST"] * 25 + [f"Album {i}" for i in range(120)]
+    lib.meta["artist"] = ["Composer"] * 25 + [f"Artist {i}" for i in range(120)]
+    tracks = [Track(path=lib.keys[i], rating=0.2 if i % 2 else 0.4, album="Disliked OST", artist="Composer")
+              for i in range(19)]
+    tracks += [Track(path=lib.keys[25 + 24 * i], rating=1.0, album=f"Album {24 * i}", artist=f"Artist {24 * i}")
+               for i in range(5)]
+    tracks += [Track(path=lib.keys[i], album="Disliked OST", artist="Composer") for i in range(19, 25)]
+    even = RatingModel("logistic", {"coef": np.zeros(16, np.float32), "bias": np.float32(0.0),
+                                    "stars_coef": np.zeros(16, np.float32), "stars_bias": np.float32(0.5),
+                                    "rated_vectors": vectors[[*range(19), *range(25, 145, 24)]]},
+                       {"kind": "logistic", "blend": True})
+    unsure = rank(lib, tracks, even, top_n=10, mode="uncertain", max_per_album=10, max_per_artist=10).tracks
+    assert len(unsure) == 10
+    assert not {t.key for t in unsure} & set(lib.keys[19:25]), [t.album for t in unsure]
+
+
+def test_stars_shown_are_the_like_probability_and_min_rating_filters_on_them():
+    """Issue 27: '2.9* ... like 87%' came from a second model (a ridge regression of the stars); the stars shown and
+    --min-rating are one monotone function of the probability that ranked."""
+    lib = library(n=300, n_artists=300)
+    direction = lib.vectors[7]
+    model = linear_model(16, -direction)  # its ridge stars fall where its (and the votes') like-probability rises
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in (100, 101)]
+    out = few_liked(lib, tracks, model, top_n=30, w_model=1.0, w_knn=1.0, max_per_album=30,
+                    max_per_artist=30).tracks
+    likes = np.array([t.like for t in out])
+    stars = np.array([t.predicted * 5 for t in out])
+    assert np.allclose(stars, 1 + 4 * likes, atol=1e-5)  # 3 stars at even odds, 5 at certainty
+    assert all((s >= 3.0) == (p >= 0.5) for s, p in zip(stars, likes, strict=True))
+    kept = few_liked(lib, tracks, model, top_n=30, w_model=1.0, w_knn=1.0, max_per_album=30, max_per_artist=30,
+                     min_rating=0.2 + 0.8 * float(np.median(likes))).tracks
+    assert kept and all(t.like >= float(np.median(likes)) - 1e-6 for t in kept)
+    assert {t.key for t in out if t.like > float(np.median(likes)) + 1e-6} <= {t.key for t in kept}
 
 
 def test_no_taste_is_a_clear_error():

@@ -140,8 +140,10 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
         return score_rows(named)
 
 
-def eval_playlist(settings: Settings, splits: int | None = None) -> PlaylistEval:
-    """`recsys eval --playlist`: hide albums' ratings, train and build as the real commands do, count the hidden."""
+def eval_playlist(settings: Settings, splits: int | None = None,
+                  progress: Callable[[str], object] | None = None) -> PlaylistEval:
+    """`recsys eval --playlist`: hide albums' ratings, train and build as the real commands do, count the hidden
+    (``progress``: a line per split)."""
     taste = load_taste(settings)
     r = settings.recommend
     req = PlaylistRequest()
@@ -153,4 +155,4 @@ def eval_playlist(settings: Settings, splits: int | None = None) -> PlaylistEval
         return build_ranking(settings, taste, tracks, model, dataclasses.replace(req, top_n=top_n), scorer)
 
     return evaluate_playlist(taste.lib, taste.tracks, build, train_split, splits=splits or r.eval_splits,
-                             hidden_fraction=r.eval_hidden_fraction, seed=settings.classifier.seed)
+                             hidden_fraction=r.eval_hidden_fraction, seed=settings.classifier.seed, progress=progress)

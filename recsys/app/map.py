@@ -108,10 +108,12 @@ def make_map(settings: Settings, req: MapRequest) -> LibraryMap:
     if flt:
         vectors = np.ascontiguousarray(vectors[rows])
     points = project(vectors, layout, _search(settings, lib, vectors, every=not flt))
-    artist, title, path, start, genre = (lib.values(c) for c in ("artist", "title", "path", "start_s", "genre"))
+    artist, title, path, start, genre, album = (lib.values(c) for c in ("artist", "title", "path", "start_s", "genre",
+                                                                         "album"))
     labels = [display_label(artist[i], title[i], path[i], start[i] or 0.0) for i in rows]
     genres = [genre[i] or "" for i in rows]
+    tags = {"album": [album[i] or "" for i in rows], "artist": [artist[i] or "" for i in rows]}
     heading = f"recsys map of {n} tracks" + (f" matching {flt}" if flt else "")
-    page = map_html(points, labels, ratings, genres, colour=req.colour, title=heading)
+    page = map_html(points, labels, ratings, genres, colour=req.colour, title=heading, tags=tags)
     out = write_map(output_path(req.out, settings, "recsys-map", "html"), page, overwrite=req.force)
     return LibraryMap(out, n, sum(r is not None for r in ratings), layout, notes, str(flt))

@@ -62,8 +62,7 @@ def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingM
         notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
         return None
     if not model.blend:
-        notes.append("the classifier is not clearly better than chance (see `recsys train-classifier`): ranking by "
-                     "the neighbour votes of your rated tracks alone")
+        notes.append(f"the classifier: {model.verdict} (see `recsys train-classifier`)")
     return model
 
 

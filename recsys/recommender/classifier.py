@@ -29,7 +29,15 @@ import numpy as np
 
 from recsys.library.catalogue import Catalogue
 from recsys.library.track import Track
-from recsys.recommender.cross_validation import KINDS, CrossValidation, blend_helps, cross_validate, fit_vector_model
+from recsys.recommender.cross_validation import (
+    KINDS,
+    CrossValidation,
+    better_than_chance,
+    blend_helps,
+    cross_validate,
+    fit_vector_model,
+    gate_verdict,
+)
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
 from recsys.recommender.persistence import ClassifierError, RatingModel, save
@@ -81,12 +89,9 @@ def _decision(cv: CrossValidation, best: str) -> tuple[bool, str]:
     m, b, k = cv.metrics[best], cv.metrics["blend"], cv.metrics["knn"]
     figures = (f"{best} ROC-AUC {m['roc_auc']:.3f}, lower bound {m['auc_low']:.3f}; blend {b['roc_auc']:.3f} vs "
                f"votes alone {k['roc_auc']:.3f}")
-    if blend_helps(cv, best):
-        return True, f"{best} kept and blended with the neighbour votes ({figures}; {RULE})."
-    why = ("is not clearly better than chance" if not m["auc_low"] > 0.5
-           else "does not improve on the neighbour votes")
-    return False, (f"{best} {why} on albums it never saw ({figures}; {RULE}): playlists rank by the votes of your "
-                   "rated tracks alone. Rating tracks of more albums helps most.")
+    blend = blend_helps(cv, best)
+    verdict = gate_verdict(best, blend, better_than_chance(m))
+    return blend, f"{verdict} ({figures}; {RULE})." + ("" if blend else " Rating tracks of more albums helps most.")
 
 
 def _classifier_card(report: ClassifierReport, lib: Any, params: dict[str, Any]) -> str:
@@ -146,6 +151,7 @@ def train_classifier(lib: Any, tracks: Sequence[Track], models_dir: Path, tracki
     arrays = {**arrays, "stars_coef": stars["coef"], "stars_bias": stars["bias"],
               "rated_vectors": vectors[labels.rows[labels.explicit]]}
     info: dict[str, Any] = {"kind": best, "blend": blend, "encoder_id": lib.encoder_id,
+                            "verdict": gate_verdict(best, blend, better_than_chance(cv.metrics[best])),
                             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                             "metrics": cv.metrics, "stars": cv.stars, "reason": reason, "used": labels.used,
                             "dropped": labels.dropped, "split": cv.how, "folds": cv.n_folds}

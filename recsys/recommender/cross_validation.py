@@ -196,6 +196,21 @@ def better_than_chance(metrics: dict[str, float]) -> bool:
     return not math.isnan(low) and low > CHANCE
 
 
+VOTES_ALONE = "playlists rank by the neighbour votes of your rated tracks alone"
+
+
+def gate_verdict(kind: str, blended: bool, clear: bool = True) -> str:
+    """The classifier gate's decision in words, the one wording every command prints: `train-classifier` (its
+    reason), `playlist` (its note) and `eval --playlist` (per split), so that they can never seem to disagree.
+
+    ``clear``: the model is clearly better than chance (``better_than_chance``); it matters only when not blended.
+    """
+    if blended:
+        return f"{kind} kept and blended with the neighbour votes"
+    why = "does not improve on the neighbour votes" if clear else "is not clearly better than chance"
+    return f"{kind} {why} on albums it never saw: not blended, {VOTES_ALONE}"
+
+
 def blend_helps(cv: CrossValidation, kind: str) -> bool:
     """The rule: ``kind`` is clearly better than chance on albums it never saw, AND its blend with the neighbour votes
     ranks those held-out ratings better than the votes alone (out-of-fold ROC-AUC of 'blend' above 'knn').

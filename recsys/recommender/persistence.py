@@ -19,6 +19,7 @@ import numpy as np
 from recsys.atomic import atomic_path, write_bytes_atomic
 from recsys.errors import RecsysError
 from recsys.recommender import models
+from recsys.recommender.cross_validation import gate_verdict
 
 FILES = ("classifier.npz", "classifier.json", "classifier.pt")
 KINDS = ("logistic", "ridge", "mlp")
@@ -29,12 +30,13 @@ class ClassifierError(RecsysError):
 
 
 class RatingModel:
-    """The trained scorer in numpy: P(liked) from a vector model, predicted stars from a ridge regression.
+    """The trained scorer in numpy: P(liked) from a vector model.
 
     ``blend`` says whether the playlist uses the like-probability (False when cross-validation could not show it
-    better than chance: the playlist then ranks by the neighbour votes alone). ``uncertainty`` (``--mode uncertain``)
-    is the mean of two parts in [0, 1]: how close P(liked) is to one half, and how far the track is from every rated
-    track (1 - its highest cosine to one, scaled so the farthest of the given tracks scores 1).
+    better than chance: the playlist then ranks by the neighbour votes alone). The stars a playlist shows and
+    ``--min-rating`` filters on, and ``--mode uncertain``, are functions of the blended probability
+    (``recsys.recommender.rank.shown_rating``, ``rank.uncertainty``), not of this model alone: the ridge regression
+    of the stars saved beside it (``stars_coef``) is measured in the cross-validation report only.
     """
 
     def __init__(self, kind: str, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
@@ -43,6 +45,11 @@ class RatingModel:
     @property
     def blend(self) -> bool:
         return bool(self.info.get("blend", True))
+
+    @property
+    def verdict(self) -> str:
+        """The gate's decision in the words `train-classifier` printed (``cross_validation.gate_verdict``)."""
+        return self.info.get("verdict") or gate_verdict(self.kind, self.blend, clear=False)
 
     @classmethod
     def load(cls, models_dir: Path, encoder_id: str) -> RatingModel:
@@ -68,24 +75,6 @@ class RatingModel:
     def like_probability(self, vectors: np.ndarray) -> np.ndarray:
         """P(the owner likes it: 4 stars and up), one per row of ``vectors``."""
         return models.probability(self.kind, self.arrays, self._check(vectors))
-
-    def predict(self, vectors: np.ndarray) -> np.ndarray:
-        """Predicted ratings in [0, 1] (0.2 per star), one per row of ``vectors``."""
-        x = self._check(vectors)
-        return np.clip(x @ self.arrays["stars_coef"] + self.arrays["stars_bias"], 0.0, 1.0).astype(np.float32)
-
-    def uncertainty(self, vectors: np.ndarray) -> np.ndarray:
-        """How unsure the classifier is about each track, in [0, 1] (see the class docstring)."""
-        import faiss
-
-        x = self._check(vectors)
-        closeness = 1.0 - 2.0 * np.abs(self.like_probability(x) - 0.5)
-        rated = np.ascontiguousarray(self.arrays["rated_vectors"], dtype=np.float32)
-        nearest = faiss.knn(np.ascontiguousarray(x), rated, 1, metric=faiss.METRIC_INNER_PRODUCT)[0][:, 0]
-        novelty = 1.0 - nearest
-        top = float(novelty.max()) if len(novelty) else 0.0
-        novelty = novelty / top if top > 0 else np.zeros_like(novelty)
-        return (0.5 * np.clip(closeness, 0.0, 1.0) + 0.5 * np.clip(novelty, 0.0, 1.0)).astype(np.float32)
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,19 @@ class Comparison:
         """More hidden liked tracks in the top 20 by more than two standard errors, and no more disliked ones."""
         return self.liked > 2 * self.liked_se and self.disliked <= 0
 
+    @property
+    def verdict(self) -> str:
+        """``better`` in words that say which half of the rule failed (a positive difference within the noise is
+        not "worse")."""
+        if self.better:
+            return "better"
+        if math.isnan(self.liked_se):
+            return "not shown better: one split has no standard error"
+        if self.liked <= 2 * self.liked_se:
+            return (f"not shown better: {self.liked:+.2f} liked is within two standard errors "
+                    f"({2 * self.liked_se:.2f}), noise at this many splits")
+        return f"not shown better: {self.disliked:+.2f} disliked too"
+
 
 @dataclass
 class PlaylistEval:
@@ -65,10 +79,12 @@ class PlaylistEval:
     stderr: dict[str, dict[str, float]] = field(default_factory=dict)  # the same keys: standard errors over splits
     comparisons: list[Comparison] = field(default_factory=list)  # top 20, the blend against each other ranker
     notes: list[str] = field(default_factory=list)
+    gate: dict[str, int] = field(default_factory=dict)  # each split's classifier gate verdict -> splits
 
     def as_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["comparisons"] = [{**dataclasses.asdict(c), "better": c.better} for c in self.comparisons]
+        out["comparisons"] = [{**dataclasses.asdict(c), "better": c.better, "verdict": c.verdict}
+                              for c in self.comparisons]
         return finite(out)
 
 
@@ -114,18 +130,24 @@ def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Tra
 
 
 def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., Any], train: Callable[..., Any], *,
-                      splits: int = 5, hidden_fraction: float = 0.25, seed: int = 0) -> PlaylistEval:
+                      splits: int = 5, hidden_fraction: float = 0.25, seed: int = 0,
+                      progress: Callable[[str], object] | None = None) -> PlaylistEval:
     """Mean hidden liked / disliked counts in the top 20 / top 100 per ranker over ``splits`` seeded splits.
 
     ``train(tracks, models_dir)`` trains as `recsys train-classifier` does; ``build(tracks, model, top_n, scorer)``
-    ranks as `recsys playlist` does (``recsys.app.playlist`` passes both, bound to the settings).
+    ranks as `recsys playlist` does (``recsys.app.playlist`` passes both, bound to the settings). Each split's
+    classifier gate decides, as it does for `train-classifier`, whether its "playlist" row blends the classifier:
+    ``gate`` counts the verdicts in that command's words, and a note says why a "playlist" row equals "neighbours
+    only" when it does. ``progress`` gets one line per split (a split trains and builds four playlists: seconds).
     """
     per_split: list[dict[str, dict[str, float]]] = []
     blends: list[str | None] = []  # each split's blend row
     counts = {"hidden": 0.0, "liked": 0.0, "disliked": 0.0, "candidates": 0.0}
     notes: list[str] = []
     stars = {t.key: t.rating for t in tracks}
+    gate: dict[str, int] = {}
     for s in range(splits):
+        started = time.perf_counter()
         visible, hidden = _hide(tracks, hidden_fraction, seed + s)
         liked = {k for k in hidden if stars[k] >= LIKED - 1e-6}
         disliked = {k for k in hidden if stars[k] <= DISLIKED + 1e-6}
@@ -164,6 +186,17 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
         counts["hidden"] += len(hidden)
         counts["liked"] += len(liked)
         counts["disliked"] += len(disliked)
+        verdict = "no classifier" if model is None else model.verdict
+        gate[verdict] = gate.get(verdict, 0) + 1
+        if model is not None and not model.blend:
+            notes.append(f"split {s}: the playlist row is the neighbour votes alone, as `recsys playlist` would "
+                         f"rank: {verdict}")
+        elif model is not None and split["playlist"] == split["neighbours only"]:
+            notes.append(f"split {s}: {verdict}, but at the playlist's weight (recommend.w_model against "
+                         "recommend.w_knn) the hidden tracks in its top 20 and top 100 are those of the votes alone")
+        if progress is not None:
+            progress(f"split {s + 1}/{splits}: {len(hidden)} ratings hidden; {verdict} "
+                     f"({time.perf_counter() - started:.0f} s)")
     names = list(dict.fromkeys(name for split in per_split for name in split))
     mean: dict[str, dict[str, float]] = {}
     stderr: dict[str, dict[str, float]] = {}
@@ -173,6 +206,7 @@ def evaluate_playlist(lib: Any, tracks: Sequence[Track], build: Callable[..., An
             mean.setdefault(name, {})[key], stderr.setdefault(name, {})[key] = mean_se([r[key] for r in rows])
     return PlaylistEval(splits=splits, hidden=counts["hidden"] / splits, hidden_liked=counts["liked"] / splits,
                         hidden_disliked=counts["disliked"] / splits, candidates=counts["candidates"] / splits,
-                        rankers=mean, stderr=stderr, comparisons=_compare(per_split, blends), notes=notes)
+                        rankers=mean, stderr=stderr, comparisons=_compare(per_split, blends), notes=notes,
+                        gate=gate)
 
 

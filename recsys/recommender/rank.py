@@ -12,7 +12,8 @@ At most ``max_voters`` rated tracks vote (the strongest ratings first): the sear
 
 Candidates: embedded tracks the owner has not rated (``include_rated`` adds them) and has not played
 ``played_min`` times or more (``include_played`` adds them: a track you play often is not a recommendation),
-predicted at least ``min_rating`` when given, whose file exists (checked only for the tracks considered).
+predicted at least ``min_rating`` when given (``shown_rating`` of the like-probability: the stars shown are that
+probability's, never a second model's), whose file exists (checked only for the tracks considered).
 
 The evidence rule (taste mode; None turns it off): a candidate must get more than ``min_liked_share`` of its
 neighbour, album and artist votes from liked evidence (0.5: the liked evidence outweighs the not-liked; a track
@@ -114,7 +115,7 @@ class RankedTrack(Labelled):
     path: str
     start_s: float
     score: float
-    predicted: float | None  # predicted rating in [0, 1] (0.2 per star)
+    predicted: float | None  # shown_rating(like): in [0, 1] (0.2 per star); None outside a ranking
     artist: str
     title: str
     album: str
@@ -319,9 +320,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if scorer not in SCORERS:
         raise RankError(f"unknown scorer {scorer!r}: choose one of {', '.join(SCORERS)}")
-    if model is None and (mode == "uncertain" or scorer == "classifier" or min_rating is not None):
-        what = {"uncertain": "mode 'uncertain'"}.get(mode, "--min-rating" if min_rating is not None else "it")
-        raise RankError(f"{what} needs a classifier: run `recsys train-classifier` first")
+    if model is None and scorer == "classifier":
+        raise RankError("the classifier alone needs a classifier: run `recsys train-classifier` first")
     vectors = np.asarray(lib.vectors, dtype=np.float32)
     if len(vectors) == 0:
         raise RankError("the library has no vectors: run `recsys embed` first")
@@ -346,7 +346,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         like, how = p_model, model.kind
     else:
         like, how = (w_model * p_model + w_knn * p_knn) / (w_model + w_knn), f"blend ({model.kind} + neighbours)"
-    predicted = model.predict(vectors) if model is not None else None
+    predicted = shown_rating(like)
 
     candidate = np.ones(n, dtype=bool)
     for t in tracks:
@@ -360,7 +360,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         candidate &= predicted >= min_rating
     if allowed is not None:
         candidate &= allowed
-    relevance = model.uncertainty(vectors) if mode == "uncertain" else like
+    relevance = (uncertainty(p_knn, support, p_model if like is not p_knn else None, w_model, w_knn)
+                 if mode == "uncertain" else like)
     rows = np.flatnonzero(candidate)
     if scale_caps and mode == "taste" and not len(seeds):
         max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, top_n,
@@ -408,7 +409,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         artist_voters = shared_voters(groups.artist, evidence, liked, chosen)
     near_liked, near_disliked = _nearest_rated(vectors, chosen, lib.keys, tracks, row_of, seeds)
     out = [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[i] or 0.0), score=float(relevance[r]),
-                       predicted=None if predicted is None else float(predicted[r]), artist=artist_raw[j] or "",
+                       predicted=float(predicted[r]), artist=artist_raw[j] or "",
                        title=title_raw[j] or "", album=album_raw[j] or "", track_number=numbers[i],
                        duration_s=durations[i], because=[x.label for x in near_liked[i]], like=float(like[r]),
                        like_model=None if p_model is None else float(p_model[r]), like_neighbours=float(p_knn[r]),
@@ -418,6 +419,37 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY] + removed[UNLIKED]  # the evidence rule saw all
     return Ranking(out, how, candidates, _stop_reason(len(out), top_n, candidates, shortlisted, removed, rules),
                    dict(removed))
+
+
+def shown_rating(like: np.ndarray) -> np.ndarray:
+    """The predicted rating shown for a like-probability, in [0, 1] (0.2 per star): 1 star at 0, 3 at even odds,
+    5 at certainty.
+
+    One monotone function of the probability that ranked the track, so the stars and "like 87 %" can never
+    disagree (a separate regression of the stars once printed 2.9 stars next to 87 %), and ``min_rating`` filters
+    on that same quantity: ``--min-rating 4`` keeps the tracks of like-probability 75 % and up.
+    """
+    return (0.2 + 0.8 * np.clip(like, 0.0, 1.0)).astype(np.float32)
+
+
+def uncertainty(p_knn: np.ndarray, support: np.ndarray, p_model: np.ndarray | None = None, w_model: float = 0.2,
+                w_knn: float = 0.8) -> np.ndarray:
+    """How unsure the ranking is about each track, in [0, 1]: what ``--mode uncertain`` offers first.
+
+    The votes are read as a Beta posterior of the like-probability from a uniform prior: ``liked + 1`` and
+    ``not liked + 1`` vote weight (``vote`` returns the share shrunk toward ``PRIOR``; the weights are recovered
+    from it and the support). Its mean, blended with the classifier's ``p_model`` as the playlist blends it, is
+    the probability; the uncertainty is the standard deviation of a Beta of that mean and the votes' weight,
+    ``sqrt(p (1 - p) / (support + 3))``, scaled to 1 for a track no rated track reaches at even odds. So a track
+    of an album the owner rated 19 times with 1-2 stars, however unsure the classifier alone is, is not
+    uncertain: its votes have judged it; what is offered is near even odds AND thinly voted.
+    """
+    support = np.asarray(support, dtype=np.float64)
+    liked = np.clip(np.asarray(p_knn, dtype=np.float64) * (support + ALPHA) - ALPHA * PRIOR, 0.0, support)
+    p = (liked + 1.0) / (support + 2.0)
+    if p_model is not None:
+        p = (w_model * np.asarray(p_model, dtype=np.float64) + w_knn * p) / (w_model + w_knn)
+    return np.clip(2.0 * np.sqrt(3.0 * p * (1.0 - p) / (support + 3.0)), 0.0, 1.0).astype(np.float32)
 
 
 def _in_groups_of(groups: Groups | None, evidence_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:

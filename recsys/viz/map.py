@@ -3,9 +3,11 @@
 The page (``map_page.html`` beside this module, filled in here) holds its data, script and style inline: nothing is
 fetched when it is opened, so it works offline and leaks nothing. Points are drawn on a canvas (100,000 DOM nodes
 would not scroll), coloured by stars (or genre), with the liked (4 stars and up) and disliked (2 and below) tracks'
-density shaded underneath; hover shows the track. When drawn, the page writes ``data-drawn`` (points drawn) and
-``data-painted`` (pixels the points cover) on ``<body>`` and the count into its title: what the tests read back
-from a real headless browser.
+density shaded underneath; hover shows the track. Points are larger the fewer they are (3 px at 100,000 tracks, up
+to 9 px for a few hundred), and the regions of the layout are named on the page by the album, artist or genre most
+of their tracks share (``recsys.viz.regions``). When drawn, the page writes ``data-drawn`` (points drawn),
+``data-painted`` (pixels the points cover), ``data-size`` (a point's side) and ``data-regions`` (labels drawn) on
+``<body>`` and the count into its title: what the tests read back from a real headless browser.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import html
 import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.resources import files
 from pathlib import Path
 
@@ -22,6 +24,7 @@ import numpy as np
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
+from recsys.viz.regions import regions
 
 COLOURS = ("rating", "genre")
 SCALE = 10000  # coordinates are sent as integers 0..SCALE: a third of the bytes of floats, finer than any screen
@@ -47,8 +50,10 @@ def _scaled(points: np.ndarray) -> list[int]:
 
 
 def map_html(points: np.ndarray, labels: Sequence[str], ratings: Sequence[float | None], genres: Sequence[str],
-             colour: str = "rating", title: str = "recsys library map") -> str:
-    """The page for ``points`` (N, 2) with each track's label, rating in [0, 1] (None: unrated) and genre."""
+             colour: str = "rating", title: str = "recsys library map",
+             tags: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The page for ``points`` (N, 2) with each track's label, rating in [0, 1] (None: unrated) and genre;
+    ``tags`` ('album', 'artist': each track's tag, '' when untagged) name the regions, with the genres."""
     if colour not in COLOURS:
         raise MapError(f"unknown --colour {colour!r}: choose one of {', '.join(COLOURS)}")
     points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
@@ -65,7 +70,9 @@ def map_html(points: np.ndarray, labels: Sequence[str], ratings: Sequence[float 
     data = {"title": title, "colour": colour, "x": xs, "y": ys, "labels": list(labels),
             "r": [-1 if r is None or r < 0 else int(round(r * 10)) for r in ratings],  # half-star steps, 0..10
             "g": [index.get((g or "").strip(), len(named) if (g or "").strip() else -1) for g in genres],
-            "genres": genre_list}
+            "genres": genre_list,
+            "regions": [r.as_json() for r in regions(np.array([xs, ys], dtype=np.float64).T,
+                                                     {**(tags or {}), "genre": list(genres)})]}
     # '<' only occurs inside JSON strings, where \u003c means the same: no '</script>' can close the block early
     payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     return _template().replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
