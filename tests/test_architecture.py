@@ -23,11 +23,12 @@ FORBIDDEN = {
     "recsys.playlists": ("recsys.embedder", "recsys.index", "recsys.app", "recsys.library.sources"),
     "recsys.home": ("recsys.",),  # the standard library only (besides recsys.errors, allowed below)
     "recsys.player": ("recsys.",),  # recsys.errors only (allowed below)
-    "recsys.viz": ("recsys.",),  # recsys.errors and recsys.atomic only
+    "recsys.viz": ("recsys.",),  # recsys.errors, recsys.atomic and recsys.guard only
+    "recsys.guard": ("recsys.",),  # recsys.errors only: every layer imports it
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic"}  # the foundations every package may use
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.guard"}  # the foundations every package may use
 # what recsys.cli may import of recsys: the use cases, the settings (for help texts) and the error type
 CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.errors")
 # packages that must not import torch (nor lancedb, but for the store) when imported: `recsys similar`, `recsys

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from functools import cached_property
 
+from recsys.guard import is_under  # noqa: F401  (the one folder-boundary test; imported from here by the library)
+
 
 def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
     """The track key of DESIGN.md: the absolute path, plus the start offset for tracks that share a file (CUE).
@@ -14,13 +16,6 @@ def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> str:
     if not segment:
         return path
     return f"{path}@{start_s:.3f}"
-
-
-def is_under(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` itself or lies inside it, compared at folder boundaries ('/music/a' is not
-    under '/music/ab'); both absolute, not resolved (links are the caller's business)."""
-    root = folder.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
 
 
 def display_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:
