@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -139,9 +140,11 @@ def claim_home(home: Path | str, inputs: Inputs | None = None) -> Path:
         except OSError as exc:
             raise HomeRefused(f"cannot write in the home {home} ({exc.strerror or exc}): choose a writable folder "
                               "with --home (or RECSYS_HOME)") from None
-    if not os.access(home, os.W_OK | os.X_OK):
-        raise HomeRefused(f"the home {home} is read-only: nothing was done; choose a writable folder with --home "
-                          "(or RECSYS_HOME), or make it writable")
+    try:  # a read-only mount, or a folder of someone else's: say so before the work, not after it
+        tempfile.TemporaryFile(dir=home).close()
+    except OSError as exc:
+        raise HomeRefused(f"the home {home} cannot be written ({exc.strerror or exc}): nothing was done; choose a "
+                          "writable folder with --home (or RECSYS_HOME), or make it writable") from None
     return home
 
 
