@@ -43,7 +43,7 @@ def tracking_uri(home: Path, configured: str | None = None, inputs: Inputs | Non
     that names a place recsys must not write (:func:`check_store`) is refused with :class:`TrackingError`."""
     own = _own_uri(home)
     if configured:
-        uri, origin = configured, "the tracking URI (tracking.uri)"
+        uri, origin = configured, "tracking.uri (the config file or RECSYS_TRACKING__URI)"
     elif os.environ.get("MLFLOW_TRACKING_URI"):
         uri, origin = os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
     else:
