@@ -87,7 +87,8 @@ def check_destination(path: str | Path, inputs: Inputs | None, *, recognise: Cal
     path = Path(path)
     why = refusal(path, inputs)
     if why is not None:
-        raise error(f"{path} is {why}: recsys never writes there; choose another {flag}")
+        where = "there" if why.startswith("inside") else "it"
+        raise error(f"{path} is {why}: recsys never writes {where}; choose another {flag}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:

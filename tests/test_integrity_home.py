@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from synth_home import make_home
+from test_faults import _unprivileged  # file modes that bind root too (setpriv)
 
 from recsys.cli import main
 
@@ -237,22 +238,11 @@ def test_map_out_inside_the_music_folder_is_refused(synth, tmp_path):
             ["--db", str(synth.db)]
         r = _cli(synth.home, "map", *args, "--out", str(out), "--force")
         line = _one_line_error(r)
-        assert "recsys never writes there" in line or "is not a recsys map" in line, line
+        assert "recsys never writes" in line or "is not a recsys map" in line, line
     assert _fingerprint(synth.music, synth.db, *theirs) == before
 
 
 # ---- a read-only home -----------------------------------------------------------------------------------------------
-
-
-def _unprivileged() -> list[str] | None:
-    """A prefix under which file modes bind root too (setpriv without the capabilities that bypass them); [] when
-    not root; None when impossible."""
-    if os.geteuid() != 0:
-        return []
-    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"]
-    if shutil.which("setpriv") is None or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
-        return None
-    return prefix
 
 
 def test_a_read_only_home_is_one_line_before_training_and_eval_only_reads(synth):
