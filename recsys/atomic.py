@@ -16,6 +16,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+NAME_MAX = 255  # bytes in one file name on Linux file systems (ext4, btrfs, xfs, tmpfs)
+_TEMP_EXTRA = len("..") + 8 + len(".tmp")  # what the temporary name adds to the name: '.', '.', mkstemp's 8, '.tmp'
+
+
+def clip_name(name: str, limit: int = NAME_MAX) -> str:
+    """``name`` cut to at most ``limit`` bytes as the file system stores it, never inside a character: a name that
+    fits no file system is an error only when the user chose it."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
+
 
 def _umask() -> int:
     """The process umask (reading it means setting it; it is put back at once)."""
@@ -33,7 +43,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     readable by a music server running as its own user (Navidrome, MPD, Jellyfin), also when it replaces a file.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the temporary name must fit NAME_MAX too: a valid 245-byte name must not fail on its temporary one
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{clip_name(path.name, NAME_MAX - _TEMP_EXTRA)}.",
+                               suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
     finally:

@@ -23,14 +23,15 @@ FORBIDDEN = {
     "recsys.playlists": ("recsys.embedder", "recsys.index", "recsys.app", "recsys.library.sources"),
     "recsys.home": ("recsys.",),  # the standard library only (besides recsys.errors, allowed below)
     "recsys.player": ("recsys.",),  # recsys.errors only (allowed below)
-    "recsys.viz": ("recsys.",),  # recsys.errors and recsys.atomic only
+    "recsys.viz": ("recsys.",),  # recsys.errors, recsys.atomic and recsys.guard only
+    "recsys.guard": ("recsys.",),  # recsys.errors only: every layer imports it
     "recsys.servers": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                        "recsys.home", "recsys.library.sources"),
     "recsys.synth": ("recsys.embedder", "recsys.index", "recsys.recommender", "recsys.playlists", "recsys.app",
                      "recsys.library", "recsys.home"),
 }
 # the foundations every package may use (recsys.library.uri: the one file:// rule, standard library only)
-ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.library.uri", "recsys.choices"}
+ALLOWED_ANYWAY = {"recsys.errors", "recsys.atomic", "recsys.guard", "recsys.library.uri", "recsys.choices"}
 # what recsys.cli may import of recsys: the use cases, the settings (for help texts), the tables of names (for its
 # choices) and the error type
 CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.choices", "recsys.errors")

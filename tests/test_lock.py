@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from recsys.errors import RecsysError
-from recsys.home.lock import HomeLock, LockError, LockHeld
+from recsys.home.claim import HomeRefused
+from recsys.home.lock import HomeLock, LockHeld
 
 HOLDER = """
 import sys, time
@@ -56,5 +57,5 @@ def test_other_process_holds_then_dies(tmp_path):
 
 def test_unusable_home(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(LockError, match="choose a writable home with --home"):
+    with pytest.raises(HomeRefused, match="choose a writable folder with --home"):  # claimed before it is locked
         HomeLock(tmp_path / "file" / "home", "recsys embed").acquire()

@@ -7,6 +7,7 @@ from click.testing import CliRunner
 
 from recsys.cli import main
 from recsys.config import as_dict, as_yaml, load_settings, remembered_origins
+from recsys.home.claim import MARKER, claim_home
 from recsys.home.remembered import given_library, read_remembered, remember
 
 
@@ -69,7 +70,7 @@ def test_config_forget_removes_only_the_remembered_library(tmp_path, monkeypatch
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.config/recsys/config.yaml of the user running the tests
     home, music = tmp_path / "home", tmp_path / "music"
-    home.mkdir()
+    claim_home(home)  # remembered only in a home recsys made (recsys.home.claim)
     (home / "other.json").write_text("{}")
     user = tmp_path / "user.yaml"
     user.write_text("library:\n  folders: [/from/file]\n")
@@ -86,7 +87,7 @@ def test_config_forget_removes_only_the_remembered_library(tmp_path, monkeypatch
         f"forgot the remembered library: --db {tmp_path / 'x.db'}, --library {music} (removed "
         f"{home / 'remembered.json'}); the next commands read the library of your config file, the environment or "
         "the defaults, or the --db/--library they are given"]
-    assert sorted(p.name for p in home.iterdir()) == ["other.json"]  # that file only: no lock file, nothing else
+    assert sorted(p.name for p in home.iterdir()) == [MARKER, "other.json"]  # that file only: no lock, nothing else
     shown = config().output
     assert "remembered" not in shown and f"  folders: [/from/file]  # config file {user}, line 2" in shown
     assert "  db: null  # default" in shown

@@ -26,6 +26,7 @@ import numpy as np
 
 from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
+from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.embedder.audio import Clip
 from recsys.embedder.decoding import (
@@ -494,7 +495,7 @@ def embed_library(
                             "music to it (or check --library); nothing was changed")
     home = settings.home_path
     started = time.monotonic()
-    with HomeLock(home, "recsys embed"):
+    with HomeLock(home, "recsys embed", library_inputs(settings)):
         resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder

@@ -24,7 +24,6 @@ from recsys.config import Settings
 from recsys.embedder.active import ResolvedEncoder, resolve_encoder
 from recsys.embedder.decoding import decode_spec, default_workers
 from recsys.errors import RecsysError
-from recsys.home.lock import HomeLock
 from recsys.index.ann import read_manifest
 from recsys.index.retrieval import retrieval_metrics
 from recsys.index.store import TrackStore
@@ -118,26 +117,26 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
              progress: Callable[[int], object] | None = None) -> list[Score]:
     """`recsys eval`: metrics of each spec (``table``, the default: the rows the index was built from; else an encoder
     spec as ``embed.encoder`` takes it, or a checkpoint path), scored on the same tracks (those of the configured
-    library, read only when an encoder must run). Holds the home lock (the feature cache may be built)."""
+    library, read only when an encoder must run). Reads only: no home lock, nothing written in the home (crops an
+    encoder must decode go to a temporary table), so a read-only home or a running `recsys embed` does not stop it."""
     specs = list(specs) or [TABLE]
     tracks = load_configured_library(settings).tracks if any(spec != TABLE for spec in specs) else []
     home = settings.home_path
-    with HomeLock(home, "recsys eval"):
-        store = TrackStore.open(home)
-        named = []
-        for spec in specs:
-            if spec == TABLE:
-                manifest = read_manifest(home)
-                if manifest is None or not store.count:
-                    raise EvalError(f"nothing is embedded in {home}: run `recsys embed`, or name an encoder with "
-                                    "--encoder")
-                named.append((spec, "current table", manifest["encoder_id"], TABLE,
-                              _table_rows(store, manifest["encoder_id"])))
-                continue
-            resolved = resolve_encoder(spec, home, settings.train.device)
-            rows, source = encoder_rows(settings, resolved, tracks, store, progress)
-            named.append((spec, resolved.label, resolved.encoder_id, source, rows))
-        return score_rows(named)
+    store = TrackStore.open(home, writable=False)
+    named = []
+    for spec in specs:
+        if spec == TABLE:
+            manifest = read_manifest(home)
+            if manifest is None or not store.count:
+                raise EvalError(f"nothing is embedded in {home}: run `recsys embed`, or name an encoder with "
+                                "--encoder")
+            named.append((spec, "current table", manifest["encoder_id"], TABLE,
+                          _table_rows(store, manifest["encoder_id"])))
+            continue
+        resolved = resolve_encoder(spec, home, settings.train.device)
+        rows, source = encoder_rows(settings, resolved, tracks, store, progress)
+        named.append((spec, resolved.label, resolved.encoder_id, source, rows))
+    return score_rows(named)
 
 
 def eval_playlist(settings: Settings, splits: int | None = None,

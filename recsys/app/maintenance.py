@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.home import MLFLOW_DB, models_dir, read_stamp
 from recsys.home.lock import HomeLock
@@ -79,7 +80,7 @@ def prune(settings: Settings) -> PruneReport:
     """`recsys prune`: remove the rows (and recorded failures) of files that no longer exist, then refresh the index."""
     home = settings.home_path
     report = PruneReport()
-    with HomeLock(home, "recsys prune"):
+    with HomeLock(home, "recsys prune", library_inputs(settings)):
         store = TrackStore.open(home)
         states = store.states()
         gone = sorted(k for k, r in states.items() if not remote.exists(r.path))
@@ -227,7 +228,7 @@ def repair(settings: Settings) -> RepairReport:
     home = settings.home_path
     report = RepairReport()
     started = time.monotonic()
-    with HomeLock(home, "recsys repair"):
+    with HomeLock(home, "recsys repair", library_inputs(settings)):
         store = TrackStore.open(home)
         _repair_failures(store, report)
         if store.version:

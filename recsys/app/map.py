@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import output_path
+from recsys.app.output import output_path, snapshot_inputs
 from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -27,7 +27,7 @@ from recsys.library.filters import Filter, candidate_mask, parse, snapshot_colum
 from recsys.library.sources import load_library
 from recsys.library.track import Track, display_label
 from recsys.recommender.neighbours import exact_search
-from recsys.viz.map import map_html, write_map
+from recsys.viz.map import check_map_output, map_html, write_map
 from recsys.viz.projection import METHODS, Search, project
 
 LAYOUTS = ("auto", *METHODS)
@@ -91,6 +91,8 @@ def make_map(settings: Settings, req: MapRequest) -> LibraryMap:
         raise RecsysError(f"unknown --layout {req.layout!r}: choose one of {', '.join(LAYOUTS)}")
     flt = parse(req.where)  # a bad term fails before anything is read
     lib = current_snapshot(settings.home_path, settings.index)
+    inputs = snapshot_inputs(settings, lib)
+    out = check_map_output(output_path(req.out, settings, "recsys-map", "html"), req.force, inputs)  # before the work
     notes = [lib.behind] if lib.behind else []
     tracks = _tracks(settings, flt, notes)
     rows = _selected(lib, flt, tracks)
@@ -115,5 +117,5 @@ def make_map(settings: Settings, req: MapRequest) -> LibraryMap:
     tags = {"album": [album[i] or "" for i in rows], "artist": [artist[i] or "" for i in rows]}
     heading = f"recsys map of {n} tracks" + (f" matching {flt}" if flt else "")
     page = map_html(points, labels, ratings, genres, colour=req.colour, title=heading, tags=tags)
-    out = write_map(output_path(req.out, settings, "recsys-map", "html"), page, overwrite=req.force)
+    out = write_map(out, page, overwrite=req.force, inputs=inputs)
     return LibraryMap(out, n, sum(r is not None for r in ratings), layout, notes, str(flt))

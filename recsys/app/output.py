@@ -12,14 +12,29 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from recsys.atomic import NAME_MAX, clip_name
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors
 from recsys.playlists import WRITERS, Inputs, PlaylistWriteError
 from recsys.recommender.rank import RankedTrack
 
 
+def check_out(out: str | None) -> None:
+    """Refuse an ``--out`` that names no file: empty (it wrote nothing, silently), or ``-``, which many tools read as
+    standard output but which made a file named ``-``; recsys writes its files only to a path."""
+    if out is None:
+        return
+    if not out.strip():
+        raise PlaylistWriteError("--out is empty: give a file name, or leave --out out for a new file in "
+                                 "recommend.out_dir")
+    if out == "-":
+        raise PlaylistWriteError("--out - (standard output) is not supported: give a file name, e.g. --out "
+                                 "./playlist.xspf")
+
+
 def playlist_format(out: str | None, fmt: str | None, settings: Settings) -> str:
     """``fmt``, else m3u8 for an ``--out`` ending in .m3u8/.m3u, else the configured format."""
+    check_out(out)
     chosen = fmt or ("m3u8" if out and Path(out).suffix.lower() in (".m3u8", ".m3u") else settings.recommend.format)
     if chosen not in WRITERS:
         raise PlaylistWriteError(f"unknown playlist format {chosen!r}: choose one of {', '.join(WRITERS)}")
@@ -34,11 +49,17 @@ def _free_default_path(folder: Path, stem: str, ext: str) -> Path:
     return candidate
 
 
+# room the default name keeps after its stem: '-<date>', a '-<n>' that makes it free, the longest extension
+_DEFAULT_TAIL = len("-2026-12-31-9999.html")
+
+
 def output_path(out: str | None, settings: Settings, name: str, ext: str) -> Path:
-    """``--out``, else a free ``<name>-<date>.<ext>`` in the playlist folder."""
-    if out:
+    """``--out``, else a free ``<name>-<date>.<ext>`` in the playlist folder, ``name`` cut to fit one file name."""
+    check_out(out)
+    if out is not None:
         return Path(out).expanduser()
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-.") or "recsys"
+    safe = clip_name("".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-."),
+                     NAME_MAX - _DEFAULT_TAIL).strip("-.") or "recsys"
     return _free_default_path(Path(settings.recommend.out_dir).expanduser(), f"{safe}-{date.today().isoformat()}", ext)
 
 

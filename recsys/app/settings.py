@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from recsys.config import Settings, load_settings, remembered_origins
+from recsys.guard import Inputs
 from recsys.home.remembered import describe, forget, given_library, remember
 from recsys.library.filters import HELP as WHERE_HELP  # the --where flag's help, for the commands that take it
 
-__all__ = ["WHERE_HELP", "command_settings", "forget_library", "remember_library", "remembered_note"]
+__all__ = ["WHERE_HELP", "command_settings", "forget_library", "library_inputs", "remember_library",
+           "remembered_note"]
 
 
 def command_settings(config_file: str | None, home: str | None, *, db: str | None = None,
@@ -42,6 +44,14 @@ def command_settings(config_file: str | None, home: str | None, *, db: str | Non
     elif (db or folders) and not subsonic:
         settings.library.subsonic = None
     return settings
+
+
+def library_inputs(settings: Settings) -> Inputs:
+    """The library's database (given, or the one found at its usual place) and folders: what the home and every file
+    recsys writes must keep clear of (:mod:`recsys.guard`, :mod:`recsys.home.claim`)."""
+    from recsys.library.sources import library_db
+
+    return Inputs(library_db(settings.library.db, settings.library.folders), tuple(settings.library.folders or ()))
 
 
 def remembered_note(settings: Settings) -> str | None:

@@ -38,7 +38,7 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
     with ``where`` (filter terms), only the tracks that match them; with ``out`` (or ``fmt``) they are also
     written as a playlist, nearest first."""
     flt = parse(where)
-    chosen = playlist_format(out, fmt, settings) if out or fmt else None
+    chosen = playlist_format(out, fmt, settings) if out is not None or fmt else None
     lib = current_snapshot(settings.home_path, settings.index)
     row = resolve_query(lib, query)
     note = lib.behind

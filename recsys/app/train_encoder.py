@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.app.evaluate import Score, encoder_rows, score_rows
+from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.embedder.active import activate as activate_encoder
 from recsys.embedder.active import latest_run_dir, new_run_dir, resolve_encoder
@@ -131,7 +132,8 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
     home = settings.home_path
     say = echo or (lambda _text: None)
     library = load_library(settings.library.db, settings.library.folders, settings=settings)
-    with HomeLock(home, "recsys train-encoder"):
+    inputs = library_inputs(settings)
+    with HomeLock(home, "recsys train-encoder", inputs):
         model, fine_tune = base_model(cfg)
         cache, cache_report = build_cache(settings, library.tracks,
                                           (lambda n: progress(n, "caching")) if progress else None)
@@ -159,7 +161,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
                                                    "seed", "windows", "window_seconds", "holdout", "channels")},
                   **counts, "resume": resume, "crop_seconds": settings.audio.crop_seconds, "run_dir": str(run_dir)}
         with mlflow_run(home, "recsys-encoder", run_dir.name, params, configured_uri=settings.tracking.uri,
-                        tags={"stage": "encoder"}) as run:
+                        tags={"stage": "encoder"}, inputs=inputs) as run:
             trainer = Trainer(cfg, model, split.train, split.val, cache.folder, run_dir, fine_tune=fine_tune,
                               log_step=run.log_metrics,
                               progress=(lambda n: progress(n, f"epoch {trainer.epoch + 1}/{cfg.epochs}"))

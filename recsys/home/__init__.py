@@ -9,6 +9,8 @@
     <home>/cache/audio/                   decoded training windows (recsys.embedder.cache)
     <home>/mlflow.db, mlartifacts/        MLflow's store (MLFLOW_DB; recsys.tracking)
     <home>/recsys.lock                    one writer at a time (recsys.home.lock)
+    <home>/.recsys-home, .recsys-made     the marker (this folder is recsys's) and what recsys made here: the only
+                                          paths it removes (recsys.home.claim)
 
 Nothing here imports more than the standard library: `recsys similar` reads the stamp on its fast path.
 """

@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 
 from recsys.errors import RecsysError
+from recsys.guard import Inputs
+from recsys.home.claim import claim_home
 
 LOCK_FILE = "recsys.lock"
 
@@ -28,17 +30,21 @@ class LockHeld(LockError):
 
 
 class HomeLock:
-    """Context manager holding ``<home>/recsys.lock``; never blocks: a second acquirer gets :class:`LockHeld`."""
+    """Context manager holding ``<home>/recsys.lock``; never blocks: a second acquirer gets :class:`LockHeld`.
 
-    def __init__(self, home: Path, command: str) -> None:
+    Taking it first claims the home (:func:`recsys.home.claim.claim_home`): a folder that is not recsys's own, or
+    lies in or around ``inputs`` (the library's folders and database), is refused before anything is written."""
+
+    def __init__(self, home: Path, command: str, inputs: Inputs | None = None) -> None:
         self.home = Path(home)
         self.command = command
+        self.inputs = inputs
         self.path = self.home / LOCK_FILE
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        claim_home(self.home, self.inputs)
         try:
-            self.home.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise LockError(f"cannot create the lock {self.path} ({exc.strerror or exc}): "

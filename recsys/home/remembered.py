@@ -10,8 +10,9 @@ gave, key by key: ``--db`` remembers ``library.db``; ``--library`` remembers ``l
 
 Only the commands that write into the home anyway remember (``embed``, ``train-classifier``, ``train-encoder``,
 ``playlist``), after they succeeded, so a typo is never remembered; ``status`` and ``eval`` only read it. The file is
-written atomically, never created in a home that does not exist, and never anywhere else. ``recsys config --forget``
-removes it (:func:`forget`), and with it every remembered value.
+written atomically, never created in a home that does not exist, only in a home recsys made or adopts
+(:mod:`recsys.home.claim`), and never anywhere else. ``recsys config --forget`` removes it (:func:`forget`), and with
+it every remembered value.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 
 from recsys.atomic import read_regular, write_json_atomic
 from recsys.errors import RecsysError
+from recsys.guard import Inputs
+from recsys.home.claim import MARKER, claim_home, is_own
 
 FILE = "remembered.json"
 KEYS = ("db", "folders", "subsonic")  # of the library section
@@ -94,6 +97,10 @@ def remember(home: Path, given: dict[str, Any], user: str | None = None) -> str 
         return None
     if not home.is_dir():
         return None
+    try:  # only in a home recsys made or adopts (recsys.home.claim), never in a user's folder
+        claim_home(home, Inputs(given.get("db"), given.get("folders") or ()))
+    except RecsysError:
+        return None
     try:
         write_json_atomic(remembered_file(home), {"library": after, **({"subsonic": {"user": user_after}}
                                                                           if user_after else {})})
@@ -118,6 +125,9 @@ def forget(home: Path) -> str:
         return f"nothing was remembered ({path} does not exist)"
     if path.is_dir():
         raise RecsysError(f"{path} is a folder, not a file recsys wrote: move it away yourself")
+    if not is_own(home):
+        raise RecsysError(f"{home} is not a home recsys made (it has no {MARKER}): recsys removes nothing there; "
+                          f"move {path} away yourself")
     was = read_remembered(home)
     try:
         path.unlink()

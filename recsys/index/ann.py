@@ -8,12 +8,15 @@ module never imports lancedb (~1.3 s) or torch. The snapshot holds:
 - ``meta.parquet``: one row per vector (key, path, start_s, content_id, tags, duration_s), row i <-> vector i;
 - ``index.faiss``: the HNSW graph, for kind 'hnsw' only (a flat search runs straight over the memory-mapped vectors).
 
-Each build goes to a fresh folder ``ann-<version>-<random>``; ``ann`` is a symlink swapped to it with one rename, so a
+Each build goes to a fresh folder ``ann-<version>-<random>``, recorded in the home as made by recsys before it is
+created (:func:`recsys.home.claim.record_made`); ``ann`` is a symlink swapped to it with one rename, so a
 reader sees the old snapshot or the new one, whole, never a mix. A reader resolves the link once and opens every file
 from that one folder. Only a writer holding the home lock (``recsys embed``, ``prune``, ``repair``) builds and swaps;
 readers (``similar``, ``playlist``) read the last complete snapshot and say when it is behind the table, so a reader
 during an encoder switch, a full disk or a crashed build still gets a whole index. The snapshot a swap replaces is
-kept until the next swap: a reader that resolved the link just before still finds its files.
+kept until the next swap: a reader that resolved the link just before still finds its files. A swap removes only
+snapshot folders it recorded, never a folder by its name: a plain folder named ``ann`` or ``ann-something`` in the
+home is someone else's and is left alone.
 
 The manifest records what the snapshot was built from (table version, encoder, index settings, the set of rows left
 out because their file is missing) and the size of each of its files: a snapshot that differs in any of them, or
@@ -25,8 +28,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Collection
 from pathlib import Path
@@ -40,6 +43,7 @@ import pyarrow.parquet as pq
 from recsys.config import IndexSettings
 from recsys.errors import RecsysError
 from recsys.home import read_stamp
+from recsys.home.claim import forget_made, made, record_made
 from recsys.library.text import search_label
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
@@ -51,7 +55,6 @@ MANIFEST = "manifest.json"
 # 0.65 ms at 30k, 2.2 ms at 50k (the vectors outgrow the cache), 10.9 ms at 200k; HNSW (M=32, efConstruction=80,
 # efSearch=128) 0.05-0.18 ms with recall@10 >= 0.995 over the same sizes. Exact search keeps p50 < 1 ms up to here.
 META_ROW_GROUP = 16384  # rows per parquet row group: a hit's metadata reads one group, not a million rows
-STALE_BUILD_S = 3600  # an unfinished snapshot folder older than this is a killed build's leftover
 LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the reader starts over
 SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "album", "genre", "year",
                     "track_number", "duration_s"]
@@ -220,7 +223,8 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
                 "settings": index_settings(None, exact_max_tracks, hnsw_m, hnsw_ef_construction),
                 "excluded": excluded_digest(left_out), "missing": len(left_out),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    folder = Path(tempfile.mkdtemp(prefix=f"{ANN}-{version}-", dir=home))
+    _check_link(home)
+    folder = _new_folder(home, version)
     try:
         np.save(folder / "vectors.npy", vectors)
         labels = [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
@@ -241,8 +245,38 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
         _swap_in(home, folder)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            forget_made(home, [folder.name])
         raise
     return manifest
+
+
+def _check_link(home: Path) -> None:
+    """Refuse (before any work) a ``<home>/ann`` recsys did not make: a plain folder cannot be swapped atomically,
+    and it is not recsys's to delete."""
+    link = home / ANN
+    if link.exists() and not link.is_symlink():
+        raise AnnError(f"{link} is a folder recsys did not make (its index is a link): move it out of {home}; "
+                       "recsys never deletes it")
+
+
+def _new_folder(home: Path, version: int) -> Path:
+    """A fresh ``ann-<version>-<random>``, recorded as made by recsys before it exists (so a killed build's leftover
+    is known to be recsys's, and nothing unrecorded is ever removed)."""
+    while True:
+        folder = home / f"{ANN}-{version}-{secrets.token_hex(4)}"
+        if folder.exists() or folder.is_symlink() or folder.name in made(home):
+            continue  # a name taken (by anyone): never record what recsys did not make
+        record_made(home, [folder.name])
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:  # made by someone else in between: not ours
+            forget_made(home, [folder.name])
+            continue
+        except OSError:
+            forget_made(home, [folder.name])
+            raise
+        return folder
 
 
 def _fsync(path: Path) -> None:
@@ -257,19 +291,23 @@ def _swap_in(home: Path, folder: Path) -> None:
     """Point ``home/ann`` at ``folder`` with an atomic rename, then remove the snapshots older than the one it
     replaced (that one stays until the next swap: a reader may have resolved the link to it a moment ago)."""
     link = home / ANN
-    if link.exists() and not link.is_symlink():
-        shutil.rmtree(link)  # a plain folder cannot be replaced atomically; only an odd, hand-made layout has one
+    _check_link(home)
     previous = link.resolve().name if link.is_symlink() else None
     tmp_link = home / f".{ANN}-link-{os.getpid()}"
     tmp_link.unlink(missing_ok=True)
     tmp_link.symlink_to(folder.name)
     os.replace(tmp_link, link)
-    for old in home.glob(f"{ANN}-*"):
-        if old.name in (folder.name, previous) or not old.is_dir():
-            continue
+    gone = []
+    for name in made(home):
         # A finished snapshot is replaced; an unfinished one is a killed build's leftover (one writer at a time).
-        if (old / MANIFEST).exists() or time.time() - old.stat().st_mtime > STALE_BUILD_S:
+        if not name.startswith(f"{ANN}-") or name in (folder.name, previous):
+            continue
+        old = home / name
+        if not old.is_symlink():
             shutil.rmtree(old, ignore_errors=True)  # a reader with files open keeps its data (POSIX unlink)
+        if not old.exists() and not old.is_symlink():
+            gone.append(name)
+    forget_made(home, gone)
 
 
 def _damaged(home: Path, what: str) -> AnnError:

@@ -6,6 +6,8 @@ from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import NewType
 
+from recsys.guard import is_under  # noqa: F401  (the one folder-boundary test; imported from here by the library)
+
 TrackKey = NewType("TrackKey", str)  # what make_key returns: the one identity of a track across recsys
 
 
@@ -21,13 +23,6 @@ def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> TrackKey
     Keys never use a database row id (ids shift between backups).
     """
     return TrackKey(path + segment_suffix(start_s) if segment else path)
-
-
-def is_under(path: str, folder: str) -> bool:
-    """Whether ``path`` is ``folder`` itself or lies inside it, compared at folder boundaries ('/music/a' is not
-    under '/music/ab'); both absolute, not resolved (links are the caller's business)."""
-    root = folder.rstrip("/") or "/"
-    return path == root or path.startswith(root if root == "/" else root + "/")
 
 
 def display_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
+from recsys.guard import Inputs, check_destination
 from recsys.viz.regions import regions
 
 COLOURS = ("rating", "genre")
@@ -78,19 +79,27 @@ def map_html(points: np.ndarray, labels: Sequence[str], ratings: Sequence[float 
     return _template().replace("__TITLE__", html.escape(title)).replace("__DATA__", payload)
 
 
-def write_map(path: str | os.PathLike, page: str, overwrite: bool = False) -> Path:
-    """Write the page atomically; an existing file is replaced only with ``overwrite`` and only if it is a map
-    recsys wrote (never anything else a mistyped ``--out`` names)."""
-    path = Path(path).expanduser().absolute()
-    if path.is_symlink() or (path.exists() and not path.is_file()):
-        raise MapError(f"{path} is not a regular file: choose another --out")
-    if path.exists():
-        if not overwrite:
-            raise MapError(f"{path} exists: pass --force or choose another --out")
+def _is_map(path: Path) -> bool:
+    try:
         with open(path, "rb") as f:
-            if MARKER not in f.read(512):
-                raise MapError(f"{path} exists and is not a recsys map: --force only replaces one; choose another "
-                               "--out")
+            return MARKER in f.read(512)
+    except OSError:
+        return False
+
+
+def check_map_output(path: str | os.PathLike, overwrite: bool = False, inputs: Inputs | None = None) -> Path:
+    """The one write guard (:func:`recsys.guard.check_destination`) for a map: never the player database, a music
+    folder or a music file (``inputs``), and an existing file replaced only with ``overwrite`` and only if it is a
+    map recsys wrote (never anything else a mistyped ``--out`` names); returns the absolute path."""
+    path = Path(path).expanduser().absolute()
+    check_destination(path, inputs, recognise=_is_map, what="a recsys map", replaceable="one", overwrite=overwrite,
+                      error=MapError)
+    return path
+
+
+def write_map(path: str | os.PathLike, page: str, overwrite: bool = False, inputs: Inputs | None = None) -> Path:
+    """Write the page atomically after :func:`check_map_output`."""
+    path = check_map_output(path, overwrite, inputs)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes_atomic(path, page.encode("utf-8"))
