@@ -25,11 +25,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from recsys.errors import RecsysError
 from recsys.guard import Inputs, refusal
 from recsys.home import MLFLOW_DB
+from recsys.library.uri import unquote_path
 
 _NOISY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3")
 
@@ -62,9 +63,9 @@ def _local_path(uri: str) -> str | None:
     for a server or a database on one."""
     parts = urlsplit(uri)
     if parts.scheme == "sqlite":
-        return unquote(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else ""
+        return unquote_path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else ""
     if parts.scheme == "file":
-        return unquote(parts.path)
+        return unquote_path(parts.path)
     if parts.scheme == "" or (len(parts.scheme) == 1 and uri[1:2] == ":"):
         return uri
     return None
