@@ -37,7 +37,7 @@ def _rows(home: Path) -> dict[str, dict]:
 @pytest.fixture(autouse=True)
 def _watchdog():
     """A test here that hangs (the very failure of item 6) ends the session with a traceback instead of forever."""
-    faulthandler.dump_traceback_later(240, exit=True)
+    faulthandler.dump_traceback_later(600, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 

@@ -210,11 +210,8 @@ def _planned(plan: Plan, track: Track, st: os.stat_result, row: RowState | None,
         # the inode changed since the row's bytes were last seen (or --recheck): are they still the row's?
         try:
             cid = _content_id(track, st, deadline)
-        except ReadTimeout:  # a share that hangs: the row is kept as it is, and checked again next run
+        except OSError:  # unreadable now (a share that hangs, a chmod): the row is kept as it is, checked next run
             plan.up_to_date += 1
-            return None
-        except OSError:
-            plan.missing.append(track)
             return None
         plan.content_checked += 1
         if cid == row.content_id:
