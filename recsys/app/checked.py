@@ -9,6 +9,9 @@ again (192 KiB, ``recsys.library.content_id``) and compared with the row's: the 
 and it is embedded again (its tags with it). Reading every content id on every run was measured too slow for a no-op
 run at 100,000 tracks (benchmarks/RESULTS.md); the ctime costs nothing, as the plan's ``stat`` already holds it.
 
+A file that failed to decode is recorded the same way (with ``FAILED`` for a content id): rewritten since, with its
+timestamps kept, it is tried again rather than skipped as a known failure.
+
 Without a record (a home from before it, or the file removed), the tracks are trusted as they are and recorded:
 `recsys embed --recheck` reads every content id. Not covered: a file system without a real ctime (FAT, exFAT, some
 network shares report the mtime) hides a rewrite that keeps size and mtime; `--recheck` finds it.
@@ -26,6 +29,7 @@ import numpy as np
 from recsys.atomic import write_bytes_atomic
 
 RECORD = "content-checked.npy"
+FAILED = "failed"  # the content id in the identity of a file whose decoding failed (no content id is stored for it)
 
 
 def identity(key: str, size: int, mtime_ns: int, ctime_ns: int, content_id: str) -> int:

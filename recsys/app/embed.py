@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from recsys.app.checked import identity, read_checked, write_checked
+from recsys.app.checked import FAILED, identity, read_checked, write_checked
 from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.app.settings import library_inputs
@@ -228,8 +228,11 @@ def _planned(plan: Plan, track: Track, st: os.stat_result, row: RowState | None,
         and failure.size == st.st_size
         and failure.mtime_ns == st.st_mtime_ns
     ):
-        plan.known_failed += 1
-        return None
+        failed = identity(track.key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, FAILED)
+        if checked is None or failed in checked:  # else rewritten since it failed, timestamps kept: tried again
+            plan.known_failed += 1
+            plan.confirmed.append(failed)
+            return None
     if cid is None:
         try:
             cid = _content_id(track, st, deadline)
@@ -514,6 +517,7 @@ def embed_tracks(
         encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
+    failed_as_planned: list[int] = []
     try:
         with interrupts.installed(), closing(decoded(plan.todo, spec, workers)) as outcomes:
             try:
@@ -528,6 +532,8 @@ def embed_tracks(
                         else:
                             report.failed += 1
                             report.new_failures.append(_named_failure(job.track, error or "unknown error"))
+                            failed_as_planned.extend(_as_planned(plan, [(job.track.key, job.size, job.mtime_ns,
+                                                                         job.content_id)], FAILED))
                             encoding.add_failure(
                                 FailureRow(key=job.track.key, path=job.track.path, size=job.size,
                                            mtime_ns=job.mtime_ns, error=error or "unknown error")
@@ -547,18 +553,19 @@ def embed_tracks(
         encoding.flush_failures()
         report.embedded = encoding.encoded
         report.seconds = time.monotonic() - started
-        write_checked(store.home, [*plan.confirmed, *_written_as_planned(plan, encoding.stored)])
+        write_checked(store.home, [*plan.confirmed, *_as_planned(plan, encoding.stored), *failed_as_planned])
     return report
 
 
-def _written_as_planned(plan: Plan, stored: list[tuple[str, int, int, str]]) -> Iterator[int]:
-    """The identities of the rows written from the very file the plan saw (a file that changed while it was decoded
-    is written under its new size and mtime, but its ctime was not seen: the next run checks it)."""
+def _as_planned(plan: Plan, outcomes: list[tuple[str, int, int, str]], recorded: str | None = None) -> Iterator[int]:
+    """The identities of rows written (or failures recorded: ``recorded`` is then FAILED) from the very file the plan
+    saw: a file that changed while it was decoded is recorded under its new size and mtime, but its ctime was not
+    seen, so the next run checks it."""
     planned = {job.track.key: job for job in plan.todo} | {job.track.key: job for job, _ in plan.reuse}
-    for key, size, mtime_ns, cid in stored:
+    for key, size, mtime_ns, cid in outcomes:
         job = planned.get(key)
         if job is not None and (job.size, job.mtime_ns, job.content_id) == (size, mtime_ns, cid):
-            yield identity(key, size, mtime_ns, plan.ctimes[key], cid)
+            yield identity(key, size, mtime_ns, plan.ctimes[key], cid if recorded is None else recorded)
 
 
 def empty_folders(library: Library) -> list[str]:

@@ -37,6 +37,7 @@ from recsys.index.ann import (
 from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, roll_back_unreadable
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
+from recsys.library.reading import ReadDeadline, may_open
 from recsys.library.track import is_under
 
 CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
@@ -124,23 +125,28 @@ def _snapshot_rows(home: Path, skip: set[str], dim: int | None) -> list[TrackRow
         return []
     rows: list[TrackRow] = []
     now = datetime.now(timezone.utc)
-    for i, m in enumerate(lib.meta.to_pylist()):
-        if m["key"] in skip or not m["content_id"]:
-            continue
-        try:
-            st = remote.stat(m["path"])
-            segment = "@" in m["content_id"]  # only segments' content ids carry their start
-            if track_content_id(m["path"], st.st_size, m["start_s"] or 0.0, segment) != m["content_id"]:
+    with ReadDeadline() as deadline:
+        for i, m in enumerate(lib.meta.to_pylist()):
+            if m["key"] in skip or not m["content_id"]:
                 continue
-        except OSError:
-            continue
-        rows.append(TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0),
-                             content_id=m["content_id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
-                             duration_s=float(m["duration_s"] or 0.0), artist=m["artist"] or "",
-                             album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
-                             year=m["year"], track_number=m["track_number"], encoder_id=lib.encoder_id,
-                             vector=np.asarray(lib.vectors[i], dtype=np.float32), embedded_at=now))
+            try:
+                st = remote.stat(m["path"])
+                segment = "@" in m["content_id"]  # only segments' content ids carry their start
+                if not may_open(st) or deadline.read(m["path"], track_content_id, m["path"], st.st_size,
+                                                     m["start_s"] or 0.0, segment) != m["content_id"]:
+                    continue
+            except OSError:
+                continue
+            rows.append(_snapshot_row(m, st, lib.encoder_id, lib.vectors[i], now))
     return rows
+
+
+def _snapshot_row(m: dict, st: os.stat_result, encoder_id: str, vector: np.ndarray, now: datetime) -> TrackRow:
+    return TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0), content_id=m["content_id"],
+                    size=st.st_size, mtime_ns=st.st_mtime_ns, duration_s=float(m["duration_s"] or 0.0),
+                    artist=m["artist"] or "", album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
+                    year=m["year"], track_number=m["track_number"], encoder_id=encoder_id,
+                    vector=np.asarray(vector, dtype=np.float32), embedded_at=now)
 
 
 def _repair_failures(store: TrackStore, report: RepairReport) -> None:

@@ -138,6 +138,7 @@ def _unwritable(home: Path, exc: OSError) -> StoreError:
     return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
 
 
+_RUST_SOURCE = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 _LANCE_OS_ERROR = re.compile(r"([^:,()]+) \(os error (\d+)\)")
 
 
@@ -198,7 +199,8 @@ class TrackStore:
         except ValueError:  # lancedb: "Table 'x' was not found"
             return None
         except (RuntimeError, OSError) as exc:  # its newest version's manifest cannot be read (truncated, damaged)
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _RUST_SOURCE.sub("", first)[:200]  # Lance's own source file and line: nothing for the user
             raise TableDamaged(f"the {name} table in {self.home / (name + '.lance')} cannot be opened ({first}): run "
                                "`recsys repair`, which rolls it back to its newest readable version") from None
 
@@ -424,8 +426,9 @@ def roll_back_unreadable(home: Path, aside: Callable[[Path], Path]) -> list[Roll
                 break
             except ValueError:  # not there at all
                 break
-            except (RuntimeError, OSError):
-                pass
+            except (RuntimeError, OSError) as exc:
+                if isinstance(exc, OSError) or _LANCE_OS_ERROR.search(str(exc)):
+                    raise _write_failed(home, exc) from None  # the file system's refusal (permissions, I/O): no damage
             manifests = sorted((v, p) for p in folder.glob("*.manifest") if (v := _manifest_version(p)) is not None)
             if len(manifests) < 2:  # nothing older to roll back to: the table starts anew
                 moved.append(RolledBack(name, None, aside(home / f"{name}.lance")))
