@@ -87,7 +87,7 @@ def test_a_file_rewritten_with_size_and_mtime_kept_is_embedded_again(small_libra
     _rewrite_keeping_times(broken, other.read_bytes())
     user = fingerprint(lib.music, lib.db)
     r = _embed(lib)
-    assert "reused 1 " in r.output and "failed 0 new + 0 known" in r.output, r.output  # the victim's bytes now
+    assert "reused 1 " in r.output and "failed" not in r.output, r.output  # the victim's bytes now
     assert str(broken) in _rows(lib.home)
     assert fingerprint(lib.music, lib.db) == user
 
@@ -146,7 +146,7 @@ def test_number_tags_out_of_range_are_dropped_not_fatal(small_library):
     for source in (None, ("--library", str(lib.music))):
         r = _embed(lib, source=source)
         assert r.exit_code == 0, r.output
-        assert "failed 0 new" in r.output and "up to date" in r.output, r.output
+        assert "failed" not in r.output and "up to date" in r.output, r.output
     rows = _rows(lib.home)
     assert len(rows) == 12
     assert rows[lib.songs[0].path]["year"] is None and rows[lib.songs[1].path]["track_number"] is None
