@@ -60,7 +60,7 @@ def test_formats_by_content(music):
 
 def test_sniff_other_magic(tmp_path):
     cases = {
-        "mp3": (b"\xff\xfb\x90\x64" + bytes(413)) * 2,  # MPEG-1 layer III frames (417 bytes at 128 kbit/s, 44.1 kHz)
+        "mp3": b"\xff\xfb\x90\x64" + bytes(60),  # MPEG-1 layer III frame header
         "mp3-id3": b"ID3\x04\x00\x00\x00\x00\x00\x05" + bytes(5) + b"\xff\xfb\x90\x64" + bytes(40),
         "flac-id3": b"ID3\x04\x00\x00\x00\x00\x00\x05" + bytes(5) + b"fLaC" + bytes(40),
         "aiff": b"FORM\x00\x00\x10\x00AIFF" + bytes(40),

@@ -78,11 +78,13 @@ def _mpeg_frame_length(head: bytes) -> int:
 
 
 def _mpeg_stream(f: BinaryIO, head: bytes) -> bool:
-    """Whether ``head`` starts MPEG audio: a valid frame header, and another where that frame ends. One header alone
-    is four bytes that text can hold: a UTF-16 text file starts 0xFF 0xFE, a valid MPEG-1 layer I header for many
-    first characters."""
+    """Whether ``head`` starts MPEG audio: a valid frame header; for layer I, another where that frame ends. A UTF-16
+    text file starts 0xFF 0xFE, a valid MPEG-1 layer I header for many first characters, and layer I audio is all
+    but extinct; a layer II/III header alone still counts, so a damaged MP3 is reported by the decoder as damaged."""
     if not _mpeg_frame(head):
         return False
+    if (head[1] >> 1) & 0x3 != 3:  # layer II or III
+        return True
     length = _mpeg_frame_length(head)
     if length == 0:
         return True
