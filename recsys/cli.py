@@ -255,21 +255,26 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
 @click.option("--batch-size", type=Count.of(EmbedSettings, "batch_size"), default=None,
               help=f"Clips encoded together [default: embed.batch_size, {EmbedSettings.batch_size}].")
 @click.option("--retry-failed", is_flag=True, help="Try again the files that failed before, even unchanged.")
+@click.option("--recheck", is_flag=True,
+              help="Read every file's content id and embed again those whose bytes changed, even where size and "
+                   "times say unchanged (a file system without a real ctime: FAT, some network shares).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
-def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, quiet):
+def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, recheck, quiet):
     """Embed every track of the library into the table and index.
 
-    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded, a missing
-    file's vector is kept out of the index until the file is back (`recsys prune` removes it), moved or copied files
-    keep their vector, and a run stopped with Ctrl-C (or killed) continues where it
-    stopped. Files that cannot be decoded are recorded (see `recsys status`) and skipped.
+    Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded (one rewritten
+    with its size and mtime kept, as `rsync -t` or `cp -p` leave it, is found by its inode change time and content),
+    a missing file's vector is kept out of the index until the file is back (`recsys prune` removes it), moved or
+    copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it stopped. Files that
+    cannot be decoded are recorded (see `recsys status`) and skipped.
     """
     from recsys.app.embed import embed_library
 
     settings = _library_settings(ctx, db, folders, embed={"encoder": encoder, "workers": workers, "device": device,
                                                           "batch_size": batch_size})
-    report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar)
+    report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar,
+                           recheck=recheck)
     _render_embed(report)
     _remember(settings, db, folders)
     if report.interrupted:
@@ -339,6 +344,9 @@ def _render_embed(report) -> None:
         click.echo(f"  {report.stale} track(s) were embedded by another encoder or clip policy (a changed setting, "
                    "or a new default): embedding them again")
     click.echo(_embed_counts(report))
+    if report.content_checked:
+        click.echo(f"  content compared for {report.content_checked} file(s) whose size and mtime match their row "
+                   f"(inode changed, or --recheck): {report.rewritten} hold new bytes and were embedded again")
     for folder in report.empty_folders:
         click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
                    "were")

@@ -46,6 +46,25 @@ class SmallLibrary:
         return runner.invoke(main, ["--home", str(self.home), *args], input=input, catch_exceptions=False)
 
 
+def fingerprint(*roots: Path) -> dict[str, tuple]:
+    """Bytes, mode and mtime of every file and folder under ``roots`` (folders: their listing; FIFOs and links as
+    such, never opened): what must be the same after any recsys command, for the user's music and databases."""
+    seen: dict[str, tuple] = {}
+    for root in roots:
+        for path in [root, *sorted(root.rglob("*"))] if root.is_dir() else [root]:
+            st = path.lstat()
+            if path.is_symlink():
+                content: object = os.readlink(path)
+            elif path.is_dir():
+                content = sorted(os.listdir(path))
+            elif path.is_file():
+                content = path.read_bytes()
+            else:
+                content = None
+            seen[str(path)] = (content, st.st_mode, st.st_mtime_ns)
+    return seen
+
+
 _CACHE: dict[tuple, Path] = {}
 
 

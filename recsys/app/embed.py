@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from recsys.app.checked import FAILED, identity, read_checked, write_checked
 from recsys.app.maintenance import missing_keys, refresh_snapshot
 from recsys.app.noop import LibraryDigest, NoopRecord, read_record, write_record
 from recsys.app.settings import library_inputs
@@ -45,6 +46,7 @@ from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import FailureRow, RowState, TrackRow, TrackStore
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
+from recsys.library.reading import ReadDeadline, ReadTimeout, may_open
 from recsys.library.sources import Library, load_configured_library
 from recsys.library.track import Track, is_under
 
@@ -80,6 +82,10 @@ class Plan:
     unlisted: list[tuple[str, bool]] = field(default_factory=list)  # (path, exists) of rows the library does not list
     table_rows: int = 0
     failures: list[dict] = field(default_factory=list)  # every failure recorded, as `recsys status` shows them
+    content_checked: int = 0  # files whose content id was read again although size and mtime matched their row
+    rewritten: int = 0  # ... and found to hold other bytes (rewritten with its timestamps kept): embedded again
+    confirmed: list[int] = field(default_factory=list)  # identities seen holding their row's bytes (app.checked)
+    ctimes: dict[str, int] = field(default_factory=dict)  # key -> ctime_ns of the files to write, as planned on
 
     @property
     def nothing_to_do(self) -> bool:
@@ -102,6 +108,8 @@ class EmbedReport:
     missing: int = 0
     changed: int = 0  # files that kept changing while they were decoded, or a server did not deliver: the next run
     # does them
+    content_checked: int = 0  # files whose ctime moved (or --recheck): content id read again (recsys.app.checked)
+    rewritten: int = 0  # ... found holding other bytes under the same size and mtime: embedded again
     interrupted: bool = False
     seconds: float = 0.0
     encoder: str = ""
@@ -127,53 +135,35 @@ def plan_embedding(
     retry_failed: bool = False,
     vectors_by_content_id: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
     untouched_folders: Sequence[str] = (),
+    checked: set[int] | None = None,
+    recheck: bool = False,
 ) -> Plan:
     """Decide per track: keep, reuse a vector, skip a known failure, or decode; which rows are missing (kept, out of
     the index) and which are a moved file's leftover (dropped). Rows under ``untouched_folders`` (music folders that
-    are empty as a whole: unmounted) are left exactly as they are."""
+    are empty as a whole: unmounted) are left exactly as they are.
+
+    A track whose size and mtime match its row is kept when its identity is in ``checked`` (``recsys.app.checked``;
+    None: no record, every such track trusted); else, and for every one with ``recheck``, its content id is read and
+    compared with the row's."""
     plan = Plan(table_rows=len(states), failures=[
         {"path": f.path, "error": f.error, "failed_at": f.failed_at} for f in failures.values()])
     candidates: list[Job] = []
     listed: set[str] = set()
     digest = LibraryDigest(untouched_folders)
-    for track in tracks:
-        listed.add(track.key)
-        try:
-            st = remote.stat(track.path)  # a server's file: its size and date as the server listed them
-        except OSError:
-            digest.add(track, None)
-            plan.missing.append(track)
-            continue
-        digest.add(track, st)
-        row = states.get(track.key)
-        if (
-            row is not None
-            and row.encoder_id == encoder_id
-            and row.size == st.st_size
-            and row.mtime_ns == st.st_mtime_ns
-            and row.path == track.path
-        ):
-            plan.up_to_date += 1
-            continue
-        if row is not None and row.encoder_id != encoder_id:
-            plan.stale += 1
-        failure = failures.get(track.key)
-        if (
-            failure is not None
-            and not retry_failed
-            and failure.size == st.st_size
-            and failure.mtime_ns == st.st_mtime_ns
-        ):
-            plan.known_failed += 1
-            continue
-        try:
-            # reading a FIFO or device listed as a track would block the run: the decoder records it as a failure
-            cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment)
-                   if remote.is_file(track.path) else "")
-        except OSError:
-            plan.missing.append(track)
-            continue
-        candidates.append(Job(track, st.st_size, st.st_mtime_ns, cid))
+    with ReadDeadline() as deadline:
+        for track in tracks:
+            listed.add(track.key)
+            try:
+                st = remote.stat(track.path)  # a server's file: its size and date as the server listed them
+            except OSError:
+                digest.add(track, None)
+                plan.missing.append(track)
+                continue
+            digest.add(track, st)
+            job = _planned(plan, track, st, states.get(track.key), failures.get(track.key), encoder_id, retry_failed,
+                           checked, recheck, deadline)
+            if job is not None:
+                candidates.append(job)
     if tracks and len(plan.missing) == len(tracks):
         raise MissingFilesError(
             f"none of the {len(tracks)} music files of the library can be found (first: {tracks[0].path}): "
@@ -187,6 +177,77 @@ def plan_embedding(
         else:
             plan.todo.append(job)
     plan.library_digest = digest.hexdigest()
+    _rows_of_unlisted_or_missing(plan, states, listed, untouched_folders)
+    return plan
+
+
+def _content_id(track: Track, st: os.stat_result, deadline: ReadDeadline) -> str:
+    """The content id of the track's file as ``st`` shows it; '' for what is never opened (a FIFO, a device, an empty
+    or pseudo-file: reading it could block; the decoder records it as a failure). Raises OSError (a read cut by the
+    deadline included)."""
+    if not may_open(st):
+        return ""
+    return deadline.read(track.path, track_content_id, track.path, st.st_size, track.start_s, track.segment)
+
+
+def _planned(plan: Plan, track: Track, st: os.stat_result, row: RowState | None, failure: FailureRow | None,
+             encoder_id: str, retry_failed: bool, checked: set[int] | None, recheck: bool,
+             deadline: ReadDeadline) -> Job | None:
+    """One listed track whose file exists, counted in ``plan``; the Job to decode or reuse for, or None."""
+    cid: str | None = None
+    if (
+        row is not None
+        and row.encoder_id == encoder_id
+        and row.size == st.st_size
+        and row.mtime_ns == st.st_mtime_ns
+        and row.path == track.path
+    ):
+        confirmed = identity(track.key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, row.content_id)
+        if not recheck and (checked is None or confirmed in checked):
+            plan.up_to_date += 1
+            plan.confirmed.append(confirmed)
+            return None
+        # the inode changed since the row's bytes were last seen (or --recheck): are they still the row's?
+        try:
+            cid = _content_id(track, st, deadline)
+        except OSError:  # unreadable now (a share that hangs, a chmod): the row is kept as it is, checked next run
+            plan.up_to_date += 1
+            return None
+        plan.content_checked += 1
+        if cid == row.content_id:
+            plan.up_to_date += 1
+            plan.confirmed.append(confirmed)
+            return None
+        plan.rewritten += 1  # same size and mtime, other bytes: rewritten with its timestamps kept
+    elif row is not None and row.encoder_id != encoder_id:
+        plan.stale += 1
+    if (
+        cid is None
+        and failure is not None
+        and not retry_failed
+        and failure.size == st.st_size
+        and failure.mtime_ns == st.st_mtime_ns
+    ):
+        failed = identity(track.key, st.st_size, st.st_mtime_ns, st.st_ctime_ns, FAILED)
+        if checked is None or failed in checked:  # else rewritten since it failed, timestamps kept: tried again
+            plan.known_failed += 1
+            plan.confirmed.append(failed)
+            return None
+    if cid is None:
+        try:
+            cid = _content_id(track, st, deadline)
+        except ReadTimeout:
+            cid = ""  # the decoder, under its own deadline, records it as this file's failure
+        except OSError:
+            plan.missing.append(track)
+            return None
+    plan.ctimes[track.key] = st.st_ctime_ns
+    return Job(track, st.st_size, st.st_mtime_ns, cid)
+
+
+def _rows_of_unlisted_or_missing(plan: Plan, states: dict[str, RowState], listed: set[str],
+                                 untouched_folders: Sequence[str]) -> None:
+    """Which rows are missing (kept, out of the index) and which are a moved file's leftover (dropped)."""
     missing_listed = {t.key for t in plan.missing}
     living = {j.content_id for j, _ in plan.reuse} | {
         r.content_id for k, r in states.items() if k in listed and k not in missing_listed}
@@ -203,7 +264,6 @@ def plan_embedding(
                 plan.delete_keys.append(key)  # moved or renamed: its vector was reused under the new key
             else:
                 plan.missing_keys.append(key)
-    return plan
 
 
 def _checked_vectors(out: object, batch: Sequence[tuple[Job, object]], dim: int, label: str) -> np.ndarray:
@@ -274,6 +334,7 @@ class _Encoding:
         self.failures: list[FailureRow] = []
         self.encoded = 0  # decoded clips turned into rows (reused vectors are not counted)
         self.written = 0
+        self.stored: list[tuple[str, int, int, str]] = []  # (key, size, mtime_ns, content id) of every row written
 
     def add_clip(self, job: Job, clip: Clip) -> None:
         n = len(clip.samples)
@@ -338,6 +399,7 @@ class _Encoding:
             self.store.upsert(self.rows)
             self.store.clear_failures([r.key for r in self.rows])
             self.written += len(self.rows)
+            self.stored.extend((r.key, r.size, r.mtime_ns, r.content_id) for r in self.rows)
             self.rows = []
 
     def flush_failures(self) -> None:
@@ -398,6 +460,15 @@ class _Interrupts:
                 signal.signal(sig, handler)
 
 
+def _named_failure(track: Track, error: str) -> tuple[str, str]:
+    """(what failed, why) for people: a CUE segment by its key (the file and its start), so the segments of one file
+    that fail each get their own line, not the file's name once per segment."""
+    if not track.segment:
+        return track.path, error
+    prefix = f"{track.path}: "
+    return track.key, error[len(prefix):] if error.startswith(prefix) else error
+
+
 def embed_tracks(
     tracks: Sequence[Track],
     store: TrackStore,
@@ -412,10 +483,12 @@ def embed_tracks(
     progress: Callable[[int], object] | None = None,
     label: str | None = None,
     untouched_folders: Sequence[str] = (),
+    recheck: bool = False,
 ) -> EmbedReport:
     """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C or SIGTERM keeps everything decoded so
     far (the clips waiting for a full batch are encoded first, and no signal cuts a batch or a write, so the count
-    reported is the count saved)."""
+    reported is the count saved). ``recheck``: read every file's content id, whatever its size, mtime and ctime say
+    (``recsys.app.checked``)."""
     started = time.monotonic()
     report = EmbedReport(total=len(tracks), encoder_id=encoder_id)
     failures = {f.key: f for f in store.failures()}
@@ -427,9 +500,11 @@ def embed_tracks(
         retry_failed=retry_failed,
         vectors_by_content_id=lambda cids: store.vectors_by_content_id(cids, encoder_id),
         untouched_folders=untouched_folders,
+        checked=read_checked(store.home),
+        recheck=recheck,
     )
     report.up_to_date, report.known_failed, report.missing = plan.up_to_date, plan.known_failed, len(plan.missing)
-    report.stale = plan.stale
+    report.stale, report.content_checked, report.rewritten = plan.stale, plan.content_checked, plan.rewritten
     report.kept_missing = len(plan.missing_keys)
     report.plan = plan
     if plan.delete_keys:
@@ -442,6 +517,7 @@ def embed_tracks(
         encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
+    failed_as_planned: list[int] = []
     try:
         with interrupts.installed(), closing(decoded(plan.todo, spec, workers)) as outcomes:
             try:
@@ -455,7 +531,9 @@ def embed_tracks(
                             report.changed += 1
                         else:
                             report.failed += 1
-                            report.new_failures.append((job.track.path, error or "unknown error"))
+                            report.new_failures.append(_named_failure(job.track, error or "unknown error"))
+                            failed_as_planned.extend(_as_planned(plan, [(job.track.key, job.size, job.mtime_ns,
+                                                                         job.content_id)], FAILED))
                             encoding.add_failure(
                                 FailureRow(key=job.track.key, path=job.track.path, size=job.size,
                                            mtime_ns=job.mtime_ns, error=error or "unknown error")
@@ -475,7 +553,19 @@ def embed_tracks(
         encoding.flush_failures()
         report.embedded = encoding.encoded
         report.seconds = time.monotonic() - started
+        write_checked(store.home, [*plan.confirmed, *_as_planned(plan, encoding.stored), *failed_as_planned])
     return report
+
+
+def _as_planned(plan: Plan, outcomes: list[tuple[str, int, int, str]], recorded: str | None = None) -> Iterator[int]:
+    """The identities of rows written (or failures recorded: ``recorded`` is then FAILED) from the very file the plan
+    saw: a file that changed while it was decoded is recorded under its new size and mtime, but its ctime was not
+    seen, so the next run checks it."""
+    planned = {job.track.key: job for job in plan.todo} | {job.track.key: job for job, _ in plan.reuse}
+    for key, size, mtime_ns, cid in outcomes:
+        job = planned.get(key)
+        if job is not None and (job.size, job.mtime_ns, job.content_id) == (size, mtime_ns, cid):
+            yield identity(key, size, mtime_ns, plan.ctimes[key], cid if recorded is None else recorded)
 
 
 def empty_folders(library: Library) -> list[str]:
@@ -485,9 +575,11 @@ def empty_folders(library: Library) -> list[str]:
 
 
 def embed_library(
-    settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None
+    settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None,
+    recheck: bool = False,
 ) -> EmbedReport:
-    """`recsys embed`: read the library, embed what is new or changed, and refresh the index."""
+    """`recsys embed`: read the library, embed what is new or changed, and refresh the index. ``recheck``: compare
+    every file's content with its row's (``recsys embed --recheck``), not only those whose ctime moved."""
     library = load_configured_library(settings)
     if not library.tracks:
         where = library.db_path or ", ".join(library.folders)
@@ -502,7 +594,7 @@ def embed_library(
         spec = decode_spec(settings, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
         empty = empty_folders(library)
-        known = read_record(home, eid, library.tracks, empty, settings.index)  # nothing to do: no table read
+        known = None if recheck else read_record(home, eid, library.tracks, empty, settings.index)  # no table read
         if known is not None and not (retry_failed and known.known_failed):
             return EmbedReport(
                 total=len(library.tracks), up_to_date=known.up_to_date, known_failed=known.known_failed,
@@ -523,6 +615,7 @@ def embed_library(
             progress=progress,
             label=resolved.label,
             untouched_folders=empty,
+            recheck=recheck,
         )
         report.library, report.encoder, report.device = library, resolved.label, device_label(encoder)
         report.empty_folders = empty

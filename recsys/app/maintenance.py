@@ -34,9 +34,10 @@ from recsys.index.ann import (
     read_manifest,
     snapshot_is_current,
 )
-from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore
+from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, roll_back_unreadable
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
+from recsys.library.reading import ReadDeadline, may_open
 from recsys.library.track import is_under
 
 CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
@@ -124,23 +125,28 @@ def _snapshot_rows(home: Path, skip: set[str], dim: int | None) -> list[TrackRow
         return []
     rows: list[TrackRow] = []
     now = datetime.now(timezone.utc)
-    for i, m in enumerate(lib.meta.to_pylist()):
-        if m["key"] in skip or not m["content_id"]:
-            continue
-        try:
-            st = remote.stat(m["path"])
-            segment = "@" in m["content_id"]  # only segments' content ids carry their start
-            if track_content_id(m["path"], st.st_size, m["start_s"] or 0.0, segment) != m["content_id"]:
+    with ReadDeadline() as deadline:
+        for i, m in enumerate(lib.meta.to_pylist()):
+            if m["key"] in skip or not m["content_id"]:
                 continue
-        except OSError:
-            continue
-        rows.append(TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0),
-                             content_id=m["content_id"], size=st.st_size, mtime_ns=st.st_mtime_ns,
-                             duration_s=float(m["duration_s"] or 0.0), artist=m["artist"] or "",
-                             album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
-                             year=m["year"], track_number=m["track_number"], encoder_id=lib.encoder_id,
-                             vector=np.asarray(lib.vectors[i], dtype=np.float32), embedded_at=now))
+            try:
+                st = remote.stat(m["path"])
+                segment = "@" in m["content_id"]  # only segments' content ids carry their start
+                if not may_open(st) or deadline.read(m["path"], track_content_id, m["path"], st.st_size,
+                                                     m["start_s"] or 0.0, segment) != m["content_id"]:
+                    continue
+            except OSError:
+                continue
+            rows.append(_snapshot_row(m, st, lib.encoder_id, lib.vectors[i], now))
     return rows
+
+
+def _snapshot_row(m: dict, st: os.stat_result, encoder_id: str, vector: np.ndarray, now: datetime) -> TrackRow:
+    return TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0), content_id=m["content_id"],
+                    size=st.st_size, mtime_ns=st.st_mtime_ns, duration_s=float(m["duration_s"] or 0.0),
+                    artist=m["artist"] or "", album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
+                    year=m["year"], track_number=m["track_number"], encoder_id=encoder_id,
+                    vector=np.asarray(vector, dtype=np.float32), embedded_at=now)
 
 
 def _repair_failures(store: TrackStore, report: RepairReport) -> None:
@@ -151,24 +157,52 @@ def _repair_failures(store: TrackStore, report: RepairReport) -> None:
         report.lines.append(f"failures: damaged ({exc}); cleared: `recsys embed` tries those files again")
 
 
-def _repair_table(home: Path, store: TrackStore, report: RepairReport) -> TrackStore:
+def _open_rolled_back(home: Path, report: RepairReport) -> tuple[TrackStore, str | None]:
+    """The store, its tables first rolled back past versions whose manifest cannot be read (a truncated newest
+    manifest made every command fail); with what the roll-back did to the tracks table, for its report line."""
+    how = None
+    for gone in roll_back_unreadable(home, _aside):
+        if gone.version is None:
+            what = f"no version of it can be opened (kept as {gone.moved_to.name}); started a new table"
+        else:
+            what = (f"version {gone.version} cannot be opened (its manifest is damaged; kept as "
+                    f"{gone.moved_to.parent.name}/{gone.moved_to.name})")
+        if gone.table == TRACKS:
+            how = what if how is None else f"{how}; {what}"
+        else:
+            report.lines.append(f"failures: {what}: `recsys embed` tries again the files it held since")
+    store = TrackStore.open(home)
+    if how is not None and store.version:
+        how += f"; rolled back to version {store.version}"
+    return store, how
+
+
+def _repair_table(home: Path, store: TrackStore, report: RepairReport, expected: int = 0,
+                  rolled_back: str | None = None) -> TrackStore:
     """Restore the newest readable version (or start a new table when none is), then give back from the index
-    snapshot the rows that version lacks; what neither holds must be decoded again."""
+    snapshot the rows that version lacks; what neither holds must be decoded again. ``expected``: the rows the last
+    commit stamped; ``rolled_back``: what opening the table needed (versions moved aside), already done."""
     damage = store.damage()
-    if damage is None:
+    expected = max(store.count, expected)
+    if damage is None and rolled_back is None:
         report.lines.append(f"table: whole ({store.count} rows)")
         return store
-    expected = max(store.count, int((read_stamp(home) or {}).get("count") or 0))
-    good = store.last_good_version()
-    if good is not None:
-        version, rows = good
-        store.restore_version(version)
-        how = f"restored its last readable version ({version}, {rows} rows)"
+    if damage is None:
+        rows = store.count
+        how = f"{rolled_back} ({rows} rows; the last commit held {expected})"
     else:
-        moved = _aside(home / f"{TRACKS}.lance")
-        store = TrackStore.open(home)
-        rows = 0
-        how = f"no version is readable (kept as {moved.name}); started a new table"
+        good = store.last_good_version()
+        if good is not None:
+            version, rows = good
+            store.restore_version(version)
+            how = f"restored its last readable version ({version}, {rows} rows)"
+        else:
+            moved = _aside(home / f"{TRACKS}.lance")
+            store = TrackStore.open(home)
+            rows = 0
+            how = f"no version is readable (kept as {moved.name}); started a new table"
+        if rolled_back is not None:
+            how = f"{rolled_back}; {how}"
     recovered = _snapshot_rows(home, set(store.states()), store.dim)
     for start in range(0, len(recovered), 1024):
         store.upsert(recovered[start:start + 1024])
@@ -229,10 +263,13 @@ def repair(settings: Settings) -> RepairReport:
     report = RepairReport()
     started = time.monotonic()
     with HomeLock(home, "recsys repair", library_inputs(settings)):
-        store = TrackStore.open(home)
+        stamped = int((read_stamp(home) or {}).get("count") or 0)  # before opening: that rewrites the stamp
+        store, rolled_back = _open_rolled_back(home, report)
         _repair_failures(store, report)
         if store.version:
-            store = _repair_table(home, store, report)
+            store = _repair_table(home, store, report, stamped, rolled_back)
+        elif rolled_back is not None:
+            report.lines.append(f"table: {rolled_back}")
         encoder = _snapshot_encoder(home, store) if store.version else None
         if encoder is not None:
             manifest = refresh_snapshot(store, settings, encoder, missing_keys(store), force=True)

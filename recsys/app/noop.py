@@ -8,7 +8,8 @@ made from:
 - the table's files (path, size and mtime of every file under ``tracks.lance`` and ``failures.lance``): every commit,
   restore, compaction or deletion adds or changes files there, and so does damage;
 - the vector id of the encoder and clip policy;
-- a digest of every listed track's key, path and file identity (size, mtime) or its absence, taken from the very
+- a digest of every listed track's key, path and file identity (size, mtime, ctime: a file rewritten with its
+  timestamps kept changes its ctime, see ``recsys.app.checked``) or its absence, taken from the very
   ``stat`` calls the plan decided on, and of the music folders left untouched (empty: unmounted);
 - the paths of the rows the library does not list, and whether each file existed (a file found missing makes its row
   a "missing" one, left out of the index; the rule that such rows are kept until `recsys prune` is the plan's);
@@ -48,7 +49,7 @@ class LibraryDigest:
         self._hash.update(json.dumps(sorted(untouched_folders)).encode("utf-8", "surrogateescape"))
 
     def add(self, track: Track, st: os.stat_result | None) -> None:
-        identity = "-" if st is None else f"{st.st_size}:{st.st_mtime_ns}"
+        identity = "-" if st is None else f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
         self._hash.update(f"{track.key}\0{track.path}\0{identity}\n".encode("utf-8", "surrogateescape"))
 
     def hexdigest(self) -> str:

@@ -3,6 +3,7 @@ read-only home and creates nothing."""
 
 from __future__ import annotations
 
+from recsys.app.checked import read_checked
 from recsys.app.embed import empty_folders, plan_embedding
 from recsys.app.maintenance import missing_keys
 from recsys.app.noop import read_record
@@ -31,7 +32,7 @@ def library_status(settings: Settings) -> dict:
         store = TrackStore.open(home, writable=False)
         states = store.states()
         plan = plan_embedding(library.tracks, states, {f.key: f for f in store.failures()}, eid,
-                              untouched_folders=empty)
+                              untouched_folders=empty, checked=read_checked(home))
         stale = sum(1 for j in plan.todo if j.track.key in states)
         counts = {"embedded": plan.up_to_date, "stale": stale, "not_embedded": len(plan.todo) - stale + len(plan.reuse),
                   "missing": len(plan.missing), "missing_kept": len(plan.missing_keys), "table_rows": len(states)}

@@ -137,6 +137,14 @@ def _check_length(path: Source, segment_s: float, max_duration_s: float) -> None
                            f"skipped (raise audio.max_track_minutes to include it)")
 
 
+def _check_segment(path: Source, duration_s: float, seg_start_s: float) -> None:
+    """A CUE segment that starts at or after the file's end has no audio: say so, rather than blame the file."""
+    if seg_start_s > 0 and seg_start_s >= duration_s:
+        raise DecodeError(f"{path}: the CUE segment starting at {seg_start_s:.3f} s lies after the end of the file "
+                          f"({duration_s:.1f} s): the CUE sheet does not match this file, fix it and rescan it in the "
+                          "player")
+
+
 def _check_format(path: Source, rate: int, channels: int) -> None:
     if rate > MAX_SAMPLE_RATE:
         raise DecodeError(f"{path}: the header claims {rate} Hz, beyond the {MAX_SAMPLE_RATE} Hz of any real "
@@ -237,6 +245,7 @@ def _soundfile_crop(path: Source, crop_s: float, count: int, position: str, seg_
     try:
         with sf.SoundFile(_input(path)) as f:
             duration = _soundfile_duration(f)
+        _check_segment(path, duration, seg_start_s)
         segment = _segment_duration(duration, seg_start_s, seg_length_s)
         _check_length(path, segment, max_duration_s)
         windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
@@ -292,6 +301,7 @@ def _pyav_crop(path: Source, crop_s: float, count: int, position: str, seg_start
     container, stream = _open(path)
     with container:
         duration = _pyav_duration(path, container, stream)
+        _check_segment(path, duration, seg_start_s)
         segment = _segment_duration(duration, seg_start_s, seg_length_s)
         _check_length(path, segment, max_duration_s)
         rate = stream.codec_context.sample_rate or stream.rate

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import stat
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from recsys.config import Settings
 from recsys.embedder.audio import Clip, DecodeError, ServerUnreachable, TrackTooLong, limit_decoder_threads, load_crop
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
+from recsys.library.reading import may_open
 from recsys.library.track import Track
 
 _AHEAD_PER_WORKER = 3  # jobs queued per worker: it never waits for the parent, which may be encoding a batch
@@ -116,13 +116,12 @@ class _Listed(Exception):
 
 
 def file_identity(track: Track) -> tuple[int, int, str]:
-    """(size, mtime_ns, content id) of the track's file now; the content id is empty for anything but a regular file
-    (reading a FIFO or device would block). Raises OSError."""
+    """(size, mtime_ns, content id) of the track's file now; the content id is empty for what is never opened (a
+    FIFO, a device, an empty or pseudo-file: reading it could block, ``recsys.library.reading``). Raises OSError."""
     if remote.is_remote(track.path):  # a server's file: the identity it was listed with (no stat over HTTP)
         raise _Listed()
     st = os.stat(track.path)
-    cid = (track_content_id(track.path, st.st_size, track.start_s, track.segment) if stat.S_ISREG(st.st_mode)
-           else "")
+    cid = track_content_id(track.path, st.st_size, track.start_s, track.segment) if may_open(st) else ""
     return st.st_size, st.st_mtime_ns, cid
 
 

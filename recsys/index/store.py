@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -138,6 +138,7 @@ def _unwritable(home: Path, exc: OSError) -> StoreError:
     return StoreError(f"home {home} is not writable ({reason}): choose another with --home")
 
 
+_RUST_SOURCE = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 _LANCE_OS_ERROR = re.compile(r"([^:,()]+) \(os error (\d+)\)")
 
 
@@ -197,6 +198,11 @@ class TrackStore:
             return self._db.open_table(name)
         except ValueError:  # lancedb: "Table 'x' was not found"
             return None
+        except (RuntimeError, OSError) as exc:  # its newest version's manifest cannot be read (truncated, damaged)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = _RUST_SOURCE.sub("", first)[:200]  # Lance's own source file and line: nothing for the user
+            raise TableDamaged(f"the {name} table in {self.home / (name + '.lance')} cannot be opened ({first}): run "
+                               "`recsys repair`, which rolls it back to its newest readable version") from None
 
     # ---- reading --------------------------------------------------------------------------------------------------
 
@@ -384,6 +390,52 @@ class TrackStore:
             return action()
         except (OSError, RuntimeError) as exc:
             raise _write_failed(self.home, exc) from None
+
+
+@dataclass(frozen=True)
+class RolledBack:
+    """A table version whose manifest could not be read, moved aside by :func:`roll_back_unreadable`."""
+
+    table: str
+    version: int | None  # None: no version of the table could be read, the whole table was moved aside
+    moved_to: Path
+
+
+def _manifest_version(path: Path) -> int | None:
+    """The version a manifest file holds: Lance names them ``<n>.manifest``, or ``<2**64 - 1 - n>.manifest`` (newer
+    tables, so the newest sorts first)."""
+    if path.suffix != ".manifest" or not path.stem.isdigit():
+        return None
+    number = int(path.stem)
+    return 2**64 - 1 - number if number >= 2**63 else number
+
+
+def roll_back_unreadable(home: Path, aside: Callable[[Path], Path]) -> list[RolledBack]:
+    """Make each table open again when its newest versions' manifests cannot be read (truncated by a crash or a full
+    disk): move those manifests aside with ``aside`` (never deleted; Lance ignores any file in ``_versions`` that does
+    not end in ``.manifest``), newest first, until the table opens; its previous versions are complete snapshots.
+    When no version is left, the whole table folder is moved aside. Returns what was moved (nothing when every table
+    opens)."""
+    home = Path(home).expanduser()
+    moved: list[RolledBack] = []
+    for name in (TRACKS, FAILURES):
+        folder = home / f"{name}.lance" / "_versions"
+        while True:
+            try:
+                _connect(home).open_table(name)
+                break
+            except ValueError:  # not there at all
+                break
+            except (RuntimeError, OSError) as exc:
+                if isinstance(exc, OSError) or _LANCE_OS_ERROR.search(str(exc)):
+                    raise _write_failed(home, exc) from None  # the file system's refusal (permissions, I/O): no damage
+            manifests = sorted((v, p) for p in folder.glob("*.manifest") if (v := _manifest_version(p)) is not None)
+            if len(manifests) < 2:  # nothing older to roll back to: the table starts anew
+                moved.append(RolledBack(name, None, aside(home / f"{name}.lance")))
+                break
+            version, path = manifests[-1]
+            moved.append(RolledBack(name, version, aside(path)))
+    return moved
 
 
 def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:

@@ -10,6 +10,10 @@ from recsys.guard import is_under  # noqa: F401  (the one folder-boundary test; 
 
 TrackKey = NewType("TrackKey", str)  # what make_key returns: the one identity of a track across recsys
 
+# The largest year or track number a Track holds: the table stores them as 32-bit integers, and a tag beyond that
+# (DATE=20240101123000, a year of 2**63 - 1 in a player's database) is no year or track number anyway.
+TAG_NUMBER_MAX = 2**31 - 1
+
 
 def segment_suffix(start_s: float) -> str:
     """What sets a track cut from a shared file (CUE) apart from the file's other tracks, in its key and its content
@@ -23,6 +27,12 @@ def make_key(path: str, start_s: float = 0.0, segment: bool = False) -> TrackKey
     Keys never use a database row id (ids shift between backups).
     """
     return TrackKey(path + segment_suffix(start_s) if segment else path)
+
+
+def tag_number(value: int | None) -> int | None:
+    """A year or track number as a Track keeps it: a positive int the table can store, else None (unknown). One bad
+    tag is that tag's loss, never the library's: a value out of range once aborted every embed of the library."""
+    return value if value is not None and 0 < value <= TAG_NUMBER_MAX else None
 
 
 def display_label(artist: str | None, title: str | None, path: str, start_s: float = 0.0) -> str:
@@ -78,6 +88,12 @@ class Track(Labelled):
     skipcount: int = 0
     lastplayed: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("year", "track_number"):  # the one place tags enter a Track (with track_from_values)
+            value = getattr(self, name)
+            if value is not None and tag_number(value) is None:
+                object.__setattr__(self, name, None)
+
     @cached_property  # asked for hundreds of thousands of times on a large library
     def key(self) -> str:
         return make_key(self.path, self.start_s, self.segment)
@@ -103,6 +119,9 @@ def track_from_values(values: tuple) -> Track:
     track = object.__new__(Track)
     state = track.__dict__
     state.update(zip(_FIELDS, values, strict=True))
+    for name in ("year", "track_number"):
+        if state[name] is not None:
+            state[name] = tag_number(state[name])
     # what the cached property would hold (make_key, inline for the usual whole-file track)
     state["key"] = make_key(state["path"], state["start_s"], True) if state["segment"] else state["path"]
     return track

@@ -35,6 +35,7 @@ class PlayerLibrary:
     user: str | None = None  # whose ratings, in a server's database of several users (Navidrome)
     catalogue: Catalogue | None = None  # every track, when read ``taste_only`` (``tracks`` then holds fewer)
     server: str = ""  # the server's address (no credentials), for a library read through a server's API
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (track key, why): rows that are no track
 
 
 class Source(Protocol):
@@ -207,9 +208,7 @@ def load_taste_library(db: str | Path | None, folders: Sequence[str | Path], set
         for track in scan.tracks:
             scanned.setdefault(track.key, track)  # a file under two of the folders given is one track
         catalogue = catalogue.merged(Catalogue.of(sorted(scanned.values(), key=attrgetter("key"))))
-    try:
-        "\n".join(catalogue.paths).encode("utf-8")  # the usual library: every name storable, no call per track
-    except UnicodeEncodeError:
+    if not _plain("\n".join(catalogue.paths)):  # the usual library: every name storable, no call per track
         keep = [_storable(path, library.scan_errors) for path in catalogue.paths]
         catalogue = catalogue.rows(keep)
         storable = set(catalogue.keys)
@@ -243,6 +242,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
         library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
         library.duplicate_rows = player.duplicates
+        library.scan_errors.extend(player.rejected)
     if folders:
         scan = scan_folders(folders, progress=progress)
         library.scan_errors = scan.errors
@@ -256,10 +256,24 @@ def load_configured_library(settings: Settings, progress: Callable[[int], None] 
                         max_track_minutes=settings.audio.max_track_minutes, settings=settings)
 
 
+def _plain(text: str) -> bool:
+    """Whether ``text`` is UTF-8 without a NUL byte: what every stored and opened path must be."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in text
+
+
 def _storable(path: str, errors: list[tuple[str, str]]) -> bool:
-    """Whether the track's path can be kept as text in the table. A file name whose bytes are not UTF-8 arrives with
-    surrogate escapes, which the table's text columns cannot hold: one such name once failed every write of the run
-    and so the whole library. It is left out and reported instead."""
+    """Whether the track's path can be kept as text in the table and opened at all. A file name whose bytes are not
+    UTF-8 arrives with surrogate escapes, which the table's text columns cannot hold: one such name once failed every
+    write of the run and so the whole library. A NUL byte (a database row's ``%00`` or ``\\0``) names no file on any
+    system, and every ``stat`` of it raised ValueError, ending the run. Both are left out and reported instead."""
+    if "\0" in path:
+        errors.append((path.replace("\0", "\\0"), "the player's database names a file with a NUL byte, which no "
+                       "file name can hold: fix or remove that entry in the player"))
+        return False
     try:
         path.encode("utf-8")
     except UnicodeEncodeError:

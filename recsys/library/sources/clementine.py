@@ -276,6 +276,7 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     # A file is cut into several tracks (a CUE sheet) when rows name it with different start offsets.
     first_beginning: dict[str, int] = {}
     cut: set[str] = set()
+    rejected: list[tuple[str, str]] = []
     for row in rows:
         path = location_path(row[0])
         if path is None:
@@ -285,6 +286,10 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
         else:
             begin = row[beginning_at]
             begin = (begin if type(begin) is int else _int(begin)) or 0
+            if begin < 0:  # a CUE sheet's start before the file's: no segment of it can be played or embedded
+                rejected.append((make_key(path, begin / 1e9, True), f"the CUE segment starts at {begin / 1e9:g} s, "
+                                 "before the file begins: fix the CUE sheet and rescan it in the player"))
+                continue
             if first_beginning.setdefault(path, begin) != begin:
                 cut.add(path)
             kept.append((path, begin, row))
@@ -308,7 +313,7 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     ordered = sorted(entries)
     if not taste_only:
         tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered]
-        return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates)
+        return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, rejected=rejected)
     tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered
               if key in built or _may_have_history(entries[key][3], kind)]
     chosen = [entries[key] for key in ordered]
@@ -316,7 +321,8 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     columns = [[row[at] if type(row[at]) is str else _text(row[at]) for row in tags]
                for at in (_ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT)]
     catalogue = Catalogue(ordered, [entry[0] for entry in chosen], *columns)
-    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue)
+    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue,
+                         rejected=rejected)
 
 
 _ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT = (1 + _COLUMNS.index(c) for c in ("album", "albumartist", "artist"))

@@ -11,10 +11,12 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import mutagen
 
 from recsys.errors import RecsysError
+from recsys.library.reading import ReadDeadline, ReadTimeout, may_open
 from recsys.library.track import Track
 
 
@@ -53,6 +55,44 @@ def _mpeg_frame(head: bytes) -> bool:
     return version != 1 and layer != 0 and bitrate != 0xF and rate != 3
 
 
+# kbit/s by bitrate index, for (MPEG-1?, layer bits); sample rates by version bits: what a frame's length follows from
+_KBPS = {
+    (True, 3): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 1): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 3): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 1): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mpeg_frame_length(head: bytes) -> int:
+    """Bytes of the MPEG audio frame whose (valid) header starts ``head``; 0 for free format (no length stated)."""
+    version, layer = (head[1] >> 3) & 0x3, (head[1] >> 1) & 0x3
+    kbps = _KBPS[(version == 3, layer)][head[2] >> 4]
+    rate, padding = _RATES[version][(head[2] >> 2) & 0x3], (head[2] >> 1) & 0x1
+    if layer == 3:  # layer I: 4-byte slots
+        return (12 * kbps * 1000 // rate + padding) * 4
+    return (144 if version == 3 or layer == 2 else 72) * kbps * 1000 // rate + padding
+
+
+def _mpeg_stream(f: BinaryIO, head: bytes) -> bool:
+    """Whether ``head`` starts MPEG audio: a valid frame header; for layer I, another where that frame ends. A UTF-16
+    text file starts 0xFF 0xFE, a valid MPEG-1 layer I header for many first characters, and layer I audio is all
+    but extinct; a layer II/III header alone still counts, so a damaged MP3 is reported by the decoder as damaged."""
+    if not _mpeg_frame(head):
+        return False
+    if (head[1] >> 1) & 0x3 != 3:  # layer II or III
+        return True
+    length = _mpeg_frame_length(head)
+    if length == 0:
+        return True
+    f.seek(length)
+    following = f.read(4)
+    return _mpeg_frame(following)
+
+
 def sniff_audio(path: Path) -> str | None:
     """The audio format by content (magic bytes): 'flac', 'mp3', 'ogg', 'wav', 'aiff', 'mp4', or None.
 
@@ -69,6 +109,8 @@ def sniff_audio(path: Path) -> str | None:
             if after[:4] == b"fLaC":
                 return "flac"
             return "mp3"  # an ID3v2 tag is an MP3 convention; the decoder finds the first frame after it
+        if _mpeg_stream(f, head):
+            return "mp3"
     if head[:4] == b"fLaC":
         return "flac"
     if head[:4] == b"OggS":
@@ -79,8 +121,6 @@ def sniff_audio(path: Path) -> str | None:
         return "aiff"
     if head[4:8] == b"ftyp":
         return "mp4"
-    if _mpeg_frame(head):
-        return "mp3"
     return None
 
 
@@ -112,9 +152,12 @@ def _leading_int(text: str) -> int | None:
 
 
 def read_track(path: str) -> Track:
-    """A Track for one audio file with whatever tags mutagen can read; a file whose tags fail keeps empty tags."""
+    """A Track for one audio file with whatever tags mutagen can read; a file whose tags fail keeps empty tags.
+    Raises :class:`ReadTimeout` when a deadline (:class:`ReadDeadline`) cuts the read."""
     try:
         audio = mutagen.File(path, easy=True)
+    except ReadTimeout:
+        raise
     except Exception:  # noqa: BLE001 -- mutagen raises many types on damaged tags; the audio may still play
         audio = None
     if audio is None:
@@ -138,7 +181,8 @@ class _Walker:
     """Depth-first walk in name order, following directory symlinks but entering each directory (and taking each
     file) once, by (st_dev, st_ino): symlink loops and overlapping music folders cost nothing."""
 
-    def __init__(self, progress: Callable[[int], None] | None) -> None:
+    def __init__(self, progress: Callable[[int], None] | None, deadline: ReadDeadline) -> None:
+        self.deadline = deadline
         self.seen_dirs: set[tuple[int, int]] = set()
         self.seen_files: set[tuple[int, int]] = set()
         self.audio: list[str] = []
@@ -183,11 +227,15 @@ class _Walker:
         promised = os.path.splitext(entry.name)[1].lower() in AUDIO_EXTENSIONS
         try:
             st = entry.stat()
-            if not stat.S_ISREG(st.st_mode):
+            if not stat.S_ISREG(st.st_mode):  # a FIFO or device: never opened (it would block), never audio
                 return
             if (st.st_dev, st.st_ino) in self.seen_files:
                 return
-            fmt = sniff_audio(Path(entry.path))
+            if not may_open(st):  # empty, or a pseudo-file like /proc/kmsg (size 0, and its read blocks)
+                if promised:
+                    self.errors.append((entry.path, "the file is empty (0 bytes)"))
+                return
+            fmt = self.deadline.read(entry.path, sniff_audio, Path(entry.path))
         except FileNotFoundError:
             if promised:
                 reason = "broken symlink" if entry.is_symlink() else "file vanished during the scan"
@@ -221,15 +269,19 @@ def scan_folders(folders: Sequence[str | Path], progress: Callable[[int], None] 
         if not os.path.isdir(root):
             raise ScanError(f"music folder {root} is not a folder: give a folder to --library")
         roots.append(root)
-    walker = _Walker(progress)
-    for root in sorted(set(roots)):  # a parent sorts before its subfolders, so overlaps keep the parent's paths
-        walker.walk(root)
     tracks = []
-    for path in walker.audio:
-        if os.path.exists(path):
-            tracks.append(read_track(path))
-        else:
-            walker.errors.append((path, "file vanished during the scan"))
+    with ReadDeadline() as deadline:
+        walker = _Walker(progress, deadline)
+        for root in sorted(set(roots)):  # a parent sorts before its subfolders, so overlaps keep the parent's paths
+            walker.walk(root)
+        for path in walker.audio:
+            if not os.path.exists(path):
+                walker.errors.append((path, "file vanished during the scan"))
+                continue
+            try:
+                tracks.append(deadline.read(path, read_track, path))
+            except ReadTimeout as exc:
+                walker.errors.append((path, f"cannot read file: {exc.strerror}"))
     if progress is not None:
         progress(len(walker.audio))
     return ScanResult(sorted(tracks, key=lambda t: t.key), sorted(walker.errors))
