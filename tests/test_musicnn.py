@@ -112,9 +112,9 @@ def test_short_clip_is_tiled_to_one_patch(enc: MusicnnEncoder, ref: dict) -> Non
 
 
 def test_inference_front_end_equals_its_definition(enc: MusicnnEncoder, ref: dict) -> None:
-    """The inference front-end (sign-folded filters pooled before the batch norm, channels-last timbral
-    convolutions, the three temporal filters as one zero-padded convolution) is the same function as the network's
-    definition, relu -> batch norm -> max over frequency per filter: the fast path cannot drift from it."""
+    """The inference front-end (sign-folded filters pooled before the batch norm, the three temporal filters as
+    one zero-padded convolution) is the same function as the network's definition, relu -> batch norm -> max over
+    frequency per filter: the fast path cannot drift from it."""
     logmel = torch.from_numpy(ref["b_logmel"][:, : 2 * PATCH_FRAMES]).reshape(96, 2, PATCH_FRAMES).transpose(0, 1)
     with torch.inference_mode():
         x = enc.input_bn(logmel.reshape(2, 1, -1)).reshape(2, 96, PATCH_FRAMES).unsqueeze(1)

@@ -205,15 +205,12 @@ class MusicnnEncoder(nn.Module):
         per-channel affine map a y + b, and the maximum over frequency of a relu(z) + b is a relu(max z) + b where
         a >= 0 and a relu(min z) + b where a < 0 (relu is monotonic). Most of MSD_musicnn's front-end channels have
         a < 0, so those filters are run negated (max of -z is -min z): one convolution and one max over the largest
-        tensor of the network, and the relu and batch norm only on the pooled result. The input and filters go to
-        the convolution in channels-last memory format: the same sums (bit for bit), but oneDNN picks a faster
-        kernel for these one-channel maps (``benchmarks/encoder_speed.py``)."""
+        tensor of the network, and the relu and batch norm only on the pooled result."""
         if self.training:
             y = torch.relu(conv(x))
             return bn(y.flatten(2)).view_as(y).amax(2)
         scale, shift, sign = _bn_affine(bn)
-        weight = (conv.weight * sign.view(-1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
-        z = F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, conv.bias * sign)  # sign * conv(x)
+        z = F.conv2d(x, conv.weight * sign.view(-1, 1, 1, 1), conv.bias * sign)  # sign * conv(x)
         return _pool_affine(z, scale, shift, sign)
 
     def _temporal_inference(self, x: torch.Tensor) -> torch.Tensor:
