@@ -111,6 +111,33 @@ def test_short_clip_is_tiled_to_one_patch(enc: MusicnnEncoder, ref: dict) -> Non
         assert v.shape == (2, 200) and torch.isfinite(v).all()
 
 
+def test_inference_front_end_equals_its_definition(enc: MusicnnEncoder, ref: dict) -> None:
+    """The inference front-end (sign-folded filters pooled before the batch norm, the three temporal filters as
+    one zero-padded convolution) is the same function as the network's definition, relu -> batch norm -> max over
+    frequency per filter: the fast path cannot drift from it."""
+    logmel = torch.from_numpy(ref["b_logmel"][:, : 2 * PATCH_FRAMES]).reshape(96, 2, PATCH_FRAMES).transpose(0, 1)
+    with torch.inference_mode():
+        x = enc.input_bn(logmel.reshape(2, 1, -1)).reshape(2, 96, PATCH_FRAMES).unsqueeze(1)
+
+        def definition(conv, bn, left: int, right: int) -> torch.Tensor:
+            y = torch.relu(conv(F.pad(x, (left, right))))
+            return bn(y.flatten(2)).view_as(y).amax(2)
+
+        timbral = [definition(c, bn, 3, 3) for c, bn in zip(enc.timbral, enc.timbral_bn, strict=True)]
+        temporal = [definition(c, bn, (c.kernel_size[1] - 1) // 2, c.kernel_size[1] // 2)
+                    for c, bn in zip(enc.temporal, enc.temporal_bn, strict=True)]
+        fast_timbral = [enc._freq_max(c, bn, F.pad(x, (3, 3))) for c, bn in zip(enc.timbral, enc.timbral_bn,
+                                                                                 strict=True)]
+        separate = [enc._freq_max(c, bn, F.pad(x, ((c.kernel_size[1] - 1) // 2, c.kernel_size[1] // 2)))
+                    for c, bn in zip(enc.temporal, enc.temporal_bn, strict=True)]
+        combined = enc._temporal_inference(x)
+    assert combined.shape == (2, 153, PATCH_FRAMES)
+    # the combined convolution adds exact zeros to the separate ones' sums: equal up to the order oneDNN sums in
+    np.testing.assert_allclose(combined.numpy(), torch.cat(separate, 1).numpy(), rtol=0, atol=1e-6)
+    for fast, slow in zip(fast_timbral + [combined], timbral + [torch.cat(temporal, 1)], strict=True):
+        np.testing.assert_allclose(fast.numpy(), slow.numpy(), rtol=0, atol=2e-5)  # values up to ~10
+
+
 def test_encoder_id_is_stable(enc: MusicnnEncoder) -> None:
     again = MusicnnEncoder()
     assert encoder_id(again) == encoder_id(enc) == "112aea03e65e784a"

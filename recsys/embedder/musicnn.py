@@ -58,6 +58,19 @@ def _bn(weights: dict[str, np.ndarray], index: int) -> nn.BatchNorm1d:
     return bn
 
 
+def _bn_affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An inference-mode batch norm as ``scale * y + shift`` per channel, and the sign of each scale."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shift = bn.bias - bn.running_mean * scale
+    return scale, shift, torch.where(scale >= 0, 1.0, -1.0)
+
+
+def _pool_affine(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
+    """(N, C, freq, time) ``sign * conv(x)`` -> batch norm of relu(conv) maxed over frequency: see ``_freq_max``."""
+    pooled = torch.relu(z.amax(2) * sign.view(1, -1, 1))  # relu(max conv) or relu(min conv), per channel
+    return pooled * scale.view(1, -1, 1) + shift.view(1, -1, 1)
+
+
 def _conv(weights: dict[str, np.ndarray], index: int, conv1d: bool = False) -> nn.Module:
     """TensorFlow's ``conv2d[_index]`` (kernel [time, width, in, out]) as a torch convolution.
 
@@ -168,9 +181,12 @@ class MusicnnEncoder(nn.Module):
         timbral_in = F.pad(x, (3, 3))  # 'same' in time for the 7-frame filters, 'valid' in frequency
         for conv, bn in zip(self.timbral, self.timbral_bn, strict=True):
             front.append(self._freq_max(conv, bn, timbral_in))
-        for conv, bn in zip(self.temporal, self.temporal_bn, strict=True):
-            k = conv.kernel_size[1]  # TensorFlow's 'same' padding: the extra frame of an even kernel goes after
-            front.append(self._freq_max(conv, bn, F.pad(x, ((k - 1) // 2, k // 2))))
+        if self.training:
+            for conv, bn in zip(self.temporal, self.temporal_bn, strict=True):
+                k = conv.kernel_size[1]  # TensorFlow's 'same' padding: the extra frame of an even kernel goes after
+                front.append(self._freq_max(conv, bn, F.pad(x, ((k - 1) // 2, k // 2))))
+        else:
+            front.append(self._temporal_inference(x))
         feats = [torch.cat(front, dim=1)]  # (N, 561, 187)
         h = feats[0]
         for i, (conv, bn) in enumerate(zip(self.midend, self.midend_bn, strict=True)):
@@ -193,12 +209,34 @@ class MusicnnEncoder(nn.Module):
         if self.training:
             y = torch.relu(conv(x))
             return bn(y.flatten(2)).view_as(y).amax(2)
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        shift = bn.bias - bn.running_mean * scale
-        sign = torch.where(scale >= 0, 1.0, -1.0)
+        scale, shift, sign = _bn_affine(bn)
         z = F.conv2d(x, conv.weight * sign.view(-1, 1, 1, 1), conv.bias * sign)  # sign * conv(x)
-        pooled = torch.relu(z.amax(2) * sign.view(1, -1, 1))  # relu(max conv) or relu(min conv), per channel
-        return pooled * scale.view(1, -1, 1) + shift.view(1, -1, 1)
+        return _pool_affine(z, scale, shift, sign)
+
+    def _temporal_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """The three temporal filters (128, 64 and 32 frames) as one convolution of 128-frame filters, each shorter
+        kernel placed where its own 'same' padding puts it inside the longest one's window and zeros elsewhere.
+
+        The zero taps add exact zeros, so the output is the three convolutions' own, bit for bit where oneDNN sums
+        taps in order (``tests/test_musicnn.py`` holds it to the separate path); one wider convolution keeps the
+        vector units busier than three narrow ones over the same input. Inference only: ``_freq_max`` is the
+        definition, and training runs it."""
+        longest = max(conv.kernel_size[1] for conv in self.temporal)
+        before = (longest - 1) // 2
+        weights, biases, scales, shifts, signs = [], [], [], [], []
+        for conv, bn in zip(self.temporal, self.temporal_bn, strict=True):
+            k = conv.kernel_size[1]
+            scale, shift, sign = _bn_affine(bn)
+            w = conv.weight.new_zeros(conv.out_channels, 1, 1, longest)
+            start = before - (k - 1) // 2
+            w[..., start: start + k] = conv.weight * sign.view(-1, 1, 1, 1)
+            weights.append(w)
+            biases.append(conv.bias * sign)
+            scales.append(scale)
+            shifts.append(shift)
+            signs.append(sign)
+        z = F.conv2d(F.pad(x, (before, longest // 2)), torch.cat(weights), torch.cat(biases))
+        return _pool_affine(z, torch.cat(scales), torch.cat(shifts), torch.cat(signs))
 
     def embed_logmel(self, logmel: torch.Tensor) -> torch.Tensor:
         """(B, 96, frames) log-mel -> (B, 200) mean of the patch vectors (not normalised); differentiable."""
