@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from encoder_quality import chance, corpus  # noqa: E402  (same folder)
 
-from recsys.app.evaluate import Score
+from recsys.app.encoder_scores import Score
 from recsys.app.train_encoder import decide
 from recsys.config import load_settings
 from recsys.embedder.audio import load_crop

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.app.evaluate import Score
+from recsys.app.encoder_scores import Score
 from recsys.app.train_encoder import decide
 from recsys.config import load_settings
 from recsys.embedder import augment

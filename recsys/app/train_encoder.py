@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.app.evaluate import Score, encoder_rows, score_rows
+from recsys.app.encoder_scores import Score, encoder_rows, score_rows
 from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.embedder.active import activate as activate_encoder
