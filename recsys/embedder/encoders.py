@@ -15,7 +15,7 @@ import json
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,40 +24,9 @@ from torch import nn
 from recsys.atomic import atomic_path
 from recsys.choices import ENCODERS, load
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
-from recsys.errors import RecsysError
+from recsys.embedder.interface import _REQUIRED, Encoder, EncoderError, _check_waves
 
 CHECKPOINT_FORMAT = 2  # 2: the cnn lost its projection head (vectors come from the representation)
-
-
-class EncoderError(RecsysError):
-    """An encoder that cannot be built, loaded or run; the message names it and what to do next."""
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What the pipeline needs from an encoder, built-in or a user's ``module:Class`` plug-in.
-
-    ``device`` is where ``encode`` expects its input; ``identity()`` is JSON-able and names the class and every
-    hyper-parameter that changes the output (weights, if the encoder is an ``nn.Module``, are hashed separately).
-    """
-
-    name: str
-    sample_rate: int
-    dim: int
-    device: torch.device
-
-    def encode(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, T) float32 mono waves on ``device`` -> (B, dim) float32 rows of unit L2 norm."""
-        ...
-
-    def identity(self) -> dict:
-        ...
-
-    def to(self, device: torch.device | str) -> Encoder:
-        ...
-
-
-_REQUIRED = ("name", "sample_rate", "dim", "device", "encode", "identity", "to")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,12 +66,6 @@ def encoder_id(encoder: Encoder) -> str:
             h.update(f"\n{key}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(_tensor_bytes(t))
     return h.hexdigest()[:16]
-
-
-def _check_waves(waves: torch.Tensor, name: str) -> torch.Tensor:
-    if waves.dim() != 2:
-        raise EncoderError(f"encoder '{name}' takes a (batch, samples) tensor, got shape {tuple(waves.shape)}")
-    return torch.nan_to_num(waves.float(), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _masked_mean_std(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
