@@ -60,7 +60,7 @@ class Score:
                 **finite(dict(self.metrics))}
 
 
-def _table_rows(store: TrackStore, eid: str) -> Rows:
+def table_rows(store: TrackStore, eid: str) -> Rows:
     meta, vectors = store.read_all(eid)
     rows = Rows()
     for i, (key, album, artist, cid) in enumerate(zip(*(meta.column(c).to_pylist() for c in
@@ -75,7 +75,7 @@ def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequenc
         store = TrackStore.open(Path(tmp))
         embed_tracks(tracks, store, resolved.encoder, spec.vector_id(resolved.encoder_id), spec,
                      workers=default_workers(settings.embed.workers), batch_size=settings.embed.batch_size)
-        return _table_rows(store, spec.vector_id(resolved.encoder_id))
+        return table_rows(store, spec.vector_id(resolved.encoder_id))
 
 
 def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
@@ -83,7 +83,7 @@ def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence
     """(rows, source) of one encoder for ``tracks``: its table rows, else decoded crops."""
     vid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     if store.count and vid in {s.encoder_id for s in store.states().values()}:
-        rows = _table_rows(store, vid)
+        rows = table_rows(store, vid)
         wanted = {t.key for t in tracks}
         rows.vectors = {k: v for k, v in rows.vectors.items() if k in wanted}
         return rows, TABLE

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from recsys.app.encoder_scores import TABLE, EvalError, Score, _table_rows, encoder_rows, score_rows
+from recsys.app.encoder_scores import TABLE, EvalError, Score, encoder_rows, score_rows, table_rows
 from recsys.app.ranking import PlaylistRequest, build_ranking
 from recsys.app.taste import load_taste, train
 from recsys.config import Settings
@@ -44,7 +44,7 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
                 raise EvalError(f"nothing is embedded in {home}: run `recsys embed`, or name an encoder with "
                                 "--encoder")
             named.append((spec, "current table", manifest["encoder_id"], TABLE,
-                          _table_rows(store, manifest["encoder_id"])))
+                          table_rows(store, manifest["encoder_id"])))
             continue
         resolved = resolve_encoder(spec, home, settings.train.device)
         rows, source = encoder_rows(settings, resolved, tracks, store, progress)

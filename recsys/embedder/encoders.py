@@ -1,4 +1,6 @@
-"""Encoders turn audio into vectors: the Encoder protocol, the built-in ``dsp`` and ``cnn`` encoders, checkpoints.
+"""Encoders turn audio into vectors: the built-in ``dsp`` and ``cnn`` encoders, plug-ins, ``encoder_id``, checkpoints.
+
+The interface every encoder has (the ``Encoder`` protocol) is in ``recsys/embedder/interface.py``.
 
 The third built-in, ``musicnn`` (a pretrained tagging network), lives in ``recsys/embedder/musicnn.py``.
 
@@ -25,6 +27,7 @@ from recsys.atomic import atomic_path
 from recsys.choices import ENCODERS, load
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
 from recsys.embedder.interface import _REQUIRED, Encoder, EncoderError, _check_waves
+from recsys.embedder.musicnn import MusicnnEncoder
 
 CHECKPOINT_FORMAT = 2  # 2: the cnn lost its projection head (vectors come from the representation)
 
@@ -448,7 +451,7 @@ def _build_plugin(spec: str, device: torch.device) -> Encoder:
     missing = [attr for attr in _REQUIRED if not hasattr(encoder, attr)]
     if missing:
         raise EncoderError(f"encoder '{spec}' lacks {', '.join(missing)}: see the Encoder protocol in "
-                           "recsys/embedder/encoders.py")
+                           "recsys/embedder/interface.py")
     bad = [attr for attr in ("sample_rate", "dim") if not isinstance(getattr(encoder, attr), int)
            or getattr(encoder, attr) <= 0]
     if bad:
@@ -468,7 +471,7 @@ def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None
         if spec not in ARCHITECTURES:
             raise EncoderError(f"encoder '{spec}' takes no checkpoint: checkpoints are for {', '.join(ARCHITECTURES)}")
         return load_checkpoint(Path(checkpoint), dev)
-    if spec in ENCODERS:  # musicnn's module imports this one: the table imports it only now
+    if spec in ENCODERS:
         return load(ENCODERS[spec])().to(dev)
     return _build_plugin(spec, dev)
 
@@ -477,8 +480,6 @@ def _musicnn(config: dict) -> nn.Module:
     """A MusiCNN to load fine-tuned weights into (built from the packaged ones; nothing is configurable)."""
     if config:
         raise EncoderError(f"musicnn encoder: unknown settings {sorted(config)}")
-    from recsys.embedder.musicnn import MusicnnEncoder  # its module imports this one
-
     return MusicnnEncoder()
 
 
