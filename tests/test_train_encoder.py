@@ -17,12 +17,14 @@ import torch
 from recsys.app.encoder_scores import Score
 from recsys.app.train_encoder import decide
 from recsys.config import load_settings
-from recsys.embedder import augment
 from recsys.embedder.active import ACTIVE, BEST, CURRENT, LAST, activate, resolve_encoder
-from recsys.embedder.cache import Entry
 from recsys.embedder.encoders import CnnEncoder, build_encoder, encoder_id, load_checkpoint
-from recsys.embedder.train_setup import base_model, build_cache, group_of, split_heldout
-from recsys.embedder.trainer import (
+from recsys.home import models_dir
+from recsys.library.sources import load_library
+from recsys.training import augment
+from recsys.training.cache import Entry
+from recsys.training.train_setup import base_model, build_cache, group_of, split_heldout
+from recsys.training.trainer import (
     EncoderCollapsed,
     Excerpts,
     ProjectionHead,
@@ -30,8 +32,6 @@ from recsys.embedder.trainer import (
     TrainError,
     TrainingInterrupted,
 )
-from recsys.home import models_dir
-from recsys.library.sources import load_library
 
 CHANNELS = [8, 16, 32, 32]
 TINY = f"""
@@ -55,7 +55,7 @@ audio:
 @pytest.fixture(autouse=True)
 def _few_steps(monkeypatch):
     """Two steps per epoch: what these tests check does not need more, and 2 shared cores are slow."""
-    monkeypatch.setattr("recsys.embedder.trainer.MIN_STEPS", 2)
+    monkeypatch.setattr("recsys.training.trainer.MIN_STEPS", 2)
 
 
 def _settings(lib, text: str = TINY):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # importing the encoders imports torch: only when one is buil
 CURRENT = "current.json"
 RUNS = "runs"
 ACTIVE = "active"
-BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.embedder.trainer)
+BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.training.trainer)
 
 
 @dataclass

@@ -347,7 +347,7 @@ class CnnEncoder(nn.Module):
     frequency, then mean- and max-pooled over time and mapped to ``dim``: one patch's vector. A clip is cut into
     patches of ``patch_frames`` (3 s, as MusiCNN's) and its vector is the mean over them (:func:`patch_mean`), the
     same pooling as in training, where each excerpt is one patch. The projection head of contrastive training lives
-    in the trainer only (:mod:`recsys.embedder.trainer`): vectors come from the representation before it. The
+    in the trainer only (:mod:`recsys.training.trainer`): vectors come from the representation before it. The
     weights are initialised from ``seed`` without touching the global RNG, so an untrained encoder is the same
     everywhere (and so is its id). Training (stage 1) computes the frontend on its device and calls
     ``embed_logmel``: the two are separate.
