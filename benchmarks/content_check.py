@@ -5,7 +5,7 @@ to a plan that compares size and mtime. Two ways to catch it, timed over --track
 
 - ``stat``: the plan's own ``os.stat`` per track (what a no-op plan pays today), for reference;
 - ``ctime record``: ``stat`` plus the identity hash (key, size, mtime, ctime, content id) looked up in the record
-  (``recsys.app.checked``), the record read and written once: what `recsys embed` pays per run;
+  (``recsys.pipeline.checked``), the record read and written once: what `recsys embed` pays per run;
 - ``content id, every file``: reading the content id (3 x 64 KiB, hashed) of every file: what checking always would
   pay, and what `recsys embed --recheck` pays.
 
@@ -24,8 +24,8 @@ import shutil
 import time
 from pathlib import Path
 
-from recsys.app.checked import identity, read_checked, write_checked
 from recsys.library.content_id import content_id
+from recsys.pipeline.checked import identity, read_checked, write_checked
 
 
 def build(folder: Path, n: int, size: int) -> list[str]:

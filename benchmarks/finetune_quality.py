@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from encoder_quality import chance, corpus  # noqa: E402  (same folder)
 
-from recsys.app.evaluate import Score
+from recsys.app.encoder_scores import Score
 from recsys.app.train_encoder import decide
 from recsys.config import load_settings
 from recsys.embedder.audio import load_crop
 from recsys.embedder.encoders import build_encoder, load_checkpoint
-from recsys.embedder.train_setup import DEFAULT_LR, base_model, build_cache, split_heldout
-from recsys.embedder.trainer import Trainer
 from recsys.index.retrieval import retrieval_metrics
 from recsys.library.sources import load_library
 from recsys.synth.player_db import SynthSong, write_clementine_db
+from recsys.training.train_setup import DEFAULT_LR, base_model, build_cache, split_heldout
+from recsys.training.trainer import Trainer
 
 HELD_OUT = ("hedgewars-data,fillets-ng-data,flare-game,fretsonfire-songs-muldjord,fretsonfire-songs-sectoid,"
             "openclonk-data")

@@ -24,11 +24,11 @@ from embed_throughput import build, timed_pool  # noqa: E402  (same folder: the 
 from recsys.config import load_settings
 from recsys.embedder.audio import load_crop
 from recsys.embedder.decoding import DecodeSpec, Job, decoded, default_workers
-from recsys.embedder.train_setup import SAMPLE_RATE, base_model, build_cache
-from recsys.embedder.trainer import Trainer
 from recsys.library.sources import load_library
 from recsys.library.track import Track
 from recsys.synth.player_db import SynthSong, write_clementine_db
+from recsys.training.train_setup import SAMPLE_RATE, base_model, build_cache
+from recsys.training.trainer import Trainer
 
 
 def decode_floor(tracks: list[Track], sample_rate: int, window_s: float, workers: int) -> float:

@@ -1,8 +1,9 @@
 """Files written whole or not at all: a reader (or the next run after a kill) sees the old file or the new one.
 
-Everything recsys writes that something else reads later goes through here: playlists, checkpoints, the classifier,
-the table stamp, the cache index, the current-encoder marker. The small files read back (settings files,
-``remembered.json``) are read by :func:`read_regular`, which bounds them.
+Everything recsys writes whole that something else reads later goes through here: playlists, checkpoints, the
+classifier, the table stamp, the cache index, the current-encoder marker and the activated encoder's copy. (The
+training cache's entries are renamed into place unsynced: their CRC is checked when they are reused.) The small files
+read back (settings files, ``remembered.json``) are read by :func:`read_regular`, which bounds them.
 """
 
 from __future__ import annotations

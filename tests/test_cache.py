@@ -3,8 +3,8 @@ import os
 import numpy as np
 
 from recsys.embedder.audio import load_crop
-from recsys.embedder.cache import NPY_HEADER, OLD_FOLDERS, AudioCache, Layout, window_starts
 from recsys.library.sources import load_library
+from recsys.training.cache import NPY_HEADER, OLD_FOLDERS, AudioCache, Layout, window_starts
 
 LAYOUT = Layout(16000, 3, 2.0)
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys.app import embed as pipeline
 from recsys.embedder import decoding
 from recsys.index.ann import load_snapshot
 from recsys.index.store import TrackRow, TrackStore
 from recsys.library.content_id import track_content_id
+from recsys.pipeline import run as pipeline
 from recsys.synth.player_db import SynthSong
 
 

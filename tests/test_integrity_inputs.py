@@ -16,10 +16,10 @@ import mutagen
 import pytest
 from conftest import SR, fingerprint
 
-from recsys.app.checked import identity, read_checked, write_checked
 from recsys.index.store import TrackStore
 from recsys.library.content_id import track_content_id
 from recsys.library.reading import ReadDeadline, ReadTimeout
+from recsys.pipeline.checked import identity, read_checked, write_checked
 from recsys.synth.audio import STYLES, synth_track, write_audio
 from recsys.synth.navidrome_db import NavidromeSong, write_navidrome_db
 from recsys.synth.player_db import SynthSong

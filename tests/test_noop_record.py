@@ -1,4 +1,4 @@
-"""The record of a no-op plan (recsys/app/noop.py): a no-op embed and status skip the table, say exactly what
+"""The record of a no-op plan (recsys/pipeline/noop.py): a no-op embed and status skip the table, say exactly what
 planning from the table says, and every change it must not miss sends them back to the table."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from recsys.app.noop import RECORD
+from recsys.pipeline.noop import RECORD
 from recsys.synth.player_db import write_clementine_db
 
 

@@ -14,15 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from recsys.app.evaluate import Score
+from recsys.app.encoder_scores import Score
 from recsys.app.train_encoder import decide
 from recsys.config import load_settings
-from recsys.embedder import augment
-from recsys.embedder.active import BEST, LAST, resolve_encoder
-from recsys.embedder.cache import Entry
+from recsys.embedder.active import ACTIVE, BEST, CURRENT, LAST, activate, resolve_encoder
 from recsys.embedder.encoders import CnnEncoder, build_encoder, encoder_id, load_checkpoint
-from recsys.embedder.train_setup import base_model, build_cache, group_of, split_heldout
-from recsys.embedder.trainer import (
+from recsys.home import models_dir
+from recsys.library.sources import load_library
+from recsys.training import augment
+from recsys.training.cache import Entry
+from recsys.training.train_setup import base_model, build_cache, group_of, split_heldout
+from recsys.training.trainer import (
     EncoderCollapsed,
     Excerpts,
     ProjectionHead,
@@ -30,7 +32,6 @@ from recsys.embedder.trainer import (
     TrainError,
     TrainingInterrupted,
 )
-from recsys.library.sources import load_library
 
 CHANNELS = [8, 16, 32, 32]
 TINY = f"""
@@ -54,7 +55,7 @@ audio:
 @pytest.fixture(autouse=True)
 def _few_steps(monkeypatch):
     """Two steps per epoch: what these tests check does not need more, and 2 shared cores are slow."""
-    monkeypatch.setattr("recsys.embedder.trainer.MIN_STEPS", 2)
+    monkeypatch.setattr("recsys.training.trainer.MIN_STEPS", 2)
 
 
 def _settings(lib, text: str = TINY):
@@ -214,6 +215,26 @@ def test_activation_needs_a_better_held_out_score_or_a_flag():
     activated, why = decide(_score(0.2, tracks=11), _score(1.0, tracks=11), None)  # every track is a neighbour
     assert not activated and "only 11 held-out test tracks" in why
     assert not decide(None, None, None)[0]
+
+
+def test_an_activation_that_fails_while_copying_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The activated copy was written to a fixed ``.<name>.tmp`` and renamed, unsynced: a copy that failed half way
+    (a full disk) left the partial file in models/active. It is written through recsys.atomic: synced before the
+    rename, removed when the copy fails, and current.json is not touched."""
+    home = tmp_path / "home"
+    checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"x" * 4096)
+
+    def half_copy(src, dst):
+        Path(dst).write_bytes(Path(src).read_bytes()[:100])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("recsys.embedder.active.shutil.copyfile", half_copy)
+    with pytest.raises(OSError, match="No space"):
+        activate(home, checkpoint, "abc", "cnn", {})
+    folder = models_dir(home)
+    assert not (folder / CURRENT).exists()
+    assert list((folder / ACTIVE).iterdir()) == []
 
 
 def test_too_few_tracks_says_how_many_are_needed(small_library):

@@ -1,116 +1,29 @@
 """`recsys eval`: the retrieval metrics of :mod:`recsys.index.retrieval` for any encoder, or for the current table;
 with ``--playlist``, the playlists the owner's ratings give, scored on hidden ratings (:func:`eval_playlist`).
 
-Vectors come from the cheapest honest source: the table when it holds the encoder's rows, else the encoder runs over
-decoded crops (exactly what `recsys embed` would store) in a temporary table.
-Encoders compared in one call are scored on the same tracks (those every one of them has).
+Encoders are scored by :mod:`recsys.app.encoder_scores`; the playlists are ranked by :mod:`recsys.app.ranking`, as
+`recsys playlist` ranks them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from recsys.app.embed import embed_tracks
-from recsys.app.playlist import PlaylistRequest, build_ranking
+from recsys.app.encoder_scores import TABLE, EvalError, Score, encoder_rows, score_rows, table_rows
+from recsys.app.ranking import PlaylistRequest, build_ranking
 from recsys.app.taste import load_taste, train
 from recsys.config import Settings
-from recsys.embedder.active import ResolvedEncoder, resolve_encoder
-from recsys.embedder.decoding import decode_spec, default_workers
-from recsys.errors import RecsysError
+from recsys.embedder.active import resolve_encoder
 from recsys.index.ann import read_manifest
-from recsys.index.retrieval import retrieval_metrics
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_configured_library
 from recsys.library.track import Track
 from recsys.recommender.classifier import ClassifierReport
-from recsys.recommender.persistence import RatingModel, finite
+from recsys.recommender.persistence import RatingModel
 from recsys.recommender.playlist_eval import PlaylistEval, evaluate_playlist
 from recsys.recommender.rank import Ranking
-
-TABLE = "table"
-
-
-class EvalError(RecsysError):
-    """Nothing to evaluate, or no tags to evaluate with."""
-
-
-@dataclass
-class Rows:
-    """Vectors by track key with the tags and content ids the metrics need."""
-
-    vectors: dict[str, np.ndarray] = field(default_factory=dict)
-    album: dict[str, str] = field(default_factory=dict)
-    artist: dict[str, str] = field(default_factory=dict)
-    content_id: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Score:
-    spec: str
-    label: str
-    encoder_id: str
-    source: str
-    metrics: dict[str, float | int]
-
-    @property
-    def comparable(self) -> bool:
-        """False when no track has a same-album partner: the tags cannot judge this library."""
-        return not math.isnan(float(self.metrics["album_p10"]))
-
-    def as_json(self) -> dict:
-        return {"encoder": self.spec, "label": self.label, "encoder_id": self.encoder_id, "source": self.source,
-                **finite(dict(self.metrics))}
-
-
-def _table_rows(store: TrackStore, eid: str) -> Rows:
-    meta, vectors = store.read_all(eid)
-    rows = Rows()
-    for i, (key, album, artist, cid) in enumerate(zip(*(meta.column(c).to_pylist() for c in
-                                                       ("key", "album", "artist", "content_id")), strict=True)):
-        rows.vectors[key], rows.album[key], rows.artist[key], rows.content_id[key] = vectors[i], album, artist, cid
-    return rows
-
-
-def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track]) -> Rows:
-    spec = decode_spec(settings, resolved.encoder.sample_rate)
-    with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
-        store = TrackStore.open(Path(tmp))
-        embed_tracks(tracks, store, resolved.encoder, spec.vector_id(resolved.encoder_id), spec,
-                     workers=default_workers(settings.embed.workers), batch_size=settings.embed.batch_size)
-        return _table_rows(store, spec.vector_id(resolved.encoder_id))
-
-
-def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
-                 progress: Callable[[int], object] | None = None) -> tuple[Rows, str]:
-    """(rows, source) of one encoder for ``tracks``: its table rows, else decoded crops."""
-    vid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
-    if store.count and vid in {s.encoder_id for s in store.states().values()}:
-        rows = _table_rows(store, vid)
-        wanted = {t.key for t in tracks}
-        rows.vectors = {k: v for k, v in rows.vectors.items() if k in wanted}
-        return rows, TABLE
-    return _decoded_rows(settings, resolved, tracks), "decoded"
-
-
-def score_rows(named: Sequence[tuple[str, str, str, str, Rows]]) -> list[Score]:
-    """Score (spec, label, encoder_id, source, rows) entries on the keys they all have."""
-    common = sorted(set.intersection(*(set(r.vectors) for *_, r in named))) if named else []
-    if not common:
-        raise EvalError("the encoders compared share no embedded track: run `recsys embed` (or check the library)")
-    scores = []
-    for spec, label, eid, source, rows in named:
-        vectors = np.stack([rows.vectors[k] for k in common])
-        metrics = retrieval_metrics(vectors, [rows.album[k] for k in common], [rows.artist[k] for k in common],
-                                    [rows.content_id[k] for k in common])
-        scores.append(Score(spec, label, eid, source, metrics))
-    return scores
 
 
 def evaluate(settings: Settings, specs: Sequence[str] = (),
@@ -131,7 +44,7 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
                 raise EvalError(f"nothing is embedded in {home}: run `recsys embed`, or name an encoder with "
                                 "--encoder")
             named.append((spec, "current table", manifest["encoder_id"], TABLE,
-                          _table_rows(store, manifest["encoder_id"])))
+                          table_rows(store, manifest["encoder_id"])))
             continue
         resolved = resolve_encoder(spec, home, settings.train.device)
         rows, source = encoder_rows(settings, resolved, tracks, store, progress)

@@ -1,7 +1,7 @@
-"""Keeping a home whole: the snapshot refresh every writer runs, `recsys prune` and `recsys repair`.
+"""Keeping a home whole: `recsys prune` and `recsys repair` (both end with the snapshot refresh of
+:mod:`recsys.pipeline.refresh`).
 
-Only a writer holding the home lock builds and swaps the index snapshot (readers never do: see ``ann.py``); this is
-the one place that decides whether it must be rebuilt. `prune` is the only way rows of missing files leave the table
+`prune` is the only way rows of missing files leave the table
 (`embed` keeps them: an unmounted share must not cost its vectors). `repair` is the way out the error messages name
 when something in the home is damaged: it restores the table from its newest readable version, or rebuilds it from
 the index snapshot; rebuilds the snapshot; and moves a damaged MLflow store or classifier aside.
@@ -14,7 +14,6 @@ import sqlite3
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,40 +24,14 @@ from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.home import MLFLOW_DB, models_dir, read_stamp
 from recsys.home.lock import HomeLock
-from recsys.index.ann import (
-    ANN,
-    AnnError,
-    build_snapshot,
-    excluded_digest,
-    load_snapshot,
-    read_manifest,
-    snapshot_is_current,
-)
+from recsys.index.ann import ANN, AnnError, load_snapshot, read_manifest
 from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, roll_back_unreadable
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.reading import ReadDeadline, may_open
-from recsys.library.track import is_under
+from recsys.pipeline.refresh import missing_keys, refresh_snapshot
 
 CLASSIFIER_FILES = ("classifier.json", "classifier.npz")
-
-
-def missing_keys(store: TrackStore, untouched_folders: Sequence[str] = ()) -> list[str]:
-    """Keys of the rows whose file cannot be found now (kept in the table, left out of the index), but those under
-    ``untouched_folders`` (music folders empty as a whole, i.e. unmounted: left exactly as they were)."""
-    return sorted(k for k, r in store.states().items()
-                  if not any(is_under(r.path, f) for f in untouched_folders) and not remote.exists(r.path))
-
-
-def refresh_snapshot(store: TrackStore, settings: Settings, encoder_id: str, missing: Sequence[str],
-                     force: bool = False) -> dict:
-    """Rebuild the index snapshot when it does not match the table, the encoder, the index settings or the set of
-    missing files, or is damaged; the caller holds the home lock."""
-    home, ix = settings.home_path, settings.index
-    if force or not snapshot_is_current(home, encoder_id, ix, excluded_digest(missing)):
-        build_snapshot(store, home, encoder_id, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
-                       hnsw_ef_construction=ix.hnsw_ef_construction, exclude=missing)
-    return read_manifest(home) or {}
 
 
 def _snapshot_encoder(home: Path, store: TrackStore) -> str | None:

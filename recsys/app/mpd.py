@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.app.playlist import Playlist, PlaylistRequest, _model, build_ranking
+from recsys.app.ranking import Playlist, PlaylistRequest, _model, build_ranking
 from recsys.app.taste import Taste, load_taste
 from recsys.config import Settings
 from recsys.errors import RecsysError

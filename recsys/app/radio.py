@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from recsys.app.playlist import Playlist, PlaylistRequest, make_playlist
+from recsys.app.ranking import Playlist, PlaylistRequest, make_playlist
 from recsys.config import Settings
 from recsys.index.lookup import TrackNotFound
 from recsys.library.uri import path_to_uri

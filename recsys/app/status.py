@@ -3,21 +3,21 @@ read-only home and creates nothing."""
 
 from __future__ import annotations
 
-from recsys.app.checked import read_checked
-from recsys.app.embed import empty_folders, plan_embedding
-from recsys.app.maintenance import missing_keys
-from recsys.app.noop import read_record
 from recsys.config import Settings
 from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_configured_library
+from recsys.pipeline.checked import read_checked
+from recsys.pipeline.noop import read_record
+from recsys.pipeline.plan import empty_folders, plan_embedding
+from recsys.pipeline.refresh import missing_keys
 
 
 def library_status(settings: Settings) -> dict:
     """`recsys status`: how the table compares with the library and the current encoder, without changing anything.
-    When the last no-op embed's record still holds (``recsys.app.noop``), the table is not read at all."""
+    When the last no-op embed's record still holds (``recsys.pipeline.noop``), the table is not read at all."""
     home = settings.home_path
     library = load_configured_library(settings)
     resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")

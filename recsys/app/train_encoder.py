@@ -1,11 +1,11 @@
 """`recsys train-encoder`: fine-tune MusiCNN (or train the cnn from scratch) on the user's own music, without labels,
 and make the result the current encoder only if it groups held-out albums better than the current one.
 
-The run, in order: cache a few windows of every track (:mod:`recsys.embedder.cache`); split the library by album
+The run, in order: cache a few windows of every track (:mod:`recsys.training.cache`); split the library by album
 (by artist when a track has no album; a track with neither is its own group) into training tracks, validation
 albums (their held-out contrastive loss picks the best epoch) and test albums (they decide activation), so neither
 choice ever sees a training track and the decision never sees the data the epoch was chosen on; train
-(:mod:`recsys.embedder.trainer`) in a fresh run folder ``<home>/models/runs/<arch>-<date>-<time>/``; score the new
+(:mod:`recsys.training.trainer`) in a fresh run folder ``<home>/models/runs/<arch>-<date>-<time>/``; score the new
 encoder and the current one on the test albums with the vectors `recsys embed` would store (same-album precision@10,
 same-artist when no album is shared); activate the new one only if it is better (:mod:`recsys.embedder.active`: a
 separate copy that no later run overwrites).
@@ -20,20 +20,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.app.evaluate import Score, encoder_rows, score_rows
+from recsys.app.encoder_scores import Score, encoder_rows, score_rows
 from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.embedder.active import activate as activate_encoder
 from recsys.embedder.active import latest_run_dir, new_run_dir, resolve_encoder
-from recsys.embedder.cache import CacheReport
-from recsys.embedder.train_setup import DEFAULT_LR, base_model, build_cache, split_heldout
-from recsys.embedder.trainer import EpochMetrics, FitResult, TooFewTracks, Trainer, TrainError
 from recsys.home.lock import HomeLock
 from recsys.index.retrieval import K
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_library
 from recsys.library.track import Track
 from recsys.tracking import mlflow_run
+from recsys.training.cache import CacheReport
+from recsys.training.train_setup import DEFAULT_LR, base_model, build_cache, split_heldout
+from recsys.training.trainer import EpochMetrics, FitResult, TooFewTracks, Trainer, TrainError
 
 Progress = Callable[[int, str], object]  # (total, description) -> a tqdm-like bar
 

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.atomic import write_json_atomic
+from recsys.atomic import atomic_path, write_json_atomic
 from recsys.config import DEFAULT_BUILTIN
 from recsys.home import models_dir
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # importing the encoders imports torch: only when one is buil
 CURRENT = "current.json"
 RUNS = "runs"
 ACTIVE = "active"
-BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.embedder.trainer)
+BEST, LAST = "best.pt", "last.pt"  # in a run folder: the chosen encoder, the resumable state (recsys.training.trainer)
 
 
 @dataclass
@@ -116,11 +116,10 @@ def activate(home: Path, checkpoint: Path, eid: str, arch: str, metrics: dict) -
     current.json at it. A run folder's files may change later (a resumed run); the activated copy never does."""
     folder = models_dir(home)
     target = folder / ACTIVE / f"{arch}-{eid}.pt"
-    if not target.is_file():
+    if not target.is_file():  # synced before current.json names it: a crash never leaves it pointing at a torn copy
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f".{target.name}.tmp"
-        shutil.copyfile(checkpoint, tmp)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(checkpoint, tmp)
     write_json_atomic(folder / CURRENT, {"checkpoint": str(target.relative_to(folder)), "encoder_id": eid,
                                          "source": str(checkpoint), "metrics": metrics,
                                          "activated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})

@@ -1,4 +1,6 @@
-"""Encoders turn audio into vectors: the Encoder protocol, the built-in ``dsp`` and ``cnn`` encoders, checkpoints.
+"""Encoders turn audio into vectors: the built-in ``dsp`` and ``cnn`` encoders, plug-ins, ``encoder_id``, checkpoints.
+
+The interface every encoder has (the ``Encoder`` protocol) is in ``recsys/embedder/interface.py``.
 
 The third built-in, ``musicnn`` (a pretrained tagging network), lives in ``recsys/embedder/musicnn.py``.
 
@@ -15,7 +17,7 @@ import json
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,40 +26,10 @@ from torch import nn
 from recsys.atomic import atomic_path
 from recsys.choices import ENCODERS, load
 from recsys.embedder.features import MelSpectrogram, log_mel, melscale_fbanks
-from recsys.errors import RecsysError
+from recsys.embedder.interface import _REQUIRED, Encoder, EncoderError, _check_waves
+from recsys.embedder.musicnn import MusicnnEncoder
 
 CHECKPOINT_FORMAT = 2  # 2: the cnn lost its projection head (vectors come from the representation)
-
-
-class EncoderError(RecsysError):
-    """An encoder that cannot be built, loaded or run; the message names it and what to do next."""
-
-
-@runtime_checkable
-class Encoder(Protocol):
-    """What the pipeline needs from an encoder, built-in or a user's ``module:Class`` plug-in.
-
-    ``device`` is where ``encode`` expects its input; ``identity()`` is JSON-able and names the class and every
-    hyper-parameter that changes the output (weights, if the encoder is an ``nn.Module``, are hashed separately).
-    """
-
-    name: str
-    sample_rate: int
-    dim: int
-    device: torch.device
-
-    def encode(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, T) float32 mono waves on ``device`` -> (B, dim) float32 rows of unit L2 norm."""
-        ...
-
-    def identity(self) -> dict:
-        ...
-
-    def to(self, device: torch.device | str) -> Encoder:
-        ...
-
-
-_REQUIRED = ("name", "sample_rate", "dim", "device", "encode", "identity", "to")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -97,12 +69,6 @@ def encoder_id(encoder: Encoder) -> str:
             h.update(f"\n{key}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(_tensor_bytes(t))
     return h.hexdigest()[:16]
-
-
-def _check_waves(waves: torch.Tensor, name: str) -> torch.Tensor:
-    if waves.dim() != 2:
-        raise EncoderError(f"encoder '{name}' takes a (batch, samples) tensor, got shape {tuple(waves.shape)}")
-    return torch.nan_to_num(waves.float(), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _masked_mean_std(x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -381,7 +347,7 @@ class CnnEncoder(nn.Module):
     frequency, then mean- and max-pooled over time and mapped to ``dim``: one patch's vector. A clip is cut into
     patches of ``patch_frames`` (3 s, as MusiCNN's) and its vector is the mean over them (:func:`patch_mean`), the
     same pooling as in training, where each excerpt is one patch. The projection head of contrastive training lives
-    in the trainer only (:mod:`recsys.embedder.trainer`): vectors come from the representation before it. The
+    in the trainer only (:mod:`recsys.training.trainer`): vectors come from the representation before it. The
     weights are initialised from ``seed`` without touching the global RNG, so an untrained encoder is the same
     everywhere (and so is its id). Training (stage 1) computes the frontend on its device and calls
     ``embed_logmel``: the two are separate.
@@ -485,7 +451,7 @@ def _build_plugin(spec: str, device: torch.device) -> Encoder:
     missing = [attr for attr in _REQUIRED if not hasattr(encoder, attr)]
     if missing:
         raise EncoderError(f"encoder '{spec}' lacks {', '.join(missing)}: see the Encoder protocol in "
-                           "recsys/embedder/encoders.py")
+                           "recsys/embedder/interface.py")
     bad = [attr for attr in ("sample_rate", "dim") if not isinstance(getattr(encoder, attr), int)
            or getattr(encoder, attr) <= 0]
     if bad:
@@ -505,7 +471,7 @@ def build_encoder(spec: str, device: str = "auto", checkpoint: str | Path | None
         if spec not in ARCHITECTURES:
             raise EncoderError(f"encoder '{spec}' takes no checkpoint: checkpoints are for {', '.join(ARCHITECTURES)}")
         return load_checkpoint(Path(checkpoint), dev)
-    if spec in ENCODERS:  # musicnn's module imports this one: the table imports it only now
+    if spec in ENCODERS:
         return load(ENCODERS[spec])().to(dev)
     return _build_plugin(spec, dev)
 
@@ -514,8 +480,6 @@ def _musicnn(config: dict) -> nn.Module:
     """A MusiCNN to load fine-tuned weights into (built from the packaged ones; nothing is configurable)."""
     if config:
         raise EncoderError(f"musicnn encoder: unknown settings {sorted(config)}")
-    from recsys.embedder.musicnn import MusicnnEncoder  # its module imports this one
-
     return MusicnnEncoder()
 
 

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recsys.embedder.encoders import EncoderError, _check_waves
 from recsys.embedder.features import MelSpectrogram
+from recsys.embedder.interface import EncoderError, _check_waves
 
 WEIGHTS = Path(__file__).resolve().parent / "weights" / "msd_musicnn.npz"
 SAMPLE_RATE, N_FFT, HOP, N_MELS, PATCH_FRAMES = 16000, 512, 256, 96, 187

@@ -6,7 +6,7 @@
     <home>/tracks.stamp                   table version and row count of the last committed write (STAMP)
     <home>/ann/                           the index snapshot that readers serve from (recsys.index.ann)
     <home>/models/                        encoder runs, current.json, the classifier (MODELS)
-    <home>/cache/audio/                   decoded training windows (recsys.embedder.cache)
+    <home>/cache/audio/                   decoded training windows (recsys.training.cache)
     <home>/mlflow.db, mlartifacts/        MLflow's store (MLFLOW_DB; recsys.tracking)
     <home>/recsys.lock                    one writer at a time (recsys.home.lock)
     <home>/.recsys-home, .recsys-made     the marker (this folder is recsys's) and what recsys made here: the only

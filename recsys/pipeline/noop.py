@@ -9,7 +9,7 @@ made from:
   restore, compaction or deletion adds or changes files there, and so does damage;
 - the vector id of the encoder and clip policy;
 - a digest of every listed track's key, path and file identity (size, mtime, ctime: a file rewritten with its
-  timestamps kept changes its ctime, see ``recsys.app.checked``) or its absence, taken from the very
+  timestamps kept changes its ctime, see ``recsys.pipeline.checked``) or its absence, taken from the very
   ``stat`` calls the plan decided on, and of the music folders left untouched (empty: unmounted);
 - the paths of the rows the library does not list, and whether each file existed (a file found missing makes its row
   a "missing" one, left out of the index; the rule that such rows are kept until `recsys prune` is the plan's);

@@ -7,8 +7,8 @@ log-mel and ``embed_logmel(logmel) -> (B, dim)`` the representation (the vector 
 output, the vectors come from before it (SimCLR's finding: the representation before the head transfers better).
 
 A positive pair is two excerpts of one patch each (3 s) from two different cached windows of a track (different
-parts of it, as the songs of one album differ), each augmented in the audio domain (:mod:`recsys.embedder.augment`);
-the other tracks of the batch are the negatives (NT-Xent, :mod:`recsys.embedder.contrastive`). One patch per excerpt
+parts of it, as the songs of one album differ), each augmented in the audio domain (:mod:`recsys.training.augment`);
+the other tracks of the batch are the negatives (NT-Xent, :mod:`recsys.training.contrastive`). One patch per excerpt
 and a mean over patches at inference: the pooling of training and inference agree.
 
 Validation: after each epoch, fixed un-augmented pairs of the held-out validation tracks (albums never trained on)
@@ -38,11 +38,11 @@ from torch import nn
 from recsys.atomic import atomic_path
 from recsys.config import TrainSettings
 from recsys.embedder.active import BEST, LAST
-from recsys.embedder.augment import augment_waves, source_samples, stretch_frames, stretch_margin
-from recsys.embedder.cache import Entry
-from recsys.embedder.contrastive import nt_xent, representation_metrics
 from recsys.embedder.encoders import EncoderError, resolve_device, save_checkpoint
 from recsys.errors import RecsysError
+from recsys.training.augment import augment_waves, source_samples, stretch_frames, stretch_margin
+from recsys.training.cache import Entry
+from recsys.training.contrastive import nt_xent, representation_metrics
 
 STATE_FORMAT = 2
 EVAL_TRACKS = 256  # tracks in the fixed pairs the per-epoch metrics (and BatchNorm recalibration) use

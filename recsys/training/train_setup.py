@@ -1,7 +1,7 @@
 """What a training run of the encoder starts from: the base model (pretrained MusiCNN to fine-tune, or a fresh cnn),
 the held-out split of whole albums, and the home's training audio cache brought up to date.
 
-`recsys train-encoder` (:mod:`recsys.app.train_encoder`) runs these, then :mod:`recsys.embedder.trainer`.
+`recsys train-encoder` (:mod:`recsys.app.train_encoder`) runs these, then :mod:`recsys.training.trainer`.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from torch import nn
 
 from recsys.choices import TRAINABLE_ENCODERS
 from recsys.config import Settings, TrainSettings
-from recsys.embedder.cache import AudioCache, CacheReport, Entry, Layout
 from recsys.embedder.decoding import default_workers
 from recsys.embedder.encoders import CNN_DEFAULTS, CnnEncoder, EncoderError, build_encoder
-from recsys.embedder.trainer import TrainError
 from recsys.library.groups import album_of
 from recsys.library.text import tag_key
 from recsys.library.track import Track
+from recsys.training.cache import AudioCache, CacheReport, Entry, Layout
+from recsys.training.trainer import TrainError
 
 BASES = TRAINABLE_ENCODERS
 # Fine-tuning MusiCNN leaves its front-end (input batch norm, timbral and temporal filters) as pretrained: they are

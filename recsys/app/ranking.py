@@ -1,0 +1,167 @@
+"""The ranked playlist that `recsys playlist` and `recsys radio` write and `recsys eval --playlist` scores: the request,
+the classifier (or the neighbour votes alone), the seeds, the ranking from the settings, and the file written."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from recsys.app.output import as_written, output_path, playlist_format
+from recsys.app.taste import Taste, load_taste, vote_search
+from recsys.config import Settings
+from recsys.errors import RecsysError
+from recsys.home import models_dir
+from recsys.index.ann import LibraryVectors
+from recsys.library import remote
+from recsys.library.filters import candidate_mask, parse, snapshot_column
+from recsys.library.track import Track
+from recsys.playlists import write_playlist
+from recsys.playlists.read import read_playlist
+from recsys.recommender.persistence import ClassifierError, RatingModel
+from recsys.recommender.rank import RankedTrack, Ranking, rank
+
+
+@dataclass
+class PlaylistRequest:
+    """What `recsys playlist` was asked for; None means the configured default."""
+
+    top_n: int | None = None
+    out: str | None = None
+    name: str | None = None
+    seeds: Sequence[str] = ()
+    include_rated: bool = False
+    mode: str = "taste"
+    min_stars: float | None = None
+    include_played: bool = False
+    max_per_artist: int | None = None
+    max_per_album: int | None = None
+    fmt: str | None = None
+    force: bool = False
+    where: Sequence[str] = ()  # filter terms (recsys.library.filters): only matching tracks are candidates
+    seed_playlists: Sequence[str] = ()  # playlist files whose tracks are seeds (and are left out of the result)
+    seed_tracks: Sequence[str] = ()  # track keys as seeds (the tracks a beets query picks); those not embedded: a note
+    local_player: bool = False  # the file goes to a player on this machine (radio --play): its paths stay ours
+
+
+@dataclass
+class Playlist:
+    path: Path
+    title: str
+    tracks: list[RankedTrack]
+    scorer: str  # what ranked: 'blend (logistic + neighbours)', 'neighbours', ...
+    notes: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why it is shorter than asked
+
+
+def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
+    """The trained classifier, or None (the neighbour votes alone) with a note saying why."""
+    try:
+        model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
+    except ClassifierError as exc:
+        notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
+        return None
+    if not model.blend:
+        notes.append(f"the classifier: {model.verdict} (see `recsys train-classifier`)")
+    return model
+
+
+def _seed_keys(lib: LibraryVectors, seeds: Sequence[str]) -> list[str]:
+    from recsys.index.lookup import resolve_query
+
+    return [lib.keys[resolve_query(lib, seed)] for seed in seeds]
+
+
+def playlist_seeds(lib: LibraryVectors, files: Sequence[str], notes: list[str]) -> list[str]:
+    """The track keys of the embedded tracks of the playlist ``files``, in order; entries that are not local files,
+    whose file is missing or that have no vector are counted in ``notes``, never fatal while some track is left."""
+    if not files:
+        return []
+    known = set(lib.keys)
+    keys: list[str] = []
+    for file in files:
+        read = read_playlist(file)
+        found = [e.key for e in read.entries if e.key in known]
+        if read.problems:
+            more = f" (and {len(read.problems) - 1} more)" if len(read.problems) > 1 else ""
+            notes.append(f"{_entries(len(read.problems))} of {read.path} left out: {read.problems[0]}{more}")
+        if len(found) < len(read.entries):
+            notes.append(f"{_entries(len(read.entries) - len(found))} of {read.path} not in the index (not embedded "
+                         "yet?): left out")
+        keys += found
+    if not keys:
+        raise RecsysError(f"no track of {', '.join(map(str, files))} is in the index: check the playlist, or run "
+                          "`recsys embed` first")
+    return list(dict.fromkeys(keys))
+
+
+def track_seeds(lib: LibraryVectors, keys: Sequence[str], notes: list[str]) -> list[str]:
+    """The ``keys`` that are in the index; those that are not (not embedded yet) are counted in ``notes``, never fatal
+    while some track is left."""
+    if not keys:
+        return []
+    wanted = list(dict.fromkeys(keys))
+    known = set(lib.keys)
+    found = [key for key in wanted if key in known]
+    if not found:
+        raise RecsysError(f"none of the {len(wanted)} seed tracks is in the index: run `recsys embed` first")
+    if len(found) < len(wanted):
+        notes.append(f"{len(wanted) - len(found)} of the {len(wanted)} seed tracks are not in the index (not embedded "
+                     "yet?): left out")
+    return found
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], model: RatingModel | None,
+                  req: PlaylistRequest, scorer: str = "blend", seed_keys: Sequence[str] = ()) -> Ranking:
+    """The ranking `recsys playlist` writes (and `recsys eval --playlist` scores), from the settings and request;
+    ``seed_keys`` are seeds already resolved to track keys (a seed playlist's tracks)."""
+    r = settings.recommend
+    seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
+    where = parse(req.where)
+    allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
+    return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode, seeds=seeds,
+                include_rated=req.include_rated, include_played=req.include_played, played_min=r.played_min,
+                min_rating=None if req.min_stars is None else req.min_stars / 5.0,
+                max_per_artist=req.max_per_artist or r.max_per_artist,
+                max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
+                w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
+                pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
+                min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
+                block_unliked_albums=r.block_unliked_albums,
+                scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
+                scorer=scorer, search=vote_search(settings, taste.lib), exists=remote.exists, allowed=allowed,
+                library=taste.library)
+
+
+def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
+    """Rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
+    fmt = playlist_format(req.out, req.fmt, settings)
+    where = parse(req.where)  # a bad term fails before anything is read
+    taste = load_taste(settings)
+    notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
+    from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
+                                                                                        notes)
+    model = _model(settings, taste.lib, notes)
+    ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists)
+    if not ranking.tracks:
+        loosen = f"a looser --where than '{where}', " if where else ""
+        raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
+                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, rate more tracks, "
+                          "or embed more music")
+    if ranking.stopped:
+        notes.append(f"the playlist is short: {ranking.stopped}")
+    name = req.name or settings.recommend.name
+    title = f"{name} ({req.mode}, {date.today().isoformat()})"
+    written, note = as_written(ranking.tracks, fmt, settings, taste.db_kind, local_player=req.local_player)
+    notes += [note] if note else []
+    path = write_playlist(output_path(req.out, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
+                          inputs=taste.inputs)
+    return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
+                    stopped=ranking.stopped)
+
+
