@@ -61,3 +61,49 @@ def test_fingerprint_ignores_gain_and_tells_music_apart():
     assert unrelated < SAME_RECORDING_AGREEMENT and not same_recording(1.0, unrelated)
     assert match(a, fingerprint_samples(song[: SAMPLE_RATE * 5])) == (0.0, 0.0, 0.0)  # too short to compare
     assert np.array_equal(a, fingerprint_samples(song))
+
+
+def _library_with_versions(lib):
+    """small_library plus a WAV re-encode of track 1 (other bytes, same sound, its own title) and track 3 retitled
+    as track 2's song (same artist and title, other sound)."""
+    import soundfile as sf
+
+    from recsys.synth.player_db import SynthSong
+
+    first = lib.songs[1]
+    samples, rate = sf.read(first.path)
+    copy = lib.music / "copy of one.wav"
+    sf.write(copy, samples, rate, subtype="PCM_24")
+    lib.songs.append(SynthSong(path=str(copy), title="another name", artist="someone else", album="bootleg",
+                               length_ns=first.length_ns))
+    lib.songs[3].artist, lib.songs[3].title = lib.songs[2].artist, lib.songs[2].title
+    lib.rewrite_db()
+    r = lib.run("embed", "--db", str(lib.db), "--workers", "1", "-q", "--encoder", "dsp")
+    assert r.exit_code == 0, r.output
+    return {lib.songs[1].path, str(copy)}, {lib.songs[2].path, lib.songs[3].path}
+
+
+def test_similar_never_lists_two_versions_of_one_recording(small_library, tmp_path):
+    copies, same_song = _library_with_versions(small_library)
+    query = small_library.songs[5].path
+    out = tmp_path / "like.m3u8"
+    r = small_library.run("similar", query, "-k", "20", "--json", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    listed = [n["path"] for n in json.loads(r.stdout)]
+    assert len(listed) == len(set(listed)) and len(listed) >= 8
+    assert len(copies & set(listed)) == 1, listed  # the file or its re-encode, not both
+    assert len(same_song & set(listed)) == 1, listed  # one performer's song once
+    written = [line for line in out.read_text().splitlines() if line and not line.startswith("#")]
+    assert len(written) == len(listed)
+
+
+def test_playlist_around_a_seed_leaves_out_the_seeds_other_versions(small_library, tmp_path):
+    copies, same_song = _library_with_versions(small_library)
+    for seed in (small_library.songs[1].path, small_library.songs[2].path):  # radio's ranking: seeded by a track
+        out = tmp_path / "around.m3u8"
+        r = small_library.run("playlist", "--seed", seed, "--top-n", "12", "--json", "--out", str(out), "--force",
+                              "--include-rated", "--max-per-artist", "12", "--max-per-album", "12")
+        assert r.exit_code == 0, r.output
+        listed = {t["path"] for t in json.loads(r.stdout)}
+        assert len(listed) >= 5, r.output
+        assert not listed & ((copies if seed in copies else same_song) - {seed}), listed  # the seed's other version
