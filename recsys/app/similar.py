@@ -17,6 +17,7 @@ from recsys.app.output import as_written, output_path, playlist_format, ranked, 
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
+from recsys.index.hubness import hub_order, hub_search
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
 from recsys.library.groups import recording_key, same_recording
@@ -87,18 +88,20 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
         centre = vectors[rows].mean(axis=0)
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         contents = {lib.row(r)["content_id"] for r in rows}
-        kept = _top(lib, np.arange(len(vectors)), vectors @ centre, set(rows), contents, k)
+        kept = _top(lib, np.arange(len(vectors)), vectors @ centre, set(rows), contents, k, _hub(settings, lib))
     return SimilarToTracks([hit(lib, r, 1.0) for r in rows], [hit(lib, i, s) for i, s in kept], notes)
 
 
 def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
     """(row, cosine) of the k nearest tracks through the index, the query and its copies left out."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    qvec = np.asarray(lib.vectors[row], dtype=np.float32)
+    search = hub_search(searcher.search_arrays, _hub(settings, lib))
+    qvec = np.asarray(lib.vectors[row], dtype=np.float32)[None, :]
     query_content = lib.row(row)["content_id"]
     want = k + 1
     while True:
-        found = searcher.search(qvec, min(want, len(lib)))[0]
+        cosines, rows = search(qvec, min(want, len(lib)))
+        found = [(int(i), float(s)) for i, s in zip(rows[0], cosines[0], strict=True) if i >= 0]
         kept = _distinct(lib, [(i, s) for i, s in found if i != row and lib.row(i)["content_id"] != query_content],
                          [row], k)
         if len(kept) >= k or want >= len(lib):
@@ -117,13 +120,20 @@ def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Fi
     rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
     vectors = np.asarray(lib.vectors, dtype=np.float32)
     scores = vectors[rows] @ vectors[row] if len(rows) else np.zeros(0, dtype=np.float32)
-    return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k)
+    return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k, _hub(settings, lib))
+
+
+def _hub(settings: Settings, lib: LibraryVectors) -> np.ndarray | None:
+    """The snapshot's hub statistics when hubness reduction is on (``index.hubness``), else None."""
+    return lib.hub if settings.index.hubness == "csls" else None
 
 
 def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set[int], contents: set[str],
-         k: int) -> list[tuple[int, float]]:
-    """(row, score) of the k best-scoring ``rows``, the queries and their copies (same content) left out."""
-    order = np.argsort(-scores, kind="stable")
+         k: int, hub: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """(row, score) of the k best-scoring ``rows`` (re-ranked against hubs with ``hub``), the queries and their
+    copies (same content) left out."""
+    order = (np.argsort(-scores, kind="stable") if hub is None or not len(rows)
+             else hub_order(scores[None, :], rows[None, :], hub)[0])
     ranked = ((int(rows[i]), float(scores[i])) for i in order)
     return _distinct(lib, (p for p in ranked if p[0] not in queries and lib.row(p[0])["content_id"] not in contents),
                      sorted(queries), k)
