@@ -25,6 +25,7 @@ from recsys.library.groups import DUPLICATE_CANDIDATE_COS, recording_key, same_r
 
 NEIGHBOURS = 10  # nearest neighbours looked at per track
 CHUNK = 1024  # queries searched together
+MAX_TAG_GROUP = 20  # more tracks than this with one artist and title ("Unknown Artist - Track 1") nominate nothing
 
 
 @dataclass
@@ -72,7 +73,7 @@ class DuplicatesResult:
 def candidate_pairs(lib: LibraryVectors, searcher: Searcher, neighbours: int = NEIGHBOURS,
                     min_cosine: float = DUPLICATE_CANDIDATE_COS) -> dict[tuple[int, int], float]:
     """Row pairs (i < j) worth judging, with their cosine: each track's nearest neighbours above ``min_cosine``, and
-    tracks of one performer and title."""
+    tracks of one performer and title (up to :data:`MAX_TAG_GROUP` of them)."""
     vectors = lib.vectors
     n = len(lib)
     pairs: dict[tuple[int, int], float] = {}
@@ -89,6 +90,8 @@ def candidate_pairs(lib: LibraryVectors, searcher: Searcher, neighbours: int = N
         if key:
             by_key[key].append(i)
     for rows in by_key.values():
+        if len(rows) > MAX_TAG_GROUP:  # placeholder tags, not a song: comparing every pair would decode for hours
+            continue
         for x, a in enumerate(rows):
             for b in rows[x + 1:]:
                 if (a, b) not in pairs:

@@ -17,7 +17,7 @@ from recsys.app.output import as_written, output_path, playlist_format, ranked, 
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
-from recsys.index.hubness import hub_order, hub_search
+from recsys.index.hubness import hub_scores, hub_search
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
 from recsys.library.groups import recording_key, same_recording
@@ -93,15 +93,20 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
 
 
 def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
-    """(row, cosine) of the k nearest tracks through the index, the query and its copies left out."""
+    """(row, score) of the k nearest tracks through the index, the query and its copies left out; the score is the
+    cosine, corrected for hubs (``recsys.index.hubness.hub_scores``) when ``index.hubness`` is csls."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    search = hub_search(searcher.search_arrays, _hub(settings, lib))
+    hub = _hub(settings, lib)
+    search = hub_search(searcher.search_arrays, hub)
     qvec = np.asarray(lib.vectors[row], dtype=np.float32)[None, :]
     query_content = lib.row(row)["content_id"]
     want = k + 1
     while True:
         cosines, rows = search(qvec, min(want, len(lib)))
         found = [(int(i), float(s)) for i, s in zip(rows[0], cosines[0], strict=True) if i >= 0]
+        if hub is not None and found:  # already in CSLS order: show the score it ranks by
+            hits = [i for i, _ in found]
+            found = list(zip(hits, hub_scores([s for _, s in found], hits, hub, hub[row]).tolist(), strict=True))
         kept = _distinct(lib, [(i, s) for i, s in found if i != row and lib.row(i)["content_id"] != query_content],
                          [row], k)
         if len(kept) >= k or want >= len(lib):
@@ -130,10 +135,11 @@ def _hub(settings: Settings, lib: LibraryVectors) -> np.ndarray | None:
 
 def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set[int], contents: set[str],
          k: int, hub: np.ndarray | None = None) -> list[tuple[int, float]]:
-    """(row, score) of the k best-scoring ``rows`` (re-ranked against hubs with ``hub``), the queries and their
-    copies (same content) left out."""
-    order = (np.argsort(-scores, kind="stable") if hub is None or not len(rows)
-             else hub_order(scores[None, :], rows[None, :], hub)[0])
+    """(row, score) of the k best-scoring ``rows`` (scored against hubs with ``hub``: ``hub_scores``), the queries
+    and their copies (same content) left out."""
+    if hub is not None and len(rows):
+        scores = hub_scores(scores, rows, hub, float(np.mean(hub[sorted(queries)])))
+    order = np.argsort(-scores, kind="stable")
     ranked = ((int(rows[i]), float(scores[i])) for i in order)
     return _distinct(lib, (p for p in ranked if p[0] not in queries and lib.row(p[0])["content_id"] not in contents),
                      sorted(queries), k)

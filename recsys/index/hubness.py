@@ -41,6 +41,13 @@ def hub_stats(vectors: np.ndarray, search: Search, k: int = HUB_K) -> np.ndarray
     return out
 
 
+def hub_scores(cosines: np.ndarray, rows: np.ndarray, hub: np.ndarray, query_r: float) -> np.ndarray:
+    """What a list shows as the score of ``rows`` for a query of density ``query_r``: half its CSLS plus ``r(x)``,
+    i.e. ``cos + (r(x) - r(y)) / 2``: the cosine itself between tracks of equally dense neighbourhoods, lower for a
+    hub, and in the order CSLS ranks."""
+    return np.asarray(cosines, dtype=np.float64) + (float(query_r) - hub[np.asarray(rows)]) / 2
+
+
 def hub_order(cosines: np.ndarray, rows: np.ndarray, hub: np.ndarray) -> np.ndarray:
     """Per query, the positions of its candidates best first by CSLS (``cos - r(y) / 2``); stable for ties."""
     rows = np.asarray(rows)
