@@ -415,6 +415,50 @@ def similar(ctx, track, k, as_json, out, fmt, force, where):
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON list of groups: each has `paths` (the files of one recording) and `evidence`.")
+@click.option("--min-cosine", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="How close two tracks' vectors must be to be compared by fingerprint [default: 0.9]; lower finds "
+                   "more copies that were changed a lot, and decodes more files.")
+@click.pass_context
+def duplicates(ctx, as_json, min_cosine):
+    """Files that hold the same recording: another format or bitrate, a copy cut shorter or made quieter.
+
+    Nothing is deleted, moved or written: this only lists. Tracks whose vectors are close (or that share artist and
+    title) are compared by an acoustic fingerprint of the whole file; each group lists its files and, per pair, the
+    evidence (vector cosine, durations, fingerprint agreement: about 0.5 for different music, above 0.7 for one
+    recording, and where the two line up).
+
+    \b
+    Examples:
+      recsys duplicates
+      recsys duplicates --json > dupes.json
+    """
+    from recsys.app.duplicates import find_duplicates
+
+    result = find_duplicates(_settings(ctx), min_cosine)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
+    for path, why in result.failures:
+        click.echo(f"  not compared: {_failure(path, why)}", err=True)
+    if as_json:
+        click.echo(json.dumps([g.as_json() for g in result.groups], ensure_ascii=False, indent=1))
+        return
+    for n, group in enumerate(result.groups, 1):
+        click.echo(f"recording {n}: {len(group.paths)} files")
+        for path, duration in zip(group.paths, group.durations_s, strict=True):
+            click.echo(f"  {duration:7.1f} s  {_one_line(path)}")
+        for p in group.pairs:
+            how = "identical files" if p.same_file else (f"fingerprint {p.agreement:.2f} over {p.overlap_s:.0f} s"
+                                                         f" at {p.offset_s:+.1f} s")
+            click.echo(f"    {_one_line(p.a)} ~ {_one_line(p.b)}: cosine {p.cosine:.3f}, {how}"
+                       f"{', same artist and title' if p.same_tags else ''}")
+    click.echo(f"{len(result.groups)} recording(s) held by more than one file, among {result.tracks} tracks "
+               f"({result.compared} pairs compared, {result.fingerprinted} files fingerprinted); nothing was changed",
+               err=True)
+
+
+@main.command()
 @_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (includes every failure).")
 @click.pass_context

@@ -212,6 +212,7 @@ class IndexSettings:
     hnsw_m: int = _s(32, lo=2, hi=512)
     hnsw_ef_construction: int = _s(80, lo=1, hi=100_000)
     hnsw_ef_search: int = _s(128, lo=1, hi=100_000)
+    hubness: str = _s("csls", choices=("csls", "off"))
 
 
 @dataclass

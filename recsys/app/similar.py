@@ -7,7 +7,7 @@ since, the result says so.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +17,10 @@ from recsys.app.output import as_written, output_path, playlist_format, ranked, 
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
+from recsys.index.hubness import hub_scores, hub_search
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
-from recsys.library.groups import same_recording
+from recsys.library.groups import recording_key, same_recording
 from recsys.playlists import write_playlist
 
 
@@ -34,7 +35,7 @@ class SimilarResult:
 def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[str] = (), out: str | None = None,
                  fmt: str | None = None, force: bool = False) -> SimilarResult:
     """The k tracks nearest to the query track, excluding it and copies of it (same content, or the same recording
-    by ``recsys.library.groups.same_recording``);
+    by ``recsys.library.groups``), and never two versions of one recording;
     with ``where`` (filter terms), only the tracks that match them; with ``out`` (or ``fmt``) they are also
     written as a playlist, nearest first."""
     flt = parse(where)
@@ -87,23 +88,30 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
         centre = vectors[rows].mean(axis=0)
         centre /= max(float(np.linalg.norm(centre)), 1e-12)
         contents = {lib.row(r)["content_id"] for r in rows}
-        kept = _top(lib, np.arange(len(vectors)), vectors @ centre, set(rows), contents, k)
+        kept = _top(lib, np.arange(len(vectors)), vectors @ centre, set(rows), contents, k, _hub(settings, lib))
     return SimilarToTracks([hit(lib, r, 1.0) for r in rows], [hit(lib, i, s) for i, s in kept], notes)
 
 
 def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
-    """(row, cosine) of the k nearest tracks through the index, the query and its copies left out."""
+    """(row, score) of the k nearest tracks through the index, the query and its copies left out; the score is the
+    cosine, corrected for hubs (``recsys.index.hubness.hub_scores``) when ``index.hubness`` is csls."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    qvec = np.asarray(lib.vectors[row], dtype=np.float32)
+    hub = _hub(settings, lib)
+    search = hub_search(searcher.search_arrays, hub)
+    qvec = np.asarray(lib.vectors[row], dtype=np.float32)[None, :]
     query_content = lib.row(row)["content_id"]
     want = k + 1
     while True:
-        found = searcher.search(qvec, min(want, len(lib)))[0]
-        kept = [(i, s) for i, s in found
-                if i != row and not same_recording(s) and lib.row(i)["content_id"] != query_content]
+        cosines, rows = search(qvec, min(want, len(lib)))
+        found = [(int(i), float(s)) for i, s in zip(rows[0], cosines[0], strict=True) if i >= 0]
+        if hub is not None and found:  # already in CSLS order: show the score it ranks by
+            hits = [i for i, _ in found]
+            found = list(zip(hits, hub_scores([s for _, s in found], hits, hub, hub[row]).tolist(), strict=True))
+        kept = _distinct(lib, [(i, s) for i, s in found if i != row and lib.row(i)["content_id"] != query_content],
+                         [row], k)
         if len(kept) >= k or want >= len(lib):
-            return kept[:k]
-        want *= 4  # many copies of the query: look further
+            return kept
+        want *= 4  # many copies of the query or of its neighbours: look further
 
 
 def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Filter) -> list[tuple[int, float]]:
@@ -117,17 +125,44 @@ def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Fi
     rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
     vectors = np.asarray(lib.vectors, dtype=np.float32)
     scores = vectors[rows] @ vectors[row] if len(rows) else np.zeros(0, dtype=np.float32)
-    return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k)
+    return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k, _hub(settings, lib))
+
+
+def _hub(settings: Settings, lib: LibraryVectors) -> np.ndarray | None:
+    """The snapshot's hub statistics when hubness reduction is on (``index.hubness``), else None."""
+    return lib.hub if settings.index.hubness == "csls" else None
 
 
 def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set[int], contents: set[str],
-         k: int) -> list[tuple[int, float]]:
-    """(row, score) of the k best-scoring ``rows``, the queries and their copies (same content) left out."""
+         k: int, hub: np.ndarray | None = None) -> list[tuple[int, float]]:
+    """(row, score) of the k best-scoring ``rows`` (scored against hubs with ``hub``: ``hub_scores``), the queries
+    and their copies (same content) left out."""
+    if hub is not None and len(rows):
+        scores = hub_scores(scores, rows, hub, float(np.mean(hub[sorted(queries)])))
+    order = np.argsort(-scores, kind="stable")
+    ranked = ((int(rows[i]), float(scores[i])) for i in order)
+    return _distinct(lib, (p for p in ranked if p[0] not in queries and lib.row(p[0])["content_id"] not in contents),
+                     sorted(queries), k)
+
+
+def _distinct(lib: LibraryVectors, ranked: Iterable[tuple[int, float]], queries: Sequence[int],
+              k: int) -> list[tuple[int, float]]:
+    """The first k of ``ranked`` (row, score) of which no two, and none with a query, are one recording
+    (``recsys.library.groups``: vectors nearly identical, or the same performer and title): a list never holds a
+    song and its copy."""
+    vectors = lib.vectors
     kept: list[tuple[int, float]] = []
-    for i in np.argsort(-scores, kind="stable"):
-        r, s = int(rows[i]), float(scores[i])
-        if r not in queries and not same_recording(s) and lib.row(r)["content_id"] not in contents:
-            kept.append((r, s))
-            if len(kept) == k:
-                break
+    seen = [np.asarray(vectors[q], dtype=np.float32) for q in queries]
+    recordings = {recording_key(lib.row(q).get("artist"), lib.row(q).get("title")) for q in queries} - {""}
+    for r, s in ranked:
+        if len(kept) == k:
+            break
+        vec = np.asarray(vectors[r], dtype=np.float32)
+        recording = recording_key(lib.row(r).get("artist"), lib.row(r).get("title"))
+        if (recording and recording in recordings) or (seen and same_recording(float(np.max(np.stack(seen) @ vec)))):
+            continue
+        kept.append((r, s))
+        seen.append(vec)
+        if recording:
+            recordings.add(recording)
     return kept

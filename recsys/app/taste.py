@@ -16,6 +16,7 @@ from pathlib import Path
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
+from recsys.index.hubness import hub_search
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources import load_taste_library
 from recsys.library.track import Track
@@ -57,10 +58,12 @@ def load_taste(settings: Settings) -> Taste:
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
 
 
-def vote_search(settings: Settings, lib: LibraryVectors):
-    """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``."""
+def vote_search(settings: Settings, lib: LibraryVectors, hubness: bool = True):
+    """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``,
+    re-ranked against hubs (``recsys.index.hubness``) unless ``index.hubness`` is off or ``hubness`` is False."""
     searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
-    return lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH)
+    return hub_search(lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH),
+                      lib.hub if hubness and settings.index.hubness == "csls" else None)
 
 
 def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Path,

@@ -6,7 +6,8 @@ module never imports lancedb (~1.3 s) or torch. The snapshot holds:
 - ``manifest.json``: table_version, table_rows, encoder_id, dim, count, kind ('flat' | 'hnsw'), params, built_at;
 - ``vectors.npy``: float32 N x D, memory-mapped on load;
 - ``meta.parquet``: one row per vector (key, path, start_s, content_id, tags, duration_s), row i <-> vector i;
-- ``index.faiss``: the HNSW graph, for kind 'hnsw' only (a flat search runs straight over the memory-mapped vectors).
+- ``index.faiss``: the HNSW graph, for kind 'hnsw' only (a flat search runs straight over the memory-mapped vectors);
+- ``hub_stats.npy``: one float per vector, its neighbourhood density for hubness reduction (``recsys.index.hubness``).
 
 Each build goes to a fresh folder ``ann-<version>-<random>``, recorded in the home as made by recsys before it is
 created (:func:`recsys.home.claim.record_made`); ``ann`` is a symlink swapped to it with one rename, so a
@@ -44,6 +45,7 @@ from recsys.config import IndexSettings
 from recsys.errors import RecsysError
 from recsys.home import read_stamp
 from recsys.home.claim import forget_made, made, record_made
+from recsys.index.hubness import HUB_FILE, HUB_K, hub_stats
 from recsys.library.text import search_label
 
 if TYPE_CHECKING:  # the store imports lancedb: never at run time from here
@@ -86,6 +88,7 @@ class LibraryVectors:
         self.folder, self.manifest = folder, manifest or {}
         self.index = index  # the HNSW graph (kind 'hnsw'), opened with the other files
         self.behind: str | None = None  # why this snapshot lags the table, when it does (readers say so)
+        self.hub: np.ndarray | None = None  # per-track density for hubness reduction (recsys.index.hubness)
         self._parquet = meta
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._lists: dict[str, list] = {}
@@ -143,7 +146,7 @@ def read_manifest(home: Path) -> dict | None:
     return _read_json(Path(home) / ANN / MANIFEST)
 
 
-SNAPSHOT_FILES = ("vectors.npy", "meta.parquet", "index.faiss")
+SNAPSHOT_FILES = ("vectors.npy", "meta.parquet", "index.faiss", HUB_FILE)
 
 
 def excluded_digest(keys: Collection[str]) -> str:
@@ -194,6 +197,8 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
         return False
     if excluded is not None and manifest.get("excluded", excluded_digest(())) != excluded:
         return False
+    if "hubness" not in manifest:  # built before the hub statistics: the next writer adds them
+        return False
     return snapshot_damage((home / ANN).resolve(), manifest) is None
 
 
@@ -236,6 +241,10 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
             index.hnsw.efConstruction = hnsw_ef_construction
             index.add(vectors)
             faiss.write_index(index, str(folder / "index.faiss"))
+        search = index.search if kind == "hnsw" else (
+            lambda q, k: faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT))
+        np.save(folder / HUB_FILE, hub_stats(vectors, search))
+        manifest["hubness"] = {"k": HUB_K}
         manifest["files"] = {name: (folder / name).stat().st_size for name in SNAPSHOT_FILES
                              if (folder / name).exists()}
         for name in manifest["files"]:  # on disk before the swap: a crash after it never exposes a torn file
@@ -344,9 +353,12 @@ def load_snapshot(home: Path) -> LibraryVectors:
                 continue  # the folder was replaced between resolving the link and opening its files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise _damaged(home, first) from None
-        return LibraryVectors(vectors, meta, encoder_id=manifest["encoder_id"],
-                              table_version=int(manifest["table_version"]), kind=manifest.get("kind", "flat"),
-                              folder=folder, manifest=manifest, index=index)
+        lib = LibraryVectors(vectors, meta, encoder_id=manifest["encoder_id"],
+                             table_version=int(manifest["table_version"]), kind=manifest.get("kind", "flat"),
+                             folder=folder, manifest=manifest, index=index)
+        if HUB_FILE in manifest.get("files", {}):  # snapshots built before hubness reduction lack it
+            lib.hub = np.load(folder / HUB_FILE)
+        return lib
     raise AnnError(f"no index in {home}: run `recsys embed`")
 
 

@@ -9,7 +9,10 @@
   a compilation are not one artist twelve times).
 - :func:`same_recording`: two tracks are one recording when their vectors are nearly identical (cosine above
   :data:`SAME_RECORDING_COS`: a copy, a re-encode, the same master on two releases) or when the same performer's
-  tracks carry the same title (:func:`recording_key`).
+  tracks carry the same title (:func:`recording_key`). Where the files' acoustic fingerprints were compared
+  (``recsys duplicates``, :mod:`recsys.embedder.fingerprint`), their agreement decides instead: a quieter,
+  low-bitrate or shortened copy moves the vector as far as another piece of the same album does, but keeps the
+  fingerprint.
 
 Callers pass whatever tags they have: the player's tracks and the ``Catalogue`` carry the album artist, the index
 snapshot does not (``recsys playlist`` reads it from the live ``Catalogue``; ``recsys path``, which reads no player
@@ -30,6 +33,8 @@ from recsys.library.text import tag_key
 GroupKey = NewType("GroupKey", str)  # an album or artist group as album_of / artist_of form it ('' for none)
 
 SAME_RECORDING_COS = 0.995  # cosine above which two tracks are one recording (copies, re-encodes, re-releases)
+SAME_RECORDING_AGREEMENT = 0.7  # fingerprint bit agreement above which two files are one recording (unrelated: ~0.5)
+DUPLICATE_CANDIDATE_COS = 0.9  # neighbours this close are worth fingerprinting as possible copies
 
 
 def library_root(paths: Sequence[str]) -> str:
@@ -74,6 +79,9 @@ def recording_key(artist: str | None, title: str | None) -> str:
     return f"{performer}\x00{name}" if performer and name else ""
 
 
-def same_recording(cosine: float | np.ndarray) -> bool | np.ndarray:
-    """Whether vectors this close (cosine; an array of them gives an array) are one recording heard twice."""
+def same_recording(cosine: float | np.ndarray, agreement: float | None = None) -> bool | np.ndarray:
+    """Whether vectors this close (cosine; an array of them gives an array) are one recording heard twice; when the
+    two files' fingerprints were compared (``agreement``, the share of equal bits at the best offset), that decides."""
+    if agreement is not None:
+        return agreement > SAME_RECORDING_AGREEMENT
     return cosine > SAME_RECORDING_COS

@@ -165,15 +165,21 @@ class _Rules:
 
 
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
-         recordings: list[str], paths: list[str], rules: _Rules) -> tuple[list[int], Counter[str]]:
-    """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed."""
+         recordings: list[str], paths: list[str], rules: _Rules,
+         seeds: Sequence[int] = (), seed_recordings: Sequence[str] = ()) -> tuple[list[int], Counter[str]]:
+    """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed.
+
+    A candidate that is one recording with a seed row (the track the radio plays) is a duplicate too; closeness
+    to the seeds is not penalised (a playlist around seeds should sound like them)."""
     cand = vectors[short]
     rel = np.asarray(relevance, dtype=np.float32)
     max_sim = np.full(len(short), -1.0, dtype=np.float32)
+    seed_sim = (np.max(cand @ np.asarray(vectors[list(seeds)], dtype=np.float32).T, axis=1) if len(seeds)
+                else np.full(len(short), -1.0, dtype=np.float32))
     alive = np.ones(len(short), dtype=bool)
     per_artist: Counter[str] = Counter()
     per_album: Counter[str] = Counter()
-    seen_recordings: set[str] = set()
+    seen_recordings: set[str] = set(seed_recordings) - {""}
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
@@ -187,7 +193,7 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                 break
             artist, album = artists[i], albums[i]
             reason = None
-            if same_recording(max_sim[i]) or (recordings[i] and recordings[i] in seen_recordings):
+            if same_recording(max(max_sim[i], seed_sim[i])) or (recordings[i] and recordings[i] in seen_recordings):
                 reason = "duplicate"
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -398,7 +404,11 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]  # the performer
     albums = [album_of(al, aa, a, p) for al, aa, a, p in zip(album_raw, owners, artist_raw, paths, strict=True)]
     recordings = [recording_key(a, t) for a, t in zip(artist_raw, title_raw, strict=True)]
-    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, recordings, paths, rules)
+    seed_rows = [row_of[s] for s in seeds]
+    seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
+                                                             _take(meta, "title", seed_rows), strict=True)]
+    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, recordings, paths, rules,
+                               seed_rows, seed_recordings)
     removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
