@@ -10,6 +10,7 @@ import stat
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
@@ -97,6 +98,24 @@ def check_output(path: Path, inputs: Inputs | None = None, overwrite: bool = Fal
     if not _looks_like_playlist(path):
         raise PlaylistWriteError(f"{path} exists and is not a playlist: --force only replaces XSPF or M3U files; "
                                  "choose another --out")
+
+
+def written_by_recsys(path: Path, title: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding a playlist recsys wrote under ``title``: an XSPF whose
+    creator is recsys, or an M3U8 whose ``#PLAYLIST:`` line is the title (the default file name of the day, which
+    the next playlist of that name may replace)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    text = xml_text(title)
+    if head.startswith(b"#EXTM3U"):
+        return f"\n#PLAYLIST:{text}\n".encode() in head
+    return (_looks_like_playlist(path) and b"<creator>recsys</creator>" in head
+            and f"<title>{escape(text)}</title>".encode() in head)
 
 
 def xml_text(value: object) -> str:
