@@ -275,6 +275,7 @@ def main() -> None:
     env = {f"RECSYS_{k.split('.')[0].upper()}__{k.split('.')[1].split('=')[0].upper()}": k.split("=", 1)[1]
            for k in a.overrides}
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
+    env["RECSYS_RECOMMEND__REST_PLAYLISTS"] = "0"  # every draw is a new owner: no playlist rests another's tracks
     plan = draw_plan(a.draws, a.large, a.first_seed)
     ratings = {"rate_share": a.rate_share, "rate_max": a.rate_max, "neutral": a.neutral}
     if a.rank_settings is not None:
