@@ -26,6 +26,10 @@ the blend's paired differences from the others, with standard errors over the dr
 
     python benchmarks/taste_quality.py --eval-only --draws 20 --large 20 --set recommend.eval_splits=3
 
+``--flat-untagged``: the same corpus as a "Downloads" folder (every file copied into one folder under an anonymous
+name, every tag deleted; its own home and database under ``<dir>/<encoder>-flat``, embedded once and reused): only
+the sound and the ratings can tell the soundtracks apart.
+
 Development vs reported draws: the settings in recsys/default.yaml (album and artist votes, blend weights, MMR)
 were chosen on seeds 0-5 of both kinds; the figures in benchmarks/RESULTS.md come from seeds 100 and up
 (``--first-seed``, the default), never used to choose anything.
