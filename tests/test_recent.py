@@ -49,3 +49,11 @@ def test_the_history_is_bounded_per_taste_and_survives_a_damaged_file(tmp_path):
     recent_file(home).unlink()
     os.mkfifo(recent_file(home))  # a FIFO would block a plain read forever
     assert read_recent(home) == []
+
+
+def test_a_taste_is_its_mode_seeds_and_filters_and_stays_short():
+    assert taste_of("taste") != taste_of("taste", seeds=["a"]) != taste_of("taste", where=["genre:x"])
+    assert taste_of("taste", seeds=["b", "a"]) == taste_of("taste", seeds=["a", "b"])
+    many = [f"/music/{i:05d}.flac" for i in range(5000)]
+    long = taste_of("taste", seeds=many)
+    assert len(long) < 100 and long != taste_of("taste", seeds=many[1:])

@@ -14,6 +14,7 @@ playlist).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ MAX_ENTRIES = 50  # whatever the settings ask: the file stays small
 MAX_KEYS = 10_000  # tracks remembered of one playlist (recommend.top_n is at most 10,000 too)
 MAX_DAYS = 365.0
 MAX_BYTES = 64 << 20
+TASTE_CHARS = 300  # a longer taste is stored as a digest
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,12 @@ class Written:
 
 
 def taste_of(mode: str, seeds: Sequence[str] = (), where: Sequence[str] = ()) -> str:
-    """What makes two playlists "the same taste": the mode, the seeds and the filter terms, as given."""
-    return "\x1f".join([mode, *(f"seed:{s}" for s in sorted(seeds)), *(f"where:{w}" for w in where)])
+    """What makes two playlists "the same taste": the mode, the seeds and the filter terms, as given (a digest of
+    them when they are long: a beets query's seeds can be thousands of tracks)."""
+    text = " ".join([mode, *(f"seed:{s}" for s in sorted(seeds)), *(f"where:{w}" for w in where)])
+    if len(text) <= TASTE_CHARS:
+        return text
+    return f"{mode} {hashlib.blake2b(text.encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()}"
 
 
 def recent_file(home: Path) -> Path:
