@@ -57,3 +57,16 @@ def test_a_taste_is_its_mode_seeds_and_filters_and_stays_short():
     many = [f"/music/{i:05d}.flac" for i in range(5000)]
     long = taste_of("taste", seeds=many)
     assert len(long) < 100 and long != taste_of("taste", seeds=many[1:])
+
+
+def test_a_read_only_home_costs_the_history_only(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o500)
+    try:
+        if os.access(home, os.W_OK):  # root writes anyway
+            return
+        note = remember_playlist(home, Written(1.0, "taste", "recsys", "/x.xspf", ("a",)))
+        assert note and "could not remember this playlist" in note and str(recent_file(home)) in note
+    finally:
+        home.chmod(0o700)

@@ -176,8 +176,9 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     if back:
         notes.append(f"{back} tracks of recent playlists are back: the others your ratings vouch for could not fill "
                      "it")
-    remember_playlist(settings.home_path, Written(time.time(), fresh, name, str(path),
-                                                  tuple(t.key for t in ranking.tracks)))
+    note = remember_playlist(settings.home_path, Written(time.time(), fresh, name, str(path),
+                                                         tuple(t.key for t in ranking.tracks)))
+    notes += [note] if note else []
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
                     stopped=ranking.stopped)
 

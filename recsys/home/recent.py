@@ -88,13 +88,19 @@ def resting(home: Path, taste: str, playlists: int, days: float, now: float | No
     return {k for w in mine for k in w.keys}
 
 
-def remember_playlist(home: Path, written: Written) -> None:
+def remember_playlist(home: Path, written: Written) -> str | None:
     """Add ``written`` to the history (the oldest entries and those past :data:`MAX_DAYS` dropped); nothing when the
-    home does not exist (recsys never creates it here)."""
+    home does not exist (recsys never creates it here). A home that cannot be written (read-only) costs the history
+    only: the note to show, else None."""
     home = Path(home)
     if not home.is_dir():
-        return
+        return None
     since = written.when - MAX_DAYS * 86400
     kept = [written] + [w for w in read_recent(home) if w.when >= since]
     kept = [Written(w.when, w.taste, w.name, w.path, tuple(w.keys[:MAX_KEYS])) for w in kept[:MAX_ENTRIES]]
-    write_json_atomic(recent_file(home), {"playlists": [{**asdict(w), "keys": list(w.keys)} for w in kept]})
+    try:
+        write_json_atomic(recent_file(home), {"playlists": [{**asdict(w), "keys": list(w.keys)} for w in kept]})
+    except OSError as exc:
+        return (f"could not remember this playlist in {recent_file(home)} ({exc.strerror or exc}): the next one "
+                "may repeat its tracks")
+    return None
