@@ -65,3 +65,21 @@ def test_a_home_that_cannot_take_the_history_costs_the_history_only(tmp_path):
     note = remember_playlist(home, Written(1.0, "taste", "recsys", "/x.xspf", ("a",)))
     assert note and "could not remember this playlist" in note and str(recent_file(home)) in note
     assert read_recent(home) == [] and not [p for p in home.iterdir() if p.name != "recent.json"]  # no temp left
+
+
+def test_the_days_playlist_is_recognised_by_its_title_and_creator(tmp_path):
+    from recsys.playlists import write_playlist
+    from recsys.playlists.output import written_by_recsys
+    from recsys.recommender.rank import RankedTrack
+
+    tracks = [RankedTrack(key="/m/a.ogg", path="/m/a.ogg", start_s=0.0, score=1.0, predicted=None, artist="A",
+                          title="T", album="", track_number=None, duration_s=60.0)]
+    title = "Mine & yours (taste, 2026-12-06)"
+    for fmt in ("xspf", "m3u8"):
+        out = write_playlist(tmp_path / f"p.{fmt}", tracks, title, fmt=fmt)
+        assert written_by_recsys(out, title) and not written_by_recsys(out, "Mine & yours (uncertain, 2026-12-06)")
+        link = tmp_path / f"link.{fmt}"
+        link.symlink_to(out)
+        assert not written_by_recsys(link, title)  # a link is never replaced
+    other = write_playlist(tmp_path / "o.xspf", tracks, title, fmt="xspf", creator="someone")
+    assert not written_by_recsys(other, title) and not written_by_recsys(tmp_path / "none.xspf", title)
