@@ -26,6 +26,10 @@ the blend's paired differences from the others, with standard errors over the dr
 
     python benchmarks/taste_quality.py --eval-only --draws 20 --large 20 --set recommend.eval_splits=3
 
+``--flat-untagged``: the same corpus as a "Downloads" folder (every file copied into one folder under an anonymous
+name, every tag deleted; its own home and database under ``<dir>/<encoder>-flat``, embedded once and reused): only
+the sound and the ratings can tell the soundtracks apart.
+
 Development vs reported draws: the settings in recsys/default.yaml (album and artist votes, blend weights, MMR)
 were chosen on seeds 0-5 of both kinds; the figures in benchmarks/RESULTS.md come from seeds 100 and up
 (``--first-seed``, the default), never used to choose anything.
@@ -37,6 +41,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -75,6 +80,25 @@ def corpus(root: Path) -> list[CorpusTrack]:
         out.append(CorpusTrack(str(path), path.relative_to(root).parts[0], t.title, t.artist, t.album,
                                t.track_number or 0))
     return out
+
+
+def flat_untagged(tracks: list[CorpusTrack], folder: Path) -> list[CorpusTrack]:
+    """The corpus as a "Downloads" folder: every file copied into ``folder`` under an anonymous name (a seeded
+    permutation, so neither the name nor the order says which soundtrack it is) with every tag deleted (mutagen),
+    so that neither the folders nor the tags can tell the soundtracks apart: only the sound and the ratings."""
+    from mutagen import File
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for n, i in enumerate(np.random.default_rng(12345).permutation(len(tracks))):
+        dest = folder / f"track{n:03d}.ogg"
+        if not dest.exists():
+            tmp = folder / f".{dest.name}.tmp"
+            shutil.copyfile(tracks[i].path, tmp)
+            File(tmp).delete()  # every tag block, written at once
+            os.replace(tmp, dest)
+        out.append(CorpusTrack(str(dest), tracks[i].soundtrack, "", "", "", 0))
+    return sorted(out, key=lambda t: t.path)
 
 
 def owner(tracks: list[CorpusTrack], seed: int, large: bool = False, rate_share: float = RATE_SHARE,
@@ -224,6 +248,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=100,
                         help="seed of the first owner: 100 and up are the REPORTED draws; settings were chosen on "
                              "seeds 0-5 (development draws), never on these")
+    parser.add_argument("--flat-untagged", action="store_true",
+                        help="the corpus copied into one folder, anonymous file names, tags deleted (a Downloads "
+                             "folder): its own home and database beside the tagged run's")
     parser.add_argument("--no-eval", action="store_true", help="skip `recsys eval --playlist` (faster)")
     parser.add_argument("--eval-only", action="store_true",
                         help="only `recsys eval --playlist` per draw (no playlists written), e.g. over many draws")
@@ -243,12 +270,16 @@ def main() -> None:
     if not a.corpus.is_dir():
         raise SystemExit(f"no corpus at {a.corpus}: build it with /work/shared/corpus/build_devcorpus.sh")
     tracks = corpus(a.corpus)
-    label = {t.path: t.soundtrack for t in tracks}
     root = a.dir / a.encoder.replace("/", "_").replace(":", "_")
+    if a.flat_untagged:
+        root = root.with_name(root.name + "-flat")
+        tracks = flat_untagged(tracks, root / "Downloads")
+    label = {t.path: t.soundtrack for t in tracks}
     home, db = root / "home", root / "clementine.db"
     env = {f"RECSYS_{k.split('.')[0].upper()}__{k.split('.')[1].split('=')[0].upper()}": k.split("=", 1)[1]
            for k in a.overrides}
     env["HOME"] = str(root / "user")  # the default playlist folder lands inside the run folder
+    env["RECSYS_RECOMMEND__REST_PLAYLISTS"] = "0"  # every draw is a new owner: no playlist rests another's tracks
     plan = draw_plan(a.draws, a.large, a.first_seed)
     ratings = {"rate_share": a.rate_share, "rate_max": a.rate_max, "neutral": a.neutral}
     if a.rank_settings is not None:

@@ -487,6 +487,11 @@ def status(ctx, db, folders, as_json):
     click.echo(f"index: {idx['state']}" + (f" ({idx['kind']}, {idx['count']} tracks)" if idx.get("kind") else ""))
     if st["embedded"] + st["stale"] + st["not_embedded"] and (st["stale"] or st["not_embedded"]):
         click.echo("run `recsys embed` to bring it up to date")
+    recent = st["recent_playlists"]
+    click.echo(f"recent playlists: {len(recent)}" + (" (their tracks rest in the next playlists of the same taste; "
+                                                      "--no-rest)" if recent else ""))
+    for p in recent[:10]:
+        click.echo(f"  {p['written']}  {p['tracks']} tracks  {p['path']}")
 
 
 @main.command("train-classifier")
@@ -529,7 +534,8 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
               help="Tracks in the playlist [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, never overwritten].")
+              help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, replacing the day's playlist "
+                   "recsys wrote there, never another file].")
 @click.option("--name", default=None, help="Playlist name (its title and file name) [default: recsys].")
 @click.option("--seed", "seeds", multiple=True,
               help="Build the playlist around this track (path, file:// URI or 'artist - title'); repeatable.")
@@ -553,6 +559,9 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--force", is_flag=True, help="Overwrite --out when it exists.")
+@click.option("--no-rest", is_flag=True,
+              help="Let the tracks of your recent playlists back in (by default those of the last 3 playlists of "
+                   "this taste within 7 days come last: recommend.rest_playlists, rest_days).")
 @_where_option
 @_library_options()
 @_push_options
@@ -564,7 +573,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
-             max_per_artist, max_per_album, fmt, force, where, db, folders, as_json, explain, queue):
+             max_per_artist, max_per_album, fmt, force, no_rest, where, db, folders, as_json, explain, queue):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -596,7 +605,8 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      include_rated=include_rated, mode=mode, min_stars=min_stars,
                                                      include_played=include_played, max_per_artist=max_per_artist,
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
-                                                     where=where, seed_playlists=seed_playlists))
+                                                     where=where, seed_playlists=seed_playlists,
+                                                     rest=not no_rest))
     _render_playlist(result, as_json, explain)
     _push(settings, name or settings.recommend.name, result.tracks)
     if queue:

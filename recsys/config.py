@@ -244,6 +244,9 @@ class RecommendSettings:
     format: str = _s("xspf", choices=PLAYLIST_FORMATS)
     out_dir: str = _s("~/Music/recommendations")
     name: str = _s("recsys", max_chars=100, meaning="text of 1 to 100 characters")  # title, start of file names
+    rest_playlists: int = _s(3, lo=0, hi=50)
+    rest_days: float = _s(7.0, lo=0, hi=365)
+    keep_copies: bool = _s(False)
 
 
 @dataclass

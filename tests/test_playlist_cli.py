@@ -129,9 +129,26 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     assert "neighbour votes of your rated tracks alone" in r.stderr
     folder = Path(os.environ["HOME"]) / "Music" / "recommendations"
     today = date.today().isoformat()
-    assert (folder / f"recsys-{today}.xspf").is_file()
+    day = folder / f"recsys-{today}.xspf"
+    assert day.is_file()
+    first = [h["key"] for h in hits]
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "3")
+    second = [h["key"] for h in json.loads(r.stdout)]
+    # the first playlist's tracks rest: the one other track the ratings vouch for comes first, and two of them
+    # come back rather than leave the playlist short
+    assert second[0] not in first and len(second) == 3 and set(second[1:]) <= set(first), (first, second)
+    assert "2 tracks of recent playlists are back" in r.stderr
+    assert [p.name for p in folder.iterdir()] == [day.name]  # the day's playlist recsys wrote is replaced
+    assert [_location_path(t.location[0]) for t in xspf_lib.Playlist.parse(str(day)).trackList] == second
+    status = json.loads(lib.run("status", "--db", str(lib.db), "--json").stdout)["recent_playlists"]
+    assert [p["tracks"] for p in status] == [3, 3] and status[0]["path"] == str(day)
+    assert "recent playlists: 2" in lib.run("status", "--db", str(lib.db)).output
+    r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "3", "--no-rest")
+    assert [h["key"] for h in json.loads(r.stdout)] == first  # --no-rest: as if nothing had been played
+    mine = day.read_bytes().replace(b"<creator>recsys</creator>", b"<creator>me</creator>")
+    day.write_bytes(mine)  # the owner's own playlist under that name: never replaced
     assert lib.run("playlist", "--db", str(lib.db), "--top-n", "3").exit_code == 0
-    assert (folder / f"recsys-{today}-2.xspf").is_file()  # the default name never overwrites
+    assert day.read_bytes() == mine and (folder / f"recsys-{today}-2.xspf").is_file()
 
     r = lib.run("playlist", "--db", str(lib.db), "--top-n", "3", "--explain")
     assert "near liked: " in r.output and "* cos " in r.output and "like " in r.output

@@ -498,3 +498,31 @@ def test_a_compilation_is_one_album_under_the_cap():
                         exists=lambda p: True)
     assert [t.album for t in ranking.tracks] == ["Hits"] * 3, [t.path for t in ranking.tracks]
     assert ranking.removed["album cap"] == 8 and "album cap (--max-per-album 3) 8" in ranking.stopped
+
+
+def flat_untagged(n_styles=6, per=30, seed=0, spread=0.15):
+    """A "Downloads" folder: every track untagged, straight in one folder under an anonymous name."""
+    vectors, which = clusters(n_clusters=n_styles, per=per, seed=seed, spread=spread)
+    order = np.random.default_rng(seed).permutation(len(vectors))  # the name says nothing of the style
+    vectors, which = vectors[order], which[order]
+    n = len(vectors)
+    paths = [f"/home/me/Downloads/track{i:03d}.ogg" for i in range(n)]
+    meta = {"key": paths, "path": paths, "start_s": [0.0] * n, "artist": [""] * n, "title": [""] * n,
+            "album": [""] * n, "track_number": [None] * n, "duration_s": [60.0] * n}
+    return Lib(paths, vectors, meta), which
+
+
+def test_a_flat_untagged_library_gets_a_full_playlist_that_follows_the_ratings():
+    lib, which = flat_untagged()
+    rng = np.random.default_rng(1)
+    stars = {}
+    for style, value, count in ((0, 1.0, 6), (1, 0.8, 6), (2, 0.2, 5), (3, 0.2, 5), (4, 0.6, 2), (5, 0.6, 2)):
+        for i in rng.permutation(np.flatnonzero(which == style))[:count]:
+            stars[int(i)] = value
+    tracks = [Track(path=p, rating=stars.get(i)) for i, p in enumerate(lib.keys)]
+    ranking = rank(lib, tracks, None, top_n=20)
+    styles = [int(which[lib.keys.index(t.key)]) for t in ranking.tracks]
+    assert len(styles) == 20, ranking.stopped  # neither one album (capped at 3) nor one artist
+    assert sum(s in (0, 1) for s in styles) >= 16 and not {2, 3} & set(styles), styles
+    labels = collect_labels(lib.keys, tracks)
+    assert set(labels.artists) == {""} and len(set(labels.albums)) == len(labels.albums)  # no group at all

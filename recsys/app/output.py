@@ -1,8 +1,11 @@
 """Where a command's file goes and in which format, the paths it names, and snapshot rows as playlist entries: what
 `recsys playlist`, `radio`, `path`, `similar --out` and `map` share.
 
-The default file name (``<name>-<date>.<ext>`` in ``recommend.out_dir``) never overwrites: ``-2``, ``-3``... are
-tried until a free one is found; an ``--out`` that exists needs ``--force`` (the writers check that).
+The default file name (``<name>-<date>.<ext>`` in ``recommend.out_dir``) never overwrites a file recsys did not
+write: ``-2``, ``-3``... are tried until a free one is found. A playlist (:func:`playlist_path`) replaces the day's
+file when recsys wrote it with the same title (the same name, mode and day), unless ``recommend.keep_copies``: the
+folder holds one playlist a day, not ten copies of it. An ``--out`` that exists needs ``--force`` (the writers
+check that).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from recsys.atomic import NAME_MAX, clip_name
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors
 from recsys.playlists import WRITERS, Inputs, PlaylistWriteError
+from recsys.playlists.output import written_by_recsys
 from recsys.recommender.rank import RankedTrack
 
 
@@ -58,9 +62,27 @@ def output_path(out: str | None, settings: Settings, name: str, ext: str) -> Pat
     check_out(out)
     if out is not None:
         return Path(out).expanduser()
+    return _free_default_path(Path(settings.recommend.out_dir).expanduser(), _day_stem(name), ext)
+
+
+def _day_stem(name: str) -> str:
+    """``<name>-<date>``, ``name`` made safe for a file name and cut so the whole name fits one (``NAME_MAX``)."""
     safe = clip_name("".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-."),
                      NAME_MAX - _DEFAULT_TAIL).strip("-.") or "recsys"
-    return _free_default_path(Path(settings.recommend.out_dir).expanduser(), f"{safe}-{date.today().isoformat()}", ext)
+    return f"{safe}-{date.today().isoformat()}"
+
+
+def playlist_path(out: str | None, settings: Settings, name: str, ext: str, title: str) -> tuple[Path, bool]:
+    """Where a playlist titled ``title`` goes, and whether it may replace the file there: ``--out`` (replaced only
+    with ``--force``), else the day's ``<name>-<date>.<ext>``, replaced when recsys wrote it with this title (unless
+    ``recommend.keep_copies``), else a free ``-2``, ``-3``... beside it."""
+    check_out(out)
+    if out is not None:
+        return Path(out).expanduser(), False
+    day = Path(settings.recommend.out_dir).expanduser() / f"{_day_stem(name)}.{ext}"
+    if not settings.recommend.keep_copies and written_by_recsys(day, title):
+        return day, True
+    return output_path(None, settings, name, ext), False
 
 
 _UNREAD = "unread"  # the ``db_kind`` of a caller that has not read the player database: it is recognised

@@ -17,7 +17,7 @@ from recsys.index.ann import LibraryVectors, current_snapshot
 from recsys.index.lookup import resolve_query
 from recsys.library import remote
 from recsys.library.filters import candidate_mask, parse, snapshot_column
-from recsys.library.groups import album_of, artist_of, library_root, recording_key
+from recsys.library.groups import album_of, artist_of, library_root, loose_folders, recording_key
 from recsys.playlists import write_playlist
 from recsys.recommender.path import TrackFacts, song_path
 from recsys.recommender.rank import RankedTrack
@@ -46,12 +46,14 @@ class SongPathResult:
 def track_facts(lib: LibraryVectors):
     """``row -> TrackFacts`` for the rules, the artist and album groups of ``recsys.library.groups`` from the
     snapshot's tags (it has no album-artist column: a path groups by the artist tag, and reads no player database)."""
-    root = library_root(lib.values("path"))
+    paths = lib.values("path")
+    root = library_root(paths)
+    loose = loose_folders(paths, root)  # a flat library is not one album under the cap
 
     def facts(row: int) -> TrackFacts:
         m = lib.row(row)
-        return TrackFacts(artist_of(m.get("artist"), None, m["path"], root),
-                          album_of(m.get("album"), None, m.get("artist"), m["path"]),
+        return TrackFacts(artist_of(m.get("artist"), None, m["path"], root, loose),
+                          album_of(m.get("album"), None, m.get("artist"), m["path"], loose),
                           recording_key(m.get("artist"), m.get("title")),
                           m["path"])
 

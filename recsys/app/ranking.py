@@ -3,16 +3,18 @@ the classifier (or the neighbour votes alone), the seeds, the ranking from the s
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from recsys.app.output import as_written, output_path, playlist_format
+from recsys.app.output import as_written, playlist_format, playlist_path
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
+from recsys.home.recent import Written, remember_playlist, resting, taste_of
 from recsys.index.ann import LibraryVectors
 from recsys.library import remote
 from recsys.library.filters import candidate_mask, parse, snapshot_column
@@ -43,6 +45,7 @@ class PlaylistRequest:
     seed_playlists: Sequence[str] = ()  # playlist files whose tracks are seeds (and are left out of the result)
     seed_tracks: Sequence[str] = ()  # track keys as seeds (the tracks a beets query picks); those not embedded: a note
     local_player: bool = False  # the file goes to a player on this machine (radio --play): its paths stay ours
+    rest: bool = False  # the tracks of recent playlists of the same taste rest (recsys.home.recent; `playlist`)
 
 
 @dataclass
@@ -117,9 +120,11 @@ def _entries(n: int) -> str:
 
 
 def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], model: RatingModel | None,
-                  req: PlaylistRequest, scorer: str = "blend", seed_keys: Sequence[str] = ()) -> Ranking:
+                  req: PlaylistRequest, scorer: str = "blend", seed_keys: Sequence[str] = (),
+                  rested: Collection[str] = ()) -> Ranking:
     """The ranking `recsys playlist` writes (and `recsys eval --playlist` scores), from the settings and request;
-    ``seed_keys`` are seeds already resolved to track keys (a seed playlist's tracks)."""
+    ``seed_keys`` are seeds already resolved to track keys (a seed playlist's tracks), ``rested`` the keys that
+    come last (those of recent playlists)."""
     r = settings.recommend
     seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
     where = parse(req.where)
@@ -135,7 +140,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 block_unliked_albums=r.block_unliked_albums,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=remote.exists, allowed=allowed,
-                library=taste.library)
+                library=taste.library, rested=rested)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
@@ -147,7 +152,10 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
                                                                                         notes)
     model = _model(settings, taste.lib, notes)
-    ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists)
+    r = settings.recommend
+    fresh = taste_of(req.mode, [*req.seeds, *req.seed_playlists, *req.seed_tracks], req.where)
+    rested = resting(settings.home_path, fresh, r.rest_playlists, r.rest_days) if req.rest else set()
+    ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists, rested=rested)
     if not ranking.tracks:
         loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
@@ -159,8 +167,18 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
     written, note = as_written(ranking.tracks, fmt, settings, taste.db_kind, local_player=req.local_player)
     notes += [note] if note else []
-    path = write_playlist(output_path(req.out, settings, name, fmt), written, title, fmt=fmt, overwrite=req.force,
-                          inputs=taste.inputs)
+    out, replace = playlist_path(req.out, settings, name, fmt, title)
+    path = write_playlist(out, written, title, fmt=fmt, overwrite=req.force or replace, inputs=taste.inputs)
+    if ranking.rested:
+        notes.append(f"{ranking.rested} tracks of your last {r.rest_playlists} playlists of this taste rest "
+                     f"(recommend.rest_playlists, rest_days; --no-rest lets them back)")
+    back = sum(t.key in rested for t in ranking.tracks)
+    if back:
+        notes.append(f"{back} tracks of recent playlists are back: the others your ratings vouch for could not fill "
+                     "it")
+    note = remember_playlist(settings.home_path, Written(time.time(), fresh, name, str(path),
+                                                         tuple(t.key for t in ranking.tracks)))
+    notes += [note] if note else []
     return Playlist(path=path, title=title, tracks=ranking.tracks, scorer=ranking.scorer, notes=notes,
                     stopped=ranking.stopped)
 

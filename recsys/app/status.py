@@ -6,6 +6,7 @@ from __future__ import annotations
 from recsys.config import Settings
 from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
+from recsys.home.recent import read_recent
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_configured_library
@@ -59,4 +60,5 @@ def library_status(settings: Settings) -> dict:
         "skipped_unavailable": library.skipped_unavailable,
         "duplicate_rows": library.duplicate_rows,
         "index": index,
+        "recent_playlists": [w.as_json() for w in read_recent(home)],
     }

@@ -1,10 +1,14 @@
 """The one home of "album", "artist" and "same recording": the keys every cap, vote, split and metric groups by.
 
 - :func:`album_of`: a track's album is its album tag, owned by its album artist (else its artist), compared by
-  :func:`~recsys.library.text.tag_key`; an untagged track's album is its folder. Two "Greatest Hits" of different
-  artists are two albums, and the twelve tracks of a "Various Artists" compilation are one, whoever sings each.
+  :func:`~recsys.library.text.tag_key`; an untagged track's album is its folder, unless that folder is a loose one
+  (:func:`loose_folders`: the library's root folder, or a folder holding more than :data:`ALBUM_MAX_FILES` files,
+  a "Downloads" dump rather than a release). Two "Greatest Hits" of different artists are two albums, and the twelve
+  tracks of a "Various Artists" compilation are one, whoever sings each.
 - :func:`artist_of`: the album artist tag, else the artist tag, else the album folder's parent -- unless that parent
-  is the library's root folder (:func:`library_root`), which is nobody's artist. The votes and the rating splits
+  is the library's root folder (:func:`library_root`) or above it, or the album folder is a loose one: a flat
+  library untagged in one folder is not one album nor one artist (its tracks would vote for each other as one, and
+  the variety rules would cap the whole library at a few tracks). The votes and the rating splits
   pass the album artist (whose album it is); the playlist's variety rules pass None (the performer: the singers of
   a compilation are not one artist twelve times).
 - :func:`same_recording`: two tracks are one recording when their vectors are nearly identical (cosine above
@@ -23,7 +27,8 @@ strings typed :data:`GroupKey`, so a signature says which kind of string it want
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from typing import NewType
 
 import numpy as np
@@ -32,6 +37,7 @@ from recsys.library.text import tag_key
 
 GroupKey = NewType("GroupKey", str)  # an album or artist group as album_of / artist_of form it ('' for none)
 
+ALBUM_MAX_FILES = 100  # an untagged folder holding more files than this is no album (a dump, not a release)
 SAME_RECORDING_COS = 0.995  # cosine above which two tracks are one recording (copies, re-encodes, re-releases)
 SAME_RECORDING_AGREEMENT = 0.7  # fingerprint bit agreement above which two files are one recording (unrelated: ~0.5)
 DUPLICATE_CANDIDATE_COS = 0.9  # neighbours this close are worth fingerprinting as possible copies
@@ -52,23 +58,38 @@ def library_root(paths: Sequence[str]) -> str:
         return ""
 
 
-def album_of(album: str | None, albumartist: str | None, artist: str | None, path: str) -> GroupKey:
-    """The album a track belongs to: its album tag (owned by the album artist, else the artist), else its folder."""
+def loose_folders(paths: Sequence[str], root: str) -> frozenset[str]:
+    """The folders whose untagged files are no album: the library's ``root`` and every folder directly holding more
+    than :data:`ALBUM_MAX_FILES` files. One pass over the paths (a string split each)."""
+    counts = Counter(p.rpartition("/")[0] for p in paths if p)
+    return frozenset({root} | {folder for folder, n in counts.items() if n > ALBUM_MAX_FILES}) - {""}
+
+
+def album_of(album: str | None, albumartist: str | None, artist: str | None, path: str,
+             loose: Collection[str] = ()) -> GroupKey:
+    """The album a track belongs to: its album tag (owned by the album artist, else the artist), else its folder
+    unless that is one of the ``loose`` folders (:func:`loose_folders`); '' when none is known."""
     if tag_key(album):
         return GroupKey(f"album:{tag_key(albumartist) or tag_key(artist)}\x00{tag_key(album)}")
-    return GroupKey(f"folder:{os.path.dirname(path)}")
+    folder = os.path.dirname(path)
+    return GroupKey("") if folder in loose else GroupKey(f"folder:{folder}")
 
 
-def artist_of(artist: str | None, albumartist: str | None, path: str, root: str) -> GroupKey:
-    """The artist a track belongs to: its album artist or artist tag, else its album folder's parent (not ``root``,
-    the library's own folder); '' when none is known."""
+def artist_of(artist: str | None, albumartist: str | None, path: str, root: str,
+              loose: Collection[str] = ()) -> GroupKey:
+    """The artist a track belongs to: its album artist or artist tag, else its album folder's parent when that lies
+    under ``root`` (the library's own folder, nobody's artist) and the album folder is not one of the ``loose``
+    folders; '' when none is known."""
     name = tag_key(albumartist) or tag_key(artist)
     if name:
         return GroupKey(f"artist:{name}")
-    parent = os.path.dirname(os.path.dirname(path))
-    if parent and parent != root and os.path.dirname(parent) != parent:
-        return GroupKey(f"folder:{parent}")
-    return GroupKey("")
+    folder = os.path.dirname(path)
+    parent = os.path.dirname(folder)
+    if folder in loose or not parent or os.path.dirname(parent) == parent:
+        return GroupKey("")
+    if root and not parent.startswith(root.rstrip("/") + "/"):
+        return GroupKey("")  # the root itself, or a folder above it
+    return GroupKey(f"folder:{parent}")
 
 
 def recording_key(artist: str | None, title: str | None) -> str:

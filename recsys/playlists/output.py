@@ -4,8 +4,11 @@ in a music folder; replace only a playlist, and only with ``--force``), the text
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
@@ -40,6 +43,24 @@ def check_output(path: Path, inputs: Inputs | None = None, overwrite: bool = Fal
     Why: ``--out clementine.db --force`` once replaced the player database with a playlist."""
     check_destination(path, inputs, recognise=_looks_like_playlist, what="a playlist",
                       replaceable="XSPF or M3U files", overwrite=overwrite, error=PlaylistWriteError)
+
+
+def written_by_recsys(path: Path, title: str) -> bool:
+    """Whether ``path`` is a regular file (not a link) holding a playlist recsys wrote under ``title``: an XSPF whose
+    creator is recsys, or an M3U8 whose ``#PLAYLIST:`` line is the title (the default file name of the day, which
+    the next playlist of that name may replace)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            head = f.read(_SNIFF_BYTES)
+    except OSError:
+        return False
+    text = xml_text(title)
+    if head.startswith(b"#EXTM3U"):
+        return f"\n#PLAYLIST:{text}\n".encode() in head
+    return (_looks_like_playlist(path) and b"<creator>recsys</creator>" in head
+            and f"<title>{escape(text)}</title>".encode() in head)
 
 
 def xml_text(value: object) -> str:

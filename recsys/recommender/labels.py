@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys.library.catalogue import Catalogue
-from recsys.library.groups import album_of, artist_of, library_root
+from recsys.library.groups import album_of, artist_of, library_root, loose_folders
 from recsys.library.track import Track
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,9 @@ def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: i
     ``library`` is every track of the library (whose root names the untagged artists), when ``tracks`` are only
     those with a rating, plays or skips (``Track.has_history``)."""
     row_of = {k: i for i, k in enumerate(keys)}
-    root = library_root(library.paths if library is not None else [t.path for t in tracks])
+    paths = library.paths if library is not None else [t.path for t in tracks]
+    root = library_root(paths)
+    loose = loose_folders(paths, root)
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
     explicit: list[tuple[int, float, Track]] = []
@@ -99,8 +101,10 @@ def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: i
                     targets=np.array([e[1] for e in every], dtype=np.float32),
                     weights=np.array([1.0] * len(explicit) + [PSEUDO_WEIGHT] * len(pseudo), dtype=np.float32),
                     explicit=np.array([True] * len(explicit) + [False] * len(pseudo), dtype=bool),
-                    albums=[album_of(t.album, t.albumartist, t.artist, t.path) for _, _, t in every],
-                    artists=[artist_of(t.artist, t.albumartist, t.path, root) for _, _, t in every],
+                    # a track of no album is a group of its own (a flat library is not one group)
+                    albums=[album_of(t.album, t.albumartist, t.artist, t.path, loose) or f"track:{t.key}"
+                            for _, _, t in every],
+                    artists=[artist_of(t.artist, t.albumartist, t.path, root, loose) for _, _, t in every],
                     used=used, dropped=dict(dropped))
     log.info("ratings used: %s; dropped: %s", used, dict(dropped) or "none")
     return labels

@@ -22,9 +22,10 @@ Album and artist votes. Every evidence track also votes for every other track of
 folder) with kernel ``album_vote`` and of its artist (tag, else the album folder's parent) with ``artist_vote``: the
 unrated tracks of an album you rated five times five stars are the likeliest to please, whatever the encoder hears.
 On the development corpus (14 soundtracks, two liked) this took the top 20 from 58 % liked-style tracks (the votes
-through the index alone) to 100 %, and the disliked ones in it from 1.2 to 0 (benchmarks/RESULTS.md). Tracks
-directly in the library's root folder have no album (a flat library is not one album), untagged ones under it no
-artist (``recsys.library.groups.artist_of``). A folder whose files carry at most ``RELEASE_MAX_TAGS`` album tags is
+through the index alone) to 100 %, and the disliked ones in it from 1.2 to 0 (benchmarks/RESULTS.md). Untagged
+tracks of a loose folder (the library's root, a folder of more files than an album holds) have no album and no artist
+(a flat library is not one album nor one artist), untagged ones just under the root no artist
+(``recsys.library.groups.artist_of``). A folder whose files carry at most ``RELEASE_MAX_TAGS`` album tags is
 one album whatever the tags say (``library_groups``): on the development corpus, soundtracks whose composers tagged
 their own tracks had liked tracks left out because only one rated track shared their tag.
 """
@@ -109,14 +110,15 @@ def _matching(values: Sequence[str], tags: set[str]) -> tuple[set[str], set[str]
 
 
 def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalogue, root: str,
-                   evidence: np.ndarray) -> Groups:
+                   evidence: np.ndarray, loose: frozenset[str] = frozenset()) -> Groups:
     """Album and artist ids of the library's rows that share an album or an artist with an ``evidence`` row.
 
     Only those can get an album or artist vote, so only those are named: the normalised names of every track cost
     0.9 s at 100,000 tracks (3 s on a loaded machine), more than the playlist may take. A track is named when its
     folder, its album folder's parent or a tag (each distinct tag value normalised once by ``tag_key``, the rule
     ``album_of`` and ``artist_of`` compare by) matches an evidence track's.
-    Rows no track names, and tracks directly in the library's root folder (a flat library is not one album), get -1.
+    Rows no track names, and untagged tracks of a loose folder (``recsys.library.groups.loose_folders``: the root, a
+    folder of more files than an album holds; a flat library is not one album nor one artist), get -1.
 
     A release folder joins its tracks into one album whatever their tags say: an evidence track's folder (not the
     root) whose files carry at most ``RELEASE_MAX_TAGS`` album tags is one release tagged unevenly (a soundtrack
@@ -129,10 +131,11 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     paths, albums, albumartists, artists = library.paths, library.albums, library.albumartists, library.artists
     # what album_of and artist_of read: the album tag, else the folder; the (album) artist tag, else its parent
     album_tags = {tag_key(albums[i]) for i in mine} - {""}
-    album_folders = {_folder(paths[i]) for i in mine if not tag_key(albums[i])}
+    loose = loose | {root}
+    album_folders = {_folder(paths[i]) for i in mine if not tag_key(albums[i])} - loose
     artist_tags = {tag_key(albumartists[i]) or tag_key(artists[i]) for i in mine} - {""}
     artist_folders = {_folder(_folder(paths[i])) for i in mine if not (tag_key(albumartists[i]) or tag_key(artists[i]))}
-    releases = _release_folders(library, {_folder(paths[i]) for i in mine} - {root})
+    releases = _release_folders(library, {_folder(paths[i]) for i in mine} - loose)
     # which tag values match, each distinct value tested once (a few per album), then set lookups per track
     in_album, untagged_album = _matching(albums, album_tags)
     by_albumartist, no_albumartist = _matching(albumartists, artist_tags)
@@ -145,7 +148,6 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
              or (albumartist in no_albumartist and (artist_tag in by_artist or (
                  artist_tag in no_artist and _folder(_folder(paths[i])) in artist_folders)))}
     named.update(i for rows in releases.values() for i in rows)
-    flat = f"folder:{root}"
     album_mates: dict[tuple[str, str, str, str], tuple[int, list[int]]] = {}  # same tags and folder: named once
     for i in sorted(named):
         row = row_of.get(library.keys[i])
@@ -154,13 +156,13 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     joined = _Union()
     named_rows = []  # (album name, artist name, rows) of each set of album-mates
     for (album_tag, albumartist, artist_tag, folder), (i, rows) in album_mates.items():
-        album_name = album_of(album_tag, albumartist, artist_tag, paths[i])
-        named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root), rows))
-        if folder in releases:
+        album_name = album_of(album_tag, albumartist, artist_tag, paths[i], loose)
+        named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root, loose), rows))
+        if folder in releases and album_name:
             joined.join(album_name, f"folder:{folder}")
     ids: dict[str, int] = {}
     for album_name, artist_name, rows in named_rows:
-        album[rows] = -1 if album_name == flat else ids.setdefault(joined.find(album_name), len(ids))
+        album[rows] = ids.setdefault(joined.find(album_name), len(ids)) if album_name else -1
         artist[rows] = ids.setdefault(artist_name, len(ids)) if artist_name else -1
     return Groups(album, artist)
 

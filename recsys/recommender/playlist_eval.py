@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from recsys.library.groups import album_of
+from recsys.library.groups import album_of, library_root, loose_folders
 from recsys.library.track import Track
 from recsys.recommender.labels import LIKED
 from recsys.recommender.persistence import ClassifierError, RatingModel, finite
@@ -115,9 +115,12 @@ def _hide(tracks: Sequence[Track], fraction: float, seed: int) -> tuple[list[Tra
     the very rating the split hides.
     """
     rated = [t for t in tracks if t.rating is not None and 0.0 <= t.rating <= 1.0]
+    paths = [t.path for t in tracks]
+    loose = loose_folders(paths, library_root(paths))
     albums: dict[str, list[str]] = {}
-    for t in rated:
-        albums.setdefault(album_of(t.album, t.albumartist, t.artist, t.path), []).append(t.key)
+    for t in rated:  # a track of no album (a flat folder's) is hidden on its own
+        album = album_of(t.album, t.albumartist, t.artist, t.path, loose) or f"track:{t.key}"
+        albums.setdefault(album, []).append(t.key)
     names = sorted(albums)
     want = max(1, round(fraction * len(rated)))
     hidden: set[str] = set()

@@ -29,7 +29,10 @@ held under 90 % liked-style tracks in 17-36 % of the development draws, at 4.0 i
 Nor is such a track recommended when the owner has rated tracks of its album or artist and liked none of them
 (``block_unliked_albums``): their own judgement of that album outweighs a guess from its sound; on the development
 corpus that took most of the other soundtracks' tracks out of the playlists of owners whose liked soundtracks are
-small.
+small. A loose file -- untagged in a folder that is no album (``recsys.library.groups.loose_folders``: the root of a
+flat "Downloads" library, a folder of more files than an album holds), so of no album and no artist -- is exempt from
+``min_audio_votes``: nothing but its sound can ever vouch for it, and in a library of such files the rule would leave
+no playlist at all; it is held to ``min_liked_share``.
 ``--mode uncertain`` is exempt (its point is the tracks in between), and so are a playlist around seeds (asked for
 by name) and the classifier alone (``scorer`` "classifier", what ``eval --playlist`` compares: it is the judgement
 of tracks no rated track reaches).
@@ -45,17 +48,22 @@ are those of ``recsys.library.groups.album_of``, the album artist read from the 
 it (a compilation is one album under its cap); the artist of the cap is the performer (``artist_of`` without the
 album artist: twelve singers of a compilation are twelve artists, and may follow each other). Untagged tracks are
 capped too: the folder stands in for a missing album, the album folder's parent for a missing artist (not the
-library's root folder). When the playlist comes out shorter than asked, ``Ranking.stopped`` says which rule stopped
-it and how many candidates each rule removed.
+library's root folder, nor a loose folder: a flat library is not one album capped at three tracks). When the
+playlist comes out shorter than asked, ``Ranking.stopped`` says which rule stopped it and how many candidates each
+rule removed.
+
+Fresh playlists: ``rested`` tracks (those of the owner's recent playlists of the same taste, ``recsys.home.recent``)
+are pushed below every other candidate the rules keep, not left out: a small library still fills the playlist.
 
 This module imports numpy and faiss, never torch: the playlist command must start fast.
 """
 
 from __future__ import annotations
 
+import bisect
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +72,7 @@ import numpy as np
 from recsys.choices import RANK_MODES
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
-from recsys.library.groups import album_of, artist_of, library_root, recording_key, same_recording
+from recsys.library.groups import album_of, artist_of, library_root, loose_folders, recording_key, same_recording
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
@@ -138,6 +146,7 @@ class Ranking:
     candidates: int  # tracks that were candidates at all
     stopped: str | None = None  # why the playlist is shorter than asked
     removed: dict[str, int] = field(default_factory=dict)
+    rested: int = 0  # candidates that rested (of recent playlists) and were not needed to fill this one
 
 
 def _take(meta: Any, name: str, rows: np.ndarray) -> list:
@@ -287,8 +296,8 @@ def _strongest(rows: np.ndarray, liked: np.ndarray, weights: np.ndarray, most: i
     return rows[keep], liked[keep], weights[keep]
 
 
-def _scaled_caps(keys: Sequence[str], tracks: Sequence[Track], liked_rows: np.ndarray, root: str, top_n: int,
-                 max_per_artist: int, max_per_album: int) -> tuple[int, int]:
+def _scaled_caps(keys: Sequence[str], tracks: Sequence[Track], liked_rows: np.ndarray, root: str,
+                 loose: frozenset[str], top_n: int, max_per_artist: int, max_per_album: int) -> tuple[int, int]:
     """The caps raised to ``ceil(top_n / albums)`` (and ``/ artists``) of the liked evidence, never lowered.
 
     A taste that lies in two albums cannot fill a playlist at 3 tracks per album: with the evidence rule the list
@@ -297,9 +306,8 @@ def _scaled_caps(keys: Sequence[str], tracks: Sequence[Track], liked_rows: np.nd
     """
     wanted = {keys[r] for r in np.asarray(liked_rows).tolist()}
     mine = [t for t in tracks if t.key in wanted]
-    flat = f"folder:{root}"
-    albums = {album_of(t.album, t.albumartist, t.artist, t.path) for t in mine} - {flat}
-    artists = {artist_of(t.artist, t.albumartist, t.path, root) for t in mine} - {""}
+    albums = {album_of(t.album, t.albumartist, t.artist, t.path, loose) for t in mine} - {""}
+    artists = {artist_of(t.artist, t.albumartist, t.path, root, loose) for t in mine} - {""}
     return (max(max_per_artist, -(-top_n // len(artists))) if artists else max_per_artist,
             max(max_per_album, -(-top_n // len(albums))) if albums else max_per_album)
 
@@ -312,7 +320,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
          min_liked_share: float | None = 0.5, min_audio_votes: float = 4.0, block_unliked_albums: bool = True,
          scale_caps: bool = True, scorer: str = "blend",
          search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
-         allowed: np.ndarray | None = None, library: Catalogue | None = None) -> Ranking:
+         allowed: np.ndarray | None = None, library: Catalogue | None = None,
+         rested: Collection[str] = ()) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
     ``tracks`` need be only those with a rating, plays or skips (``Track.has_history``) when ``library`` holds every
@@ -320,7 +329,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
 
     ``search(queries, k) -> (cosines, rows)`` finds neighbours (the snapshot's FAISS index; default exact).
     ``allowed`` (a boolean per row, e.g. the ``--where`` filter's mask) keeps only those rows as candidates; every
-    rated track still votes.
+    rated track still votes. ``rested`` (track keys: those of recent playlists, ``recsys.home.recent``) come after
+    every other candidate that passes the rules: the playlist holds them only where the others cannot fill it.
     """
     if mode not in MODES:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -340,8 +350,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
     root = library_root(library.paths)
+    loose = loose_folders(library.paths, root)
     row_of = {k: i for i, k in enumerate(lib.keys)}
-    groups = library_groups(lib.keys, row_of, library, root, evidence) if album_vote > 0 or artist_vote > 0 else None
+    voting = album_vote > 0 or artist_vote > 0
+    groups = library_groups(lib.keys, row_of, library, root, evidence, loose) if voting else None
     p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
@@ -370,7 +382,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                  if mode == "uncertain" else like)
     rows = np.flatnonzero(candidate)
     if scale_caps and mode == "taste" and not len(seeds):
-        max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, top_n,
+        max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, loose, top_n,
                                                      max_per_artist, max_per_album)
     rules = _Rules(top_n, mmr_lambda, max_per_artist, max_per_album, exists, min_liked_share or 0.0, min_audio_votes,
                    block_unliked_albums)
@@ -383,6 +395,9 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         weak = liked_votes <= min_liked_share * support[rows] + 1e-6  # no vote at all is no evidence either
         sound_alone = ~weak & ~_in_groups_of(groups, evidence[liked > 0.5], rows)
         thin = sound_alone & (liked_votes < min_audio_votes - 1e-6)
+        if thin.any():  # a loose file has nothing but its sound: the liked share alone judges it
+            which = np.flatnonzero(thin)
+            thin[which[_ungrouped(library, lib.keys, rows[which], root, loose)]] = False
         unliked = sound_alone & ~thin & (_in_groups_of(groups, evidence[liked <= 0.5], rows) if block_unliked_albums
                                          else False)
         for reason, mask in ((WEAK, weak), (AUDIO_ONLY, thin), (UNLIKED, unliked)):
@@ -392,22 +407,23 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         if not len(rows):
             return Ranking([], how, candidates, _stop_reason(0, top_n, candidates, candidates, removed, rules),
                            dict(removed))
+    order = _rest(relevance, rows, lib.keys, rested, mmr_lambda)
     size = min(len(rows), max(SHORTLIST_MIN, SHORTLIST_PER_PICK * top_n))
-    short = rows[np.argpartition(-relevance[rows], size - 1)[:size]] if size < len(rows) else rows
-    short = short[np.argsort(-relevance[short], kind="stable")]
+    short = rows[np.argpartition(-order[rows], size - 1)[:size]] if size < len(rows) else rows
+    short = short[np.argsort(-order[short], kind="stable")]
 
     # a snapshot (with ``column``) reads only the columns taken here; its ``meta`` would read every one of them
     meta = lib if hasattr(lib, "column") else lib.meta
     paths = _take(meta, "path", short)
     artist_raw, album_raw, title_raw = (_take(meta, c, short) for c in ("artist", "album", "title"))
     owners = library.albumartists_of(lib.keys[r] for r in short)  # the snapshot has no album-artist column
-    artists = [artist_of(a, None, p, root) for a, p in zip(artist_raw, paths, strict=True)]  # the performer
-    albums = [album_of(al, aa, a, p) for al, aa, a, p in zip(album_raw, owners, artist_raw, paths, strict=True)]
+    artists = [artist_of(a, None, p, root, loose) for a, p in zip(artist_raw, paths, strict=True)]  # the performer
+    albums = [album_of(al, aa, a, p, loose) for al, aa, a, p in zip(album_raw, owners, artist_raw, paths, strict=True)]
     recordings = [recording_key(a, t) for a, t in zip(artist_raw, title_raw, strict=True)]
     seed_rows = [row_of[s] for s in seeds]
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
-    picked, mmr_removed = _mmr(vectors, short, relevance[short], artists, albums, recordings, paths, rules,
+    picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
                                seed_rows, seed_recordings)
     removed.update(mmr_removed)
     chosen = short[picked]
@@ -427,8 +443,40 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
                        artist_voters=artist_voters[i])
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
     shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY] + removed[UNLIKED]  # the evidence rule saw all
+    resting = 0 if order is relevance else int((order[rows] < relevance[rows]).sum()) - int(
+        (order[chosen] < relevance[chosen]).sum())
     return Ranking(out, how, candidates, _stop_reason(len(out), top_n, candidates, shortlisted, removed, rules),
-                   dict(removed))
+                   dict(removed), resting)
+
+
+def _rest(relevance: np.ndarray, rows: np.ndarray, keys: Sequence[str], rested: Collection[str],
+          lam: float) -> np.ndarray:
+    """``relevance`` with the ``rested`` tracks among ``rows`` pushed below every other: lowered by more than MMR's
+    whole range (``lam * relevance`` in [0, lam], the variety term in [-(1 - lam), 0]), so MMR takes one only when no
+    other candidate is left. Pushed down, not left out: resting never shortens a playlist they could fill."""
+    if not rested:
+        return relevance
+    tired = np.fromiter((keys[r] in rested for r in rows.tolist()), dtype=bool, count=len(rows))
+    if not tired.any():
+        return relevance
+    order = np.array(relevance, dtype=np.float64)
+    order[rows[tired]] -= 2.0 + 2.0 / max(lam, 1e-3)
+    return order
+
+
+def _ungrouped(library: Catalogue, keys: Sequence[str], rows: np.ndarray, root: str,
+               loose: frozenset[str]) -> np.ndarray:
+    """For each of ``rows``: it has no album and no artist (``album_of``, ``artist_of``: an untagged file of a loose
+    folder), so no rating of its album or artist can ever vouch for it. A bisection per row in the catalogue."""
+    out = np.zeros(len(rows), dtype=bool)
+    for j, row in enumerate(rows.tolist()):
+        i = bisect.bisect_left(library.keys, keys[row])
+        if i < len(library.keys) and library.keys[i] == keys[row]:
+            path, album, albumartist, artist = (library.paths[i], library.albums[i], library.albumartists[i],
+                                                library.artists[i])
+            out[j] = not album_of(album, albumartist, artist, path, loose) and not artist_of(artist, albumartist,
+                                                                                             path, root, loose)
+    return out
 
 
 def shown_rating(like: np.ndarray) -> np.ndarray:
