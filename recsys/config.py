@@ -213,6 +213,13 @@ class IndexSettings:
     hnsw_ef_construction: int = _s(80, lo=1, hi=100_000)
     hnsw_ef_search: int = _s(128, lo=1, hi=100_000)
     hubness: str = _s("csls", choices=("csls", "off"))
+    compressed_min_tracks: int = _s(1_000_000, lo=0, hi=100 * MAX_COUNT)
+    ivf_codes: str = _s("sq8", choices=("sq8", "pq"))
+    ivf_nlist: int = _s(0, lo=0, hi=1 << 20, meaning="0 (sized from the track count) up to 1048576")
+    pq_m: int = _s(0, lo=0, hi=4096, meaning="0 (a quarter of the dimensions) up to 4096")
+    ivf_train_sample: int = _s(200_000, lo=1000, hi=100 * MAX_COUNT)
+    ivf_nprobe: int = _s(32, lo=1, hi=1 << 20)
+    ivf_rerank: int = _s(10, lo=1, hi=1000)
 
 
 @dataclass

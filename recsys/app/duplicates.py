@@ -110,7 +110,8 @@ def find_duplicates(settings: Settings, min_cosine: float | None = None) -> Dupl
     """Every group of two or more files that hold one recording, largest first, then by first path; neighbours
     closer than ``min_cosine`` (default :data:`~recsys.library.groups.DUPLICATE_CANDIDATE_COS`) are compared."""
     lib = current_snapshot(settings.home_path, settings.index)
-    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search,
+                        nprobe=settings.index.ivf_nprobe, rerank=settings.index.ivf_rerank)
     paths = lib.values("path")
     durations = [float(d or 0.0) for d in lib.values("duration_s")]
     cids, artists, titles = lib.values("content_id"), lib.values("artist"), lib.values("title")

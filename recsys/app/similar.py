@@ -95,7 +95,8 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
 def _nearest(settings: Settings, lib: LibraryVectors, row: int, k: int) -> list[tuple[int, float]]:
     """(row, score) of the k nearest tracks through the index, the query and its copies left out; the score is the
     cosine, corrected for hubs (``recsys.index.hubness.hub_scores``) when ``index.hubness`` is csls."""
-    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search,
+                        nprobe=settings.index.ivf_nprobe, rerank=settings.index.ivf_rerank)
     hub = _hub(settings, lib)
     search = hub_search(searcher.search_arrays, hub)
     qvec = np.asarray(lib.vectors[row], dtype=np.float32)[None, :]

@@ -59,9 +59,10 @@ VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 
 
 
 def vote_search(settings: Settings, lib: LibraryVectors, hubness: bool = True):
-    """The snapshot's FAISS search (exact, or HNSW above ``index.exact_max_tracks``) as ``(queries, k) -> arrays``,
+    """The snapshot's FAISS search (exact, HNSW or compressed: ann.index_kind) as ``(queries, k) -> arrays``,
     re-ranked against hubs (``recsys.index.hubness``) unless ``index.hubness`` is off or ``hubness`` is False."""
-    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search)
+    searcher = Searcher(lib, settings.home_path, ef_search=settings.index.hnsw_ef_search,
+                        nprobe=settings.index.ivf_nprobe, rerank=settings.index.ivf_rerank)
     return hub_search(lambda queries, k: searcher.search_arrays(queries, k, ef_search=VOTE_EF_SEARCH),
                       lib.hub if hubness and settings.index.hubness == "csls" else None)
 

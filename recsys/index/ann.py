@@ -3,11 +3,20 @@
 Readers (``recsys similar``, ``recsys playlist``) need only numpy, pyarrow.parquet, json and faiss: importing this
 module never imports lancedb (~1.3 s) or torch. The snapshot holds:
 
-- ``manifest.json``: table_version, table_rows, encoder_id, dim, count, kind ('flat' | 'hnsw'), params, built_at;
+- ``manifest.json``: table_version, table_rows, encoder_id, dim, count, kind ('flat' | 'hnsw' | 'ivf'), params,
+  built_at;
 - ``vectors.npy``: float32 N x D, memory-mapped on load;
 - ``meta.parquet``: one row per vector (key, path, start_s, content_id, tags, duration_s), row i <-> vector i;
-- ``index.faiss``: the HNSW graph, for kind 'hnsw' only (a flat search runs straight over the memory-mapped vectors);
-- ``hub_stats.npy``: one float per vector, its neighbourhood density for hubness reduction (``recsys.index.hubness``).
+- ``index.faiss``: the HNSW graph (kind 'hnsw'), or the inverted file of compressed codes (kind 'ivf'); a flat search
+  runs straight over the memory-mapped vectors;
+- ``hub_stats.npy``: one float per vector, its neighbourhood density for hubness reduction (``recsys.index.hubness``);
+  not for kind 'ivf': it costs a search per track (hours at 10 M), so a compressed snapshot ranks by cosine alone.
+
+The kind follows the track count: exact up to ``index.exact_max_tracks``, an HNSW graph (about 1 KB a track in
+memory) up to ``index.compressed_min_tracks``, and above it the compressed kind: an IVF index of 8-bit (or
+product-quantised) codes, one byte a dimension (or less), memory-mapped like the vectors, whose ``ivf_rerank`` x k
+best hits are re-scored with the exact cosine read from the memory-mapped vectors: the scores a reader sees are
+exact, only the candidate list is approximate.
 
 Each build goes to a fresh folder ``ann-<version>-<random>``, recorded in the home as made by recsys before it is
 created (:func:`recsys.home.claim.record_made`); ``ann`` is a symlink swapped to it with one rename, so a
@@ -58,6 +67,11 @@ MANIFEST = "manifest.json"
 # efSearch=128) 0.05-0.18 ms with recall@10 >= 0.995 over the same sizes. Exact search keeps p50 < 1 ms up to here.
 META_ROW_GROUP = 16384  # rows per parquet row group: a hit's metadata reads one group, not a million rows
 LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the reader starts over
+MISSING_SCORE = np.float32(-np.finfo(np.float32).max)  # the score FAISS gives a missing hit (row -1)
+# the inverted lists memory-mapped where this FAISS can, else read: codes are tens of bytes a track
+IVF_READ_FLAGS = getattr(faiss, "IO_FLAG_MMAP", 0)
+ADD_BATCH = 65536  # vectors encoded into the compressed index at a time: its build holds codes, not a copy
+RERANK_BYTES = 32 << 20  # candidate vectors gathered at a time for re-scoring: bounded for a batch of thousands
 SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "album", "genre", "year",
                     "track_number", "duration_s"]
 
@@ -157,14 +171,73 @@ def excluded_digest(keys: Collection[str]) -> str:
     return digest.hexdigest()
 
 
+# the index settings a snapshot is built with (the search-time ef, nprobe and re-ranking depth are read at query time)
+BUILD_SETTINGS = ("exact_max_tracks", "hnsw_m", "hnsw_ef_construction", "compressed_min_tracks", "ivf_codes",
+                  "ivf_nlist", "pq_m", "ivf_train_sample")
+IVF_MIN_TRACKS = 10_000  # fewer cannot train 256-code product quantisers well: such a library stays flat or HNSW
+IVF_POINTS_PER_LIST = 39  # FAISS's k-means wants at least this many training points per inverted list
+
+
 def index_settings(index: IndexSettings | None, exact_max_tracks: int = IndexSettings.exact_max_tracks,
                    hnsw_m: int = 32, hnsw_ef_construction: int = 80) -> dict:
-    """The settings a snapshot is built with (the search-time ef is not one: it is read at query time)."""
-    if index is not None:
-        exact_max_tracks, hnsw_m, hnsw_ef_construction = index.exact_max_tracks, index.hnsw_m, \
-            index.hnsw_ef_construction
-    return {"exact_max_tracks": int(exact_max_tracks), "hnsw_m": int(hnsw_m),
-            "hnsw_ef_construction": int(hnsw_ef_construction)}
+    """The settings a snapshot is built with: ``index``'s, or the defaults with the three given ones."""
+    if index is None:
+        index = IndexSettings(exact_max_tracks=exact_max_tracks, hnsw_m=hnsw_m,
+                              hnsw_ef_construction=hnsw_ef_construction)
+    return {name: getattr(index, name) for name in BUILD_SETTINGS}
+
+
+def settings_match(recorded: object, index: IndexSettings | None) -> bool:
+    """True when a manifest's recorded settings are ``index``'s; a setting a manifest predates counts as its
+    default (a snapshot is not rebuilt because a newer recsys knows more settings)."""
+    return isinstance(recorded, dict) and {**index_settings(None), **recorded} == index_settings(index)
+
+
+def index_kind(count: int, index: IndexSettings) -> str:
+    """'flat' up to ``exact_max_tracks``, 'ivf' (compressed) above ``compressed_min_tracks``, 'hnsw' between."""
+    if count <= index.exact_max_tracks:
+        return "flat"
+    if count > index.compressed_min_tracks and count >= IVF_MIN_TRACKS:
+        return "ivf"
+    return "hnsw"
+
+
+def pq_bytes(dim: int, pq_m: int = 0) -> int:
+    """The product quantiser's code size: ``pq_m``, or the largest divisor of ``dim`` up to a quarter of it."""
+    if pq_m:
+        if dim % pq_m:
+            divisors = [m for m in range(1, dim + 1) if dim % m == 0]
+            raise RecsysError(f"index.pq_m = {pq_m} does not divide the vectors' {dim} dimensions: set it to one "
+                              f"of {', '.join(map(str, divisors))}, or 0 to let recsys choose")
+        return pq_m
+    return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
+
+
+def build_ivf(vectors: np.ndarray, index: IndexSettings, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """The compressed index of ``vectors`` (N x D, float32, memory-mapped is fine) and its manifest params.
+
+    The coarse quantiser and the codes are trained on a random sample of at most ``ivf_train_sample`` rows (build
+    time bounded whatever N), and the rows are encoded ``ADD_BATCH`` at a time, so the build holds the sample and
+    the codes, never a second copy of the vectors."""
+    n, dim = vectors.shape
+    n_train = min(n, index.ivf_train_sample)
+    nlist = index.ivf_nlist or 2 ** max(0, round(np.log2(np.sqrt(n))))
+    nlist = max(1, min(nlist, n_train // IVF_POINTS_PER_LIST))
+    codes = f"PQ{pq_bytes(dim, index.pq_m)}" if index.ivf_codes == "pq" else "SQ8"
+    factory = f"IVF{nlist},{codes}"
+    ivf = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    if hasattr(ivf, "do_polysemous_training"):  # minutes of annealing for Hamming filtering, which IP search never uses
+        ivf.do_polysemous_training = False
+    rows = np.sort(np.random.default_rng(seed).choice(n, n_train, replace=False)) if n_train < n else slice(None)
+    started, cpu = time.perf_counter(), time.process_time()
+    ivf.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    trained, trained_cpu = time.perf_counter(), time.process_time()
+    for start in range(0, n, ADD_BATCH):
+        ivf.add(np.ascontiguousarray(vectors[start:start + ADD_BATCH], dtype=np.float32))
+    params = {"factory": factory, "nlist": nlist, "codes": codes, "trained_on": n_train,
+              "train_s": round(trained - started, 2), "add_s": round(time.perf_counter() - trained, 2),
+              "train_cpu_s": round(trained_cpu - cpu, 2), "add_cpu_s": round(time.process_time() - trained_cpu, 2)}
+    return ivf, params
 
 
 def snapshot_damage(folder: Path, manifest: dict) -> str | None:
@@ -193,7 +266,7 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
         return False
     if manifest.get("encoder_id") != encoder_id or manifest.get("table_version") != stamp.get("table_version"):
         return False
-    if index is not None and manifest.get("settings") != index_settings(index):
+    if index is not None and not settings_match(manifest.get("settings"), index):
         return False
     if excluded is not None and manifest.get("excluded", excluded_digest(())) != excluded:
         return False
@@ -204,13 +277,16 @@ def snapshot_is_current(home: Path, encoder_id: str, index: IndexSettings | None
 
 def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
                    exact_max_tracks: int = IndexSettings.exact_max_tracks, hnsw_m: int = 32,
-                   hnsw_ef_construction: int = 80, exclude: Collection[str] = ()) -> dict:
+                   hnsw_ef_construction: int = 80, exclude: Collection[str] = (),
+                   index: IndexSettings | None = None) -> dict:
     """Write a snapshot of the rows of ``encoder_id`` (but the keys in ``exclude``: files missing now) and swap it
     in; returns its manifest. The caller holds the home lock.
 
-    Above ``exact_max_tracks`` rows the snapshot carries an HNSW graph (approximate; ~0.2 ms at 200k rows on 2 CPU
-    cores); at or below it searches are exact.
+    ``index`` gives every index setting; without it the defaults with the three given ones. The kind follows the
+    row count (:func:`index_kind`): exact, an HNSW graph, or the compressed IVF index.
     """
+    ix = index or IndexSettings(exact_max_tracks=exact_max_tracks, hnsw_m=hnsw_m,
+                                hnsw_ef_construction=hnsw_ef_construction)
     home = Path(home)
     version = store.version  # read before the rows: if a write slips in between, the snapshot reads as stale
     table_rows = store.count
@@ -221,30 +297,39 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
     if left_out:
         keep = np.array([k not in left_out for k in meta.column("key").to_pylist()], dtype=bool)
         meta, vectors = meta.filter(pa.array(keep)), np.ascontiguousarray(vectors[keep])
-    kind = "hnsw" if len(meta) > exact_max_tracks else "flat"
-    params = {"m": hnsw_m, "ef_construction": hnsw_ef_construction} if kind == "hnsw" else {}
+    kind = index_kind(len(meta), ix)
+    params = {"m": ix.hnsw_m, "ef_construction": ix.hnsw_ef_construction} if kind == "hnsw" else {}
     manifest = {"table_version": version, "table_rows": table_rows, "encoder_id": encoder_id, "dim": dim,
-                "count": len(meta), "kind": kind, "params": params,
-                "settings": index_settings(None, exact_max_tracks, hnsw_m, hnsw_ef_construction),
+                "count": len(meta), "kind": kind, "params": params, "settings": index_settings(ix),
                 "excluded": excluded_digest(left_out), "missing": len(left_out),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _check_link(home)
     folder = _new_folder(home, version)
     try:
         np.save(folder / "vectors.npy", vectors)
+        if kind == "ivf":  # the copy in memory goes: the index is built from the file, batch by batch
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
         labels = [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
             *(meta.column(name).to_pylist() for name in ("artist", "title", "path", "start_s")), strict=True)]
         table = meta.select(SNAPSHOT_COLUMNS).append_column(SEARCH_COLUMN, pa.array(labels, pa.string()))
         pq.write_table(table, folder / "meta.parquet", row_group_size=META_ROW_GROUP)
         if kind == "hnsw":
-            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = hnsw_ef_construction
-            index.add(vectors)
-            faiss.write_index(index, str(folder / "index.faiss"))
-        search = index.search if kind == "hnsw" else (
-            lambda q, k: faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT))
-        np.save(folder / HUB_FILE, hub_stats(vectors, search))
-        manifest["hubness"] = {"k": HUB_K}
+            graph = faiss.IndexHNSWFlat(dim, ix.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = ix.hnsw_ef_construction
+            graph.add(vectors)
+            faiss.write_index(graph, str(folder / "index.faiss"))
+        elif kind == "ivf":
+            ivf, params = build_ivf(vectors, ix)
+            manifest["params"] = params
+            faiss.write_index(ivf, str(folder / "index.faiss"))
+            del ivf
+        if kind == "ivf":  # no hub statistics: a search per track, hours at 10 M; lists rank by cosine
+            manifest["hubness"] = {"k": 0}
+        else:
+            search = graph.search if kind == "hnsw" else (
+                lambda q, k: faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT))
+            np.save(folder / HUB_FILE, hub_stats(vectors, search))
+            manifest["hubness"] = {"k": HUB_K}
         manifest["files"] = {name: (folder / name).stat().st_size for name in SNAPSHOT_FILES
                              if (folder / name).exists()}
         for name in manifest["files"]:  # on disk before the swap: a crash after it never exposes a torn file
@@ -346,6 +431,8 @@ def load_snapshot(home: Path) -> LibraryVectors:
             if manifest.get("kind") == "hnsw":
                 # the graph's vectors memory-mapped, not read: 0.09 s instead of 0.5 s at a million rows
                 index = faiss.read_index(str(folder / "index.faiss"), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
+            elif manifest.get("kind") == "ivf":
+                index = faiss.read_index(str(folder / "index.faiss"), IVF_READ_FLAGS)
             if vectors.ndim != 2 or len(vectors) != meta.metadata.num_rows:
                 raise ValueError(f"vectors.npy holds {len(vectors)} rows, meta.parquet {meta.metadata.num_rows}")
         except (OSError, ValueError, RuntimeError) as exc:
@@ -373,20 +460,27 @@ def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
     if stamp.get("table_version") not in (None, lib.table_version):
         lib.behind = ("the index is behind the table (a run was interrupted or is still going): results leave out "
                       "the latest changes until `recsys embed` finishes")
-    elif lib.manifest.get("settings", index_settings(index)) != index_settings(index):
+    elif not settings_match(lib.manifest.get("settings", index_settings(index)), index):
         lib.behind = "the index was built with other index settings: `recsys embed` rebuilds it with the new ones"
     return lib
 
 
 class Searcher:
-    """Top-k by cosine (inner product of L2-normalised vectors) over a loaded snapshot."""
+    """Top-k by cosine (inner product of L2-normalised vectors) over a loaded snapshot.
 
-    def __init__(self, lib: LibraryVectors, home: Path, ef_search: int = 128) -> None:
+    ``ef_search`` is the HNSW search breadth; ``nprobe`` the inverted lists a compressed index searches and
+    ``rerank`` x k the hits of it that are re-scored with their exact cosine."""
+
+    def __init__(self, lib: LibraryVectors, home: Path, ef_search: int = 128,
+                 nprobe: int = IndexSettings.ivf_nprobe, rerank: int = IndexSettings.ivf_rerank) -> None:
         self.lib = lib
         self._index = lib.index
-        if lib.kind == "hnsw" and self._index is None:
+        self.rerank = max(1, int(rerank))
+        if lib.kind in ("hnsw", "ivf") and self._index is None:
             raise _damaged(Path(home), "index.faiss was not opened")
-        if self._index is not None:
+        if lib.kind == "ivf":
+            faiss.extract_index_ivf(self._index).nprobe = int(nprobe)
+        elif self._index is not None:
             self._index.hnsw.efSearch = ef_search
 
     def search(self, query: np.ndarray, k: int) -> list[list[tuple[int, float]]]:
@@ -396,7 +490,7 @@ class Searcher:
                                                                                                       strict=True)]
 
     def search_arrays(self, query: np.ndarray, k: int, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Batched top-k: (cosines, rows), each (queries, k), best first; row -1 where HNSW found fewer than k.
+        """Batched top-k: (cosines, rows), each (queries, k), best first; row -1 where the index found fewer than k.
 
         ``ef_search`` overrides the HNSW search breadth for this call (a batch of many queries that needs fewer
         neighbours than a user's query can search narrower)."""
@@ -410,6 +504,8 @@ class Searcher:
                            "re-embed with the index's encoder (`recsys embed`)")
         if self._index is None:
             return faiss.knn(queries, np.asarray(self.lib.vectors), k, metric=faiss.METRIC_INNER_PRODUCT)
+        if self.lib.kind == "ivf":
+            return self._reranked(queries, k)
         if ef_search is None:
             return self._index.search(queries, k)
         default, self._index.hnsw.efSearch = self._index.hnsw.efSearch, max(int(ef_search), k)
@@ -417,3 +513,28 @@ class Searcher:
             return self._index.search(queries, k)
         finally:
             self._index.hnsw.efSearch = default
+
+    def _reranked(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The compressed index's ``rerank`` x k best candidates re-scored with their exact cosine (rows read from
+        the memory-mapped vectors, in file order), the k best of them kept."""
+        depth = min(len(self.lib.vectors), k * self.rerank)
+        _, candidates = self._index.search(queries, depth)
+        chunk = max(1, RERANK_BYTES // (depth * queries.shape[1] * 4))
+        scores = np.full((len(queries), k), MISSING_SCORE, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(queries), chunk):
+            cand = candidates[start:start + chunk]
+            valid = cand >= 0
+            unique = np.unique(cand[valid])
+            if not len(unique):
+                continue
+            vecs = np.asarray(self.lib.vectors[unique], dtype=np.float32)
+            exact = np.einsum("qcd,qd->qc", vecs[np.searchsorted(unique, np.where(valid, cand, unique[0]))],
+                              queries[start:start + chunk])
+            exact[~valid] = MISSING_SCORE
+            best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+            top = np.take_along_axis(exact, best, axis=1)
+            found = np.take_along_axis(valid, best, axis=1)
+            scores[start:start + len(cand), :best.shape[1]] = top
+            rows[start:start + len(cand), :best.shape[1]] = np.where(found, np.take_along_axis(cand, best, axis=1), -1)
+        return scores, rows

@@ -28,6 +28,5 @@ def refresh_snapshot(store: TrackStore, settings: Settings, encoder_id: str, mis
     missing files, or is damaged; the caller holds the home lock."""
     home, ix = settings.home_path, settings.index
     if force or not snapshot_is_current(home, encoder_id, ix, excluded_digest(missing)):
-        build_snapshot(store, home, encoder_id, exact_max_tracks=ix.exact_max_tracks, hnsw_m=ix.hnsw_m,
-                       hnsw_ef_construction=ix.hnsw_ef_construction, exclude=missing)
+        build_snapshot(store, home, encoder_id, exclude=missing, index=ix)
     return read_manifest(home) or {}
