@@ -125,9 +125,12 @@ def forget(home: Path) -> str:
         return f"nothing was remembered ({path} does not exist)"
     if path.is_dir():
         raise RecsysError(f"{path} is a folder, not a file recsys wrote: move it away yourself")
-    if not is_own(home):
-        raise RecsysError(f"{home} is not a home recsys made (it has no {MARKER}): recsys removes nothing there; "
-                          f"move {path} away yourself")
+    if not is_own(home):  # an older recsys's home is adopted by the rule every writer uses; anyone else's refused
+        try:
+            claim_home(home)
+        except RecsysError:
+            raise RecsysError(f"{home} is not a home recsys made (it has no {MARKER}): recsys removes nothing "
+                              f"there; move {path} away yourself") from None
     was = read_remembered(home)
     try:
         path.unlink()
