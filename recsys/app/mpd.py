@@ -14,11 +14,14 @@ It stops cleanly on Ctrl-C (returning what it did), and with one line when MPD g
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.app.ranking import Playlist, PlaylistRequest, _model, build_ranking
+from recsys.app.ranking import Playlist, PlaylistRequest, build_ranking, usable_model
 from recsys.app.taste import Taste, load_taste
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -67,7 +70,7 @@ def run_mpd_radio(settings: Settings, req: MpdRadioRequest, say: Callable[[str],
     address = parse_address(str(settings.library.db))
     taste = load_taste(settings)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
-    model = _model(settings, taste.lib, notes)
+    model = usable_model(settings, taste.lib, notes)
     radio = MpdRadio(str(address), notes=notes)
     for note in notes:
         say(f"note: {note}")
@@ -91,6 +94,19 @@ def run_mpd_radio(settings: Settings, req: MpdRadioRequest, say: Callable[[str],
         except ConnectionLost as exc:
             raise RecsysError(f"MPD at {address} went away ({exc or 'connection closed'}): radio stopped after "
                               f"queueing {radio.added} tracks") from None
+
+
+@contextmanager
+def _no_interrupt() -> Iterator[None]:
+    """SIGINT held back for the block (delivered when it ends), where the platform allows it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 @dataclass
@@ -133,12 +149,13 @@ class _Follower:
             if not said:
                 self.say(f"MPD plays {uri}: no neighbour left to queue under the playlist's rules")
             return
-        self.client.command_list_ok_begin()
-        for pick in picks:
-            self.client.add(pick)
-        self.client.command_list_end()
-        self.radio.added += len(picks)
-        self.radio.top_ups += 1
+        with _no_interrupt():  # a Ctrl-C lands before or after a top-up, never between MPD's add and its count
+            self.client.command_list_ok_begin()
+            for pick in picks:
+                self.client.add(pick)
+            self.client.command_list_end()
+            self.radio.added += len(picks)
+            self.radio.top_ups += 1
         self.say(f"MPD plays {uri}: queued {len(picks)} of its neighbours ({', '.join(picks[:3])}"
                  f"{', ...' if len(picks) > 3 else ''})")
 

@@ -58,7 +58,7 @@ class Playlist:
     stopped: str | None = None  # why it is shorter than asked
 
 
-def _model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
+def usable_model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> RatingModel | None:
     """The trained classifier, or None (the neighbour votes alone) with a note saying why."""
     try:
         model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
@@ -151,7 +151,7 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
                                                                                         notes)
-    model = _model(settings, taste.lib, notes)
+    model = usable_model(settings, taste.lib, notes)
     r = settings.recommend
     fresh = taste_of(req.mode, [*req.seeds, *req.seed_playlists, *req.seed_tracks], req.where)
     rested = resting(settings.home_path, fresh, r.rest_playlists, r.rest_days) if req.rest else set()
