@@ -272,6 +272,28 @@ def test_playlist_queue_appends_and_keeps_the_users_entries(server, queue, tmp_p
     assert not other.exists() and _queued(queue) == now
 
 
+def test_playlist_push_saves_an_mpd_stored_playlist_through_the_cli(server, tmp_path):
+    """`recsys playlist --push` on an MPD library reaches the MPD pusher: a stored playlist with the written tracks;
+    --dry-run first changes nothing."""
+    client = mpd.MPDClient()
+    client.connect(server.socket)
+    try:
+        name = "recsys cli mix"
+        out = tmp_path / "push.m3u8"
+        dry = server.run("playlist", "--mpd", server.socket, "--top-n", "3", "--name", name, "--out", str(out),
+                         "--push", "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert name not in {p["playlist"] for p in client.listplaylists()}
+        pushed = server.run("playlist", "--mpd", server.socket, "--top-n", "3", "--name", name, "--out", str(out),
+                            "--force", "--push")
+        assert pushed.exit_code == 0, pushed.output
+        written = [os.path.relpath(line, server.synth.music) for line in out.read_text().splitlines()
+                   if line and not line.startswith("#")]
+        assert len(written) == 3 and client.listplaylist(name) == written
+    finally:
+        client.disconnect()
+
+
 def test_push_stored_playlist_create_replace_refuse_and_dry_run(server, tmp_path):
     settings = load_settings(overrides={"home": str(tmp_path / "home"), "library": {"db": f"mpd://{server.socket}"}})
     songs = server.synth.songs
