@@ -303,3 +303,21 @@ def test_output_names_empty_dash_long_and_too_long(synth, tmp_path, monkeypatch)
     (written,) = (Path(os.environ["HOME"]) / "Music" / "recommendations").iterdir()
     assert written.name.startswith("é" * 100) and len(os.fsencode(written.name)) <= 255
     assert _fingerprint(synth.music, synth.db, *theirs, cwd) == before
+
+
+def test_every_file_recsys_keeps_in_a_home_is_a_name_the_adoption_rule_knows():
+    """A home written by this recsys must be adopted by the next one: every file a part keeps directly under the home
+    is among claim.NAMES (recent.json, new with resting playlists, once made an older home 'a folder recsys did not
+    make')."""
+    from recsys.home import MLFLOW_DB, MODELS, STAMP
+    from recsys.home.claim import NAMES
+    from recsys.home.lock import LOCK_FILE
+    from recsys.home.recent import FILE as RECENT
+    from recsys.home.remembered import FILE as REMEMBERED
+    from recsys.pipeline.checked import RECORD as CHECKED
+    from recsys.pipeline.noop import RECORD as NOOP
+    from recsys.servers.mpd_push import RECORD as MPD_PUSHED
+    from recsys.servers.subsonic_push import RECORD as SUBSONIC_PUSHED
+
+    kept = {MLFLOW_DB, MODELS, STAMP, LOCK_FILE, RECENT, REMEMBERED, CHECKED, NOOP, MPD_PUSHED, SUBSONIC_PUSHED}
+    assert kept <= NAMES, sorted(kept - NAMES)
