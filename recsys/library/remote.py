@@ -33,7 +33,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-PREFIX = "subsonic+"  # every remote location starts with it: subsonic+http://, subsonic+https://
+from recsys.library.uri import REMOTE_PREFIX, is_remote, unquote_path  # noqa: F401  (is_remote: callers' remote.is_remote)
+
+PREFIX = REMOTE_PREFIX  # every remote location starts with it (the one rule is recsys.library.uri's)
 BLOCK = 16 * 1024
 CACHED_BLOCKS = 256  # 4 MiB per open file
 TIMEOUT_S = 30.0
@@ -51,10 +53,6 @@ _traffic = {"bytes": 0, "requests": 0}  # every RemoteFile of this process, for 
 def traffic() -> dict[str, int]:
     """Bytes received and Range requests made by this process's server files so far."""
     return dict(_traffic)
-
-
-def is_remote(path: str) -> bool:
-    return path.startswith(PREFIX)
 
 
 def server_prefix(server_url: str) -> str:
@@ -89,8 +87,6 @@ def song_id(path: str, server_url: str) -> str | None:
 
 
 def _decoded(text: str) -> str:
-    from recsys.library.uri import unquote_path  # uri.py uses this module: imported when called
-
     return unquote_path(text)
 
 

@@ -18,9 +18,13 @@ from __future__ import annotations
 import os
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
-from recsys.library import remote
-
+REMOTE_PREFIX = "subsonic+"  # every location of a server's song starts with it: subsonic+http://, subsonic+https://
 LOCAL_HOSTS = ("", "localhost")
+
+
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is the location of a server's song (``recsys.library.remote``), not a local file."""
+    return path.startswith(REMOTE_PREFIX)
 
 
 def unquote_path(text: str) -> str:
@@ -52,6 +56,6 @@ def uri_to_path(uri: str | bytes) -> str | None:
 def path_to_uri(path: str) -> str:
     """The ``file://`` URI of an absolute ``path`` (made absolute first), every byte outside the unreserved set and
     ``/`` percent-encoded: spaces, ``#``, ``%``, ``?``, quotes and non-UTF-8 bytes all survive the round trip."""
-    if remote.is_remote(path):  # a server's song: its location as it is (a player here cannot open it)
+    if is_remote(path):  # a server's song: its location as it is (a player here cannot open it)
         return quote(path, safe="/:+")
     return "file://" + quote(os.fsencode(os.path.abspath(path)), safe="/")

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from recsys.library.catalogue import Catalogue
-from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.clementine import PlayerDBError, read_consistent, select_tolerant
 from recsys.library.track import Track, track_from_values
 

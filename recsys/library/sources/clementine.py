@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
-from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.base import PlayerLibrary
 from recsys.library.track import Track, make_key, track_from_values
 from recsys.library.uri import uri_to_path
 

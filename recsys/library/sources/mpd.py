@@ -15,7 +15,7 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.folders import _leading_int  # '3/12' -> 3, '2001-05-01' -> 2001: as tags are read
 from recsys.library.track import Track
 

@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.clementine import PlayerDBError, read_consistent, select_tolerant
 from recsys.library.track import Track
 

@@ -23,7 +23,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from recsys.library import remote
-from recsys.library.sources import PlayerLibrary
+from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.navidrome import _epoch, _mapped, _rating
 from recsys.library.track import Track
 from recsys.servers.subsonic import SubsonicClient, SubsonicError, read_password
