@@ -226,6 +226,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys embed                      listen to every track (reads your Clementine/Strawberry database)
       recsys embed --library ~/Music    ... or your music folders, or --db navidrome.db (remembered)
       recsys similar "Artist - Title"   tracks that sound like it
+      recsys tags "Artist - Title"      its moods and genres, from the sound (--where tag:chill selects by them)
       recsys train-classifier           learn your taste from your star ratings
       recsys playlist                   100 unrated tracks you will likely like, as XSPF
       recsys train-encoder              teach the encoder your music (optional; GPU when present)
@@ -456,6 +457,39 @@ def duplicates(ctx, as_json, min_cosine):
     click.echo(f"{len(result.groups)} recording(s) held by more than one file, among {result.tracks} tracks "
                f"({result.compared} pairs compared, {result.fingerprinted} files fingerprinted); nothing was changed",
                err=True)
+
+
+@main.command()
+@click.argument("track")
+@click.option("-n", "top", type=Count(1, 50), default=5, show_default=True, help="How many of the strongest tags.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every tag as JSON: tag, probability, has (what --where tag: selects) and threshold.")
+@click.pass_context
+def tags(ctx, track, top, as_json):
+    """The tags TRACK's sound carries (moods and genres), strongest first.
+
+    TRACK is named as for `recsys similar`. The probabilities come from the encoder's tag head (musicnn: the
+    Million Song Dataset's 50 last.fm tags), stored beside each vector by `recsys embed`. A tag marked * is the
+    track's on this library: its probability is in the library's top 10 % for that tag and at least 0.1 (or at
+    least 0.5), the rule --where tag:NAME selects by.
+
+    \b
+    Examples:
+      recsys tags "Nils Frahm - Says"
+      recsys tags ~/Music/a.flac --json
+    """
+    from recsys.app.tags import track_tags
+
+    result = track_tags(_settings(ctx), track)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
+    if as_json:
+        click.echo(json.dumps({"key": result.track.key, "tags": [t.as_json() for t in result.tags]},
+                              ensure_ascii=False, indent=1))
+        return
+    click.echo(f"{_one_line(result.track.label)}  [{_one_line(result.track.key)}]")
+    for t in result.tags[:top]:
+        click.echo(f"  {t.probability:5.3f} {'*' if t.has else ' '} {t.tag}")
 
 
 @main.command()
