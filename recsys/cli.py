@@ -596,6 +596,9 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--no-rest", is_flag=True,
               help="Let the tracks of your recent playlists back in (by default those of the last 3 playlists of "
                    "this taste within 7 days come last: recommend.rest_playlists, rest_days).")
+@click.option("--tag", default=None, metavar="TAG",
+              help="Only tracks whose sound carries TAG (as --where tag:TAG; `recsys tags` lists them), ordered by "
+                   "your taste times the tag's probability, e.g. --tag chill.")
 @_where_option
 @_library_options()
 @_push_options
@@ -607,7 +610,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
-             max_per_artist, max_per_album, fmt, force, no_rest, where, db, folders, as_json, explain, queue):
+             max_per_artist, max_per_album, fmt, force, no_rest, tag, where, db, folders, as_json, explain, queue):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -627,6 +630,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     Examples:
       recsys playlist --top-n 30 --out ~/party.xspf
       recsys playlist --seed-playlist ~/Music/road-trip.m3u8 --out ~/road-trip-more.xspf
+      recsys playlist --tag chill --top-n 20
     """
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
@@ -640,7 +644,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      include_played=include_played, max_per_artist=max_per_artist,
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
                                                      where=where, seed_playlists=seed_playlists,
-                                                     rest=not no_rest))
+                                                     rest=not no_rest, tag=tag))
     _render_playlist(result, as_json, explain)
     _push(settings, name or settings.recommend.name, result.tracks)
     if queue:

@@ -65,7 +65,8 @@ def tagged_library(tmp_path_factory):
     music = root / "music"
     shutil.copytree(_audio_set(tmp_path_factory, 12, 8.0), music)
     songs = [SynthSong(path=str(p), title=f"{STYLES[i % len(STYLES)]} {i}", artist=f"artist {i}", album="x",
-                       track=i + 1, length_ns=8 * 10**9) for i, p in enumerate(sorted(music.iterdir()))]
+                       track=i + 1, rating=(0.2 * (i % 6)) or -1.0,
+                       length_ns=8 * 10**9) for i, p in enumerate(sorted(music.iterdir()))]
     write_clementine_db(root / "clementine.db", songs)
     lib = SmallLibrary(root, music, root / "clementine.db", root / "home", songs)
     r = lib.run("embed", "--db", str(lib.db), "--encoder", "musicnn", "--workers", "1", "-q")
@@ -107,3 +108,23 @@ def test_an_encoder_without_a_tag_head_says_so(small_library):
     assert len(lines) == 1 and "no tag head" in lines[0]
     r = lib.run("similar", str(lib.songs[0].path), "--where", "tag:chill")
     assert r.exit_code != 0 and "holds none" in r.output
+
+
+def test_playlist_tag_keeps_the_tracks_with_the_tag(tagged_library, monkeypatch):
+    lib = tagged_library
+    monkeypatch.setenv("HOME", str(lib.root / "user-home"))
+    has: dict[str, set[str]] = {}
+    for song in lib.songs:
+        data = json.loads(lib.run("tags", song.path, "--json").stdout)
+        for t in data["tags"]:
+            if t["has"]:
+                has.setdefault(t["tag"], set()).add(song.path)
+    tag = max(has, key=lambda t: len(has[t]))  # the tag most tracks of this library carry
+    seed = sorted(has[tag])[0]  # around a seed: the synthetic ratings vouch for too few tracks of one tag
+    r = lib.run("playlist", "--db", str(lib.db), "--tag", tag, "--seed", seed, "--include-rated", "--json",
+                "--top-n", "5", "--out", str(lib.root / "tagged.xspf"), "--force")
+    assert r.exit_code == 0, r.output
+    keys = [t["key"] for t in json.loads(r.stdout)]
+    assert keys and set(keys) <= has[tag] - {seed}
+    r = lib.run("playlist", "--db", str(lib.db), "--tag", "polka", "--out", str(lib.root / "x.xspf"))
+    assert r.exit_code != 0 and "unknown tag" in r.output
