@@ -41,7 +41,8 @@ def library_tags(settings: Settings, lib: LibraryVectors) -> TagScores:
     """The snapshot's tag scores, or a one-line error when its encoder has no tag head."""
     if lib.tags is None or not lib.tag_names:
         raise RecsysError(f"the index in {settings.home_path} holds no tags from the sound: its encoder "
-                          f"({lib.encoder_id}) has no tag head; `recsys embed --encoder musicnn` stores them")
+                          f"({lib.encoder_id}) has no tag head (or it was embedded before tags were kept); "
+                          "`recsys embed --encoder musicnn` stores them")
     return TagScores(lib.tag_names, lib.tags)
 
 
