@@ -38,6 +38,9 @@ def test_tags_column_added_to_an_older_table_and_read_back(tmp_path):
     assert "tags" in meta.column_names and len(vectors) == 2
     store.upsert([_row(2)], tag_names=["rock", "chill", "sad"])  # a row without tags in a table with the column
     assert store.tags_of(["/m/2.flac"])["/m/2.flac"] is None
+    # a moved file (same content id) keeps its tags with its vector
+    np.testing.assert_array_equal(store.tags_by_content_id(["c1", "c0"], "e")["c1"], probs)
+    assert "c0" not in store.tags_by_content_id(["c0"], "e")
 
 
 def test_where_tag_selects_by_the_librarys_threshold():

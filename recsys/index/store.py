@@ -251,6 +251,17 @@ class TrackStore:
         return {k: None if v is None else np.asarray(v, np.float32)
                 for k, v in zip(table.column("key").to_pylist(), values, strict=True)}
 
+    def tags_by_content_id(self, content_ids: Iterable[str], encoder_id: str) -> dict[str, np.ndarray]:
+        """The stored tags of the current encoder's rows by content id (moved files keep theirs with the vector)."""
+        wanted = sorted(set(content_ids))
+        if self.n_tags is None or not wanted:
+            return {}
+        table = self._select(["content_id", TAGS_COLUMN],
+                             col("content_id").isin(wanted) & (col("encoder_id") == lit(encoder_id)))
+        return {cid: np.asarray(v, np.float32) for cid, v in zip(table.column("content_id").to_pylist(),
+                                                                 table.column(TAGS_COLUMN).to_pylist(), strict=True)
+                if v is not None}
+
     def _select(self, columns: list[str], where=None) -> pa.Table:
         def read() -> pa.Table:
             query = self._tracks.search()
@@ -371,6 +382,7 @@ class TrackStore:
         sizes = {int(np.asarray(r.tags).shape[-1]) for r in rows if r.tags is not None}
         if not sizes:
             return self.n_tags
+        tag_names = tag_names or read_tag_names(self.home)  # rows reused with their tags: the names already kept
         if len(sizes) != 1 or tag_names is None or len(tag_names) not in sizes:
             raise StoreError(f"rows for {self.home} carry {sorted(sizes)} tags for {len(tag_names or ())} tag names: "
                              "one encoder per batch, with its tag names")

@@ -144,9 +144,9 @@ class _Encoding:
     def __init__(self, encoder, encoder_id: str, crop_samples: int, batch_size: int, store: TrackStore,
                  write_batch: int, label: str, critical: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.encoder, self.encoder_id, self.label = encoder, encoder_id, label
-        from recsys.embedder.interface import tag_names  # torch: imported when encoding, not with the module
-
-        self.tag_names = tag_names(encoder)  # None: no tag head, rows hold no tags
+        # None: no tag head (or nothing encoded yet: asking a lazy encoder would load it), rows hold no tags
+        self.tag_names: tuple[str, ...] | None = None
+        self._head_checked = False
         self.critical = critical  # sections a signal must not cut: encoding a batch, writing rows
         self.crop_samples, self.batch_size = crop_samples, batch_size
         self.store, self.write_batch = store, write_batch
@@ -186,6 +186,10 @@ class _Encoding:
         import torch
 
         waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
+        if not self._head_checked:
+            from recsys.embedder.interface import tag_names  # torch: imported when encoding, not with the module
+
+            self.tag_names, self._head_checked = tag_names(self.encoder), True
         probs = None
         try:
             if self.tag_names:
@@ -334,6 +338,8 @@ def embed_tracks(
     report.stale, report.content_checked, report.rewritten = plan.stale, plan.content_checked, plan.rewritten
     report.kept_missing = len(plan.missing_keys)
     report.plan = plan
+    # a moved file keeps its tags with its vector: read before the moved rows are deleted
+    reused_tags = store.tags_by_content_id([job.content_id for job, _ in plan.reuse], encoder_id)
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
@@ -341,7 +347,7 @@ def embed_tracks(
     encoding = _Encoding(encoder, encoder_id, spec.clip_samples, batch_size, store, write_batch,
                          label or str(getattr(encoder, "name", type(encoder).__name__)), interrupts.critical)
     for job, vector in plan.reuse:
-        encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
+        encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0, reused_tags.get(job.content_id)))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     failed_as_planned: list[int] = []
