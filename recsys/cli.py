@@ -226,6 +226,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
       recsys embed                      listen to every track (reads your Clementine/Strawberry database)
       recsys embed --library ~/Music    ... or your music folders, or --db navidrome.db (remembered)
       recsys similar "Artist - Title"   tracks that sound like it
+      recsys tags "Artist - Title"      its moods and genres, from the sound (--where tag:chill selects by them)
       recsys train-classifier           learn your taste from your star ratings
       recsys playlist                   100 unrated tracks you will likely like, as XSPF
       recsys train-encoder              teach the encoder your music (optional; GPU when present)
@@ -459,6 +460,39 @@ def duplicates(ctx, as_json, min_cosine):
 
 
 @main.command()
+@click.argument("track")
+@click.option("-n", "top", type=Count(1, 50), default=5, show_default=True, help="How many of the strongest tags.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print every tag as JSON: tag, probability, has (what --where tag: selects) and threshold.")
+@click.pass_context
+def tags(ctx, track, top, as_json):
+    """The tags TRACK's sound carries (moods and genres), strongest first.
+
+    TRACK is named as for `recsys similar`. The probabilities come from the encoder's tag head (musicnn: the
+    Million Song Dataset's 50 last.fm tags), stored beside each vector by `recsys embed`. A tag marked * is the
+    track's on this library: its probability is in the library's top 10 % for that tag and at least 0.1 (or at
+    least 0.5), the rule --where tag:NAME selects by.
+
+    \b
+    Examples:
+      recsys tags "Nils Frahm - Says"
+      recsys tags ~/Music/a.flac --json
+    """
+    from recsys.app.tags import track_tags
+
+    result = track_tags(_settings(ctx), track)
+    if result.note:
+        click.echo(f"note: {_one_line(result.note)}", err=True)
+    if as_json:
+        click.echo(json.dumps({"key": result.track.key, "tags": [t.as_json() for t in result.tags]},
+                              ensure_ascii=False, indent=1))
+        return
+    click.echo(f"{_one_line(result.track.label)}  [{_one_line(result.track.key)}]")
+    for t in result.tags[:top]:
+        click.echo(f"  {t.probability:5.3f} {'*' if t.has else ' '} {t.tag}")
+
+
+@main.command()
 @_library_options(remembers=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (includes every failure).")
 @click.pass_context
@@ -562,6 +596,9 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 @click.option("--no-rest", is_flag=True,
               help="Let the tracks of your recent playlists back in (by default those of the last 3 playlists of "
                    "this taste within 7 days come last: recommend.rest_playlists, rest_days).")
+@click.option("--tag", default=None, metavar="TAG",
+              help="Only tracks whose sound carries TAG (as --where tag:TAG; `recsys tags` lists them), ordered by "
+                   "your taste times the tag's probability, e.g. --tag chill.")
 @_where_option
 @_library_options()
 @_push_options
@@ -573,7 +610,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
               help="With an MPD library (--mpd): also append the tracks to MPD's queue (nothing queued is removed).")
 @click.pass_context
 def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, include_rated, include_played,
-             max_per_artist, max_per_album, fmt, force, no_rest, where, db, folders, as_json, explain, queue):
+             max_per_artist, max_per_album, fmt, force, no_rest, tag, where, db, folders, as_json, explain, queue):
     """Write a playlist of unrated tracks you are likely to like (XSPF, opens in Clementine, Strawberry, VLC).
 
     Score = the probability that you like a track: your rated (and often played) tracks vote for their nearest
@@ -593,6 +630,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
     Examples:
       recsys playlist --top-n 30 --out ~/party.xspf
       recsys playlist --seed-playlist ~/Music/road-trip.m3u8 --out ~/road-trip-more.xspf
+      recsys playlist --tag chill --top-n 20
     """
     from recsys.app.playlist import PlaylistRequest, make_playlist
 
@@ -606,7 +644,7 @@ def playlist(ctx, top_n, out, name, seeds, seed_playlists, mode, min_stars, incl
                                                      include_played=include_played, max_per_artist=max_per_artist,
                                                      max_per_album=max_per_album, fmt=fmt, force=force,
                                                      where=where, seed_playlists=seed_playlists,
-                                                     rest=not no_rest))
+                                                     rest=not no_rest, tag=tag))
     _render_playlist(result, as_json, explain)
     _push(settings, name or settings.recommend.name, result.tracks)
     if queue:

@@ -314,10 +314,12 @@ def test_every_file_recsys_keeps_in_a_home_is_a_name_the_adoption_rule_knows():
     from recsys.home.lock import LOCK_FILE
     from recsys.home.recent import FILE as RECENT
     from recsys.home.remembered import FILE as REMEMBERED
+    from recsys.index.store import TAG_NAMES_FILE
     from recsys.pipeline.checked import RECORD as CHECKED
     from recsys.pipeline.noop import RECORD as NOOP
     from recsys.servers.mpd_push import RECORD as MPD_PUSHED
     from recsys.servers.subsonic_push import RECORD as SUBSONIC_PUSHED
 
-    kept = {MLFLOW_DB, MODELS, STAMP, LOCK_FILE, RECENT, REMEMBERED, CHECKED, NOOP, MPD_PUSHED, SUBSONIC_PUSHED}
+    kept = {MLFLOW_DB, MODELS, STAMP, LOCK_FILE, RECENT, REMEMBERED, CHECKED, NOOP, MPD_PUSHED, SUBSONIC_PUSHED,
+            TAG_NAMES_FILE}
     assert kept <= NAMES, sorted(kept - NAMES)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 from recsys.app.output import as_written, playlist_format, playlist_path
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
@@ -17,7 +19,7 @@ from recsys.home import models_dir
 from recsys.home.recent import Written, remember_playlist, resting, taste_of
 from recsys.index.ann import LibraryVectors
 from recsys.library import remote
-from recsys.library.filters import candidate_mask, parse, snapshot_column
+from recsys.library.filters import TagScores, candidate_mask, parse, snapshot_column
 from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
@@ -46,6 +48,12 @@ class PlaylistRequest:
     seed_tracks: Sequence[str] = ()  # track keys as seeds (the tracks a beets query picks); those not embedded: a note
     local_player: bool = False  # the file goes to a player on this machine (radio --play): its paths stay ours
     rest: bool = False  # the tracks of recent playlists of the same taste rest (recsys.home.recent; `playlist`)
+    tag: str | None = None  # only tracks with this tag from the sound, ranked by taste x its probability
+
+    @property
+    def terms(self) -> list[str]:
+        """The filter terms: ``where`` and, with ``tag``, the tag: term (spaces as underscores, one shell word)."""
+        return [*self.where, *([f"tag:{self.tag.replace(' ', '_')}"] if self.tag else [])]
 
 
 @dataclass
@@ -127,8 +135,12 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
     come last (those of recent playlists)."""
     r = settings.recommend
     seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
-    where = parse(req.where)
+    where = parse(req.terms)
     allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
+    boost = None
+    if req.tag:  # the tag: term above has checked that the snapshot has tags and knows this one
+        scores = TagScores(taste.lib.tag_names, taste.lib.tags)
+        boost = np.nan_to_num(np.asarray(scores.probs[:, scores.index(req.tag)], np.float32), nan=0.0)
     return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode, seeds=seeds,
                 include_rated=req.include_rated, include_played=req.include_played, played_min=r.played_min,
                 min_rating=None if req.min_stars is None else req.min_stars / 5.0,
@@ -140,20 +152,20 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 block_unliked_albums=r.block_unliked_albums,
                 scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=remote.exists, allowed=allowed,
-                library=taste.library, rested=rested)
+                library=taste.library, rested=rested, boost=boost)
 
 
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     """Rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
     fmt = playlist_format(req.out, req.fmt, settings)
-    where = parse(req.where)  # a bad term fails before anything is read
+    where = parse(req.terms)  # a bad term fails before anything is read
     taste = load_taste(settings)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
                                                                                         notes)
     model = usable_model(settings, taste.lib, notes)
     r = settings.recommend
-    fresh = taste_of(req.mode, [*req.seeds, *req.seed_playlists, *req.seed_tracks], req.where)
+    fresh = taste_of(req.mode, [*req.seeds, *req.seed_playlists, *req.seed_tracks], req.terms)
     rested = resting(settings.home_path, fresh, r.rest_playlists, r.rest_days) if req.rest else set()
     ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists, rested=rested)
     if not ranking.tracks:

@@ -41,6 +41,18 @@ class Encoder(Protocol):
         ...
 
 
+def tag_names(encoder: object) -> tuple[str, ...] | None:
+    """The names of an encoder's tags when it has a tag head, else None.
+
+    The head is optional: an encoder declares ``tag_names`` (a sequence of names) and
+    ``encode_with_tags(waves) -> (vectors, probabilities)``, the (B, dim) rows of ``encode`` and (B, len(tag_names))
+    probabilities in [0, 1]. An encoder without both has no tags, and commands that need them say so."""
+    names = getattr(encoder, "tag_names", None)
+    if not names or not callable(getattr(encoder, "encode_with_tags", None)):
+        return None
+    return tuple(str(n) for n in names)
+
+
 _REQUIRED = ("name", "sample_rate", "dim", "device", "encode", "identity", "to")
 
 

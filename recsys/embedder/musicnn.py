@@ -18,7 +18,11 @@ The computation, as musicnn's ``extractor.py`` / ``models.py`` do it:
   (three 7-frame 1-D convolutions, 64 channels, residual), concatenated with the front-end, 753 channels; back-end:
   max and mean over time (interleaved as TensorFlow's flatten orders them), batch norm, dense 200 + ReLU + batch
   norm: the 200-d penultimate layer, the patch's vector (every batch norm in inference mode, epsilon 1e-3);
-- the clip's vector is the mean of its patch vectors, L2-normalised.
+- the clip's vector is the mean of its patch vectors, L2-normalised;
+- the clip's tag probabilities (``encode_with_tags``) are the mean over its patches of the sigmoid of the 50 tag
+  logits: musicnn's ``extractor`` returns that per-patch sigmoid (its "taggram") and its ``tagger.top_tags`` ranks
+  tags by the taggram's mean over time. The names, in the order of the weights' output units, are musicnn's
+  ``configuration.MSD_LABELS`` (:data:`MSD_TAGS`).
 
 This module imports only torch and numpy (and recsys's features and encoder protocol) so that a GPU machine without
 the rest of recsys's dependencies can run it (``benchmarks/gpu_check.sh``).
@@ -44,6 +48,13 @@ BN_EPS = 1e-3  # tf.compat.v1.layers.batch_normalization's default
 # clips: 4e-4 to 6.6e-4; bfloat16 (7-bit mantissa) moved them 2.8e-3 to 4.5e-3, so it is not used.
 AMP_DTYPE = torch.float16
 AMP_TOLERANCE = 2e-3
+# musicnn 0.1.0 configuration.MSD_LABELS: the last.fm tags of MSD_musicnn's output units, in their order
+MSD_TAGS = ("rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s",
+            "alternative rock", "jazz", "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul",
+            "indie rock", "Mellow", "electronica", "80s", "folk", "90s", "chill", "instrumental", "punk", "oldies",
+            "blues", "hard rock", "ambient", "acoustic", "experimental", "female vocalist", "guitar", "Hip-Hop", "70s",
+            "party", "country", "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal",
+            "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy")
 
 
 def _bn(weights: dict[str, np.ndarray], index: int) -> nn.BatchNorm1d:
@@ -120,7 +131,10 @@ class MusicnnEncoder(nn.Module):
     """
 
     name = "musicnn"
-    VERSION = 1  # bump when the computation changes: it is part of identity() and so of encoder_id
+    tag_names = MSD_TAGS
+    # bump when the computation changes: it is part of identity() and so of encoder_id. 2: rows carry the tag
+    # probabilities (encode_with_tags), so a table embedded by version 1 is embedded again once and gets its tags
+    VERSION = 2
 
     def __init__(self, weights: str | Path | None = None, patch_batch: int | None = None, amp: bool = True) -> None:
         super().__init__()
@@ -244,15 +258,17 @@ class MusicnnEncoder(nn.Module):
         b, p = patches.shape[:2]
         return self._run_patches(patches.reshape(b * p, N_MELS, PATCH_FRAMES)).reshape(b, p, -1).mean(1)
 
-    def _run_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """Penultimate vectors, ``patch_batch`` patches at a time; on CUDA under autocast, halving on OOM."""
+    def _run_patches(self, patches: torch.Tensor, output: int | None = 0) -> torch.Tensor:
+        """Penultimate vectors (``output`` 0), or with ``output`` None each patch's vector and its tag logits side by
+        side (N, 200 + 50); ``patch_batch`` patches at a time; on CUDA under autocast, halving on OOM."""
         cuda = patches.device.type == "cuda"
         use_amp = self.amp and cuda
         step = self.patch_batch or (256 if cuda else 16)
         while True:
             try:
                 with torch.autocast("cuda", dtype=AMP_DTYPE, enabled=use_amp):
-                    out = [self.patch_outputs(patches[i: i + step])[0] for i in range(0, patches.shape[0], step)]
+                    out = [self._pick(self.patch_outputs(patches[i: i + step]), output)
+                           for i in range(0, patches.shape[0], step)]
                 return torch.cat(out).float()
             except torch.cuda.OutOfMemoryError:
                 if step == 1:
@@ -260,6 +276,10 @@ class MusicnnEncoder(nn.Module):
                 step = max(1, step // 2)
                 self.patch_batch = step
                 torch.cuda.empty_cache()
+
+    @staticmethod
+    def _pick(outputs: tuple[torch.Tensor, torch.Tensor], output: int | None) -> torch.Tensor:
+        return torch.cat([o.float() for o in outputs], 1) if output is None else outputs[output]
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
         return self.embed_logmel(self.frontend(waves))
@@ -271,5 +291,21 @@ class MusicnnEncoder(nn.Module):
         try:
             with torch.inference_mode():
                 return F.normalize(self.forward(waves), dim=1)
+        finally:
+            self.train(was_training)
+
+    def encode_with_tags(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode``'s rows and (B, 50) tag probabilities: the mean over patches of each patch's sigmoid."""
+        waves = _check_waves(waves, self.name).to(self.device)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.inference_mode():
+                patches = self.patches(self.frontend(waves))
+                b, p = patches.shape[:2]
+                both = self._run_patches(patches.reshape(b * p, N_MELS, PATCH_FRAMES), output=None)
+                vectors = both[:, : self.dim].reshape(b, p, -1).mean(1)
+                probs = torch.sigmoid(both[:, self.dim:]).reshape(b, p, -1).mean(1)
+                return F.normalize(vectors, dim=1), probs
         finally:
             self.train(was_training)

@@ -44,10 +44,11 @@ MADE = ".recsys-made"
 FORMAT = 1
 # every name recsys gives an entry directly under a home (store, snapshot, models, cache, tracking, lock, settings)
 # (tests/test_integrity_home.py holds it equal to the names the writers use: the no-op record, the content-check
-# record, the recent playlists, the playlists pushed to a Subsonic server or MPD)
+# record, the recent playlists, the playlists pushed to a Subsonic server or MPD, the names of the stored tags)
 NAMES = frozenset({MARKER, MADE, "tracks.lance", "failures.lance", "tracks.stamp", "recsys.lock", "ann", "models",
                    "cache", "mlflow.db", "mlartifacts", "remembered.json", "embed-plan.json", "recsys-demo-home",
-                   "content-checked.npy", "recent.json", "pushed-playlists.json", "mpd_playlists.json"})
+                   "content-checked.npy", "recent.json", "pushed-playlists.json", "mpd_playlists.json",
+                   "tags.json"})
 # entries only recsys writes: one of them must be there before a folder without the marker is taken for a home
 SIGNATURES = ("tracks.lance", "tracks.stamp", "recsys.lock", "remembered.json", "recsys-demo-home", MADE)
 SNAPSHOT_NAME = re.compile(r"ann-\d+-[A-Za-z0-9_]+")  # tempfile.mkdtemp(prefix="ann-<version>-")

@@ -10,7 +10,9 @@ module never imports lancedb (~1.3 s) or torch. The snapshot holds:
 - ``index.faiss``: the HNSW graph (kind 'hnsw'), or the inverted file of compressed codes (kind 'ivf'); a flat search
   runs straight over the memory-mapped vectors;
 - ``hub_stats.npy``: one float per vector, its neighbourhood density for hubness reduction (``recsys.index.hubness``);
-  not for kind 'ivf': it costs a search per track (hours at 10 M), so a compressed snapshot ranks by cosine alone.
+  not for kind 'ivf': it costs a search per track (hours at 10 M), so a compressed snapshot ranks by cosine alone;
+- ``tags.npy``: float32 N x T tag probabilities, row i <-> vector i (NaN for a row stored without them), present when
+  the table holds tags; the manifest's ``tags`` names the T columns.
 
 The kind follows the track count: exact up to ``index.exact_max_tracks``, an HNSW graph (about 1 KB a track in
 memory) up to ``index.compressed_min_tracks``, and above it the compressed kind: an IVF index of 8-bit (or
@@ -103,6 +105,8 @@ class LibraryVectors:
         self.index = index  # the HNSW graph (kind 'hnsw'), opened with the other files
         self.behind: str | None = None  # why this snapshot lags the table, when it does (readers say so)
         self.hub: np.ndarray | None = None  # per-track density for hubness reduction (recsys.index.hubness)
+        self.tags: np.ndarray | None = None  # N x T tag probabilities (NaN: none stored), when the encoder has a head
+        self.tag_names: list[str] = []
         self._parquet = meta
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._lists: dict[str, list] = {}
@@ -160,7 +164,8 @@ def read_manifest(home: Path) -> dict | None:
     return _read_json(Path(home) / ANN / MANIFEST)
 
 
-SNAPSHOT_FILES = ("vectors.npy", "meta.parquet", "index.faiss", HUB_FILE)
+TAGS_FILE = "tags.npy"
+SNAPSHOT_FILES = ("vectors.npy", "meta.parquet", "index.faiss", HUB_FILE, TAGS_FILE)
 
 
 def excluded_digest(keys: Collection[str]) -> str:
@@ -330,6 +335,10 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
                 lambda q, k: faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT))
             np.save(folder / HUB_FILE, hub_stats(vectors, search))
             manifest["hubness"] = {"k": HUB_K}
+        tag_names = store.tag_names
+        if "tags" in meta.column_names and tag_names:
+            np.save(folder / TAGS_FILE, _tag_matrix(meta.column("tags"), len(tag_names)))
+            manifest["tags"] = tag_names
         manifest["files"] = {name: (folder / name).stat().st_size for name in SNAPSHOT_FILES
                              if (folder / name).exists()}
         for name in manifest["files"]:  # on disk before the swap: a crash after it never exposes a torn file
@@ -408,6 +417,15 @@ def _damaged(home: Path, what: str) -> AnnError:
     return AnnError(f"the index snapshot in {home / ANN} is damaged ({what}): {DAMAGED_HINT}")
 
 
+def _tag_matrix(column: pa.ChunkedArray, n_tags: int) -> np.ndarray:
+    """The ``tags`` column as float32 N x n_tags, NaN rows where a track has none."""
+    out = np.full((len(column), n_tags), np.nan, np.float32)
+    for i, value in enumerate(column.to_pylist()):
+        if value is not None:
+            out[i] = value
+    return out
+
+
 def load_snapshot(home: Path) -> LibraryVectors:
     """The current snapshot, every file opened (vectors memory-mapped); a swap meanwhile makes it start over."""
     home = Path(home)
@@ -445,6 +463,8 @@ def load_snapshot(home: Path) -> LibraryVectors:
                              folder=folder, manifest=manifest, index=index)
         if HUB_FILE in manifest.get("files", {}):  # snapshots built before hubness reduction lack it
             lib.hub = np.load(folder / HUB_FILE)
+        if TAGS_FILE in manifest.get("files", {}):
+            lib.tags, lib.tag_names = np.load(folder / TAGS_FILE, mmap_mode="r"), list(manifest.get("tags", []))
         return lib
     raise AnnError(f"no index in {home}: run `recsys embed`")
 

@@ -8,11 +8,17 @@ Vector dimension: the `vector` column is a fixed-size list, so a table holds one
 dimension makes every stored vector stale anyway; :meth:`TrackStore.upsert` refuses such rows and the caller must first
 call :meth:`TrackStore.reset_vectors`, which overwrites the table (as a new version) with an empty one of the new dim.
 Nothing of the old rows is kept: they are all re-embedded.
+
+Tags: when the encoder has a tag head (``recsys.embedder.interface.tag_names``) each row also carries its tag
+probabilities in ``tags``, a fixed-size float32 list, and ``<home>/tags.json`` names them in order. A table made
+before tags existed has no such column: the first write with tags adds it (a schema change, one commit) and the older
+rows read as null until they are embedded again. Rows of an encoder without a head hold null.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +65,8 @@ CLEANUP_AFTER = timedelta(minutes=1)  # compact() drops table versions older tha
 META_COLUMNS = ["key", "path", "start_s", "content_id", "size", "mtime_ns", "duration_s", "artist", "album", "title",
                 "genre", "year", "track_number", "encoder_id", "embedded_at"]
 VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
+TAGS_COLUMN = "tags"
+TAG_NAMES_FILE = "tags.json"
 STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
 
 _TEXT = pa.string()
@@ -109,6 +117,7 @@ class TrackRow:
     encoder_id: str
     vector: np.ndarray
     embedded_at: datetime = field(default_factory=_now)
+    tags: np.ndarray | None = None  # tag probabilities, in the order of the home's tag names; None: no tag head
 
 
 @dataclass
@@ -220,6 +229,39 @@ class TrackStore:
             return None
         return int(self._tracks.schema.field("vector").type.list_size)
 
+    @property
+    def n_tags(self) -> int | None:
+        """How many tags the ``tags`` column holds per row; None when the table has no such column."""
+        if self._tracks is None or TAGS_COLUMN not in self._tracks.schema.names:
+            return None
+        return int(self._tracks.schema.field(TAGS_COLUMN).type.list_size)
+
+    @property
+    def tag_names(self) -> list[str] | None:
+        """The names of the ``tags`` column's entries, in order (``<home>/tags.json``); None when there are none."""
+        return read_tag_names(self.home)
+
+    def tags_of(self, keys: Iterable[str]) -> dict[str, np.ndarray | None]:
+        """The tag probabilities of rows by key (None for a row without them)."""
+        wanted = sorted(set(keys))
+        if self.n_tags is None or not wanted:
+            return {k: None for k in wanted}
+        table = self._select(["key", TAGS_COLUMN], col("key").isin(wanted))
+        values = table.column(TAGS_COLUMN).to_pylist()
+        return {k: None if v is None else np.asarray(v, np.float32)
+                for k, v in zip(table.column("key").to_pylist(), values, strict=True)}
+
+    def tags_by_content_id(self, content_ids: Iterable[str], encoder_id: str) -> dict[str, np.ndarray]:
+        """The stored tags of the current encoder's rows by content id (moved files keep theirs with the vector)."""
+        wanted = sorted(set(content_ids))
+        if self.n_tags is None or not wanted:
+            return {}
+        table = self._select(["content_id", TAGS_COLUMN],
+                             col("content_id").isin(wanted) & (col("encoder_id") == lit(encoder_id)))
+        return {cid: np.asarray(v, np.float32) for cid, v in zip(table.column("content_id").to_pylist(),
+                                                                 table.column(TAGS_COLUMN).to_pylist(), strict=True)
+                if v is not None}
+
     def _select(self, columns: list[str], where=None) -> pa.Table:
         def read() -> pa.Table:
             query = self._tracks.search()
@@ -264,7 +306,7 @@ class TrackStore:
             return pa.table({name: pa.array([], _FIELD_TYPES[name]) for name in META_COLUMNS}), \
                 np.zeros((0, 0), np.float32)
         where = None if encoder_id is None else col("encoder_id") == lit(encoder_id)
-        table = self._select(VECTOR_COLUMNS, where)
+        table = self._select(VECTOR_COLUMNS + ([TAGS_COLUMN] if self.n_tags else []), where)
         vectors = _vectors(table.column("vector"), self.dim or 0)
         return table.drop_columns(["vector"]), vectors
 
@@ -314,8 +356,10 @@ class TrackStore:
 
     # ---- writing: each call is one commit, then the stamp ---------------------------------------------------------
 
-    def upsert(self, rows: Sequence[TrackRow]) -> None:
-        """Insert or replace rows by key in one commit (callers batch ~64 rows: a commit per row is slow)."""
+    def upsert(self, rows: Sequence[TrackRow], tag_names: Sequence[str] | None = None) -> None:
+        """Insert or replace rows by key in one commit (callers batch ~64 rows: a commit per row is slow).
+
+        ``tag_names``: the names of the rows' ``tags`` (recorded in ``<home>/tags.json``); rows with tags need them."""
         if not rows:
             return
         dims = {int(np.asarray(r.vector).shape[-1]) for r in rows}
@@ -327,10 +371,30 @@ class TrackStore:
         elif dim != self.dim:
             raise StoreError(f"table in {self.home} holds {self.dim}-d vectors, got {dim}-d: call reset_vectors({dim})"
                              " first (a new encoder makes all old vectors stale)")
-        data = _track_batch(_dedupe(rows), dim)
+        n_tags = self._prepare_tags(rows, tag_names)
+        data = _track_batch(_dedupe(rows), dim, n_tags)
         self._guard(lambda: self._tracks.merge_insert("key").when_matched_update_all()
                     .when_not_matched_insert_all().execute(data))
         self._write_stamp()
+
+    def _prepare_tags(self, rows: Sequence[TrackRow], tag_names: Sequence[str] | None) -> int | None:
+        """The table's tag count after adding the ``tags`` column when these are the first rows with tags."""
+        sizes = {int(np.asarray(r.tags).shape[-1]) for r in rows if r.tags is not None}
+        if not sizes:
+            return self.n_tags
+        tag_names = tag_names or read_tag_names(self.home)  # rows reused with their tags: the names already kept
+        if len(sizes) != 1 or tag_names is None or len(tag_names) not in sizes:
+            raise StoreError(f"rows for {self.home} carry {sorted(sizes)} tags for {len(tag_names or ())} tag names: "
+                             "one encoder per batch, with its tag names")
+        n = sizes.pop()
+        if self.n_tags is None:
+            self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n))))
+        elif self.n_tags != n:
+            raise StoreError(f"table in {self.home} holds {self.n_tags} tags per track, got {n}: call "
+                             "reset_vectors first (a new encoder makes all old rows stale)")
+        if read_tag_names(self.home) != list(tag_names):
+            write_json_atomic(self.home / TAG_NAMES_FILE, {"tags": list(tag_names)})
+        return n
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete rows by key, in one commit; keys are matched as typed literals, never pasted into SQL."""
@@ -443,11 +507,26 @@ def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:
     return list({r.key: r for r in rows}.values())
 
 
-def _track_batch(rows: list[TrackRow], dim: int) -> pa.Table:
+def _track_batch(rows: list[TrackRow], dim: int, n_tags: int | None = None) -> pa.Table:
     columns = {name: pa.array([getattr(r, name) for r in rows], _FIELD_TYPES[name]) for name in META_COLUMNS}
     flat = np.stack([np.asarray(r.vector, dtype=np.float32).reshape(dim) for r in rows]).reshape(-1)
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
-    return pa.table(columns, schema=tracks_schema(dim))
+    schema = tracks_schema(dim)
+    if n_tags is not None:
+        tags_type = pa.list_(pa.float32(), n_tags)
+        columns[TAGS_COLUMN] = pa.array([None if r.tags is None else np.asarray(r.tags, np.float32).tolist()
+                                         for r in rows], tags_type)
+        schema = schema.append(pa.field(TAGS_COLUMN, tags_type))
+    return pa.table(columns, schema=schema)
+
+
+def read_tag_names(home: Path) -> list[str] | None:
+    """The tag names recorded in ``<home>/tags.json`` (None when absent or unreadable)."""
+    try:
+        names = json.loads((Path(home) / TAG_NAMES_FILE).read_text(encoding="utf-8")).get("tags")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return [str(n) for n in names] if isinstance(names, list) else None
 
 
 def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:

@@ -9,11 +9,20 @@ A filter is a list of terms, all of which must hold (AND)::
     rating:3..                 rated 3 stars or more (stars 0-5, halves allowed: rating:3.5..); rating:none = unrated
     played:0                   never played (play count; ranges as for year: played:5..)
     path:~/Music/Jazz          the file is inside this folder (a folder prefix, case-sensitive like the file system)
+    tag:chill                  the sound carries the tag (the encoder's tag head: musicnn's 50 MSD tags)
     -genre:christmas           negation: any term prefixed with '-' (or '^', which no shell or option parser minds)
     aphex                      a bare word: artist, album or title contains it
 
 A text term with an empty value (``genre:``) matches the tracks whose tag is empty. A track with no year never matches
 ``year:`` (so ``-year:1990..`` keeps it), an unrated one never matches ``rating:`` unless it is ``rating:none``.
+
+A track has tag T (``tag:T``) when its probability of T is at or above T's threshold on this library: the 90th
+percentile of T over the library's tracks (the top 10 % of the library for T), but never below an absolute floor of
+0.1 and never above 0.5. Why: MusiCNN's sigmoid outputs are not calibrated per tag (common tags like "rock" sit near
+0.3 on much of any library, rare ones like "metal" under 0.05 on most music), so one absolute threshold either tags
+everything with "rock" or nothing with "metal"; a percentile alone would give 10 % of a library with no metal at all the
+tag "metal", hence the floor; and a library where most tracks carry a tag confidently (p >= 0.5) keeps all of them,
+hence the ceiling. A track stored without tags never has one (so ``-tag:T`` keeps it).
 
 On the command line the terms are given to ``--where``, one string split like a shell would
 (``--where 'genre:ambient -artist:enya'``), or one term per ``--where`` (repeatable). Why an option and not
@@ -46,7 +55,9 @@ if TYPE_CHECKING:
 
 TEXT_FIELDS = ("artist", "album", "title", "genre")
 RANGE_FIELDS = ("year", "rating", "played")
-FIELDS = (*TEXT_FIELDS, *RANGE_FIELDS, "path")
+FIELDS = (*TEXT_FIELDS, *RANGE_FIELDS, "path", "tag")
+TAGS = "tags"  # the column a tag: term reads: a TagScores
+TAG_TOP_SHARE, TAG_FLOOR, TAG_CEILING = 0.10, 0.1, 0.5  # see the module docstring
 BARE_FIELDS = ("artist", "album", "title")  # what a bare word is looked for in
 # what mask() reads (albumartist optional)
 COLUMNS = ("artist", "albumartist", "album", "title", "genre", "year", "path")
@@ -54,12 +65,57 @@ NEGATIONS = ("-", "^")
 
 HELP = """Filter the candidates (repeatable; all terms must hold). Terms: genre:ambient, artist:"boards of canada",
 album:X, title:X (substring, case- and accent-insensitive), year:1990..1999 (or 1990.., ..1999, 1995),
-rating:3.. (stars; rating:none = unrated), played:0 (play count), path:~/Music/Jazz (folder), a bare word (artist,
-album or title); prefix a term with - or ^ to negate it: --where '-genre:christmas'."""
+rating:3.. (stars; rating:none = unrated), played:0 (play count), path:~/Music/Jazz (folder), tag:chill (a tag the
+sound carries: top 10 % of the library for it, probability at least 0.1; `recsys tags` lists them), a bare word
+(artist, album or title); prefix a term with - or ^ to negate it: --where '-genre:christmas'."""
 
 
 class FilterError(RecsysError):
     """A filter term that cannot be parsed; the message names the term and the valid fields."""
+
+
+@dataclass(frozen=True)
+class TagScores:
+    """The tag probabilities of a set of tracks (N x T, NaN rows for tracks without tags) and the T tag names."""
+
+    names: Sequence[str]
+    probs: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def index(self, tag: str) -> int:
+        """The column of ``tag`` (matched in :func:`tag_key` form), or a FilterError listing the tags."""
+        wanted = tag_key(tag)
+        for i, name in enumerate(self.names):
+            if tag_key(name) == wanted:
+                return i
+        raise FilterError(f"unknown tag {shown(tag)}: the encoder's tags are {', '.join(self.names)}")
+
+    def thresholds(self) -> np.ndarray:
+        """Per tag, the probability at or above which a track of this library has it (module docstring)."""
+        import numpy as np
+
+        probs = np.asarray(self.probs, dtype=np.float32)
+        known = probs[~np.isnan(probs).any(axis=1)] if len(probs) else probs
+        if len(known) == 0:
+            return np.full(len(self.names), TAG_CEILING, np.float32)
+        top = np.quantile(known, 1.0 - TAG_TOP_SHARE, axis=0)
+        return np.clip(top, TAG_FLOOR, TAG_CEILING).astype(np.float32)
+
+    def has(self, tag: str) -> np.ndarray:
+        """Which tracks have ``tag``: a boolean per row."""
+        import numpy as np
+
+        i = self.index(tag)
+        column = np.asarray(self.probs[:, i], dtype=np.float32)
+        with np.errstate(invalid="ignore"):
+            return np.nan_to_num(column, nan=-1.0) >= self.thresholds()[i]
+
+
+def tag_key(tag: str) -> str:
+    """How a tag is matched: search_key with underscores as spaces ("Hip-Hop" = hip_hop = "hip hop")."""
+    return search_key(tag.replace("_", " "))
 
 
 @dataclass(frozen=True)
@@ -92,6 +148,13 @@ class Term:
                     else np.ones(n, dtype=bool)
             return np.logical_or.reduce([_contains(v, self.text) for v in present]) if present \
                 else np.zeros(n, dtype=bool)
+        if self.field == "tag":
+            scores = columns.get(TAGS)
+            if not isinstance(scores, TagScores):
+                raise FilterError(f"filter {shown(self.source)} needs tags from the sound, and this index holds none: "
+                                  "embed with an encoder that has a tag head (--encoder musicnn) and run `recsys "
+                                  "embed` again")
+            return scores.has(self.text)
         if self.field == "path":
             return np.fromiter((_inside(p, self.text) for p in _column(columns, "path", n)), dtype=bool, count=n)
         values = _column(columns, "year", n) if self.field == "year" else stars if self.field == "rating" else plays
@@ -135,7 +198,7 @@ class Filter:
     @property
     def columns(self) -> set[str]:
         """The tag columns the terms read (so a snapshot reads only those)."""
-        names = {"": BARE_FIELDS, "artist": ("artist", "albumartist")}
+        names = {"": BARE_FIELDS, "artist": ("artist", "albumartist"), "tag": (TAGS,)}
         return {c for t in self.terms if t.field not in ("rating", "played") for c in names.get(t.field, (t.field,))}
 
     def matches(self, track: object, stars: float | None = None, plays: int = 0) -> bool:
@@ -160,7 +223,14 @@ def candidate_mask(flt: Filter, keys: Sequence[str], column: Callable[[str], Seq
 def snapshot_column(lib: object) -> Callable[[str], Sequence | None]:
     """The ``column`` argument of :func:`candidate_mask` for an index snapshot (``LibraryVectors``)."""
     names = set(lib.column_names)  # type: ignore[attr-defined]
-    return lambda name: lib.values(name) if name in names else None  # type: ignore[attr-defined]
+
+    def column(name: str) -> Sequence | TagScores | None:
+        if name == TAGS:
+            probs = getattr(lib, "tags", None)
+            return None if probs is None else TagScores(lib.tag_names, probs)  # type: ignore[attr-defined]
+        return lib.values(name) if name in names else None  # type: ignore[attr-defined]
+
+    return column
 
 
 def track_columns(tracks: Sequence[object]) -> dict[str, list]:
@@ -194,6 +264,10 @@ def _term(word: str) -> Term:
                           "(or a bare word, matched against artist, album and title)")
     if field in TEXT_FIELDS:
         return Term(field, text=search_key(value), negate=negate, source=word)
+    if field == "tag":
+        if not tag_key(value):
+            raise FilterError(f"filter {shown(word)} needs a tag: e.g. tag:chill (`recsys tags TRACK` lists them)")
+        return Term(field, text=value, negate=negate, source=word)
     if field == "path":
         if not value:
             raise FilterError(f"filter {shown(word)} needs a folder: e.g. path:~/Music/Jazz")

@@ -100,10 +100,22 @@ def _checked_vectors(out: object, batch: Sequence[tuple[Job, object]], dim: int,
     return (vectors / norms[:, None]).astype(np.float32)
 
 
+def _checked_tags(out: object, n: int, n_tags: int, label: str) -> np.ndarray:
+    """The tag head's output as float32 n x n_tags probabilities, or an error naming the encoder."""
+    if hasattr(out, "detach"):
+        out = out.detach().float().cpu().numpy()
+    probs = np.asarray(out, dtype=np.float32)
+    if probs.shape != (n, n_tags) or not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise EncoderOutputError(f"encoder {label} returned tag probabilities of shape {tuple(probs.shape)} (expected "
+                                 f"({n}, {n_tags}) in [0, 1]): fix the encoder; nothing of this batch was stored")
+    return probs
+
+
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def _row(job: Job, vector: np.ndarray, encoder_id: str, duration_s: float) -> TrackRow:
+def _row(job: Job, vector: np.ndarray, encoder_id: str, duration_s: float,
+         tags: np.ndarray | None = None) -> TrackRow:
     t = job.track
     return TrackRow(
         key=t.key,
@@ -122,6 +134,7 @@ def _row(job: Job, vector: np.ndarray, encoder_id: str, duration_s: float) -> Tr
         encoder_id=encoder_id,
         vector=np.asarray(vector, dtype=np.float32),
         embedded_at=datetime.now(timezone.utc),
+        tags=tags,
     )
 
 
@@ -131,6 +144,9 @@ class _Encoding:
     def __init__(self, encoder, encoder_id: str, crop_samples: int, batch_size: int, store: TrackStore,
                  write_batch: int, label: str, critical: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.encoder, self.encoder_id, self.label = encoder, encoder_id, label
+        # None: no tag head (or nothing encoded yet: asking a lazy encoder would load it), rows hold no tags
+        self.tag_names: tuple[str, ...] | None = None
+        self._head_checked = False
         self.critical = critical  # sections a signal must not cut: encoding a batch, writing rows
         self.crop_samples, self.batch_size = crop_samples, batch_size
         self.store, self.write_batch = store, write_batch
@@ -170,15 +186,25 @@ class _Encoding:
         import torch
 
         waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
+        if not self._head_checked:
+            from recsys.embedder.interface import tag_names  # torch: imported when encoding, not with the module
+
+            self.tag_names, self._head_checked = tag_names(self.encoder), True
+        probs = None
         try:
-            out = self.encoder.encode(waves.to(self.device))
+            if self.tag_names:
+                out, probs = self.encoder.encode_with_tags(waves.to(self.device))
+            else:
+                out = self.encoder.encode(waves.to(self.device))
         except Exception as exc:  # a plug-in's bug: one line naming it, not a traceback
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EncoderOutputError(f"encoder {self.label} failed on a batch ({type(exc).__name__}: {first}): fix "
                                      "the encoder or choose another with --encoder") from None
         vectors = _checked_vectors(out, batch, int(self.encoder.dim), self.label)
-        for (job, clip), vector in zip(batch, vectors, strict=True):
-            self.add_row(_row(job, vector, self.encoder_id, job.track.length_s or clip.duration_s))
+        tags = None if probs is None else _checked_tags(probs, len(batch), len(self.tag_names), self.label)
+        for i, ((job, clip), vector) in enumerate(zip(batch, vectors, strict=True)):
+            self.add_row(_row(job, vector, self.encoder_id, job.track.length_s or clip.duration_s,
+                              None if tags is None else tags[i]))
         self.encoded += len(batch)
 
     @property
@@ -201,7 +227,7 @@ class _Encoding:
                 # A new encoder of another dimension: its first checked batch replaces the old vectors (all stale).
                 # Not before, so an encoder that fails on its first batch costs no stored vector.
                 self.store.reset_vectors(dim)
-            self.store.upsert(self.rows)
+            self.store.upsert(self.rows, self.tag_names)
             self.store.clear_failures([r.key for r in self.rows])
             self.written += len(self.rows)
             self.stored.extend((r.key, r.size, r.mtime_ns, r.content_id) for r in self.rows)
@@ -312,6 +338,8 @@ def embed_tracks(
     report.stale, report.content_checked, report.rewritten = plan.stale, plan.content_checked, plan.rewritten
     report.kept_missing = len(plan.missing_keys)
     report.plan = plan
+    # a moved file keeps its tags with its vector: read before the moved rows are deleted
+    reused_tags = store.tags_by_content_id([job.content_id for job, _ in plan.reuse], encoder_id)
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
@@ -319,7 +347,7 @@ def embed_tracks(
     encoding = _Encoding(encoder, encoder_id, spec.clip_samples, batch_size, store, write_batch,
                          label or str(getattr(encoder, "name", type(encoder).__name__)), interrupts.critical)
     for job, vector in plan.reuse:
-        encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0))
+        encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0, reused_tags.get(job.content_id)))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     failed_as_planned: list[int] = []

@@ -320,7 +320,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
          min_liked_share: float | None = 0.5, min_audio_votes: float = 4.0, block_unliked_albums: bool = True,
          scale_caps: bool = True, scorer: str = "blend",
          search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
-         allowed: np.ndarray | None = None, library: Catalogue | None = None,
+         allowed: np.ndarray | None = None, library: Catalogue | None = None, boost: np.ndarray | None = None,
          rested: Collection[str] = ()) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
@@ -331,6 +331,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     ``allowed`` (a boolean per row, e.g. the ``--where`` filter's mask) keeps only those rows as candidates; every
     rated track still votes. ``rested`` (track keys: those of recent playlists, ``recsys.home.recent``) come after
     every other candidate that passes the rules: the playlist holds them only where the others cannot fill it.
+    ``boost`` (a factor per row, e.g. a tag's probability) multiplies the relevance the order follows.
     """
     if mode not in MODES:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
@@ -380,6 +381,8 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         candidate &= allowed
     relevance = (uncertainty(p_knn, support, p_model if like is not p_knn else None, w_model, w_knn)
                  if mode == "uncertain" else like)
+    if boost is not None:  # e.g. `playlist --tag`: the order is the taste times the tag's probability
+        relevance = relevance * boost
     rows = np.flatnonzero(candidate)
     if scale_caps and mode == "taste" and not len(seeds):
         max_per_artist, max_per_album = _scaled_caps(lib.keys, tracks, evidence[liked > 0.5], root, loose, top_n,
