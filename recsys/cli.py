@@ -260,8 +260,14 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
               help="Read every file's content id and embed again those whose bytes changed, even where size and "
                    "times say unchanged (a file system without a real ctime: FAT, some network shares).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: decode and encode on a Ray cluster (pip install 'recsys[ray]'); planning, commits and the "
+                   "index stay on this machine. See README, 'Beyond one machine'.")
+@click.option("--address", default=None,
+              help="With --engine ray: the cluster to join (auto, HOST:PORT); without it a local Ray starts with this "
+                   "machine's cores.")
 @click.pass_context
-def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, recheck, quiet):
+def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, recheck, quiet, engine, address):
     """Embed every track of the library into the table and index.
 
     Incremental and resumable: unchanged tracks are not decoded again, changed files are re-embedded (one rewritten
@@ -272,10 +278,12 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
     """
     from recsys.app.embed import embed_library
 
+    if address and engine != "ray":
+        raise click.UsageError("--address joins a Ray cluster: give it with --engine ray")
     settings = _library_settings(ctx, db, folders, embed={"encoder": encoder, "workers": workers, "device": device,
                                                           "batch_size": batch_size})
     report = embed_library(settings, retry_failed=retry_failed, progress=None if quiet else _progress_bar,
-                           recheck=recheck)
+                           recheck=recheck, engine=engine, address=address)
     _render_embed(report)
     _remember(settings, db, folders)
     if report.interrupted:

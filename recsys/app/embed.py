@@ -29,10 +29,12 @@ class NoTracksError(RecsysError):
 
 def embed_library(
     settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None,
-    recheck: bool = False,
+    recheck: bool = False, engine: str = "local", address: str | None = None,
 ) -> EmbedReport:
     """`recsys embed`: read the library, embed what is new or changed, and refresh the index. ``recheck``: compare
-    every file's content with its row's (``recsys embed --recheck``), not only those whose ctime moved."""
+    every file's content with its row's (``recsys embed --recheck``), not only those whose ctime moved. ``engine``
+    ``ray``: decode and encode on a Ray cluster (:mod:`recsys.pipeline.ray_engine`; ``address`` joins a running one),
+    planning, commits and the index staying here."""
     library = load_configured_library(settings)
     if not library.tracks:
         where = library.db_path or ", ".join(library.folders)
@@ -55,22 +57,32 @@ def embed_library(
                 seconds=time.monotonic() - started, encoder=resolved.label, encoder_id=eid,
                 device=device_label(encoder), index=read_manifest(home) or {}, library=library, empty_folders=empty)
         store = TrackStore.open(home)
-        report = embed_tracks(
-            library.tracks,
-            store,
-            encoder,
-            eid,
-            spec,
-            workers=default_workers(settings.embed.workers),
-            batch_size=settings.embed.batch_size,
-            write_batch=settings.embed.write_batch,
-            retry_failed=retry_failed,
-            progress=progress,
-            label=resolved.label,
-            untouched_folders=empty,
-            recheck=recheck,
-        )
-        report.library, report.encoder, report.device = library, resolved.label, device_label(encoder)
+        if engine == "ray":
+            from recsys.pipeline.ray_engine import embed_tracks_ray, ray_session
+
+            with ray_session(address):
+                report = embed_tracks_ray(
+                    library.tracks, store, settings.embed.encoder, settings.embed.device, eid, int(encoder.dim),
+                    spec, label=resolved.label, built_id=resolved.encoder_id, batch_size=settings.embed.batch_size,
+                    retry_failed=retry_failed, untouched_folders=empty, recheck=recheck, progress=progress)
+        else:
+            report = embed_tracks(
+                library.tracks,
+                store,
+                encoder,
+                eid,
+                spec,
+                workers=default_workers(settings.embed.workers),
+                batch_size=settings.embed.batch_size,
+                write_batch=settings.embed.write_batch,
+                retry_failed=retry_failed,
+                progress=progress,
+                label=resolved.label,
+                untouched_folders=empty,
+                recheck=recheck,
+            )
+        report.library, report.encoder = library, resolved.label
+        report.device = report.device or device_label(encoder)  # the Ray engine names its actors' devices
         report.empty_folders = empty
         if not report.interrupted:
             if report.embedded or report.reused or report.deleted:

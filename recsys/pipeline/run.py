@@ -114,8 +114,42 @@ def _checked_tags(out: object, n: int, n_tags: int, label: str) -> np.ndarray:
 # ---- the run --------------------------------------------------------------------------------------------------------
 
 
-def _row(job: Job, vector: np.ndarray, encoder_id: str, duration_s: float,
-         tags: np.ndarray | None = None) -> TrackRow:
+def full_crop(clip: Clip, crop_samples: int) -> Clip | None:
+    """``clip`` padded to exactly ``crop_samples`` when it is a full crop (batched with others), None when the track
+    is shorter (encoded on its own, with what it has): resampling may round a full crop a sample or two short."""
+    n = len(clip.samples)
+    if n < crop_samples - 2:
+        return None
+    samples = np.zeros(crop_samples, dtype=np.float32)
+    samples[: min(n, crop_samples)] = clip.samples[:crop_samples]
+    return Clip(samples, clip.sample_rate, clip.start_s, clip.duration_s, clip.decoder)
+
+
+def encode_batch(encoder, batch: list[tuple[Job, Clip]], encoder_id: str, label: str, device,
+                 tag_names: tuple[str, ...] | None) -> list[TrackRow]:
+    """Encode clips of one length together and return their rows (checked by :func:`_checked_vectors`), with the
+    tag probabilities when the encoder has a tag head (``tag_names``)."""
+    import torch
+
+    waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
+    probs = None
+    try:
+        if tag_names:
+            out, probs = encoder.encode_with_tags(waves.to(device))
+        else:
+            out = encoder.encode(waves.to(device))
+    except Exception as exc:  # a plug-in's bug: one line naming it, not a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EncoderOutputError(f"encoder {label} failed on a batch ({type(exc).__name__}: {first}): fix "
+                                 "the encoder or choose another with --encoder") from None
+    vectors = _checked_vectors(out, batch, int(encoder.dim), label)
+    tags = None if probs is None else _checked_tags(probs, len(batch), len(tag_names), label)
+    return [row_for(job, vector, encoder_id, job.track.length_s or clip.duration_s, None if tags is None else tags[i])
+            for i, ((job, clip), vector) in enumerate(zip(batch, vectors, strict=True))]
+
+
+def row_for(job: Job, vector: np.ndarray, encoder_id: str, duration_s: float,
+            tags: np.ndarray | None = None) -> TrackRow:
     t = job.track
     return TrackRow(
         key=t.key,
@@ -158,11 +192,9 @@ class _Encoding:
         self.stored: list[tuple[str, int, int, str]] = []  # (key, size, mtime_ns, content id) of every row written
 
     def add_clip(self, job: Job, clip: Clip) -> None:
-        n = len(clip.samples)
-        if n >= self.crop_samples - 2:  # resampling may round a full crop a sample or two short
-            samples = np.zeros(self.crop_samples, dtype=np.float32)
-            samples[: min(n, self.crop_samples)] = clip.samples[: self.crop_samples]
-            self.clips.append((job, Clip(samples, clip.sample_rate, clip.start_s, clip.duration_s, clip.decoder)))
+        full = full_crop(clip, self.crop_samples)
+        if full is not None:
+            self.clips.append((job, full))
             if len(self.clips) >= self.batch_size:
                 self.flush_clips()
         else:  # a short track is encoded on its own, with what it has
@@ -183,28 +215,12 @@ class _Encoding:
             self._encode_batch(batch)
 
     def _encode_batch(self, batch: list[tuple[Job, Clip]]) -> None:
-        import torch
-
-        waves = torch.from_numpy(np.stack([c.samples for _, c in batch]))
         if not self._head_checked:
             from recsys.embedder.interface import tag_names  # torch: imported when encoding, not with the module
 
             self.tag_names, self._head_checked = tag_names(self.encoder), True
-        probs = None
-        try:
-            if self.tag_names:
-                out, probs = self.encoder.encode_with_tags(waves.to(self.device))
-            else:
-                out = self.encoder.encode(waves.to(self.device))
-        except Exception as exc:  # a plug-in's bug: one line naming it, not a traceback
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EncoderOutputError(f"encoder {self.label} failed on a batch ({type(exc).__name__}: {first}): fix "
-                                     "the encoder or choose another with --encoder") from None
-        vectors = _checked_vectors(out, batch, int(self.encoder.dim), self.label)
-        tags = None if probs is None else _checked_tags(probs, len(batch), len(self.tag_names), self.label)
-        for i, ((job, clip), vector) in enumerate(zip(batch, vectors, strict=True)):
-            self.add_row(_row(job, vector, self.encoder_id, job.track.length_s or clip.duration_s,
-                              None if tags is None else tags[i]))
+        for row in encode_batch(self.encoder, batch, self.encoder_id, self.label, self.device, self.tag_names):
+            self.add_row(row)
         self.encoded += len(batch)
 
     @property
@@ -300,27 +316,25 @@ def _named_failure(track: Track, error: str) -> tuple[str, str]:
     return track.key, error[len(prefix):] if error.startswith(prefix) else error
 
 
-def embed_tracks(
-    tracks: Sequence[Track],
-    store: TrackStore,
-    encoder,
-    encoder_id: str,
-    spec: DecodeSpec,
-    *,
-    workers: int = 1,
-    batch_size: int = 32,
-    write_batch: int = 64,
-    retry_failed: bool = False,
-    progress: Callable[[int], object] | None = None,
-    label: str | None = None,
-    untouched_folders: Sequence[str] = (),
-    recheck: bool = False,
-) -> EmbedReport:
-    """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C or SIGTERM keeps everything decoded so
-    far (the clips waiting for a full batch are encoded first, and no signal cuts a batch or a write, so the count
-    reported is the count saved). ``recheck``: read every file's content id, whatever its size, mtime and ctime say
-    (``recsys.pipeline.checked``)."""
-    started = time.monotonic()
+def count_not_decoded(report: EmbedReport, job: Job, error: str | None, too_long: bool) -> FailureRow | None:
+    """Count a file that gave no clip; the failure row to record when it is a failure (not too long, not a file
+    that changed or a server that did not deliver: the next run does those)."""
+    if too_long:
+        report.too_long += 1
+        return None
+    if error in (FILE_CHANGED, SERVER_UNREACHED):
+        report.changed += 1
+        return None
+    report.failed += 1
+    report.new_failures.append(_named_failure(job.track, error or "unknown error"))
+    return FailureRow(key=job.track.key, path=job.track.path, size=job.size, mtime_ns=job.mtime_ns,
+                      error=error or "unknown error")
+
+
+def start_run(tracks: Sequence[Track], store: TrackStore, encoder_id: str, *, retry_failed: bool,
+              untouched_folders: Sequence[str], recheck: bool) -> tuple[EmbedReport, Plan, dict]:
+    """Plan against the table (on this machine, whatever engine encodes) and delete the rows the plan drops; the
+    report starts with the plan's counts; the tags of the reused vectors by content id."""
     report = EmbedReport(total=len(tracks), encoder_id=encoder_id)
     failures = {f.key: f for f in store.failures()}
     plan = plan_embedding(
@@ -343,11 +357,37 @@ def embed_tracks(
     if plan.delete_keys:
         store.delete(plan.delete_keys)
         report.deleted = len(plan.delete_keys)
+    return report, plan, reused_tags
+
+
+def embed_tracks(
+    tracks: Sequence[Track],
+    store: TrackStore,
+    encoder,
+    encoder_id: str,
+    spec: DecodeSpec,
+    *,
+    workers: int = 1,
+    batch_size: int = 32,
+    write_batch: int = 64,
+    retry_failed: bool = False,
+    progress: Callable[[int], object] | None = None,
+    label: str | None = None,
+    untouched_folders: Sequence[str] = (),
+    recheck: bool = False,
+) -> EmbedReport:
+    """Bring the table up to date with ``tracks`` for this encoder; Ctrl-C or SIGTERM keeps everything decoded so
+    far (the clips waiting for a full batch are encoded first, and no signal cuts a batch or a write, so the count
+    reported is the count saved). ``recheck``: read every file's content id, whatever its size, mtime and ctime say
+    (``recsys.pipeline.checked``)."""
+    started = time.monotonic()
+    report, plan, reused_tags = start_run(tracks, store, encoder_id, retry_failed=retry_failed,
+                                          untouched_folders=untouched_folders, recheck=recheck)
     interrupts = _Interrupts()
     encoding = _Encoding(encoder, encoder_id, spec.clip_samples, batch_size, store, write_batch,
                          label or str(getattr(encoder, "name", type(encoder).__name__)), interrupts.critical)
     for job, vector in plan.reuse:
-        encoding.add_row(_row(job, vector, encoder_id, job.track.length_s or 0.0, reused_tags.get(job.content_id)))
+        encoding.add_row(row_for(job, vector, encoder_id, job.track.length_s or 0.0, reused_tags.get(job.content_id)))
     report.reused = len(plan.reuse)
     bar = progress(len(plan.todo)) if (progress and plan.todo) else _NoProgress()
     failed_as_planned: list[int] = []
@@ -358,19 +398,10 @@ def embed_tracks(
                     with interrupts.critical():
                         if clip is not None:
                             encoding.add_clip(job, clip)
-                        elif too_long:
-                            report.too_long += 1
-                        elif error in (FILE_CHANGED, SERVER_UNREACHED):
-                            report.changed += 1
-                        else:
-                            report.failed += 1
-                            report.new_failures.append(_named_failure(job.track, error or "unknown error"))
-                            failed_as_planned.extend(_as_planned(plan, [(job.track.key, job.size, job.mtime_ns,
+                        elif (failure := count_not_decoded(report, job, error, too_long)) is not None:
+                            failed_as_planned.extend(as_planned(plan, [(job.track.key, job.size, job.mtime_ns,
                                                                          job.content_id)], FAILED))
-                            encoding.add_failure(
-                                FailureRow(key=job.track.key, path=job.track.path, size=job.size,
-                                           mtime_ns=job.mtime_ns, error=error or "unknown error")
-                            )
+                            encoding.add_failure(failure)
                         bar.update(1)
             except KeyboardInterrupt:
                 report.interrupted = True
@@ -386,11 +417,11 @@ def embed_tracks(
         encoding.flush_failures()
         report.embedded = encoding.encoded
         report.seconds = time.monotonic() - started
-        write_checked(store.home, [*plan.confirmed, *_as_planned(plan, encoding.stored), *failed_as_planned])
+        write_checked(store.home, [*plan.confirmed, *as_planned(plan, encoding.stored), *failed_as_planned])
     return report
 
 
-def _as_planned(plan: Plan, outcomes: list[tuple[str, int, int, str]], recorded: str | None = None) -> Iterator[int]:
+def as_planned(plan: Plan, outcomes: list[tuple[str, int, int, str]], recorded: str | None = None) -> Iterator[int]:
     """The identities of rows written (or failures recorded: ``recorded`` is then FAILED) from the very file the plan
     saw: a file that changed while it was decoded is recorded under its new size and mtime, but its ctime was not
     seen, so the next run checks it."""

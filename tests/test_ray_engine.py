@@ -1,0 +1,144 @@
+"""`recsys embed --engine ray` (recsys/pipeline/ray_engine.py) on a real local Ray: the same vectors as the local
+engine, one table version per chunk, a crash in a later chunk keeps the earlier ones and the rerun does only the rest,
+the encoder actor placed on the (declared) GPU, nothing written to the user's home.
+
+One Ray session for the whole module (starting Ray costs seconds): ``num_cpus=2`` and ``num_gpus=1`` declared, so the
+encoder actor's GPU placement is exercised on a machine without one (CUDA itself is not).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'recsys[ray]')")
+
+from recsys.app.embed import embed_library  # noqa: E402
+from recsys.app.settings import command_settings  # noqa: E402
+from recsys.embedder.active import resolve_encoder  # noqa: E402
+from recsys.embedder.decoding import decode_spec  # noqa: E402
+from recsys.index.store import TrackStore  # noqa: E402
+from recsys.library.sources import load_configured_library  # noqa: E402
+from recsys.pipeline.ray_engine import embed_tracks_ray, ray_session  # noqa: E402
+
+# dsp is deterministic arithmetic on the same decoded samples: the two engines agree to float32 rounding
+TOLERANCE = 1e-6
+
+
+@pytest.fixture(scope="module")
+def ray_home(tmp_path_factory):
+    """The Ray session; yields the fake user home it was started under (checked empty at the end)."""
+    user_home = tmp_path_factory.mktemp("ray-user-home")
+    saved = {name: os.environ.get(name) for name in ("HOME", "RAY_AUTH_MODE")}
+    os.environ["HOME"] = str(user_home)  # Ray's workers inherit it: anything written to '~' lands here
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+             _temp_dir=str(tmp_path_factory.mktemp("ray")))
+    try:
+        yield user_home
+    finally:
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    assert not list(user_home.rglob("*")), "Ray wrote into the user's home"
+
+
+def _settings(lib, home: Path):
+    return command_settings(None, str(home), db=str(lib.db), embed={"encoder": "dsp", "device": "cpu", "workers": 1})
+
+
+def _ray_run(lib, home: Path, chunk_size: int, before_commit=None):
+    settings = _settings(lib, home)
+    resolved = resolve_encoder("dsp", home, "cpu")
+    spec = decode_spec(settings, resolved.encoder.sample_rate)
+    eid = spec.vector_id(resolved.encoder_id)
+    tracks = load_configured_library(settings).tracks
+    store = TrackStore.open(home)
+    report = embed_tracks_ray(tracks, store, "dsp", "cpu", eid, int(resolved.encoder.dim), spec,
+                              label=resolved.label, built_id=resolved.encoder_id,
+                              chunk_size=chunk_size, before_commit=before_commit)
+    return report, store
+
+
+def _vectors(home: Path) -> dict[str, np.ndarray]:
+    table, vectors = TrackStore.open(home, writable=False).read_all()
+    return dict(zip(table.column("key").to_pylist(), vectors, strict=True))
+
+
+def test_same_vectors_as_the_local_engine_one_version_per_chunk_on_the_gpu_slot(small_library, ray_home, tmp_path):
+    local = embed_library(_settings(small_library, tmp_path / "local"))
+    assert local.embedded == 12
+
+    report, _ = _ray_run(small_library, tmp_path / "ray", 5)
+    assert report.embedded == 12 and report.failed == 0 and not report.interrupted
+    assert report.device == "ray: 1 encoder actor(s), GPU [0]", report.device  # it held the declared GPU slot
+    ours, theirs = _vectors(tmp_path / "ray"), _vectors(tmp_path / "local")
+    assert ours.keys() == theirs.keys()
+    worst = max(float(np.abs(ours[k] - theirs[k]).max()) for k in ours)
+    assert worst <= TOLERANCE, worst
+
+
+def test_one_commit_per_chunk_and_a_crash_keeps_the_committed_chunks(small_library, ray_home, tmp_path):
+    home = tmp_path / "home"
+    seen: list[int] = []
+
+    def crash_in_third_chunk(i: int) -> None:
+        seen.append(TrackStore.open(home, writable=False).version)
+        if i == 2:
+            raise RuntimeError("worker lost")
+
+    with pytest.raises(RuntimeError, match="worker lost"):
+        _ray_run(small_library, home, 4, crash_in_third_chunk)
+    assert TrackStore.open(home, writable=False).count == 8  # chunks 0 and 1 committed, chunk 2 not
+    assert seen[2] - seen[1] == 1  # the second chunk was exactly one commit of the tracks table
+
+    rerun, store = _ray_run(small_library, home, 4)
+    assert (rerun.embedded, rerun.up_to_date) == (4, 8)
+    assert store.count == 12
+    again, _ = _ray_run(small_library, home, 4)
+    assert (again.embedded, again.up_to_date, again.failed) == (0, 12, 0)
+
+
+def test_an_undecodable_file_is_recorded_as_the_local_engine_records_it(small_library, ray_home, tmp_path):
+    bad = sorted(small_library.music.iterdir())[3]
+    bad.write_bytes(b"not audio at all" * 100)
+    report, store = _ray_run(small_library, tmp_path / "home", 5)
+    assert (report.embedded, report.failed) == (11, 1)
+    assert [f.path for f in store.failures()] == [str(bad)]
+    again, _ = _ray_run(small_library, tmp_path / "home", 5)
+    assert (again.embedded, again.known_failed) == (0, 1)
+
+
+def test_a_running_session_is_reused_and_the_cli_runs_the_engine(small_library, ray_home, monkeypatch):
+    with ray_session(None):  # already running: used as it is, and left running
+        pass
+    assert ray.is_initialized()
+    monkeypatch.setenv("RECSYS_EMBED__ENCODER", "dsp")
+    r = small_library.run("embed", "--db", str(small_library.db), "--engine", "ray", "-q")
+    assert r.exit_code == 0, r.output
+    assert "embedded 12" in r.output, r.output
+
+
+def test_address_without_the_ray_engine_is_refused_in_one_line(small_library):
+    r = small_library.run("embed", "--db", str(small_library.db), "--address", "auto", "-q")
+    assert r.exit_code == 2 and "--address joins a Ray cluster: give it with --engine ray" in r.output, r.output
+
+
+def test_an_actor_that_builds_another_encoder_stops_the_run_in_one_line(small_library, ray_home, tmp_path):
+    """A node that sees another checkpoint under the driver's name would store other vectors under this id."""
+    from recsys.errors import RecsysError
+
+    settings = _settings(small_library, tmp_path / "home")
+    resolved = resolve_encoder("dsp", tmp_path / "home", "cpu")
+    spec = decode_spec(settings, resolved.encoder.sample_rate)
+    store = TrackStore.open(tmp_path / "home")
+    with pytest.raises(RecsysError, match="is not the driver's"):
+        embed_tracks_ray(load_configured_library(settings).tracks, store, "dsp", "cpu", "eid", 32, spec,
+                         label="dsp", built_id="another-encoder")
+    assert store.count == 0
