@@ -6,6 +6,10 @@ real) listed in a Clementine database, and a table in which every track is alrea
 user's first real run does), then the median of --repeat fresh processes of each command. Goal (issue 14): each under
 1.5 s at 250 tracks and under 3 s at 100,000.
 
+Then the first of each right after an embed that did work (issue 26): one more file gets a byte appended, so the next
+embed plans it, tries to decode it and records its failure (a write to the table); the `recsys status` and the no-op
+`recsys embed` that follow it are timed, --repeat times, a different file each time.
+
     python benchmarks/startup.py [--tracks 250] [--repeat 5] [--dir /tmp/recsys-bench-startup]
 """
 
@@ -80,6 +84,22 @@ def main() -> None:
     print(f"  bare interpreter (python -c pass): {bare:.2f} s; import recsys.cli: {imported:.2f} s")
     print(f"  no-op recsys embed: {embed:.2f} s (goal < {goal:g} s)")
     print(f"  recsys status:      {status:.2f} s (goal < {goal:g} s)")
+    firsts = [after_work(recsys, db, root / "music", i) for i in range(a.repeat)]
+    print(f"  right after an embed that did work, first recsys status: "
+          f"{statistics.median(s for s, _ in firsts):.2f} s, first no-op recsys embed: "
+          f"{statistics.median(e for _, e in firsts):.2f} s (load average {os.getloadavg()[0]:.1f})")
+
+
+def after_work(recsys: list[str], db: list[str], music: Path, i: int) -> tuple[float, float]:
+    """(status, no-op embed) seconds, each the first run after an embed that recorded track i's failure."""
+    with open(music / f"{i // 1000:03d}" / f"{i:06d}.flac", "ab") as f:
+        f.write(b"x")
+    _, out = timed([*recsys, "embed", *db, "-q"])
+    assert "failed 1" in out or "1 failed" in out, out
+    status, _ = timed([*recsys, "status", *db])
+    embed, out = timed([*recsys, "embed", *db, "-q"])
+    assert "embedded 0," in out, out
+    return status, embed
 
 
 if __name__ == "__main__":

@@ -207,7 +207,8 @@ def mlflow_run(home: Path, experiment: str, run_name: str, params: dict[str, Any
     """Open a run in ``experiment`` (created when missing), log ``params``, yield it, and close it. ``inputs``: the
     library, which neither the store nor the artifacts may touch (:func:`check_store`).
 
-    The run ends FINISHED, or FAILED when the body raises (the exception goes on).
+    The run ends FINISHED, KILLED when the body was interrupted (Ctrl-C: a KeyboardInterrupt, or an error that exits
+    with code 130 as an interrupted command does), or FAILED when it raises anything else (the exception goes on).
     """
     uri = tracking_uri(home, configured_uri, inputs)  # refused before mlflow is imported or anything is written
     _no_telemetry()
@@ -234,5 +235,9 @@ def mlflow_run(home: Path, experiment: str, run_name: str, params: dict[str, Any
     try:
         yield tracked
         status = "FINISHED"
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or getattr(exc, "exit_code", None) == 130:
+            status = "KILLED"
+        raise
     finally:
         client.set_terminated(tracked.run_id, status)

@@ -43,17 +43,45 @@ def _planned(lib, run):
         record.write_bytes(kept)
 
 
-def test_the_record_says_what_the_table_says_and_no_change_goes_unnoticed(lib):
-    _embed(lib)
-    _embed(lib)  # the first no-op run plans from the table and writes the record
-    assert (lib.home / RECORD).is_file()
+def _fast_path(lib, db=None) -> str:
+    """A no-op embed then status in a fresh process; asserts neither imported the table's library (nor torch)."""
     code = ("import sys\nfrom recsys.cli import main\n"
             "for args in (['embed', '--db', sys.argv[2], '-q'], ['status', '--db', sys.argv[2]]):\n"
             "    try:\n        main(['--home', sys.argv[1], *args])\n    except SystemExit:\n        pass\n"
             "print('HEAVY', [m for m in ('lancedb', 'torch') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code, str(lib.home), str(lib.db)], capture_output=True, text=True,
-                         check=True, env={**os.environ, "RECSYS_EMBED__ENCODER": "dsp"}).stdout
-    assert "HEAVY []" in out and "up to date 12" in out and "embedded: 12 current" in out, out
+    out = subprocess.run([sys.executable, "-c", code, str(lib.home), str(db or lib.db)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "RECSYS_EMBED__ENCODER": "dsp"}).stdout
+    assert "HEAVY []" in out, out
+    return out
+
+
+def test_the_first_noop_run_after_a_working_embed_reads_no_table(lib):
+    assert "embedded 12" in _embed(lib)  # did work, and left nothing to do: the record is written all the same
+    out = _fast_path(lib)
+    assert "up to date 12" in out and "embedded: 12 current" in out, out
+    assert _embed(lib) == _planned(lib, lambda: _embed(lib))
+    assert _status(lib) == _planned(lib, lambda: _status(lib))
+
+    # a run that reused a vector (a file touched) and one that recorded a failure (a file broken) leave it true
+    touched = lib.songs[0].path
+    st = os.stat(touched)
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert "reused 1 (moved/copied)" in _embed(lib)
+    assert "up to date 12" in _fast_path(lib)
+    with open(lib.songs[3].path, "r+b") as f:
+        f.write(b"\0" * 4096)  # its header gone: this file fails to decode
+    out = _embed(lib)
+    assert "failed 1" in out or "1 failed" in out, out
+    assert "up to date 11" in _fast_path(lib)
+    assert _embed(lib) == _planned(lib, lambda: _embed(lib))
+    assert _status(lib) == _planned(lib, lambda: _status(lib))
+
+
+def test_the_record_says_what_the_table_says_and_no_change_goes_unnoticed(lib):
+    _embed(lib)
+    assert (lib.home / RECORD).is_file()  # written by the run that embedded (and left nothing to do)
+    out = _fast_path(lib)
+    assert "up to date 12" in out and "embedded: 12 current" in out, out
 
     # same output and the same status, every field, as planning from the table
     assert _embed(lib) == _planned(lib, lambda: _embed(lib))

@@ -83,3 +83,16 @@ def test_a_copied_home_writes_its_artifacts_into_itself(tmp_path, monkeypatch):
     for run_id in (first.run_id, run.run_id):  # the copied run's artifacts are read from the copy
         assert [a.path for a in client.list_artifacts(run_id)] == ["note.txt"]
         assert client.get_run(run_id).info.artifact_uri.startswith((new / "mlartifacts").resolve().as_uri())
+
+
+def test_an_interrupted_body_marks_run_killed(home, monkeypatch):
+    """Ctrl-C in train-encoder (TrainingInterrupted, exit code 130) is no failure: the run shows KILLED."""
+    from mlflow.tracking import MlflowClient
+
+    from recsys.training.trainer import TrainingInterrupted
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, error in (("run-3", TrainingInterrupted("interrupted in epoch 2")), ("run-4", KeyboardInterrupt())):
+        with pytest.raises(type(error)), mlflow_run(home, "recsys-test", name, {}) as run:
+            raise error
+        assert MlflowClient(tracking_uri=tracking_uri(home)).get_run(run.run_id).info.status == "KILLED"

@@ -200,7 +200,7 @@ def test_collapse_guard_stops_training(small_library, tmp_path, monkeypatch):
     assert not (tmp_path / "m" / BEST).exists()
 
 
-def _score(album: float, artist: float = math.nan, tracks: int = 20) -> Score:
+def _score(album: float, artist: float = math.nan, tracks: int = 400) -> Score:
     return Score("x", "x", "id", "decoded", {"album_p10": album, "artist_p10": artist, "tracks": tracks})
 
 
@@ -215,6 +215,24 @@ def test_activation_needs_a_better_held_out_score_or_a_flag():
     activated, why = decide(_score(0.2, tracks=11), _score(1.0, tracks=11), None)  # every track is a neighbour
     assert not activated and "only 11 held-out test tracks" in why
     assert not decide(None, None, None)[0]
+
+
+def test_a_held_out_test_too_small_to_decide_says_so_and_keeps_the_current_encoder():
+    """Issue 27: 3 held-out albums, chance already 0.802, 0.822 against 0.822 was reported as "does not beat", with
+    no word that such a test cannot tell encoders apart (nor could it have shown a real gain)."""
+    def score(p: float, queries: int) -> Score:
+        return Score("x", "x", "id", "decoded", {"album_p10": p, "artist_p10": math.nan, "album_chance": 0.802,
+                                                 "album_queries": queries, "tracks": queries})
+
+    activated, why = decide(score(0.5, 30), score(0.9, 30), None, test_albums=3)  # a gain, but 3 albums
+    assert not activated and "too small to decide" in why and "only 3 held-out test album(s)" in why, why
+    assert "chance alone is 0.802" in why and "current encoder is kept" in why, why
+    activated, why = decide(score(0.80, 100), score(0.84, 100), None, test_albums=8)  # within 0.054
+    assert not activated and "too small to decide" in why and "standard error 0.054" in why, why
+    assert decide(score(0.70, 400), score(0.80, 400), None, test_albums=8)[0]  # 0.10 beyond 0.030
+    activated, why = decide(score(0.80, 400), score(0.70, 400), None, test_albums=8)  # clearly worse: not "small"
+    assert not activated and "does not beat" in why, why
+    assert decide(score(0.5, 30), score(0.9, 30), True, test_albums=3)[0]  # --activate still forces
 
 
 def test_an_activation_that_fails_while_copying_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -299,3 +317,17 @@ def test_fine_tuned_musicnn_is_a_checkpoint_embed_can_use(small_library, tmp_pat
     vectors = resolved.encoder.encode(waves)
     assert vectors.shape == (2, 200)
     torch.testing.assert_close(vectors, torch.nn.functional.normalize(trainer.model.eval()(waves), dim=1))
+
+
+def test_an_encoder_shows_one_id_in_status_eval_and_train_encoder(small_library, monkeypatch):
+    """Issue 27: the same musicnn showed as one id in `status` (its vectors' id) and another in train-encoder's and
+    eval's scores (the weights' id). Every command shows the vectors' id (encoder_scores.shown_id)."""
+    lib = small_library
+    monkeypatch.setenv("RECSYS_EMBED__ENCODER", "dsp")
+    assert lib.run("embed", "--db", str(lib.db), "--workers", "1", "-q").exit_code == 0
+    r = lib.run("status", "--db", str(lib.db), "--json")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.output)["encoder_id"]
+    r = lib.run("eval", "--db", str(lib.db), "--encoder", "dsp", "--encoder", "table", "--json", "-q")
+    assert r.exit_code == 0, r.output
+    assert [s["encoder_id"] for s in json.loads(r.output)] == [shown, shown], r.output

@@ -78,10 +78,17 @@ def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequenc
         return table_rows(store, spec.vector_id(resolved.encoder_id))
 
 
+def shown_id(settings: Settings, resolved: ResolvedEncoder) -> str:
+    """The one id people see for an encoder, in every command: the id of the vectors it stores
+    (``DecodeSpec.vector_id``: the encoder and the clip policy), as `recsys status` and `recsys embed` show it and
+    the table's rows carry it."""
+    return decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
+
+
 def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,
                  progress: Callable[[int], object] | None = None) -> tuple[Rows, str]:
     """(rows, source) of one encoder for ``tracks``: its table rows, else decoded crops."""
-    vid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
+    vid = shown_id(settings, resolved)
     if store.count and vid in {s.encoder_id for s in store.states().values()}:
         rows = table_rows(store, vid)
         wanted = {t.key for t in tracks}

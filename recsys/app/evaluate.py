@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from recsys.app.encoder_scores import TABLE, EvalError, Score, encoder_rows, score_rows, table_rows
+from recsys.app.encoder_scores import TABLE, EvalError, Score, encoder_rows, score_rows, shown_id, table_rows
 from recsys.app.ranking import PlaylistRequest, build_ranking
 from recsys.app.taste import load_taste, train
 from recsys.config import Settings
@@ -48,7 +48,7 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
             continue
         resolved = resolve_encoder(spec, home, settings.train.device)
         rows, source = encoder_rows(settings, resolved, tracks, store, progress)
-        named.append((spec, resolved.label, resolved.encoder_id, source, rows))
+        named.append((spec, resolved.label, shown_id(settings, resolved), source, rows))
     return score_rows(named)
 
 

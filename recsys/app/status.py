@@ -10,9 +10,8 @@ from recsys.home.recent import read_recent
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.store import TrackStore
 from recsys.library.sources import load_configured_library
-from recsys.pipeline.checked import read_checked
 from recsys.pipeline.noop import read_record
-from recsys.pipeline.plan import empty_folders, plan_embedding
+from recsys.pipeline.plan import empty_folders, plan_next_run
 from recsys.pipeline.refresh import missing_keys
 
 
@@ -32,8 +31,7 @@ def library_status(settings: Settings) -> dict:
     else:
         store = TrackStore.open(home, writable=False)
         states = store.states()
-        plan = plan_embedding(library.tracks, states, {f.key: f for f in store.failures()}, eid,
-                              untouched_folders=empty, checked=read_checked(home))
+        plan = plan_next_run(store, library.tracks, eid, empty, states)
         stale = sum(1 for j in plan.todo if j.track.key in states)
         counts = {"embedded": plan.up_to_date, "stale": stale, "not_embedded": len(plan.todo) - stale + len(plan.reuse),
                   "missing": len(plan.missing), "missing_kept": len(plan.missing_keys), "table_rows": len(states)}

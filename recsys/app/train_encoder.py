@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.app.encoder_scores import Score, encoder_rows, score_rows
+from recsys.app.encoder_scores import Score, encoder_rows, score_rows, shown_id
 from recsys.app.settings import library_inputs
 from recsys.config import Settings
 from recsys.embedder.active import activate as activate_encoder
@@ -68,10 +68,34 @@ def _primary_metric(before: Score, after: Score) -> str | None:
     return None
 
 
-def decide(before: Score | None, after: Score | None, activate: bool | None) -> tuple[bool, str]:
+MIN_TEST_ALBUMS = 5  # fewer held-out test albums (groups) and chance alone is already high: no decision
+
+
+def _too_small(before: Score, after: Score, metric: str, test_albums: int | None) -> str | None:
+    """Why the held-out test cannot decide between the two encoders, or None when it can.
+
+    The rule: at least :data:`MIN_TEST_ALBUMS` test albums, and a difference larger than the test's standard error,
+    sqrt((p_new (1 - p_new) + p_old (1 - p_old)) / n) over its n queries (each query counted as one trial: the
+    conservative side, as a query's K neighbours are not independent)."""
+    new, old = float(after.metrics[metric]), float(before.metrics[metric])
+    chance = float(after.metrics.get(metric.replace("_p10", "_chance"), math.nan))
+    at_chance = "" if math.isnan(chance) else f", where chance alone is {chance:.3f}"
+    if test_albums is not None and test_albums < MIN_TEST_ALBUMS:
+        return f"only {test_albums} held-out test album(s) (at least {MIN_TEST_ALBUMS} are needed{at_chance})"
+    queries = int(after.metrics.get(metric.replace("_p10", "_queries"), 0) or after.metrics.get("tracks", 0))
+    error = math.sqrt((new * (1 - new) + old * (1 - old)) / max(queries, 1))
+    if abs(new - old) <= error:
+        return (f"the difference {new - old:+.3f} is within the test's standard error {error:.3f} "
+                f"({queries} queries{at_chance})")
+    return None
+
+
+def decide(before: Score | None, after: Score | None, activate: bool | None,
+           test_albums: int | None = None) -> tuple[bool, str]:
     """Activate the new encoder only when it groups the held-out test albums better (or when told to). With no
     more than K + 1 test tracks every track's K neighbours are all the others, so precision@K cannot tell the
-    encoders apart: that is no comparison either."""
+    encoders apart: that is no comparison either. A test too small to decide (:func:`_too_small`) says so and keeps
+    the current encoder."""
     tracks = int(after.metrics.get("tracks", 0)) if after is not None else 0
     metric = _primary_metric(before, after) if tracks > K + 1 else None
     if activate is False:
@@ -86,6 +110,11 @@ def decide(before: Score | None, after: Score | None, activate: bool | None) -> 
     new, old = float(after.metrics[metric]), float(before.metrics[metric])
     if activate:
         return True, f"activated as asked (--activate); held-out {metric} {new:.3f} vs {old:.3f}"
+    small = _too_small(before, after, metric, test_albums)
+    if small:
+        return False, (f"held-out test too small to decide: {small}; held-out {metric} {new:.3f} vs the current "
+                       f"encoder's {old:.3f}, so the current encoder is kept (more albums in the library or a larger "
+                       "train.holdout make the test decide; `recsys train-encoder --activate` activates it anyway)")
     if new > old:
         return True, f"activated: held-out {metric} {new:.3f} beats the current encoder's {old:.3f}"
     return False, (f"not activated: held-out {metric} {new:.3f} does not beat the current encoder's {old:.3f} "
@@ -118,7 +147,7 @@ def _compare(settings: Settings, new_path: Path, test: Sequence[Track]) -> list[
         resolved = resolve_encoder(spec, home, device)
         rows, source = encoder_rows(settings, resolved, test, store)
         named.append((tag, resolved.label if tag == "current" else f"new {resolved.encoder.name} {new_path}",
-                      resolved.encoder_id, source, rows))
+                      shown_id(settings, resolved), source, rows))
     return score_rows(named)
 
 
@@ -180,12 +209,12 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
             fit.seconds = time.monotonic() - started
             test_keys = {e.key for e in split.test}
             scores = _compare(settings, fit.best, [t for t in library.tracks if t.key in test_keys])
-            activated, decision = decide(*(scores or [None, None]), activate)
+            activated, decision = decide(*(scores or [None, None]), activate, counts["test_albums"])
             report = EncoderReport(cache_report, counts, fit, str(trainer.device), model.name, run_dir, scores,
                                  activated, decision, run.run_id)
             if activated:
                 new = scores[1] if scores else None
-                eid = new.encoder_id if new else resolve_encoder(str(fit.best), home, "cpu").encoder_id
+                eid = resolve_encoder(str(fit.best), home, "cpu").encoder_id  # the weights' id, not the vectors'
                 report.active_path = activate_encoder(home, fit.best, eid, model.name, new.as_json() if new else {})
             for score in scores:
                 run.log_metrics({f"{score.spec}.{k}": float(v) for k, v in score.metrics.items()

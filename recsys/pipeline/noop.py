@@ -1,9 +1,9 @@
 """The record of a plan that had nothing to do, so the next no-op `recsys embed` and `recsys status` skip the table.
 
 Planning compares every track of the library with the table's rows; on a large library that is seconds of reading
-rows (after ~2 s of importing lancedb) only to learn that nothing changed. So when a run's plan has nothing to do,
-`recsys embed` writes ``<home>/embed-plan.json``: the plan's counts, the failures recorded, and what the plan was
-made from:
+rows (after ~2 s of importing lancedb) only to learn that nothing changed. So when a run leaves nothing to do (its
+plan had nothing to do, or, once it wrote, the plan the next run would make has nothing to do), `recsys embed` writes
+``<home>/embed-plan.json``: that plan's counts, the failures recorded, and what the plan was made from:
 
 - the table's files (path, size and mtime of every file under ``tracks.lance`` and ``failures.lance``): every commit,
   restore, compaction or deletion adds or changes files there, and so does damage;

@@ -17,13 +17,13 @@ import numpy as np
 
 from recsys.embedder.decoding import Job
 from recsys.errors import RecsysError
-from recsys.index.store import FailureRow, RowState
+from recsys.index.store import FailureRow, RowState, TrackStore
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.reading import ReadDeadline, ReadTimeout, may_open
 from recsys.library.sources import Library
 from recsys.library.track import Track, is_under
-from recsys.pipeline.checked import FAILED, identity
+from recsys.pipeline.checked import FAILED, identity, read_checked
 from recsys.pipeline.noop import LibraryDigest
 
 
@@ -107,6 +107,16 @@ def plan_embedding(
     plan.library_digest = digest.hexdigest()
     _rows_of_unlisted_or_missing(plan, states, listed, untouched_folders)
     return plan
+
+
+def plan_next_run(store: TrackStore, tracks: Sequence[Track], encoder_id: str, untouched_folders: Sequence[str] = (),
+                  states: dict[str, RowState] | None = None) -> Plan:
+    """What a plain `recsys embed` (no retry, no recheck) would plan now: `recsys status` shows it, and an embed that
+    wrote something plans it again to learn whether it left nothing to do (``recsys.pipeline.noop``). Reads the table
+    and stats every track; ``states``: the table's, when the caller already read them."""
+    return plan_embedding(tracks, store.states() if states is None else states,
+                          {f.key: f for f in store.failures()}, encoder_id, untouched_folders=untouched_folders,
+                          checked=read_checked(store.home))
 
 
 def _content_id(track: Track, st: os.stat_result, deadline: ReadDeadline) -> str:
