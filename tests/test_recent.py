@@ -6,10 +6,10 @@ import json
 import os
 
 import numpy as np
+from test_rank import clusters, few_liked, library
 
 from recsys.home.recent import MAX_ENTRIES, Written, read_recent, recent_file, remember_playlist, resting, taste_of
 from recsys.library.track import Track
-from tests.test_rank import clusters, few_liked, library
 
 
 def test_consecutive_playlists_rest_the_last_ones_tracks_but_stay_full():

@@ -7,12 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SmallLibrary, _audio_set
 
 from recsys.index.store import TrackRow, TrackStore
 from recsys.library.filters import FilterError, TagScores, parse
 from recsys.synth.audio import STYLES
 from recsys.synth.player_db import SynthSong, write_clementine_db
-from tests.conftest import SmallLibrary, _audio_set
 
 
 def _row(i: int, tags: np.ndarray | None = None) -> TrackRow:
