@@ -110,16 +110,18 @@ def _snapshot_rows(home: Path, skip: set[str], dim: int | None) -> list[TrackRow
                     continue
             except OSError:
                 continue
-            rows.append(_snapshot_row(m, st, lib.encoder_id, lib.vectors[i], now))
+            tags = None if lib.tags is None or np.isnan(lib.tags[i]).all() else np.asarray(lib.tags[i], np.float32)
+            rows.append(_snapshot_row(m, st, lib.encoder_id, lib.vectors[i], now, tags))
     return rows
 
 
-def _snapshot_row(m: dict, st: os.stat_result, encoder_id: str, vector: np.ndarray, now: datetime) -> TrackRow:
+def _snapshot_row(m: dict, st: os.stat_result, encoder_id: str, vector: np.ndarray, now: datetime,
+                  tags: np.ndarray | None = None) -> TrackRow:
     return TrackRow(key=m["key"], path=m["path"], start_s=float(m["start_s"] or 0.0), content_id=m["content_id"],
                     size=st.st_size, mtime_ns=st.st_mtime_ns, duration_s=float(m["duration_s"] or 0.0),
                     artist=m["artist"] or "", album=m["album"] or "", title=m["title"] or "", genre=m["genre"] or "",
                     year=m["year"], track_number=m["track_number"], encoder_id=encoder_id,
-                    vector=np.asarray(vector, dtype=np.float32), embedded_at=now)
+                    vector=np.asarray(vector, dtype=np.float32), embedded_at=now, tags=tags)
 
 
 def _repair_failures(store: TrackStore, report: RepairReport) -> None:
