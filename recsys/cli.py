@@ -250,7 +250,8 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
                    "a trained checkpoint file (.pt), or module:Class for your own "
                    f"[default: embed.encoder, {EmbedSettings.encoder}].")
 @click.option("--workers", type=Count.of(EmbedSettings, "workers"), default=None,
-              help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}].")
+              help=f"Decode processes, 0: one per core [default: embed.workers, {EmbedSettings.workers}]; with "
+                   "--engine ray the cluster's CPUs decide.")
 @click.option("--device", default=None,
               help=f"auto, cpu, cuda, cuda:N [default: embed.device, {EmbedSettings.device}].")
 @click.option("--batch-size", type=Count.of(EmbedSettings, "batch_size"), default=None,
