@@ -27,6 +27,7 @@ import soxr
 from recsys.config import CROP_POSITIONS as POSITIONS
 from recsys.errors import RecsysError
 from recsys.library import remote
+from recsys.library.uri import is_remote
 
 # A crop may come out this much shorter than asked when a header's duration is an estimate (MP3 without a Xing
 # header, codec padding) without being treated as a broken file.
@@ -174,7 +175,7 @@ def _input(path: Source) -> str | remote.RemoteFile:
 @contextmanager
 def _opened(path: str | Path) -> Iterator[Source]:
     """``path`` ready for decoding: a local Path (checked), or a server's location opened over HTTP, closed after."""
-    if not remote.is_remote(str(path)):
+    if not is_remote(str(path)):
         _check_file(Path(path))
         yield Path(path)
         return

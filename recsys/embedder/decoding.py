@@ -25,6 +25,7 @@ from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.reading import may_open
 from recsys.library.track import Track
+from recsys.library.uri import is_remote
 
 _AHEAD_PER_WORKER = 3  # jobs queued per worker: it never waits for the parent, which may be encoding a batch
 
@@ -118,7 +119,7 @@ class _Listed(Exception):
 def file_identity(track: Track) -> tuple[int, int, str]:
     """(size, mtime_ns, content id) of the track's file now; the content id is empty for what is never opened (a
     FIFO, a device, an empty or pseudo-file: reading it could block, ``recsys.library.reading``). Raises OSError."""
-    if remote.is_remote(track.path):  # a server's file: the identity it was listed with (no stat over HTTP)
+    if is_remote(track.path):  # a server's file: the identity it was listed with (no stat over HTTP)
         raise _Listed()
     st = os.stat(track.path)
     cid = track_content_id(track.path, st.st_size, track.start_s, track.segment) if may_open(st) else ""

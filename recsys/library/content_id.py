@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 from recsys.library import remote
 from recsys.library.track import segment_suffix
+from recsys.library.uri import is_remote
 
 SAMPLE_BYTES = 64 * 1024
 
@@ -19,7 +20,7 @@ def content_id(path: str | Path, size: int | None = None) -> str:
     Reading 192 KiB instead of the whole file keeps this cheap on a large library; the size and the end sample make
     accidental collisions between different recordings practically impossible. Raises OSError if unreadable.
     """
-    if remote.is_remote(str(path)):  # a server's file: the same three samples, fetched by Range requests
+    if is_remote(str(path)):  # a server's file: the same three samples, fetched by Range requests
         with remote.open_remote(str(path)) as f:
             cid = _sampled(f, f.size if size is None else size)
             if f.broken is not None:

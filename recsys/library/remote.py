@@ -33,9 +33,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from recsys.library.uri import REMOTE_PREFIX, is_remote, unquote_path  # noqa: F401  (is_remote: callers' remote.is_remote)
+from recsys.library.uri import REMOTE_PREFIX, is_remote, unquote_path
 
-PREFIX = REMOTE_PREFIX  # every remote location starts with it (the one rule is recsys.library.uri's)
 BLOCK = 16 * 1024
 CACHED_BLOCKS = 256  # 4 MiB per open file
 TIMEOUT_S = 30.0
@@ -57,7 +56,7 @@ def traffic() -> dict[str, int]:
 
 def server_prefix(server_url: str) -> str:
     """``subsonic+http://host:port/base/`` for the server at ``server_url`` (as normalised by its client)."""
-    return f"{PREFIX}{server_url.rstrip('/')}/"
+    return f"{REMOTE_PREFIX}{server_url.rstrip('/')}/"
 
 
 def location(server_url: str, song_id: str, server_path: str) -> str:

@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Sequence
 
-from recsys.library import remote
+from recsys.library.uri import is_remote
 from recsys.playlists.output import is_segment, xml_text
 from recsys.recommender.rank import RankedTrack
 
@@ -40,5 +40,5 @@ def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsy
             lines.append(f"#EXTVLCOPT:start-time={t.start_s:.3f}".encode())
             if t.duration_s:
                 lines.append(f"#EXTVLCOPT:stop-time={t.start_s + t.duration_s:.3f}".encode())
-        lines.append(t.path.encode() if remote.is_remote(t.path) else os.fsencode(os.path.abspath(t.path)))
+        lines.append(t.path.encode() if is_remote(t.path) else os.fsencode(os.path.abspath(t.path)))
     return b"\n".join(lines) + b"\n"
