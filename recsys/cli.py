@@ -12,11 +12,10 @@ import traceback
 import click
 
 from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
-from recsys.choices import RANK_MODES, TRAINABLE_ENCODERS
+from recsys.choices import MAX_PATH_STEPS, RANK_MODES, TRAINABLE_ENCODERS
 from recsys.config import (
     BUILTIN_ENCODERS,
     DEFAULT_BUILTIN,
-    MAX_PATH_STEPS,
     MAX_TRACKS_ASKED,
     PLAYLIST_FORMATS,
     ClassifierSettings,

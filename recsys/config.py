@@ -97,8 +97,8 @@ class Rule:
 
 
 # Every count has an upper bound: more is never useful and only costs time or memory (`path --steps 1000000` ran for
-# minutes on a 30-track library, 2**40 ran out of memory). The counts a flag takes that are no setting:
-MAX_PATH_STEPS = 1000  # `recsys path --steps`
+# minutes on a 30-track library, 2**40 ran out of memory). The counts a flag takes that are no setting (and
+# `recsys path --steps`: ``recsys.choices.MAX_PATH_STEPS``, which the song path checks too):
 MAX_TRACKS_ASKED = 10_000  # a playlist's length (`--top-n`, recommend.top_n), `recsys similar -k`
 MAX_COUNT = 1_000_000  # a bound for counts of tracks, ratings or plays that a library could need
 
