@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import as_written, playlist_format, playlist_path
+from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -182,7 +182,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    written, note = as_written(ranking.tracks, fmt, settings, taste.db_kind, local_player=req.local_player)
+    written, note = as_written(ranked_entries(ranking.tracks), fmt, settings, taste.db_kind,
+                               local_player=req.local_player)
     notes += [note] if note else []
     out, replace = playlist_path(req.out, settings, name, fmt, title)
     path = write_playlist(out, written, title, fmt=fmt, overwrite=req.force or replace, inputs=taste.inputs)
