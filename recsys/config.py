@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from recsys.atomic import read_regular
-from recsys.choices import DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
+from recsys.choices import CROP_POSITIONS, DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
 from recsys.errors import RecsysError, shown
 
 
@@ -41,7 +41,6 @@ def default_home() -> Path:
     return Path(xdg) / "recsys"
 
 
-CROP_POSITIONS = ("center", "start", "end")
 PLAYLIST_FORMATS = tuple(PLAYLIST_WRITERS)  # recsys.choices: one line there adds a format everywhere
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
