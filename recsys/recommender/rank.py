@@ -111,7 +111,7 @@ class RankSettings:
     classifier's ``knn_k`` (``neighbours_k``) and ``pseudo_until``. No defaults here: ``recsys/config.py`` and
     ``recsys/default.yaml`` are their one home, and ``recsys.app.ranking.rank_settings`` builds this from the
     settings (a request's ``--top-n`` or caps replace fields of it). ``min_liked_share`` None turns the evidence
-    rule off (``eval`` and the tests compare without it)."""
+    rule off (the settings never do; tests and benchmarks compare with it off)."""
 
     top_n: int  # the playlist's length
     max_per_artist: int
