@@ -56,7 +56,7 @@ def main() -> None:
                                                   "lr": a.lr}}, environ={})
     started = time.perf_counter()
     tracks = load_library(db, []).tracks
-    cache, report = build_cache(settings, tracks)
+    cache, report = build_cache(settings.home_path, settings.train, settings.audio, tracks)
     split = split_heldout(cache.for_tracks(tracks), settings.train.holdout, settings.train.seed)
     print(f"train soundtracks: {len(songs)} tracks, cache {report.size_bytes / 1e6:.0f} MB in "
           f"{report.seconds:.0f} s; split {split.counts()}")

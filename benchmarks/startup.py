@@ -36,7 +36,7 @@ def build(root: Path, n: int) -> Path:
     """Files, database, table (all current for the encoder a plain `recsys embed` uses) and snapshot under ``root``;
     returns the database path."""
     resolved = resolve_encoder("auto", root / "home", "cpu")
-    spec = decode_spec(load_settings(environ={}), resolved.encoder.sample_rate)
+    spec = decode_spec(load_settings(environ={}).audio, resolved.encoder.sample_rate)
     vectors = np.random.default_rng(0).standard_normal((n, resolved.encoder.dim)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return build_home(root, vectors, spec.vector_id(resolved.encoder_id))

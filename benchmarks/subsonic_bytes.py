@@ -53,7 +53,7 @@ def main() -> None:
         os.environ["RECSYS_SUBSONIC_PASSWORD"] = PASSWORD
         settings = load_settings(overrides={"library": {"subsonic": server.url}, "subsonic": {"user": USER}},
                                  remembered=False)
-        library = read_subsonic(settings)
+        library = read_subsonic(settings.library.subsonic, settings.subsonic)
         rows: dict[str, list[tuple[float, float, int, float]]] = {f: [] for f in FORMATS}
         for track in library.tracks:
             name = track.path.rsplit("/", 1)[1]

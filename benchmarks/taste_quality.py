@@ -206,18 +206,24 @@ def eval_summary(reports: list[dict]) -> str:
 def in_process(tracks: list[CorpusTrack], label: dict[str, str], home: Path, db: Path,
                plan: list[tuple[int, bool]], settings: dict[str, float], ratings: dict[str, float]) -> None:
     """The tuning loop: ``rank()`` in this process with ``settings`` as its keywords, caps lifted, no classifier."""
-    from recsys.config import IndexSettings
+    import dataclasses
+
+    from recsys.app.ranking import rank_settings
+    from recsys.config import IndexSettings, Settings
     from recsys.index.ann import current_snapshot
     from recsys.library.sources import load_library
-    from recsys.recommender.rank import rank
+    from recsys.recommender.rank import RankSettings, rank
 
     lib = current_snapshot(home, IndexSettings())
+    names = {f.name for f in dataclasses.fields(RankSettings)}
     rows = []
     for seed, large in plan:
         songs, liked, disliked = owner(tracks, seed, large, **ratings)
         write_clementine_db(db, songs)
         keywords = {"top_n": 20, "max_per_artist": LIFTED, "max_per_album": LIFTED, **settings}
-        picks = rank(lib, load_library(db, []).tracks, None, **keywords).tracks
+        knobs = dataclasses.replace(rank_settings(Settings()), **{k: v for k, v in keywords.items() if k in names})
+        others = {k: v for k, v in keywords.items() if k not in names}  # the request's: mode, scorer, ...
+        picks = rank(lib, load_library(db, []).tracks, None, knobs, **others).tracks
         styles = [label[t.path] for t in picks]
         cut = min(20, sum(label[s.path] in liked for s in songs if s.rating < 0 and s.playcount < 3))
         rows.append((large, sum(x in liked for x in styles[:20]) / 20, sum(x in disliked for x in styles[:20]),

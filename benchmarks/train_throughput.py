@@ -85,7 +85,7 @@ def main() -> None:
     cfg = settings.train
     floor = decode_floor(tracks, SAMPLE_RATE, cfg.windows * cfg.window_seconds, workers)
     crop_floor = timed_pool(None, paths, workers)
-    cache, report = build_cache(settings, tracks)
+    cache, report = build_cache(settings.home_path, settings.train, settings.audio, tracks)
     build_s = report.seconds
     print(f"{len(tracks)} tracks x {a.minutes:g} min, {workers} workers, {cfg.windows} windows of "
           f"{cfg.window_seconds:g} s")

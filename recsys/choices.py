@@ -33,6 +33,11 @@ PLAYLIST_WRITERS: dict[str, str] = {
 
 # What a playlist ranks by (``recsys.recommender.rank``): the owner's taste, or the tracks it is least sure about.
 RANK_MODES = ("taste", "uncertain")
+# Where a track's excerpts are cut (``audio.crop_position``; ``recsys.embedder.audio.crop_windows``).
+CROP_POSITIONS = ("center", "start", "end")
+# The most tracks `recsys path --steps` may ask for (the CLI's bound; ``recsys.recommender.path`` refuses more: a
+# million steps once ran out of memory).
+MAX_PATH_STEPS = 1000
 
 
 def load(entry: str) -> Any:

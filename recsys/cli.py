@@ -12,11 +12,10 @@ import traceback
 import click
 
 from recsys.app.settings import WHERE_HELP, command_settings, forget_library, remember_library, remembered_note
-from recsys.choices import RANK_MODES, TRAINABLE_ENCODERS
+from recsys.choices import MAX_PATH_STEPS, RANK_MODES, TRAINABLE_ENCODERS
 from recsys.config import (
     BUILTIN_ENCODERS,
     DEFAULT_BUILTIN,
-    MAX_PATH_STEPS,
     MAX_TRACKS_ASKED,
     PLAYLIST_FORMATS,
     ClassifierSettings,
@@ -766,12 +765,13 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
     if as_json:
-        click.echo(json.dumps([{"key": t.key, "path": t.path, "start_s": t.start_s, "score": round(t.score, 6),
-                                "artist": t.artist, "title": t.title, "album": t.album} for t in result.tracks],
+        click.echo(json.dumps([{"key": t.key, "path": t.path, "start_s": t.start_s, "score": round(score, 6),
+                                "artist": t.artist, "title": t.title, "album": t.album}
+                               for t, score in zip(result.tracks, result.similarity, strict=True)],
                               ensure_ascii=False, indent=1))
     else:
-        for i, t in enumerate(result.tracks, 1):
-            click.echo(f"{i:3d}  {t.score:6.3f}  {_one_line(t.label)}  ({_one_line(t.album or '-')})")
+        for i, (t, score) in enumerate(zip(result.tracks, result.similarity, strict=True), 1):
+            click.echo(f"{i:3d}  {score:6.3f}  {_one_line(t.label)}  ({_one_line(t.album or '-')})")
     click.echo(f"wrote {len(result.tracks)} tracks to {result.path}", err=as_json)
     _push(settings, "recsys path", result.tracks)
 

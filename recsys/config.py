@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from recsys.atomic import read_regular
-from recsys.choices import DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
+from recsys.choices import CROP_POSITIONS, DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
 from recsys.errors import RecsysError, shown
 
 
@@ -41,7 +41,6 @@ def default_home() -> Path:
     return Path(xdg) / "recsys"
 
 
-CROP_POSITIONS = ("center", "start", "end")
 PLAYLIST_FORMATS = tuple(PLAYLIST_WRITERS)  # recsys.choices: one line there adds a format everywhere
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -97,8 +96,8 @@ class Rule:
 
 
 # Every count has an upper bound: more is never useful and only costs time or memory (`path --steps 1000000` ran for
-# minutes on a 30-track library, 2**40 ran out of memory). The counts a flag takes that are no setting:
-MAX_PATH_STEPS = 1000  # `recsys path --steps`
+# minutes on a 30-track library, 2**40 ran out of memory). The counts a flag takes that are no setting (and
+# `recsys path --steps`: ``recsys.choices.MAX_PATH_STEPS``, which the song path checks too):
 MAX_TRACKS_ASKED = 10_000  # a playlist's length (`--top-n`, recommend.top_n), `recsys similar -k`
 MAX_COUNT = 1_000_000  # a bound for counts of tracks, ratings or plays that a library could need
 

@@ -31,11 +31,15 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
     # the MPD and Subsonic sources read through the server clients (which import only recsys.errors)
     "recsys.library": ("recsys.config", "recsys.servers.mpd", "recsys.servers.subsonic"),
     "recsys.servers": ("recsys.config",),
-    "recsys.embedder": ("recsys.library", "recsys.config", "recsys.home"),
+    # decoding and training get their settings as sections (embedder.decoding.AudioSection,
+    # training.trainer.TrainSection)
+    "recsys.embedder": ("recsys.library", "recsys.home"),
     "recsys.index": ("recsys.library", "recsys.config", "recsys.home"),
-    "recsys.training": ("recsys.embedder", "recsys.library", "recsys.config", "recsys.home"),
-    "recsys.recommender": ("recsys.library", "recsys.tracking", "recsys.config"),
-    "recsys.playlists": ("recsys.library", "recsys.recommender"),
+    "recsys.training": ("recsys.embedder", "recsys.library", "recsys.home"),
+    # the ranking gets its settings as a typed section (recommender.rank.RankSettings), built by the use cases
+    "recsys.recommender": ("recsys.library", "recsys.tracking"),
+    # the writers take a neutral entry (playlists.output.PlaylistEntry), not the recommender's RankedTrack
+    "recsys.playlists": ("recsys.library",),
     "recsys.pipeline": ("recsys.library", "recsys.embedder", "recsys.index", "recsys.config", "recsys.home"),
     "recsys.player": (),
     "recsys.viz": (),
@@ -47,12 +51,14 @@ MAY_IMPORT: dict[str, tuple[str, ...]] = {
 }
 # What a front end (recsys.cli, and beetsplug.recsys outside the package) may import of recsys.
 CLI_ALLOWED = ("recsys.app", "recsys.config", "recsys.choices", "recsys.errors")
-# Parts of an allowed package that a package must still not import: the player databases are read by the use cases
-# only (the ranking and the playlist files get tracks, never a source).
+# Parts of an allowed package that the modules under a prefix must still not import: the player databases are read by
+# the use cases only (the ranking and the playlist files get tracks, never a source); the readers of the player
+# databases get their settings section from the registry (recsys.library.sources itself), never the settings.
 NEVER: dict[str, tuple[str, ...]] = {
     "recsys.recommender": ("recsys.library.sources",),
     "recsys.playlists": ("recsys.library.sources",),
     "recsys.servers": ("recsys.library.sources",),
+    "recsys.library.sources.": ("recsys.config",),
 }
 # The modules of recsys.app that are not use cases but what several use cases share; every other module of recsys.app
 # is one command's use case, and imports no other use case. A helper imports no use case.
@@ -156,9 +162,12 @@ def direction_violations(modules: dict[str, Path], root: Path = ROOT) -> list[st
                           "add it to MAY_IMPORT and ARCHITECTURE.md")
             continue
         allowed = FOUNDATIONS if layer in FOUNDATIONS else (layer, *FOUNDATIONS, *MAY_IMPORT[layer])
+        never = [(prefix.rstrip("."), banned) for prefix, banned in NEVER.items() if _within(module, prefix)]
         for target, line in edges.items():
-            if not _within_any(target, allowed) or _within_any(target, NEVER.get(layer, ())):
-                broken.append(f"{_where(modules, module, line, root)} imports {target}, which {layer} must not")
+            who = next((prefix for prefix, banned in never if _within_any(target, banned)), None)
+            if who or not _within_any(target, allowed):
+                broken.append(f"{_where(modules, module, line, root)} imports {target}, which {who or layer} must "
+                              "not")
     return broken
 
 
@@ -362,12 +371,24 @@ def test_the_checker_catches_each_broken_rule(tmp_path: Path) -> None:
         "recsys/embedder/encoders.py": "import torch\n\n\ndef f():\n    from recsys.training import trainer\n",
         "recsys/app/evaluate.py": "from recsys.training.trainer import torch\n",  # training in another use case
         "recsys/index/lookup.py": "import torch\n",  # torch on a fast path, at module level
+        "recsys/config.py": "from recsys.errors import RecsysError\n",
+        "recsys/embedder/audio.py": "from recsys.config import RecsysError\n",  # decoding takes its section
+        "recsys/recommender/__init__.py": "",
+        "recsys/recommender/rank.py": "from recsys.config import RecsysError\n",  # settings, not its section
+        "recsys/playlists/__init__.py": "",
+        "recsys/playlists/xspf.py": "def f():\n    from recsys.recommender.rank import RecsysError\n",  # a writer
+        "recsys/library/sources/__init__.py": "from recsys.config import RecsysError\n",  # the registry may
+        "recsys/library/sources/mpd.py": "def f():\n    from recsys.config import RecsysError\n",  # a reader not
     }
     modules = _package(tmp_path, {**CLEAN, **broken})
     found = {rule.__name__: rule(modules, tmp_path) for rule in RULES}
     assert found["direction_violations"] == [
+        "recsys/embedder/audio.py:1 imports recsys.config, which recsys.embedder must not",
         "recsys/embedder/encoders.py:5 imports recsys.training.trainer, which recsys.embedder must not",
-        "recsys/library/track.py:5 imports recsys.pipeline.run, which recsys.library must not"]
+        "recsys/library/sources/mpd.py:2 imports recsys.config, which recsys.library.sources must not",
+        "recsys/library/track.py:5 imports recsys.pipeline.run, which recsys.library must not",
+        "recsys/playlists/xspf.py:2 imports recsys.recommender.rank, which recsys.playlists must not",
+        "recsys/recommender/rank.py:1 imports recsys.config, which recsys.recommender must not"]
     assert found["use_case_violations"] == [
         "recsys/app/playlist.py:2 imports the use case recsys.app.train_encoder: a use case imports no use case (move "
         "what they share into a helper of recsys.app or a package below)"]

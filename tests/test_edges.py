@@ -304,12 +304,11 @@ def test_cue_tracks_are_addressed_as_players_read_them(tmp_path):
     """VLC: the range (XSPF option, M3U8 #EXTVLCOPT), also for the sheet's first track; Strawberry: trackNum."""
     from xml.etree import ElementTree as ET
 
-    from recsys.playlists import write_playlist
-    from recsys.recommender.rank import RankedTrack
+    from recsys.playlists import PlaylistEntry, write_playlist
 
     whole = str(tmp_path / "medley.flac")
-    parts = [RankedTrack(key=f"{whole}@{start:.3f}", path=whole, start_s=start, score=0.5, predicted=None,
-                         artist="A", title=f"part {n}", album="M", track_number=n, duration_s=80.0)
+    parts = [PlaylistEntry(key=f"{whole}@{start:.3f}", path=whole, start_s=start, artist="A", title=f"part {n}",
+                           album="M", track_number=n, duration_s=80.0)
              for n, start in ((1, 0.0), (2, 80.0), (3, 160.0))]
     xspf = write_playlist(tmp_path / "p.xspf", parts, "p")
     ns = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}

@@ -33,9 +33,8 @@ from recsys.embedder.audio import TrackTooLong, load_crop
 from recsys.home.lock import LOCK_FILE
 from recsys.index.store import TrackStore
 from recsys.library.sources.folders import scan_folders
-from recsys.playlists import write_playlist
+from recsys.playlists import PlaylistEntry, write_playlist
 from recsys.playlists.output import xml_text
-from recsys.recommender.rank import RankedTrack
 from recsys.synth.audio import FORMATS, STYLES, synth_track, write_audio
 from recsys.synth.player_db import SynthSong, file_uri, write_clementine_db
 
@@ -428,8 +427,8 @@ def test_hostile_tags_and_names_stay_one_line_and_valid_xml(small_library, tmp_p
     as_json = _recsys(lib.home, "similar", songs[1].path, "-k", "20", "--json")
     assert {h["title"] for h in json.loads(as_json.stdout)} >= set(HOSTILE_TEXT) - {HOSTILE_TEXT[1]}
 
-    ranked = [RankedTrack(key=s.path, path=s.path, start_s=0.0, score=0.5, predicted=0.8, artist=s.artist,
-                          title=s.title, album=s.album, track_number=1, duration_s=8.0) for s in songs]
+    ranked = [PlaylistEntry(key=s.path, path=s.path, start_s=0.0, artist=s.artist, title=s.title, album=s.album,
+                            track_number=1, duration_s=8.0, annotation="predicted 4.0 stars") for s in songs]
     playlist = write_playlist(tmp_path / "hostile.xspf", ranked, title=HOSTILE_TEXT[0])
     root = ET.parse(playlist).getroot()
     ns = {"x": "http://xspf.org/ns/0/"}

@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from recsys.cli import main
 from recsys.config import ConfigError, load_settings
 from recsys.library.filters import FilterError, parse
+from recsys.playlists import PlaylistEntry
 from recsys.playlists.m3u8 import encode
 from recsys.recommender.neighbours import exact_search
 from recsys.recommender.path import PathError, TrackFacts, song_path
-from recsys.recommender.rank import RankedTrack
 
 SHORT = 400  # an error line a person can read
 
@@ -196,9 +196,9 @@ def test_an_unknown_recsys_variable_is_an_error_and_the_documented_ones_work(tmp
     assert "environment variable 'RECSYS_FOO' names no setting" in _error_line(r)
 
 
-def _ranked(label_title: str) -> RankedTrack:
-    return RankedTrack(key="/m/a.flac", path="/m/a.flac", start_s=0.0, score=1.0, predicted=None, artist="Ann",
-                       title=label_title, album="", track_number=None, duration_s=60.0)
+def _ranked(label_title: str) -> PlaylistEntry:
+    return PlaylistEntry(key="/m/a.flac", path="/m/a.flac", start_s=0.0, artist="Ann", title=label_title, album="",
+                         track_number=None, duration_s=60.0)
 
 
 def test_m3u8_labels_hold_no_line_break_of_any_reader():

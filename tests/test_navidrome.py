@@ -125,10 +125,10 @@ def test_paths_map_to_navidrome_and_back():
 def test_an_m3u8_names_the_files_in_navidromes_view_only_for_navidrome_with_a_path_map(tmp_path, music):
     from recsys.app.output import as_written
     from recsys.config import load_settings
-    from recsys.recommender.rank import RankedTrack
+    from recsys.playlists import PlaylistEntry
 
-    tracks = [RankedTrack(key=k, path=k, start_s=0.0, score=1.0, predicted=None, artist="", title="", album="",
-                          track_number=None, duration_s=None) for k in (f"{music}/a/1.flac", "/elsewhere/2.flac")]
+    tracks = [PlaylistEntry(key=k, path=k, start_s=0.0, artist="", title="", album="", track_number=None,
+                            duration_s=None) for k in (f"{music}/a/1.flac", "/elsewhere/2.flac")]
     clementine = write_clementine_db(tmp_path / "clementine.db", [SynthSong(path="/m/a.flac")])
 
     def written(db, fmt="m3u8", path_map=(f"/music={music}",), **kw):

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from test_classifier import make_library
+from test_rank import rank
 
 from recsys.recommender.classifier import train_classifier
 from recsys.recommender.cross_validation import gate_verdict
 from recsys.recommender.playlist_eval import evaluate_playlist
-from recsys.recommender.rank import rank
 
 
 @dataclass

@@ -8,16 +8,15 @@ import pytest
 
 from recsys.library.track import make_key
 from recsys.library.uri import path_to_uri as file_uri
-from recsys.playlists import write_playlist
+from recsys.playlists import PlaylistEntry, write_playlist
 from recsys.playlists.read import PlaylistReadError, read_playlist
-from recsys.recommender.rank import RankedTrack
 
 NAMES = ["plain.flac", "with space #1 & 100%.ogg", "日本語の歌.flac", "caf\udce9 latin-1.mp3"]
 
 
-def _ranked(path: str, start: float = 0.0, segment: bool = False) -> RankedTrack:
-    return RankedTrack(key=make_key(path, start, segment), path=path, start_s=start, score=0.5, predicted=None,
-                       artist="A", title="T", album="", track_number=None, duration_s=60.0)
+def _ranked(path: str, start: float = 0.0, segment: bool = False) -> PlaylistEntry:
+    return PlaylistEntry(key=make_key(path, start, segment), path=path, start_s=start, artist="A", title="T", album="",
+                         track_number=None, duration_s=60.0)
 
 
 @pytest.fixture

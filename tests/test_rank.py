@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from recsys.app.ranking import rank_settings
+from recsys.config import Settings
 from recsys.library.catalogue import Catalogue
 from recsys.library.track import Track
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import exact_search, library_groups, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
-from recsys.recommender.rank import RankError
+from recsys.recommender.rank import RankError, RankSettings
 from recsys.recommender.rank import rank as real_rank
 
 
@@ -25,11 +29,16 @@ class Lib:
     encoder_id: str = "enc"
 
 
-def rank(*args, **kwargs):
-    """The files of these synthetic libraries do not exist: every test but one says they do. Every other setting is
-    the production default unless a test sets it and says why."""
+PRODUCTION = rank_settings(Settings())  # the knobs a user gets (recsys/default.yaml's), through the one builder
+KNOBS = {f.name for f in dataclasses.fields(RankSettings)}
+
+
+def rank(lib, tracks, model, **kwargs):
+    """rank() as `recsys playlist` calls it: the production settings section but for the knobs a test names (and
+    says why). The files of these synthetic libraries do not exist: every test but one says they do."""
+    knobs = dataclasses.replace(PRODUCTION, **{k: kwargs.pop(k) for k in list(kwargs) if k in KNOBS})
     kwargs.setdefault("exists", lambda path: True)
-    return real_rank(*args, **kwargs)
+    return real_rank(lib, tracks, model, knobs, **kwargs)
 
 
 def few_liked(*args, **kwargs):
@@ -345,7 +354,7 @@ def test_files_missing_on_disk_are_not_candidates(tmp_path):
             path.write_bytes(b"x")
         real.append(str(path))
     lib.keys, lib.meta["path"] = real, real
-    ranking = real_rank(lib, [Track(path=real[0], rating=1.0)], None, top_n=20, min_audio_votes=0.0)
+    ranking = few_liked(lib, [Track(path=real[0], rating=1.0)], None, top_n=20, exists=os.path.exists)
     assert len(ranking.tracks) == 9 and all(int(t.key.rsplit("/", 1)[1].split(".")[0]) % 2 == 0
                                             for t in ranking.tracks)
     assert "missing file 10" in ranking.stopped
@@ -396,18 +405,18 @@ def test_sound_alone_needs_more_than_one_liked_track():
     tracks = [Track(path=p, rating=stars.get(i), album=albums[i]) for i, p in enumerate(paths)]
     kw = {"top_n": 60, "max_per_album": 10_000, "max_per_artist": 10_000}
 
-    off = real_rank(lib, tracks, None, min_audio_votes=0.0, exists=lambda p: True, **kw)
+    off = rank(lib, tracks, None, min_audio_votes=0.0, exists=lambda p: True, **kw)
     untagged_once = {lib.keys[i] for i in np.flatnonzero(which == 1) if not albums[i]}
     assert untagged_once & {t.key for t in off.tracks}  # one liked track vouched for its untagged neighbours
 
-    on = real_rank(lib, tracks, None, exists=lambda p: True, **kw)  # the default: four liked tracks' worth
+    on = rank(lib, tracks, None, exists=lambda p: True, **kw)  # the default: four liked tracks' worth
     got = {t.key for t in on.tracks}
     assert not untagged_once & got  # its sound alone, one liked track: not enough
     assert {lib.keys[i] for i in np.flatnonzero(which == 1) if albums[i] and i != once} <= got  # album-mates stay
     assert {lib.keys[i] for i in np.flatnonzero(which == 0) if i not in many} <= got  # eight liked neighbours do
     assert on.removed["too few liked votes for a track recommended on its sound alone"] >= len(untagged_once)
     assert "recommend.min_audio_votes" in (on.stopped or "")
-    seeded = real_rank(lib, tracks, None, seeds=[lib.keys[once]], exists=lambda p: True, **kw)
+    seeded = rank(lib, tracks, None, seeds=[lib.keys[once]], exists=lambda p: True, **kw)
     assert untagged_once & {t.key for t in seeded.tracks}  # around a seed the rule does not apply
 
 
@@ -494,7 +503,7 @@ def test_a_compilation_is_one_album_under_the_cap():
     meta = {"key": paths, "path": paths, "start_s": [0.0] * len(paths), "artist": [t.artist for t in tracks],
             "title": [t.title for t in tracks], "album": [t.album for t in tracks],
             "track_number": [None] * len(paths), "duration_s": [60.0] * len(paths)}
-    ranking = real_rank(Lib(paths, vectors, meta), tracks, None, top_n=20, max_per_album=3, scale_caps=False,
+    ranking = rank(Lib(paths, vectors, meta), tracks, None, top_n=20, max_per_album=3, scale_caps=False,
                         exists=lambda p: True)
     assert [t.album for t in ranking.tracks] == ["Hits"] * 3, [t.path for t in ranking.tracks]
     assert ranking.removed["album cap"] == 8 and "album cap (--max-per-album 3) 8" in ranking.stopped
@@ -526,3 +535,19 @@ def test_a_flat_untagged_library_gets_a_full_playlist_that_follows_the_ratings()
     assert sum(s in (0, 1) for s in styles) >= 16 and not {2, 3} & set(styles), styles
     labels = collect_labels(lib.keys, tracks)
     assert set(labels.artists) == {""} and len(set(labels.albums)) == len(labels.albums)  # no group at all
+
+
+def test_the_ranking_knobs_come_from_the_settings_and_these_tests_run_on_the_production_ones():
+    """``rank_settings`` is the one place the ranking's section is built: each knob from its setting (the values
+    below are all off the defaults), and this file's ``rank`` runs on what a user gets from recsys/default.yaml."""
+    from recsys.config import load_settings
+
+    assert rank_settings(load_settings(environ={}, remembered=False)) == PRODUCTION == rank_settings(Settings())
+    recommend = {"top_n": 7, "max_per_artist": 2, "max_per_album": 5, "mmr_lambda": 0.4, "w_model": 0.3,
+                 "w_knn": 0.6, "played_min": 9, "max_voters": 11, "album_vote": 0.25, "artist_vote": 0.125,
+                 "min_liked_share": 0.375, "min_audio_votes": 2.5, "block_unliked_albums": False, "scale_caps": False}
+    got = rank_settings(load_settings(overrides={"recommend": recommend,
+                                                 "classifier": {"knn_k": 13, "pseudo_until": 17}},
+                                      environ={}, remembered=False))
+    assert got == RankSettings(**recommend, neighbours_k=13, pseudo_until=17)
+    assert all(getattr(PRODUCTION, k) != v for k, v in recommend.items())  # each value above is one a test can see

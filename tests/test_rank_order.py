@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from test_rank import rank
 
 from recsys.library.track import Track
-from recsys.recommender.rank import SAME_ARTIST_LOOKAHEAD, rank
+from recsys.recommender.rank import SAME_ARTIST_LOOKAHEAD
 
 
 @dataclass

@@ -56,7 +56,7 @@ def _settings(lib, home: Path):
 def _ray_run(lib, home: Path, chunk_size: int, before_commit=None):
     settings = _settings(lib, home)
     resolved = resolve_encoder("dsp", home, "cpu")
-    spec = decode_spec(settings, resolved.encoder.sample_rate)
+    spec = decode_spec(settings.audio, resolved.encoder.sample_rate)
     eid = spec.vector_id(resolved.encoder_id)
     tracks = load_configured_library(settings).tracks
     store = TrackStore.open(home)
@@ -136,7 +136,7 @@ def test_an_actor_that_builds_another_encoder_stops_the_run_in_one_line(small_li
 
     settings = _settings(small_library, tmp_path / "home")
     resolved = resolve_encoder("dsp", tmp_path / "home", "cpu")
-    spec = decode_spec(settings, resolved.encoder.sample_rate)
+    spec = decode_spec(settings.audio, resolved.encoder.sample_rate)
     store = TrackStore.open(tmp_path / "home")
     with pytest.raises(RecsysError, match="is not the driver's"):
         embed_tracks_ray(load_configured_library(settings).tracks, store, "dsp", "cpu", "eid", 32, spec,

@@ -68,12 +68,11 @@ def test_a_home_that_cannot_take_the_history_costs_the_history_only(tmp_path):
 
 
 def test_the_days_playlist_is_recognised_by_its_title_and_creator(tmp_path):
-    from recsys.playlists import write_playlist
+    from recsys.playlists import PlaylistEntry, write_playlist
     from recsys.playlists.output import written_by_recsys
-    from recsys.recommender.rank import RankedTrack
 
-    tracks = [RankedTrack(key="/m/a.ogg", path="/m/a.ogg", start_s=0.0, score=1.0, predicted=None, artist="A",
-                          title="T", album="", track_number=None, duration_s=60.0)]
+    tracks = [PlaylistEntry(key="/m/a.ogg", path="/m/a.ogg", start_s=0.0, artist="A", title="T", album="",
+                            track_number=None, duration_s=60.0)]
     title = "Mine & yours (taste, 2026-12-06)"
     for fmt in ("xspf", "m3u8"):
         out = write_playlist(tmp_path / f"p.{fmt}", tracks, title, fmt=fmt)

@@ -247,7 +247,7 @@ def test_a_server_that_does_not_deliver_is_not_the_files_failure(server, monkeyp
     monkeypatch.setenv("RECSYS_SUBSONIC_PASSWORD", PASSWORD)
     settings = load_settings(overrides={"library": {"subsonic": server.url}, "subsonic": {"user": USER}},
                              remembered=False)
-    track = read_subsonic(settings).tracks[0]
+    track = read_subsonic(settings.library.subsonic, settings.subsonic).tracks[0]
     spec = DecodeSpec(16000, 1.0, "center", 0.0, 30.0, 3)
     st = remote.stat(track.path)
     assert _decode(Job(track, st.st_size, st.st_mtime_ns, ""), spec).clip is not None

@@ -70,7 +70,7 @@ def _trainer(settings, run_dir: Path, **changes):
     for key, value in changes.items():
         setattr(settings.train, key, value)
     tracks = load_library(settings.library.db, []).tracks
-    cache, _ = build_cache(settings, tracks)
+    cache, _ = build_cache(settings.home_path, settings.train, settings.audio, tracks)
     split = split_heldout(cache.for_tracks(tracks), settings.train.holdout, settings.train.seed)
     model, fine_tune = base_model(settings.train)
     return Trainer(settings.train, model, split.train, split.val, cache.folder, run_dir, fine_tune=fine_tune)

@@ -13,8 +13,7 @@ import pytest
 
 from recsys import atomic
 from recsys.library.uri import path_to_uri as file_uri
-from recsys.playlists import Inputs, PlaylistWriteError, write_playlist
-from recsys.recommender.rank import RankedTrack
+from recsys.playlists import Inputs, PlaylistEntry, PlaylistWriteError, write_playlist
 
 NS = {"x": "http://xspf.org/ns/0/", "vlc": "http://www.videolan.org/vlc/playlist/ns/0/"}
 # XSPF 1's track children, in the order its schema's <xsd:sequence> requires.
@@ -25,11 +24,11 @@ NAMES = ["plain.flac", "with space.mp3", "hash #1.ogg", "100% sure.flac", "rock 
          "caf\udce9 latin-1.mp3"]
 
 
-def ranked(path: str, **kw) -> RankedTrack:
-    base = dict(key=path, path=path, start_s=0.0, score=0.5, predicted=0.84, artist="Artist", title="Title",
-                album="Album", track_number=3, duration_s=201.5, because=["A - Liked"])
+def ranked(path: str, **kw) -> PlaylistEntry:
+    base = dict(key=path, path=path, start_s=0.0, artist="Artist", title="Title", album="Album", track_number=3,
+                duration_s=201.5, annotation="predicted 4.2 stars, close to A - Liked")
     base.update(kw)
-    return RankedTrack(**base)
+    return PlaylistEntry(**base)
 
 
 def uri_to_path(uri: str) -> str:
@@ -72,6 +71,24 @@ def test_xspf_reads_back_with_every_field(tmp_path):
     assert cue.get("application") == "http://www.videolan.org/vlc/playlist/0"
     assert [o.text for o in cue.findall("vlc:option", NS)] == ["start-time=312.250", "stop-time=492.250"]
     assert got[0].find("x:extension", NS) is None
+
+
+def test_a_ranked_track_is_written_as_a_neutral_entry_saying_why_it_is_there(tmp_path):
+    """The one conversion of the recommender's RankedTrack to the writers' entry (``app/output.ranked_entries``):
+    the fields the writers print, the annotation from the predicted stars and the liked tracks it is close to (the
+    score only when there are neither); an entry without an annotation is written without one."""
+    from recsys.app.output import ranked_entries
+    from recsys.recommender.rank import RankedTrack
+
+    base = dict(key="/m/x.flac@12.500", path="/m/x.flac", start_s=12.5, score=0.5, artist="Ar", title="Ti",
+                album="Al", track_number=3, duration_s=201.5)
+    liked, plain = ranked_entries([RankedTrack(**base, predicted=0.84, because=["A - Liked", "B - Too"]),
+                                   RankedTrack(**base, predicted=None)])
+    fields = {k: v for k, v in base.items() if k != "score"}
+    assert liked == PlaylistEntry(**fields, annotation="predicted 4.2 stars, close to A - Liked; B - Too")
+    assert plain.annotation == "score 0.500" and plain.segment and plain.label == "Ar - Ti"
+    out = write_playlist(tmp_path / "bare.xspf", [ranked("/m/a.flac", annotation="")], title="x")
+    assert ET.parse(out).getroot().find("x:trackList/x:track/x:annotation", NS) is None
 
 
 def test_xml_hostile_tags_are_stripped_not_fatal(tmp_path):

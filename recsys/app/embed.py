@@ -48,7 +48,7 @@ def embed_library(
         resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder
-        spec = decode_spec(settings, encoder.sample_rate)
+        spec = decode_spec(settings.audio, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
         empty = empty_folders(library)
         known = None if recheck else read_record(home, eid, library.tracks, empty, settings.index)  # no table read

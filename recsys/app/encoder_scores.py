@@ -70,7 +70,7 @@ def table_rows(store: TrackStore, eid: str) -> Rows:
 
 
 def _decoded_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track]) -> Rows:
-    spec = decode_spec(settings, resolved.encoder.sample_rate)
+    spec = decode_spec(settings.audio, resolved.encoder.sample_rate)
     with tempfile.TemporaryDirectory(prefix="recsys-eval-") as tmp:
         store = TrackStore.open(Path(tmp))
         embed_tracks(tracks, store, resolved.encoder, spec.vector_id(resolved.encoder_id), spec,
@@ -82,7 +82,7 @@ def shown_id(settings: Settings, resolved: ResolvedEncoder) -> str:
     """The one id people see for an encoder, in every command: the id of the vectors it stores
     (``DecodeSpec.vector_id``: the encoder and the clip policy), as `recsys status` and `recsys embed` show it and
     the table's rows carry it."""
-    return decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
+    return decode_spec(settings.audio, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
 
 
 def encoder_rows(settings: Settings, resolved: ResolvedEncoder, tracks: Sequence[Track], store: TrackStore,

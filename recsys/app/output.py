@@ -18,7 +18,7 @@ from pathlib import Path
 from recsys.atomic import NAME_MAX, clip_name
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors
-from recsys.playlists import WRITERS, Inputs, PlaylistWriteError
+from recsys.playlists import WRITERS, Inputs, PlaylistEntry, PlaylistWriteError
 from recsys.playlists.output import written_by_recsys
 from recsys.recommender.rank import RankedTrack
 
@@ -88,8 +88,8 @@ def playlist_path(out: str | None, settings: Settings, name: str, ext: str, titl
 _UNREAD = "unread"  # the ``db_kind`` of a caller that has not read the player database: it is recognised
 
 
-def as_written(tracks: Sequence[RankedTrack], fmt: str, settings: Settings, db_kind: str | None = _UNREAD,
-               local_player: bool = False) -> tuple[list[RankedTrack], str | None]:
+def as_written(tracks: Sequence[PlaylistEntry], fmt: str, settings: Settings, db_kind: str | None = _UNREAD,
+               local_player: bool = False) -> tuple[list[PlaylistEntry], str | None]:
     """The tracks as the playlist file names them, and a note when that is not as this machine sees them.
 
     Navidrome imports an M3U8 by its absolute paths *as it sees them* (see ``recsys.playlists.m3u8``): when the
@@ -122,10 +122,27 @@ def snapshot_inputs(settings: Settings, lib: LibraryVectors) -> Inputs:
     return Inputs(settings.library.db, settings.library.folders, set(lib.values("path")))
 
 
-def ranked(lib: LibraryVectors, row: int, score: float) -> RankedTrack:
-    """Snapshot row ``row`` as a playlist entry (the writers' record), ``score`` its cosine to what it answers."""
+def snapshot_entry(lib: LibraryVectors, row: int, similarity: float) -> PlaylistEntry:
+    """Snapshot row ``row`` as a playlist entry, annotated with its cosine ``similarity`` to what it answers (the
+    query of `similar`, the point on the way of `path`)."""
     m = lib.row(row)
-    return RankedTrack(key=m["key"], path=m["path"], start_s=float(m.get("start_s") or 0.0), score=float(score),
-                       predicted=None, artist=m.get("artist") or "", title=m.get("title") or "",
-                       album=m.get("album") or "", track_number=m.get("track_number"),
-                       duration_s=m.get("duration_s"))
+    return PlaylistEntry(key=m["key"], path=m["path"], start_s=float(m.get("start_s") or 0.0),
+                         artist=m.get("artist") or "", title=m.get("title") or "", album=m.get("album") or "",
+                         track_number=m.get("track_number"), duration_s=m.get("duration_s"),
+                         annotation=f"score {float(similarity):.3f}")
+
+
+def ranked_entries(tracks: Sequence[RankedTrack]) -> list[PlaylistEntry]:
+    """A ranking's tracks as the playlist writers take them (the one conversion): the annotation says why each is
+    there, its predicted stars and the liked (or seed) tracks it is close to."""
+    return [PlaylistEntry(key=t.key, path=t.path, start_s=t.start_s, artist=t.artist, title=t.title, album=t.album,
+                          track_number=t.track_number, duration_s=t.duration_s, annotation=_why(t)) for t in tracks]
+
+
+def _why(track: RankedTrack) -> str:
+    parts = []
+    if track.predicted is not None:
+        parts.append(f"predicted {track.predicted * 5:.1f} stars")
+    if track.because:
+        parts.append("close to " + "; ".join(track.because))
+    return ", ".join(parts) or f"score {track.score:.3f}"

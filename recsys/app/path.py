@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys.app.output import as_written, output_path, playlist_format, ranked, snapshot_inputs
+from recsys.app.output import as_written, output_path, playlist_format, snapshot_entry, snapshot_inputs
 from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors, current_snapshot
@@ -18,9 +18,8 @@ from recsys.index.lookup import resolve_query
 from recsys.library import remote
 from recsys.library.filters import candidate_mask, parse, snapshot_column
 from recsys.library.groups import album_of, artist_of, library_root, loose_folders, recording_key
-from recsys.playlists import write_playlist
+from recsys.playlists import PlaylistEntry, write_playlist
 from recsys.recommender.path import TrackFacts, song_path
-from recsys.recommender.rank import RankedTrack
 
 
 @dataclass
@@ -39,7 +38,8 @@ class PathRequest:
 @dataclass
 class SongPathResult:
     path: Path
-    tracks: list[RankedTrack]  # A first, B last; each score is its cosine to its point on the way
+    tracks: list[PlaylistEntry]  # A first, B last
+    similarity: list[float]  # each track's cosine to its point on the way
     notes: list[str] = field(default_factory=list)
 
 
@@ -84,10 +84,10 @@ def make_path(settings: Settings, req: PathRequest) -> SongPathResult:
         notes.append(f"the path is short: {len(found.rows)} of {req.steps} tracks: {found.left_out} points on the "
                      f"way had no track left under the rules ({removed} removed); try --max-per-artist, "
                      "--max-per-album, fewer --steps" + (" or a looser --where" if flt else ""))
-    tracks = [ranked(lib, row, s) for row, s in zip(found.rows, found.similarity, strict=True)]
+    tracks = [snapshot_entry(lib, row, s) for row, s in zip(found.rows, found.similarity, strict=True)]
     title = f"path: {tracks[0].label} -> {tracks[-1].label}"
     written, note = as_written(tracks, fmt, settings)
     notes += [note] if note else []
     out = write_playlist(output_path(req.out, settings, "path", fmt), written, title, fmt=fmt, overwrite=req.force,
                          inputs=snapshot_inputs(settings, lib))
-    return SongPathResult(out, tracks, notes)
+    return SongPathResult(out, tracks, [float(s) for s in found.similarity], notes)

@@ -3,6 +3,7 @@ the classifier (or the neighbour votes alone), the seeds, the ranking from the s
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import as_written, playlist_format, playlist_path
+from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -24,7 +25,7 @@ from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
-from recsys.recommender.rank import RankedTrack, Ranking, rank
+from recsys.recommender.rank import RankedTrack, Ranking, RankSettings, rank
 
 
 @dataclass
@@ -127,6 +128,14 @@ def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
 
+def rank_settings(settings: Settings) -> RankSettings:
+    """The ranking's section of the settings (the one place it is built): ``recommend.*`` of the same names, and
+    the classifier's ``knn_k`` and ``pseudo_until``."""
+    r = settings.recommend
+    same = {f.name: getattr(r, f.name) for f in dataclasses.fields(RankSettings) if hasattr(r, f.name)}
+    return RankSettings(**same, neighbours_k=settings.classifier.knn_k, pseudo_until=settings.classifier.pseudo_until)
+
+
 def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], model: RatingModel | None,
                   req: PlaylistRequest, scorer: str = "blend", seed_keys: Sequence[str] = (),
                   rested: Collection[str] = ()) -> Ranking:
@@ -141,16 +150,12 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
     if req.tag:  # the tag: term above has checked that the snapshot has tags and knows this one
         scores = TagScores(taste.lib.tag_names, taste.lib.tags)
         boost = np.nan_to_num(np.asarray(scores.probs[:, scores.index(req.tag)], np.float32), nan=0.0)
-    return rank(taste.lib, tracks, model, top_n=req.top_n or r.top_n, mode=req.mode, seeds=seeds,
-                include_rated=req.include_rated, include_played=req.include_played, played_min=r.played_min,
-                min_rating=None if req.min_stars is None else req.min_stars / 5.0,
-                max_per_artist=req.max_per_artist or r.max_per_artist,
-                max_per_album=req.max_per_album or r.max_per_album, mmr_lambda=r.mmr_lambda, w_model=r.w_model,
-                w_knn=r.w_knn, neighbours_k=settings.classifier.knn_k, max_voters=r.max_voters,
-                pseudo_until=settings.classifier.pseudo_until, album_vote=r.album_vote, artist_vote=r.artist_vote,
-                min_liked_share=r.min_liked_share, min_audio_votes=r.min_audio_votes,
-                block_unliked_albums=r.block_unliked_albums,
-                scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None,
+    knobs = dataclasses.replace(
+        rank_settings(settings), top_n=req.top_n or r.top_n, max_per_artist=req.max_per_artist or r.max_per_artist,
+        max_per_album=req.max_per_album or r.max_per_album,
+        scale_caps=r.scale_caps and req.max_per_artist is None and req.max_per_album is None)
+    return rank(taste.lib, tracks, model, knobs, mode=req.mode, seeds=seeds, include_rated=req.include_rated,
+                include_played=req.include_played, min_rating=None if req.min_stars is None else req.min_stars / 5.0,
                 scorer=scorer, search=vote_search(settings, taste.lib), exists=remote.exists, allowed=allowed,
                 library=taste.library, rested=rested, boost=boost)
 
@@ -177,7 +182,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
-    written, note = as_written(ranking.tracks, fmt, settings, taste.db_kind, local_player=req.local_player)
+    written, note = as_written(ranked_entries(ranking.tracks), fmt, settings, taste.db_kind,
+                               local_player=req.local_player)
     notes += [note] if note else []
     out, replace = playlist_path(req.out, settings, name, fmt, title)
     path = write_playlist(out, written, title, fmt=fmt, overwrite=req.force or replace, inputs=taste.inputs)

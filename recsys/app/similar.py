@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import as_written, output_path, playlist_format, ranked, snapshot_inputs
+from recsys.app.output import as_written, output_path, playlist_format, snapshot_entry, snapshot_inputs
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
@@ -51,7 +51,7 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
         kept = _nearest(settings, lib, row, k)
     result = SimilarResult(query=hit(lib, row, 1.0), neighbours=[hit(lib, i, s) for i, s in kept], note=note)
     if chosen:
-        tracks, written_note = as_written([ranked(lib, i, s) for i, s in kept], chosen, settings)
+        tracks, written_note = as_written([snapshot_entry(lib, i, s) for i, s in kept], chosen, settings)
         result.note = "; ".join(filter(None, [result.note, written_note])) or None
         result.path = write_playlist(output_path(out, settings, "similar", chosen), tracks,
                                      f"like {result.query.label}", fmt=chosen, overwrite=force,

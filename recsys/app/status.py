@@ -21,7 +21,7 @@ def library_status(settings: Settings) -> dict:
     home = settings.home_path
     library = load_configured_library(settings)
     resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
-    eid = decode_spec(settings, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
+    eid = decode_spec(settings.audio, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     empty = empty_folders(library)
     known = read_record(home, eid, library.tracks, empty, settings.index)
     if known is not None:

@@ -164,7 +164,7 @@ def train_encoder(settings: Settings, *, resume: bool = False, activate: bool | 
     inputs = library_inputs(settings)
     with HomeLock(home, "recsys train-encoder", inputs):
         model, fine_tune = base_model(cfg)
-        cache, cache_report = build_cache(settings, library.tracks,
+        cache, cache_report = build_cache(home, cfg, settings.audio, library.tracks,
                                           (lambda n: progress(n, "caching")) if progress else None)
         entries = cache.for_tracks(library.tracks)
         split = split_heldout(entries, cfg.holdout, cfg.seed)

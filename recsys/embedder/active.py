@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.atomic import atomic_path, write_json_atomic
-from recsys.config import DEFAULT_BUILTIN
+from recsys.choices import DEFAULT_ENCODER as DEFAULT_BUILTIN
 from recsys.home import models_dir
 
 if TYPE_CHECKING:  # importing the encoders imports torch: only when one is built (see embedder/lazy.py)

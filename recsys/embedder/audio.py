@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from recsys.config import CROP_POSITIONS as POSITIONS
+from recsys.choices import CROP_POSITIONS as POSITIONS
 from recsys.errors import RecsysError
 from recsys.library import remote
 from recsys.library.uri import is_remote

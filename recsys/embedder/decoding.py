@@ -15,11 +15,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
-from recsys.config import Settings
 from recsys.embedder.audio import Clip, DecodeError, ServerUnreachable, TrackTooLong, limit_decoder_threads, load_crop
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
@@ -65,8 +64,20 @@ def default_workers(configured: int) -> int:
     return configured if configured > 0 else max(1, os.cpu_count() or 1)
 
 
-def decode_spec(settings: Settings, sample_rate: int) -> DecodeSpec:
-    a = settings.audio
+class AudioSection(Protocol):
+    """What decoding reads of the settings: their ``audio`` section (``recsys.config.AudioSettings``, with
+    ``recsys/default.yaml`` the one home of its defaults), handed in by the use case; the embedder never reads the
+    settings object."""
+
+    crop_seconds: float
+    crop_position: str
+    crop_count: int
+    max_track_minutes: float  # 0: no limit
+    decode_timeout_s: float
+
+
+def decode_spec(a: AudioSection, sample_rate: int) -> DecodeSpec:
+    """The clip policy of the ``audio`` section at the encoder's ``sample_rate``: the one place it is built."""
     return DecodeSpec(sample_rate, a.crop_seconds, a.crop_position, a.max_track_minutes * 60.0, a.decode_timeout_s,
                       a.crop_count)
 

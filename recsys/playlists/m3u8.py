@@ -19,15 +19,14 @@ import re
 from collections.abc import Sequence
 
 from recsys.library.uri import is_remote
-from recsys.playlists.output import is_segment, xml_text
-from recsys.recommender.rank import RankedTrack
+from recsys.playlists.output import PlaylistEntry, xml_text
 
 # Every character that breaks a line to some reader (CR, LF, VT, FF, the file/group/record separators, NEL U+0085,
 # U+2028, U+2029) and every other control character: a label is one line of the file.
 _LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
-def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsys") -> bytes:
+def encode(tracks: Sequence[PlaylistEntry], title: str = "", creator: str = "recsys") -> bytes:
     """The M3U8 file of ``tracks``; ``title`` as ``#PLAYLIST:`` (the name Navidrome gives an imported playlist;
     other players skip the line), ``creator`` has no place in the format."""
     lines = [b"#EXTM3U"] + ([f"#PLAYLIST:{_LINE_BREAKS.sub(' ', xml_text(title))}".encode()] if title else [])
@@ -36,7 +35,7 @@ def encode(tracks: Sequence[RankedTrack], title: str = "", creator: str = "recsy
         label = _LINE_BREAKS.sub(" ", xml_text(t.label))
         # The path as the file system's own bytes: names that are not valid UTF-8 still resolve.
         lines.append(f"#EXTINF:{seconds},{label}".encode())
-        if is_segment(t):  # one track of a CUE sheet: VLC plays just this range of the shared file
+        if t.segment:  # one track of a CUE sheet: VLC plays just this range of the shared file
             lines.append(f"#EXTVLCOPT:start-time={t.start_s:.3f}".encode())
             if t.duration_s:
                 lines.append(f"#EXTVLCOPT:stop-time={t.start_s + t.duration_s:.3f}".encode())

@@ -1,5 +1,6 @@
-"""What every playlist writer shares: the output guards (never write the player database, a music file or anything
-in a music folder; replace only a playlist, and only with ``--force``), the text cleaning, and the atomic write.
+"""What every playlist writer shares: the entry it writes (:class:`PlaylistEntry`), the output guards (never write
+the player database, a music file or anything in a music folder; replace only a playlist, and only with ``--force``),
+the text cleaning, and the atomic write.
 """
 
 from __future__ import annotations
@@ -7,16 +8,40 @@ from __future__ import annotations
 import os
 import re
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
 from recsys.guard import Inputs, check_destination
-from recsys.recommender.rank import RankedTrack
+from recsys.library.track import Labelled
 
 # Characters XML 1.0 cannot represent: C0 controls but tab/newline/CR, surrogates, and the two non-characters.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+@dataclass(frozen=True)
+class PlaylistEntry(Labelled):
+    """One track of a playlist file as every writer takes it, whatever chose it (a ranking, a song path, the
+    nearest neighbours): the writers know nothing of the recommender. ``annotation`` is the line saying why the
+    track is there (XSPF's ``<annotation>``; empty: none). A server's playlist takes less of a track:
+    ``recsys.servers.PushEntry``."""
+
+    key: str  # the track key (``library/track.make_key``)
+    path: str  # the file the player opens (a server's location for a remote song)
+    start_s: float  # where the track starts in its file (a CUE segment), else 0
+    artist: str
+    title: str
+    album: str
+    track_number: int | None
+    duration_s: float | None
+    annotation: str = ""
+
+    @property
+    def segment(self) -> bool:
+        """A track cut from a shared file (CUE sheet): its key carries its start (see library/track.make_key)."""
+        return self.key != self.path or self.start_s > 0
 
 
 class PlaylistWriteError(RecsysError):
@@ -66,11 +91,6 @@ def written_by_recsys(path: Path, title: str) -> bool:
 def xml_text(value: object) -> str:
     """Tag text made storable in XML 1.0 (the serializer escapes the rest)."""
     return _INVALID_XML.sub("", str(value))
-
-
-def is_segment(track: RankedTrack) -> bool:
-    """A track cut from a shared file (CUE sheet): its key carries its start (see library/track.make_key)."""
-    return track.key != track.path or track.start_s > 0
 
 
 def write_file(path: Path, data: bytes, inputs: Inputs | None = None, overwrite: bool = False) -> Path:

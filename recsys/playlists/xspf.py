@@ -26,24 +26,14 @@ from datetime import datetime, timezone
 from xml.etree import ElementTree as ET
 
 from recsys.library.uri import path_to_uri
-from recsys.playlists.output import is_segment, xml_text
-from recsys.recommender.rank import RankedTrack
+from recsys.playlists.output import PlaylistEntry, xml_text
 
 XSPF_NS = "http://xspf.org/ns/0/"
 VLC_APP = "http://www.videolan.org/vlc/playlist/0"
 VLC_NS = "http://www.videolan.org/vlc/playlist/ns/0/"
 
 
-def _annotation(track: RankedTrack) -> str:
-    parts = []
-    if track.predicted is not None:
-        parts.append(f"predicted {track.predicted * 5:.1f} stars")
-    if track.because:
-        parts.append("close to " + "; ".join(track.because))
-    return ", ".join(parts) or f"score {track.score:.3f}"
-
-
-def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
+def encode(tracks: Sequence[PlaylistEntry], title: str, creator: str) -> bytes:
     ET.register_namespace("", XSPF_NS)
     ET.register_namespace("vlc", VLC_NS)
 
@@ -61,7 +51,7 @@ def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
     for t in tracks:
         el = sub(track_list, "track")
         sub(el, "location", path_to_uri(t.path))
-        for tag, value in (("title", t.title), ("creator", t.artist), ("annotation", _annotation(t)),
+        for tag, value in (("title", t.title), ("creator", t.artist), ("annotation", t.annotation),
                            ("album", t.album)):
             if value:
                 sub(el, tag, value)
@@ -69,7 +59,7 @@ def encode(tracks: Sequence[RankedTrack], title: str, creator: str) -> bytes:
             sub(el, "trackNum", int(t.track_number))
         if t.duration_s is not None and t.duration_s > 0:
             sub(el, "duration", int(round(t.duration_s * 1000)))
-        if is_segment(t):  # VLC reads the range; Strawberry finds the CUE track by location + trackNum
+        if t.segment:  # VLC reads the range; Strawberry finds the CUE track by location + trackNum
             # no <vlc:id>: VLC appends the tracks that have one after all the others, out of the playlist's order
             ext = sub(el, "extension")
             ext.set("application", VLC_APP)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recsys.config import MAX_PATH_STEPS
+from recsys.choices import MAX_PATH_STEPS
 from recsys.errors import RecsysError
 from recsys.library.groups import same_recording
 from recsys.recommender.neighbours import Search

@@ -105,6 +105,32 @@ class RankError(RecsysError):
     """The ranking cannot be built from what the user gave."""
 
 
+@dataclass(frozen=True)
+class RankSettings:
+    """The ranking's knobs, one typed section: the settings' ``recommend.*`` of the same names and the
+    classifier's ``knn_k`` (``neighbours_k``) and ``pseudo_until``. No defaults here: ``recsys/config.py`` and
+    ``recsys/default.yaml`` are their one home, and ``recsys.app.ranking.rank_settings`` builds this from the
+    settings (a request's ``--top-n`` or caps replace fields of it). ``min_liked_share`` None turns the evidence
+    rule off (the settings never do; tests and benchmarks compare with it off)."""
+
+    top_n: int  # the playlist's length
+    max_per_artist: int
+    max_per_album: int
+    mmr_lambda: float  # MMR: relevance against variety
+    w_model: float  # the blend's weight of the classifier ...
+    w_knn: float  # ... and of the neighbour votes
+    played_min: int  # plays from which an unrated track is no candidate (without include_played)
+    max_voters: int  # the strongest rated tracks that vote
+    neighbours_k: int  # neighbours each voter reaches through the index
+    pseudo_until: int  # below this many ratings, often played tracks count as liked (``labels.collect_labels``)
+    album_vote: float  # the weight of a vote for the rest of a voter's album ...
+    artist_vote: float  # ... and of its artist
+    min_liked_share: float | None  # the evidence rule (None: off)
+    min_audio_votes: float  # liked votes a track recommended on its sound alone needs
+    block_unliked_albums: bool
+    scale_caps: bool  # raise the caps to the liked evidence's albums and artists (never with caps asked for)
+
+
 @dataclass
 class Near:
     """A rated track an explanation rests on."""
@@ -312,16 +338,11 @@ def _scaled_caps(keys: Sequence[str], tracks: Sequence[Track], liked_rows: np.nd
             max(max_per_album, -(-top_n // len(albums))) if albums else max_per_album)
 
 
-def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n: int = 100, mode: str = "taste",
-         seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False, played_min: int = 3,
-         min_rating: float | None = None, max_per_artist: int = 3, max_per_album: int = 3, mmr_lambda: float = 0.7,
-         w_model: float = 0.2, w_knn: float = 0.8, neighbours_k: int = 20, max_voters: int = 1000,
-         pseudo_until: int = 500, album_vote: float = 1.0, artist_vote: float = 0.5,
-         min_liked_share: float | None = 0.5, min_audio_votes: float = 4.0, block_unliked_albums: bool = True,
-         scale_caps: bool = True, scorer: str = "blend",
-         search: Search | None = None, exists: Callable[[str], bool] = os.path.exists,
-         allowed: np.ndarray | None = None, library: Catalogue | None = None, boost: np.ndarray | None = None,
-         rested: Collection[str] = ()) -> Ranking:
+def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings: RankSettings, *, mode: str = "taste",
+         seeds: Sequence[str] = (), include_rated: bool = False, include_played: bool = False,
+         min_rating: float | None = None, scorer: str = "blend", search: Search | None = None,
+         exists: Callable[[str], bool] = os.path.exists, allowed: np.ndarray | None = None,
+         library: Catalogue | None = None, boost: np.ndarray | None = None, rested: Collection[str] = ()) -> Ranking:
     """The ``top_n`` recommended tracks, best first; ``lib`` has ``keys``, ``vectors`` (L2-normalised) and ``meta``.
 
     ``tracks`` need be only those with a rating, plays or skips (``Track.has_history``) when ``library`` holds every
@@ -332,7 +353,15 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     rated track still votes. ``rested`` (track keys: those of recent playlists, ``recsys.home.recent``) come after
     every other candidate that passes the rules: the playlist holds them only where the others cannot fill it.
     ``boost`` (a factor per row, e.g. a tag's probability) multiplies the relevance the order follows.
+    ``settings`` holds the knobs (:class:`RankSettings`); the rest is this request's.
     """
+    top_n, max_per_artist, max_per_album, mmr_lambda = (settings.top_n, settings.max_per_artist,
+                                                        settings.max_per_album, settings.mmr_lambda)
+    w_model, w_knn, played_min, max_voters = settings.w_model, settings.w_knn, settings.played_min, settings.max_voters
+    neighbours_k, pseudo_until = settings.neighbours_k, settings.pseudo_until
+    album_vote, artist_vote, min_liked_share = settings.album_vote, settings.artist_vote, settings.min_liked_share
+    min_audio_votes, block_unliked_albums = settings.min_audio_votes, settings.block_unliked_albums
+    scale_caps = settings.scale_caps
     if mode not in MODES:
         raise RankError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
     if scorer not in SCORERS:

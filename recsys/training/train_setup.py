@@ -9,18 +9,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
 from recsys.choices import TRAINABLE_ENCODERS
-from recsys.config import Settings, TrainSettings
-from recsys.embedder.decoding import default_workers
+from recsys.embedder.decoding import AudioSection, default_workers
 from recsys.embedder.encoders import CNN_DEFAULTS, CnnEncoder, EncoderError, build_encoder
 from recsys.library.groups import album_of
 from recsys.library.text import tag_key
 from recsys.library.track import Track
 from recsys.training.cache import AudioCache, CacheReport, Entry, Layout
-from recsys.training.trainer import TrainError
+from recsys.training.trainer import TrainError, TrainSection
 
 BASES = TRAINABLE_ENCODERS
 # Fine-tuning MusiCNN leaves its front-end (input batch norm, timbral and temporal filters) as pretrained: they are
@@ -72,7 +72,7 @@ def split_heldout(entries: Sequence[Entry], holdout: float, seed: int) -> Split:
                  [e for e in entries if group_of(e) in val], [e for e in entries if group_of(e) in test])
 
 
-def base_model(cfg: TrainSettings) -> tuple[nn.Module, bool]:
+def base_model(cfg: TrainSection) -> tuple[nn.Module, bool]:
     """(the model training starts from, whether it is fine-tuned): pretrained MusiCNN, or a fresh cnn."""
     if cfg.base == "cnn":
         return CnnEncoder({**CNN_DEFAULTS, "channels": [int(c) for c in cfg.channels], "seed": int(cfg.seed)}), False
@@ -87,11 +87,11 @@ def base_model(cfg: TrainSettings) -> tuple[nn.Module, bool]:
     raise TrainError(f"unknown train.base {cfg.base!r}: use one of {', '.join(BASES)} (--from)")
 
 
-def build_cache(settings: Settings, tracks: Sequence[Track],
+def build_cache(home: Path, t: TrainSection, a: AudioSection, tracks: Sequence[Track],
                 progress: Callable[[int], object] | None = None) -> tuple[AudioCache, CacheReport]:
-    """The training audio cache of the home, brought up to date with ``tracks``."""
-    t, a = settings.train, settings.audio
-    cache = AudioCache(settings.home_path, Layout(SAMPLE_RATE, int(t.windows), float(t.window_seconds)))
+    """The training audio cache of the ``home`` folder, brought up to date with ``tracks``: windows as the ``train``
+    section says, the longest track and the per-file time limit as the ``audio`` section says."""
+    cache = AudioCache(home, Layout(SAMPLE_RATE, int(t.windows), float(t.window_seconds)))
     report = cache.build(tracks, max_bytes=t.cache_max_gb * 1e9, seed=t.seed, max_duration_s=a.max_track_minutes * 60,
                          timeout_s=a.decode_timeout_s, workers=default_workers(t.workers), progress=progress)
     return cache, report

@@ -30,13 +30,13 @@ import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from recsys.atomic import atomic_path
-from recsys.config import TrainSettings
 from recsys.embedder.active import BEST, LAST
 from recsys.embedder.encoders import EncoderError, resolve_device, save_checkpoint
 from recsys.errors import RecsysError
@@ -49,6 +49,27 @@ EVAL_TRACKS = 256  # tracks in the fixed pairs the per-epoch metrics (and BatchN
 MIN_BATCH = 4  # below this many tracks per step the contrastive loss says too little
 MIN_STEPS = 8  # steps per epoch at least: a library smaller than a few batches is passed over several times
 PROJECTION_DIM = 128
+
+
+class TrainSection(Protocol):
+    """What training reads of the settings: their ``train`` section (``recsys.config.TrainSettings``, with
+    ``recsys/default.yaml`` the one home of its defaults; ``lr`` resolved by the use case), handed in by
+    `recsys train-encoder`; training never reads the settings object."""
+
+    base: str
+    epochs: int
+    batch_size: int
+    lr: float | None
+    weight_decay: float
+    temperature: float
+    seed: int
+    device: str
+    windows: int
+    window_seconds: float
+    channels: list[int]
+    cache_max_gb: float
+    workers: int
+    collapse_std: float
 
 
 class TrainError(RecsysError):
@@ -170,7 +191,7 @@ class Trainer:
     ``run_dir``. ``fine_tune`` keeps the model's BatchNorm statistics as they are (pretrained ones stay; a cnn
     trained from scratch learns them, recalibrated before every measurement)."""
 
-    def __init__(self, cfg: TrainSettings, model: nn.Module, train: Sequence[Entry], val: Sequence[Entry],
+    def __init__(self, cfg: TrainSection, model: nn.Module, train: Sequence[Entry], val: Sequence[Entry],
                  folder: Path, run_dir: Path, *, fine_tune: bool,
                  log_step: Callable[[dict, int], None] | None = None,
                  progress: Callable[[int], object] | None = None) -> None:

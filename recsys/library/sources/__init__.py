@@ -52,9 +52,11 @@ def recognising_source(path: Path) -> Source | None:
 
 
 def read_source_db(path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
-    """Read ``path`` with the registered source that recognises it (the first source when none does)."""
+    """Read ``path`` with the registered source that recognises it (the first source when none does), which gets
+    the settings section of its own name (None when there is none: Clementine's)."""
     chosen = recognising_source(path) or source(next(iter(SOURCES)))
-    return chosen.read(path, Settings() if settings is None else settings, taste_only=taste_only)
+    section = getattr(Settings() if settings is None else settings, chosen.name, None)
+    return chosen.read(path, section, taste_only=taste_only)
 
 
 def library_db(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool = True) -> Path | None:
@@ -199,7 +201,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
     if server and db_path is None:
         from recsys.library.sources.subsonic import read_subsonic
 
-        player = read_subsonic(settings)
+        player = read_subsonic(server, settings.subsonic)
         library.server, library.db_kind, library.db_user = player.server, player.kind, player.user
         library.skipped_unavailable, library.duplicate_rows = player.skipped_unavailable, player.duplicates
     elif db_path is not None:

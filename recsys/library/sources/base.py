@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from recsys.config import Settings
 from recsys.library.catalogue import Catalogue
 from recsys.library.track import Track
 
@@ -40,8 +39,10 @@ class Source(Protocol):
     def recognises(self, path: Path) -> bool:
         """Whether ``path`` (given with ``--db``) is this player's database."""
 
-    def read(self, path: Path, settings: Settings, taste_only: bool = False) -> PlayerLibrary:
-        """The tracks the database lists, read as ``settings`` say (its own section, e.g. ``navidrome``); a
+    def read(self, path: Path, section: Any, taste_only: bool = False) -> PlayerLibrary:
+        """The tracks the database lists, read as ``section`` says: the settings section of the source's own name
+        (``settings.navidrome`` for ``navidrome``; None where the settings have none), which the registry hands
+        over (a source never reads the settings object, and its defaults are the settings'); a
         :class:`~recsys.errors.RecsysError` naming the file when it cannot. ``taste_only``: every track in
         ``catalogue``, and in ``tracks`` at least those with a rating, plays or skips (``Track.has_history``; a
         reader may leave the others out, which is what makes the taste commands fast on a large library)."""

@@ -36,7 +36,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import yaml
 
@@ -44,9 +44,6 @@ from recsys.library.catalogue import Catalogue
 from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.clementine import PlayerDBError, read_consistent, select_tolerant
 from recsys.library.track import Track, track_from_values
-
-if TYPE_CHECKING:
-    from recsys.config import Settings
 
 KIND = "beets"
 WHAT = "a beets library (library.db in beets' config folder)"
@@ -269,6 +266,14 @@ def _track(path: str, row: tuple, fields: dict[str, float], scale: float) -> Tra
     ))
 
 
+class BeetsSection(Protocol):
+    """What the reader takes of the settings: their ``beets`` section (``recsys.config.BeetsSettings``)."""
+
+    config: str | None
+    directory: str | None
+    rating_scale: float
+
+
 class _BeetsSource:
     """beets as a :class:`recsys.library.sources.Source`: settings ``beets.config``, ``directory``, ``rating_scale``."""
 
@@ -296,10 +301,7 @@ class _BeetsSource:
         except PlayerDBError:
             return False
 
-    def read(self, path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
-        if settings is None:
-            return read_beets_db(path, taste_only=taste_only)
-        b = settings.beets
+    def read(self, path: Path, b: BeetsSection, taste_only: bool = False) -> PlayerLibrary:
         return read_beets_db(path, directory=b.directory, config=b.config, rating_scale=b.rating_scale,
                              taste_only=taste_only)
 

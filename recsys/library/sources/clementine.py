@@ -382,7 +382,8 @@ class _ClementineSource:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
 
-    def read(self, path: Path, settings: object = None, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, section: object = None, taste_only: bool = False) -> PlayerLibrary:
+        """The player has no settings section: ``section`` is None."""
         return read_player_db(path, taste_only=taste_only)
 
 

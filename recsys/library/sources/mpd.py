@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Protocol
 
-from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.folders import _leading_int  # '3/12' -> 3, '2001-05-01' -> 2001: as tags are read
@@ -31,6 +31,14 @@ def _float(text: str) -> float | None:
     return value if value == value and value not in (float("inf"), float("-inf")) else None
 
 
+class MpdSection(Protocol):
+    """What the reader takes of the settings: their ``mpd`` section (``recsys.config.MpdSettings``)."""
+
+    music_directory: str | None
+    rating_scale: float
+    play_count_sticker: str
+
+
 class MpdSource:
     """An MPD server as a library source (the Source protocol of :mod:`recsys.library.sources`)."""
 
@@ -45,18 +53,18 @@ class MpdSource:
 
         return is_mpd(path)
 
-    def read(self, path: Path, settings: Settings, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, section: MpdSection, taste_only: bool = False) -> PlayerLibrary:
         from recsys.servers.mpd import all_songs, connect, first, local_path, music_directory, parse_address, stickers
 
         address = parse_address(str(path))
         with connect(address) as client:
-            music_dir = music_directory(client, address, settings.mpd.music_directory)
+            music_dir = music_directory(client, address, section.music_directory)
             songs = list(all_songs(client))
             ratings = stickers(client, "rating")
-            sticker = settings.mpd.play_count_sticker
+            sticker = section.play_count_sticker
             plays = stickers(client, sticker) if sticker else {}
         library = PlayerLibrary(Path(address.url), KIND, [], skipped_urls=0, skipped_unavailable=0)
-        scale = settings.mpd.rating_scale
+        scale = section.rating_scale
         checked = found = 0
         example = ""
         for song in songs:

@@ -37,14 +37,11 @@ import sqlite3
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from recsys.library.sources.base import PlayerLibrary
 from recsys.library.sources.clementine import PlayerDBError, read_consistent, select_tolerant
 from recsys.library.track import Track
-
-if TYPE_CHECKING:
-    from recsys.config import Settings
 
 # The packages' DataFolder (release/linux/navidrome.toml); Docker's /data is inside the container.
 USUAL_PATHS = (Path("/var/lib/navidrome/navidrome.db"),)
@@ -218,6 +215,16 @@ def _check_roots(db: Path, libraries: dict[int, str], mapping: list[tuple[str, s
                         f"{{'{roots[0]}': '{Path.home() / 'Music'}'}}")
 
 
+class NavidromeSection(Protocol):
+    """What the reader takes of the settings: their ``navidrome`` section (``recsys.config.NavidromeSettings``)."""
+
+    user: str | None
+    loved_stars: float
+
+    def mapping(self) -> dict[str, str]:
+        """``path_map`` as {Navidrome's folder: this machine's folder}."""
+
+
 class _NavidromeSource:
     """Navidrome as a :class:`recsys.library.sources.Source`: settings ``navidrome.user``, ``path_map``,
     ``loved_stars``."""
@@ -234,11 +241,8 @@ class _NavidromeSource:
         except PlayerDBError:
             return False
 
-    def read(self, path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, nd: NavidromeSection, taste_only: bool = False) -> PlayerLibrary:
         """Every track, whether ``taste_only`` or not (a Track per row: not yet made lean like Clementine's)."""
-        if settings is None:
-            return read_navidrome_db(path)
-        nd = settings.navidrome
         return read_navidrome_db(path, user=nd.user, path_map=nd.mapping(), loved_stars=nd.loved_stars)
 
 

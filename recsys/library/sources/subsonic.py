@@ -20,7 +20,7 @@ Both carry the same content id (the same bytes sampled), so switching between th
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from recsys.library import remote
 from recsys.library.sources.base import PlayerLibrary
@@ -28,31 +28,41 @@ from recsys.library.sources.navidrome import _epoch, _mapped, _rating
 from recsys.library.track import Track
 from recsys.servers.subsonic import SubsonicClient, SubsonicError, read_password
 
-if TYPE_CHECKING:
-    from recsys.config import Settings
-
 KIND = "subsonic"
 
 
-def connect(settings: Settings) -> SubsonicClient:
-    """A client of the configured server as the configured user, checked with a ping."""
-    url, user = settings.library.subsonic, settings.subsonic.user
+class SubsonicSection(Protocol):
+    """What the reader takes of the settings: their ``subsonic`` section (``recsys.config.SubsonicSettings``); the
+    server's address is ``library.subsonic``."""
+
+    user: str | None
+    password_file: str | None
+    loved_stars: float
+    timeout_s: float
+
+    def mapping(self) -> dict[str, str]:
+        """``path_map`` as {the server's folder: this machine's folder}."""
+
+
+def connect(url: str | None, section: SubsonicSection) -> SubsonicClient:
+    """A client of the server at ``url`` as the configured user, checked with a ping."""
+    user = section.user
     if not url:
         raise SubsonicError("no Subsonic server: give its address with --subsonic URL")
     if not user:
         raise SubsonicError(f"no Subsonic user for {url}: give it with --subsonic-user NAME (or subsonic.user)")
-    client = SubsonicClient(url, user, read_password(settings.subsonic.password_file), settings.subsonic.timeout_s)
+    client = SubsonicClient(url, user, read_password(section.password_file), section.timeout_s)
     client.ping()
     return client
 
 
-def read_subsonic(settings: Settings) -> PlayerLibrary:
+def read_subsonic(url: str | None, section: SubsonicSection) -> PlayerLibrary:
     """Every song of the server with the user's ratings, stars and plays; the server's files registered for
     reading over HTTP (:mod:`recsys.library.remote`)."""
-    client = connect(settings)
-    mapping = sorted(((k.rstrip("/") or "/", v.rstrip("/") or "/") for k, v in settings.subsonic.mapping().items()),
+    client = connect(url, section)
+    mapping = sorted(((k.rstrip("/") or "/", v.rstrip("/") or "/") for k, v in section.mapping().items()),
                      key=lambda kv: -len(kv[0]))
-    loved = settings.subsonic.loved_stars
+    loved = section.loved_stars
     library = PlayerLibrary(None, KIND, [], skipped_urls=0, skipped_unavailable=0, user=client.user,
                             server=client.url)
     by_key: dict[str, Track] = {}
