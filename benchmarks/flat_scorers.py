@@ -224,12 +224,16 @@ def kernel_ridge_loo(sims: np.ndarray, truth: np.ndarray, gamma: float = 5.0, la
 
 def _ranked(lib, songs: list, db: Path, row: dict[str, int]) -> np.ndarray:
     """The order of ``rank()`` itself as a score (its picks best first, every other track below them)."""
+    import dataclasses
+
+    from recsys.app.ranking import rank_settings
+    from recsys.config import Settings
     from recsys.library.sources import load_library
     from recsys.recommender.rank import rank
 
     write_clementine_db(db, songs)
-    picks = rank(lib, load_library(db, []).tracks, None, top_n=20, max_per_artist=LIFTED,
-                 max_per_album=LIFTED).tracks
+    knobs = dataclasses.replace(rank_settings(Settings()), top_n=20, max_per_artist=LIFTED, max_per_album=LIFTED)
+    picks = rank(lib, load_library(db, []).tracks, None, knobs).tracks
     score = np.full(len(row), -np.inf)  # not in the playlist
     for i, t in enumerate(picks):
         score[row[t.path]] = len(picks) - i
