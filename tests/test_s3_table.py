@@ -119,7 +119,14 @@ def test_a_table_in_a_bucket_holds_the_local_vectors_reruns_do_nothing_and_simil
 
     status = _cli(query_host, "status", "--db", str(small_library.db), "--json", table=uri)
     assert status.exit_code == 0 and json.loads(status.output)["table"] == uri
-    assert SECRET not in first.output + again.output + seen.output + status.output
+
+    Path(small_library.songs[1].path).unlink()  # prune and repair write the table too, under its lease
+    pruned = _cli(query_host, "prune", table=uri)
+    assert pruned.exit_code == 0 and "removed 1 track(s)" in pruned.output, pruned.output
+    repaired = _cli(writer, "repair", table=uri)
+    assert repaired.exit_code == 0 and "table: whole (11 rows)" in repaired.output, repaired.output
+    assert len(_vectors(_settings(small_library, writer, uri))) == 11
+    assert SECRET not in first.output + again.output + seen.output + status.output + pruned.output
     assert _files_holding(tmp_path, SECRET) == [], "the secret was written to a file"
     assert not (tmp_path / "user-home").exists() or not list((tmp_path / "user-home").rglob("*")), \
         "something was written to the user's home"
