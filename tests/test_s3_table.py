@@ -26,7 +26,7 @@ from recsys.app.embed import embed_library  # noqa: E402
 from recsys.app.settings import command_settings  # noqa: E402
 from recsys.cli import main  # noqa: E402
 from recsys.index.object_store import LeaseHeld, LeaseLost, TableLease  # noqa: E402
-from recsys.index.store import TrackStore  # noqa: E402
+from recsys.index.store import TableLocation, TrackRow, TrackStore  # noqa: E402
 
 BUCKET = "recsys-shared"
 KEY_ID, SECRET = "AKIARECSYSTEST", "recsys-test-secret-3f9c1e"  # the secret must never land in a file
@@ -184,6 +184,18 @@ def test_two_concurrent_embeds_into_one_table_never_both_embed_a_track(small_lib
     assert embedded == 12, outputs  # every track once: never both, never neither
     settings = _settings(small_library, tmp_path / "host0", uri)
     assert len(_vectors(settings)) == 12
+
+
+def test_tag_names_travel_with_the_table_to_another_machines_home(s3, tmp_path):
+    location = TableLocation(f"s3://{BUCKET}/tagged", _options(s3))
+    row = TrackRow(key="/m/a.flac", path="/m/a.flac", start_s=0.0, content_id="c", size=1, mtime_ns=1,
+                   duration_s=1.0, artist="", album="", title="", genre="", year=None, track_number=None,
+                   encoder_id="e", vector=np.full(4, 0.5, np.float32), tags=np.array([0.1, 0.9], np.float32))
+    with location.lease("recsys embed"):
+        TrackStore.open(tmp_path / "writer", location=location).upsert([row], ["calm", "loud"])
+    reader = TrackStore.open(tmp_path / "query-host", writable=False, location=location)
+    assert reader.tag_names == ["calm", "loud"]  # no tags.json in that home: the column's own metadata
+    assert not (tmp_path / "query-host").exists()
 
 
 def test_the_ray_engine_embeds_into_the_bucket(small_library, s3, tmp_path):

@@ -10,7 +10,8 @@ call :meth:`TrackStore.reset_vectors`, which overwrites the table (as a new vers
 Nothing of the old rows is kept: they are all re-embedded.
 
 Tags: when the encoder has a tag head (``recsys.embedder.interface.tag_names``) each row also carries its tag
-probabilities in ``tags``, a fixed-size float32 list, and ``<home>/tags.json`` names them in order. A table made
+probabilities in ``tags``, a fixed-size float32 list, named in order by the column's metadata (``names``: so they
+travel with a table in a bucket to every machine's home) and by ``<home>/tags.json`` (tables made before). A table made
 before tags existed has no such column: the first write with tags adds it (a schema change, one commit) and the older
 rows read as null until they are embedded again. Rows of an encoder without a head hold null.
 
@@ -110,6 +111,7 @@ META_COLUMNS = ["key", "path", "start_s", "content_id", "size", "mtime_ns", "dur
 VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
 TAGS_COLUMN = "tags"
 TAG_NAMES_FILE = "tags.json"
+_NAMES = "names"  # the tags column's metadata key holding its names, in order
 STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
 
 _TEXT = pa.string()
@@ -302,7 +304,16 @@ class TrackStore:
 
     @property
     def tag_names(self) -> list[str] | None:
-        """The names of the ``tags`` column's entries, in order (``<home>/tags.json``); None when there are none."""
+        """The names of the ``tags`` column's entries, in order (the column's metadata, else ``<home>/tags.json``);
+        None when there are none."""
+        if self.n_tags is not None:
+            kept = (self._tracks.schema.field(TAGS_COLUMN).metadata or {}).get(_NAMES.encode())
+            try:
+                names = json.loads(kept) if kept else None
+            except ValueError:
+                names = None
+            if isinstance(names, list) and len(names) == self.n_tags:
+                return [str(n) for n in names]
         return read_tag_names(self.home)
 
     def tags_of(self, keys: Iterable[str]) -> dict[str, np.ndarray | None]:
@@ -450,16 +461,21 @@ class TrackStore:
         sizes = {int(np.asarray(r.tags).shape[-1]) for r in rows if r.tags is not None}
         if not sizes:
             return self.n_tags
-        tag_names = tag_names or read_tag_names(self.home)  # rows reused with their tags: the names already kept
+        tag_names = tag_names or self.tag_names  # rows reused with their tags: the names already kept
         if len(sizes) != 1 or tag_names is None or len(tag_names) not in sizes:
             raise StoreError(f"rows for {self.home} carry {sorted(sizes)} tags for {len(tag_names or ())} tag names: "
                              "one encoder per batch, with its tag names")
         n = sizes.pop()
+        names = {_NAMES: json.dumps(list(tag_names))}
         if self.n_tags is None:
-            self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n))))
+            self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n),
+                                                                  metadata=names)))
         elif self.n_tags != n:
             raise StoreError(f"table in {self.home} holds {self.n_tags} tags per track, got {n}: call "
                              "reset_vectors first (a new encoder makes all old rows stale)")
+        elif self.tag_names != list(tag_names) or _NAMES.encode() not in (
+                self._tracks.schema.field(TAGS_COLUMN).metadata or {}):
+            self._guard(lambda: self._tracks.replace_field_metadata(TAGS_COLUMN, names))
         if read_tag_names(self.home) != list(tag_names):
             write_json_atomic(self.home / TAG_NAMES_FILE, {"tags": list(tag_names)})
         return n
