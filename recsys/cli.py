@@ -77,6 +77,9 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+_GROUP_OPTIONS = ("--home", "--config", "--table")  # recsys's own options, given before the command
+
+
 class RecsysGroup(click.Group):
     """Turns every RecsysError into one line on stderr and a non-zero exit, never a traceback."""
 
@@ -89,6 +92,11 @@ class RecsysGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("recsys: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.NoSuchOption as exc:
+            if exc.option_name in _GROUP_OPTIONS:  # `recsys embed --table URI`: say where it goes
+                exc.message = (f"{exc.option_name} is an option of recsys itself: give it before the command, e.g. "
+                               f"recsys {exc.option_name} ... {ctx.invoked_subcommand or 'embed'}")
+            raise
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except BrokenPipeError:  # `recsys status | head -1`: the reader left; click's main ends quietly

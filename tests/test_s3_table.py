@@ -227,3 +227,8 @@ def test_a_missing_bucket_an_unreachable_endpoint_and_a_key_in_the_settings_are_
     assert keyed.exit_code == 1 and keyed.output.count("\n") == 1
     assert "store.storage_options holds a credential (aws_secret_access_key; " in keyed.output
     assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in keyed.output and SECRET not in keyed.output
+
+    misplaced = CliRunner().invoke(main, ["--home", str(home), "embed", "--table", f"s3://{BUCKET}/x"])
+    assert misplaced.exit_code == 2
+    assert "--table is an option of recsys itself: give it before the command, e.g. recsys --table ... embed" \
+        in misplaced.output
