@@ -531,7 +531,10 @@ class TrackStore:
             self._write_stamp()
 
     def _write_stamp(self) -> None:
-        self._guard(lambda: write_json_atomic(self.home / STAMP, {"table_version": self.version, "count": self.count}))
+        try:  # a file of the home, wherever the table is
+            write_json_atomic(self.home / STAMP, {"table_version": self.version, "count": self.count})
+        except OSError as exc:
+            raise _write_failed(self.home, exc) from None
 
     def _guard(self, action):
         lease = object_store.lease_held(self.location.uri) if self.location.remote else None
