@@ -76,6 +76,9 @@ class Finite(click.FloatRange):
         return super().convert(number, param, ctx)
 
 
+_GROUP_OPTIONS = ("--home", "--config", "--table")  # recsys's own options, given before the command
+
+
 class RecsysGroup(click.Group):
     """Turns every RecsysError into one line on stderr and a non-zero exit, never a traceback."""
 
@@ -88,6 +91,11 @@ class RecsysGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("recsys: interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.NoSuchOption as exc:
+            if exc.option_name in _GROUP_OPTIONS:  # `recsys embed --table URI`: say where it goes
+                exc.message = (f"{exc.option_name} is an option of recsys itself: give it before the command, e.g. "
+                               f"recsys {exc.option_name} ... {ctx.invoked_subcommand or 'embed'}")
+            raise
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except BrokenPipeError:  # `recsys status | head -1`: the reader left; click's main ends quietly
@@ -105,6 +113,7 @@ class RecsysGroup(click.Group):
 
 def _settings(ctx: click.Context, db: str | None = None, folders: tuple[str, ...] = (), **overrides) -> Settings:
     obj = ctx.find_root().obj
+    overrides["store"] = {**overrides.get("store", {}), "table": obj.get("table")}
     return command_settings(obj["config"], obj["home"], db=_with_mpd(ctx, db), folders=folders,
                             subsonic=ctx.meta.get(_SUBSONIC), subsonic_user=ctx.meta.get(_SUBSONIC_USER), **overrides)
 
@@ -214,9 +223,14 @@ def _where_option(command):
               help="YAML file overriding any subset of the packaged defaults (`recsys config --defaults` prints "
                    "them, one comment each) [default: $XDG_CONFIG_HOME/recsys/config.yaml, i.e. "
                    "~/.config/recsys/config.yaml, when it exists].")
+@click.option("--table", metavar="URI", default=None,
+              help="Where the table of vectors lives, shared by the machines that embed into it: s3://BUCKET/PREFIX, "
+                   "with the object store's endpoint and region in the setting store.storage_options and the "
+                   "credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (never a flag or a file); every query "
+                   "still reads this machine's index in the home [default: store.table, else the home].")
 @click.version_option(package_name="recsys")
 @click.pass_context
-def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
+def main(ctx: click.Context, home: str | None, config_file: str | None, table: str | None) -> None:
     """recsys: music recommendations from your own library, by listening to it.
 
     \b
@@ -238,7 +252,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None) -> None:
     Shell completion (bash; zsh and fish alike): eval "$(_RECSYS_COMPLETE=bash_source recsys)"
     """
     from_env = ctx.get_parameter_source("home") == click.core.ParameterSource.ENVIRONMENT
-    ctx.obj = {"home": home, "config": config_file, "home_from_env": from_env}
+    ctx.obj = {"home": home, "config": config_file, "home_from_env": from_env, "table": table}
 
 
 @main.command()
@@ -513,6 +527,8 @@ def status(ctx, db, folders, as_json):
         click.echo(json.dumps(st, ensure_ascii=False, indent=1, default=str))
         return
     click.echo(f"home: {st['home']}")
+    if st.get("table"):
+        click.echo(f"table: {st['table']}")
     click.echo(f"library: {st['library_tracks']} tracks ({st['library_source']})")
     click.echo(f"encoder: {st['encoder']} ({st['encoder_id']})")
     click.echo(f"embedded: {st['embedded']} current, {st['stale']} stale (other encoder or changed file), "

@@ -110,8 +110,8 @@ def rule_of(section: type, key: str) -> Rule:
 def _s(default: Any, rule: Rule | None = None, **kw: Any) -> Any:
     """A setting with its default and the values it allows (checked at load, so a bad value stops nothing later)."""
     rule = rule or Rule(**kw)
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"rule": rule})
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"rule": rule})
     return field(default=default, metadata={"rule": rule})
 
 
@@ -255,6 +255,21 @@ class RecommendSettings:
     keep_copies: bool = _s(False)
 
 
+# The one rule of a table URI: an S3 bucket and an optional prefix, no user or key in it (credentials only ever come
+# from the AWS_* environment variables).
+_TABLE_URI = re.compile(r"(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s@]*)?)?")
+# storage option names that would carry a credential: refused, whatever their value (see _check_store)
+_SECRET_OPTION = re.compile(r"secret|access_key|token|password|credential", re.IGNORECASE)
+
+
+@dataclass
+class StoreSettings:
+    table: str = _s("", pattern=_TABLE_URI,
+                    meaning="empty (the table in the home folder) or s3://BUCKET[/PREFIX]")
+    storage_options: dict[str, str] = _s({}, meaning="KEY: VALUE options of the object store (endpoint, region, "
+                                             "allow_http, ...)")
+
+
 @dataclass
 class TrackingSettings:
     uri: str | None = _s(None)
@@ -295,6 +310,7 @@ class Settings:
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     recommend: RecommendSettings = field(default_factory=RecommendSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     # where each value came from, by dotted name ('embed.workers'): 'from config file ..., line 3', 'from environment
     # variable ...', 'from the command line, --workers', 'remembered in ...'; a name absent here is the default
     origins: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -317,6 +333,15 @@ def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], name, origin)
+    if kind is dict:
+        if isinstance(value, str):  # from the environment: KEY=VALUE,KEY=VALUE
+            pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+            if any(not sep or not key.strip() for key, sep, _ in pairs):
+                raise ConfigError(f"{name}: expected KEY=VALUE entries separated by commas ({origin(name)})")
+            value = {key.strip(): item.strip() for key, _, item in pairs}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping of KEY: VALUE, got {shown(value)} ({origin(name)})")
+        return {str(_coerce(k, args[0], name, origin)): _coerce(v, args[1], name, origin) for k, v in value.items()}
     if kind is list:
         if isinstance(value, str):
             value = [v for v in value.split(os.pathsep) if v]
@@ -354,6 +379,9 @@ def _coerce(value: Any, annotation: Any, name: str, origin: Origin) -> Any:
     return value
 
 
+_USERINFO = re.compile(r"//[^/@\s]*@")
+
+
 def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
     """The range check of one setting: one line naming it, its value, what it allows and where the value is."""
     if rule is None or value is None:  # None reaches here only for a setting that may be unset
@@ -363,7 +391,8 @@ def _check(value: Any, rule: Rule | None, name: str, origin: Origin) -> None:
     for item in value if isinstance(value, list) else [value]:
         if not rule.allows(item):
             given = value if isinstance(value, list) else item
-            raise ConfigError(f"{name} = {shown(given)} is not allowed (allowed: {rule.describe()}; {origin(name)})")
+            given = _USERINFO.sub("//***@", shown(given))  # a URL's user and key never reach a message
+            raise ConfigError(f"{name} = {given} is not allowed (allowed: {rule.describe()}; {origin(name)})")
 
 
 def _apply(obj: Any, values: dict[str, Any], origin: Origin, prefix: str = "",
@@ -395,6 +424,17 @@ def _check_together(settings: Settings) -> None:
     r = settings.recommend
     if r.w_model + r.w_knn <= 0:
         raise ConfigError("recommend.w_model and recommend.w_knn are both 0: give at least one a positive weight")
+
+
+def _check_store(settings: Settings) -> None:
+    """No credential in the settings: a storage option naming a key or secret is refused (its value never shown), so
+    none can end up in a settings file, `recsys config`'s output or a tracked run's parameters."""
+    named = sorted(k for k in settings.store.storage_options if _SECRET_OPTION.search(k))
+    if named:
+        where = settings.origins.get("store.storage_options", "")
+        raise ConfigError(f"store.storage_options holds a credential ({', '.join(named)}; {where}): remove it and "
+                          "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment "
+                          "instead")
 
 
 def _check_db(settings: Settings) -> None:
@@ -615,6 +655,7 @@ def load_settings(
                     raise
                 raise ConfigError(f"{exc}; `recsys config --forget` forgets it") from None
     _check_together(settings)
+    _check_store(settings)
     _check_db(settings)
     _check_home(settings, home_from)
     return settings

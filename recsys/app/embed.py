@@ -16,7 +16,7 @@ from recsys.embedder.lazy import device_label, remember_facts, resolve_for_plann
 from recsys.errors import RecsysError
 from recsys.home.lock import HomeLock
 from recsys.index.ann import excluded_digest, read_manifest
-from recsys.index.store import TrackStore
+from recsys.index.store import TrackStore, table_location
 from recsys.library.sources import load_configured_library
 from recsys.library.track import Track
 from recsys.pipeline.noop import NoopRecord, read_record, write_record
@@ -43,22 +43,24 @@ def embed_library(
         raise NoTracksError(f"the library at {where} holds no playable tracks (is the music drive mounted?): add "
                             "music to it (or check --library); nothing was changed")
     home = settings.home_path
+    table = table_location(settings)
     started = time.monotonic()
-    with HomeLock(home, "recsys embed", library_inputs(settings)):
+    with HomeLock(home, "recsys embed", library_inputs(settings)), table.lease("recsys embed"):
         resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
         remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder
         spec = decode_spec(settings.audio, encoder.sample_rate)
         eid = spec.vector_id(resolved.encoder_id)
         empty = empty_folders(library)
-        known = None if recheck else read_record(home, eid, library.tracks, empty, settings.index)  # no table read
+        # no table read (for a table in a bucket, only its versions)
+        known = None if recheck else read_record(home, eid, library.tracks, empty, settings.index, table)
         if known is not None and not (retry_failed and known.known_failed):
             return EmbedReport(
                 total=len(library.tracks), up_to_date=known.up_to_date, known_failed=known.known_failed,
                 stale=known.stale, missing=known.missing, kept_missing=known.missing_kept,
                 seconds=time.monotonic() - started, encoder=resolved.label, encoder_id=eid,
                 device=device_label(encoder), index=read_manifest(home) or {}, library=library, empty_folders=empty)
-        store = TrackStore.open(home)
+        store = TrackStore.of(settings)
         if engine == "ray":
             from recsys.pipeline.ray_engine import embed_tracks_ray, ray_session
 
@@ -99,7 +101,7 @@ def embed_library(
                 write_record(home, eid, plan.library_digest, plan.unlisted, NoopRecord(
                     up_to_date=plan.up_to_date, known_failed=plan.known_failed, stale=plan.stale,
                     missing=len(plan.missing), missing_kept=len(plan.missing_keys), table_rows=plan.table_rows,
-                    excluded=excluded_digest(missing), failures=plan.failures))
+                    excluded=excluded_digest(missing), failures=plan.failures), table)
     return report
 
 

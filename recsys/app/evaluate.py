@@ -35,7 +35,7 @@ def evaluate(settings: Settings, specs: Sequence[str] = (),
     specs = list(specs) or [TABLE]
     tracks = load_configured_library(settings).tracks if any(spec != TABLE for spec in specs) else []
     home = settings.home_path
-    store = TrackStore.open(home, writable=False)
+    store = TrackStore.of(settings, writable=False)
     named = []
     for spec in specs:
         if spec == TABLE:

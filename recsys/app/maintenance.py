@@ -25,7 +25,16 @@ from recsys.config import Settings
 from recsys.home import MLFLOW_DB, models_dir, read_stamp
 from recsys.home.lock import HomeLock
 from recsys.index.ann import ANN, AnnError, load_snapshot, read_manifest
-from recsys.index.store import TRACKS, TableDamaged, TrackRow, TrackStore, roll_back_unreadable
+from recsys.index.store import (
+    TRACKS,
+    StoreError,
+    TableDamaged,
+    TableLocation,
+    TrackRow,
+    TrackStore,
+    roll_back_unreadable,
+    table_location,
+)
 from recsys.library import remote
 from recsys.library.content_id import track_content_id
 from recsys.library.reading import ReadDeadline, may_open
@@ -54,8 +63,8 @@ def prune(settings: Settings) -> PruneReport:
     """`recsys prune`: remove the rows (and recorded failures) of files that no longer exist, then refresh the index."""
     home = settings.home_path
     report = PruneReport()
-    with HomeLock(home, "recsys prune", library_inputs(settings)):
-        store = TrackStore.open(home)
+    with HomeLock(home, "recsys prune", library_inputs(settings)), table_location(settings).lease("recsys prune"):
+        store = TrackStore.of(settings)
         states = store.states()
         gone = sorted(k for k, r in states.items() if not remote.exists(r.path))
         failed = [f.key for f in store.failures() if not remote.exists(f.path)]
@@ -132,11 +141,12 @@ def _repair_failures(store: TrackStore, report: RepairReport) -> None:
         report.lines.append(f"failures: damaged ({exc}); cleared: `recsys embed` tries those files again")
 
 
-def _open_rolled_back(home: Path, report: RepairReport) -> tuple[TrackStore, str | None]:
+def _open_rolled_back(home: Path, report: RepairReport, table: TableLocation) -> tuple[TrackStore, str | None]:
     """The store, its tables first rolled back past versions whose manifest cannot be read (a truncated newest
-    manifest made every command fail); with what the roll-back did to the tracks table, for its report line."""
+    manifest made every command fail); with what the roll-back did to the tracks table, for its report line. A table
+    in a bucket is opened as it is: recsys moves nothing aside there."""
     how = None
-    for gone in roll_back_unreadable(home, _aside):
+    for gone in [] if table.remote else roll_back_unreadable(home, _aside):
         if gone.version is None:
             what = f"no version of it can be opened (kept as {gone.moved_to.name}); started a new table"
         else:
@@ -146,7 +156,7 @@ def _open_rolled_back(home: Path, report: RepairReport) -> tuple[TrackStore, str
             how = what if how is None else f"{how}; {what}"
         else:
             report.lines.append(f"failures: {what}: `recsys embed` tries again the files it held since")
-    store = TrackStore.open(home)
+    store = TrackStore.open(home, location=table)
     if how is not None and store.version:
         how += f"; rolled back to version {store.version}"
     return store, how
@@ -171,6 +181,9 @@ def _repair_table(home: Path, store: TrackStore, report: RepairReport, expected:
             version, rows = good
             store.restore_version(version)
             how = f"restored its last readable version ({version}, {rows} rows)"
+        elif store.location.remote:
+            raise StoreError(f"no version of the table at {store.location.table_uri(TRACKS)} can be read: move it "
+                             "aside in the bucket with your S3 tool and run `recsys embed` to make a new one")
         else:
             moved = _aside(home / f"{TRACKS}.lance")
             store = TrackStore.open(home)
@@ -237,9 +250,10 @@ def repair(settings: Settings) -> RepairReport:
     home = settings.home_path
     report = RepairReport()
     started = time.monotonic()
-    with HomeLock(home, "recsys repair", library_inputs(settings)):
+    table = table_location(settings)
+    with HomeLock(home, "recsys repair", library_inputs(settings)), table.lease("recsys repair"):
         stamped = int((read_stamp(home) or {}).get("count") or 0)  # before opening: that rewrites the stamp
-        store, rolled_back = _open_rolled_back(home, report)
+        store, rolled_back = _open_rolled_back(home, report, table)
         _repair_failures(store, report)
         if store.version:
             store = _repair_table(home, store, report, stamped, rolled_back)

@@ -8,7 +8,7 @@ from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
 from recsys.home.recent import read_recent
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
-from recsys.index.store import TrackStore
+from recsys.index.store import TrackStore, table_location
 from recsys.library.sources import load_configured_library
 from recsys.pipeline.noop import read_record
 from recsys.pipeline.plan import empty_folders, plan_next_run
@@ -23,13 +23,14 @@ def library_status(settings: Settings) -> dict:
     resolved = resolve_for_planning(settings.embed.encoder, home, device="cpu")
     eid = decode_spec(settings.audio, resolved.encoder.sample_rate).vector_id(resolved.encoder_id)
     empty = empty_folders(library)
-    known = read_record(home, eid, library.tracks, empty, settings.index)
+    table = table_location(settings)
+    known = read_record(home, eid, library.tracks, empty, settings.index, table)
     if known is not None:
         counts = {"embedded": known.up_to_date, "stale": 0, "not_embedded": 0, "missing": known.missing,
                   "missing_kept": known.missing_kept, "table_rows": known.table_rows}
         failures, current = known.failures, True
     else:
-        store = TrackStore.open(home, writable=False)
+        store = TrackStore.of(settings, writable=False)
         states = store.states()
         plan = plan_next_run(store, library.tracks, eid, empty, states)
         stale = sum(1 for j in plan.todo if j.track.key in states)
@@ -44,6 +45,7 @@ def library_status(settings: Settings) -> dict:
         index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
     return {
         "home": str(home),
+        **({"table": table.uri} if table.remote else {}),
         "library_tracks": len(library.tracks),
         "library_source": library.source(),
         "encoder": resolved.label,

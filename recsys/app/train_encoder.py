@@ -141,7 +141,7 @@ def _compare(settings: Settings, new_path: Path, test: Sequence[Track]) -> list[
     if not test:
         return []
     home, device = settings.home_path, settings.train.device
-    store = TrackStore.open(home)
+    store = TrackStore.of(settings, writable=False)  # rows read, never written
     named = []
     for tag, spec in (("current", settings.embed.encoder), ("new", str(new_path))):
         resolved = resolve_encoder(spec, home, device)

@@ -10,9 +10,15 @@ call :meth:`TrackStore.reset_vectors`, which overwrites the table (as a new vers
 Nothing of the old rows is kept: they are all re-embedded.
 
 Tags: when the encoder has a tag head (``recsys.embedder.interface.tag_names``) each row also carries its tag
-probabilities in ``tags``, a fixed-size float32 list, and ``<home>/tags.json`` names them in order. A table made
+probabilities in ``tags``, a fixed-size float32 list, named in order by the column's metadata (``names``: so they
+travel with a table in a bucket to every machine's home) and by ``<home>/tags.json`` (tables made before). A table made
 before tags existed has no such column: the first write with tags adds it (a schema change, one commit) and the older
 rows read as null until they are embedded again. Rows of an encoder without a head hold null.
+
+Where the tables live (:class:`TableLocation`, decided by :func:`table_location` alone): in the home folder, or in an
+S3 bucket (``store.table: s3://BUCKET/PREFIX``, ``--table``) that several machines embed into, each with its own home
+(the stamp, the tag names, the index snapshot and the lock stay there). A writer of a table in a bucket holds its
+lease (:class:`recsys.index.object_store.TableLease`) besides its home lock; every commit checks it first.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -33,17 +40,54 @@ import pyarrow as pa
 from recsys.atomic import write_json_atomic
 from recsys.errors import RecsysError
 from recsys.home import STAMP, read_stamp
+from recsys.index import object_store
 
 if TYPE_CHECKING:
     import lancedb
 
+    from recsys.config import Settings
+
 
 # lancedb is imported on first use (~1.3 s, most of a no-op `recsys embed` or `recsys status`): the classes here are
 # the row classes here are used by code that never touches the table.
-def _connect(home: Path) -> lancedb.DBConnection:
+def _connect(location: TableLocation | Path) -> lancedb.DBConnection:
     import lancedb
 
-    return lancedb.connect(str(home))
+    if isinstance(location, TableLocation) and location.remote:
+        object_store.check_reachable(location.uri, location.storage_options)  # one line, not Lance's retry dump
+        return lancedb.connect(location.uri, storage_options=dict(location.storage_options) or None)
+    return lancedb.connect(str(location.uri if isinstance(location, TableLocation) else location))
+
+
+@dataclass(frozen=True)
+class TableLocation:
+    """Where a home's tables live: its own folder (``uri`` a local path), or a prefix in a bucket
+    (``s3://BUCKET/PREFIX``) with the object store's options (endpoint, region, ...; never a credential)."""
+
+    uri: str
+    storage_options: dict[str, str] = field(default_factory=dict, hash=False)
+
+    @property
+    def remote(self) -> bool:
+        return "://" in self.uri
+
+    def table_uri(self, name: str) -> str:
+        """The Lance dataset of one table (``tracks``, ``failures``): what lance-ray and pylance open."""
+        return f"{self.uri.rstrip('/')}/{name}.lance" if self.remote else str(Path(self.uri) / f"{name}.lance")
+
+    def lease(self, command: str) -> AbstractContextManager:
+        """What a writer holds besides the home lock: the table's lease in its bucket (nothing for a local table,
+        which the home lock alone protects)."""
+        if not self.remote:
+            return nullcontext()
+        return object_store.TableLease(self.uri, self.storage_options, command)
+
+
+def table_location(settings: Settings) -> TableLocation:
+    """The one rule of where the tables are: ``store.table`` when set (``--table``), else the home folder."""
+    if settings.store.table:
+        return TableLocation(settings.store.table.rstrip("/"), dict(settings.store.storage_options))
+    return TableLocation(str(settings.home_path))
 
 
 def col(name: str):
@@ -67,6 +111,7 @@ META_COLUMNS = ["key", "path", "start_s", "content_id", "size", "mtime_ns", "dur
 VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
 TAGS_COLUMN = "tags"
 TAG_NAMES_FILE = "tags.json"
+_NAMES = "names"  # the tags column's metadata key holding its names, in order
 STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
 
 _TEXT = pa.string()
@@ -151,9 +196,14 @@ _RUST_SOURCE = re.compile(r",?\s*/\S+\.rs:\d+:\d+")
 _LANCE_OS_ERROR = re.compile(r"([^:,()]+) \(os error (\d+)\)")
 
 
-def _write_failed(home: Path, exc: Exception) -> StoreError:
+def _write_failed(home: Path, exc: Exception, location: TableLocation | None = None) -> StoreError:
     """A failed table write as one line. Lance reports file-system errors as RuntimeError text ending in its own
-    Rust source path; the OS error inside it is what the user can act on."""
+    Rust source path; the OS error inside it is what the user can act on. A table in a bucket: the request that
+    failed (the network, the server), and that every commit before is kept."""
+    if location is not None and location.remote and not isinstance(exc, PermissionError):
+        first = _RUST_SOURCE.sub("", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return StoreError(f"writing the table at {location.uri} failed ({first[:200]}): check that the object store "
+                          "is reachable and run the command again (everything committed before is kept)")
     if isinstance(exc, OSError) and exc.errno is not None:
         code, reason = exc.errno, exc.strerror or str(exc)
     else:
@@ -170,22 +220,38 @@ def _write_failed(home: Path, exc: Exception) -> StoreError:
 
 
 class TrackStore:
-    """The tables of one home folder. One writer at a time: callers hold :class:`recsys.home.lock.HomeLock`."""
+    """The tables of one home folder (or of the bucket it names). One writer at a time: callers hold
+    :class:`recsys.home.lock.HomeLock`, and for a table in a bucket its lease (:meth:`TableLocation.lease`)."""
 
-    def __init__(self, home: Path, db: lancedb.DBConnection | None) -> None:
+    def __init__(self, home: Path, db: lancedb.DBConnection | None, location: TableLocation | None = None) -> None:
         self.home = home
+        self.location = location or TableLocation(str(home))
         self._db = db
         self._tracks = self._open(TRACKS)
         self._failures = self._open(FAILURES)
 
     @classmethod
-    def open(cls, home: Path, writable: bool = True) -> TrackStore:
-        """Open (creating the folder if needed) the tables of ``home``; tables themselves appear on first write.
+    def of(cls, settings: Settings, writable: bool = True) -> TrackStore:
+        """The tables the settings name (:func:`table_location`): what every command opens."""
+        return cls.open(settings.home_path, writable, table_location(settings))
+
+    @classmethod
+    def open(cls, home: Path, writable: bool = True, location: TableLocation | None = None) -> TrackStore:
+        """Open (creating the folder if needed) the tables of ``home`` (or at ``location``); tables themselves appear
+        on first write.
 
         ``writable=False`` is for read-only work (`recsys status`): nothing is created or repaired, so a read-only or
-        not yet created home is read as it is."""
+        not yet created home is read as it is. Writing a table in a bucket needs its lease held."""
         home = Path(home).expanduser()
+        if location is not None and location.remote:
+            if writable and object_store.lease_held(location.uri) is None:
+                raise StoreError(f"writing the table at {location.uri} needs its lease: a writer takes it with "
+                                 "TableLocation.lease() (a bug in recsys if you see this)")
+        else:
+            location = None
         if not writable:  # lancedb.connect creates the folder: a home not yet made is read as empty
+            if location is not None:
+                return cls(home, _connect(location), location)
             return cls(home, _connect(home) if home.is_dir() else None)
         try:
             home.mkdir(parents=True, exist_ok=True)
@@ -193,7 +259,7 @@ class TrackStore:
             probe.close()
         except OSError as exc:
             raise _unwritable(home, exc) from None
-        store = cls(home, _connect(home))
+        store = cls(home, _connect(location or home), location)
         if store._tracks is not None:
             stamp = read_stamp(home)
             if stamp is None or stamp.get("table_version") != store.version:
@@ -210,7 +276,7 @@ class TrackStore:
         except (RuntimeError, OSError) as exc:  # its newest version's manifest cannot be read (truncated, damaged)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             first = _RUST_SOURCE.sub("", first)[:200]  # Lance's own source file and line: nothing for the user
-            raise TableDamaged(f"the {name} table in {self.home / (name + '.lance')} cannot be opened ({first}): run "
+            raise TableDamaged(f"the {name} table in {self.location.table_uri(name)} cannot be opened ({first}): run "
                                "`recsys repair`, which rolls it back to its newest readable version") from None
 
     # ---- reading --------------------------------------------------------------------------------------------------
@@ -238,7 +304,16 @@ class TrackStore:
 
     @property
     def tag_names(self) -> list[str] | None:
-        """The names of the ``tags`` column's entries, in order (``<home>/tags.json``); None when there are none."""
+        """The names of the ``tags`` column's entries, in order (the column's metadata, else ``<home>/tags.json``);
+        None when there are none."""
+        if self.n_tags is not None:
+            kept = (self._tracks.schema.field(TAGS_COLUMN).metadata or {}).get(_NAMES.encode())
+            try:
+                names = json.loads(kept) if kept else None
+            except ValueError:
+                names = None
+            if isinstance(names, list) and len(names) == self.n_tags:
+                return [str(n) for n in names]
         return read_tag_names(self.home)
 
     def tags_of(self, keys: Iterable[str]) -> dict[str, np.ndarray | None]:
@@ -277,7 +352,11 @@ class TrackStore:
             return action()
         except (RuntimeError, OSError, pa.ArrowException) as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise TableDamaged(f"the {name} table in {self.home / (name + '.lance')} is damaged ({first}): run "
+            if self.location.remote:  # most likely the network: not worth a repair before trying again
+                raise StoreError(f"reading the {name} table at {self.location.table_uri(name)} failed "
+                                 f"({_RUST_SOURCE.sub('', first)}): check that the object store is reachable and run "
+                                 "again; if it keeps failing, `recsys repair`") from None
+            raise TableDamaged(f"the {name} table in {self.location.table_uri(name)} is damaged ({first}): run "
                                "`recsys repair`") from None
 
     def states(self) -> dict[str, RowState]:
@@ -382,16 +461,21 @@ class TrackStore:
         sizes = {int(np.asarray(r.tags).shape[-1]) for r in rows if r.tags is not None}
         if not sizes:
             return self.n_tags
-        tag_names = tag_names or read_tag_names(self.home)  # rows reused with their tags: the names already kept
+        tag_names = tag_names or self.tag_names  # rows reused with their tags: the names already kept
         if len(sizes) != 1 or tag_names is None or len(tag_names) not in sizes:
             raise StoreError(f"rows for {self.home} carry {sorted(sizes)} tags for {len(tag_names or ())} tag names: "
                              "one encoder per batch, with its tag names")
         n = sizes.pop()
+        names = {_NAMES: json.dumps(list(tag_names))}
         if self.n_tags is None:
-            self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n))))
+            self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n),
+                                                                  metadata=names)))
         elif self.n_tags != n:
             raise StoreError(f"table in {self.home} holds {self.n_tags} tags per track, got {n}: call "
                              "reset_vectors first (a new encoder makes all old rows stale)")
+        elif self.tag_names != list(tag_names) or _NAMES.encode() not in (
+                self._tracks.schema.field(TAGS_COLUMN).metadata or {}):
+            self._guard(lambda: self._tracks.replace_field_metadata(TAGS_COLUMN, names))
         if read_tag_names(self.home) != list(tag_names):
             write_json_atomic(self.home / TAG_NAMES_FILE, {"tags": list(tag_names)})
         return n
@@ -447,13 +531,34 @@ class TrackStore:
             self._write_stamp()
 
     def _write_stamp(self) -> None:
-        self._guard(lambda: write_json_atomic(self.home / STAMP, {"table_version": self.version, "count": self.count}))
+        try:  # a file of the home, wherever the table is
+            write_json_atomic(self.home / STAMP, {"table_version": self.version, "count": self.count})
+        except OSError as exc:
+            raise _write_failed(self.home, exc) from None
 
     def _guard(self, action):
+        lease = object_store.lease_held(self.location.uri) if self.location.remote else None
+        if lease is not None:
+            lease.check()  # a writer that lost its lease commits nothing more
         try:
             return action()
-        except (OSError, RuntimeError) as exc:
-            raise _write_failed(self.home, exc) from None
+        except (OSError, RuntimeError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not self.location.remote:
+                raise
+            raise _write_failed(self.home, exc, self.location) from None
+
+
+def table_versions(location: TableLocation) -> list[list]:
+    """``[[table, version], ...]`` of the tables at ``location``: what pins a table in a bucket for the no-op record
+    (``recsys.pipeline.noop``), as its files pin a local one (every commit, restore and compaction is a version)."""
+    db = _connect(location)
+    found: list[list] = []
+    for name in (TRACKS, FAILURES):
+        try:
+            found.append([name, int(db.open_table(name).version)])
+        except ValueError:  # not made yet
+            continue
+    return found
 
 
 @dataclass(frozen=True)

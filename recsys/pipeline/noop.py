@@ -6,7 +6,8 @@ plan had nothing to do, or, once it wrote, the plan the next run would make has 
 ``<home>/embed-plan.json``: that plan's counts, the failures recorded, and what the plan was made from:
 
 - the table's files (path, size and mtime of every file under ``tracks.lance`` and ``failures.lance``): every commit,
-  restore, compaction or deletion adds or changes files there, and so does damage;
+  restore, compaction or deletion adds or changes files there, and so does damage; for a table in a bucket
+  (``store.table``), which other machines may write, the version of each table (one request each, no listing);
 - the vector id of the encoder and clip policy;
 - a digest of every listed track's key, path and file identity (size, mtime, ctime: a file rewritten with its
   timestamps kept changes its ctime, see ``recsys.pipeline.checked``) or its absence, taken from the very
@@ -33,6 +34,7 @@ from pathlib import Path
 from recsys.atomic import write_json_atomic
 from recsys.config import IndexSettings
 from recsys.index.ann import snapshot_is_current
+from recsys.index.store import TableLocation, table_versions
 from recsys.library import remote
 from recsys.library.track import Track
 
@@ -68,8 +70,10 @@ def library_digest(tracks: Sequence[Track], untouched_folders: Sequence[str] = (
     return digest.hexdigest()
 
 
-def table_files(home: Path) -> list[list]:
-    """Every file of the tables as [relative path, size, mtime_ns], sorted."""
+def table_files(home: Path, location: TableLocation | None = None) -> list[list]:
+    """Every file of the tables as [relative path, size, mtime_ns], sorted; for tables in a bucket, their versions."""
+    if location is not None and location.remote:
+        return table_versions(location)
     found: list[list] = []
     for name in _TABLES:
         for folder, _, files in os.walk(home / name):
@@ -98,13 +102,13 @@ class NoopRecord:
 
 
 def write_record(home: Path, encoder_id: str, library: str, unlisted: Sequence[tuple[str, bool]],
-                 record: NoopRecord) -> None:
+                 record: NoopRecord, location: TableLocation | None = None) -> None:
     """Remember a plan that had nothing to do (the writer holds the home lock and wrote nothing since planning)."""
     failures = [{**f, "failed_at": f["failed_at"].isoformat() if isinstance(f["failed_at"], datetime) else None}
                 for f in record.failures]
     try:
         write_json_atomic(home / RECORD, {
-            "format": _FORMAT, "encoder_id": encoder_id, "library": library, "tables": table_files(home),
+            "format": _FORMAT, "encoder_id": encoder_id, "library": library, "tables": table_files(home, location),
             "unlisted": [[path, exists] for path, exists in unlisted],
             "counts": {name: getattr(record, name) for name in
                        ("up_to_date", "known_failed", "stale", "missing", "missing_kept", "table_rows")},
@@ -115,9 +119,9 @@ def write_record(home: Path, encoder_id: str, library: str, unlisted: Sequence[t
 
 
 def read_record(home: Path, encoder_id: str, tracks: Sequence[Track], untouched_folders: Sequence[str],
-                index: IndexSettings | None) -> NoopRecord | None:
+                index: IndexSettings | None, location: TableLocation | None = None) -> NoopRecord | None:
     """The record, when everything a plan depends on is as it was then (so the plan would have nothing to do), else
-    None. Reads nothing of the table and writes nothing."""
+    None. Reads nothing of the table (but the versions of one in a bucket) and writes nothing."""
     try:
         data = json.loads((home / RECORD).read_text(encoding="utf-8"))
         if data.get("format") != _FORMAT or data.get("encoder_id") != encoder_id:
@@ -131,7 +135,7 @@ def read_record(home: Path, encoder_id: str, tracks: Sequence[Track], untouched_
                             excluded=excluded, failures=failures)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
-    if data.get("tables") != table_files(home):
+    if data.get("tables") != table_files(home, location):
         return None
     if any(remote.exists(path) != exists for path, exists in unlisted):
         return None
