@@ -34,7 +34,10 @@ WHOLE_S = 900.0
 
 
 def corpus(root: Path) -> tuple[list[Path], list[str]]:
+    """The corpus's audio files and their labels (the first folder); no audio at all stops the benchmark."""
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO and p.is_file())
+    if not paths:
+        raise SystemExit(f"no audio under {root}: build it with shared/corpus/build_devcorpus.sh")
     return paths, [p.relative_to(root).parts[0] for p in paths]
 
 
@@ -88,8 +91,6 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     paths, labels = corpus(args.corpus)
-    if not paths:
-        raise SystemExit(f"no audio under {args.corpus}: build it with shared/corpus/build_devcorpus.sh")
     cids = [str(p) for p in paths]
     print(f"{len(paths)} tracks, {len(set(labels))} labels, precision@{K}; torch threads {args.threads}")
     print(f"{'encoder':44s} {'crops':12s} {'p@10':>6s} {'chance':>6s} {'encode tracks/s':>16s}")

@@ -16,7 +16,8 @@ What it does, and why each step is there:
   prefix (the model directory with a trailing slash: the files are ``.index``, ``.data-00000-of-00001``);
 - writes every model variable (optimiser slots left out) to ``recsys/embedder/weights/<model>.npz`` (float32, the
   TensorFlow names as keys), which ``recsys.embedder.musicnn`` loads;
-- for MSD_musicnn, writes ``tests/data/musicnn_reference.npz``: three fixed clips synthesised here (int16 PCM, so
+- for MSD_musicnn, writes ``tests/data/musicnn_reference.npz`` (for MTT_musicnn ``mtt_musicnn_reference.npz``
+  beside it, the same clips through the other weights): three fixed clips synthesised here (int16 PCM, so
   they are exact), librosa's log-mel of them (float32, no float16 rounding) and TensorFlow's outputs of the
   restored graph run on their non-overlapping 187-frame patches: the 200-d penultimate layer and the 50 tag logits.
   The graph is run here on the patches directly, not through ``extractor()``, whose 0.1.0 loop returns copies of
@@ -166,6 +167,8 @@ def main() -> None:
         print(f"{model}: restored and verified {len(net.weights)} variables ({n} numbers) -> {path}")
         if model == "MSD_musicnn":
             write_fixture(net, args.fixture)
+        elif model.endswith("_musicnn"):  # the same clips through another weight set, to hold its port equal too
+            write_fixture(net, args.fixture.with_name(f"{model.lower()}_reference.npz"))
 
 
 if __name__ == "__main__":
