@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'recsys[ray]')")
 lance = pytest.importorskip("lance", reason="the ray extra is not installed (pip install 'recsys[ray]')")
@@ -25,12 +26,14 @@ from conftest import SR  # noqa: E402
 
 from recsys.app.embed import embed_library  # noqa: E402
 from recsys.app.settings import command_settings  # noqa: E402
+from recsys.cli import main  # noqa: E402
 from recsys.embedder.active import resolve_encoder  # noqa: E402
 from recsys.embedder.decoding import decode_spec  # noqa: E402
 from recsys.home import read_stamp  # noqa: E402
 from recsys.index.store import TrackStore  # noqa: E402
 from recsys.library.sources import load_configured_library  # noqa: E402
-from recsys.pipeline.ray_engine import embed_tracks_ray, ray_session  # noqa: E402
+from recsys.pipeline import ray_engine  # noqa: E402
+from recsys.pipeline.ray_engine import _decode_part, embed_tracks_ray, ray_session  # noqa: E402
 from recsys.synth.audio import synth_track, write_audio  # noqa: E402
 
 # dsp is deterministic arithmetic on the same decoded samples: the two engines agree to float32 rounding
@@ -138,14 +141,29 @@ def test_an_undecodable_file_is_recorded_as_the_local_engine_records_it(small_li
     assert (again.embedded, again.known_failed) == (0, 1)
 
 
-def test_a_running_session_is_reused_and_the_cli_runs_the_engine(small_library, ray_home, monkeypatch):
+def test_a_running_session_is_reused_and_the_cli_counts_as_after_a_local_run(small_library, ray_home, tmp_path,
+                                                                             monkeypatch):
+    """`recsys embed --engine ray` and `recsys status` after it print what they print after a local run (an
+    undecodable file included), but for the device and the timing."""
     with ray_session(None):  # already running: used as it is, and left running
         pass
     assert ray.is_initialized()
     monkeypatch.setenv("RECSYS_EMBED__ENCODER", "dsp")
-    r = small_library.run("embed", "--db", str(small_library.db), "--engine", "ray", "-q")
-    assert r.exit_code == 0, r.output
-    assert "embedded 12" in r.output, r.output
+    sorted(small_library.music.iterdir())[3].write_bytes(b"not audio at all" * 100)
+    printed = {}
+    for engine in ("local", "ray"):
+        home = tmp_path / engine
+        lines = []
+        for args in (("embed", "--engine", engine), ("status",)):
+            r = CliRunner().invoke(main, ["--home", str(home), *args, "--db", str(small_library.db)],
+                                   catch_exceptions=False)
+            assert r.exit_code == 0, r.output
+            lines += [line.replace(str(home), "HOME") for line in r.output.splitlines()
+                      if not line.startswith(("encoder: ", "decoded "))]
+        printed[engine] = lines
+    assert "embedded 11, up to date 0, failed 1 new + 0 known" in printed["ray"], printed["ray"]
+    assert "failed: 1" in printed["ray"], printed["ray"]
+    assert printed["ray"] == printed["local"]
 
 
 def test_address_without_the_ray_engine_is_refused_in_one_line(small_library):
@@ -221,3 +239,31 @@ def test_a_driver_killed_after_a_commit_keeps_every_committed_chunk(small_librar
     assert store.count == 12
     again, _ = _ray_run(small_library, home, 12)
     assert (again.embedded, again.up_to_date) == (0, 12)
+
+
+CRASHING_FILE = ""  # set by the test below before the engine ships _crashing_decode to Ray (by value)
+
+
+def _crashing_decode(jobs, spec):
+    """The engine's decode task, but its worker process dies (SIGKILL, as from the OOM killer or a decoder's
+    segfault) whenever its part holds CRASHING_FILE."""
+    if any(job.track.path == CRASHING_FILE for job in jobs):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _decode_part(jobs, spec)
+
+
+def test_a_file_that_kills_its_decode_worker_every_time_is_that_files_failure(small_library, ray_home, tmp_path,
+                                                                              monkeypatch):
+    """Ray retries the part, then decodes its files one per task: only the file whose worker dies on every try is
+    lost, recorded as a failure (as the local engine records a decoder crash); the rest of its part is embedded."""
+    global CRASHING_FILE
+    CRASHING_FILE = str(sorted(small_library.music.iterdir())[5])
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    monkeypatch.setattr(ray_engine, "_decode_part", _crashing_decode)
+    try:
+        report, store = _ray_run(small_library, tmp_path / "home", 12)
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert (report.embedded, report.failed, store.count) == (11, 1, 11)
+    (failure,) = store.failures()
+    assert failure.path == CRASHING_FILE and "the decoder crashed on this file" in failure.error, failure.error

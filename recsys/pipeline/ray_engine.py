@@ -18,9 +18,10 @@ Two kinds of chunk, never mixed, so each stays one commit:
   :meth:`~recsys.index.store.TrackStore.upsert` (one ``merge_insert``), as the local engine writes them. Vectors
   reused from moved files go the same way, in one commit before the first chunk.
 
-A crashed or killed worker: a decode task is retried by Ray (``max_retries``), an encoder actor started again and its
-call retried (``RESTARTS``); beyond that the run stops with one line, every chunk committed before kept. A file that
-does not decode is that file's recorded failure, as in the local engine.
+A crashed or killed worker: a decode task is run again by Ray (``DECODE_RETRIES``), then its files one per task, so a
+file that crashes its worker every time is that file's recorded failure (as the local engine records a decoder
+crash); an encoder actor is started again and its call retried (``RESTARTS``), beyond that the run stops with one
+line, every chunk committed before kept. A file that does not decode is that file's recorded failure.
 
 Ray is imported only here, and only when this engine runs.
 """
@@ -34,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from recsys.embedder.decoding import DecodeSpec, Job, decoded
@@ -225,7 +227,7 @@ def embed_tracks_ray(
                 parts = in_flight
                 if i + 1 < len(chunks):  # the next chunk decodes and encodes while this one is committed
                     in_flight = submit(*chunks[i + 1])
-                outcome = _collect(parts, report)
+                outcome = _collect(parts, report, submit)
                 if before_commit is not None:
                     before_commit(i)
                 if append:
@@ -257,6 +259,7 @@ def embed_tracks_ray(
 
 
 RESTARTS = 3  # an encoder actor killed (OOM killer, a lost node) is started again and its call retried this often
+DECODE_RETRIES = 2  # a decode task whose worker died is run again this often (then its files one by one)
 
 
 def _identity(row: TrackRow) -> Identity:
@@ -273,18 +276,30 @@ class _Submitter:
         import ray
 
         self.actors, self.cpus, self.spec, self.dim, self.n_tags = actors, cpus, spec, dim, n_tags
-        self.decode = ray.remote(num_cpus=1, max_retries=2)(_decode_part)
+        self.decode = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(_decode_part)
+        self.sent = 0
 
-    def __call__(self, append: bool, chunk: list[Job]) -> list:
-        parts = [chunk[k::self.cpus] for k in range(min(self.cpus, len(chunk)))]
-        refs = []
-        for n, part in enumerate(parts):
-            actor, decoded_part = self.actors[n % len(self.actors)], self.decode.remote(part, self.spec)
-            if append:
-                refs.append(actor.encode_table.options(num_returns=2).remote(decoded_part, self.dim, self.n_tags))
-            else:
-                refs.append((None, actor.encode.remote(decoded_part)))
-        return refs
+    def __call__(self, append: bool, chunk: list[Job]) -> list[_Part]:
+        return [self.part(append, chunk[k::self.cpus]) for k in range(min(self.cpus, len(chunk)))]
+
+    def part(self, append: bool, jobs: list[Job]) -> _Part:
+        actor, decoded_part = self.actors[self.sent % len(self.actors)], self.decode.remote(jobs, self.spec)
+        self.sent += 1
+        if append:
+            table, meta = actor.encode_table.options(num_returns=2).remote(decoded_part, self.dim, self.n_tags)
+            return _Part(append, jobs, table, meta)
+        return _Part(append, jobs, None, actor.encode.remote(decoded_part))
+
+
+@dataclass
+class _Part:
+    """One part of a chunk in flight: its jobs, the ref of its Arrow table (Append chunks) and of what the driver
+    reads: the rows (upsert chunks) or their identities, and the clips that did not decode."""
+
+    append: bool
+    jobs: list[Job]
+    table: object
+    meta: object
 
 
 class _Outcome:
@@ -299,16 +314,29 @@ class _Outcome:
         self.failed: list[Identity] = []
 
 
-def _collect(parts: list, report: EmbedReport) -> _Outcome:
+def _collect(parts: list[_Part], report: EmbedReport, submit: _Submitter, outcome: _Outcome | None = None) -> _Outcome:
+    """Wait for a chunk's parts. A part whose decode task crashed its worker beyond Ray's retries (a file that
+    crashes the decoder, the OOM killer) is decoded again one file per task, so that only the file that crashes
+    its worker is lost, recorded as that file's failure, as the local engine records it."""
     import ray
 
-    outcome = _Outcome()
-    for (table, _), (rows, others) in zip(parts, ray.get([meta for _, meta in parts]), strict=True):
-        if table is None:
+    outcome = outcome or _Outcome()
+    for part in parts:
+        try:
+            rows, others = ray.get(part.meta)
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
+            if len(part.jobs) > 1:
+                _collect([submit.part(part.append, [job]) for job in part.jobs], report, submit, outcome)
+                continue
+            (job,), tries = part.jobs, DECODE_RETRIES + 1
+            how = (f"Ray stopped its worker for lack of memory, {tries} tries"
+                   if isinstance(exc, ray.exceptions.OutOfMemoryError) else f"its Ray worker died, {tries} tries")
+            rows, others = [], [(job, f"{job.track.path}: the decoder crashed on this file ({how})", False)]
+        if not part.append:
             outcome.rows += rows
             outcome.written += [_identity(r) for r in rows]
         elif rows:
-            outcome.tables.append(table)
+            outcome.tables.append(part.table)
             outcome.written += rows
         for job, error, too_long in others:
             if (failure := count_not_decoded(report, job, error, too_long)) is not None:
