@@ -194,7 +194,9 @@ def embed_tracks_ray(
     started = time.monotonic()
     report, plan, reused_tags = start_run(tracks, store, encoder_id, retry_failed=retry_failed,
                                           untouched_folders=untouched_folders, recheck=recheck)
-    held = set(store.states()) if plan.table_rows else set()  # keys an Append must not repeat (after the deletes)
+    # keys an Append must not repeat (read after the plan's deletes); none when the first commit resets the table
+    # (an encoder of another dimension: every row goes)
+    held = set(store.states()) if plan.table_rows and store.dim in (None, dim) else set()
     fresh = [job for job in plan.todo if job.track.key not in held]
     stale = [job for job in plan.todo if job.track.key in held]
     chunks = [(True, c) for c in _chunks(fresh, chunk_size)] + [(False, c) for c in _chunks(stale, chunk_size)]
