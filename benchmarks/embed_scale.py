@@ -22,6 +22,7 @@ Run from the repository root with the ray extra installed (``pip install -e '.[r
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -261,6 +262,7 @@ def _moto_bucket(args: argparse.Namespace):
     except ImportError:
         sys.exit("--s3 needs moto[server] (pip install -e '.[dev]')")
     os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1"})
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
