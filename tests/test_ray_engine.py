@@ -65,14 +65,14 @@ def _settings(lib, home: Path):
     return command_settings(None, str(home), db=str(lib.db), embed={"encoder": "dsp", "device": "cpu", "workers": 1})
 
 
-def _ray_run(lib, home: Path, chunk_size: int, before_commit=None):
+def _ray_run(lib, home: Path, chunk_size: int, before_commit=None, encoder: str = "dsp"):
     settings = _settings(lib, home)
-    resolved = resolve_encoder("dsp", home, "cpu")
+    resolved = resolve_encoder(encoder, home, "cpu")
     spec = decode_spec(settings, resolved.encoder.sample_rate)
     eid = spec.vector_id(resolved.encoder_id)
     tracks = load_configured_library(settings).tracks
     store = TrackStore.open(home)
-    report = embed_tracks_ray(tracks, store, "dsp", "cpu", eid, int(resolved.encoder.dim), spec,
+    report = embed_tracks_ray(tracks, store, encoder, "cpu", eid, int(resolved.encoder.dim), spec,
                               label=resolved.label, built_id=resolved.encoder_id,
                               chunk_size=chunk_size, before_commit=before_commit)
     return report, store
@@ -108,7 +108,8 @@ def test_same_vectors_as_the_local_engine_one_version_per_chunk_on_the_gpu_slot(
     _assert_same_vectors(_vectors(tmp_path / "ray"), _vectors(tmp_path / "local"))
 
 
-def test_one_commit_per_chunk_and_a_crash_keeps_the_committed_chunks(small_library, ray_home, tmp_path):
+def test_one_commit_per_chunk_a_crash_keeps_the_committed_chunks_a_new_encoder_replaces_all(small_library, ray_home,
+                                                                                             tmp_path):
     home = tmp_path / "home"
     seen: list[int] = []
 
@@ -129,6 +130,14 @@ def test_one_commit_per_chunk_and_a_crash_keeps_the_committed_chunks(small_libra
     assert store.count == 12
     again, _ = _ray_run(small_library, home, 4)
     assert (again.embedded, again.up_to_date, again.failed) == (0, 12, 0)
+
+    # an encoder of another dimension: the first commit empties the table (as the local engine does), every row goes
+    # in again by Append, none twice
+    other, store = _ray_run(small_library, home, 6, encoder="cnn")
+    assert (other.embedded, other.stale, store.count, store.dim) == (12, 12, 12, 256)
+    assert set(store.read_all()[0].column("encoder_id").to_pylist()) == {other.encoder_id}
+    commits = lance.dataset(str(home / "tracks.lance")).get_transactions(3)
+    assert [type(c.operation).__name__ for c in commits] == ["Append", "Append", "Overwrite"]
 
 
 def test_an_undecodable_file_is_recorded_as_the_local_engine_records_it(small_library, ray_home, tmp_path):
