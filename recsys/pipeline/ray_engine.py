@@ -18,8 +18,8 @@ Two kinds of chunk, never mixed, so each stays one commit:
   :meth:`~recsys.index.store.TrackStore.upsert` (one ``merge_insert``), as the local engine writes them. Vectors
   reused from moved files go the same way, in one commit before the first chunk.
 
-A crashed or killed worker: a decode task is run again by Ray (``DECODE_RETRIES``), then its files one per task, so a
-file that crashes its worker every time is that file's recorded failure (as the local engine records a decoder
+A crashed or killed worker: a decode task is run again by Ray (``DECODE_RETRIES``), then its files one per task, tried
+once each, so the file that crashes its worker is that file's recorded failure (as the local engine records a decoder
 crash); an encoder actor is started again and its call retried (``RESTARTS``), beyond that the run stops with one
 line, every chunk committed before kept. A file that does not decode is that file's recorded failure.
 
@@ -261,7 +261,7 @@ def embed_tracks_ray(
 
 
 RESTARTS = 3  # an encoder actor killed (OOM killer, a lost node) is started again and its call retried this often
-DECODE_RETRIES = 2  # a decode task whose worker died is run again this often (then its files one by one)
+DECODE_RETRIES = 2  # a decode task whose worker died is run again this often (then its files one by one, once each)
 
 
 def _identity(row: TrackRow) -> Identity:
@@ -279,13 +279,17 @@ class _Submitter:
 
         self.actors, self.cpus, self.spec, self.dim, self.n_tags = actors, cpus, spec, dim, n_tags
         self.decode = ray.remote(num_cpus=1, max_retries=DECODE_RETRIES)(_decode_part)
+        self.decode_alone = ray.remote(num_cpus=1, max_retries=0)(_decode_part)
         self.sent = 0
 
     def __call__(self, append: bool, chunk: list[Job]) -> list[_Part]:
         return [self.part(append, chunk[k::self.cpus]) for k in range(min(self.cpus, len(chunk)))]
 
-    def part(self, append: bool, jobs: list[Job]) -> _Part:
-        actor, decoded_part = self.actors[self.sent % len(self.actors)], self.decode.remote(jobs, self.spec)
+    def part(self, append: bool, jobs: list[Job], alone: bool = False) -> _Part:
+        """One part in flight; ``alone``: one file of a part whose worker kept dying, tried once (a worker that dies
+        on it is that file's failure, as a decode worker's death is in the local engine)."""
+        decode = self.decode_alone if alone else self.decode
+        actor, decoded_part = self.actors[self.sent % len(self.actors)], decode.remote(jobs, self.spec)
         self.sent += 1
         if append:
             table, meta = actor.encode_table.options(num_returns=2).remote(decoded_part, self.dim, self.n_tags)
@@ -328,11 +332,11 @@ def _collect(parts: list[_Part], report: EmbedReport, submit: _Submitter, outcom
             rows, others = ray.get(part.meta)
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError) as exc:
             if len(part.jobs) > 1:
-                _collect([submit.part(part.append, [job]) for job in part.jobs], report, submit, outcome)
+                _collect([submit.part(part.append, [job], alone=True) for job in part.jobs], report, submit, outcome)
                 continue
-            (job,), tries = part.jobs, DECODE_RETRIES + 1
-            how = (f"Ray stopped its worker for lack of memory, {tries} tries"
-                   if isinstance(exc, ray.exceptions.OutOfMemoryError) else f"its Ray worker died, {tries} tries")
+            (job,) = part.jobs
+            how = ("Ray stopped its worker for lack of memory" if isinstance(exc, ray.exceptions.OutOfMemoryError)
+                   else "its Ray worker process died")
             rows, others = [], [(job, f"{job.track.path}: the decoder crashed on this file ({how})", False)]
         if not part.append:
             outcome.rows += rows
