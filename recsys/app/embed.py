@@ -68,7 +68,8 @@ def embed_library(
                 report = embed_tracks_ray(
                     library.tracks, store, settings.embed.encoder, settings.embed.device, eid, int(encoder.dim),
                     spec, label=resolved.label, built_id=resolved.encoder_id, batch_size=settings.embed.batch_size,
-                    retry_failed=retry_failed, untouched_folders=empty, recheck=recheck, progress=progress)
+                    chunk_size=settings.embed.ray_chunk, retry_failed=retry_failed, untouched_folders=empty,
+                    recheck=recheck, progress=progress)
         else:
             report = embed_tracks(
                 library.tracks,

@@ -451,7 +451,7 @@ class TrackStore:
             raise StoreError(f"table in {self.home} holds {self.dim}-d vectors, got {dim}-d: call reset_vectors({dim})"
                              " first (a new encoder makes all old vectors stale)")
         n_tags = self._prepare_tags(rows, tag_names)
-        data = _track_batch(_dedupe(rows), dim, n_tags)
+        data = track_batch(_dedupe(rows), dim, n_tags)
         self._guard(lambda: self._tracks.merge_insert("key").when_matched_update_all()
                     .when_not_matched_insert_all().execute(data))
         self._write_stamp()
@@ -465,7 +465,10 @@ class TrackStore:
         if len(sizes) != 1 or tag_names is None or len(tag_names) not in sizes:
             raise StoreError(f"rows for {self.home} carry {sorted(sizes)} tags for {len(tag_names or ())} tag names: "
                              "one encoder per batch, with its tag names")
-        n = sizes.pop()
+        return self._ensure_tags(sizes.pop(), tag_names)
+
+    def _ensure_tags(self, n: int, tag_names: Sequence[str]) -> int:
+        """The ``tags`` column of ``n`` entries (added when the table has none yet) and their names recorded."""
         names = {_NAMES: json.dumps(list(tag_names))}
         if self.n_tags is None:
             self._guard(lambda: self._tracks.add_columns(pa.field(TAGS_COLUMN, pa.list_(pa.float32(), n),
@@ -479,6 +482,33 @@ class TrackStore:
         if read_tag_names(self.home) != list(tag_names):
             write_json_atomic(self.home / TAG_NAMES_FILE, {"tags": list(tag_names)})
         return n
+
+    def batch_tags(self, dim: int, tag_names: Sequence[str] | None) -> int | None:
+        """How many tags each row of a :func:`track_batch` for this table holds: the encoder's tag count, else the
+        table's own (rows without a head hold null there), else None; a table of another dim is reset first."""
+        if tag_names:
+            return len(tag_names)
+        return self.n_tags if self.dim == dim else None
+
+    def append_with(self, write: Callable[[str, pa.Schema, dict[str, str] | None], None], dim: int,
+                    tag_names: Sequence[str] | None) -> None:
+        """New rows written by someone else in ONE Append commit: ``write(uri, schema, storage_options)`` writes
+        rows of exactly ``schema`` (a :func:`track_batch` of :meth:`batch_tags` tags) into the table at ``uri`` and
+        commits them (``lance_ray.write_lance``: Ray workers write the fragments, the caller commits once).
+
+        Only for keys the table does not hold: an Append never replaces a row (stale keys go through
+        :meth:`upsert`). The table is made ready first, as :meth:`upsert` makes it: created, reset to ``dim`` (a
+        new encoder of another dimension), its ``tags`` column added."""
+        if self._tracks is None:
+            self._tracks = self._guard(lambda: self._db.create_table(TRACKS, schema=tracks_schema(dim)))
+        elif dim != self.dim:
+            self.reset_vectors(dim)
+        if tag_names:
+            self._ensure_tags(len(tag_names), tag_names)
+        table, options = self._tracks, dict(self._db.storage_options or {}) or None  # the connection's (S3 endpoint...)
+        self._guard(lambda: write(table.uri, table.schema, options))
+        self._guard(table.checkout_latest)
+        self._write_stamp()
 
     def delete(self, keys: Iterable[str]) -> None:
         """Delete rows by key, in one commit; keys are matched as typed literals, never pasted into SQL."""
@@ -612,7 +642,8 @@ def _dedupe(rows: Sequence[TrackRow]) -> list[TrackRow]:
     return list({r.key: r for r in rows}.values())
 
 
-def _track_batch(rows: list[TrackRow], dim: int, n_tags: int | None = None) -> pa.Table:
+def track_batch(rows: list[TrackRow], dim: int, n_tags: int | None = None) -> pa.Table:
+    """Rows as an Arrow table of the tracks schema (with a ``tags`` column of ``n_tags`` when not None)."""
     columns = {name: pa.array([getattr(r, name) for r in rows], _FIELD_TYPES[name]) for name in META_COLUMNS}
     flat = np.stack([np.asarray(r.vector, dtype=np.float32).reshape(dim) for r in rows]).reshape(-1)
     columns["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
