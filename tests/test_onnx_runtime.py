@@ -79,7 +79,7 @@ def _embed(lib, home, monkeypatch, without_onnxruntime: bool):
         if without_onnxruntime:
             patch.setitem(sys.modules, "onnxruntime", None)  # as if not installed: its import fails
         settings = command_settings(None, str(home), db=str(lib.db),
-                                    embed={"encoder": "musicnn", "device": "cpu", "workers": 1, "runtime": "onnx"})
+                                    embed={"encoder": "musicnn", "device": "cpu", "workers": 1})  # default runtime
         report = embed_library(settings)
     assert report.embedded == 12 and report.failed == 0
     table, vectors = TrackStore.open(home, writable=False).read_all()
@@ -88,8 +88,8 @@ def _embed(lib, home, monkeypatch, without_onnxruntime: bool):
 
 def test_embed_on_onnx_and_without_onnxruntime_on_torch_saying_why(small_library, monkeypatch, tmp_path) -> None:
     fallback, on_torch = _embed(small_library, tmp_path / "torch", monkeypatch, without_onnxruntime=True)
-    assert fallback.device == ("cpu, torch (embed.runtime onnx: onnxruntime is not installed: "
-                               "pip install 'recsys[onnx]')"), fallback.device
+    assert fallback.device == ("cpu, torch (embed.runtime onnx: onnxruntime is not installed: pip install "
+                               "onnxruntime, or set embed.runtime: torch)"), fallback.device
     assert not (tmp_path / "torch" / "models" / "onnx").exists()
     report, on_onnx = _embed(small_library, tmp_path / "onnx", monkeypatch, without_onnxruntime=False)
     assert report.device == "cpu, onnxruntime" and report.encoder_id == fallback.encoder_id
@@ -97,6 +97,6 @@ def test_embed_on_onnx_and_without_onnxruntime_on_torch_saying_why(small_library
     assert max(float(np.abs(on_onnx[k] - on_torch[k]).max()) for k in on_onnx) < 1e-5
 
 
-def test_runtime_onnx_names_only_musicnn(tmp_path) -> None:
-    dsp = resolve_encoder("dsp", tmp_path, "cpu", runtime="onnx")
-    assert dsp.encoder.runtime_label == "torch (embed.runtime onnx applies to musicnn only)"
+def test_other_encoders_stay_on_torch_without_a_word(tmp_path) -> None:
+    dsp = resolve_encoder("dsp", tmp_path, "cpu", runtime="onnx")  # the default runtime, whatever the encoder
+    assert dsp.encoder.runtime_label == "" and not (tmp_path / "models").exists()

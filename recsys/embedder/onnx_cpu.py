@@ -8,8 +8,9 @@ reference within ``tests/test_musicnn.py``'s bounds and ``encoder_id`` does not 
 
 The graph is exported once per set of weights into ``<home>/models/onnx/`` (nothing is downloaded), named by the
 encoder's id, the torch version that exported it and :data:`EXPORT_VERSION`, so a changed computation or exporter
-never reuses a stale file. Exporting needs the ``onnx`` package and running it ``onnxruntime`` (``pip install
-'recsys[onnx]'``); without them, or when the export fails, the encoder stays on torch and says why.
+never reuses a stale file. Exporting needs the ``onnx`` package and running it ``onnxruntime`` (both dependencies of
+recsys); without them, or when the export fails, the encoder stays on torch and says why. Other encoders and CUDA
+are torch's by design and stay there without a word.
 """
 
 from __future__ import annotations
@@ -90,12 +91,10 @@ def export_patch_network(encoder: nn.Module, path: Path) -> None:
 def load_patch_runner(encoder: nn.Module, home: Path, encoder_id: str) -> OnnxPatches | str:
     """The ONNX Runtime runner of ``encoder``'s patch network (exported into ``home`` on first use), or the one-line
     reason it cannot be had, for the caller to say while it stays on torch."""
-    if getattr(encoder, "device", torch.device("cpu")).type != "cpu":
-        return f"the encoder runs on {encoder.device}; ONNX Runtime is used on the CPU only"
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        return "onnxruntime is not installed: pip install 'recsys[onnx]'"
+        return "onnxruntime is not installed: pip install onnxruntime, or set embed.runtime: torch"
     path = onnx_file(home, encoder_id)
     threads = torch.get_num_threads()
     if path.is_file():
@@ -106,7 +105,7 @@ def load_patch_runner(encoder: nn.Module, home: Path, encoder_id: str) -> OnnxPa
     try:
         import onnx  # noqa: F401  (torch's exporter writes the graph with it)
     except ImportError:
-        return f"exporting the network to {path} needs the onnx package: pip install 'recsys[onnx]'"
+        return f"exporting the network to {path} needs the onnx package: pip install onnx, or set embed.runtime: torch"
     try:
         export_patch_network(encoder, path)
     except Exception as exc:  # the exporter fails in many ways; one line, and torch goes on
@@ -119,11 +118,11 @@ def load_patch_runner(encoder: nn.Module, home: Path, encoder_id: str) -> OnnxPa
 
 def select_runtime(encoder: nn.Module, runtime: str, home: Path, encoder_id: str) -> str:
     """Put ``encoder``'s CPU inference on ``runtime`` ('torch' or 'onnx') where it can be, and return what runs it
-    for the reports: '' for torch as asked, 'onnxruntime', or 'torch (...)' with why ONNX Runtime is not used."""
-    if runtime == "torch":
+    for the reports: 'onnxruntime'; '' for torch where that is the rule (asked for, another encoder than musicnn, a
+    CUDA device); or 'torch (...)' with why ONNX Runtime could not be used."""
+    cpu = getattr(encoder, "device", torch.device("cpu")).type == "cpu"
+    if runtime == "torch" or not hasattr(encoder, "patch_runner") or not cpu:
         return ""
-    if not hasattr(encoder, "patch_runner"):
-        return f"torch (embed.runtime {runtime} applies to musicnn only)"
     runner = load_patch_runner(encoder, home, encoder_id)
     if isinstance(runner, str):
         encoder.patch_runner = None
