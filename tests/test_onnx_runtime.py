@@ -7,6 +7,7 @@ without onnxruntime the encoder stays on torch and the embed report says why.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,13 @@ from recsys.app.settings import command_settings
 from recsys.embedder.active import resolve_encoder
 from recsys.embedder.onnx_cpu import onnx_file
 from recsys.index.store import TrackStore
-from tests.test_musicnn import CLIPS, REFERENCE, _wave
+
+REFERENCE = Path(__file__).parent / "data" / "musicnn_reference.npz"  # TensorFlow's outputs (tests/test_musicnn.py)
+CLIPS = ("a", "b", "c")
+
+
+def _wave(ref: dict, clip: str) -> torch.Tensor:
+    return torch.from_numpy(ref[f"{clip}_pcm"].astype(np.float32) / 32768.0).unsqueeze(0)
 
 
 @pytest.fixture(scope="module")
