@@ -88,6 +88,11 @@ def export_patch_network(encoder: nn.Module, path: Path) -> None:
         encoder.train(was_training)
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
+
+
 def load_patch_runner(encoder: nn.Module, home: Path, encoder_id: str) -> OnnxPatches | str:
     """The ONNX Runtime runner of ``encoder``'s patch network (exported into ``home`` on first use), or the one-line
     reason it cannot be had, for the caller to say while it stays on torch."""
@@ -109,11 +114,11 @@ def load_patch_runner(encoder: nn.Module, home: Path, encoder_id: str) -> OnnxPa
     try:
         export_patch_network(encoder, path)
     except Exception as exc:  # the exporter fails in many ways; one line, and torch goes on
-        return f"exporting the network to {path} failed ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        return f"exporting the network to {path} failed ({_first_line(exc)})"
     try:
         return OnnxPatches(path, threads)
     except Exception as exc:
-        return f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {str(exc).strip()[:200]})"
+        return f"ONNX Runtime cannot load {path} ({_first_line(exc)})"
 
 
 def select_runtime(encoder: nn.Module, runtime: str, home: Path, encoder_id: str) -> str:
