@@ -107,3 +107,13 @@ def test_embed_on_onnx_and_without_onnxruntime_on_torch_saying_why(small_library
 def test_other_encoders_stay_on_torch_without_a_word(tmp_path) -> None:
     dsp = resolve_encoder("dsp", tmp_path, "cpu", runtime="onnx")  # the default runtime, whatever the encoder
     assert dsp.encoder.runtime_label == "" and not (tmp_path / "models").exists()
+
+
+def test_a_failed_conversion_leaves_the_encoder_on_torch_saying_why(tmp_path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "onnx").write_text("a file where the folder goes")  # the export cannot write there
+    resolved = resolve_encoder("musicnn", tmp_path, "cpu", runtime="onnx")
+    label = resolved.encoder.runtime_label
+    assert label.startswith("torch (embed.runtime onnx: exporting the network to ") and "\n" not in label, label
+    assert resolved.encoder.patch_runner is None
+    assert resolved.encoder.encode(torch.zeros(1, 16000)).shape == (1, 200)  # and torch encodes
