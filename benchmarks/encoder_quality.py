@@ -6,9 +6,11 @@ Labels are the first folder under ``--corpus`` (on the development corpus, share
 track is decoded with recsys's own ``load_crop`` (seeking, soxr) and scored with ``recsys.index.retrieval``'s
 ``retrieval_metrics`` (cosine, capped precision@10: 1.0 is perfect whatever the label sizes); chance is what random
 neighbours would score on the same labels. Encoders: any name ``build_encoder`` knows (dsp, musicnn, cnn,
-module:Class), or ``musicnn@WEIGHTS.npz`` for MusiCNN with other converted weights (scripts/convert_musicnn.py
---models MTT_musicnn --weights-dir DIR). ``--vectors NAME=FILE.npz`` scores vectors made elsewhere (keys, vectors:
-what ``convert_musicnn.py --embed-logmels`` writes from the log-mels ``--dump-logmels FILE`` saves).
+module:Class), ``musicnn@WEIGHTS.npz`` for MusiCNN with other converted weights (scripts/convert_musicnn.py
+--models MTT_musicnn --weights-dir DIR), or ``musicnn+onnx`` for MusiCNN on ONNX Runtime (``embed.runtime: onnx``;
+each encoder's largest vector difference from the first one's is printed). ``--vectors NAME=FILE.npz`` scores
+vectors made elsewhere (keys, vectors: what ``convert_musicnn.py --embed-logmels`` writes from the log-mels
+``--dump-logmels FILE`` saves).
 
 Crop policies (each crop reached by seeking): ``center:S`` one S-second crop at the middle; ``spread:NxS`` N crops
 of S seconds centred at 1/(N+1), ..., N/(N+1) of the track (``audio.crop_count`` N, ``audio.crop_seconds`` S),
@@ -18,12 +20,14 @@ joined and encoded as one clip, as `recsys embed` does; ``whole``.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from recsys.embedder.active import resolve_encoder
 from recsys.embedder.audio import load_crop
 from recsys.embedder.encoders import build_encoder
 from recsys.embedder.musicnn import MusicnnEncoder
@@ -56,6 +60,12 @@ def crop(path: Path, policy: str, sample_rate: int) -> np.ndarray:
 
 
 def make_encoder(spec: str):
+    if spec == "musicnn+onnx":
+        home = Path(tempfile.mkdtemp(prefix="encoder-quality-"))
+        resolved = resolve_encoder("musicnn", home, "cpu", runtime="onnx")
+        if resolved.encoder.runtime_label != "onnxruntime":
+            raise SystemExit(f"musicnn+onnx: {resolved.encoder.runtime_label}")
+        return resolved.encoder
     if spec.startswith("musicnn@"):
         return MusicnnEncoder(spec.partition("@")[2])
     return build_encoder(spec, device="cpu")
@@ -96,6 +106,7 @@ def main() -> None:
     print(f"{'encoder':44s} {'crops':12s} {'p@10':>6s} {'chance':>6s} {'encode tracks/s':>16s}")
     for policy in args.crops:
         decoded: dict[int, list[np.ndarray]] = {}
+        first = None
         for spec in args.encoders:
             encoder = make_encoder(spec)
             rate = encoder.sample_rate
@@ -103,8 +114,11 @@ def main() -> None:
                 decoded[rate] = [crop(p, policy, rate) for p in paths]
             vectors, seconds = embed(encoder, decoded[rate])
             m = retrieval_metrics(vectors, labels, labels, cids)
+            same_dim = first is not None and first.shape == vectors.shape
+            diff = f"  max abs difference from the first: {np.abs(vectors - first).max():.2e}" if same_dim else ""
+            first = vectors if first is None else first
             print(f"{spec:44s} {policy:12s} {m['album_p10']:6.3f} {m['album_chance']:6.3f} "
-                  f"{len(paths) / seconds:16.2f}", flush=True)
+                  f"{len(paths) / seconds:16.2f}{diff}", flush=True)
         if args.dump_logmels and policy == args.crops[0]:
             dump_logmels(paths, decoded.get(16000) or [crop(p, policy, 16000) for p in paths], args.dump_logmels)
     for item in args.vectors:

@@ -24,6 +24,8 @@ ENCODERS: dict[str, str] = {
 DEFAULT_ENCODER = "musicnn"
 # The encoders `recsys train-encoder` can train (``--from``): pretrained MusiCNN fine-tuned, or the cnn from scratch.
 TRAINABLE_ENCODERS = ("musicnn", "cnn")
+# What runs musicnn's inference on the CPU (``embed.runtime``, ``recsys.embedder.onnx_cpu``): torch, or ONNX Runtime.
+RUNTIMES = ("torch", "onnx")
 
 # Playlist writers: format name -> ``encode(tracks, title, creator) -> bytes`` (``recsys.playlists``).
 PLAYLIST_WRITERS: dict[str, str] = {

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from recsys.atomic import read_regular
-from recsys.choices import CROP_POSITIONS, DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, TRAINABLE_ENCODERS
+from recsys.choices import CROP_POSITIONS, DEFAULT_ENCODER, ENCODERS, PLAYLIST_WRITERS, RUNTIMES, TRAINABLE_ENCODERS
 from recsys.errors import RecsysError, shown
 
 
@@ -200,6 +200,7 @@ class AudioSettings:
 class EmbedSettings:
     encoder: str = _s("auto", _ENCODER_RULE)
     device: str = _s("auto", _DEVICE_RULE)
+    runtime: str = _s("onnx", choices=RUNTIMES)
     workers: int = _s(0, lo=0, hi=1024)
     batch_size: int = _s(32, lo=1, hi=65536)
     write_batch: int = _s(64, lo=1, hi=1_000_000)

@@ -79,7 +79,8 @@ NO_TORCH_AT_IMPORT = ("recsys.library", "recsys.index", "recsys.recommender", "r
                       "recsys.app.path", "recsys.app.map", "recsys.app.output", "recsys.app.status",
                       "recsys.app.embed", "recsys.app.maintenance", "recsys.servers", "recsys.app.mpd")
 TORCH_MODULES = ("torch", "torchaudio", "recsys.embedder.interface", "recsys.embedder.encoders",
-                 "recsys.embedder.musicnn", "recsys.embedder.features", "ray", "lance_ray", *TRAINING)  # ray: the
+                 "recsys.embedder.musicnn", "recsys.embedder.features", "recsys.embedder.onnx_cpu", "onnxruntime",
+                 "onnx", "ray", "lance_ray", *TRAINING)  # ray: the
 # `--engine ray` path only (recsys.pipeline.ray_engine imports it inside its functions)
 LANCEDB_USERS = ("recsys.index.store",)
 

@@ -46,7 +46,8 @@ def embed_library(
     table = table_location(settings)
     started = time.monotonic()
     with HomeLock(home, "recsys embed", library_inputs(settings)), table.lease("recsys embed"):
-        resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device)  # torch only to encode
+        resolved = resolve_for_planning(settings.embed.encoder, home, settings.embed.device,  # torch only to encode
+                                        settings.embed.runtime)
         remember_facts(settings.embed.encoder, home, resolved)
         encoder = resolved.encoder
         spec = decode_spec(settings.audio, encoder.sample_rate)

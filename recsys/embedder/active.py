@@ -88,8 +88,10 @@ def _is_checkpoint(spec: str) -> bool:
     return spec.endswith(".pt") or Path(spec).expanduser().is_file()
 
 
-def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEncoder:
-    """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class."""
+def resolve_encoder(spec: str, home: Path, device: str = "auto", runtime: str = "torch") -> ResolvedEncoder:
+    """Build what ``spec`` names: auto, dsp, musicnn, cnn (untrained), a checkpoint path, or module:Class; its CPU
+    inference on ``runtime`` (``embed.runtime``: torch, or onnx for musicnn, see recsys.embedder.onnx_cpu), what
+    runs it kept as ``encoder.runtime_label`` for the reports."""
     checkpoint = None
     label = spec
     from recsys.embedder.encoders import EncoderError, build_encoder, encoder_id, load_checkpoint
@@ -108,7 +110,12 @@ def resolve_encoder(spec: str, home: Path, device: str = "auto") -> ResolvedEnco
     else:
         label = f"auto -> {DEFAULT_BUILTIN}" if spec == "auto" else spec
         encoder = build_encoder(DEFAULT_BUILTIN if spec == "auto" else spec, device=device)
-    return ResolvedEncoder(encoder, label, encoder_id(encoder), checkpoint)
+    eid = encoder_id(encoder)
+    if runtime != "torch":
+        from recsys.embedder.onnx_cpu import select_runtime
+
+        encoder.runtime_label = select_runtime(encoder, runtime, home, eid)
+    return ResolvedEncoder(encoder, label, eid, checkpoint)
 
 
 def activate(home: Path, checkpoint: Path, eid: str, arch: str, metrics: dict) -> Path:

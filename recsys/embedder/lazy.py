@@ -30,10 +30,11 @@ _PACKAGE = Path(__file__).resolve().parent
 class LazyEncoder:
     """Stands for an encoder whose id, dim and sample rate are known; the real one is built on first use."""
 
-    def __init__(self, facts: dict[str, Any], spec: str, home: Path, device: str) -> None:
+    def __init__(self, facts: dict[str, Any], spec: str, home: Path, device: str, runtime: str = "torch") -> None:
         self.dim = int(facts["dim"])
         self.sample_rate = int(facts["sample_rate"])
         self._facts, self._spec, self._home, self._device = facts, spec, home, device
+        self._runtime = runtime
         self._real: Any = None
 
     @property
@@ -42,7 +43,7 @@ class LazyEncoder:
 
     def load(self) -> Any:
         if self._real is None:
-            resolved = resolve_encoder(self._spec, self._home, self._device)
+            resolved = resolve_encoder(self._spec, self._home, self._device, self._runtime)
             if resolved.encoder_id != self._facts["encoder_id"]:
                 raise RecsysError(f"encoder {resolved.label} changed while recsys was running (id "
                                   f"{self._facts['encoder_id']} became {resolved.encoder_id}): run the command again")
@@ -57,7 +58,8 @@ def device_label(encoder: Any) -> str:
     """The device an encoder runs on, for reports, without building a lazy one that was never needed ('' then)."""
     if isinstance(encoder, LazyEncoder) and not encoder.loaded:
         return ""
-    return str(encoder.device)
+    label = getattr(encoder, "runtime_label", "")  # what runs its CPU inference, when not plain torch
+    return f"{encoder.device}, {label}" if label else str(encoder.device)
 
 
 def _stat(path: Path) -> list:
@@ -95,14 +97,14 @@ def _read_facts(home: Path) -> dict[str, dict]:
     return data if isinstance(data, dict) else {}
 
 
-def resolve_for_planning(spec: str, home: Path, device: str = "auto") -> ResolvedEncoder:
+def resolve_for_planning(spec: str, home: Path, device: str = "auto", runtime: str = "torch") -> ResolvedEncoder:
     """Like :func:`recsys.embedder.active.resolve_encoder`, but the encoder is a :class:`LazyEncoder` when its facts
     are remembered. Writes nothing (`recsys status` uses it too)."""
     key = fingerprint(spec, home)
     facts = _read_facts(home).get(key) if key else None
     if isinstance(facts, dict) and {"encoder_id", "dim", "sample_rate", "label"} <= facts.keys():
-        return ResolvedEncoder(LazyEncoder(facts, spec, home, device), facts["label"], facts["encoder_id"])
-    return resolve_encoder(spec, home, device)
+        return ResolvedEncoder(LazyEncoder(facts, spec, home, device, runtime), facts["label"], facts["encoder_id"])
+    return resolve_encoder(spec, home, device, runtime)
 
 
 def remember_facts(spec: str, home: Path, resolved: ResolvedEncoder) -> None:

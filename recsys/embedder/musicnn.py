@@ -142,6 +142,9 @@ class MusicnnEncoder(nn.Module):
         w = load_weights(self.weights_file)
         self.sample_rate, self.dim, self.patch_frames = SAMPLE_RATE, 200, PATCH_FRAMES
         self.patch_batch, self.amp = patch_batch, amp
+        # inference on the CPU through ONNX Runtime (recsys.embedder.onnx_cpu, embed.runtime onnx) when set: a
+        # callable like patch_outputs; training and gradients always run the torch modules below
+        self.patch_runner = None
         self.config: dict = {}  # what a fine-tuned checkpoint records to rebuild it (encoders.ARCHITECTURES)
         self.mel = MelSpectrogram(SAMPLE_RATE, N_FFT, hop_length=HOP, n_mels=N_MELS, pad_mode="constant",
                                   norm="slaney", mel_scale="slaney")
@@ -264,10 +267,13 @@ class MusicnnEncoder(nn.Module):
         cuda = patches.device.type == "cuda"
         use_amp = self.amp and cuda
         step = self.patch_batch or (256 if cuda else 16)
+        run = self.patch_outputs
+        if self.patch_runner is not None and not cuda and not self.training and not torch.is_grad_enabled():
+            run = self.patch_runner
         while True:
             try:
                 with torch.autocast("cuda", dtype=AMP_DTYPE, enabled=use_amp):
-                    out = [self._pick(self.patch_outputs(patches[i: i + step]), output)
+                    out = [self._pick(run(patches[i: i + step]), output)
                            for i in range(0, patches.shape[0], step)]
                 return torch.cat(out).float()
             except torch.cuda.OutOfMemoryError:
