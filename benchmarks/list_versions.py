@@ -22,6 +22,7 @@ import numpy as np
 
 import recsys.app.similar as similar
 import recsys.embedder.fingerprint as fingerprint
+import recsys.library.groups as groups
 from benchmarks.duplicates_quality import truth
 from recsys.app.settings import command_settings
 from recsys.index.ann import load_snapshot
@@ -33,7 +34,11 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, required=True)
     ap.add_argument("--rule", choices=("vectors", "fingerprints"), default="fingerprints")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--candidate-cos", type=float, default=None,
+                    help="compare fingerprints from this cosine instead of DUPLICATE_CANDIDATE_COS (an experiment)")
     args = ap.parse_args()
+    if args.candidate_cos is not None:
+        groups.DUPLICATE_CANDIDATE_COS = args.candidate_cos
     if args.rule == "vectors":  # the snapshot without fingerprints: the rule falls back to the cosine
         similar.with_fingerprints = lambda settings, lib: lib
     decodes: list[float] = []
@@ -69,7 +74,8 @@ def main() -> None:
         if (pair or of_query) and len(examples) < 8:
             examples.append(query.removeprefix(root))
     t = np.asarray(times) * 1000
-    print(f"{len(paths)} queries, k={args.k}, rule {args.rule}: lists holding two versions {within}, "
+    print(f"{len(paths)} queries, k={args.k}, rule {args.rule} from cosine {groups.DUPLICATE_CANDIDATE_COS}: "
+          f"lists holding two versions {within}, "
           f"lists holding a version of the query {with_query}, either {either}")
     print(f"latency ms: median {np.median(t):.0f}, mean {t.mean():.0f}, p95 {np.percentile(t, 95):.0f}, "
           f"max {t.max():.0f}, total {t.sum() / 1000:.0f} s")

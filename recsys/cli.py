@@ -407,7 +407,8 @@ def similar(ctx, track, k, as_json, out, fmt, force, where):
     """Tracks that sound like TRACK.
 
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
-    match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
+    match, they are listed and nothing is searched). The track itself and its other versions are left out, and no
+    recording is listed twice (same artist and title, or close sound whose fingerprints agree: `recsys duplicates`).
     With --where, only the tracks that match (e.g. --where 'year:..1979 -genre:christmas'; rating: and played:
     read your player's database, the remembered one or --db of an earlier command).
 

@@ -147,9 +147,11 @@ def make_map(settings: Settings, req: MapRequest) -> LibraryMap:
     genres = [genre[i] or "" for i in rows]
     tags = {"album": [album[i] or "" for i in rows], "artist": [artist[i] or "" for i in rows]}
     heading = f"recsys map of {n} tracks" + (f" matching {flt}" if flt else "")
-    colour = TagColour(req.tag, [None if v != v else float(v) for v in
-                               np.asarray(scores.probs[rows, scores.index(req.tag)], np.float64).tolist()],
-                       float(scores.thresholds()[scores.index(req.tag)])) if req.tag and scores else None
+    colour = None
+    if req.tag and scores is not None:
+        column = scores.index(req.tag)
+        probs = np.asarray(scores.probs[rows, column], np.float64).tolist()
+        colour = TagColour(req.tag, [None if v != v else v for v in probs], float(scores.thresholds()[column]))
     page = map_html(points, labels, ratings, genres, colour="tag" if colour else req.colour, title=heading, tags=tags,
                     tag=colour, strongest=_hover_tags(scores, rows) if scores else None)
     out = write_map(out, page, overwrite=req.force, inputs=inputs)
