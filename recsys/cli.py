@@ -407,7 +407,8 @@ def similar(ctx, track, k, as_json, out, fmt, force, where):
     """Tracks that sound like TRACK.
 
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
-    match, they are listed and nothing is searched). The track itself and exact copies of it are left out.
+    match, they are listed and nothing is searched). The track itself and its other versions are left out, and no
+    recording is listed twice (same artist and title, or close sound whose fingerprints agree: `recsys duplicates`).
     With --where, only the tracks that match (e.g. --where 'year:..1979 -genre:christmas'; rating: and played:
     read your player's database, the remembered one or --db of an earlier command).
 
@@ -855,6 +856,10 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
               help="The HTML page [default: ~/Music/recommendations/recsys-map-<date>.html, never overwritten].")
 @click.option("--colour", "--color", "colour", type=click.Choice(["rating", "genre"]), default="rating",
               show_default=True, help="Colour the points by your stars or by genre.")
+@click.option("--tag", default=None, metavar="TAG",
+              help="Colour the points by how strongly their sound carries TAG (its probability; the scale is split "
+                   "at the threshold --where tag:TAG selects by; `recsys tags` lists the tags), e.g. --tag chill. "
+                   "Overrides --colour.")
 @click.option("--layout", type=click.Choice(["auto", "neighbours", "pca"]), default="auto", show_default=True,
               help="neighbours: tracks that sound alike side by side (about 12 s per 20,000 tracks); pca: the two "
                    "main axes (fast); auto: neighbours up to 20,000 tracks, pca above.")
@@ -862,22 +867,24 @@ def radio(ctx, top_n, out, fmt, play, player, new_only, force, where, db, folder
 @_where_option
 @_library_options(remembers=False)
 @click.pass_context
-def map_(ctx, out, colour, layout, force, where, db, folders):
+def map_(ctx, out, colour, tag, layout, force, where, db, folders):
     """A map of your library: one HTML page, every track a point, tracks that sound alike close together.
 
-    Coloured by your stars (or genre), the regions of liked and disliked tracks shaded, each region named by the
-    album, artist or genre most of its tracks share, title and artist on hover; wheel zooms, drag pans. The page
-    is self-contained: it opens offline and fetches nothing.
+    Coloured by your stars (or genre, or a tag from the sound with --tag), the regions of liked and disliked tracks
+    shaded, each region named by the album, artist or genre most of its tracks share, title and artist (and the
+    strongest tags, when the index has them) on hover; wheel zooms, drag pans. The page is self-contained: it opens
+    offline and fetches nothing.
     With --where, only the tracks that match, laid out among themselves.
 
     \b
     Example:
       recsys map --out ~/library-map.html && xdg-open ~/library-map.html
       recsys map --where genre:jazz --where rating:4..
+      recsys map --tag chill
     """
     from recsys.app.map import MapRequest, make_map
 
-    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force, where))
+    result = make_map(_library_settings(ctx, db, folders), MapRequest(out, colour, layout, force, where, tag))
     for note in result.notes:
         click.echo(f"note: {_one_line(note)}", err=True)
     matching = f" matching '{_one_line(result.where)}'" if result.where else ""

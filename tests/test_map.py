@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from recsys.viz.map import MapError, map_html, write_map
+from recsys.viz.map import MapError, TagColour, map_html, write_map
 from recsys.viz.projection import neighbour_layout, neighbourhood_kept, pca
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -99,6 +99,33 @@ def test_regions_are_named_by_the_album_artist_or_genre_their_tracks_share():
     assert named[2]["facet"] == "artist" and named[4]["facet"] == "genre" and named[0]["facet"] == "album"
     assert all(0.5 <= r["share"] <= 1 for r in data["regions"])
     assert "name the regions" in page
+
+
+def _tag_page(n: int = 200) -> str:
+    v = _clusters(n)
+    values = [None if i == 0 else round(i / n, 3) for i in range(n)]  # 0..1 in order; the first has none stored
+    strongest = [["chill", "mellow"] if i % 2 else [] for i in range(n)]
+    return map_html(pca(v), [f"t{i}" for i in range(n)], [None] * n, [""] * n, colour="tag",
+                    tag=TagColour("chill", values, 0.25), strongest=strongest)
+
+
+def test_the_page_colours_by_a_tag_and_shows_the_strongest_tags():
+    data = _data(_tag_page())
+    assert data["colour"] == "tag" and data["tag"] == {"name": "chill", "threshold": 0.25, "max": 0.995}
+    assert data["t"][:3] == [-1, 5, 10] and len(data["t"]) == 200  # each track's probability, per mille
+    assert [data["tagNames"][j] for j in data["top"][1]] == ["chill", "mellow"] and data["top"][0] == []
+    with pytest.raises(MapError, match="give --tag"):
+        map_html(np.zeros((1, 2)), ["a"], [None], [""], colour="tag")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_a_real_browser_draws_the_tag_scale(tmp_path):
+    out = write_map(tmp_path / "tag.html", _tag_page(300))
+    dom = _render(out)
+    assert 'data-drawn="300"' in dom, dom[-2000:]
+    # 0.25 and up: tracks 75..299 have the tag; the legend names the threshold and the rule it is
+    assert 'data-has-tag="225"' in dom and "0.25 to 1.00: has the tag (what --where tag:chill selects): 225" in dom
+    assert "below this library's threshold: 74" in dom and "no tags stored: 1" in dom
 
 
 def test_write_map_never_replaces_what_is_not_a_map(tmp_path):

@@ -111,6 +111,31 @@ def test_an_encoder_without_a_tag_head_says_so(small_library):
     assert len(lines) == 1 and "no tag head" in lines[0]
     r = lib.run("similar", str(lib.songs[0].path), "--where", "tag:chill")
     assert r.exit_code != 0 and "holds none" in r.output
+    r = lib.run("map", "--db", str(lib.db), "--tag", "chill", "--out", str(lib.root / "map.html"))
+    lines = r.output.strip().splitlines()
+    assert r.exit_code != 0 and len(lines) == 1 and "no tag head" in lines[0], r.output
+
+
+def test_map_colours_by_a_tag_and_shows_the_strongest(tagged_library, monkeypatch):
+    import re
+
+    lib = tagged_library
+    monkeypatch.setenv("HOME", str(lib.root / "user-home"))
+    out = lib.root / "chill.html"
+    r = lib.run("map", "--db", str(lib.db), "--tag", "chill", "--out", str(out), "--force")
+    assert r.exit_code == 0, r.output
+    page = out.read_text()
+    data = json.loads(re.search(r'<script id="data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert data["colour"] == "tag" and data["tag"]["name"] == "chill"
+    for song in lib.songs:
+        tags = {t["tag"]: t for t in json.loads(lib.run("tags", song.path, "--json").stdout)["tags"]}
+        i = data["labels"].index(f"{song.artist} - {song.title}")
+        assert data["t"][i] == round(tags["chill"]["probability"] * 1000)  # the point carries its value
+        assert abs(data["tag"]["threshold"] - tags["chill"]["threshold"]) < 1e-3  # the rule of --where tag:
+        shown = [data["tagNames"][j] for j in data["top"][i]]
+        assert shown == [t for t, v in tags.items() if v["has"]][:3]  # its strongest tags, on hover
+    r = lib.run("map", "--db", str(lib.db), "--tag", "no_such_tag", "--out", str(out), "--force")
+    assert r.exit_code != 0 and "unknown tag" in r.output
 
 
 def test_playlist_tag_keeps_the_tracks_with_the_tag(tagged_library, monkeypatch):

@@ -1,12 +1,13 @@
 """`recsys duplicates`: the files of the library that hold one recording (a re-encode, another bitrate, a copy cut
 shorter or made quieter), grouped, with the evidence for each pair. Reads the index snapshot and the audio files;
-never deletes, moves or writes anything.
+never deletes, moves or writes anything but the fingerprints it caches in the home.
 
 Candidates are cheap: each track's nearest neighbours in the snapshot's search (a batched k-nearest query, no N x N
 matrix) closer than :data:`recsys.library.groups.DUPLICATE_CANDIDATE_COS`, and tracks that share a performer and a
 title (:func:`recsys.library.groups.recording_key`). Each candidate pair is then judged by
 :func:`recsys.library.groups.same_recording` on the two files' acoustic fingerprints
-(:mod:`recsys.embedder.fingerprint`; byte-identical files need none). Groups are the connected pairs, so a copy of
+(:mod:`recsys.embedder.fingerprint`, cached in the home by content id, where the lists' rule finds them;
+byte-identical files need none). Groups are the connected pairs, so a copy of
 a copy joins its original's group.
 """
 
@@ -18,8 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from recsys.config import Settings
-from recsys.embedder.audio import DecodeError
-from recsys.embedder.fingerprint import fingerprint_file, match
+from recsys.embedder.fingerprint import FingerprintCache, match
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.library.groups import DUPLICATE_CANDIDATE_COS, recording_key, same_recording
 
@@ -65,7 +65,7 @@ class DuplicatesResult:
     groups: list[DuplicateGroup]
     tracks: int
     compared: int  # candidate pairs judged
-    fingerprinted: int  # files decoded for a fingerprint
+    fingerprinted: int  # files whose fingerprint was compared (decoded now or found in the home's cache)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of files that could not be decoded
     note: str | None = None  # why the index may lag the table
 
@@ -115,16 +115,13 @@ def find_duplicates(settings: Settings, min_cosine: float | None = None) -> Dupl
     paths = lib.values("path")
     durations = [float(d or 0.0) for d in lib.values("duration_s")]
     cids, artists, titles = lib.values("content_id"), lib.values("artist"), lib.values("title")
+    starts = lib.values("start_s") if "start_s" in lib.column_names else [0.0] * len(lib)
+    cache = FingerprintCache(settings.home_path)  # the lists' rule reads the same fingerprints
     prints: dict[int, np.ndarray | None] = {}
-    failures: list[tuple[str, str]] = []
 
     def fingerprint(i: int) -> np.ndarray | None:
-        if i not in prints:
-            try:
-                prints[i] = fingerprint_file(paths[i], durations[i])
-            except DecodeError as exc:  # one bad file is that pair's failure, never the library's
-                prints[i] = None
-                failures.append((paths[i], str(exc)))
+        if i not in prints:  # an undecodable file is that pair's failure (cache.failures), never the library's
+            prints[i] = cache.get(str(cids[i] or paths[i]), paths[i], durations[i], float(starts[i] or 0.0))
         return prints[i]
 
     parent = list(range(len(lib)))
@@ -154,4 +151,4 @@ def find_duplicates(settings: Settings, min_cosine: float | None = None) -> Dupl
               for root, rows in members.items() if len(rows) > 1]
     groups.sort(key=lambda g: (-len(g.paths), g.paths[0]))
     return DuplicatesResult(groups, len(lib), len(pairs), sum(1 for p in prints.values() if p is not None),
-                            failures, lib.behind)
+                            cache.failures, lib.behind)

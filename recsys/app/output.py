@@ -1,5 +1,6 @@
 """Where a command's file goes and in which format, the paths it names, and snapshot rows as playlist entries: what
-`recsys playlist`, `radio`, `path`, `similar --out` and `map` share.
+`recsys playlist`, `radio`, `path`, `similar --out` and `map` share; and the fingerprints the lists' "one recording"
+rule compares (:func:`with_fingerprints`).
 
 The default file name (``<name>-<date>.<ext>`` in ``recommend.out_dir``) never overwrites a file recsys did not
 write: ``-2``, ``-3``... are tried until a free one is found. A playlist (:func:`playlist_path`) replaces the day's
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from recsys.atomic import NAME_MAX, clip_name
 from recsys.config import Settings
+from recsys.embedder.fingerprint import FingerprintCache, row_agreement
 from recsys.index.ann import LibraryVectors
 from recsys.playlists import WRITERS, Inputs, PlaylistEntry, PlaylistWriteError
 from recsys.playlists.output import written_by_recsys
@@ -146,3 +148,10 @@ def _why(track: RankedTrack) -> str:
     if track.because:
         parts.append("close to " + "; ".join(track.because))
     return ", ".join(parts) or f"score {track.score:.3f}"
+
+
+def with_fingerprints(settings: Settings, lib: LibraryVectors) -> LibraryVectors:
+    """``lib`` with its ``agreement`` set: the lists' "one recording" rule (``recsys.library.groups``) compares
+    two close tracks' fingerprints, each file's computed at most once (cached in the home by content id)."""
+    lib.agreement = row_agreement(FingerprintCache(settings.home_path), lib)
+    return lib

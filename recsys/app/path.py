@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from recsys.app.output import as_written, output_path, playlist_format, snapshot_entry, snapshot_inputs
+from recsys.app.output import (
+    as_written,
+    output_path,
+    playlist_format,
+    snapshot_entry,
+    snapshot_inputs,
+    with_fingerprints,
+)
 from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.index.ann import LibraryVectors, current_snapshot
@@ -64,7 +71,7 @@ def make_path(settings: Settings, req: PathRequest) -> SongPathResult:
     """Find A and B, walk from one to the other, write the playlist."""
     fmt = playlist_format(req.out, req.fmt, settings)
     flt = parse(req.where)  # a bad term fails before anything is read
-    lib = current_snapshot(settings.home_path, settings.index)
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
     notes = [lib.behind] if lib.behind else []
     start, end = resolve_query(lib, req.a), resolve_query(lib, req.b)
     allowed = None
@@ -78,7 +85,8 @@ def make_path(settings: Settings, req: PathRequest) -> SongPathResult:
     r = settings.recommend
     found = song_path(lib.vectors, vote_search(settings, lib), start, end, req.steps, track_facts(lib),
                       max_per_artist=req.max_per_artist or r.max_per_artist,
-                      max_per_album=req.max_per_album or r.max_per_album, allowed=allowed, exists=remote.exists)
+                      max_per_album=req.max_per_album or r.max_per_album, allowed=allowed, exists=remote.exists,
+                      agreement=lib.agreement)
     if found.left_out:
         removed = ", ".join(f"{k} {v}" for k, v in sorted(found.removed.items(), key=lambda kv: -kv[1]))
         notes.append(f"the path is short: {len(found.rows)} of {req.steps} tracks: {found.left_out} points on the "

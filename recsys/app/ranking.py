@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries
+from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries, with_fingerprints
 from recsys.app.taste import Taste, load_taste, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -143,6 +143,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
     ``seed_keys`` are seeds already resolved to track keys (a seed playlist's tracks), ``rested`` the keys that
     come last (those of recent playlists)."""
     r = settings.recommend
+    with_fingerprints(settings, taste.lib)  # no recording twice: close tracks' fingerprints are compared
     seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
     where = parse(req.terms)
     allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None

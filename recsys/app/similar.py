@@ -13,14 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.app.output import as_written, output_path, playlist_format, snapshot_entry, snapshot_inputs
+from recsys.app.output import (
+    as_written,
+    output_path,
+    playlist_format,
+    snapshot_entry,
+    snapshot_inputs,
+    with_fingerprints,
+)
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_scores, hub_search
 from recsys.index.lookup import Hit, hit, resolve_query
 from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
-from recsys.library.groups import recording_key, same_recording
+from recsys.library.groups import one_recording_with, recording_key
 from recsys.playlists import write_playlist
 
 
@@ -40,7 +47,7 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
     written as a playlist, nearest first."""
     flt = parse(where)
     chosen = playlist_format(out, fmt, settings) if out is not None or fmt else None
-    lib = current_snapshot(settings.home_path, settings.index)
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
     row = resolve_query(lib, query)
     note = lib.behind
     if flt:
@@ -70,7 +77,7 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
     """The k tracks nearest to several tracks together (those a beets query picks): to the one track itself, else to
     the mean of their vectors; the tracks themselves and exact copies of them left out. Keys not in the index (not
     embedded yet) are counted in a note; none in the index is an error."""
-    lib = current_snapshot(settings.home_path, settings.index)
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
     row_of = {key: i for i, key in enumerate(lib.keys)}
     wanted = list(dict.fromkeys(keys))
     rows = [row_of[key] for key in wanted if key in row_of]
@@ -149,21 +156,19 @@ def _top(lib: LibraryVectors, rows: np.ndarray, scores: np.ndarray, queries: set
 def _distinct(lib: LibraryVectors, ranked: Iterable[tuple[int, float]], queries: Sequence[int],
               k: int) -> list[tuple[int, float]]:
     """The first k of ``ranked`` (row, score) of which no two, and none with a query, are one recording
-    (``recsys.library.groups``: vectors nearly identical, or the same performer and title): a list never holds a
-    song and its copy."""
-    vectors = lib.vectors
+    (``recsys.library.groups``: the same performer and title, or close vectors whose files' fingerprints agree): a
+    list never holds a song and its copy."""
     kept: list[tuple[int, float]] = []
-    seen = [np.asarray(vectors[q], dtype=np.float32) for q in queries]
+    seen = list(queries)
     recordings = {recording_key(lib.row(q).get("artist"), lib.row(q).get("title")) for q in queries} - {""}
     for r, s in ranked:
         if len(kept) == k:
             break
-        vec = np.asarray(vectors[r], dtype=np.float32)
         recording = recording_key(lib.row(r).get("artist"), lib.row(r).get("title"))
-        if (recording and recording in recordings) or (seen and same_recording(float(np.max(np.stack(seen) @ vec)))):
+        if (recording and recording in recordings) or one_recording_with(lib.vectors, r, seen, lib.agreement):
             continue
         kept.append((r, s))
-        seen.append(vec)
+        seen.append(r)
         if recording:
             recordings.add(recording)
     return kept

@@ -7,13 +7,29 @@ Haitsma and Kalker (ISMIR 2002): 8 kHz mono, 16 log-spaced bands of a 256 ms win
 band pair and frame (does the energy difference of neighbouring bands grow or shrink from one frame to the
 next). Differences of log energies ignore gain; coarse bands ignore the codec. Two fingerprints are compared at
 every offset (an FFT cross-correlation), so a copy cut at either end still lines up.
+
+Each file is fingerprinted at most once per home: :class:`FingerprintCache` keeps them under
+``<home>/cache/fingerprints`` by content id (a moved file keeps its fingerprint, a rewritten one gets a new one), and
+:func:`row_agreement` compares two rows of a snapshot through it, for the lists' "one recording" rule
+(:func:`recsys.library.groups.one_recording_with`). The decoder is imported on the first decode only: `recsys similar`
+starts without it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 
-from recsys.embedder.audio import load_crop
+from recsys.atomic import write_bytes_atomic
+from recsys.errors import RecsysError
+from recsys.home.claim import is_own
+from recsys.library.uri import is_remote
 
 SAMPLE_RATE = 8000
 FRAME = 2048  # 256 ms windows, overlapping 7/8: bits barely change when a copy starts between two hops
@@ -40,11 +56,108 @@ def fingerprint_samples(mono: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.
     return (diff[1:] - diff[:-1]) > 0
 
 
-def fingerprint_file(path: str, duration_s: float) -> np.ndarray:
-    """The fingerprint of a file (decoded whole, up to :data:`MAX_SECONDS`); raises DecodeError like the embedder."""
+def fingerprint_file(path: str, duration_s: float, start_s: float = 0.0) -> np.ndarray:
+    """The fingerprint of a file (decoded whole, up to :data:`MAX_SECONDS`), or of the track that starts
+    ``start_s`` into it (a CUE sheet's); raises DecodeError like the embedder."""
+    from recsys.embedder.audio import load_crop
+
     crop = max(1.0, min(float(duration_s or MAX_SECONDS), MAX_SECONDS))
-    clip = load_crop(path, SAMPLE_RATE, crop_s=crop, position="start", max_duration_s=float("inf"))
+    if start_s > 0:
+        clip = load_crop(path, SAMPLE_RATE, crop_s=crop, position="start", seg_start_s=float(start_s),
+                         seg_length_s=float(duration_s or MAX_SECONDS), max_duration_s=float("inf"))
+    else:
+        clip = load_crop(path, SAMPLE_RATE, crop_s=crop, position="start", max_duration_s=float("inf"))
     return fingerprint_samples(clip.samples)
+
+
+CACHE_DIR = Path("cache") / "fingerprints"  # under the home
+
+
+class FingerprintCache:
+    """Fingerprints by content id: in memory for this run, on disk under ``<home>/cache/fingerprints`` for the next.
+
+    A file that cannot be fingerprinted (undecodable, a server's song, too short) is remembered as such (an empty
+    fingerprint), so it is not decoded again; :meth:`get` gives None for it. Only a folder that is recsys's home
+    (its marker) gets a cache; one that cannot be written (a read-only home) only costs the next run the decode:
+    nothing here raises for the cache's sake.
+    """
+
+    def __init__(self, home: str | Path | None) -> None:
+        self.folder = Path(home) / CACHE_DIR if home is not None and is_own(home) else None
+        self._memory: dict[str, np.ndarray] = {}
+        self.decoded = 0  # files decoded by this cache (not found in memory nor on disk)
+        self.failures: list[tuple[str, str]] = []  # (path, why) of the files decoded without a fingerprint
+
+    def _file(self, content_id: str) -> Path | None:
+        if self.folder is None:
+            return None
+        return self.folder / f"{hashlib.sha1(content_id.encode()).hexdigest()}.npy"
+
+    def get(self, content_id: str, path: str, duration_s: float, start_s: float = 0.0) -> np.ndarray | None:
+        """The fingerprint of the file (or CUE track) with ``content_id`` at ``path``; None when it has none."""
+        found = self._memory.get(content_id)
+        if found is None:
+            found = self._load(content_id)
+        if found is None:
+            found = self._compute(path, duration_s, start_s)
+            self.decoded += 1
+            self._store(content_id, found)
+        self._memory[content_id] = found
+        return found if len(found) else None
+
+    def _compute(self, path: str, duration_s: float, start_s: float) -> np.ndarray:
+        if not path or is_remote(path):  # a server's song would be downloaded whole: the vectors' rule judges it
+            return np.zeros((0, BANDS - 1), dtype=bool)
+        try:
+            return fingerprint_file(path, duration_s, start_s)
+        except (RecsysError, OSError, ValueError) as exc:  # one bad file is its pairs' fallback, never an error
+            self.failures.append((path, str(exc) or type(exc).__name__))
+            return np.zeros((0, BANDS - 1), dtype=bool)
+
+    def _load(self, content_id: str) -> np.ndarray | None:
+        where = self._file(content_id)
+        try:
+            if where is None or not where.is_file():
+                return None
+            packed = np.load(where, allow_pickle=False)
+            return np.unpackbits(packed, axis=1)[:, :BANDS - 1].astype(bool)
+        except (OSError, ValueError):  # a damaged entry is decoded again
+            return None
+
+    def _store(self, content_id: str, bits: np.ndarray) -> None:
+        where = self._file(content_id)
+        if where is None:
+            return
+        buffer = io.BytesIO()
+        np.save(buffer, np.packbits(bits, axis=1) if len(bits) else np.zeros((0, 2), dtype=np.uint8))
+        try:
+            os.makedirs(where.parent, exist_ok=True)
+            write_bytes_atomic(where, buffer.getvalue())
+        except OSError:
+            pass
+
+
+def row_agreement(cache: FingerprintCache, lib: Any) -> Callable[[int, int], float | None]:
+    """``(row, row) -> agreement`` of two rows of a snapshot (``lib.row(i)`` gives path, content_id, duration_s and
+    start_s) through ``cache``, each pair compared once; None when either has no fingerprint or they are too short to
+    line up (the caller falls back to the vectors' rule). Identical content agrees fully without a decode."""
+    pairs: dict[tuple[int, int], float | None] = {}
+
+    def agreement(i: int, j: int) -> float | None:
+        key = (min(i, j), max(i, j))
+        if key not in pairs:
+            a, b = lib.row(key[0]), lib.row(key[1])
+            if a.get("content_id") and a.get("content_id") == b.get("content_id"):
+                pairs[key] = 1.0
+            else:
+                fa, fb = (cache.get(str(m.get("content_id") or m.get("path")), m.get("path") or "",
+                                    float(m.get("duration_s") or 0.0), float(m.get("start_s") or 0.0))
+                          for m in (a, b))
+                agreed, _, overlap = match(fa, fb) if fa is not None and fb is not None else (0.0, 0.0, 0.0)
+                pairs[key] = agreed if overlap > 0 else None  # too short to line up: no evidence either way
+        return pairs[key]
+
+    return agreement
 
 
 def match(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:

@@ -43,7 +43,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,6 +107,9 @@ class LibraryVectors:
         self.hub: np.ndarray | None = None  # per-track density for hubness reduction (recsys.index.hubness)
         self.tags: np.ndarray | None = None  # N x T tag probabilities (NaN: none stored), when the encoder has a head
         self.tag_names: list[str] = []
+        # (row, row) -> fingerprint agreement of the two files, None when unknown; set by the use cases that make
+        # lists (recsys.app.output.with_fingerprints), read by recsys.library.groups.one_recording_with
+        self.agreement: Callable[[int, int], float | None] | None = None
         self._parquet = meta
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._lists: dict[str, list] = {}

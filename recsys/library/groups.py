@@ -16,7 +16,9 @@
   tracks carry the same title (:func:`recording_key`). Where the files' acoustic fingerprints were compared
   (``recsys duplicates``, :mod:`recsys.embedder.fingerprint`), their agreement decides instead: a quieter,
   low-bitrate or shortened copy moves the vector as far as another piece of the same album does, but keeps the
-  fingerprint.
+  fingerprint. :func:`one_recording_with` is that rule for a list (``similar``, ``path``, ``playlist``, ``radio``):
+  a candidate within :data:`DUPLICATE_CANDIDATE_COS` of a track already listed (or of the query, the seed, the
+  path's ends) has the two files' fingerprints compared when the caller can (``agreement``), else the cosine rule.
 
 Callers pass whatever tags they have: the player's tracks and the ``Catalogue`` carry the album artist, the index
 snapshot does not (``recsys playlist`` reads it from the live ``Catalogue``; ``recsys path``, which reads no player
@@ -28,13 +30,14 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import NewType
 
 import numpy as np
 
 from recsys.library.text import tag_key
 
+Agreement = Callable[[int, int], "float | None"]  # two rows' fingerprint agreement; None: not known
 GroupKey = NewType("GroupKey", str)  # an album or artist group as album_of / artist_of form it ('' for none)
 
 ALBUM_MAX_FILES = 100  # an untagged folder holding more files than this is no album (a dump, not a release)
@@ -106,3 +109,21 @@ def same_recording(cosine: float | np.ndarray, agreement: float | None = None) -
     if agreement is not None:
         return agreement > SAME_RECORDING_AGREEMENT
     return cosine > SAME_RECORDING_COS
+
+
+def one_recording_with(vectors: np.ndarray, row: int, others: Sequence[int],
+                       agreement: Agreement | None = None) -> bool:
+    """Whether track ``row`` is one recording with any of the tracks ``others`` (rows of ``vectors``, unit vectors)
+    by their sound: each one within :data:`DUPLICATE_CANDIDATE_COS`, nearest first, is judged by
+    :func:`same_recording` on the files' fingerprint ``agreement`` (``agreement(row, other)``: None when unknown,
+    and then the cosine decides, as without ``agreement``). Tracks further apart are never one recording."""
+    if not len(others):
+        return False
+    cosines = np.asarray(vectors[list(others)], dtype=np.float32) @ np.asarray(vectors[row], dtype=np.float32)
+    for j in np.argsort(-cosines, kind="stable"):
+        cosine = float(cosines[j])
+        if cosine < DUPLICATE_CANDIDATE_COS:
+            break
+        if same_recording(cosine, agreement(row, int(others[j])) if agreement is not None else None):
+            return True
+    return False

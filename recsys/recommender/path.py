@@ -4,9 +4,9 @@ The two unit vectors are joined by the great circle between them (slerp: every p
 "nearest" means the same along the whole way, which a straight line through the sphere's inside would not give);
 ``steps`` points are spaced evenly on it, A first and B last, and each inner point takes the nearest track not used
 yet through the index's search. The playlist's rules hold: at most ``max_per_artist`` / ``max_per_album`` tracks
-(A and B count), never the same artist twice in a row, no recording twice (``recsys.library.groups.same_recording``),
-no missing file. A point whose nearest few hundred tracks are all ruled out is left out, and the path says how many
-were and which rule removed the candidates.
+(A and B count), never the same artist twice in a row, no recording twice (the same performer and title, or
+``recsys.library.groups.one_recording_with``), no missing file. A point whose nearest few hundred tracks are all
+ruled out is left out, and the path says how many were and which rule removed the candidates.
 
 Numpy and a search callable only (``recsys.recommender.neighbours.Search``): no torch, no index import here.
 """
@@ -21,7 +21,7 @@ import numpy as np
 
 from recsys.choices import MAX_PATH_STEPS
 from recsys.errors import RecsysError
-from recsys.library.groups import same_recording
+from recsys.library.groups import Agreement, one_recording_with
 from recsys.recommender.neighbours import Search
 
 SEARCH_K = 32  # neighbours asked per point at first; widened fourfold while every one is ruled out
@@ -79,11 +79,12 @@ def slerp(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:
 def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: int,
               facts: Callable[[int], TrackFacts], *, max_per_artist: int = 3, max_per_album: int = 3,
               allowed: Callable[[int], bool] | None = None,
-              exists: Callable[[str], bool] | None = None) -> SongPath:
+              exists: Callable[[str], bool] | None = None, agreement: Agreement | None = None) -> SongPath:
     """The path from row ``start`` to row ``end`` in ``steps`` tracks (both ends included).
 
     ``search(queries, k) -> (cosines, rows)`` is the index's search; ``facts(row)`` what the rules need of a row;
-    ``allowed(row)`` a filter on the inner tracks (``--where``); ``exists(path)`` whether a file is there.
+    ``allowed(row)`` a filter on the inner tracks (``--where``); ``exists(path)`` whether a file is there;
+    ``agreement(row, row)`` the fingerprint agreement of two close tracks' files (None: unknown).
     """
     if steps < 2:
         raise PathError(f"--steps {steps}: a path has at least 2 tracks (A and B)")
@@ -110,7 +111,6 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
 
     take(start)
     take(end)  # B is in the path from the start: it counts toward its artist's and album's caps
-    ends = np.asarray(vectors[[start, end]], dtype=np.float32)
     left_out = 0
     for point in points[1:-1]:
         if len(used) + len(ruled_out) + 1 >= len(vectors):  # every track is on the path or ruled out: none is left
@@ -124,8 +124,8 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
                 row = int(row)
                 if row < 0 or row in ruled_out or row == end or row in used:
                     continue
-                reason = _rule(row, facts(row), vectors, used, ends, per_artist, per_album, recordings,
-                               max_per_artist, max_per_album, allowed, exists)
+                reason = _rule(row, facts(row), vectors, [*used, end], per_artist, per_album, recordings,
+                               max_per_artist, max_per_album, allowed, exists, agreement)
                 if reason is not None:
                     ruled_out.add(row)
                     removed[reason] += 1
@@ -148,16 +148,14 @@ def song_path(vectors: np.ndarray, search: Search, start: int, end: int, steps: 
     return SongPath(used, sims, left_out, dict(removed))
 
 
-def _rule(row: int, f: TrackFacts, vectors: np.ndarray, used: list[int], ends: np.ndarray, per_artist: Counter[str],
+def _rule(row: int, f: TrackFacts, vectors: np.ndarray, on_path: list[int], per_artist: Counter[str],
           per_album: Counter[str], recordings: set[str], max_per_artist: int, max_per_album: int,
-          allowed: Callable[[int], bool] | None, exists: Callable[[str], bool] | None) -> str | None:
-    """The rule that removes ``row`` for good, or None when it may be picked."""
+          allowed: Callable[[int], bool] | None, exists: Callable[[str], bool] | None,
+          agreement: Agreement | None) -> str | None:
+    """The rule that removes ``row`` for good, or None when it may be picked (``on_path``: the tracks picked, and B)."""
     if allowed is not None and not allowed(row):
         return "filter"
-    vec = np.asarray(vectors[row], dtype=np.float32)
-    picked = np.asarray(vectors[used], dtype=np.float32)
-    if (f.recording and f.recording in recordings) or same_recording(float(np.max(np.concatenate(
-            [picked @ vec, ends @ vec])))):
+    if (f.recording and f.recording in recordings) or one_recording_with(vectors, row, on_path, agreement):
         return "duplicate"
     if f.artist and per_artist[f.artist] >= max_per_artist:
         return "artist cap"

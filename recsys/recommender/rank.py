@@ -43,7 +43,9 @@ evidence when that is more, so a taste of two albums can fill the playlist; seed
 Rules. MMR over a shortlist of the best few thousand: each pick maximises ``lambda * score - (1 - lambda) * its
 highest cosine to a track already picked``, subject to at most ``max_per_artist`` / ``max_per_album`` tracks, the
 same artist twice in a row only when no other artist is among the next ``SAME_ARTIST_LOOKAHEAD`` candidates (the
-rule reorders, it never drops a track), and no recording twice (``recsys.library.groups.same_recording``). Albums
+rule reorders, it never drops a track), and no recording twice (the same performer and title, or
+``recsys.library.groups.one_recording_with``: close vectors whose files' fingerprints agree, compared through
+``lib.agreement`` when the snapshot carries it, ``recsys.app.output.with_fingerprints``). Albums
 are those of ``recsys.library.groups.album_of``, the album artist read from the live ``library`` as the votes read
 it (a compilation is one album under its cap); the artist of the cap is the performer (``artist_of`` without the
 album artist: twelve singers of a compilation are twelve artists, and may follow each other). Untagged tracks are
@@ -72,7 +74,16 @@ import numpy as np
 from recsys.choices import RANK_MODES
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
-from recsys.library.groups import album_of, artist_of, library_root, loose_folders, recording_key, same_recording
+from recsys.library.groups import (
+    DUPLICATE_CANDIDATE_COS,
+    Agreement,
+    album_of,
+    artist_of,
+    library_root,
+    loose_folders,
+    one_recording_with,
+    recording_key,
+)
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
@@ -201,11 +212,13 @@ class _Rules:
 
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
          recordings: list[str], paths: list[str], rules: _Rules,
-         seeds: Sequence[int] = (), seed_recordings: Sequence[str] = ()) -> tuple[list[int], Counter[str]]:
+         seeds: Sequence[int] = (), seed_recordings: Sequence[str] = (),
+         agreement: Agreement | None = None) -> tuple[list[int], Counter[str]]:
     """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed.
 
     A candidate that is one recording with a seed row (the track the radio plays) is a duplicate too; closeness
-    to the seeds is not penalised (a playlist around seeds should sound like them)."""
+    to the seeds is not penalised (a playlist around seeds should sound like them). Only a candidate within
+    ``DUPLICATE_CANDIDATE_COS`` of a picked or seed track is judged by ``one_recording_with`` (``agreement``)."""
     cand = vectors[short]
     rel = np.asarray(relevance, dtype=np.float32)
     max_sim = np.full(len(short), -1.0, dtype=np.float32)
@@ -228,7 +241,9 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                 break
             artist, album = artists[i], albums[i]
             reason = None
-            if same_recording(max(max_sim[i], seed_sim[i])) or (recordings[i] and recordings[i] in seen_recordings):
+            if (recordings[i] and recordings[i] in seen_recordings) or (
+                    max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
+                    and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -456,7 +471,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
     picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
-                               seed_rows, seed_recordings)
+                               seed_rows, seed_recordings, getattr(lib, "agreement", None))
     removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
