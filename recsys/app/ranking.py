@@ -72,7 +72,7 @@ def usable_model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> R
     try:
         model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
     except ClassifierError as exc:
-        notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
+        notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes alone")
         return None
     if not model.blend:
         notes.append(f"the classifier: {model.verdict} (see `recsys train-classifier`)")

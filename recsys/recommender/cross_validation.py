@@ -196,7 +196,8 @@ def better_than_chance(metrics: dict[str, float]) -> bool:
     return not math.isnan(low) and low > CHANCE
 
 
-VOTES_ALONE = "playlists rank by the neighbour votes of your rated tracks alone"
+# true of every list it is printed for: the voters are your ratings in a taste playlist, the seeds in `--seed` and radio
+VOTES_ALONE = "playlists rank by the neighbour votes alone"
 
 
 def gate_verdict(kind: str, blended: bool, clear: bool = True) -> str:
