@@ -20,7 +20,7 @@ from recsys.home import models_dir
 from recsys.home.recent import Written, remember_playlist, resting, taste_of
 from recsys.index.ann import LibraryVectors
 from recsys.library import remote
-from recsys.library.filters import TagScores, candidate_mask, parse, snapshot_column
+from recsys.library.filters import TagScores, parse, selected_mask, snapshot_column
 from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
@@ -145,7 +145,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
     r = settings.recommend
     seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
     where = parse(req.terms)
-    allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
+    allowed = selected_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
     boost = None
     if req.tag:  # the tag: term above has checked that the snapshot has tags and knows this one
         scores = TagScores(taste.lib.tag_names, taste.lib.tags)
