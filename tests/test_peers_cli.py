@@ -180,3 +180,11 @@ def test_the_new_commands_never_import_torch(synth, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.stdout.count("EXIT 0") == 4 and "HEAVY []" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_empty_playlist_suggests_only_what_was_not_already_loosened(synth, tmp_path):
+    """By hand: `playlist --include-rated --where ...` that left nothing said "try ... --include-rated"."""
+    r = run(synth, "playlist", "--db", str(synth.db), "--where", "rating:1", "--include-rated", "--out",
+            str(tmp_path / "p.xspf"))
+    assert r.exit_code == 1 and r.output.startswith("recsys: error: no track is left to recommend"), r.output
+    assert "--include-played" in r.output and "--include-rated" not in r.output.split("try ", 1)[1]

@@ -160,6 +160,14 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 library=taste.library, rested=rested, boost=boost)
 
 
+def _loosen(req: PlaylistRequest, where: object) -> list[str]:
+    """What the owner could loosen when nothing is left: only what this request did not already loosen (a flag
+    given is never suggested again)."""
+    return [*([f"a looser --where than '{where}'"] if where else []),
+            *([] if req.include_rated else ["--include-rated"]), *([] if req.include_played else ["--include-played"]),
+            *(["a lower --min-rating"] if req.min_stars is not None else [])]
+
+
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     """Rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
     fmt = playlist_format(req.out, req.fmt, settings)
@@ -174,10 +182,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     rested = resting(settings.home_path, fresh, r.rest_playlists, r.rest_days) if req.rest else set()
     ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists, rested=rested)
     if not ranking.tracks:
-        loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
-                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, rate more tracks, "
-                          "or embed more music")
+                          f"try {', '.join(_loosen(req, where))}, rate more tracks, or embed more music")
     if ranking.stopped:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name
