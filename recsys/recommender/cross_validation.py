@@ -180,7 +180,7 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
     liked = labels.liked[scored]
     groups = group_ids(labels)[scored]
     table = {k: probability_metrics(v[scored], liked, groups, seed) for k, v in oof.items()}
-    table["base rate"].update(roc_auc=0.5, auc_low=0.5)  # a constant orders nothing (defined, not measured)
+    # measured, not defined as 0.5: it is a constant per fold, but not across folds (see ``prior_note``)
     star_table: dict[str, float] = {}
     if "ridge" in kinds:
         true = labels.targets[scored]
@@ -188,6 +188,24 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
                       "mean_mae_stars": rating_metrics(mean_stars[scored], true)["mae_stars"]}
     return CrossValidation(how=how, n_folds=len(folds), n_ratings=int(scored.sum()), metrics=table, stars=star_table,
                            oof={k: v[scored] for k, v in oof.items()}, groups=groups, liked=liked)
+
+
+def prior_note(metrics: dict[str, dict[str, float]]) -> str | None:
+    """A line for the table when the base rate's pooled ROC-AUC is far from 0.5, else None.
+
+    Folds that hold out whole albums change the share of liked ratings each model is trained on: a fold holding
+    out a liked album trains on fewer liked ones. That share alone then orders the pooled out-of-fold predictions,
+    backwards (on a real library whose ratings lie in four soundtracks the base rate scored 0.026), and every row
+    moves with it: rows far below 0.5 there mean "the folds' priors", not "learned the opposite of your taste".
+    """
+    auc = metrics.get("base rate", {}).get("roc_auc", math.nan)
+    if math.isnan(auc) or abs(auc - CHANCE) < 0.1:
+        return None
+    way = "backwards" if auc < CHANCE else "forwards"
+    return (f"note: the base rate itself scores ROC-AUC {auc:.3f} here, not 0.5: each fold holds out whole albums, "
+            "which changes the share of liked ratings the models train on, and that share alone orders the "
+            f"held-out ratings {way}; read each row against the base rate's (rate tracks of more albums to even "
+            "it out)")
 
 
 def better_than_chance(metrics: dict[str, float]) -> bool:
