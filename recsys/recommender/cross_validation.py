@@ -2,8 +2,9 @@
 
 Every candidate is scored on the same folds (whole albums and artists held out, see ``labels.grouped_folds``): each
 explicit rating is predicted once, by a model fit without its album and artist; the out-of-fold predictions give
-ROC-AUC of liked vs not, log-loss and Brier score, next to the base rate (the training folds' share of liked, a
-constant: ROC-AUC 0.5 by definition). Hyper-parameters (the L2 strength) are chosen inside each training fold by an
+ROC-AUC of liked vs not, log-loss and Brier score, next to the base rate (each training fold's share of liked: a
+constant within a fold but not across folds, so its pooled ROC-AUC is measured, and far from 0.5 when the folds'
+shares differ much: ``prior_note``). Hyper-parameters (the L2 strength) are chosen inside each training fold by an
 inner grouped CV, never on the fold that scores them.
 
 Better than chance. ROC-AUC is a ranking of the held-out tracks; its uncertainty comes from which albums happened
