@@ -374,8 +374,7 @@ def _render_embed(report) -> None:
         click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
                    "were")
     if report.kept_missing:
-        click.echo(f"  {report.kept_missing} track(s) whose file is missing are kept out of the index until the file "
-                   "is back (`recsys prune` removes them)")
+        click.echo(f"  {_kept_missing(report.kept_missing)}")
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
@@ -533,6 +532,8 @@ def status(ctx, db, folders, as_json):
     click.echo(f"encoder: {st['encoder']} ({st['encoder_id']})")
     click.echo(f"embedded: {st['embedded']} current, {st['stale']} stale (other encoder or changed file), "
                f"{st['not_embedded']} not yet, {st['missing']} missing files")
+    if st["missing_kept"]:  # rows of files gone: the library may no longer list them ("0 missing files" above)
+        click.echo(_kept_missing(st["missing_kept"]))
     click.echo(f"failed: {len(st['failures'])}")
     for f in st["failures"][:10]:
         click.echo(f"  {_failure(f['path'], f['error'])}")
@@ -550,6 +551,12 @@ def status(ctx, db, folders, as_json):
                                                       "--no-rest)" if recent else ""))
     for p in recent[:10]:
         click.echo(f"  {p['written']}  {p['tracks']} tracks  {p['path']}")
+
+
+def _kept_missing(n: int) -> str:
+    """The rows whose file is missing, in the same words for `embed` and `status`."""
+    return f"{n} track(s) whose file is missing are kept out of the index until the file is back (`recsys prune` " \
+           "removes them)"
 
 
 @main.command("train-classifier")
