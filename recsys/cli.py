@@ -178,8 +178,9 @@ def _library_options(remembers: bool = True):
                                help="An MPD server as the library (its database and `rating` stickers), instead of "
                                     f"--db; or the path of MPD's socket.{kept}")(command)
         return click.option("--db", type=click.Path(dir_okay=False), default=None,
-                            help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
-                                 f"[default: the remembered one, else found at its usual place].{kept}")(command)
+                            help="Player database: Clementine, Strawberry, Navidrome or beets (told apart by its "
+                                 "tables) [default: the remembered one, else found at its usual place]."
+                                 f"{kept}")(command)
     return add
 
 
@@ -241,7 +242,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, table: s
       recsys similar "Artist - Title"   tracks that sound like it
       recsys tags "Artist - Title"      its moods and genres, from the sound (--where tag:chill selects by them)
       recsys train-classifier           learn your taste from your star ratings
-      recsys playlist                   100 unrated tracks you will likely like, as XSPF
+      recsys playlist                   up to 100 unrated tracks you will likely like, as XSPF
       recsys train-encoder              teach the encoder your music (optional; GPU when present)
       recsys eval                       how well the encoder groups albums and artists
       recsys status                     what is embedded, stale or failed
@@ -597,7 +598,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 
 @main.command()
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
-              help="Tracks in the playlist [default: 100].")
+              help="At most this many tracks (fewer when the rules leave fewer; a note says which) [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, replacing the day's playlist "
                    "recsys wrote there, never another file].")
@@ -801,7 +802,7 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 
 @main.command()
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
-              help="Tracks in the playlist [default: 100].")
+              help="At most this many tracks (fewer when the rules leave fewer; a note says which) [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
 @click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,

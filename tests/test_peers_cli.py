@@ -188,3 +188,14 @@ def test_an_empty_playlist_suggests_only_what_was_not_already_loosened(synth, tm
             str(tmp_path / "p.xspf"))
     assert r.exit_code == 1 and r.output.startswith("recsys: error: no track is left to recommend"), r.output
     assert "--include-played" in r.output and "--include-rated" not in r.output.split("try ", 1)[1]
+
+
+def test_help_says_what_the_commands_do_on_a_real_library():
+    """By hand: `recsys --help` promised "100 unrated tracks" to an owner who got 35 (the evidence rule stops short),
+    and `--db` named three of the four databases it reads."""
+    runner = CliRunner()
+    assert "up to 100 unrated tracks" in runner.invoke(main, ["--help"]).output
+    for command in ("playlist", "radio"):
+        assert "At most this many tracks" in runner.invoke(main, [command, "--help"]).output
+    for command in ("embed", "status", "playlist"):
+        assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
