@@ -529,6 +529,8 @@ def status(ctx, db, folders, as_json):
     click.echo(f"home: {st['home']}")
     if st.get("table"):
         click.echo(f"table: {st['table']}")
+    if st["writer"]:
+        click.echo(f"busy: {st['writer']} is writing this home: what follows may change as it runs")
     click.echo(f"library: {st['library_tracks']} tracks ({st['library_source']})")
     click.echo(f"encoder: {st['encoder']} ({st['encoder_id']})")
     click.echo(f"embedded: {st['embedded']} current, {st['stale']} stale (other encoder or changed file), "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from recsys.config import Settings
 from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
+from recsys.home.lock import current_holder
 from recsys.home.recent import read_recent
 from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
 from recsys.index.store import TrackStore, table_location
@@ -46,6 +47,7 @@ def library_status(settings: Settings) -> dict:
     return {
         "home": str(home),
         **({"table": table.uri} if table.remote else {}),
+        "writer": current_holder(home),  # a run writing the home now (its counts move), or None
         "library_tracks": len(library.tracks),
         "library_source": library.source(),
         "encoder": resolved.label,
