@@ -199,3 +199,4 @@ def test_help_says_what_the_commands_do_on_a_real_library():
         assert "At most this many tracks" in runner.invoke(main, [command, "--help"]).output
     for command in ("embed", "status", "playlist"):
         assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
+    assert "Navidrome or beets" in runner.invoke(main, ["config", "--defaults"]).output
