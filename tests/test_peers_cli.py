@@ -200,3 +200,22 @@ def test_help_says_what_the_commands_do_on_a_real_library():
     for command in ("embed", "status", "playlist"):
         assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
     assert "Navidrome or beets" in runner.invoke(main, ["config", "--defaults"]).output
+
+
+def test_music_folders_alone_say_they_hold_no_ratings(tmp_path):
+    """By hand: after `embed --library DIR` (folders alone, remembered) `playlist` blamed the evidence rule ("rate
+    more tracks"), `train-classifier` "the player database" and `eval --playlist` offered --seed: folders carry no
+    ratings, and each says so in one line naming where ratings come from."""
+    synth = make_home(tmp_path / "own")  # a home no other test remembered a library in
+    config = tmp_path / "folders.yaml"
+    config.write_text(f"library:\n  folders: [{synth.music}]\n", encoding="utf-8")
+    outputs = []
+    for command in (["playlist", "--out", str(tmp_path / "p.xspf")], ["train-classifier"], ["eval", "--playlist"]):
+        r = run(synth, "--config", str(config), *command)
+        assert r.exit_code == 1 and r.output.count("\n") == 1, (command, r.output)
+        outputs.append(r.output)
+        assert f"{synth.music} holds no ratings: music folders carry none" in r.output, r.output
+    assert "--seed" in outputs[0] and "--seed" not in outputs[1] + outputs[2]
+    r = run(synth, "--config", str(config), "playlist", "--seed", synth.songs[0].path, "--out",
+            str(tmp_path / "s.xspf"))
+    assert r.exit_code == 0, r.output  # seeds need no ratings

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries
-from recsys.app.taste import Taste, load_taste, vote_search
+from recsys.app.taste import Taste, load_taste, require_history, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
@@ -173,6 +173,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     fmt = playlist_format(req.out, req.fmt, settings)
     where = parse(req.terms)  # a bad term fails before anything is read
     taste = load_taste(settings)
+    if not (req.seeds or req.seed_playlists or req.seed_tracks):
+        require_history(taste, seeds=True)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
                                                                                         notes)
