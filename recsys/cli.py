@@ -921,9 +921,10 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     ~0.73 MiB per track), then learns so that excerpts of two parts of one track, each changed in level, EQ,
     noise, pitch, tempo and bandwidth, map close together and other tracks apart (contrastive, NT-Xent).
     Whole albums are held out: half pick the best epoch, half judge the result. Runs on CUDA with mixed
-    precision when present, else on the CPU; each run has its own folder under <home>/models/runs; Ctrl-C saves
-    a checkpoint that --resume continues. Every run is tracked in MLflow:
-      mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
+    precision when present, else on the CPU; each run has its own folder under <home>/models/runs; Ctrl-C keeps
+    the checkpoint of the last finished epoch, which --resume continues. Every run is tracked in MLflow (the
+    variable keeps `mlflow ui` from writing ~/.config/mlflow/telemetry.json):
+      MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
 
     \b
     Afterwards the new encoder is compared with the current one on the held-out albums (same-album and

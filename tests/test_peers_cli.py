@@ -200,6 +200,11 @@ def test_help_says_what_the_commands_do_on_a_real_library():
     for command in ("embed", "status", "playlist"):
         assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
     assert "Navidrome or beets" in runner.invoke(main, ["config", "--defaults"]).output
+    # the `mlflow ui` line they give must not write ~/.config/mlflow/telemetry.json (by hand it did; issue 27 item 8)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for text in (readme, runner.invoke(main, ["train-encoder", "--help"]).output):
+        lines = [line.strip() for line in text.splitlines() if "mlflow ui " in line]
+        assert lines and all(line.startswith("MLFLOW_DISABLE_TELEMETRY=true mlflow ui ") for line in lines), lines
 
 
 def test_music_folders_alone_say_they_hold_no_ratings(tmp_path):
