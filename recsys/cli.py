@@ -806,7 +806,8 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
               help="At most this many tracks (fewer when the rules leave fewer; a note says which) [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
+              help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, replacing the day's radio "
+                   "recsys wrote there, never another file].")
 @click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--play", is_flag=True, help="Hand the playlist to the player (MPRIS OpenUri, or its track list).")

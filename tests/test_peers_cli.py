@@ -196,7 +196,10 @@ def test_help_says_what_the_commands_do_on_a_real_library():
     runner = CliRunner()
     assert "up to 100 unrated tracks" in runner.invoke(main, ["--help"]).output
     for command in ("playlist", "radio"):
-        assert "At most this many tracks" in runner.invoke(main, [command, "--help"]).output
+        shown = " ".join(runner.invoke(main, [command, "--help"]).output.split())
+        assert "At most this many tracks" in shown
+        # by hand a second radio the same day replaced the first's default file, as a playlist's does
+        assert "replacing the day's" in shown and "never overwritten" not in shown
     for command in ("embed", "status", "playlist"):
         assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
     assert "Navidrome or beets" in runner.invoke(main, ["config", "--defaults"]).output
