@@ -178,8 +178,9 @@ def _library_options(remembers: bool = True):
                                help="An MPD server as the library (its database and `rating` stickers), instead of "
                                     f"--db; or the path of MPD's socket.{kept}")(command)
         return click.option("--db", type=click.Path(dir_okay=False), default=None,
-                            help="Player database: Clementine, Strawberry or Navidrome (told apart by its tables) "
-                                 f"[default: the remembered one, else found at its usual place].{kept}")(command)
+                            help="Player database: Clementine, Strawberry, Navidrome or beets (told apart by its "
+                                 "tables) [default: the remembered one, else found at its usual place]."
+                                 f"{kept}")(command)
     return add
 
 
@@ -241,7 +242,7 @@ def main(ctx: click.Context, home: str | None, config_file: str | None, table: s
       recsys similar "Artist - Title"   tracks that sound like it
       recsys tags "Artist - Title"      its moods and genres, from the sound (--where tag:chill selects by them)
       recsys train-classifier           learn your taste from your star ratings
-      recsys playlist                   100 unrated tracks you will likely like, as XSPF
+      recsys playlist                   up to 100 unrated tracks you will likely like, as XSPF
       recsys train-encoder              teach the encoder your music (optional; GPU when present)
       recsys eval                       how well the encoder groups albums and artists
       recsys status                     what is embedded, stale or failed
@@ -374,8 +375,7 @@ def _render_embed(report) -> None:
         click.echo(f"  music folder {_one_line(folder)} holds nothing now (unmounted?): its tracks are kept as they "
                    "were")
     if report.kept_missing:
-        click.echo(f"  {report.kept_missing} track(s) whose file is missing are kept out of the index until the file "
-                   "is back (`recsys prune` removes them)")
+        click.echo(f"  {_kept_missing(report.kept_missing)}")
     if report.embedded or report.failed:
         click.echo(f"decoded {report.decoded_per_s:.1f} tracks/s over {report.seconds:.1f} s")
     for path, error in report.new_failures[:10]:
@@ -530,10 +530,14 @@ def status(ctx, db, folders, as_json):
     click.echo(f"home: {st['home']}")
     if st.get("table"):
         click.echo(f"table: {st['table']}")
+    if st["writer"]:
+        click.echo(f"busy: {st['writer']} is writing this home: what follows may change as it runs")
     click.echo(f"library: {st['library_tracks']} tracks ({st['library_source']})")
     click.echo(f"encoder: {st['encoder']} ({st['encoder_id']})")
     click.echo(f"embedded: {st['embedded']} current, {st['stale']} stale (other encoder or changed file), "
                f"{st['not_embedded']} not yet, {st['missing']} missing files")
+    if st["missing_kept"]:  # rows of files gone: the library may no longer list them ("0 missing files" above)
+        click.echo(_kept_missing(st["missing_kept"]))
     click.echo(f"failed: {len(st['failures'])}")
     for f in st["failures"][:10]:
         click.echo(f"  {_failure(f['path'], f['error'])}")
@@ -551,6 +555,12 @@ def status(ctx, db, folders, as_json):
                                                       "--no-rest)" if recent else ""))
     for p in recent[:10]:
         click.echo(f"  {p['written']}  {p['tracks']} tracks  {p['path']}")
+
+
+def _kept_missing(n: int) -> str:
+    """The rows whose file is missing, in the same words for `embed` and `status`."""
+    return f"{n} track(s) whose file is missing are kept out of the index until the file is back (`recsys prune` " \
+           "removes them)"
 
 
 @main.command("train-classifier")
@@ -591,7 +601,7 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
 
 @main.command()
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
-              help="Tracks in the playlist [default: 100].")
+              help="At most this many tracks (fewer when the rules leave fewer; a note says which) [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Playlist file [default: ~/Music/recommendations/<name>-<date>.xspf, replacing the day's playlist "
                    "recsys wrote there, never another file].")
@@ -795,9 +805,10 @@ def path_(ctx, a, b, steps, out, fmt, max_per_artist, max_per_album, force, as_j
 
 @main.command()
 @click.option("--top-n", type=Count.of(RecommendSettings, "top_n"), default=None,
-              help="Tracks in the playlist [default: 100].")
+              help="At most this many tracks (fewer when the rules leave fewer; a note says which) [default: 100].")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, never overwritten].")
+              help="Playlist file [default: ~/Music/recommendations/radio-<date>.xspf, replacing the day's radio "
+                   "recsys wrote there, never another file].")
 @click.option("--format", "fmt", type=click.Choice(PLAYLIST_FORMATS), default=None,
               help="Playlist format [default: xspf, or m3u8 when --out ends in .m3u8].")
 @click.option("--play", is_flag=True, help="Hand the playlist to the player (MPRIS OpenUri, or its track list).")
@@ -918,9 +929,10 @@ def train_encoder(ctx, db, folders, base, epochs, batch_size, lr, seed, device, 
     ~0.73 MiB per track), then learns so that excerpts of two parts of one track, each changed in level, EQ,
     noise, pitch, tempo and bandwidth, map close together and other tracks apart (contrastive, NT-Xent).
     Whole albums are held out: half pick the best epoch, half judge the result. Runs on CUDA with mixed
-    precision when present, else on the CPU; each run has its own folder under <home>/models/runs; Ctrl-C saves
-    a checkpoint that --resume continues. Every run is tracked in MLflow:
-      mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
+    precision when present, else on the CPU; each run has its own folder under <home>/models/runs; Ctrl-C keeps
+    the checkpoint of the last finished epoch, which --resume continues. Every run is tracked in MLflow (the
+    variable keeps `mlflow ui` from writing ~/.config/mlflow/telemetry.json):
+      MLFLOW_DISABLE_TELEMETRY=true mlflow ui --backend-store-uri sqlite:///<home>/mlflow.db
 
     \b
     Afterwards the new encoder is compared with the current one on the held-out albums (same-album and

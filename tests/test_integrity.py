@@ -375,6 +375,9 @@ def test_a_damaged_snapshot_is_rebuilt_by_embed_and_by_repair(small_library):
     _truncate((lib.home / "ann").resolve() / "vectors.npy")
     sim = lib.run("similar", lib.songs[0].path)
     assert sim.exit_code == 1 and "damaged" in sim.output and "recsys repair" in sim.output, sim.output
+    # status says the same, not "out of date: run `recsys embed`" (by hand, an index file deleted)
+    st = lib.run("status", "--db", str(lib.db))
+    assert "index: damaged (vectors.npy " in st.output and "run `recsys repair` to rebuild it" in st.output, st.output
     r = _embed(lib)
     assert r.exit_code == 0 and "index: flat over 12 tracks" in r.output, r.output  # was "up to date", not rebuilt
     assert lib.run("similar", lib.songs[0].path).exit_code == 0

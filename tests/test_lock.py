@@ -13,7 +13,7 @@ import pytest
 
 from recsys.errors import RecsysError
 from recsys.home.claim import HomeRefused
-from recsys.home.lock import HomeLock, LockHeld
+from recsys.home.lock import HomeLock, LockHeld, current_holder
 
 HOLDER = """
 import sys, time
@@ -47,10 +47,15 @@ def test_other_process_holds_then_dies(tmp_path):
                 pass
         assert f"pid {proc.pid}" in str(err.value) and "\n" not in str(err.value)
         assert isinstance(err.value, RecsysError)
+        # `recsys status` names the writer without taking the lock (by hand it said "index: not built: run
+        # `recsys embed`" while that embed was running)
+        assert current_holder(tmp_path).startswith(f"another `recsys embed` (pid {proc.pid} on ")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         proc.stdout.close()
+    assert json.loads((tmp_path / "recsys.lock").read_text())["pid"] == proc.pid  # kill -9 left its record
+    assert current_holder(tmp_path) is None  # ... of a process that is gone
     with HomeLock(tmp_path, "recsys embed") as lock:  # the kernel released the dead holder's lock
         assert json.loads(lock.path.read_text())["pid"] == os.getpid()
 

@@ -58,3 +58,13 @@ def test_a_path_that_does_not_exist_is_named_as_missing(tmp_path):
     with pytest.raises(TrackNotFound, match="does not exist") as info:
         resolve_query(lib, str(nowhere))
     assert str(nowhere) in str(info.value)
+
+
+def test_a_folder_is_named_as_a_folder_not_as_a_track_to_embed(tmp_path):
+    """By hand: `similar ~/Music/Album` said "not in the index: run `recsys embed`", which embedding never fixes."""
+    lib = _snapshot(tmp_path, with_search_column=True)
+    folder = tmp_path / "Album"
+    folder.mkdir()
+    with pytest.raises(TrackNotFound, match="is a folder") as info:
+        resolve_query(lib, str(folder))
+    assert "recsys embed" not in str(info.value)

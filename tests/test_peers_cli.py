@@ -119,12 +119,16 @@ def test_map_where_draws_only_the_selected_tracks_laid_out_among_themselves(synt
     assert r.exit_code == 0, r.output
     data = _map_data(tmp_path / "liked.html")
     assert data["r"] == [10] * 12 and "neighbours layout" in r.output  # every 5-star track, and only those
-    r = run(synth, "map", "--db", str(synth.db), "--where", "genre:polka -year:..1990", "--out",
-            str(tmp_path / "none.html"))
-    assert r.exit_code == 1 and not (tmp_path / "none.html").exists()
-    assert r.output.strip().splitlines() == [
-        "recsys: error: no embedded track matches --where 'genre:polka -year:..1990': loosen the terms "
-        "(`recsys map --help` lists them), or embed that music first"]
+    # a filter that selects nothing is that one line, in the same words for every command (by hand, `playlist`
+    # blamed ratings and caps and `similar` printed "only 0 tracks match" and an empty list)
+    label = f"{synth.songs[0].artist} - {synth.songs[0].title}"
+    for command, out in ((["map", "--db", str(synth.db)], "none.html"), (["playlist", "--db", str(synth.db)], "n.xspf"),
+                         (["similar", label], "s.xspf")):
+        r = run(synth, *command, "--where", "genre:polka -year:..1990", "--out", str(tmp_path / out))
+        assert r.exit_code == 1 and not (tmp_path / out).exists(), (command, r.output)
+        assert r.output.strip().splitlines() == [
+            "recsys: error: no embedded track matches --where 'genre:polka -year:..1990': loosen the terms "
+            "(`--help` lists them; `recsys tags TRACK` the tags a track has), or embed that music first"], command
     r = run(synth, "map", "--db", str(tmp_path / "gone.db"), "--where", "rating:4..", "--out", str(tmp_path / "g.html"))
     assert r.exit_code == 1 and r.output.count("\n") == 1, r.output  # no ratings to read: not an empty map
     assert r.output.startswith("recsys: error: --where 'rating:4..' reads your ratings and plays: ")
@@ -176,3 +180,50 @@ def test_the_new_commands_never_import_torch(synth, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.stdout.count("EXIT 0") == 4 and "HEAVY []" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_empty_playlist_suggests_only_what_was_not_already_loosened(synth, tmp_path):
+    """By hand: `playlist --include-rated --where ...` that left nothing said "try ... --include-rated"."""
+    r = run(synth, "playlist", "--db", str(synth.db), "--where", "rating:1", "--include-rated", "--out",
+            str(tmp_path / "p.xspf"))
+    assert r.exit_code == 1 and r.output.startswith("recsys: error: no track is left to recommend"), r.output
+    assert "--include-played" in r.output and "--include-rated" not in r.output.split("try ", 1)[1]
+
+
+def test_help_says_what_the_commands_do_on_a_real_library():
+    """By hand: `recsys --help` promised "100 unrated tracks" to an owner who got 35 (the evidence rule stops short),
+    and `--db` named three of the four databases it reads."""
+    runner = CliRunner()
+    assert "up to 100 unrated tracks" in runner.invoke(main, ["--help"]).output
+    for command in ("playlist", "radio"):
+        shown = " ".join(runner.invoke(main, [command, "--help"]).output.split())
+        assert "At most this many tracks" in shown
+        # by hand a second radio the same day replaced the first's default file, as a playlist's does
+        assert "replacing the day's" in shown and "never overwritten" not in shown
+    for command in ("embed", "status", "playlist"):
+        assert "Navidrome or beets" in " ".join(runner.invoke(main, [command, "--help"]).output.split())
+    assert "Navidrome or beets" in runner.invoke(main, ["config", "--defaults"]).output
+    # the `mlflow ui` line they give must not write ~/.config/mlflow/telemetry.json (by hand it did; issue 27 item 8)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for text in (readme, runner.invoke(main, ["train-encoder", "--help"]).output):
+        lines = [line.strip() for line in text.splitlines() if "mlflow ui " in line]
+        assert lines and all(line.startswith("MLFLOW_DISABLE_TELEMETRY=true mlflow ui ") for line in lines), lines
+
+
+def test_music_folders_alone_say_they_hold_no_ratings(tmp_path):
+    """By hand: after `embed --library DIR` (folders alone, remembered) `playlist` blamed the evidence rule ("rate
+    more tracks"), `train-classifier` "the player database" and `eval --playlist` offered --seed: folders carry no
+    ratings, and each says so in one line naming where ratings come from."""
+    synth = make_home(tmp_path / "own")  # a home no other test remembered a library in
+    config = tmp_path / "folders.yaml"
+    config.write_text(f"library:\n  folders: [{synth.music}]\n", encoding="utf-8")
+    outputs = []
+    for command in (["playlist", "--out", str(tmp_path / "p.xspf")], ["train-classifier"], ["eval", "--playlist"]):
+        r = run(synth, "--config", str(config), *command)
+        assert r.exit_code == 1 and r.output.count("\n") == 1, (command, r.output)
+        outputs.append(r.output)
+        assert f"{synth.music} holds no ratings: music folders carry none" in r.output, r.output
+    assert "--seed" in outputs[0] and "--seed" not in outputs[1] + outputs[2]
+    r = run(synth, "--config", str(config), "playlist", "--seed", synth.songs[0].path, "--out",
+            str(tmp_path / "s.xspf"))
+    assert r.exit_code == 0, r.output  # seeds need no ratings

@@ -47,6 +47,7 @@ def test_remembered_library_is_a_layer_between_the_file_and_the_environment(tmp_
     assert s.library.db == "/flag.db" and s.library.folders == [str(tmp_path / "music")]
     line = remember(home, given_library(str(tmp_path / "x.db"), ()))
     assert line.startswith(f"remembered for the next commands: --db {tmp_path / 'x.db'} (was no database)")
+    assert f", --library {tmp_path / 'music'} (kept) (in " in line  # the whole library the next commands read
     assert read_remembered(home) == {"db": str(tmp_path / "x.db"), "folders": [str(tmp_path / "music")]}
     (home / "remembered.json").write_text("{broken")
     assert read_remembered(home) == {} and load_settings(overrides={"home": str(home)}, environ={}).library.db is None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from recsys.app.encoder_scores import TABLE, EvalError, Score, encoder_rows, score_rows, shown_id, table_rows
 from recsys.app.ranking import PlaylistRequest, build_ranking
-from recsys.app.taste import load_taste, train
+from recsys.app.taste import load_taste, require_history, train
 from recsys.config import Settings
 from recsys.embedder.active import resolve_encoder
 from recsys.index.ann import read_manifest
@@ -57,6 +57,7 @@ def eval_playlist(settings: Settings, splits: int | None = None,
     """`recsys eval --playlist`: hide albums' ratings, train and build as the real commands do, count the hidden
     (``progress``: a line per split)."""
     taste = load_taste(settings)
+    require_history(taste)
     r = settings.recommend
     req = PlaylistRequest()
 

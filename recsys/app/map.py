@@ -28,7 +28,7 @@ from recsys.app.taste import vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, current_snapshot
-from recsys.library.filters import Filter, TagScores, candidate_mask, parse, snapshot_column
+from recsys.library.filters import Filter, TagScores, parse, selected_mask, snapshot_column
 from recsys.library.sources import load_library
 from recsys.library.track import Track, display_label
 from recsys.recommender.neighbours import exact_search
@@ -77,11 +77,7 @@ def _selected(lib: LibraryVectors, flt: Filter, tracks: list[Track] | None) -> n
     selects none)."""
     if not flt:
         return np.arange(len(lib))
-    rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks or []))
-    if not len(rows):
-        raise RecsysError(f"no embedded track matches --where '{flt}': loosen the terms (`recsys map --help` lists "
-                          "them), or embed that music first")
-    return rows
+    return np.flatnonzero(selected_mask(flt, lib.keys, snapshot_column(lib), tracks or []))
 
 
 def _tag_scores(lib: LibraryVectors, tag: str | None) -> TagScores | None:

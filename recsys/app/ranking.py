@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from recsys.app.output import as_written, playlist_format, playlist_path, ranked_entries, with_fingerprints
-from recsys.app.taste import Taste, load_taste, vote_search
+from recsys.app.taste import Taste, load_taste, require_history, vote_search
 from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.home import models_dir
 from recsys.home.recent import Written, remember_playlist, resting, taste_of
 from recsys.index.ann import LibraryVectors
 from recsys.library import remote
-from recsys.library.filters import TagScores, candidate_mask, parse, snapshot_column
+from recsys.library.filters import TagScores, parse, selected_mask, snapshot_column
 from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
@@ -72,7 +72,7 @@ def usable_model(settings: Settings, lib: LibraryVectors, notes: list[str]) -> R
     try:
         model = RatingModel.load(models_dir(settings.home_path), lib.encoder_id)
     except ClassifierError as exc:
-        notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes of your rated tracks alone")
+        notes.append(f"no usable classifier ({exc}); ranking by the neighbour votes alone")
         return None
     if not model.blend:
         notes.append(f"the classifier: {model.verdict} (see `recsys train-classifier`)")
@@ -146,7 +146,7 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
     with_fingerprints(settings, taste.lib)  # no recording twice: close tracks' fingerprints are compared
     seeds = list(dict.fromkeys([*_seed_keys(taste.lib, req.seeds), *seed_keys]))
     where = parse(req.terms)
-    allowed = candidate_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
+    allowed = selected_mask(where, taste.lib.keys, snapshot_column(taste.lib), tracks) if where else None
     boost = None
     if req.tag:  # the tag: term above has checked that the snapshot has tags and knows this one
         scores = TagScores(taste.lib.tag_names, taste.lib.tags)
@@ -161,11 +161,21 @@ def build_ranking(settings: Settings, taste: Taste, tracks: Sequence[Track], mod
                 library=taste.library, rested=rested, boost=boost)
 
 
+def _loosen(req: PlaylistRequest, where: object) -> list[str]:
+    """What the owner could loosen when nothing is left: only what this request did not already loosen (a flag
+    given is never suggested again)."""
+    return [*([f"a looser --where than '{where}'"] if where else []),
+            *([] if req.include_rated else ["--include-rated"]), *([] if req.include_played else ["--include-played"]),
+            *(["a lower --min-rating"] if req.min_stars is not None else [])]
+
+
 def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     """Rank the library for the owner's taste (or around seed tracks) and write the playlist file."""
     fmt = playlist_format(req.out, req.fmt, settings)
     where = parse(req.terms)  # a bad term fails before anything is read
     taste = load_taste(settings)
+    if not (req.seeds or req.seed_playlists or req.seed_tracks):
+        require_history(taste, seeds=True)
     notes: list[str] = [taste.lib.behind] if taste.lib.behind else []
     from_playlists = playlist_seeds(taste.lib, req.seed_playlists, notes) + track_seeds(taste.lib, req.seed_tracks,
                                                                                         notes)
@@ -175,10 +185,8 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
     rested = resting(settings.home_path, fresh, r.rest_playlists, r.rest_days) if req.rest else set()
     ranking = build_ranking(settings, taste, taste.tracks, model, req, seed_keys=from_playlists, rested=rested)
     if not ranking.tracks:
-        loosen = f"a looser --where than '{where}', " if where else ""
         raise RecsysError(f"no track is left to recommend ({ranking.stopped or 'every candidate was filtered'}): "
-                          f"try {loosen}--include-rated, --include-played, a lower --min-rating, rate more tracks, "
-                          "or embed more music")
+                          f"try {', '.join(_loosen(req, where))}, rate more tracks, or embed more music")
     if ranking.stopped:
         notes.append(f"the playlist is short: {ranking.stopped}")
     name = req.name or settings.recommend.name

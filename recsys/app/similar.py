@@ -26,7 +26,7 @@ from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_scores, hub_search
 from recsys.index.lookup import Hit, hit, resolve_query
-from recsys.library.filters import Filter, candidate_mask, parse, snapshot_column
+from recsys.library.filters import Filter, parse, selected_mask, snapshot_column
 from recsys.library.groups import one_recording_with, recording_key
 from recsys.playlists import write_playlist
 
@@ -130,7 +130,7 @@ def _filtered(settings: Settings, lib: LibraryVectors, row: int, k: int, flt: Fi
         from recsys.library.sources import load_library
 
         tracks = load_library(settings.library.db, settings.library.folders, settings=settings).tracks
-    rows = np.flatnonzero(candidate_mask(flt, lib.keys, snapshot_column(lib), tracks))
+    rows = np.flatnonzero(selected_mask(flt, lib.keys, snapshot_column(lib), tracks))
     vectors = np.asarray(lib.vectors, dtype=np.float32)
     scores = vectors[rows] @ vectors[row] if len(rows) else np.zeros(0, dtype=np.float32)
     return _top(lib, rows, scores, {row}, {lib.row(row)["content_id"]}, k, _hub(settings, lib))

@@ -6,8 +6,9 @@ from __future__ import annotations
 from recsys.config import Settings
 from recsys.embedder.decoding import decode_spec
 from recsys.embedder.lazy import resolve_for_planning
+from recsys.home.lock import current_holder
 from recsys.home.recent import read_recent
-from recsys.index.ann import excluded_digest, read_manifest, snapshot_is_current
+from recsys.index.ann import ANN, DAMAGED_HINT, excluded_digest, read_manifest, snapshot_damage, snapshot_is_current
 from recsys.index.store import TrackStore, table_location
 from recsys.library.sources import load_configured_library
 from recsys.pipeline.noop import read_record
@@ -41,11 +42,15 @@ def library_status(settings: Settings) -> dict:
     manifest = read_manifest(home)
     if manifest is None:
         index = {"state": "not built: run `recsys embed`"}
+    elif not current and (damage := snapshot_damage((home / ANN).resolve(), manifest)):
+        # the words `similar` and `playlist` stop with (by hand status said "out of date" of a deleted index file)
+        index = {"state": f"damaged ({damage}): {DAMAGED_HINT}", **manifest}
     else:
         index = {"state": "current" if current else "out of date: run `recsys embed`", **manifest}
     return {
         "home": str(home),
         **({"table": table.uri} if table.remote else {}),
+        "writer": current_holder(home),  # a run writing the home now (its counts move), or None
         "library_tracks": len(library.tracks),
         "library_source": library.source(),
         "encoder": resolved.label,

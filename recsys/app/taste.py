@@ -55,6 +55,19 @@ def load_taste(settings: Settings) -> Taste:
     return Taste(lib, library.tracks, source, catalogue, inputs, library.db_kind)
 
 
+def require_history(taste: Taste, seeds: bool = False) -> None:
+    """One line naming the library when it is music folders alone, which carry no ratings (recsys reads stars from a
+    player or a server), before any ranking: after `embed --library DIR` (remembered) the playlist blamed the
+    evidence rule ("rate more tracks"), train-classifier "the player database" and eval --playlist offered --seed.
+    ``seeds``: the command can build around tracks instead (`playlist --seed`). A player's database without
+    ratings is left to each command's own words (how many more to rate)."""
+    if taste.tracks or taste.db_kind is not None:
+        return
+    instead = ", or build around tracks with --seed" if seeds else ""
+    raise RecsysError(f"{taste.source} holds no ratings: music folders carry none (recsys reads your stars from a "
+                      f"player or a server): give your player's database with --db (or --mpd, --subsonic){instead}")
+
+
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
 
 

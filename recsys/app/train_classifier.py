@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recsys.app.settings import library_inputs
-from recsys.app.taste import load_taste, train
+from recsys.app.taste import load_taste, require_history, train
 from recsys.config import Settings
 from recsys.home import models_dir
 from recsys.home.claim import claim_home
@@ -21,4 +21,5 @@ def train_from_player(settings: Settings) -> ClassifierReport:
     home = claim_home(settings.home_path, inputs)
     uri = tracking_uri(home, settings.tracking.uri, inputs)
     taste = load_taste(settings)
+    require_history(taste)
     return train(settings, taste, taste.tracks, models_dir(home), uri)

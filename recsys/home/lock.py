@@ -78,6 +78,27 @@ class HomeLock:
         self.release()
 
 
+def current_holder(home: Path) -> str | None:
+    """Who writes ``home`` now ('another `recsys embed` (pid 123 on host, since 02:31)'), or None; read without
+    taking the lock, so that `recsys status` (which only reads) can say that its counts are moving. The record of
+    a holder that died without releasing (kill -9) stays in the file: its pid is checked, on this host."""
+    try:
+        with open(Path(home) / LOCK_FILE, "rb") as f:
+            data = json.loads(f.read(65536).decode("utf-8") or "{}")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        return None
+    if data.get("host") == socket.gethostname():
+        try:
+            os.kill(data["pid"], 0)
+        except ProcessLookupError:
+            return None
+        except (PermissionError, OverflowError):
+            pass
+    return _describe(data)
+
+
 def _read_holder(fd: int) -> dict:
     try:
         data = json.loads(os.pread(fd, 65536, 0).decode("utf-8") or "{}")

@@ -110,7 +110,10 @@ def remember(home: Path, given: dict[str, Any], user: str | None = None) -> str 
                          for k in KEYS if k in given and before.get(k, ...) != after[k]]
                         + (["no Subsonic server (was " + describe("subsonic", before["subsonic"]) + ")"]
                            if before.get("subsonic") and not after.get("subsonic") else [])
-                        + ([f"--subsonic-user {user_after}"] if user_after != user_before and user_after else []))
+                        + ([f"--subsonic-user {user_after}"] if user_after != user_before and user_after else [])
+                        # what stays from before (`--db` alone keeps the remembered folders): by hand the line named
+                        # the new --db alone, and the next command's note showed a --library it never mentioned
+                        + [f"{describe(k, after[k])} (kept)" for k in KEYS if k not in given and after.get(k)])
     return f"remembered for the next commands: {changed} (in {remembered_file(home)})"
 
 

@@ -92,6 +92,8 @@ def resolve_query(lib: LibraryVectors, query: str) -> int:
             return rows[0]
         if len(rows) > 1:  # several tracks cut from one file (CUE): the user must pick one by name
             return _choose(lib, rows, query)
+        if os.path.isdir(path):
+            raise TrackNotFound(f"{path} is a folder, not a track: give one of its files, or 'artist - title'")
         if query.startswith("file://") or os.path.exists(path):
             if not path.isascii() and not _utf8(path):
                 raise TrackNotFound(f"{path} is not in the index: its name is not valid UTF-8, which the index cannot "

@@ -220,6 +220,18 @@ def candidate_mask(flt: Filter, keys: Sequence[str], column: Callable[[str], Seq
                     [t.playcount if t else 0 for t in known])
 
 
+def selected_mask(flt: Filter, keys: Sequence[str], column: Callable[[str], Sequence | None],
+                  tracks: Sequence[Track] = ()) -> np.ndarray:
+    """:func:`candidate_mask`, refusing a filter that selects no track at all with one line naming its terms: that
+    is what went wrong, whatever else (ratings, caps, the evidence rule) would have removed, so `playlist`,
+    `similar`, `radio` and `map` say it in these same words."""
+    mask = candidate_mask(flt, keys, column, tracks)
+    if not mask.any():
+        raise FilterError(f"no embedded track matches --where '{flt}': loosen the terms (`--help` lists them; "
+                          "`recsys tags TRACK` the tags a track has), or embed that music first")
+    return mask
+
+
 def snapshot_column(lib: object) -> Callable[[str], Sequence | None]:
     """The ``column`` argument of :func:`candidate_mask` for an index snapshot (``LibraryVectors``)."""
     names = set(lib.column_names)  # type: ignore[attr-defined]

@@ -37,6 +37,7 @@ from recsys.recommender.cross_validation import (
     cross_validate,
     fit_vector_model,
     gate_verdict,
+    prior_note,
 )
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import Search, exact_search, neighbourhoods
@@ -73,6 +74,8 @@ class ClassifierReport:
             values = self.metrics.get(row)
             if values is not None:
                 lines.append(f"{row:11s}" + "".join(f"{values.get(key, math.nan):10.3f}" for _, key in COLUMNS))
+        if note := prior_note(self.metrics):
+            lines.append(note)
         if self.stars:
             lines.append(f"predicted stars (ridge): MAE {self.stars['ridge_mae_stars']:.2f} stars vs "
                          f"{self.stars['mean_mae_stars']:.2f} for the mean rating, Spearman "

@@ -2,8 +2,9 @@
 
 Every candidate is scored on the same folds (whole albums and artists held out, see ``labels.grouped_folds``): each
 explicit rating is predicted once, by a model fit without its album and artist; the out-of-fold predictions give
-ROC-AUC of liked vs not, log-loss and Brier score, next to the base rate (the training folds' share of liked, a
-constant: ROC-AUC 0.5 by definition). Hyper-parameters (the L2 strength) are chosen inside each training fold by an
+ROC-AUC of liked vs not, log-loss and Brier score, next to the base rate (each training fold's share of liked: a
+constant within a fold but not across folds, so its pooled ROC-AUC is measured, and far from 0.5 when the folds'
+shares differ much: ``prior_note``). Hyper-parameters (the L2 strength) are chosen inside each training fold by an
 inner grouped CV, never on the fold that scores them.
 
 Better than chance. ROC-AUC is a ranking of the held-out tracks; its uncertainty comes from which albums happened
@@ -180,7 +181,7 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
     liked = labels.liked[scored]
     groups = group_ids(labels)[scored]
     table = {k: probability_metrics(v[scored], liked, groups, seed) for k, v in oof.items()}
-    table["base rate"].update(roc_auc=0.5, auc_low=0.5)  # a constant orders nothing (defined, not measured)
+    # measured, not defined as 0.5: it is a constant per fold, but not across folds (see ``prior_note``)
     star_table: dict[str, float] = {}
     if "ridge" in kinds:
         true = labels.targets[scored]
@@ -190,13 +191,32 @@ def cross_validate(vectors: np.ndarray, labels: Labels, hoods: Neighbourhoods, s
                            oof={k: v[scored] for k, v in oof.items()}, groups=groups, liked=liked)
 
 
+def prior_note(metrics: dict[str, dict[str, float]]) -> str | None:
+    """A line for the table when the base rate's pooled ROC-AUC is far from 0.5, else None.
+
+    Folds that hold out whole albums change the share of liked ratings each model is trained on: a fold holding
+    out a liked album trains on fewer liked ones. That share alone then orders the pooled out-of-fold predictions,
+    backwards (on a real library whose ratings lie in four soundtracks the base rate scored 0.026), and every row
+    moves with it: rows far below 0.5 there mean "the folds' priors", not "learned the opposite of your taste".
+    """
+    auc = metrics.get("base rate", {}).get("roc_auc", math.nan)
+    if math.isnan(auc) or abs(auc - CHANCE) < 0.1:
+        return None
+    way = "backwards" if auc < CHANCE else "forwards"
+    return (f"note: the base rate itself scores ROC-AUC {auc:.3f} here, not 0.5: each fold holds out whole albums, "
+            "which changes the share of liked ratings the models train on, and that share alone orders the "
+            f"held-out ratings {way}; read each row against the base rate's (rate tracks of more albums to even "
+            "it out)")
+
+
 def better_than_chance(metrics: dict[str, float]) -> bool:
     """The grouped-bootstrap 5th percentile of out-of-fold ROC-AUC is above 0.5."""
     low = metrics.get("auc_low", math.nan)
     return not math.isnan(low) and low > CHANCE
 
 
-VOTES_ALONE = "playlists rank by the neighbour votes of your rated tracks alone"
+# true of every list it is printed for: the voters are your ratings in a taste playlist, the seeds in `--seed` and radio
+VOTES_ALONE = "playlists rank by the neighbour votes alone"
 
 
 def gate_verdict(kind: str, blended: bool, clear: bool = True) -> str:
