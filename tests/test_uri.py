@@ -54,7 +54,8 @@ def _column(seed: int, n: int) -> list:
              "file:", ""]
     out: list = []
     for _ in range(n):
-        uri = heads[rng.integers(len(heads))] + "".join(parts[i] for i in rng.integers(len(parts), size=rng.integers(9)))
+        body = "".join(parts[i] for i in rng.integers(len(parts), size=rng.integers(9)))
+        uri = heads[rng.integers(len(heads))] + body
         out.append(uri.encode("utf-8", "surrogateescape") if rng.random() < 0.5 else uri)
     return [*out, None, b"file:///", "file:///", b"file:///a%2", b"file:///a%", b"/bare/caf\xe9", "/bare/x"]
 

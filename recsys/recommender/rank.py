@@ -358,7 +358,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
     p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
-    p_model = model.like_probability(vectors) if use_model else None
+    p_model = model.snapshot_probability(vectors, getattr(lib, "folder", None)) if use_model else None
     if scorer == "neighbours" or p_model is None:
         like, how = p_knn, "neighbours"
     elif scorer == "classifier":
