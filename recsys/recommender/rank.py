@@ -72,7 +72,7 @@ import numpy as np
 from recsys.choices import RANK_MODES
 from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
-from recsys.library.groups import album_of, artist_of, library_root, loose_folders, recording_key, same_recording
+from recsys.library.groups import album_of, artist_of, recording_key, same_recording
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
@@ -265,13 +265,12 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
             + (", ".join(parts) + " removed" if parts else "none was removed") + tail)
 
 
-def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int, library: Catalogue
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int, library: Catalogue,
+              row_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, liked (0/1) and weights of the voting tracks: the labels, or the seeds and the disliked ratings."""
-    labels = collect_labels(lib.keys, tracks, pseudo_until, library)
+    labels = collect_labels(lib.keys, tracks, pseudo_until, library, row_of)
     if not seeds:
         return labels.rows, labels.liked, evidence_weights(labels)
-    row_of = {k: i for i, k in enumerate(lib.keys)}
     missing = [s for s in seeds if s not in row_of]
     if missing:
         raise RankError(f"seed track {missing[0]} has no vector: check the path, or run `recsys embed` first")
@@ -344,15 +343,14 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, *, top_n:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
     library = Catalogue.of(tracks) if library is None else library
-    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library), max_voters)
+    row_of = {k: i for i, k in enumerate(lib.keys)}
+    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library, row_of), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    root = library_root(library.paths)
-    loose = loose_folders(library.paths, root)
-    row_of = {k: i for i, k in enumerate(lib.keys)}
+    root, loose = library.root, library.loose
     voting = album_vote > 0 or artist_vote > 0
     groups = library_groups(lib.keys, row_of, library, root, evidence, loose) if voting else None
     p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
