@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -141,7 +142,7 @@ PEAK = """import atexit, os, runpy, sys
 def peak():
     with open("/proc/self/status") as f:
         hwm = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
-    with open(os.environ["RECSYS_BENCH_PEAK"], "w") as out:
+    with open(os.environ["BENCH_PEAK_FILE"], "w") as out:
         out.write(hwm)
 atexit.register(peak)
 sys.argv[0] = "recsys"
@@ -149,21 +150,25 @@ runpy.run_module("recsys.cli", run_name="__main__")
 """
 
 
-def run(args: list[str], code: str | None = None) -> tuple[float, str, int]:
-    """(seconds, stdout, peak RSS in MiB) of one fresh ``recsys`` process, with the checkout ``code`` first on
-    PYTHONPATH when given (the side-by-side "before"). The peak is the process's own high-water mark after its
-    ``exec`` (VmHWM, read as it exits): ``wait4``'s ``ru_maxrss`` would count the forking parent's memory too."""
+def run(args: list[str], code: str | None = None) -> tuple[float, str, int, float]:
+    """(seconds, stdout, peak RSS in MiB, CPU seconds) of one fresh ``recsys`` process, with the checkout ``code``
+    first on PYTHONPATH when given (the side-by-side "before"). The peak is the process's own high-water mark after
+    its ``exec`` (VmHWM, read as it exits): ``wait4``'s ``ru_maxrss`` would count the forking parent's memory too.
+    The CPU time (user + system) is what a loaded machine distorts least."""
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = code
     with tempfile.NamedTemporaryFile("r", suffix=".peak") as peak:
-        env["RECSYS_BENCH_PEAK"] = peak.name
+        env["BENCH_PEAK_FILE"] = peak.name
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(args)} failed: {done.stderr.strip()}")
-        return seconds, done.stdout, int(peak.read() or 0) // 1024
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return seconds, done.stdout, int(peak.read() or 0) // 1024, cpu
 
 
 def same_playlist(a: Path, b: Path) -> bool:
@@ -202,28 +207,29 @@ def main() -> None:
     base = ["--home", str(root / "home")]
     db = ["--db", str(root / "clementine.db")]
     if not a.skip_train:
-        wall, out, _ = run([*base, "train-classifier", *db])
+        wall, out, _, _ = run([*base, "train-classifier", *db])
         print(f"train-classifier: {wall:.2f} s wall ({out.strip().splitlines()[-1]})")
     query = "Song 12345" if a.library == "realistic" else "artist 12345 - title 12345"
     codes = {"this": None, **({"before": a.before} if a.before else {})}
-    rows: dict[tuple[str, str], list[tuple[float, int]]] = {}
+    rows: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     for n in range(a.repeat):
         for cold in ((False, True) if a.cold else (False,)):
             for label, code in codes.items():
                 if cold:
                     evict([root / "home", root / "clementine.db"])
                 out = root / f"p-{label}-{n}.xspf"
-                seconds, _, peak = run([*base, "playlist", *db, "--top-n", "100", "--out", str(out), "--force",
-                                        "--no-rest"], code)
-                rows.setdefault((label, "playlist" + (" cold" if cold else "")), []).append((seconds, peak))
+                seconds, _, peak, cpu = run([*base, "playlist", *db, "--top-n", "100", "--out", str(out), "--force",
+                                             "--no-rest"], code)
+                rows.setdefault((label, "playlist" + (" cold" if cold else "")), []).append((seconds, peak, cpu))
                 if cold:
                     evict([root / "home"])
-                seconds, _, peak = run([*base, "similar", query, "-k", "10"], code)
-                rows.setdefault((label, "similar" + (" cold" if cold else "")), []).append((seconds, peak))
+                seconds, _, peak, cpu = run([*base, "similar", query, "-k", "10"], code)
+                rows.setdefault((label, "similar" + (" cold" if cold else "")), []).append((seconds, peak, cpu))
     for (label, what), runs in rows.items():
-        times = [t for t, _ in runs]
+        times = [t for t, _, _ in runs]
         print(f"{label:>6} {what:<14} median {statistics.median(times):.2f} s, min {min(times):.2f}, "
-              f"max {max(times):.2f} s, peak RSS {max(p for _, p in runs)} MiB over {len(runs)} fresh processes")
+              f"max {max(times):.2f} s (CPU median {statistics.median(c for _, _, c in runs):.2f} s), "
+              f"peak RSS {max(p for _, p, _ in runs)} MiB over {len(runs)} fresh processes")
     if a.before:
         same = all(same_playlist(root / f"p-this-{n}.xspf", root / f"p-before-{n}.xspf") for n in range(a.repeat))
         print(f"playlists the same as before's (but the date): {same}")
