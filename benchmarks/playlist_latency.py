@@ -22,6 +22,7 @@ import argparse
 import os
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -209,7 +210,11 @@ def main() -> None:
     if not a.skip_train:
         wall, out, _, _ = run([*base, "train-classifier", *db])
         print(f"train-classifier: {wall:.2f} s wall ({out.strip().splitlines()[-1]})")
-    query = "Song 12345" if a.library == "realistic" else "artist 12345 - title 12345"
+    query = "artist 12345 - title 12345"
+    if a.library == "realistic":  # 'artist - title' of one track, as a person types it
+        conn = sqlite3.connect(f"file:{root / 'clementine.db'}?mode=ro", uri=True)
+        query = " - ".join(conn.execute("SELECT artist, title FROM songs WHERE title LIKE 'Song 12345%'").fetchone())
+        conn.close()
     codes = {"this": None, **({"before": a.before} if a.before else {})}
     rows: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     for n in range(a.repeat):
