@@ -116,7 +116,10 @@ def _usual_rows(np, joined: bytes, raw: list[bytes]):  # noqa: ANN001, ANN202 - 
     usual = ends - starts >= len(b"file:///")
     for k, byte in enumerate(b"file:///"):
         usual &= buf[np.minimum(starts + k, len(buf) - 1)] == byte
-    odd = np.flatnonzero(((buf <= 0x20) & (buf != 0x0A)) | (buf >= 0x7F) | (buf == ord("?")) | (buf == ord("#")))
+    unusual = np.zeros(256, bool)  # control bytes, space, DEL and above, '?' and '#' (the newline joins the rows)
+    unusual[[*range(0x21), *range(0x7F, 0x100), ord("?"), ord("#")]] = True
+    unusual[0x0A] = False
+    odd = np.flatnonzero(unusual[buf])
     usual[np.searchsorted(ends, odd, side="right")] = False  # the row of each odd byte
     return usual
 

@@ -227,12 +227,15 @@ def _quiet_rows(kind: str, location: str) -> str:
     ])
 
 
-def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, tuple[list[str | None], list[list[str]]] | None,
-                                                              list[tuple]]:
+_Quiet = tuple[list[str | None], list[list[str]], list[str | None]]  # quiet paths, their three tags, the others' paths
+
+
+def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, _Quiet | None, list[tuple]]:
     """What ``taste_only`` needs: (kind, the quiet rows, every other row in full), where the quiet rows (see
     ``_quiet_rows``: most of a large library) are read as four columns -- their paths decoded in bulk, their album,
-    album artist and artist tags -- instead of sixteen. When a path is named by two rows (a CUE sheet's segments, a
-    duplicate) or a column is missing, (kind, None, every row in full): the rules that compare rows read them all."""
+    album artist and artist tags -- instead of sixteen (and the other rows' paths, decoded with them). When a path is
+    named by two rows (a CUE sheet's segments, a duplicate) or a column is missing, (kind, None, every row in full):
+    the rules that compare rows read them all."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
     kind, location = _shape(db, conn, columns)
     if not {*_COLUMNS} <= columns:
@@ -243,13 +246,14 @@ def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, tuple[list[str
     lean = select_tolerant(conn, f"SELECT {location}, IFNULL(album, ''), IFNULL(albumartist, ''), IFNULL(artist, '') "
                                  f"FROM songs WHERE {quiet}")
     if not lean:
-        return kind, ([], [[], [], []]), rows
+        return kind, ([], [[], [], []], location_paths([row[0] for row in rows])), rows
     locations, *tags = (list(column) for column in zip(*lean, strict=True))
     paths = location_paths(locations)
-    named = [p for p in paths if p is not None] + [p for p in location_paths([row[0] for row in rows]) if p is not None]
+    rest = location_paths([row[0] for row in rows])
+    named = [p for p in paths if p is not None] + [p for p in rest if p is not None]
     if len(set(named)) < len(named):
         return kind, None, _read_songs(conn, db)[1]
-    return kind, (paths, tags), rows
+    return kind, (paths, tags, rest), rows
 
 
 def _shape(db: Path, conn: sqlite3.Connection, columns: set[str]) -> tuple[str, str]:
@@ -324,9 +328,10 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> PlayerLibrary:
+def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
+           paths: list[str | None] | None = None) -> PlayerLibrary:
     """Tracks from the rows; ``taste_only``: Tracks only of the rows that may carry a rating, plays or skips, and
-    every track in the catalogue (see :mod:`recsys.library.catalogue`)."""
+    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded."""
     skipped_urls = skipped_unavailable = 0
     kept: list[tuple[str, int, tuple]] = []  # (path, start in ns, row)
     unavailable_at = 1 + _COLUMNS.index("unavailable")
@@ -336,7 +341,8 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     first_beginning: dict[str, int] = {}
     cut: set[str] = set()
     rejected: list[tuple[str, str]] = []
-    for row, path in zip(rows, location_paths([row[0] for row in rows]), strict=True):
+    paths = location_paths([row[0] for row in rows]) if paths is None else paths
+    for row, path in zip(rows, paths, strict=True):
         if path is None:
             skipped_urls += 1
         elif row[unavailable_at] == 1 or (type(row[unavailable_at]) is not int and _int(row[unavailable_at]) == 1):
@@ -383,12 +389,11 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
                          rejected=rejected)
 
 
-def _build_taste(db: Path, kind: str, quiet: tuple[list[str | None], list[list[str]]], rows: list[tuple]
-                 ) -> PlayerLibrary:
+def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple]) -> PlayerLibrary:
     """``_build(taste_only=True)`` of every row, from the quiet rows' paths and tags (no path of them named twice:
     each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full."""
-    rest = _build(db, kind, rows, taste_only=True)
-    paths, tags = quiet
+    paths, tags, rest_paths = quiet
+    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths)
     skipped = paths.count(None)
     if skipped:  # rows that name no local file
         keep = [p is not None for p in paths]
