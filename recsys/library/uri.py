@@ -28,6 +28,7 @@ from urllib.parse import quote, unquote_to_bytes, urlsplit
 REMOTE_PREFIX = "subsonic+"  # every location of a server's song starts with it: subsonic+http://, subsonic+https://
 LOCAL_HOSTS = ("", "localhost")
 _UNPRINTABLE = bytes([*range(0x21), 0x7F])  # control bytes and space: the URL parser strips some of them
+_UNPRINTABLE_BUT_NEWLINE = _UNPRINTABLE.replace(b"\n", b"")
 _HEX_VALUE = [-1] * 256  # a byte's value as a hex digit (-1: none), as unquote_to_bytes reads them
 for _value, _digit in enumerate(b"0123456789abcdef"):
     _HEX_VALUE[_digit] = _HEX_VALUE[bytes([_digit]).upper()[0]] = _value
@@ -116,7 +117,12 @@ def _usual_rows(np, joined: bytes, raw: list[bytes]):  # noqa: ANN001, ANN202 - 
     usual = ends - starts >= len(b"file:///")
     for k, byte in enumerate(b"file:///"):
         usual &= buf[np.minimum(starts + k, len(buf) - 1)] == byte
-    unusual = np.zeros(256, bool)  # control bytes, space, DEL and above, '?' and '#' (the newline joins the rows)
+    # control bytes, space, DEL and above, '?' and '#' (the newline joins the rows): first asked of the whole
+    # column at once (byte methods, no array), then row by row only where some row holds one
+    if (joined.isascii() and b"?" not in joined and b"#" not in joined and b"\x7f" not in joined
+            and len(joined.translate(None, _UNPRINTABLE_BUT_NEWLINE)) == len(joined)):
+        return usual
+    unusual = np.zeros(256, bool)
     unusual[[*range(0x21), *range(0x7F, 0x100), ord("?"), ord("#")]] = True
     unusual[0x0A] = False
     odd = np.flatnonzero(unusual[buf])
