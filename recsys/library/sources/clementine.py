@@ -212,17 +212,15 @@ def _quiet_rows(kind: str, location: str) -> str:
     """SQL that holds for a row whose every rule below is the usual one: a location (BLOB or text), no rating, plays
     or skips (what ``_may_have_history`` reads as none), available, no CUE sheet, starting at 0, text tags. Such a
     row is a catalogue entry keyed by its path and nothing more; it never needs the other columns. Every condition
-    is stricter than the rule it stands for (SQLite's types checked, as Python compares them), so a row it leaves out
-    is only read in full, never misread."""
-    number = "typeof({0}) IN ('integer', 'real')"
-    unrated = " OR ".join(["rating IS NULL", f"({number.format('rating')} AND rating = -1)",
-                           *([f"({number.format('rating')} AND rating = 0)"] if kind == "clementine" else [])])
+    holds only where the rule it stands for gives that answer too: SQL compares a number to 0 or -1 as Python does,
+    and a text such as '0' (kept as text only in a column without a numeric type) equals no number in either, so
+    its row is read in full. A row left out is only read in full, never misread. ``typeof`` only where a
+    comparison would not say the same: the test is evaluated for every row of the library."""
+    unrated = "rating IN (-1, 0)" if kind == "clementine" else "rating = -1"  # Strawberry's 0 is a rating
     return " AND ".join([
-        f"typeof({location}) IN ('blob', 'text')", f"({unrated})",
-        *(f"({c} IS NULL OR ({number.format(c)} AND {c} = 0))" for c in ("playcount", "skipcount")),
-        "(unavailable IS NULL OR (typeof(unavailable) = 'integer' AND unavailable != 1))",
-        "(beginning IS NULL OR (typeof(beginning) = 'integer' AND beginning = 0))",
-        "(cue_path IS NULL OR (typeof(cue_path) = 'text' AND cue_path = ''))",
+        f"typeof({location}) IN ('blob', 'text')", f"(rating IS NULL OR {unrated})",
+        *(f"({c} IS NULL OR {c} = 0)" for c in ("playcount", "skipcount", "unavailable", "beginning")),
+        "(cue_path IS NULL OR cue_path = '')",
         *(f"typeof({c}) IN ('text', 'null')" for c in ("album", "albumartist", "artist")),
     ])
 
