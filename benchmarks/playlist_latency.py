@@ -226,7 +226,7 @@ def main() -> None:
             for label, code in codes.items():
                 if cold:
                     evict([root / "home", root / "clementine.db"])
-                out = root / f"p-{label}-{n}.xspf"
+                out = root / f"p-{label}-{n}{'-cold' if cold else ''}.xspf"
                 seconds, _, peak, cpu = run([*base, "playlist", *db, "--top-n", "100", "--out", str(out), "--force",
                                              "--no-rest"], code)
                 rows.setdefault((label, "playlist" + (" cold" if cold else "")), []).append((seconds, peak, cpu))
@@ -240,7 +240,8 @@ def main() -> None:
               f"max {max(times):.2f} s (CPU median {statistics.median(c for _, _, c in runs):.2f} s), "
               f"peak RSS {max(p for _, p, _ in runs)} MiB over {len(runs)} fresh processes")
     if a.before:
-        same = all(same_playlist(root / f"p-this-{n}.xspf", root / f"p-before-{n}.xspf") for n in range(a.repeat))
+        names = ["warm", *(f"{n}{cold}" for n in range(a.repeat) for cold in ("", "-cold")[:1 + a.cold])]
+        same = all(same_playlist(root / f"p-this-{name}.xspf", root / f"p-before-{name}.xspf") for name in names)
         print(f"playlists the same as before's (but the date): {same}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
