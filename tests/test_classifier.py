@@ -260,3 +260,32 @@ def test_the_rule_keeps_a_classifier_out_that_does_not_improve_on_the_votes():
     assert better_than_chance(cv(perfect).metrics["logistic"])
     assert not blend_helps(cv(perfect), "logistic")  # better than chance, but the blend cannot beat the votes
     assert blend_helps(cv(np.full(100, 0.3)), "logistic")  # votes that know nothing: the classifier helps
+
+
+def test_the_classifier_scores_a_snapshot_once(tmp_path):
+    """The playlist's P(liked) of every track is computed once per classifier and snapshot and then read (not every
+    vector read and scored by every playlist); a new classifier or new vectors recompute it."""
+    rng = np.random.default_rng(0)
+    snapshot = tmp_path / "ann-3-abcd"
+    snapshot.mkdir()
+    np.save(snapshot / "vectors.npy", rng.normal(size=(50, 8)).astype(np.float32))
+    vectors = np.load(snapshot / "vectors.npy", mmap_mode="r")
+    models_dir = tmp_path / "models"
+
+    def saved(coef: np.ndarray) -> RatingModel:
+        arrays = {"coef": coef.astype(np.float32), "bias": np.float32(0.1), "stars_coef": np.zeros(8, np.float32)}
+        save(models_dir, RatingModel("logistic", arrays, {"kind": "logistic", "encoder_id": "enc-a"}))
+        return RatingModel.load(models_dir, "enc-a")
+
+    model = saved(rng.normal(size=8))
+    first = model.snapshot_probability(vectors, snapshot)
+    assert np.array_equal(first, model.like_probability(vectors)) and (models_dir / "scores.npy").is_file()
+    np.save(models_dir / "scores.npy", np.full(50, 0.25, np.float32))  # what is stored is what is read
+    assert np.array_equal(RatingModel.load(models_dir, "enc-a").snapshot_probability(vectors, snapshot),
+                          np.full(50, 0.25, np.float32))
+    other = saved(rng.normal(size=8))  # a new classifier
+    assert np.array_equal(other.snapshot_probability(vectors, snapshot), other.like_probability(vectors))
+    np.save(snapshot / "vectors.npy", rng.normal(size=(50, 8)).astype(np.float32))  # new vectors, same folder
+    vectors = np.load(snapshot / "vectors.npy", mmap_mode="r")
+    assert np.array_equal(other.snapshot_probability(vectors, snapshot), other.like_probability(vectors))
+    assert np.array_equal(other.snapshot_probability(vectors, None), other.like_probability(vectors))

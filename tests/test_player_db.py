@@ -356,3 +356,41 @@ def test_the_taste_read_is_the_full_read_less_the_tracks_without_history(tmp_pat
     with sqlite3.connect(path) as conn:  # a text play count: not the usual value, so its row is read in full
         conn.execute("UPDATE songs SET playcount = 'x7' WHERE title = 'plain'")
     assert len(read_player_db(path, taste_only=True).tracks) == len(taste.tracks) + 1
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+def test_the_taste_read_of_a_usual_library_reads_its_quiet_rows_as_four_columns(tmp_path, kind):
+    """With no path named twice, the taste read takes the rows without rating, plays or skips (the quiet ones: most
+    of a large library) as path and tags alone, in bulk, and still gives what the full read gives: the tracks with
+    history equal, the catalogue of every track, the same counts; the unusual values of a row send it to the full
+    read, never misread it."""
+    ns = 10**9
+    songs = [
+        SynthSong(path="/m/Björk/Homogenic/01 Hunter.flac", title="Hunter", album="Homogenic", artist="Björk"),
+        SynthSong(path="/m/東京事変/教育/02 x #1?.flac", album="教育", albumartist="東京事変", artist="東京事変"),
+        SynthSong(path="/m/VA/Hits/03 y.flac", album="Hits", albumartist="Various Artists", artist="Z", rating=0.8),
+        SynthSong(path="/m/zero.flac", album="B", rating=0.0),  # no stars: a rating in Strawberry, not Clementine
+        SynthSong(path="/m/played.flac", album="B", playcount=2, lastplayed=5),
+        SynthSong(path="/m/skipped.flac", skipcount=4),
+        SynthSong(path="/m/live.flac", title="one", beginning_ns=100 * ns, length_ns=200 * ns, cue_path="/m/l.cue"),
+        SynthSong(path="/m/gone.flac", unavailable=1),
+        SynthSong(path="/m/radio", url="http://radio/stream"),
+        SynthSong(path="/m/odd.flac", album="C"),
+        SynthSong(path="/m/text.flac", album="D"),
+    ]
+    path = tmp_path / f"{kind}.db"
+    WRITERS[kind](path, songs)
+    with sqlite3.connect(path) as conn:  # values no player writes, each judged by the rules of the full read
+        conn.execute("UPDATE songs SET playcount = '0', album = 7 WHERE album = 'C'")
+        conn.execute("UPDATE songs SET rating = '-1' WHERE album = 'D'")
+        if kind == "strawberry":  # a quiet row without an artist (Clementine's columns are NOT NULL)
+            conn.execute("UPDATE songs SET artist = NULL WHERE title = 'Hunter'")
+    full = read_player_db(path)
+    taste = read_player_db(path, taste_only=True)
+    assert [t for t in taste.tracks if t.has_history] == [t for t in full.tracks if t.has_history]
+    assert taste.catalogue == Catalogue.of(full.tracks) and len(taste.catalogue) == 9
+    assert ((taste.skipped_urls, taste.skipped_unavailable, taste.duplicates)
+            == (full.skipped_urls, full.skipped_unavailable, full.duplicates) == (1, 1, 0))
+    kind_read, quiet, rest = player_db.read_consistent(path, player_db._read_taste)[1]
+    assert quiet is not None and len(quiet[0]) + len(rest) == len(songs)
+    assert {p for p in quiet[0]} >= {"/m/Björk/Homogenic/01 Hunter.flac", "/m/東京事変/教育/02 x #1?.flac"}

@@ -551,3 +551,77 @@ def test_the_ranking_knobs_come_from_the_settings_and_these_tests_run_on_the_pro
                                       environ={}, remembered=False))
     assert got == RankSettings(**recommend, neighbours_k=13, pseudo_until=17)
     assert all(getattr(PRODUCTION, k) != v for k, v in recommend.items())  # each value above is one a test can see
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_library_groups_join_exactly_the_tracks_album_of_and_artist_of_join(seed):
+    """The album and artist ids (factorized tag columns, array lookups) put a track with an evidence track exactly
+    when the one rule says so: the same ``album_of`` key (joined through the evidence's release folders, those of
+    at most RELEASE_MAX_TAGS album tags), the same ``artist_of`` key; on messy libraries (compilations, album titles
+    several artists share, untagged files, loose folders, tracks without a vector)."""
+    import random
+
+    rng = random.Random(seed)
+    for _ in range(60):
+        _check_groups(rng)
+
+
+def _check_groups(rng) -> None:  # noqa: ANN001 - a random.Random
+    """One random library: library_groups against album_of / artist_of (see the test above)."""
+    from recsys.library.groups import album_of, artist_of
+    from recsys.library.text import tag_key
+    from recsys.recommender.neighbours import RELEASE_MAX_TAGS
+
+    rows = sorted((f"{rng.choice(['/m', '/m/A', '/m/A/X', '/m/A/Y', '/m/B', '/m/B/Z', '/m/VA/Hits', '/m/dump'])}"
+                   f"/t{i}.flac", rng.choice(["", "X", "x ", "Hits", "Greatest Hits", "Y"]),
+                   rng.choice(["", "", "Various Artists", "A", "B"]), rng.choice(["", "A", "B", "a", "C"]))
+                  for i in range(rng.randint(1, 80)))
+    library = Catalogue(*(list(column) for column in zip(*[(p, p, al, aa, ar) for p, al, aa, ar in rows],
+                                                            strict=True)))
+    keys = [p for p, *_ in rows if rng.random() < 0.9]
+    rng.shuffle(keys)
+    if not keys:
+        return
+    row_of = {k: i for i, k in enumerate(keys)}
+    evidence = np.array(rng.sample(range(len(keys)), min(len(keys), rng.randint(1, 6))))
+    root, loose = rng.choice(["/m", "", "/m/A"]), frozenset(rng.sample(["/m/dump", "/m/B"], rng.randint(0, 2)))
+    groups = library_groups(keys, row_of, library, root, evidence, loose)
+    tags = {p: (al, aa, ar) for p, al, aa, ar in rows}
+    album = {k: album_of(*tags[k], k, loose | {root}) for k in keys}
+    artist = {k: artist_of(tags[k][2], tags[k][1], k, root, loose | {root}) for k in keys}
+    folder = {k: k.rpartition("/")[0] for k in keys}
+    releases = {folder[keys[e]] for e in evidence} - loose - {root}
+    releases = {f for f in releases if len({tag_key(al) for p, al, _, _ in rows
+                                               if p.rpartition("/")[0] == f} - {""}) <= RELEASE_MAX_TAGS}
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.get(x, x) != x:
+            x = parent[x]
+        return x
+
+    for k in keys:
+        if folder[k] in releases and album[k]:
+            parent[find(album[k])] = find(f"folder:{folder[k]}")
+    # named (the docstring's rule): a tag, the untagged album's folder or the untagged artist's parent folder
+    # of an evidence track, or a track of its release folder; only those can share its groups
+    mine = [keys[e] for e in evidence.tolist()]
+    album_tags = {tag_key(tags[k][0]) for k in mine} - {""}
+    artist_tags = {tag_key(tags[k][1]) or tag_key(tags[k][2]) for k in mine} - {""}
+    album_folders = {folder[k] for k in mine if not tag_key(tags[k][0])} - loose - {root}
+    artist_folders = {folder[k].rpartition("/")[0] for k in mine if not artist[k].startswith("artist:")}
+
+    def named(k: str) -> bool:
+        al, aa, ar = (tag_key(t) for t in tags[k])
+        return (al in album_tags or aa in artist_tags or (not al and folder[k] in album_folders)
+                or (not aa and (ar in artist_tags or (not ar and folder[k].rpartition("/")[0] in artist_folders)))
+                or folder[k] in releases)
+
+    for r, k in enumerate(keys):
+        for e in evidence.tolist():
+            e_key = keys[e]
+            same_album = (named(k) and bool(album[k]) and bool(album[e_key])
+                          and find(album[k]) == find(album[e_key]))
+            assert (groups.album[r] >= 0 and groups.album[r] == groups.album[e]) == same_album, (k, e_key)
+            same_artist = bool(artist[k]) and artist[k] == artist[e_key]
+            assert (groups.artist[r] >= 0 and groups.artist[r] == groups.artist[e]) == same_artist, (k, e_key)

@@ -11,8 +11,8 @@ import pytest
 from recsys.index.ann import build_snapshot, load_snapshot
 from recsys.index.lookup import TrackNotFound, resolve_query
 from recsys.index.store import TrackRow, TrackStore
-from recsys.library.sources.clementine import location_path
-from recsys.library.uri import path_to_uri, uri_to_path
+from recsys.library.sources.clementine import location_path, location_paths
+from recsys.library.uri import path_to_uri, uri_to_path, uri_to_paths
 from recsys.player.mpris import local_path
 
 LATIN1 = os.fsdecode(b"/m/caf\xe9.flac")  # what os.listdir and the player readers give for that file
@@ -43,6 +43,34 @@ def test_path_to_uri_round_trips(path):
     uri = path_to_uri(path)
     assert uri.isascii() and " " not in uri and "#" not in uri and "?" not in uri
     assert uri_to_path(uri) == path
+
+
+def _column(seed: int, n: int) -> list:
+    """Random locations of every shape: usual and not, bytes, text and None, escapes valid and not."""
+    rng = np.random.default_rng(seed)
+    parts = ["a", "/", "%", "%4", "%41", "%e9", "%C3%A9", "%00", "%0A", "%0a", "?", "#", " ", "\t", "\n", "é", "東",
+             "%ZZ", "%%", "\x7f", "\x01", ";", "%FF", "%c3", "%a9", "%2F", "%25"]
+    heads = ["file:///", "file:///", "file:///", "file://localhost/", "file://host/", "http://x/", "/", "FILE:///",
+             "file:", ""]
+    out: list = []
+    for _ in range(n):
+        body = "".join(parts[i] for i in rng.integers(len(parts), size=rng.integers(9)))
+        uri = heads[rng.integers(len(heads))] + body
+        out.append(uri.encode("utf-8", "surrogateescape") if rng.random() < 0.5 else uri)
+    return [*out, None, b"file:///", "file:///", b"file:///a%2", b"file:///a%", b"/bare/caf\xe9", "/bare/x"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_column_rule_is_the_row_rule(seed):
+    """uri_to_paths (a player database's million locations at once) gives what uri_to_path gives row by row, for
+    every shape of location; so does the readers' location_paths against location_path."""
+    column = _column(seed, 3000)
+    assert uri_to_paths(column) == [None if u is None else uri_to_path(u) for u in column]
+    assert location_paths(column) == [location_path(u) for u in column]
+    usual = [path_to_uri(p).encode() for p in ("/m/café/01 a b.flac", "/m/東京/x%.flac", "/m/plain.flac")]
+    assert uri_to_paths(usual) == ["/m/café/01 a b.flac", "/m/東京/x%.flac", "/m/plain.flac"]  # all in bulk
+    assert uri_to_paths([b"file:///m/caf%E9.flac", b"file:///m/ok"]) == [LATIN1, "/m/ok"]  # not UTF-8: per row
+    assert uri_to_paths([]) == [] and uri_to_paths([None]) == [None]
 
 
 def test_a_nul_byte_is_decoded_for_the_row_to_reject():

@@ -12,7 +12,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+from recsys.library.groups import library_root, loose_folders
 from recsys.library.track import Track
 
 
@@ -28,6 +30,18 @@ class Catalogue:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    @cached_property
+    def root(self) -> str:
+        """The library's root folder (``recsys.library.groups.library_root`` of the paths), found once: the
+        labels, the votes and the caps of one playlist all ask."""
+        return library_root(self.paths)
+
+    @cached_property
+    def loose(self) -> frozenset[str]:
+        """The library's loose folders (``recsys.library.groups.loose_folders``), found once (a pass over every
+        path)."""
+        return loose_folders(self.paths, self.root)
 
     @classmethod
     def of(cls, tracks: Iterable[Track]) -> Catalogue:

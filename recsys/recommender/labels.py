@@ -57,14 +57,18 @@ class Labels:
 
 
 def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: int = 500,
-                   library: Catalogue | None = None) -> Labels:
+                   library: Catalogue | None = None, row_of: dict[str, int] | None = None) -> Labels:
     """Join ratings (and, when explicit ones are few, play history) to the library's rows; count what is dropped.
     ``library`` is every track of the library (whose root names the untagged artists), when ``tracks`` are only
-    those with a rating, plays or skips (``Track.has_history``)."""
-    row_of = {k: i for i, k in enumerate(keys)}
-    paths = library.paths if library is not None else [t.path for t in tracks]
-    root = library_root(paths)
-    loose = loose_folders(paths, root)
+    those with a rating, plays or skips (``Track.has_history``); ``row_of`` is ``keys``' index when the caller has
+    it (a million keys: built once per playlist)."""
+    row_of = {k: i for i, k in enumerate(keys)} if row_of is None else row_of
+    if library is not None:
+        root, loose = library.root, library.loose
+    else:
+        paths = [t.path for t in tracks]
+        root = library_root(paths)
+        loose = loose_folders(paths, root)
     dropped: Counter[str] = Counter()
     seen: set[str] = set()
     explicit: list[tuple[int, float, Track]] = []

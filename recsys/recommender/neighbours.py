@@ -97,16 +97,19 @@ def _folder(path: str) -> str:
     return path.rpartition("/")[0]  # os.path.dirname's job at a fifth of its cost (a 100,000-track loop)
 
 
-def _matching(values: Sequence[str], tags: set[str]) -> tuple[set[str], set[str]]:
-    """The distinct ``values`` whose ``tag_key`` is one of ``tags``, and the blank ones."""
-    matching, blank = set(), set()
-    for value in set(values):
-        text = tag_key(value)
-        if not text:
-            blank.add(value)
-        elif text in tags:
-            matching.add(value)
-    return matching, blank
+def _factorized(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Each value's index among the distinct ``values`` (first seen first), and those distinct values: a column of a
+    million tags becomes integers, and a rule on the tags is applied once per distinct value."""
+    distinct = list(dict.fromkeys(values))
+    index = {value: i for i, value in enumerate(distinct)}
+    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), distinct
+
+
+def _matching(distinct: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For each of the ``distinct`` values: whether its ``tag_key`` is one of ``tags``, and whether it is blank."""
+    keys = [tag_key(value) for value in distinct]
+    return (np.array([bool(k) and k in tags for k in keys], bool).reshape(-1),
+            np.array([not k for k in keys], bool).reshape(-1))
 
 
 def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalogue, root: str,
@@ -116,7 +119,8 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     Only those can get an album or artist vote, so only those are named: the normalised names of every track cost
     0.9 s at 100,000 tracks (3 s on a loaded machine), more than the playlist may take. A track is named when its
     folder, its album folder's parent or a tag (each distinct tag value normalised once by ``tag_key``, the rule
-    ``album_of`` and ``artist_of`` compare by) matches an evidence track's.
+    ``album_of`` and ``artist_of`` compare by) matches an evidence track's: the tag columns are factorized into
+    integers, so the test of every track is an array lookup, and only untagged tracks' folders are looked at.
     Rows no track names, and untagged tracks of a loose folder (``recsys.library.groups.loose_folders``: the root, a
     folder of more files than an album holds; a flat library is not one album nor one artist), get -1.
 
@@ -136,30 +140,51 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     artist_tags = {tag_key(albumartists[i]) or tag_key(artists[i]) for i in mine} - {""}
     artist_folders = {_folder(_folder(paths[i])) for i in mine if not (tag_key(albumartists[i]) or tag_key(artists[i]))}
     releases = _release_folders(library, {_folder(paths[i]) for i in mine} - loose)
-    # which tag values match, each distinct value tested once (a few per album), then set lookups per track
-    in_album, untagged_album = _matching(albums, album_tags)
-    by_albumartist, no_albumartist = _matching(albumartists, artist_tags)
-    by_artist, no_artist = _matching(artists, artist_tags)
+    # which tag values match, each distinct value tested once (a few per album), then array lookups per track
+    album_codes, album_values = _factorized(albums)
+    albumartist_codes, albumartist_values = _factorized(albumartists)
+    artist_codes, artist_values = _factorized(artists)
+    in_album, untagged_album = _matching(album_values, album_tags)
+    by_albumartist, no_albumartist = _matching(albumartist_values, artist_tags)
+    by_artist, no_artist = _matching(artist_values, artist_tags)
     # the album: its tag, else (untagged) its folder; the artist: the album artist's tag, else the artist's, else
     # (both untagged) the album folder's parent
-    named = {i for i, (album_tag, albumartist, artist_tag) in enumerate(zip(albums, albumartists, artists, strict=True))
-             if album_tag in in_album or albumartist in by_albumartist
-             or (album_tag in untagged_album and _folder(paths[i]) in album_folders)
-             or (albumartist in no_albumartist and (artist_tag in by_artist or (
-                 artist_tag in no_artist and _folder(_folder(paths[i])) in artist_folders)))}
-    named.update(i for rows in releases.values() for i in rows)
-    album_mates: dict[tuple[str, str, str, str], tuple[int, list[int]]] = {}  # same tags and folder: named once
-    for i in sorted(named):
-        row = row_of.get(library.keys[i])
-        if row is not None:
-            album_mates.setdefault((albums[i], albumartists[i], artists[i], _folder(paths[i])), (i, []))[1].append(row)
+    named = in_album[album_codes] | by_albumartist[albumartist_codes]
+    no_owner = no_albumartist[albumartist_codes]
+    named |= no_owner & by_artist[artist_codes]
+    if album_folders:
+        for i in np.flatnonzero(untagged_album[album_codes] & ~named).tolist():
+            named[i] = _folder(paths[i]) in album_folders
+    if artist_folders:
+        for i in np.flatnonzero(no_owner & no_artist[artist_codes] & ~named).tolist():
+            named[i] = _folder(_folder(paths[i])) in artist_folders
+    for rows in releases.values():
+        named[rows] = True
+    which = np.flatnonzero(named)
+    rows_of = np.fromiter((row_of.get(library.keys[i], -1) for i in which.tolist()), np.int64, len(which))
+    which, rows_of = which[rows_of >= 0], rows_of[rows_of >= 0]  # a track without a vector gets no vote
     joined = _Union()
     named_rows = []  # (album name, artist name, rows) of each set of album-mates
-    for (album_tag, albumartist, artist_tag, folder), (i, rows) in album_mates.items():
-        album_name = album_of(album_tag, albumartist, artist_tag, paths[i], loose)
-        named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root, loose), rows))
-        if folder in releases and album_name:
-            joined.join(album_name, f"folder:{folder}")
+    if len(which):
+        # album-mates (same tags and folder) are named once: the named tracks grouped by their three tags and folder,
+        # the groups in the order of their first track
+        folder_codes, _ = _factorized([_folder(paths[i]) for i in which.tolist()])
+        mates = np.stack([album_codes[which], albumartist_codes[which], artist_codes[which], folder_codes], axis=1)
+        _, first, inverse = np.unique(mates, axis=0, return_index=True, return_inverse=True)
+        rank_of = np.empty(len(first), np.int64)
+        rank_of[np.argsort(first, kind="stable")] = np.arange(len(first))
+        mate = rank_of[np.asarray(inverse).reshape(-1)]
+        by_group = np.argsort(mate, kind="stable")
+        bounds = np.searchsorted(mate[by_group], np.arange(len(first) + 1)).tolist()
+        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+            members = by_group[start:end]
+            i = int(which[members[0]])
+            album_tag, albumartist, artist_tag, folder = albums[i], albumartists[i], artists[i], _folder(paths[i])
+            album_name = album_of(album_tag, albumartist, artist_tag, paths[i], loose)
+            named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root, loose),
+                               rows_of[members]))
+            if folder in releases and album_name:
+                joined.join(album_name, f"folder:{folder}")
     ids: dict[str, int] = {}
     for album_name, artist_name, rows in named_rows:
         album[rows] = ids.setdefault(joined.find(album_name), len(ids)) if album_name else -1

@@ -4,10 +4,18 @@ Files in ``models/``: ``classifier.npz`` (numpy arrays, loaded with allow_pickle
 whether the playlist blends it in, encoder_id, the cross-validation table, created) and, for the MLP,
 ``classifier.pt`` (its state_dict, which ``torch.load(weights_only=True)`` accepts). The json goes last: it is what
 ``load`` checks first, so a crash midway leaves the previous json naming its kind.
+
+``scores.npy`` and ``scores.json``: the classifier's P(liked) of every track of one index snapshot
+(:meth:`RatingModel.snapshot_probability`). The score of a track changes only with the classifier or its vector, so
+it is computed once per classifier and snapshot, not over every vector (all of them read from the disk) by every
+playlist; ``scores.json`` names the classifier (a digest of its files) and the snapshot's vectors it was computed
+for, and anything else recomputes it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import zipfile
@@ -22,6 +30,7 @@ from recsys.recommender import models
 from recsys.recommender.cross_validation import gate_verdict
 
 FILES = ("classifier.npz", "classifier.json", "classifier.pt")
+SCORES, SCORES_INFO = "scores.npy", "scores.json"
 KINDS = ("logistic", "ridge", "mlp")
 
 
@@ -39,8 +48,10 @@ class RatingModel:
     of the stars saved beside it (``stars_coef``) is measured in the cross-validation report only.
     """
 
-    def __init__(self, kind: str, arrays: dict[str, np.ndarray], info: dict[str, Any]) -> None:
+    def __init__(self, kind: str, arrays: dict[str, np.ndarray], info: dict[str, Any],
+                 folder: Path | None = None, digest: str = "") -> None:
         self.kind, self.arrays, self.info = kind, arrays, info
+        self.folder, self.digest = folder, digest  # where it was loaded from and its files' digest (scores cache)
 
     @property
     def blend(self) -> bool:
@@ -58,8 +69,9 @@ class RatingModel:
         if not meta_file.is_file() or not arrays_file.is_file():
             raise ClassifierError(f"no classifier in {models_dir}: run `recsys train-classifier`")
         try:
-            info = json.loads(meta_file.read_text(encoding="utf-8"))
-            with np.load(arrays_file, allow_pickle=False) as data:
+            meta_bytes, arrays_bytes = meta_file.read_bytes(), arrays_file.read_bytes()
+            info = json.loads(meta_bytes.decode("utf-8"))
+            with np.load(io.BytesIO(arrays_bytes), allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # a truncated .npz: BadZipFile
             raise ClassifierError(f"classifier in {models_dir} is damaged ({exc}): run `recsys train-classifier` "
@@ -70,11 +82,44 @@ class RatingModel:
         if info.get("kind") not in KINDS or "stars_coef" not in arrays:
             raise ClassifierError(f"{meta_file} is from an older recsys or names an unknown kind "
                                   f"{info.get('kind')!r}: run `recsys train-classifier`")
-        return cls(info["kind"], arrays, info)
+        digest = hashlib.sha256(arrays_bytes + b"\0" + meta_bytes).hexdigest()[:32]
+        return cls(info["kind"], arrays, info, models_dir, digest)
 
     def like_probability(self, vectors: np.ndarray) -> np.ndarray:
         """P(the owner likes it: 4 stars and up), one per row of ``vectors``."""
         return models.probability(self.kind, self.arrays, self._check(vectors))
+
+    def snapshot_probability(self, vectors: np.ndarray, snapshot: Path | None) -> np.ndarray:
+        """``like_probability(vectors)`` of the index snapshot in the folder ``snapshot`` (whose ``vectors.npy``
+        ``vectors`` are), read from ``scores.npy`` when it was computed by this classifier for these vectors, else
+        computed and stored there for the next run (a home that cannot be written just computes it each time).
+        Without a folder (a model not loaded from the disk, vectors of no snapshot) it is computed."""
+        source = None if snapshot is None else Path(snapshot) / "vectors.npy"
+        if self.folder is None or source is None or not self.digest:
+            return self.like_probability(vectors)
+        try:
+            st = source.stat()
+        except OSError:
+            return self.like_probability(vectors)
+        wanted = {"classifier": self.digest, "vectors": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                  "inode": st.st_ino, "rows": len(vectors)}
+        scores_file, info_file = self.folder / SCORES, self.folder / SCORES_INFO
+        try:
+            if json.loads(info_file.read_text(encoding="utf-8")) == wanted:
+                stored = np.load(scores_file, allow_pickle=False)
+                if stored.shape == (len(vectors),) and stored.dtype == np.float32:
+                    return stored
+        except (OSError, ValueError):
+            pass  # none stored yet, or damaged: computed again
+        scores = self.like_probability(vectors)
+        try:
+            info_file.unlink(missing_ok=True)  # no info naming scores that are being replaced
+            with atomic_path(scores_file) as tmp, open(tmp, "wb") as handle:
+                np.save(handle, scores)
+            write_bytes_atomic(info_file, json.dumps(wanted).encode("utf-8"))
+        except OSError:
+            pass  # a read-only home: the next run computes them again
+        return scores
 
     def _check(self, vectors: np.ndarray) -> np.ndarray:
         x = np.asarray(vectors, dtype=np.float32)

@@ -79,8 +79,6 @@ from recsys.library.groups import (
     Agreement,
     album_of,
     artist_of,
-    library_root,
-    loose_folders,
     one_recording_with,
     recording_key,
 )
@@ -306,13 +304,12 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
             + (", ".join(parts) + " removed" if parts else "none was removed") + tail)
 
 
-def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int, library: Catalogue
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _evidence(lib: Any, tracks: Sequence[Track], seeds: Sequence[str], pseudo_until: int, library: Catalogue,
+              row_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, liked (0/1) and weights of the voting tracks: the labels, or the seeds and the disliked ratings."""
-    labels = collect_labels(lib.keys, tracks, pseudo_until, library)
+    labels = collect_labels(lib.keys, tracks, pseudo_until, library, row_of)
     if not seeds:
         return labels.rows, labels.liked, evidence_weights(labels)
-    row_of = {k: i for i, k in enumerate(lib.keys)}
     missing = [s for s in seeds if s not in row_of]
     if missing:
         raise RankError(f"seed track {missing[0]} has no vector: check the path, or run `recsys embed` first")
@@ -388,21 +385,20 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
     library = Catalogue.of(tracks) if library is None else library
-    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library), max_voters)
+    row_of = {k: i for i, k in enumerate(lib.keys)}
+    evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library, row_of), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
                         "more in your player, pass --seed, or run `recsys train-classifier`")
 
     hoods = neighbourhoods(search or exact_search(vectors), vectors, evidence, neighbours_k)
-    root = library_root(library.paths)
-    loose = loose_folders(library.paths, root)
-    row_of = {k: i for i, k in enumerate(lib.keys)}
+    root, loose = library.root, library.loose
     voting = album_vote > 0 or artist_vote > 0
     groups = library_groups(lib.keys, row_of, library, root, evidence, loose) if voting else None
     p_knn, support = vote(hoods, evidence, liked, weights, n, groups=groups, album_vote=album_vote,
                            artist_vote=artist_vote)
     use_model = model is not None and (scorer == "classifier" or (scorer == "blend" and model.blend))
-    p_model = model.like_probability(vectors) if use_model else None
+    p_model = model.snapshot_probability(vectors, getattr(lib, "folder", None)) if use_model else None
     if scorer == "neighbours" or p_model is None:
         like, how = p_knn, "neighbours"
     elif scorer == "classifier":

@@ -20,7 +20,7 @@ from recsys.errors import RecsysError
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources.base import PlayerLibrary
 from recsys.library.track import Track, make_key, track_from_values
-from recsys.library.uri import uri_to_path
+from recsys.library.uri import uri_to_path, uri_to_paths
 
 
 class PlayerDBError(RecsysError):
@@ -60,6 +60,11 @@ def read_player_db(path: str | Path, timeout_s: float = 5.0, taste_only: bool = 
     ``timeout_s`` is how long to wait for a player that holds the database locked before giving up; ``taste_only``
     (see ``Source.read``): Tracks of the rated, played or skipped rows only, every track in the catalogue.
     """
+    if taste_only:
+        db, (kind, quiet, rows) = read_consistent(path, _read_taste, timeout_s)
+        if quiet is not None:
+            return _build_taste(db, kind, quiet, rows)
+        return _build(db, kind, rows, taste_only)
     db, (kind, rows) = read_consistent(path, _read_songs, timeout_s)
     return _build(db, kind, rows, taste_only)
 
@@ -203,6 +208,52 @@ def _read_songs(conn: sqlite3.Connection, db: Path) -> tuple[str, list[tuple]]:
     return kind, select_tolerant(conn, f"SELECT {location} AS location, {wanted} FROM songs")
 
 
+def _quiet_rows(kind: str, location: str) -> str:
+    """SQL that holds for a row whose every rule below is the usual one: a location (BLOB or text), no rating, plays
+    or skips (what ``_may_have_history`` reads as none), available, no CUE sheet, starting at 0, text tags. Such a
+    row is a catalogue entry keyed by its path and nothing more; it never needs the other columns. Every condition
+    holds only where the rule it stands for gives that answer too: SQL compares a number to 0 or -1 as Python does,
+    and a text such as '0' (kept as text only in a column without a numeric type) equals no number in either, so
+    its row is read in full. A row left out is only read in full, never misread. ``typeof`` only where a
+    comparison would not say the same: the test is evaluated for every row of the library."""
+    unrated = "rating IN (-1, 0)" if kind == "clementine" else "rating = -1"  # Strawberry's 0 is a rating
+    return " AND ".join([
+        f"typeof({location}) IN ('blob', 'text')", f"(rating IS NULL OR {unrated})",
+        *(f"({c} IS NULL OR {c} = 0)" for c in ("playcount", "skipcount", "unavailable", "beginning")),
+        "(cue_path IS NULL OR cue_path = '')",
+        *(f"typeof({c}) IN ('text', 'null')" for c in ("album", "albumartist", "artist")),
+    ])
+
+
+_Quiet = tuple[list[str | None], list[list[str]], list[str | None]]  # quiet paths, their three tags, the others' paths
+
+
+def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, _Quiet | None, list[tuple]]:
+    """What ``taste_only`` needs: (kind, the quiet rows, every other row in full), where the quiet rows (see
+    ``_quiet_rows``: most of a large library) are read as four columns -- their paths decoded in bulk, their album,
+    album artist and artist tags -- instead of sixteen (and the other rows' paths, decoded with them). When a path is
+    named by two rows (a CUE sheet's segments, a duplicate) or a column is missing, (kind, None, every row in full):
+    the rules that compare rows read them all."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
+    kind, location = _shape(db, conn, columns)
+    if not {*_COLUMNS} <= columns:
+        return kind, None, _read_songs(conn, db)[1]
+    quiet = _quiet_rows(kind, location)
+    wanted = ", ".join(_COLUMNS)
+    rows = select_tolerant(conn, f"SELECT {location} AS location, {wanted} FROM songs WHERE NOT ({quiet})")
+    lean = select_tolerant(conn, f"SELECT {location}, IFNULL(album, ''), IFNULL(albumartist, ''), IFNULL(artist, '') "
+                                 f"FROM songs WHERE {quiet}")
+    if not lean:
+        return kind, ([], [[], [], []], location_paths([row[0] for row in rows])), rows
+    locations, *tags = (list(column) for column in zip(*lean, strict=True))
+    paths = location_paths(locations)
+    rest = location_paths([row[0] for row in rows])
+    named = [p for p in paths if p is not None] + [p for p in rest if p is not None]
+    if len(set(named)) < len(named):
+        return kind, None, _read_songs(conn, db)[1]
+    return kind, (paths, tags, rest), rows
+
+
 def _shape(db: Path, conn: sqlite3.Connection, columns: set[str]) -> tuple[str, str]:
     if not columns:
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
@@ -230,6 +281,16 @@ def location_path(value: str | bytes | None) -> str | None:
     if isinstance(value, bytes) and value.startswith(b"/"):
         return os.fsdecode(value)
     return uri_to_path(value)
+
+
+def location_paths(values: Sequence[str | bytes | None]) -> list[str | None]:
+    """``[location_path(v) for v in values]``, the URIs decoded in bulk (``recsys.library.uri.uri_to_paths``)."""
+    out = uri_to_paths(values)
+    if out.count(None) > values.count(None):  # bare paths (no URI: None) among them, as very old databases wrote
+        for i, path in enumerate(out):
+            if path is None and values[i] is not None:
+                out[i] = location_path(values[i])
+    return out
 
 
 def _rating(value: object, kind: str) -> float | None:
@@ -265,9 +326,10 @@ def _text(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> PlayerLibrary:
+def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
+           paths: list[str | None] | None = None) -> PlayerLibrary:
     """Tracks from the rows; ``taste_only``: Tracks only of the rows that may carry a rating, plays or skips, and
-    every track in the catalogue (see :mod:`recsys.library.catalogue`)."""
+    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded."""
     skipped_urls = skipped_unavailable = 0
     kept: list[tuple[str, int, tuple]] = []  # (path, start in ns, row)
     unavailable_at = 1 + _COLUMNS.index("unavailable")
@@ -277,8 +339,8 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     first_beginning: dict[str, int] = {}
     cut: set[str] = set()
     rejected: list[tuple[str, str]] = []
-    for row in rows:
-        path = location_path(row[0])
+    paths = location_paths([row[0] for row in rows]) if paths is None else paths
+    for row, path in zip(rows, paths, strict=True):
         if path is None:
             skipped_urls += 1
         elif row[unavailable_at] == 1 or (type(row[unavailable_at]) is not int and _int(row[unavailable_at]) == 1):
@@ -323,6 +385,26 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False) -> 
     catalogue = Catalogue(ordered, [entry[0] for entry in chosen], *columns)
     return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue,
                          rejected=rejected)
+
+
+def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple]) -> PlayerLibrary:
+    """``_build(taste_only=True)`` of every row, from the quiet rows' paths and tags (no path of them named twice:
+    each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full."""
+    paths, tags, rest_paths = quiet
+    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths)
+    skipped = paths.count(None)
+    if skipped:  # rows that name no local file
+        keep = [p is not None for p in paths]
+        paths = [p for p in paths if p is not None]
+        tags = [[v for v, k in zip(column, keep, strict=True) if k] for column in tags]
+    other = rest.catalogue
+    keys = paths + other.keys
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    columns = [paths + other.paths, *(mine + theirs for mine, theirs in zip(tags, (other.albums, other.albumartists,
+                                                                                  other.artists), strict=True))]
+    catalogue = Catalogue([keys[i] for i in order], *([column[i] for i in order] for column in columns))
+    return PlayerLibrary(db, kind, rest.tracks, rest.skipped_urls + skipped, rest.skipped_unavailable,
+                         rest.duplicates, catalogue=catalogue, rejected=rest.rejected)
 
 
 _ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT = (1 + _COLUMNS.index(c) for c in ("album", "albumartist", "artist"))
