@@ -235,3 +235,21 @@ def test_an_interrupted_phase_keeps_its_fingerprints_and_the_next_run_goes_on(ve
         assert np.array_equal(np.load(home / "cache" / "fingerprints" / name),
                               np.load(versions.home / "cache" / "fingerprints" / name))
     assert prepare_fingerprints(home, IndexSettings(), workers=2).fingerprinted == 0  # prepared: nothing to do
+
+
+def test_a_fingerprint_that_hangs_its_worker_stops_at_the_decoders_deadline(monkeypatch):
+    import signal
+    import time
+
+    import recsys.embedder.fingerprint as fingerprint
+    from recsys.embedder.decoding import _on_alarm, fingerprint_in_worker
+
+    monkeypatch.setattr(fingerprint, "fingerprint_file", lambda *a, **k: time.sleep(5))
+    previous = signal.getsignal(signal.SIGALRM)
+    signal.signal(signal.SIGALRM, _on_alarm)  # as in a worker (recsys.embedder.decoding._init_decoding)
+    try:
+        t0 = time.monotonic()
+        bits, why = fingerprint_in_worker("/music/hangs.mp3", 30.0, 0.0, 1.0)
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert len(bits) == 0 and "audio.decode_timeout_s" in why and time.monotonic() - t0 < 3

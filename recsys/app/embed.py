@@ -116,7 +116,8 @@ def _fingerprint(settings: Settings, report: EmbedReport, progress: Callable[...
     into ``report``."""
     if not settings.embed.fingerprints:
         return
-    done = prepare_fingerprints(settings.home_path, settings.index, default_workers(settings.embed.workers), progress)
+    done = prepare_fingerprints(settings.home_path, settings.index, default_workers(settings.embed.workers), progress,
+                                settings.audio.decode_timeout_s)
     report.fingerprinted, report.fingerprint_failures = done.fingerprinted, done.failures
     report.interrupted = report.interrupted or done.interrupted
 

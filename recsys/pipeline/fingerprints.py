@@ -17,17 +17,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 from recsys.atomic import write_bytes_atomic
 from recsys.config import IndexSettings
-from recsys.embedder.decoding import _init_worker
+from recsys.embedder.decoding import fingerprint_in_worker, fingerprint_pool
 from recsys.embedder.fingerprint import FingerprintCache, fingerprint_or_why, row_fingerprint_key
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot, read_manifest
 from recsys.library.groups import DUPLICATE_CANDIDATE_COS
@@ -80,10 +79,11 @@ def prepared(home: Path, cache: FingerprintCache) -> bool:
         return False
 
 
-def prepare_fingerprints(home: Path, index: IndexSettings, workers: int,
-                         progress: Callable[..., object] | None = None) -> FingerprintReport:
+def prepare_fingerprints(home: Path, index: IndexSettings, workers: int, progress: Callable[..., object] | None = None,
+                         timeout_s: float = 60.0) -> FingerprintReport:
     """Fingerprint every track of the current snapshot with a neighbour within ``DUPLICATE_CANDIDATE_COS`` and no
-    cached fingerprint, in ``workers`` processes (1: here); ``progress(total, desc=...)`` makes a bar."""
+    cached fingerprint, in ``workers`` processes (1: here) with ``timeout_s`` per file; ``progress(total, desc=...)``
+    makes a bar."""
     started = time.monotonic()
     report = FingerprintReport()
     cache = FingerprintCache(home)
@@ -106,7 +106,7 @@ def prepare_fingerprints(home: Path, index: IndexSettings, workers: int,
     bar = progress(len(todo), desc="fingerprints") if (progress and todo) else None
     complete = True
     try:
-        for key, (path, bits, why) in _computed(todo, workers):
+        for key, (path, bits, why) in _computed(todo, workers, timeout_s):
             cache.put(key, path, bits, why)
             report.fingerprinted += 1
             if bar is not None:
@@ -129,23 +129,24 @@ def prepare_fingerprints(home: Path, index: IndexSettings, workers: int,
     return report
 
 
-def _computed(todo: dict[str, tuple[str, float, float]],
-              workers: int) -> Iterator[tuple[str, tuple[str, np.ndarray, str | None]]]:
+def _computed(todo: dict[str, tuple[str, float, float]], workers: int,
+              timeout_s: float) -> Iterator[tuple[str, tuple[str, np.ndarray, str | None]]]:
     """(key, (path, fingerprint, why)) for each file of ``todo``, as they are done; a KeyboardInterrupt stops the
-    workers (each finishes its file, which is dropped) and goes up."""
+    workers (each finishes its file, which is dropped) and goes up. In worker processes each file has the decoders'
+    deadline ``timeout_s``."""
     if workers <= 1 or len(todo) < 2:
         for key, (path, duration, start) in todo.items():
             yield key, (path, *fingerprint_or_why(path, duration, start))
         return
     workers = min(workers, len(todo))
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    pool = fingerprint_pool(workers)
     items = iter(todo.items())
     running: dict[Future, tuple[str, str]] = {}
     try:
         while True:
             while len(running) < 2 * workers and (item := next(items, None)) is not None:
                 key, (path, duration, start) = item
-                running[pool.submit(fingerprint_or_why, path, duration, start)] = (key, path)
+                running[pool.submit(fingerprint_in_worker, path, duration, start, timeout_s)] = (key, path)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
