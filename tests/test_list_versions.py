@@ -209,6 +209,7 @@ def test_an_interrupted_phase_keeps_its_fingerprints_and_the_next_run_goes_on(ve
     import shutil
 
     import recsys.embedder.fingerprint as fingerprint
+    import recsys.pipeline.fingerprints as fingerprints
     from recsys.pipeline.fingerprints import PREPARED, prepare_fingerprints
 
     home = tmp_path / "home"
@@ -228,6 +229,7 @@ def test_an_interrupted_phase_keeps_its_fingerprints_and_the_next_run_goes_on(ve
     assert first.interrupted and first.fingerprinted == 1 and len(_cached(home)) == 1
     assert not (home / "cache" / "fingerprints" / PREPARED).exists()
     monkeypatch.setattr(fingerprint, "fingerprint_file", real)
+    monkeypatch.setattr(fingerprints, "POOL_FROM", 0)
     rest = prepare_fingerprints(home, IndexSettings(), workers=2)  # the pool: spawned workers
     assert not rest.interrupted and rest.fingerprinted >= 1 and (home / "cache" / "fingerprints" / PREPARED).exists()
     assert _cached(home) == versions.prepared  # the same files as the fixture's in-process run
@@ -242,14 +244,11 @@ def test_a_fingerprint_that_hangs_its_worker_stops_at_the_decoders_deadline(monk
     import time
 
     import recsys.embedder.fingerprint as fingerprint
-    from recsys.embedder.decoding import _on_alarm, fingerprint_in_worker
+    from recsys.embedder.decoding import fingerprint_with_deadline
 
     monkeypatch.setattr(fingerprint, "fingerprint_file", lambda *a, **k: time.sleep(5))
     previous = signal.getsignal(signal.SIGALRM)
-    signal.signal(signal.SIGALRM, _on_alarm)  # as in a worker (recsys.embedder.decoding._init_decoding)
-    try:
-        t0 = time.monotonic()
-        bits, why = fingerprint_in_worker("/music/hangs.mp3", 30.0, 0.0, 1.0)
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+    t0 = time.monotonic()
+    bits, why = fingerprint_with_deadline("/music/hangs.mp3", 30.0, 0.0, 1.0)
     assert len(bits) == 0 and "audio.decode_timeout_s" in why and time.monotonic() - t0 < 3
+    assert signal.getsignal(signal.SIGALRM) is previous and signal.alarm(0) == 0  # nothing left armed

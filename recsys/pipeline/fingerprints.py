@@ -26,14 +26,15 @@ import numpy as np
 
 from recsys.atomic import write_bytes_atomic
 from recsys.config import IndexSettings
-from recsys.embedder.decoding import fingerprint_in_worker, fingerprint_pool
-from recsys.embedder.fingerprint import FingerprintCache, fingerprint_or_why, row_fingerprint_key
+from recsys.embedder.decoding import fingerprint_pool, fingerprint_with_deadline
+from recsys.embedder.fingerprint import FingerprintCache, row_fingerprint_key
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot, read_manifest
 from recsys.library.groups import DUPLICATE_CANDIDATE_COS
 from recsys.library.uri import is_remote
 
 PREPARED = "prepared.json"  # in the cache folder: the snapshot whose close tracks all have a cached fingerprint
 CHUNK = 1024  # queries searched together
+POOL_FROM = 8  # more files than this are fingerprinted in worker processes (spawning them costs a second or so)
 NEIGHBOURS = 10  # looked at per track: enough to see past its byte copies (same content, no fingerprint needed)
 _MANIFEST_KEYS = ("table_version", "table_rows", "encoder_id", "count", "excluded", "built_at")
 
@@ -82,8 +83,8 @@ def prepared(home: Path, cache: FingerprintCache) -> bool:
 def prepare_fingerprints(home: Path, index: IndexSettings, workers: int, progress: Callable[..., object] | None = None,
                          timeout_s: float = 60.0) -> FingerprintReport:
     """Fingerprint every track of the current snapshot with a neighbour within ``DUPLICATE_CANDIDATE_COS`` and no
-    cached fingerprint, in ``workers`` processes (1: here) with ``timeout_s`` per file; ``progress(total, desc=...)``
-    makes a bar."""
+    cached fingerprint, in ``workers`` processes (1, or a few files: here) with ``timeout_s`` per file;
+    ``progress(total, desc=...)`` makes a bar."""
     started = time.monotonic()
     report = FingerprintReport()
     cache = FingerprintCache(home)
@@ -132,11 +133,11 @@ def prepare_fingerprints(home: Path, index: IndexSettings, workers: int, progres
 def _computed(todo: dict[str, tuple[str, float, float]], workers: int,
               timeout_s: float) -> Iterator[tuple[str, tuple[str, np.ndarray, str | None]]]:
     """(key, (path, fingerprint, why)) for each file of ``todo``, as they are done; a KeyboardInterrupt stops the
-    workers (each finishes its file, which is dropped) and goes up. In worker processes each file has the decoders'
-    deadline ``timeout_s``."""
-    if workers <= 1 or len(todo) < 2:
+    workers (each finishes its file, which is dropped) and goes up. Each file has the decoders' deadline
+    ``timeout_s``."""
+    if workers <= 1 or len(todo) <= POOL_FROM:
         for key, (path, duration, start) in todo.items():
-            yield key, (path, *fingerprint_or_why(path, duration, start))
+            yield key, (path, *fingerprint_with_deadline(path, duration, start, timeout_s))
         return
     workers = min(workers, len(todo))
     pool = fingerprint_pool(workers)
@@ -146,7 +147,7 @@ def _computed(todo: dict[str, tuple[str, float, float]], workers: int,
         while True:
             while len(running) < 2 * workers and (item := next(items, None)) is not None:
                 key, (path, duration, start) = item
-                running[pool.submit(fingerprint_in_worker, path, duration, start, timeout_s)] = (key, path)
+                running[pool.submit(fingerprint_with_deadline, path, duration, start, timeout_s)] = (key, path)
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
