@@ -88,9 +88,9 @@ def prepare_fingerprints(home: Path, index: IndexSettings, workers: int, progres
     started = time.monotonic()
     report = FingerprintReport()
     cache = FingerprintCache(home)
-    if prepared(home, cache):
+    manifest = read_manifest(home)
+    if manifest is None or prepared(home, cache):  # no snapshot: nothing to prepare
         return report
-    manifest = read_manifest(home) or {}
     lib = current_snapshot(home, index)
     searcher = Searcher(lib, home, ef_search=index.hnsw_ef_search, nprobe=index.ivf_nprobe, rerank=index.ivf_rerank)
     rows: set[int] = set()
