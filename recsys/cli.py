@@ -289,7 +289,9 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
     with its size and mtime kept, as `rsync -t` or `cp -p` leave it, is found by its inode change time and content),
     a missing file's vector is kept out of the index until the file is back (`recsys prune` removes it), moved or
     copied files keep their vector, and a run stopped with Ctrl-C (or killed) continues where it stopped. Files that
-    cannot be decoded are recorded (see `recsys status`) and skipped.
+    cannot be decoded are recorded (see `recsys status`) and skipped. Last, the files whose sound is close to
+    another's are fingerprinted (cached in the home; `embed.fingerprints: false` skips it), the evidence `similar`,
+    `path`, `playlist` and `radio` use to list one version of a recording.
     """
     from recsys.app.embed import embed_library
 
@@ -305,10 +307,10 @@ def embed(ctx, db, folders, encoder, workers, device, batch_size, retry_failed, 
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _progress_bar(total: int):
+def _progress_bar(total: int, desc: str = "embedding"):
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="track", desc="embedding", dynamic_ncols=True, file=sys.stderr,
+    return tqdm(total=total, unit="track", desc=desc, dynamic_ncols=True, file=sys.stderr,
                 disable=None)
 
 
@@ -386,6 +388,9 @@ def _render_embed(report) -> None:
         click.echo(f"  {report.known_failed} file(s) failed before and did not change: --retry-failed tries them again")
     if report.index:
         click.echo(f"index: {report.index.get('kind')} over {report.index.get('count')} tracks")
+    if report.fingerprinted:
+        click.echo(f"fingerprinted {report.fingerprinted} file(s) whose sound is close to another's (the lists tell "
+                   f"versions of one recording apart by them), {len(report.fingerprint_failures)} without one")
     if report.interrupted:
         click.echo("interrupted: everything finished so far is saved; run `recsys embed` again to continue")
 
@@ -408,7 +413,8 @@ def similar(ctx, track, k, as_json, out, fmt, force, where):
 
     TRACK is a file path, a file:// URI, or text such as "artist - title" (matched loosely; when several tracks
     match, they are listed and nothing is searched). The track itself and its other versions are left out, and no
-    recording is listed twice (same artist and title, or close sound whose fingerprints agree: `recsys duplicates`).
+    recording is listed twice (same artist and title, or close sound whose fingerprints agree: `recsys duplicates`;
+    `recsys embed` prepares the fingerprints, and a pair it has not fingerprinted is judged by the vectors alone).
     With --where, only the tracks that match (e.g. --where 'year:..1979 -genre:christmas'; rating: and played:
     read your player's database, the remembered one or --db of an earlier command).
 

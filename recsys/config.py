@@ -205,6 +205,7 @@ class EmbedSettings:
     batch_size: int = _s(32, lo=1, hi=65536)
     write_batch: int = _s(64, lo=1, hi=1_000_000)
     ray_chunk: int = _s(512, lo=1, hi=1_000_000)
+    fingerprints: bool = _s(True)
 
 
 @dataclass

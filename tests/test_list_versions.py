@@ -26,6 +26,7 @@ SR = 22050
 class Versions:
     def __init__(self, root: Path) -> None:
         self.root, self.music, self.home, self.db = root, root / "music", root / "home", root / "clementine.db"
+        self.prepared: set[str] = set()
 
     def run(self, *args: str):
         return CliRunner().invoke(main, ["--home", str(self.home), *args], catch_exceptions=False)
@@ -62,6 +63,7 @@ def versions(tmp_path_factory) -> Versions:
         env.delenv("XDG_CONFIG_HOME", raising=False)
         r = lib.run("embed", "--db", str(lib.db), "--workers", "1", "-q", "--encoder", "dsp")
     assert r.exit_code == 0, r.output
+    lib.prepared = _cached(lib.home)  # what the embed fingerprinted, before any query ran
     snap = current_snapshot(lib.home, IndexSettings())
     vectors, paths = np.asarray(snap.vectors), snap.values("path")
     a, b = paths.index(lib.path("song.flac")), paths.index(lib.path("song copy.ogg"))
@@ -134,3 +136,119 @@ def test_an_unreadable_file_falls_back_to_the_vectors(tmp_path):
     assert one_recording_with(vectors, 2, [0], unknown)  # 0.999: nearly identical
     assert one_recording_with(vectors, 1, [0], lambda i, j: 0.9)  # the fingerprints agree
     assert not one_recording_with(vectors, 2, [0], lambda i, j: 0.5)  # they disagree: the fingerprint decides
+
+
+# `recsys embed` prepares the fingerprints (recsys.pipeline.fingerprints): the lists never decode at query time.
+
+def _no_decoding(monkeypatch) -> None:
+    import recsys.embedder.fingerprint as fingerprint
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"decoded at query time: {args}")
+
+    monkeypatch.setattr(fingerprint, "fingerprint_file", refuse)
+
+
+def _cached(home: Path) -> set[str]:
+    folder = home / "cache" / "fingerprints"
+    return {p.name for p in folder.glob("*.npy")} if folder.is_dir() else set()
+
+
+def _key_file(lib: Versions, name: str) -> str:
+    import hashlib
+
+    snap = current_snapshot(lib.home, IndexSettings())
+    cid = snap.values("content_id")[snap.values("path").index(lib.path(name))]
+    return hashlib.sha1(str(cid).encode()).hexdigest() + ".npy"
+
+
+def test_embed_fingerprints_close_tracks_and_similar_decodes_none(versions, monkeypatch):
+    """The fixture's embed fingerprinted the original and its copy; a query then reads them without decoding any
+    file and still leaves the copy out (the vectors alone, at cosine < 0.995, would list both)."""
+    assert {_key_file(versions, "song.flac"), _key_file(versions, "song copy.ogg")} <= versions.prepared
+    _no_decoding(monkeypatch)
+    r = versions.run("similar", versions.path("song.flac"), "-k", "8", "--json")
+    assert r.exit_code == 0, r.output
+    assert versions.path("song copy.ogg") not in [n["path"] for n in json.loads(r.stdout)]
+    # a no-op embed finds the cache complete: nothing is decoded again
+    r = versions.run("embed", "--db", str(versions.db), "--workers", "1", "--encoder", "dsp")
+    assert r.exit_code == 0, r.output
+    assert "fingerprinted" not in r.output
+
+
+def test_a_pair_not_fingerprinted_falls_back_to_the_vectors_without_decoding(versions, tmp_path, monkeypatch):
+    """A home whose cache lacks the pair (`embed.fingerprints: false`, or an embed stopped early): the query decodes
+    nothing and judges the pair by the cosine rule."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(versions.home, home)
+    shutil.rmtree(home / "cache" / "fingerprints")
+    _no_decoding(monkeypatch)
+    r = CliRunner().invoke(main, ["--home", str(home), "similar", versions.path("song.flac"), "-k", "8", "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)) == 8 and not _cached(home)
+
+
+def test_fingerprints_setting_off_skips_the_phase(tmp_path, monkeypatch):
+    lib = Versions(tmp_path)
+    lib.music.mkdir()
+    write_audio(lib.music / "a.flac", synth_track("bright_arpeggio", 20.0, sample_rate=SR, seed=1), SR, "flac")
+    write_audio(lib.music / "b.ogg", synth_track("bright_arpeggio", 20.0, sample_rate=SR, seed=1) * 0.3, SR, "ogg")
+    monkeypatch.setenv("RECSYS_EMBED__FINGERPRINTS", "false")
+    _no_decoding(monkeypatch)
+    r = lib.run("embed", "--library", str(lib.music), "--workers", "1", "-q", "--encoder", "dsp")
+    assert r.exit_code == 0, r.output
+    assert not (lib.home / "cache" / "fingerprints").exists() and "fingerprinted" not in r.output
+
+
+def test_an_interrupted_phase_keeps_its_fingerprints_and_the_next_run_goes_on(versions, tmp_path, monkeypatch):
+    """Ctrl-C in the phase keeps each fingerprint computed; the next run computes only the rest and marks the
+    snapshot prepared. Worker processes compute the same fingerprints as the query process would."""
+    import shutil
+
+    import recsys.embedder.fingerprint as fingerprint
+    import recsys.pipeline.fingerprints as fingerprints
+    from recsys.pipeline.fingerprints import PREPARED, prepare_fingerprints
+
+    home = tmp_path / "home"
+    shutil.copytree(versions.home, home)
+    shutil.rmtree(home / "cache" / "fingerprints")
+    calls = []
+    real = fingerprint.fingerprint_file
+
+    def stop_at_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fingerprint, "fingerprint_file", stop_at_the_second)
+    first = prepare_fingerprints(home, IndexSettings(), workers=1)
+    assert first.interrupted and first.fingerprinted == 1 and len(_cached(home)) == 1
+    assert not (home / "cache" / "fingerprints" / PREPARED).exists()
+    monkeypatch.setattr(fingerprint, "fingerprint_file", real)
+    monkeypatch.setattr(fingerprints, "POOL_FROM", 0)
+    rest = prepare_fingerprints(home, IndexSettings(), workers=2)  # the pool: spawned workers
+    assert not rest.interrupted and rest.fingerprinted >= 1 and (home / "cache" / "fingerprints" / PREPARED).exists()
+    assert _cached(home) == versions.prepared  # the same files as the fixture's in-process run
+    for name in _cached(home):
+        assert np.array_equal(np.load(home / "cache" / "fingerprints" / name),
+                              np.load(versions.home / "cache" / "fingerprints" / name))
+    assert prepare_fingerprints(home, IndexSettings(), workers=2).fingerprinted == 0  # prepared: nothing to do
+
+
+def test_a_fingerprint_that_hangs_its_worker_stops_at_the_decoders_deadline(monkeypatch):
+    import signal
+    import time
+
+    import recsys.embedder.fingerprint as fingerprint
+    from recsys.embedder.decoding import fingerprint_with_deadline
+
+    monkeypatch.setattr(fingerprint, "fingerprint_file", lambda *a, **k: time.sleep(5))
+    previous = signal.getsignal(signal.SIGALRM)
+    t0 = time.monotonic()
+    bits, why = fingerprint_with_deadline("/music/hangs.mp3", 30.0, 0.0, 1.0)
+    assert len(bits) == 0 and "audio.decode_timeout_s" in why and time.monotonic() - t0 < 3
+    assert signal.getsignal(signal.SIGALRM) is previous and signal.alarm(0) == 0  # nothing left armed

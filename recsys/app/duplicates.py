@@ -22,9 +22,9 @@ from recsys.config import Settings
 from recsys.embedder.fingerprint import FingerprintCache, match
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.library.groups import DUPLICATE_CANDIDATE_COS, recording_key, same_recording
+from recsys.pipeline.fingerprints import close_pairs
 
 NEIGHBOURS = 10  # nearest neighbours looked at per track
-CHUNK = 1024  # queries searched together
 MAX_TAG_GROUP = 20  # more tracks than this with one artist and title ("Unknown Artist - Track 1") nominate nothing
 
 
@@ -75,15 +75,7 @@ def candidate_pairs(lib: LibraryVectors, searcher: Searcher, neighbours: int = N
     """Row pairs (i < j) worth judging, with their cosine: each track's nearest neighbours above ``min_cosine``, and
     tracks of one performer and title (up to :data:`MAX_TAG_GROUP` of them)."""
     vectors = lib.vectors
-    n = len(lib)
-    pairs: dict[tuple[int, int], float] = {}
-    for start in range(0, n, CHUNK):
-        rows = np.arange(start, min(start + CHUNK, n))
-        cosines, found = searcher.search_arrays(np.asarray(vectors[rows], dtype=np.float32), neighbours + 1)
-        for i, row, cos in zip(rows, found, cosines, strict=True):
-            for j, c in zip(row, cos, strict=True):
-                if j >= 0 and j != i and c >= min_cosine:
-                    pairs[(min(int(i), int(j)), max(int(i), int(j)))] = float(c)
+    pairs = close_pairs(lib, searcher, neighbours, min_cosine)
     by_key: dict[str, list[int]] = defaultdict(list)
     for i, (artist, title) in enumerate(zip(lib.values("artist"), lib.values("title"), strict=True)):
         key = recording_key(artist, title)

@@ -19,6 +19,7 @@ from recsys.index.ann import excluded_digest, read_manifest
 from recsys.index.store import TrackStore, table_location
 from recsys.library.sources import load_configured_library
 from recsys.library.track import Track
+from recsys.pipeline.fingerprints import prepare_fingerprints
 from recsys.pipeline.noop import NoopRecord, read_record, write_record
 from recsys.pipeline.plan import Plan, empty_folders, plan_next_run
 from recsys.pipeline.refresh import missing_keys, refresh_snapshot
@@ -30,7 +31,7 @@ class NoTracksError(RecsysError):
 
 
 def embed_library(
-    settings: Settings, retry_failed: bool = False, progress: Callable[[int], object] | None = None,
+    settings: Settings, retry_failed: bool = False, progress: Callable[..., object] | None = None,
     recheck: bool = False, engine: str = "local", address: str | None = None,
 ) -> EmbedReport:
     """`recsys embed`: read the library, embed what is new or changed, and refresh the index. ``recheck``: compare
@@ -56,11 +57,13 @@ def embed_library(
         # no table read (for a table in a bucket, only its versions)
         known = None if recheck else read_record(home, eid, library.tracks, empty, settings.index, table)
         if known is not None and not (retry_failed and known.known_failed):
-            return EmbedReport(
+            report = EmbedReport(
                 total=len(library.tracks), up_to_date=known.up_to_date, known_failed=known.known_failed,
                 stale=known.stale, missing=known.missing, kept_missing=known.missing_kept,
                 seconds=time.monotonic() - started, encoder=resolved.label, encoder_id=eid,
                 device=device_label(encoder), index=read_manifest(home) or {}, library=library, empty_folders=empty)
+            _fingerprint(settings, report, progress)  # a run stopped in that phase goes on; else one look at a marker
+            return report
         store = TrackStore.of(settings)
         if engine == "ray":
             from recsys.pipeline.ray_engine import embed_tracks_ray, ray_session
@@ -104,7 +107,19 @@ def embed_library(
                     up_to_date=plan.up_to_date, known_failed=plan.known_failed, stale=plan.stale,
                     missing=len(plan.missing), missing_kept=len(plan.missing_keys), table_rows=plan.table_rows,
                     excluded=excluded_digest(missing), failures=plan.failures), table)
+            _fingerprint(settings, report, progress)
     return report
+
+
+def _fingerprint(settings: Settings, report: EmbedReport, progress: Callable[..., object] | None) -> None:
+    """The lists' fingerprints for the refreshed snapshot (``embed.fingerprints``; :mod:`recsys.pipeline.fingerprints`)
+    into ``report``."""
+    if not settings.embed.fingerprints:
+        return
+    done = prepare_fingerprints(settings.home_path, settings.index, default_workers(settings.embed.workers), progress,
+                                settings.audio.decode_timeout_s)
+    report.fingerprinted, report.fingerprint_failures = done.fingerprinted, done.failures
+    report.interrupted = report.interrupted or done.interrupted
 
 
 def _plan_left(store: TrackStore, tracks: Sequence[Track], encoder_id: str, empty: Sequence[str]) -> Plan | None:

@@ -152,6 +152,7 @@ def _why(track: RankedTrack) -> str:
 
 def with_fingerprints(settings: Settings, lib: LibraryVectors) -> LibraryVectors:
     """``lib`` with its ``agreement`` set: the lists' "one recording" rule (``recsys.library.groups``) compares
-    two close tracks' fingerprints, each file's computed at most once (cached in the home by content id)."""
-    lib.agreement = row_agreement(FingerprintCache(settings.home_path), lib)
+    two close tracks' fingerprints as `recsys embed` cached them in the home (:mod:`recsys.pipeline.fingerprints`).
+    None is decoded here, so a query stays interactive: a pair without both fingerprints falls back to the cosine."""
+    lib.agreement = row_agreement(FingerprintCache(settings.home_path, decode=False), lib)
     return lib

@@ -1,4 +1,5 @@
-"""Decoding crops in worker processes: the only part of `recsys embed` that runs outside the main process.
+"""Decoding crops in worker processes (and, in `recsys embed`'s last phase, fingerprints): the only part of
+`recsys embed` that runs outside the main process.
 
 Kept apart from the pipeline so a spawned worker imports just this module and the decoder (numpy, soundfile, PyAV,
 soxr): not torch, lancedb or faiss, which the pipeline needs and which cost seconds per worker to import.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from multiprocessing.connection import Connection, wait
@@ -100,6 +103,33 @@ def _init_worker() -> None:
     """Worker processes leave Ctrl-C to the main process, which stops the run cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _init_decoding()
+
+
+def fingerprint_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes for `recsys embed`'s fingerprint phase (:func:`fingerprint_with_deadline`), started like the
+    decoders: spawned, Ctrl-C left to the main process, one decoder thread each."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+
+
+def fingerprint_with_deadline(path: str, duration_s: float, start_s: float,
+                              timeout_s: float) -> tuple[np.ndarray, str | None]:
+    """:func:`recsys.embedder.fingerprint.fingerprint_or_why` under the decoders' deadline (``audio.decode_timeout_s``,
+    by SIGALRM: in a :func:`fingerprint_pool` worker, or in a process's main thread): a file that hangs its decoder
+    has no fingerprint. Elsewhere (another thread) without a deadline."""
+    from recsys.embedder.fingerprint import NONE, fingerprint_or_why
+
+    armed = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, _on_alarm) if armed else None
+    if armed:
+        signal.alarm(max(1, int(np.ceil(timeout_s))))
+    try:
+        return fingerprint_or_why(path, duration_s, start_s)
+    except _DecodeTimeout:
+        return NONE, f"fingerprinting took longer than {timeout_s:g} s (audio.decode_timeout_s)"
+    finally:
+        if armed:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
 
 
 class Decoded(NamedTuple):

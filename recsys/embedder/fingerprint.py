@@ -11,8 +11,10 @@ every offset (an FFT cross-correlation), so a copy cut at either end still lines
 Each file is fingerprinted at most once per home: :class:`FingerprintCache` keeps them under
 ``<home>/cache/fingerprints`` by content id (a moved file keeps its fingerprint, a rewritten one gets a new one), and
 :func:`row_agreement` compares two rows of a snapshot through it, for the lists' "one recording" rule
-(:func:`recsys.library.groups.one_recording_with`). The decoder is imported on the first decode only: `recsys similar`
-starts without it.
+(:func:`recsys.library.groups.one_recording_with`). `recsys embed` fills the cache for every track close enough to
+another to be judged (:mod:`recsys.pipeline.fingerprints`); the lists read it without decoding (``decode=False``),
+`recsys duplicates` decodes what it lacks. The decoder is imported on the first decode only: `recsys similar` starts
+without it.
 """
 
 from __future__ import annotations
@@ -70,6 +72,21 @@ def fingerprint_file(path: str, duration_s: float, start_s: float = 0.0) -> np.n
     return fingerprint_samples(clip.samples)
 
 
+NONE = np.zeros((0, BANDS - 1), dtype=bool)  # the fingerprint of a file that has none (undecodable, a server's song)
+
+
+def fingerprint_or_why(path: str, duration_s: float, start_s: float = 0.0) -> tuple[np.ndarray, str | None]:
+    """(fingerprint, None), or (:data:`NONE`, why) for a file that cannot be fingerprinted: a server's song would be
+    downloaded whole (the vectors' rule judges it), a bad file is its pairs' fallback, never an error. What the
+    cache and `recsys embed`'s worker processes both compute."""
+    if not path or is_remote(path):
+        return NONE, None
+    try:
+        return fingerprint_file(path, duration_s, start_s), None
+    except (RecsysError, OSError, ValueError) as exc:
+        return NONE, str(exc) or type(exc).__name__
+
+
 CACHE_DIR = Path("cache") / "fingerprints"  # under the home
 
 
@@ -79,12 +96,15 @@ class FingerprintCache:
     A file that cannot be fingerprinted (undecodable, a server's song, too short) is remembered as such (an empty
     fingerprint), so it is not decoded again; :meth:`get` gives None for it. Only a folder that is recsys's home
     (its marker) gets a cache; one that cannot be written (a read-only home) only costs the next run the decode:
-    nothing here raises for the cache's sake.
+    nothing here raises for the cache's sake. ``decode=False`` (the lists): a file not in the cache is not decoded
+    and :meth:`get` gives None for it, so a query never waits for a whole-file decode.
     """
 
-    def __init__(self, home: str | Path | None) -> None:
+    def __init__(self, home: str | Path | None, decode: bool = True) -> None:
         self.folder = Path(home) / CACHE_DIR if home is not None and is_own(home) else None
+        self.decode = decode
         self._memory: dict[str, np.ndarray] = {}
+        self._absent: set[str] = set()  # not cached, not decoded (decode=False)
         self.decoded = 0  # files decoded by this cache (not found in memory nor on disk)
         self.failures: list[tuple[str, str]] = []  # (path, why) of the files decoded without a fingerprint
 
@@ -96,23 +116,31 @@ class FingerprintCache:
     def get(self, content_id: str, path: str, duration_s: float, start_s: float = 0.0) -> np.ndarray | None:
         """The fingerprint of the file (or CUE track) with ``content_id`` at ``path``; None when it has none."""
         found = self._memory.get(content_id)
-        if found is None:
+        if found is None and content_id not in self._absent:
             found = self._load(content_id)
         if found is None:
-            found = self._compute(path, duration_s, start_s)
+            if not self.decode:
+                self._absent.add(content_id)
+                return None
+            bits, why = fingerprint_or_why(path, duration_s, start_s)
             self.decoded += 1
-            self._store(content_id, found)
+            self.put(content_id, path, bits, why)
+            return bits if len(bits) else None
         self._memory[content_id] = found
         return found if len(found) else None
 
-    def _compute(self, path: str, duration_s: float, start_s: float) -> np.ndarray:
-        if not path or is_remote(path):  # a server's song would be downloaded whole: the vectors' rule judges it
-            return np.zeros((0, BANDS - 1), dtype=bool)
-        try:
-            return fingerprint_file(path, duration_s, start_s)
-        except (RecsysError, OSError, ValueError) as exc:  # one bad file is its pairs' fallback, never an error
-            self.failures.append((path, str(exc) or type(exc).__name__))
-            return np.zeros((0, BANDS - 1), dtype=bool)
+    def cached(self, content_id: str) -> bool:
+        """Whether the file with ``content_id`` has an entry on disk (a fingerprint, or none remembered)."""
+        where = self._file(content_id)
+        return where is not None and where.is_file()
+
+    def put(self, content_id: str, path: str, bits: np.ndarray, why: str | None = None) -> None:
+        """Keep what :func:`fingerprint_or_why` gave for the file at ``path`` (``why``: it has none, and why)."""
+        if why is not None:
+            self.failures.append((path, why))
+        self._memory[content_id] = bits
+        self._absent.discard(content_id)
+        self._store(content_id, bits)
 
     def _load(self, content_id: str) -> np.ndarray | None:
         where = self._file(content_id)
@@ -137,6 +165,11 @@ class FingerprintCache:
             pass
 
 
+def row_fingerprint_key(row: dict) -> str:
+    """The cache key of a snapshot row's file: its content id (its path where it has none)."""
+    return str(row.get("content_id") or row.get("path"))
+
+
 def row_agreement(cache: FingerprintCache, lib: Any) -> Callable[[int, int], float | None]:
     """``(row, row) -> agreement`` of two rows of a snapshot (``lib.row(i)`` gives path, content_id, duration_s and
     start_s) through ``cache``, each pair compared once; None when either has no fingerprint or they are too short to
@@ -150,7 +183,7 @@ def row_agreement(cache: FingerprintCache, lib: Any) -> Callable[[int, int], flo
             if a.get("content_id") and a.get("content_id") == b.get("content_id"):
                 pairs[key] = 1.0
             else:
-                fa, fb = (cache.get(str(m.get("content_id") or m.get("path")), m.get("path") or "",
+                fa, fb = (cache.get(row_fingerprint_key(m), m.get("path") or "",
                                     float(m.get("duration_s") or 0.0), float(m.get("start_s") or 0.0))
                           for m in (a, b))
                 agreed, _, overlap = match(fa, fb) if fa is not None and fb is not None else (0.0, 0.0, 0.0)

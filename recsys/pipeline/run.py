@@ -65,6 +65,8 @@ class EmbedReport:
     kept_missing: int = 0  # rows kept although their file is missing (left out of the index; `recsys prune`)
     empty_folders: list[str] = field(default_factory=list)  # music folders that hold nothing now (unmounted?)
     plan: Plan | None = None
+    fingerprinted: int = 0  # files fingerprinted for the lists' "one recording" rule (recsys.pipeline.fingerprints)
+    fingerprint_failures: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of those with none
 
     @property
     def decoded_per_s(self) -> float:
