@@ -309,6 +309,22 @@ def test_uncertain_mode_skips_an_album_the_owner_has_judged():
     assert not {t.key for t in unsure} & set(lib.keys[19:25]), [t.album for t in unsure]
 
 
+def test_uncertain_mode_offers_even_odds_of_the_probability_it_shows():
+    """Issue 27 walk: `--mode uncertain` printed `1.0*  like 0%` on every track: it ranked by a uniform prior's
+    doubt (no vote at all: even odds) while the probability shown is shrunk toward PRIOR 0 (no vote: 0 %). One
+    prior for both: what it offers is near even odds of the like-probability shown, and thinly voted."""
+    vectors, which = clusters(n_clusters=6, per=30)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    liked = [i for i in range(180) if which[i] == 0][:6]
+    mixed = [i for i in range(180) if which[i] == 1][:4]  # a style the owner rated 5 and 1 stars alike
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in liked]
+    tracks += [Track(path=lib.keys[i], rating=1.0 if j % 2 else 0.2) for j, i in enumerate(mixed)]
+    unsure = rank(lib, tracks, None, top_n=8, mode="uncertain", max_per_album=8, max_per_artist=8).tracks
+    assert len(unsure) == 8
+    assert all(0.2 <= t.like <= 0.8 for t in unsure), [round(t.like, 2) for t in unsure]
+    assert unsure[0].score == pytest.approx(max(t.score for t in unsure))
+
+
 def test_stars_shown_are_the_like_probability_and_min_rating_filters_on_them():
     """Issue 27: '2.9* ... like 87%' came from a second model (a ridge regression of the stars); the stars shown and
     --min-rating are one monotone function of the probability that ranked."""

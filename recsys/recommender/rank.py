@@ -423,8 +423,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         candidate &= predicted >= min_rating
     if allowed is not None:
         candidate &= allowed
-    relevance = (uncertainty(p_knn, support, p_model if like is not p_knn else None, w_model, w_knn)
-                 if mode == "uncertain" else like)
+    relevance = uncertainty(like, support) if mode == "uncertain" else like
     if boost is not None:  # e.g. `playlist --tag`: the order is the taste times the tag's probability
         relevance = relevance * boost
     rows = np.flatnonzero(candidate)
@@ -537,24 +536,21 @@ def shown_rating(like: np.ndarray) -> np.ndarray:
     return (0.2 + 0.8 * np.clip(like, 0.0, 1.0)).astype(np.float32)
 
 
-def uncertainty(p_knn: np.ndarray, support: np.ndarray, p_model: np.ndarray | None = None, w_model: float = 0.2,
-                w_knn: float = 0.8) -> np.ndarray:
+def uncertainty(like: np.ndarray, support: np.ndarray) -> np.ndarray:
     """How unsure the ranking is about each track, in [0, 1]: what ``--mode uncertain`` offers first.
 
-    The votes are read as a Beta posterior of the like-probability from a uniform prior: ``liked + 1`` and
-    ``not liked + 1`` vote weight (``vote`` returns the share shrunk toward ``PRIOR``; the weights are recovered
-    from it and the support). Its mean, blended with the classifier's ``p_model`` as the playlist blends it, is
-    the probability; the uncertainty is the standard deviation of a Beta of that mean and the votes' weight,
-    ``sqrt(p (1 - p) / (support + 3))``, scaled to 1 for a track no rated track reaches at even odds. So a track
-    of an album the owner rated 19 times with 1-2 stars, however unsure the classifier alone is, is not
-    uncertain: its votes have judged it; what is offered is near even odds AND thinly voted.
+    The uncertainty of the very probability shown (``like``: the votes' share shrunk toward ``PRIOR`` with
+    ``ALPHA`` votes' worth, blended with the classifier as the playlist blends it), read as the mean of a Beta
+    posterior whose weight is the votes' (``support``) plus the prior's: its standard deviation
+    ``sqrt(p (1 - p) / (support + ALPHA + 1))``, scaled to 1 at even odds with no vote. One prior for both: a
+    uniform one here once ranked first the tracks no vote reaches, which the playlist then showed at "like 0 %"
+    (the prior's "not liked until the neighbours say so"). So what is offered is near even odds AND thinly voted;
+    a track no rated track reaches is not liked by the shrinkage, not uncertain, and the unrated rest of an album
+    the owner rated 19 times with 1-2 stars is judged, however unsure the classifier alone is.
     """
-    support = np.asarray(support, dtype=np.float64)
-    liked = np.clip(np.asarray(p_knn, dtype=np.float64) * (support + ALPHA) - ALPHA * PRIOR, 0.0, support)
-    p = (liked + 1.0) / (support + 2.0)
-    if p_model is not None:
-        p = (w_model * np.asarray(p_model, dtype=np.float64) + w_knn * p) / (w_model + w_knn)
-    return np.clip(2.0 * np.sqrt(3.0 * p * (1.0 - p) / (support + 3.0)), 0.0, 1.0).astype(np.float32)
+    p = np.clip(np.asarray(like, dtype=np.float64), 0.0, 1.0)
+    weight = np.asarray(support, dtype=np.float64) + ALPHA
+    return np.clip(2.0 * np.sqrt((ALPHA + 1.0) * p * (1.0 - p) / (weight + 1.0)), 0.0, 1.0).astype(np.float32)
 
 
 def _in_groups_of(groups: Groups | None, evidence_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
