@@ -13,7 +13,9 @@ At most ``max_voters`` rated tracks vote (the strongest ratings first): the sear
 Candidates: embedded tracks the owner has not rated (``include_rated`` adds them) and has not played
 ``played_min`` times or more (``include_played`` adds them: a track you play often is not a recommendation),
 predicted at least ``min_rating`` when given (``shown_rating`` of the like-probability: the stars shown are that
-probability's, never a second model's), whose file exists (checked only for the tracks considered).
+probability's, never a second model's), whose file exists (checked only for the tracks considered), and that is
+no copy of a track left out for its rating or plays (one recording by the lists' rule below, ``COPY``: a copy of a
+track the owner rated is no discovery; ``include_rated`` lets the rated ones' copies in).
 
 The evidence rule (taste mode; None turns it off): a candidate must get more than ``min_liked_share`` of its
 neighbour, album and artist votes from liked evidence (0.5: the liked evidence outweighs the not-liked; a track
@@ -110,6 +112,7 @@ SCORERS = ("blend", "neighbours", "classifier")
 WEAK = "too little liked evidence"
 AUDIO_ONLY = "too few liked votes for a track recommended on its sound alone"
 UNLIKED = "its album or artist is rated and none of it liked"
+COPY = "copy of a track you rated or play often"
 
 
 class RankError(RecsysError):
@@ -213,12 +216,16 @@ class _Rules:
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
          recordings: list[str], paths: list[str], rules: _Rules,
          seeds: Sequence[int] = (), seed_recordings: Sequence[str] = (),
-         agreement: Agreement | None = None) -> tuple[list[int], Counter[str]]:
+         agreement: Agreement | None = None, owned: np.ndarray | None = None,
+         owned_recordings: Collection[str] = ()) -> tuple[list[int], Counter[str]]:
     """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed.
 
     A candidate that is one recording with a seed row (the track the radio plays) is a duplicate too; closeness
     to the seeds is not penalised (a playlist around seeds should sound like them). Only a candidate within
-    ``DUPLICATE_CANDIDATE_COS`` of a picked or seed track is judged by ``one_recording_with`` (``agreement``)."""
+    ``DUPLICATE_CANDIDATE_COS`` of a picked or seed track is judged by ``one_recording_with`` (``agreement``).
+    A candidate that is one recording (the same rule) with one of the ``owned`` rows (the rated or often played
+    tracks that are no candidates; ``owned_recordings`` their performer-and-title keys) is removed as a ``COPY``:
+    a copy of a track the owner rated is not a discovery, however near it sounds to the liked ones."""
     cand = vectors[short]
     rel = np.asarray(relevance, dtype=np.float32)
     max_sim = np.full(len(short), -1.0, dtype=np.float32)
@@ -228,6 +235,17 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     per_artist: Counter[str] = Counter()
     per_album: Counter[str] = Counter()
     seen_recordings: set[str] = set(seed_recordings) - {""}
+    owned = np.zeros(0, dtype=np.int64) if owned is None else np.asarray(owned, dtype=np.int64)
+    owned_vectors = np.asarray(vectors[owned], dtype=np.float32)
+
+    def copy_of_owned(i: int) -> bool:
+        if recordings[i] and recordings[i] in owned_recordings:
+            return True
+        if not len(owned):
+            return False
+        near = owned[owned_vectors @ cand[i] >= DUPLICATE_CANDIDATE_COS]
+        return bool(len(near)) and one_recording_with(vectors, int(short[i]), near, agreement)
+
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
@@ -245,6 +263,8 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                     max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
                     and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
+            elif copy_of_owned(int(i)):
+                reason = COPY
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
             elif album and per_album[album] >= rules.max_per_album:
@@ -287,7 +307,8 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
              "artist cap": f"artist cap (--max-per-artist {rules.max_per_artist})",
              WEAK: f"evidence rule (recommend.min_liked_share {rules.min_liked_share:g})",
              AUDIO_ONLY: f"evidence rule for sound alone (recommend.min_audio_votes {rules.min_audio_votes:g})",
-             UNLIKED: "evidence rule for albums you rated (recommend.block_unliked_albums)"}
+             UNLIKED: "evidence rule for albums you rated (recommend.block_unliked_albums)",
+             COPY: "copies of tracks you rated or play often (one recording: --include-rated lets them in)"}
     parts = [f"{names.get(k, k)} {v}" for k, v in removed.most_common()]
     main = removed.most_common(1)[0][0] if removed else "too few candidates"
     if main == WEAK:
@@ -417,6 +438,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         if row is not None and ((t.rating is not None and not include_rated)
                                 or (t.rating is None and t.playcount >= played_min and not include_played)):
             candidate[row] = False
+    owned = np.flatnonzero(~candidate)  # rated (or often played) and left out: so are their copies (``_mmr``)
     if len(seeds):
         candidate[[row_of[s] for s in seeds]] = False
     if min_rating is not None:
@@ -469,8 +491,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     seed_rows = [row_of[s] for s in seeds]
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
+    owned_recordings = {recording_key(a, t) for a, t in zip(_take(meta, "artist", owned), _take(meta, "title", owned),
+                                                            strict=True)} - {""}
     picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
-                               seed_rows, seed_recordings, getattr(lib, "agreement", None))
+                               seed_rows, seed_recordings, getattr(lib, "agreement", None), owned, owned_recordings)
     removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
