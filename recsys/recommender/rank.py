@@ -177,6 +177,19 @@ class RankedTrack(Labelled):
     near_disliked: list[Near] = field(default_factory=list)
     album_voters: tuple[int, int] = (0, 0)  # liked and not-liked rated (or often played) tracks of its album
     artist_voters: tuple[int, int] = (0, 0)  # ... and of its artist
+    rating: float | None = None  # the owner's own rating, in [0, 1], when they rated it (radio, seeds, include_rated)
+
+    @property
+    def shown(self) -> float | None:
+        """The stars shown, in [0, 1]: the owner's own rating where there is one, else ``predicted``. A radio
+        around a song once showed 3.0* on a track its owner rated 5*: the seeded like-probability is right for the
+        order, but a prediction that contradicts the owner's own stars reads as a mistake."""
+        return self.rating if self.rating is not None else self.predicted
+
+    @property
+    def shown_from(self) -> str | None:
+        """Whose stars ``shown`` are: "rating" (the owner's), "prediction" (``shown_rating``), None (neither)."""
+        return "rating" if self.rating is not None else None if self.predicted is None else "prediction"
 
 
 @dataclass
@@ -504,13 +517,15 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         album_voters = shared_voters(groups.album, evidence, liked, chosen)
         artist_voters = shared_voters(groups.artist, evidence, liked, chosen)
     near_liked, near_disliked = _nearest_rated(vectors, chosen, lib.keys, tracks, row_of, seeds)
+    picked_keys = {lib.keys[r] for r in chosen.tolist()}
+    ratings = {t.key: t.rating for t in tracks if t.rating is not None and t.key in picked_keys}
     out = [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[i] or 0.0), score=float(relevance[r]),
                        predicted=float(predicted[r]), artist=artist_raw[j] or "",
                        title=title_raw[j] or "", album=album_raw[j] or "", track_number=numbers[i],
                        duration_s=durations[i], because=[x.label for x in near_liked[i]], like=float(like[r]),
                        like_model=None if p_model is None else float(p_model[r]), like_neighbours=float(p_knn[r]),
                        near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
-                       artist_voters=artist_voters[i])
+                       artist_voters=artist_voters[i], rating=ratings.get(lib.keys[r]))
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
     shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY] + removed[UNLIKED]  # the evidence rule saw all
     resting = 0 if order is relevance else int((order[rows] < relevance[rows]).sum()) - int(
