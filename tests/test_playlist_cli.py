@@ -122,7 +122,8 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout)
     assert hits and set(hits[0]) == {"key", "path", "start_s", "score", "predicted_rating", "predicted_stars",
-                                     "artist", "title", "album"}
+                                     "stars", "stars_from", "artist", "title", "album"}
+    assert hits[0]["stars_from"] == "prediction" and hits[0]["stars"] == hits[0]["predicted_stars"]
     # no classifier yet: the neighbour votes alone, and the stars shown are theirs (1 + 4 x the like-probability)
     assert hits[0]["predicted_stars"] == pytest.approx(5 * hits[0]["predicted_rating"], abs=0.01)
     assert hits[0]["predicted_rating"] > 0.6
