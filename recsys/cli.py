@@ -700,8 +700,10 @@ def _render_playlist(result, as_json: bool, explain: bool) -> None:
     if as_json:
         click.echo(json.dumps([_track_json(t, explain) for t in result.tracks], ensure_ascii=False, indent=1))
     else:
+        mark = any(t.shown_from == "rating" for t in result.tracks)  # "yours" marks the owner's own stars
         for rank, t in enumerate(result.tracks, 1):
-            stars = "" if t.predicted is None else f"{t.predicted * 5:4.1f}*  "
+            whose = ("yours " if t.shown_from == "rating" else " " * 6) if mark else ""
+            stars = "" if t.shown is None else f"{t.shown * 5:4.1f}* {whose} "
             line = f"{rank:3d}  {stars}{_one_line(t.label)}  ({_one_line(t.album or '-')})"
             click.echo(line)
             if explain:
@@ -712,8 +714,9 @@ def _render_playlist(result, as_json: bool, explain: bool) -> None:
 def _track_json(t, explain: bool) -> dict:
     stars = None if t.predicted is None else round(t.predicted * 5, 2)
     out = {"key": t.key, "path": t.path, "start_s": t.start_s, "score": round(t.score, 6),
-           "predicted_rating": t.predicted, "predicted_stars": stars, "artist": t.artist, "title": t.title,
-           "album": t.album}
+           "predicted_rating": t.predicted, "predicted_stars": stars,
+           "stars": None if t.shown is None else round(t.shown * 5, 2), "stars_from": t.shown_from,
+           "artist": t.artist, "title": t.title, "album": t.album}
     if explain:
         out["explain"] = {"like_probability": None if t.like is None else round(t.like, 4),
                           "like_classifier": None if t.like_model is None else round(t.like_model, 4),

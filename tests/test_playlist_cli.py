@@ -122,7 +122,8 @@ def test_playlist_default_path_json_explain_and_m3u8(embedded):
     assert r.exit_code == 0, r.output
     hits = json.loads(r.stdout)
     assert hits and set(hits[0]) == {"key", "path", "start_s", "score", "predicted_rating", "predicted_stars",
-                                     "artist", "title", "album"}
+                                     "stars", "stars_from", "artist", "title", "album"}
+    assert hits[0]["stars_from"] == "prediction" and hits[0]["stars"] == hits[0]["predicted_stars"]
     # no classifier yet: the neighbour votes alone, and the stars shown are theirs (1 + 4 x the like-probability)
     assert hits[0]["predicted_stars"] == pytest.approx(5 * hits[0]["predicted_rating"], abs=0.01)
     assert hits[0]["predicted_rating"] > 0.6
@@ -165,7 +166,15 @@ def test_include_rated_and_seed(embedded):
     r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "12", "--include-rated",
                 "--out", str(lib.root / "all.xspf"))
     assert r.exit_code == 0, r.output
-    assert rated & {h["path"] for h in json.loads(r.stdout)}
+    hits = json.loads(r.stdout)
+    assert rated & {h["path"] for h in hits}
+    # issue 27 walk: a radio showed 3.0* on a track rated 5*: a rated track shows its owner's stars, and says so
+    by_path = {s.path: s.rating for s in lib.songs}
+    for h in hits:
+        if h["path"] in rated:
+            assert h["stars_from"] == "rating" and h["stars"] == pytest.approx(by_path[h["path"]] * 5)
+        else:
+            assert h["stars_from"] == "prediction" and h["stars"] == h["predicted_stars"]
 
     seed = lib.songs[3]
     r = lib.run("playlist", "--db", str(lib.db), "--json", "--top-n", "2", "--seed", seed.path,

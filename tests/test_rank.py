@@ -309,6 +309,45 @@ def test_uncertain_mode_skips_an_album_the_owner_has_judged():
     assert not {t.key for t in unsure} & set(lib.keys[19:25]), [t.album for t in unsure]
 
 
+def test_uncertain_mode_offers_even_odds_of_the_probability_it_shows():
+    """Issue 27 walk: `--mode uncertain` printed `1.0*  like 0%` on every track: it ranked by a uniform prior's
+    doubt (no vote at all: even odds) while the probability shown is shrunk toward PRIOR 0 (no vote: 0 %). One
+    prior for both: what it offers is near even odds of the like-probability shown, and thinly voted."""
+    vectors, which = clusters(n_clusters=6, per=30)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    liked = [i for i in range(180) if which[i] == 0][:6]
+    mixed = [i for i in range(180) if which[i] == 1][:4]  # a style the owner rated 5 and 1 stars alike
+    tracks = [Track(path=lib.keys[i], rating=1.0) for i in liked]
+    tracks += [Track(path=lib.keys[i], rating=1.0 if j % 2 else 0.2) for j, i in enumerate(mixed)]
+    unsure = rank(lib, tracks, None, top_n=8, mode="uncertain", max_per_album=8, max_per_artist=8).tracks
+    assert len(unsure) == 8
+    assert all(0.2 <= t.like <= 0.8 for t in unsure), [round(t.like, 2) for t in unsure]
+    assert unsure[0].score == pytest.approx(max(t.score for t in unsure))
+
+
+def test_a_copy_of_a_rated_track_is_no_candidate_unless_include_rated():
+    """Issue 27 walk: "You Lose..." (cosine 1.00 to the main theme rated 5*) came 3rd, `near liked: ... Main Theme
+    5* cos 1.00`. A copy of a rated track, by sound or by performer and title (the lists' one-recording rule), is
+    no discovery: left out and counted, unless --include-rated."""
+    vectors, which = clusters(n_clusters=6, per=30)
+    vectors = vectors.copy()
+    liked = [i for i in range(180) if which[i] == 0][:8]
+    vectors[liked[-1] + 1] = vectors[liked[0]]  # an unrated copy of a liked track (another name, same sound)
+    lib = library(n=len(vectors), vectors=vectors, n_artists=len(vectors))
+    lib.meta["artist"][liked[-1] + 2], lib.meta["title"][liked[-1] + 2] = lib.meta["artist"][liked[1]], "Song 1"
+    lib.meta["title"][liked[1]] = "Song 1"  # ... and one of the same performer and title
+    copies = {lib.keys[liked[-1] + 1], lib.keys[liked[-1] + 2]}
+    tracks = [Track(path=lib.keys[i], rating=1.0, artist=lib.meta["artist"][i], title=lib.meta["title"][i])
+              for i in liked]
+    out = few_liked(lib, tracks, None, top_n=40, max_per_album=40, max_per_artist=40, min_liked_share=None)
+    assert len(out.tracks) > 10 and not copies & {t.key for t in out.tracks}
+    assert out.removed.get("copy of a track you rated or play often") == 2
+    both = few_liked(lib, tracks, None, top_n=40, max_per_album=40, max_per_artist=40, min_liked_share=None,
+                     include_rated=True)
+    assert "copy of a track you rated or play often" not in both.removed  # one version of each, as in every list
+    assert {lib.keys[liked[0]], lib.keys[liked[-1] + 1]} & {t.key for t in both.tracks}
+
+
 def test_stars_shown_are_the_like_probability_and_min_rating_filters_on_them():
     """Issue 27: '2.9* ... like 87%' came from a second model (a ridge regression of the stars); the stars shown and
     --min-rating are one monotone function of the probability that ranked."""

@@ -136,15 +136,16 @@ def snapshot_entry(lib: LibraryVectors, row: int, similarity: float) -> Playlist
 
 def ranked_entries(tracks: Sequence[RankedTrack]) -> list[PlaylistEntry]:
     """A ranking's tracks as the playlist writers take them (the one conversion): the annotation says why each is
-    there, its predicted stars and the liked (or seed) tracks it is close to."""
+    there, its stars (the owner's own where they rated it, ``RankedTrack.shown``) and the liked (or seed) tracks it
+    is close to."""
     return [PlaylistEntry(key=t.key, path=t.path, start_s=t.start_s, artist=t.artist, title=t.title, album=t.album,
                           track_number=t.track_number, duration_s=t.duration_s, annotation=_why(t)) for t in tracks]
 
 
 def _why(track: RankedTrack) -> str:
     parts = []
-    if track.predicted is not None:
-        parts.append(f"predicted {track.predicted * 5:.1f} stars")
+    if track.shown is not None:
+        parts.append(f"{'your rating' if track.shown_from == 'rating' else 'predicted'} {track.shown * 5:.1f} stars")
     if track.because:
         parts.append("close to " + "; ".join(track.because))
     return ", ".join(parts) or f"score {track.score:.3f}"

@@ -25,7 +25,7 @@ from recsys.library.track import Track
 from recsys.playlists import write_playlist
 from recsys.playlists.read import read_playlist
 from recsys.recommender.persistence import ClassifierError, RatingModel
-from recsys.recommender.rank import RankedTrack, Ranking, RankSettings, rank
+from recsys.recommender.rank import COPY, RankedTrack, Ranking, RankSettings, rank
 
 
 @dataclass
@@ -189,6 +189,10 @@ def make_playlist(settings: Settings, req: PlaylistRequest) -> Playlist:
                           f"try {', '.join(_loosen(req, where))}, rate more tracks, or embed more music")
     if ranking.stopped:
         notes.append(f"the playlist is short: {ranking.stopped}")
+    elif ranking.removed.get(COPY):  # a short playlist's note counts them with the other rules
+        n = ranking.removed[COPY]
+        notes.append(f"{n} {'copy' if n == 1 else 'copies'} of tracks you rated or play often left out (one "
+                     "recording, as `recsys duplicates` finds them; --include-rated lets the rated ones' in)")
     name = req.name or settings.recommend.name
     title = f"{name} ({req.mode}, {date.today().isoformat()})"
     written, note = as_written(ranked_entries(ranking.tracks), fmt, settings, taste.db_kind,

@@ -83,7 +83,8 @@ class ClassifierReport:
         return "\n".join(lines)
 
 
-RULE = ("the rule: blended only if, on albums held out of training, the 5th percentile of its ROC-AUC over "
+RULE = ("the rule: blended only if, on albums held out of training, the 5th percentile of its ROC-AUC (against "
+        "each fold's base rate) over "
         "bootstrap resamples of the albums is above 0.5 AND its blend with the neighbour votes beats the votes alone "
         "(the votes already cover the albums you rated)")
 

@@ -13,7 +13,9 @@ At most ``max_voters`` rated tracks vote (the strongest ratings first): the sear
 Candidates: embedded tracks the owner has not rated (``include_rated`` adds them) and has not played
 ``played_min`` times or more (``include_played`` adds them: a track you play often is not a recommendation),
 predicted at least ``min_rating`` when given (``shown_rating`` of the like-probability: the stars shown are that
-probability's, never a second model's), whose file exists (checked only for the tracks considered).
+probability's, never a second model's), whose file exists (checked only for the tracks considered), and that is
+no copy of a track left out for its rating or plays (one recording by the lists' rule below, ``COPY``: a copy of a
+track the owner rated is no discovery; ``include_rated`` lets the rated ones' copies in).
 
 The evidence rule (taste mode; None turns it off): a candidate must get more than ``min_liked_share`` of its
 neighbour, album and artist votes from liked evidence (0.5: the liked evidence outweighs the not-liked; a track
@@ -108,6 +110,7 @@ SCORERS = ("blend", "neighbours", "classifier")
 WEAK = "too little liked evidence"
 AUDIO_ONLY = "too few liked votes for a track recommended on its sound alone"
 UNLIKED = "its album or artist is rated and none of it liked"
+COPY = "copy of a track you rated or play often"
 
 
 class RankError(RecsysError):
@@ -172,6 +175,19 @@ class RankedTrack(Labelled):
     near_disliked: list[Near] = field(default_factory=list)
     album_voters: tuple[int, int] = (0, 0)  # liked and not-liked rated (or often played) tracks of its album
     artist_voters: tuple[int, int] = (0, 0)  # ... and of its artist
+    rating: float | None = None  # the owner's own rating, in [0, 1], when they rated it (radio, seeds, include_rated)
+
+    @property
+    def shown(self) -> float | None:
+        """The stars shown, in [0, 1]: the owner's own rating where there is one, else ``predicted``. A radio
+        around a song once showed 3.0* on a track its owner rated 5*: the seeded like-probability is right for the
+        order, but a prediction that contradicts the owner's own stars reads as a mistake."""
+        return self.rating if self.rating is not None else self.predicted
+
+    @property
+    def shown_from(self) -> str | None:
+        """Whose stars ``shown`` are: "rating" (the owner's), "prediction" (``shown_rating``), None (neither)."""
+        return "rating" if self.rating is not None else None if self.predicted is None else "prediction"
 
 
 @dataclass
@@ -211,12 +227,16 @@ class _Rules:
 def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists: list[str], albums: list[str],
          recordings: list[str], paths: list[str], rules: _Rules,
          seeds: Sequence[int] = (), seed_recordings: Sequence[str] = (),
-         agreement: Agreement | None = None) -> tuple[list[int], Counter[str]]:
+         agreement: Agreement | None = None, owned: np.ndarray | None = None,
+         owned_recordings: Collection[str] = ()) -> tuple[list[int], Counter[str]]:
     """Positions in ``short`` picked greedily by MMR under the rules, and how many candidates each rule removed.
 
     A candidate that is one recording with a seed row (the track the radio plays) is a duplicate too; closeness
     to the seeds is not penalised (a playlist around seeds should sound like them). Only a candidate within
-    ``DUPLICATE_CANDIDATE_COS`` of a picked or seed track is judged by ``one_recording_with`` (``agreement``)."""
+    ``DUPLICATE_CANDIDATE_COS`` of a picked or seed track is judged by ``one_recording_with`` (``agreement``).
+    A candidate that is one recording (the same rule) with one of the ``owned`` rows (the rated or often played
+    tracks that are no candidates; ``owned_recordings`` their performer-and-title keys) is removed as a ``COPY``:
+    a copy of a track the owner rated is not a discovery, however near it sounds to the liked ones."""
     cand = vectors[short]
     rel = np.asarray(relevance, dtype=np.float32)
     max_sim = np.full(len(short), -1.0, dtype=np.float32)
@@ -226,6 +246,17 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     per_artist: Counter[str] = Counter()
     per_album: Counter[str] = Counter()
     seen_recordings: set[str] = set(seed_recordings) - {""}
+    owned = np.zeros(0, dtype=np.int64) if owned is None else np.asarray(owned, dtype=np.int64)
+    owned_vectors = np.asarray(vectors[owned], dtype=np.float32)
+
+    def copy_of_owned(i: int) -> bool:
+        if recordings[i] and recordings[i] in owned_recordings:
+            return True
+        if not len(owned):
+            return False
+        near = owned[owned_vectors @ cand[i] >= DUPLICATE_CANDIDATE_COS]
+        return bool(len(near)) and one_recording_with(vectors, int(short[i]), near, agreement)
+
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
@@ -243,6 +274,8 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                     max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
                     and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
+            elif copy_of_owned(int(i)):
+                reason = COPY
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
             elif album and per_album[album] >= rules.max_per_album:
@@ -285,7 +318,8 @@ def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed:
              "artist cap": f"artist cap (--max-per-artist {rules.max_per_artist})",
              WEAK: f"evidence rule (recommend.min_liked_share {rules.min_liked_share:g})",
              AUDIO_ONLY: f"evidence rule for sound alone (recommend.min_audio_votes {rules.min_audio_votes:g})",
-             UNLIKED: "evidence rule for albums you rated (recommend.block_unliked_albums)"}
+             UNLIKED: "evidence rule for albums you rated (recommend.block_unliked_albums)",
+             COPY: "copies of tracks you rated or play often (one recording: --include-rated lets them in)"}
     parts = [f"{names.get(k, k)} {v}" for k, v in removed.most_common()]
     main = removed.most_common(1)[0][0] if removed else "too few candidates"
     if main == WEAK:
@@ -413,14 +447,14 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         if row is not None and ((t.rating is not None and not include_rated)
                                 or (t.rating is None and t.playcount >= played_min and not include_played)):
             candidate[row] = False
+    owned = np.flatnonzero(~candidate)  # rated (or often played) and left out: so are their copies (``_mmr``)
     if len(seeds):
         candidate[[row_of[s] for s in seeds]] = False
     if min_rating is not None:
         candidate &= predicted >= min_rating
     if allowed is not None:
         candidate &= allowed
-    relevance = (uncertainty(p_knn, support, p_model if like is not p_knn else None, w_model, w_knn)
-                 if mode == "uncertain" else like)
+    relevance = uncertainty(like, support) if mode == "uncertain" else like
     if boost is not None:  # e.g. `playlist --tag`: the order is the taste times the tag's probability
         relevance = relevance * boost
     rows = np.flatnonzero(candidate)
@@ -466,8 +500,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     seed_rows = [row_of[s] for s in seeds]
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
+    owned_recordings = {recording_key(a, t) for a, t in zip(_take(meta, "artist", owned), _take(meta, "title", owned),
+                                                            strict=True)} - {""}
     picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
-                               seed_rows, seed_recordings, getattr(lib, "agreement", None))
+                               seed_rows, seed_recordings, getattr(lib, "agreement", None), owned, owned_recordings)
     removed.update(mmr_removed)
     chosen = short[picked]
     starts, numbers, durations = (_take(meta, c, chosen) for c in ("start_s", "track_number", "duration_s"))
@@ -477,13 +513,15 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         album_voters = shared_voters(groups.album, evidence, liked, chosen)
         artist_voters = shared_voters(groups.artist, evidence, liked, chosen)
     near_liked, near_disliked = _nearest_rated(vectors, chosen, lib.keys, tracks, row_of, seeds)
+    picked_keys = {lib.keys[r] for r in chosen.tolist()}
+    ratings = {t.key: t.rating for t in tracks if t.rating is not None and t.key in picked_keys}
     out = [RankedTrack(key=lib.keys[r], path=paths[j], start_s=float(starts[i] or 0.0), score=float(relevance[r]),
                        predicted=float(predicted[r]), artist=artist_raw[j] or "",
                        title=title_raw[j] or "", album=album_raw[j] or "", track_number=numbers[i],
                        duration_s=durations[i], because=[x.label for x in near_liked[i]], like=float(like[r]),
                        like_model=None if p_model is None else float(p_model[r]), like_neighbours=float(p_knn[r]),
                        near_liked=near_liked[i], near_disliked=near_disliked[i], album_voters=album_voters[i],
-                       artist_voters=artist_voters[i])
+                       artist_voters=artist_voters[i], rating=ratings.get(lib.keys[r]))
            for i, (j, r) in enumerate(zip(picked, chosen, strict=True))]
     shortlisted = len(short) + removed[WEAK] + removed[AUDIO_ONLY] + removed[UNLIKED]  # the evidence rule saw all
     resting = 0 if order is relevance else int((order[rows] < relevance[rows]).sum()) - int(
@@ -533,24 +571,21 @@ def shown_rating(like: np.ndarray) -> np.ndarray:
     return (0.2 + 0.8 * np.clip(like, 0.0, 1.0)).astype(np.float32)
 
 
-def uncertainty(p_knn: np.ndarray, support: np.ndarray, p_model: np.ndarray | None = None, w_model: float = 0.2,
-                w_knn: float = 0.8) -> np.ndarray:
+def uncertainty(like: np.ndarray, support: np.ndarray) -> np.ndarray:
     """How unsure the ranking is about each track, in [0, 1]: what ``--mode uncertain`` offers first.
 
-    The votes are read as a Beta posterior of the like-probability from a uniform prior: ``liked + 1`` and
-    ``not liked + 1`` vote weight (``vote`` returns the share shrunk toward ``PRIOR``; the weights are recovered
-    from it and the support). Its mean, blended with the classifier's ``p_model`` as the playlist blends it, is
-    the probability; the uncertainty is the standard deviation of a Beta of that mean and the votes' weight,
-    ``sqrt(p (1 - p) / (support + 3))``, scaled to 1 for a track no rated track reaches at even odds. So a track
-    of an album the owner rated 19 times with 1-2 stars, however unsure the classifier alone is, is not
-    uncertain: its votes have judged it; what is offered is near even odds AND thinly voted.
+    The uncertainty of the very probability shown (``like``: the votes' share shrunk toward ``PRIOR`` with
+    ``ALPHA`` votes' worth, blended with the classifier as the playlist blends it), read as the mean of a Beta
+    posterior whose weight is the votes' (``support``) plus the prior's: its standard deviation
+    ``sqrt(p (1 - p) / (support + ALPHA + 1))``, scaled to 1 at even odds with no vote. One prior for both: a
+    uniform one here once ranked first the tracks no vote reaches, which the playlist then showed at "like 0 %"
+    (the prior's "not liked until the neighbours say so"). So what is offered is near even odds AND thinly voted;
+    a track no rated track reaches is not liked by the shrinkage, not uncertain, and the unrated rest of an album
+    the owner rated 19 times with 1-2 stars is judged, however unsure the classifier alone is.
     """
-    support = np.asarray(support, dtype=np.float64)
-    liked = np.clip(np.asarray(p_knn, dtype=np.float64) * (support + ALPHA) - ALPHA * PRIOR, 0.0, support)
-    p = (liked + 1.0) / (support + 2.0)
-    if p_model is not None:
-        p = (w_model * np.asarray(p_model, dtype=np.float64) + w_knn * p) / (w_model + w_knn)
-    return np.clip(2.0 * np.sqrt(3.0 * p * (1.0 - p) / (support + 3.0)), 0.0, 1.0).astype(np.float32)
+    p = np.clip(np.asarray(like, dtype=np.float64), 0.0, 1.0)
+    weight = np.asarray(support, dtype=np.float64) + ALPHA
+    return np.clip(2.0 * np.sqrt((ALPHA + 1.0) * p * (1.0 - p) / (weight + 1.0)), 0.0, 1.0).astype(np.float32)
 
 
 def _in_groups_of(groups: Groups | None, evidence_rows: np.ndarray, rows: np.ndarray) -> np.ndarray:
