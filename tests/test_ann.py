@@ -289,3 +289,34 @@ def test_the_index_kind_follows_the_track_count():
     # a manifest written before the compressed kind existed is current under the default settings
     old = {"exact_max_tracks": 30000, "hnsw_m": 32, "hnsw_ef_construction": 80}
     assert settings_match(old, default) and not settings_match(old, IndexSettings(compressed_min_tracks=10))
+
+
+def test_tag_matrix_copies_buffers_not_python_floats():
+    """tags.npy is built from the column's buffers: nulls (a whole row, one tag) become NaN, sliced and several
+    chunks land at their rows, and no Python float per tag is made (at a million tracks those were gigabytes)."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from recsys.index.ann import _tag_matrix
+
+    tags_type = pa.list_(pa.float32(), 3)
+    first = pa.array([[0.1, 0.2, 0.3], None, [0.4, None, 0.6]], tags_type)
+    second = pa.array([[9.0, 9.0, 9.0], [0.7, 0.8, 0.9], None], tags_type).slice(1)
+    got = _tag_matrix(pa.chunked_array([first, second, pa.array([], tags_type)]), 3)
+    nan = np.nan
+    want = np.array([[0.1, 0.2, 0.3], [nan] * 3, [0.4, nan, 0.6], [0.7, 0.8, 0.9], [nan] * 3], np.float32)
+    np.testing.assert_array_equal(got, want)
+    assert got.dtype == np.float32
+
+    n, n_tags = 20_000, 50
+    values = pa.array(np.random.default_rng(0).random(n * n_tags, dtype=np.float32))
+    column = pa.chunked_array([pa.FixedSizeListArray.from_arrays(values, n_tags)])
+    tracemalloc.start()
+    try:
+        matrix = _tag_matrix(column, n_tags)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert matrix.shape == (n, n_tags)
+    assert peak < 3 * matrix.nbytes, f"{peak / 2**20:.1f} MB traced for a {matrix.nbytes / 2**20:.0f} MB matrix"

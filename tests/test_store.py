@@ -194,3 +194,26 @@ def test_kill_9_mid_writes_leaves_whole_batches(tmp_path):
     np.testing.assert_array_equal(vectors, np.repeat(ids[:, None], 32, axis=1).astype(np.float32))
     store.upsert([_row("after", 1, encoder_id="e", dim=32)])  # and the table takes new writes
     assert store.count % 64 == 1
+
+
+def test_lance_metadata_cache_is_capped(tmp_path, monkeypatch):
+    """Each commit's version lists every fragment so far, and Lance caches each version's metadata it reads: over a
+    run of many batches that cache grew with the square of the batches (1 GiB by default). The store caps it."""
+    import recsys.index.store as store_module
+
+    cap = 256 << 10
+    sessions = []
+    real_session = lancedb.Session
+
+    def session(**kwargs):
+        sessions.append(made := real_session(**kwargs))
+        return made
+
+    monkeypatch.setattr(store_module, "METADATA_CACHE_BYTES", cap, raising=False)
+    monkeypatch.setattr(lancedb, "Session", session)
+    store = TrackStore.open(tmp_path)
+    for i in range(40):
+        store.upsert([_row(f"/m/{i}-{j}.flac", seed=i) for j in range(2)])
+    assert store.count == 80
+    assert len(sessions) == 1, "the store's connection has no session of its own"
+    assert 0 < sessions[0].size_bytes <= cap

@@ -421,11 +421,19 @@ def _damaged(home: Path, what: str) -> AnnError:
 
 
 def _tag_matrix(column: pa.ChunkedArray, n_tags: int) -> np.ndarray:
-    """The ``tags`` column as float32 N x n_tags, NaN rows where a track has none."""
+    """The ``tags`` column as float32 N x n_tags, NaN rows where a track has none. Copied chunk by chunk from the
+    column's buffers: a Python float per tag would cost gigabytes at a million tracks."""
     out = np.full((len(column), n_tags), np.nan, np.float32)
-    for i, value in enumerate(column.to_pylist()):
-        if value is not None:
-            out[i] = value
+    start = 0
+    for chunk in column.chunks:
+        n = len(chunk)
+        if n:
+            values = chunk.values.slice(chunk.offset * n_tags, n * n_tags).to_numpy(zero_copy_only=False)
+            rows = out[start:start + n]
+            rows[:] = values.reshape(n, n_tags)
+            if chunk.null_count:  # a null row's slots hold whatever the writer left there
+                rows[~chunk.is_valid().to_numpy(zero_copy_only=False)] = np.nan
+        start += n
     return out
 
 

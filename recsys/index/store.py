@@ -48,15 +48,21 @@ if TYPE_CHECKING:
     from recsys.config import Settings
 
 
+METADATA_CACHE_BYTES = 16 << 20  # Lance's cache of table metadata, per connection (see _connect)
+
 # lancedb is imported on first use (~1.3 s, most of a no-op `recsys embed` or `recsys status`): the classes here are
 # the row classes here are used by code that never touches the table.
 def _connect(location: TableLocation | Path) -> lancedb.DBConnection:
     import lancedb
 
+    # Lance keeps the metadata of every table version it reads in a per-connection cache (1 GiB by default). A writer
+    # commits a version per batch of rows and each lists every fragment so far, so that cache grows with the square
+    # of the batches of one run (the whole GiB well before a million tracks); the versions a run reads again are few.
+    session = lancedb.Session(metadata_cache_size_bytes=METADATA_CACHE_BYTES)
     if isinstance(location, TableLocation) and location.remote:
         object_store.check_reachable(location.uri, location.storage_options)  # one line, not Lance's retry dump
-        return lancedb.connect(location.uri, storage_options=dict(location.storage_options) or None)
-    return lancedb.connect(str(location.uri if isinstance(location, TableLocation) else location))
+        return lancedb.connect(location.uri, storage_options=dict(location.storage_options) or None, session=session)
+    return lancedb.connect(str(location.uri if isinstance(location, TableLocation) else location), session=session)
 
 
 @dataclass(frozen=True)
