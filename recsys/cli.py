@@ -580,14 +580,14 @@ def train_classifier(ctx, db, folders, min_ratings, seed):
     """Learn your taste from the star ratings in your player (stage 2).
 
     Reads the ratings live from the player database, joins them to the embedded tracks, and compares, by
-    cross-validation that holds out whole albums and artists, logistic and ridge regression on the vectors, the
-    MLP and the neighbour votes, each predicting the probability that you like a track (4 stars and up), against
-    the base rate (each held-out prediction is judged against the share of liked tracks its fold trained on, so a
-    fold that holds out a liked album does not count against every model). The best is saved; it is blended into playlists only if, on the held-out albums, it is clearly
-    better than chance (the 5th percentile of its ROC-AUC over bootstrap resamples of the albums above 0.5) AND its
-    blend with the neighbour votes beats the votes alone (the votes already cover the albums you rated); else
-    playlists rank by the neighbour votes alone and this says so. With few ratings, play and skip counts add weak
-    evidence (see README).
+    cross-validation that holds out whole albums and artists, logistic and ridge regression on the vectors, the MLP
+    and the neighbour votes, each predicting the probability that you like a track (4 stars and up), against the
+    base rate (each held-out prediction is judged against the share of liked tracks its fold trained on, so a fold
+    that holds out a liked album does not count against every model). The best is saved; it is blended into
+    playlists only if, on the held-out albums, it is clearly better than chance (the 5th percentile of its ROC-AUC
+    over bootstrap resamples of the albums above 0.5) AND its blend with the neighbour votes beats the votes alone
+    (the votes already cover the albums you rated); else playlists rank by the neighbour votes alone and this says
+    so. With few ratings, play and skip counts add weak evidence (see README).
     The run, the metrics, the model and a model card go to MLflow (sqlite:///<home>/mlflow.db by default).
     """
     from recsys.app.train_classifier import train_from_player
