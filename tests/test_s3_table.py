@@ -157,6 +157,39 @@ def test_one_writer_per_table_a_killed_writers_lease_expires(s3):
             killed.check()  # the old holder, had it only been stuck, commits nothing more
 
 
+def test_a_lease_left_by_a_dead_process_of_this_machine_is_taken_over_at_once(s3):
+    """A rerun after a kill -9 on the same host need not wait out the lease: its holder's process is gone here. A
+    holder of another machine (or namespace), or one still running, is waited for as before."""
+    import json
+    import subprocess
+    import sys
+
+    from recsys.index.object_store import machine_identity
+
+    uri, options = f"s3://{BUCKET}/dead", _options(s3)
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    dead_pid = int(dead.stdout)  # that process has ended
+
+    def leave(pid: int, machine: str) -> None:
+        client.put_object(Bucket=BUCKET, Key="dead/recsys.lease", Body=json.dumps(
+            {"host": "elsewhere", "pid": pid, "machine": machine, "command": "recsys embed",
+             "started": "2026-12-06T08:00:00+00:00", "seconds": 120}).encode())
+
+    assert machine_identity(), "this test needs /proc (Linux)"
+    leave(dead_pid, "another-boot/1")  # another machine's pid means nothing here: wait for the expiry
+    with pytest.raises(LeaseHeld, match="expire in"):
+        TableLease(uri, options, "recsys embed").acquire()
+    leave(os.getppid(), machine_identity())  # alive on this machine: wait
+    with pytest.raises(LeaseHeld, match="expire in"):
+        TableLease(uri, options, "recsys embed").acquire()
+    leave(dead_pid, machine_identity())  # gone, on this machine: taken over at once
+    with TableLease(uri, options, "recsys embed") as lease:
+        lease.check()
+    assert _objects(s3, "dead/") == []
+
+
 def test_a_second_embed_into_a_leased_table_is_refused_with_a_line(small_library, s3, tmp_path):
     uri = f"s3://{BUCKET}/busy"
     with TableLease(uri, _options(s3), "recsys embed"):

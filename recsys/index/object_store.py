@@ -13,7 +13,9 @@ create succeeds) and renews it with ``If-Match`` on its ETag while it runs. A se
 naming the holder. A writer that was killed stops renewing: its lease expires :data:`LEASE_SECONDS` after its last
 renewal, measured by the server's clock (the object's Last-Modified against the server's Date), and the next writer
 takes it over, again conditionally (``If-Match`` on the expired lease's ETag: of two writers only one can). A holder
-that cannot renew for longer than the lease stops before its next commit (:meth:`TableLease.check`).
+that cannot renew for longer than the lease stops before its next commit (:meth:`TableLease.check`). A lease whose
+holder ran on this very machine (same boot and process namespace, :func:`machine_identity`) and whose process is
+gone is taken over at once, so a rerun after a kill -9 on the same host need not wait for the expiry.
 
 boto3 is imported only when a table lives in a bucket (``pip install 'recsys[s3]'``).
 """
@@ -134,6 +136,33 @@ def check_reachable(uri: str, options: dict[str, str]) -> None:
 _held: dict[str, TableLease] = {}
 
 
+def machine_identity() -> str:
+    """What makes a process id mean the same process: this boot of this machine and this process-id namespace
+    (containers on one host share the boot but not the namespace); '' where either cannot be read (then a holder's
+    pid is never trusted)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}" if boot else ""
+
+
+def _gone(holder: dict) -> bool:
+    """Whether the lease's holder ran on this machine (see :func:`machine_identity`) and its process has ended."""
+    me, pid = machine_identity(), holder.get("pid")
+    if not me or holder.get("machine") != me or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's
+        return False
+    return False
+
+
 def lease_held(uri: str) -> TableLease | None:
     """The lease this process holds on the table at ``uri`` (None: none)."""
     return _held.get(uri)
@@ -159,8 +188,8 @@ class TableLease:
         return f"s3://{self.bucket}/{self.key}"
 
     def _body(self) -> bytes:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "command": self.command,
-                           "started": self._started, "seconds": self.seconds}).encode()
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "machine": machine_identity(),
+                           "command": self.command, "started": self._started, "seconds": self.seconds}).encode()
 
     def acquire(self) -> None:
         check_reachable(self.uri, self.options)
@@ -202,7 +231,7 @@ class TableLease:
         except (TypeError, ValueError):
             seconds = LEASE_SECONDS
         left = found["LastModified"].timestamp() + seconds - now.timestamp()
-        if left > 0:
+        if left > 0 and not _gone(holder):
             raise LeaseHeld(f"{_describe(holder)} is writing the table {self.uri}: wait for it to finish (or, if it "
                             f"was stopped, for its lease {self.where} to expire in {left:.0f} s) and run again")
         try:
