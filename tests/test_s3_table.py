@@ -164,7 +164,7 @@ def test_a_lease_left_by_a_dead_process_of_this_machine_is_taken_over_at_once(s3
     import subprocess
     import sys
 
-    from recsys.index.object_store import machine_identity
+    from recsys.home.lock import machine_identity
 
     uri, options = f"s3://{BUCKET}/dead", _options(s3)
     client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")

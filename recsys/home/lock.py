@@ -54,9 +54,9 @@ class HomeLock:
         except OSError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise LockHeld(f"{_describe(holder)} is using {self.home}: wait for it to finish or stop it") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
-                "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+            raise LockHeld(f"{describe_holder(holder)} is using {self.home}: wait for it to finish or stop "
+                           "it") from None
+        info = holder_record(self.command)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         self._fd = fd
@@ -87,16 +87,9 @@ def current_holder(home: Path) -> str | None:
             data = json.loads(f.read(65536).decode("utf-8") or "{}")
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or holder_gone(data):
         return None
-    if data.get("host") == socket.gethostname():
-        try:
-            os.kill(data["pid"], 0)
-        except ProcessLookupError:
-            return None
-        except (PermissionError, OverflowError):
-            pass
-    return _describe(data)
+    return describe_holder(data)
 
 
 def _read_holder(fd: int) -> dict:
@@ -107,7 +100,46 @@ def _read_holder(fd: int) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _describe(holder: dict) -> str:
+def machine_identity() -> str:
+    """What makes a process id mean one process: this boot of this machine and this process-id namespace
+    (containers on one host share the boot, not the namespace); '' where either cannot be read."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            boot = f.read().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return ""
+    return f"{boot}/{namespace}" if boot else ""
+
+
+def holder_record(command: str) -> dict:
+    """Who holds a lock or lease: the record written into the home's lock file and the bucket's lease, read back
+    by :func:`describe_holder` and :func:`holder_gone`."""
+    return {"pid": os.getpid(), "host": socket.gethostname(), "machine": machine_identity(), "command": command,
+            "started": datetime.now().astimezone().isoformat(timespec="seconds")}
+
+
+def holder_gone(holder: dict) -> bool:
+    """Whether a holder's process has ended (killed without releasing), judged only where its pid means something:
+    the same :func:`machine_identity` (a record without one, from an older recsys: the same host name)."""
+    pid = holder.get("pid")
+    if "machine" in holder:
+        here = machine_identity()
+        same = bool(here) and holder["machine"] == here
+    else:
+        same = holder.get("host") == socket.gethostname()
+    if not same or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive, another user's
+        return False
+    return False
+
+
+def describe_holder(holder: dict) -> str:
     """'another `recsys embed` (pid 123 on host, since 02:31)'; whatever is missing (a holder mid-write) is left out."""
     command = holder.get("command") or "recsys run"
     details = []

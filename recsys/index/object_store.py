@@ -14,8 +14,8 @@ naming the holder. A writer that was killed stops renewing: its lease expires :d
 renewal, measured by the server's clock (the object's Last-Modified against the server's Date), and the next writer
 takes it over, again conditionally (``If-Match`` on the expired lease's ETag: of two writers only one can). A holder
 that cannot renew for longer than the lease stops before its next commit (:meth:`TableLease.check`). A lease whose
-holder ran on this very machine (same boot and process namespace, :func:`machine_identity`) and whose process is
-gone is taken over at once, so a rerun after a kill -9 on the same host need not wait for the expiry.
+holder ran on this very machine and whose process is gone (:func:`recsys.home.lock.holder_gone`, the rule the home's
+lock uses too) is taken over at once, so a rerun after a kill -9 on the same host need not wait for the expiry.
 
 boto3 is imported only when a table lives in a bucket (``pip install 'recsys[s3]'``).
 """
@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
-from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 from recsys.errors import RecsysError
+from recsys.home.lock import describe_holder, holder_gone, holder_record
 
 LEASE_NAME = "recsys.lease"
 LEASE_SECONDS = 120.0  # a killed writer blocks the table this long after its last renewal
@@ -136,33 +135,6 @@ def check_reachable(uri: str, options: dict[str, str]) -> None:
 _held: dict[str, TableLease] = {}
 
 
-def machine_identity() -> str:
-    """What makes a process id mean the same process: this boot of this machine and this process-id namespace
-    (containers on one host share the boot but not the namespace); '' where either cannot be read (then a holder's
-    pid is never trusted)."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            boot = f.read().strip()
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return ""
-    return f"{boot}/{namespace}" if boot else ""
-
-
-def _gone(holder: dict) -> bool:
-    """Whether the lease's holder ran on this machine (see :func:`machine_identity`) and its process has ended."""
-    me, pid = machine_identity(), holder.get("pid")
-    if not me or holder.get("machine") != me or not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except OSError:  # alive, another user's
-        return False
-    return False
-
-
 def lease_held(uri: str) -> TableLease | None:
     """The lease this process holds on the table at ``uri`` (None: none)."""
     return _held.get(uri)
@@ -188,13 +160,12 @@ class TableLease:
         return f"s3://{self.bucket}/{self.key}"
 
     def _body(self) -> bytes:
-        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "machine": machine_identity(),
-                           "command": self.command, "started": self._started, "seconds": self.seconds}).encode()
+        return json.dumps({**self._holder, "seconds": self.seconds}).encode()
 
     def acquire(self) -> None:
         check_reachable(self.uri, self.options)
         self._s3 = client(self.uri, self.options)
-        self._started = datetime.now().astimezone().isoformat(timespec="seconds")
+        self._holder = holder_record(self.command)
         try:
             self._put(IfNoneMatch="*")
         except Exception as exc:  # noqa: BLE001
@@ -231,9 +202,9 @@ class TableLease:
         except (TypeError, ValueError):
             seconds = LEASE_SECONDS
         left = found["LastModified"].timestamp() + seconds - now.timestamp()
-        if left > 0 and not _gone(holder):
-            raise LeaseHeld(f"{_describe(holder)} is writing the table {self.uri}: wait for it to finish (or, if it "
-                            f"was stopped, for its lease {self.where} to expire in {left:.0f} s) and run again")
+        if left > 0 and not holder_gone(holder):
+            raise LeaseHeld(f"{describe_holder(holder)} is writing the table {self.uri}: wait for it to finish (or, "
+                            f"if it was stopped, for its lease {self.where} to expire in {left:.0f} s) and run again")
         try:
             self._put(IfMatch=found["ETag"])
         except Exception as exc:  # noqa: BLE001
@@ -289,13 +260,3 @@ class TableLease:
 
     def __exit__(self, *exc_info: object) -> None:
         self.release()
-
-
-def _describe(holder: dict) -> str:
-    """'another `recsys embed` (pid 123 on host, since 2026-12-06T07:12:00+00:00)'."""
-    details = []
-    if holder.get("pid"):
-        details.append(f"pid {holder['pid']}" + (f" on {holder['host']}" if holder.get("host") else ""))
-    if holder.get("started"):
-        details.append(f"since {holder['started']}")
-    return f"another `{holder.get('command') or 'recsys run'}`" + (f" ({', '.join(details)})" if details else "")
