@@ -8,7 +8,9 @@ import of them fails loudly here rather than on the user's GPU box), feeds synth
    float32), against the stated tolerances;
 3. one AMP training step (float16 autocast + GradScaler, NT-Xent between two noisy views, as ``recsys
    train-encoder`` trains) of the cnn and of musicnn from its weights: loss, step time, finite gradients;
-4. musicnn's out-of-memory halving: with the process limited to a small share of GPU memory, an over-large patch
+4. musicnn on the CPU path users get without a GPU (``embed.runtime: onnx``, ONNX Runtime; when onnxruntime and onnx
+   import) beside its CUDA rate, and its vectors against CUDA's;
+5. musicnn's out-of-memory halving: with the process limited to a small share of GPU memory, an over-large patch
    batch must halve until it fits and give the same vectors.
 
 Budget: under 5 minutes on one GPU (each timing is a few batches). Exit status 1 if any agreement check fails.
@@ -19,7 +21,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 for _blocked in ("lancedb", "faiss", "av", "mlflow", "soundfile", "soxr", "pyarrow", "mutagen"):
     sys.modules[_blocked] = None  # type: ignore[assignment]
@@ -59,6 +63,19 @@ def rate(encoder, waves: torch.Tensor, repeats: int) -> float:
         encoder.encode(waves)
     _sync(encoder.device)
     return repeats * len(waves) / (time.perf_counter() - started)
+
+
+def onnx_cpu(waves: torch.Tensor) -> tuple[float, torch.Tensor] | str:
+    """musicnn on ONNX Runtime on this machine's CPU, as `recsys embed` runs it without a GPU: (clips per second,
+    vectors of the first 8 clips), or why it could not run (a line)."""
+    from recsys.embedder.onnx_cpu import select_runtime
+
+    encoder = MusicnnEncoder()
+    with tempfile.TemporaryDirectory(prefix="gpu-check-onnx-") as home:
+        how = select_runtime(encoder, "onnx", Path(home), "gpu-check")
+        if how != "onnxruntime":
+            return how or "not selected"
+        return rate(encoder, waves, 1), encoder.encode(waves[:8])
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -132,6 +149,20 @@ def main() -> int:
             diff32 = float((gpu.encode(waves[:8].cuda()).cpu() - ref).abs().max())
             ok &= diff32 <= FP32_TOLERANCE[name]
             print(f"{'  fp32':10s} {'':12s} {fp32_rate:13.1f} {diff32:15.2e} {FP32_TOLERANCE[name]:7.0e}", flush=True)
+
+    print("\nmusicnn without a GPU (the default CPU path: ONNX Runtime) against CUDA:")
+    gpu = MusicnnEncoder().cuda()
+    waves = synthetic(args.batch, gpu.sample_rate, CLIP_S, seed=3)
+    cuda_rate, cuda_vectors = rate(gpu, waves.cuda(), 3), gpu.encode(waves[:8].cuda()).cpu()
+    got = onnx_cpu(waves[: args.cpu_clips * 4])
+    if isinstance(got, str):
+        print(f"  skipped: {got} (see gpu_check.sh: benchmarks/gpu-wheels)")
+    else:
+        onnx_rate, onnx_vectors = got
+        diff = float((onnx_vectors - cuda_vectors).abs().max())
+        ok &= diff <= AMP_TOLERANCE
+        print(f"  ONNX Runtime CPU {onnx_rate:.2f} clips/s ({torch.get_num_threads()} threads), CUDA {cuda_rate:.1f} "
+              f"clips/s ({cuda_rate / onnx_rate:.1f}x); max |cuda-onnx| {diff:.2e} (bound {AMP_TOLERANCE:.0e})")
 
     print("\nAMP training step (float16 autocast + GradScaler, 2 x 16 excerpts):")
     for model in (CnnEncoder().cuda(), MusicnnEncoder().cuda()):
