@@ -129,6 +129,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start this process's VmHWM over from its current RSS (Linux: clear_refs 5), so that a stage's own peak can be
+    read after it; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def vm_hwm_mb() -> float:
+    """Peak resident memory since the process started or since :func:`reset_peak_rss` (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
 def query_process_rss(home: Path, path: str) -> tuple[float, float]:
     """(wall s, peak RSS MiB) of `recsys similar PATH -k 10` in a fresh process."""
     code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -227,15 +245,18 @@ def main() -> None:
               f"({size_table / args.n:.0f} B/track)")
     del vectors
 
+    reset = reset_peak_rss()
     started, cpu = time.perf_counter(), time.process_time()
     manifest = build_snapshot(store, home, ENCODER_ID, index=ix)
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
+    build_peak = (f"build's peak RSS {vm_hwm_mb():.0f} MiB" if reset
+                  else f"peak RSS of the process so far {peak_rss_mb():.0f} MiB")
     snapshot = (home / "ann").resolve()
     index_file = snapshot / "index.faiss"
     index_bytes = index_file.stat().st_size if index_file.exists() else 0
     print(f"snapshot: {manifest['kind']} {manifest['params']} built in {build_s:.1f} s ({build_cpu:.1f} s CPU) with "
           f"{args.threads} FAISS thread(s), load {os.getloadavg()[0]:.1f}, {du(snapshot) / 2**20:.0f} MiB on disk; "
-          f"index.faiss {index_bytes / 2**20:.1f} MiB ({index_bytes / args.n:.1f} B/track)")
+          f"index.faiss {index_bytes / 2**20:.1f} MiB ({index_bytes / args.n:.1f} B/track); {build_peak}")
 
     faiss.omp_set_num_threads(1)
     lib = load_snapshot(home)
