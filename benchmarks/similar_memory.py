@@ -5,9 +5,11 @@ and prints, after each, the wall time it took, the resident memory (VmRSS) and t
 started over before each stage where the kernel allows: /proc/self/clear_refs). The path lookup of
 ``recsys.index.lookup.resolve_query`` is split into its two parts: reading the ``path`` column of meta.parquet
 (Arrow) and making it a Python list (``LibraryVectors.values``). Each stage runs the library's own code; the
-result is checked against ``find_similar``'s.
+result is checked against ``find_similar``'s. With --streamed, the path lookup is replaced by a candidate fix
+measured here (not in recsys): meta.parquet's ``path`` column read one row group at a time and compared in Arrow
+(``pyarrow.compute.equal``), so neither the whole column nor a Python list of it is ever held.
 
-    python benchmarks/similar_memory.py HOME PATH [-k 10]
+    python benchmarks/similar_memory.py HOME PATH [-k 10] [--streamed]
 
 HOME is a home with a snapshot (e.g. the --dir of benchmarks/index_scale.py), PATH a track's path in it.
 """
@@ -18,20 +20,20 @@ import argparse
 import time
 from pathlib import Path
 
-
-def status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from _memory import peak_mb, reset_peak, status_mb
 
 
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
+def streamed_rows(meta: Path, path: str) -> list[int]:
+    """The rows whose ``path`` is ``path``, reading meta.parquet's path column one row group at a time."""
+    parquet = pq.ParquetFile(meta)
+    rows, start = [], 0
+    for group in range(parquet.metadata.num_row_groups):
+        column = parquet.read_row_group(group, columns=["path"], use_threads=False).column(0)
+        rows += [start + i for i in pc.indices_nonzero(pc.equal(column, path)).to_pylist()]
+        start += len(column)
+    return rows
 
 
 class Stages:
@@ -51,8 +53,8 @@ class Stages:
         started = time.perf_counter()
         out = work()
         wall = time.perf_counter() - started
-        stage_peak = status_mb("VmHWM") if resettable else float("nan")
-        self.peak = max(self.peak, stage_peak) if resettable else status_mb("VmHWM")
+        stage_peak = peak_mb() if resettable else float("nan")
+        self.peak = max(self.peak, stage_peak) if resettable else peak_mb()
         print(f"{name:<50} {wall:7.3f} {status_mb('VmRSS'):8.0f} {status_mb('RssAnon'):6.0f} "
               f"{status_mb('RssFile'):6.0f} {stage_peak:10.0f} {self.peak:12.0f}")
         return out
@@ -63,6 +65,8 @@ def main() -> None:
     ap.add_argument("home", type=Path)
     ap.add_argument("path")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--streamed", action="store_true",
+                    help="look the path up row group by row group in Arrow (a candidate fix) instead of resolve_query")
     args = ap.parse_args()
     stages = Stages()
 
@@ -80,16 +84,22 @@ def main() -> None:
     lib = stages.run("current_snapshot (open, vectors mmap, index mmap)",
                      lambda: current_snapshot(settings.home_path, settings.index))
     lib = stages.run("with_fingerprints", lambda: with_fingerprints(settings, lib))
-    column = stages.run("read the path column (Arrow)", lambda: lib.column("path"))
-    stages.run("  ... as a Python list (LibraryVectors.values)", lambda: lib.values("path"))
-    row = stages.run("resolve_query (rest: match the path)", lambda: resolve_query(lib, args.path))
+    if args.streamed:
+        found = stages.run("path lookup by row group (pyarrow.compute)",
+                           lambda: streamed_rows(lib.folder / "meta.parquet", args.path))
+        assert len(found) == 1, f"{args.path} is on {len(found)} rows"
+        row, column = found[0], None
+    else:
+        column = stages.run("read the path column (Arrow)", lambda: lib.column("path"))
+        stages.run("  ... as a Python list (LibraryVectors.values)", lambda: lib.values("path"))
+        row = stages.run("resolve_query (rest: match the path)", lambda: resolve_query(lib, args.path))
     kept = stages.run("_nearest (IVF search, re-rank, row groups)",
                       lambda: similar._nearest(settings, lib, row, args.k))
     stages.run("hits", lambda: [hit(lib, i, s) for i, s in kept])
     result = similar.find_similar(settings, args.path, args.k)
     assert [h.key for h in result.neighbours] == [lib.row(i)["key"] for i, _ in kept], "stages differ from find_similar"
-    print(f"rows {len(lib)}; path column {column.nbytes / 2**20:.0f} MiB in Arrow; query row {row}; "
-          f"{len(kept)} neighbours, as find_similar's")
+    size = f"path column {column.nbytes / 2**20:.0f} MiB in Arrow; " if column is not None else ""
+    print(f"rows {len(lib)}; {size}query row {row}; {len(kept)} neighbours, as find_similar's")
 
 
 if __name__ == "__main__":
