@@ -14,14 +14,13 @@ clustered gives the earlier tight synthetic clusters. Measured:
 
     python benchmarks/index_scale.py [--n 1000000] [--kind auto|hnsw|ivf] [--codes pq|sq8] [--nprobe 16 32 64]
                                      [--compare [RERANK ...]] [--queries 500] [--threads 1]
-                                     [--vectors musicnn|clustered] [--dir DIR [--reuse]]
+                                     [--vectors musicnn|clustered] [--dir DIR [--reuse]] [--build-only]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from _memory import peak_mb, reset_peak, status_mb
 
 from recsys.config import IndexSettings
 from recsys.index.ann import LibraryVectors, Searcher, build_ivf, build_snapshot, load_snapshot, pq_bytes
@@ -125,10 +125,6 @@ def du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def query_process_rss(home: Path, path: str) -> tuple[float, float]:
     """(wall s, peak RSS MiB) of `recsys similar PATH -k 10` in a fresh process."""
     code = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
@@ -186,6 +182,8 @@ def main() -> None:
     ap.add_argument("--compare", type=int, nargs="*", default=None, metavar="RERANK",
                     help="also compare sq8 and two PQ code sizes built over the same vectors (compressed "
                          "snapshots only), at these re-ranking depths [default: 10 20 50]")
+    ap.add_argument("--build-only", action="store_true",
+                    help="stop after the snapshot build (with --reuse: the writer's build alone, in a fresh process)")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the table a previous run with the same --n and --vectors left in --dir")
     args = ap.parse_args()
@@ -202,13 +200,14 @@ def main() -> None:
 
     if args.vectors == "musicnn":
         patches, track = musicnn_patches(args.corpus, args.patches)
-        vectors, queries = resampled(patches, track, args.n, seed=0), resampled(patches, track, args.queries, seed=1)
+        vectors = None if reuse else resampled(patches, track, args.n, seed=0)  # --reuse: the table holds them
+        queries = resampled(patches, track, args.queries, seed=1)
         source = f"{len(patches)} musicnn patch vectors of {track.max() + 1} corpus recordings, resampled"
     else:
         both = clustered(args.n + args.queries, args.dim)
         vectors, queries = both[:args.n], both[args.n:]
         source = "tight synthetic clusters"
-    print(f"N={args.n} D={vectors.shape[1]} ({source}) home={home} index settings: {ix}")
+    print(f"N={args.n} D={queries.shape[1]} ({source}) home={home} index settings: {ix}")
     store = TrackStore.open(home)
     if reuse:
         print(f"table: reused, {store.count} rows")
@@ -227,16 +226,22 @@ def main() -> None:
               f"({size_table / args.n:.0f} B/track)")
     del vectors
 
+    before_build = status_mb("VmRSS")
+    reset = reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
     manifest = build_snapshot(store, home, ENCODER_ID, index=ix)
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
+    build_peak = (f"build's peak RSS {peak_mb():.0f} MiB (RSS before it {before_build:.0f} MiB)" if reset
+                  else f"peak RSS of the process so far {peak_mb():.0f} MiB")
     snapshot = (home / "ann").resolve()
     index_file = snapshot / "index.faiss"
     index_bytes = index_file.stat().st_size if index_file.exists() else 0
     print(f"snapshot: {manifest['kind']} {manifest['params']} built in {build_s:.1f} s ({build_cpu:.1f} s CPU) with "
           f"{args.threads} FAISS thread(s), load {os.getloadavg()[0]:.1f}, {du(snapshot) / 2**20:.0f} MiB on disk; "
-          f"index.faiss {index_bytes / 2**20:.1f} MiB ({index_bytes / args.n:.1f} B/track)")
+          f"index.faiss {index_bytes / 2**20:.1f} MiB ({index_bytes / args.n:.1f} B/track); {build_peak}")
 
+    if args.build_only:
+        return
     faiss.omp_set_num_threads(1)
     lib = load_snapshot(home)
     started = time.perf_counter()
@@ -260,7 +265,7 @@ def main() -> None:
               f"ms; recall@10 {recall:.4f} over {len(queries)} queries not in the index")
     if args.compare is not None and lib.kind == "ivf":
         compare_codes(lib, home, queries, exact, probes[0], args.compare or [10, 20, 50])
-    print(f"peak RSS of this process: {peak_rss_mb():.0f} MiB")
+    print(f"peak RSS of this process since the build started: {peak_mb():.0f} MiB")
 
     runs = [query_process_rss(home, path_of(i)) for i in (0, 1, 2)]
     print(f"`recsys similar PATH -k 10` end to end (index.ivf_nprobe {ix.ivf_nprobe}): median "
