@@ -91,6 +91,8 @@ def test_the_kept_read_is_the_fresh_read_as_the_library_changes(tmp_path, kind, 
         ("plays and skips", "UPDATE songs SET playcount = playcount + 1, skipcount = 2 WHERE title = 'quiet 2'", ()),
         ("a last play", "UPDATE songs SET lastplayed = 1700000123 WHERE title = 'played'", ()),
         ("a stream rated", "UPDATE songs SET rating = 1.0 WHERE title = 'stream'", ()),
+        ("values no player writes", "UPDATE songs SET playcount = 'x7', rating = 'five' WHERE title = 'quiet 3'", (),
+         "UPDATE songs SET skipcount = 0.0, rating = 0.0 WHERE title = 'skipped'", ()),
     ]
     structural = [  # the kept library no longer describes the database: read in full, and kept again
         ("a new row", copy_of, ("quiet 3",),  # a copy of a row, then its own location: one write

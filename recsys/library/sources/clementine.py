@@ -220,8 +220,8 @@ def _read_songs(conn: sqlite3.Connection, db: Path) -> tuple[str, list[tuple]]:
 
 
 def _no_history(kind: str) -> list[str]:
-    """SQL conditions that together hold for a row with no rating, plays or skips, each only where
-    ``_may_have_history`` reads that column as none too (see ``_quiet_rows``)."""
+    """SQL conditions that together hold for a row with no rating, plays or skips, exactly where
+    ``_may_have_history`` reads those columns as none too (see ``_quiet_rows``)."""
     unrated = "rating IN (-1, 0)" if kind == "clementine" else "rating = -1"  # Strawberry's 0 is a rating
     return [f"(rating IS NULL OR {unrated})", *(f"({c} IS NULL OR {c} = 0)" for c in ("playcount", "skipcount"))]
 
@@ -657,7 +657,8 @@ def _from_kept(db: Path, data: dict, history: list[tuple]) -> PlayerLibrary | No
             return None
         skipped_urls, skipped_unavailable, duplicates = data["counts"]
         rejected = [(key, why) for key, why in data["rejected"]]
-        history = [row for row in history if _may_have_history(row, kind)]
+        # ``history`` is what ``_may_have_history`` keeps: the SQL rule of ``_no_history`` says "none" exactly where it
+        # does (a number equal to 0 or -1 or NULL; a text or blob is never equal to a number in either)
         at = dict(zip(locations, range(len(locations)), strict=True)).get
         picked = [(i, row) for row in history if (i := at(row[0])) is not None]
         if len(picked) < len(history):  # the rows that are no track, or a location the kept library does not know
