@@ -152,7 +152,7 @@ def test_the_kept_file_holds_no_history(tmp_path, kind, full_reads):
         kept_files.append({**data, "excluded": sorted(data["excluded"], key=repr)})
     assert set(kept_files[0]) == {
         "format", "db", "kind", "signature", "keys", "paths", "albums", "albumartists", "artists", "genres", "titles",
-        "locations", "starts", "lengths", "segments", "years", "numbers", "excluded", "counts", "rejected"}
+        "locations", "begins", "lengths", "segments", "years", "numbers", "excluded", "counts", "rejected"}
     assert kept_files[0] == kept_files[1]
     assert len(kept_files[0]["keys"]) == len(kept_files[0]["titles"]) == 15  # every track, not only the rated
 

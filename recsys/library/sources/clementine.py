@@ -8,7 +8,6 @@ read everything inside one read transaction (one consistent snapshot), and never
 from __future__ import annotations
 
 import gc
-import math
 import os
 import shutil
 import sqlite3
@@ -346,10 +345,11 @@ def _text(value: object) -> str:
 
 
 def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
-           paths: list[str | None] | None = None) -> PlayerLibrary:
+           paths: list[str | None] | None = None, entered: tuple | None = None) -> PlayerLibrary:
     """Tracks from the rows; ``taste_only``: Tracks only of the rows that may carry a rating, plays or skips, and
-    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded."""
-    entries, built, skipped_urls, skipped_unavailable, duplicates, rejected = _entries(kind, rows, paths)
+    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded;
+    ``entered``: what ``_entries`` gave for them, when already known."""
+    entries, built, skipped_urls, skipped_unavailable, duplicates, rejected = entered or _entries(kind, rows, paths)
     ordered = sorted(entries)
     if not taste_only:
         tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered]
@@ -418,12 +418,13 @@ def _entries(kind: str, rows: list[tuple], paths: list[str | None] | None = None
     return entries, built, skipped_urls, skipped_unavailable, duplicates, rejected
 
 
-def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple]) -> PlayerLibrary:
+def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple], entered: tuple | None = None
+                 ) -> PlayerLibrary:
     """``_build(taste_only=True)`` of every row, from the quiet rows' paths and tags (no path of them named twice:
     each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full."""
     paths, tags, rest_paths = quiet
     tags = tags[:3]  # album, album artist, artist (what follows: ``extra`` columns of ``_read_taste``)
-    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths)
+    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths, entered=entered)
     skipped = paths.count(None)
     if skipped:  # rows that name no local file
         keep = [p is not None for p in paths]
@@ -567,20 +568,22 @@ def _read_kept_now(path: str | Path, where: Path, timeout_s: float) -> PlayerLib
     kind, quiet, rows = result
     if quiet is None:
         return _build(db, kind, rows, taste_only=True)
-    library = _build_taste(db, kind, quiet, rows)
-    data = _kept_data(kind, quiet, rows, library)
+    entered = _entries(kind, rows, quiet[2])
+    library = _build_taste(db, kind, quiet, rows, entered)
+    data = _kept_data(quiet, rows, entered[0], library)
     if data is not None:
         kept_library.store(where, db, {**data, "kind": kind, "signature": signature})
     return library
 
 
-def _kept_data(kind: str, quiet: _Quiet, rows: list[tuple], library: PlayerLibrary) -> dict | None:
-    """What the library kept between runs holds of this read (its catalogue, each entry's location and Track tags,
-    the locations of the rows that are no track, the counts), or None when it is better read in full every time:
-    rows that compare (a duplicate key), values of unusual types (a text year, a number for a title: the signature's
-    sums would not see every change of them)."""
-    paths, tags, rest_paths = quiet
-    albums, albumartists, artists, titles, genres, years, numbers, lengths, locations = tags
+def _kept_data(quiet: _Quiet, rows: list[tuple], entries: _Entries, library: PlayerLibrary) -> dict | None:
+    """What the library kept between runs holds of this read (its catalogue; for each entry its location, start,
+    segment flag and the raw values of the tags its Track needs besides the catalogue's, which ``_tags`` reads when
+    the entry has history; the locations of the rows that are no track; the counts), or None when it is better read
+    in full every time: rows that compare (a duplicate key), values of unusual types (a text year, a number for a
+    title: the signature's sums would not see every change of them). ``entries``: those of ``rows``."""
+    paths, tags, _ = quiet
+    _albums, _albumartists, _artists, titles, genres, years, numbers, lengths, locations = tags
     if library.duplicates or library.catalogue is None:
         return None
     if not (set(map(type, titles)) | set(map(type, genres))) <= {*_TEXT}:
@@ -589,24 +592,20 @@ def _kept_data(kind: str, quiet: _Quiet, rows: list[tuple], library: PlayerLibra
         return None
     text_at = [1 + _COLUMNS.index(c) for c in _SIGNATURE_TEXT]
     number_at = [1 + _COLUMNS.index(c) for c in _SIGNATURE_NUMBERS if c in _COLUMNS]
-    for row in rows:
-        if not (isinstance(row[0], (bytes, *_TEXT)) and all(isinstance(row[at], _TEXT) for at in text_at)
-                and all(isinstance(row[at], _NUMBERS) for at in number_at)):
-            return None
-    of_key: dict[str, tuple[object, tuple]] = {}  # key -> (raw location, the Track's first eleven values)
-    excluded: list[object] = []  # the raw locations of the rows that are no catalogue entry
-    for location, path, *values in zip(locations, paths, albums, albumartists, artists, titles, genres, years,
-                                       numbers, lengths, strict=True):
-        if path is None:
-            excluded.append(location)
-            continue
-        album, albumartist, artist, title, genre, year, number, length = values
-        of_key[path] = (location, _tags(path, 0, False, title, artist, album, albumartist, genre, year, number, length))
-    entries = _entries(kind, rows, rest_paths)[0]
-    for key, (path, begin_ns, segment, row) in entries.items():
+    if not set(map(type, map(itemgetter(0), rows))) <= {bytes, *_TEXT} \
+            or not set().union(*(map(type, map(itemgetter(at), rows)) for at in text_at)) <= {*_TEXT} \
+            or not set().union(*(map(type, map(itemgetter(at), rows)) for at in number_at)) <= {*_NUMBERS}:
+        return None
+    # key -> (raw location, start in ns, segment, title, genre, year, track number, length), as stored
+    of_key: dict[str, tuple] = {path: (location, 0, False, *values) for location, path, *values in zip(
+        locations, paths, titles, genres, years, numbers, lengths, strict=True) if path is not None}
+    excluded = [location for location, path in zip(locations, paths, strict=True) if path is None]
+    title_at, genre_at, year_at, track_at, length_at = (1 + _COLUMNS.index(c) for c in _KEPT_TAGS)
+    for key, (_, begin_ns, segment, row) in entries.items():
         if key in of_key:
             return None
-        of_key[key] = (row[0], _tags(path, begin_ns, segment, *row[5:13]))
+        of_key[key] = (row[0], begin_ns, segment, row[title_at], row[genre_at], row[year_at], row[track_at],
+                       row[length_at])
     chosen = {id(entry[3]) for entry in entries.values()}
     excluded += [row[0] for row in rows if id(row) not in chosen]
     catalogue = library.catalogue
@@ -616,28 +615,21 @@ def _kept_data(kind: str, quiet: _Quiet, rows: list[tuple], library: PlayerLibra
         picked = [of_key[key] for key in catalogue.keys]
     except KeyError:
         return None
-    if any(values[6:8] != (album, albumartist) or values[5] != artist for (_, values), album, albumartist, artist
-           in zip(picked, catalogue.albums, catalogue.albumartists, catalogue.artists, strict=True)):
-        return None  # the Tracks take these three tags from the catalogue
-    same: dict[str, str] = {}  # one object per distinct tag: the file stores a repeated one once
+    columns = [list(column) for column in zip(*picked, strict=True)] if picked else [[] for _ in range(8)]
+    locations, begins, segments, titles, genres, years, numbers, lengths = columns
+    same = {v: v for column in (catalogue.albums, catalogue.albumartists, catalogue.artists, genres) for v in column}
     try:
-        return {
+        return {  # one object per distinct tag (``same``): the file stores a repeated one once
             "keys": catalogue.keys, "paths": catalogue.paths,
-            **{name: [same.setdefault(v, v) for v in column] for name, column in (
+            **{name: list(map(same.__getitem__, column)) for name, column in (
                 ("albums", catalogue.albums), ("albumartists", catalogue.albumartists),
-                ("artists", catalogue.artists), ("genres", [values[8] for _, values in picked]))},
-            "titles": [values[4] for _, values in picked],
-            "locations": [location for location, _ in picked],
-            "starts": array("d", [values[1] for _, values in picked]).tobytes(),
-            "lengths": array("d", [math.nan if values[2] is None else values[2] for _, values in picked]).tobytes(),
-            "segments": bytes(values[3] for _, values in picked),
-            "years": array("q", [values[9] or 0 for _, values in picked]).tobytes(),
-            "numbers": array("q", [values[10] or 0 for _, values in picked]).tobytes(),
-            "excluded": excluded,
+                ("artists", catalogue.artists), ("genres", genres))},
+            "titles": titles, "locations": locations, "years": years, "numbers": numbers, "lengths": lengths,
+            "begins": array("q", begins).tobytes(), "segments": bytes(segments), "excluded": excluded,
             "counts": [library.skipped_urls, library.skipped_unavailable, library.duplicates],
             "rejected": [list(item) for item in library.rejected],
         }
-    except OverflowError:  # a year or track number past 64 bits
+    except OverflowError:  # a start past 64 bits
         return None
 
 
@@ -646,14 +638,12 @@ def _from_kept(db: Path, data: dict, history: list[tuple]) -> PlayerLibrary | No
     skips, last play); None when they do not fit (a location the kept library does not know, a garbled file)."""
     try:
         kind = data["kind"]
-        keys, paths, albums, albumartists, artists, titles, genres, locations = (data[name] for name in (
-            "keys", "paths", "albums", "albumartists", "artists", "titles", "genres", "locations"))
-        starts, lengths, years, numbers = (array(code, data[name]) for code, name in (
-            ("d", "starts"), ("d", "lengths"), ("q", "years"), ("q", "numbers")))
-        segments = data["segments"]
-        columns = (keys, paths, albums, albumartists, artists, titles, genres, locations, starts, lengths, years,
-                   numbers, segments)
-        if len({len(column) for column in columns}) != 1 or not all(isinstance(c, list) for c in columns[:8]):
+        columns = [data[name] for name in ("keys", "paths", "albums", "albumartists", "artists", "titles", "genres",
+                                            "years", "numbers", "lengths", "locations")]
+        keys, paths, albums, albumartists, artists, titles, genres, years, numbers, lengths, locations = columns
+        begins, segments = array("q", data["begins"]), data["segments"]
+        if len({len(column) for column in (*columns, begins, segments)}) != 1 \
+                or not all(isinstance(column, list) for column in columns):
             return None
         skipped_urls, skipped_unavailable, duplicates = data["counts"]
         rejected = [(key, why) for key, why in data["rejected"]]
@@ -666,10 +656,9 @@ def _from_kept(db: Path, data: dict, history: list[tuple]) -> PlayerLibrary | No
             if any(at(row[0]) is None and row[0] not in known for row in history):
                 return None
         picked.sort(key=itemgetter(0))
-        tracks = [track_from_values((
-            paths[i], starts[i], None if math.isnan(lengths[i]) else lengths[i], segments[i] == 1, titles[i],
-            artists[i], albums[i], albumartists[i], genres[i], years[i] or None, numbers[i] or None,
-        ) + _history(rating, playcount, skipcount, lastplayed, kind))
+        tracks = [track_from_values(
+            _tags(paths[i], begins[i], segments[i] == 1, titles[i], artists[i], albums[i], albumartists[i], genres[i],
+                  years[i], numbers[i], lengths[i]) + _history(rating, playcount, skipcount, lastplayed, kind))
             for i, (_, rating, playcount, skipcount, lastplayed) in picked]
     except (KeyError, TypeError, ValueError, IndexError):
         return None
