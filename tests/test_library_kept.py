@@ -37,6 +37,7 @@ def _songs() -> list[SynthSong]:
         SynthSong(path="/m/early.flac", title="early", beginning_ns=-5 * NS),  # rejected: starts before the file
         SynthSong(path="/m/gone.flac", title="gone", unavailable=1, rating=1.0),
         SynthSong(path="", url="http://radio.example/stream", title="stream", rating=0.4),
+        SynthSong(path="", url="https://radio.example/other", title="other stream"),  # no history: a quiet row
     ]
 
 

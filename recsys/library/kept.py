@@ -14,8 +14,9 @@ plain columns -- the catalogue (keys, paths, album, album artist and artist tags
 location value as the database stores it (the key that joins it to the live history rows: never the row id) and the
 tags a ``Track`` needs (title, genre, year, track number, length, start, segment), the locations of the rows that
 are no track (streams, unavailable files, rejected CUE segments), and the counts of rows left out. No rating, play
-count, skip count or last-played time is ever stored. About 250 bytes a track (the location, the path and the title
-are most of it; repeated album and artist tags are stored once): some 250 MB at a million tracks.
+count, skip count or last-played time is ever stored. About 285 bytes a track (the location, the path and the title
+are most of it; a path equal to its key and a repeated album, artist or genre tag are stored once): 285 MB at a
+million tracks of the benchmark's realistic library.
 
 Bounded: one file per database path, replaced whole (atomically: two runs at once each leave a complete file);
 nothing accumulates but one file per database ever read by a taste command of this home. Written only under a home

@@ -15,7 +15,8 @@ import tempfile
 from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from operator import itemgetter
+from itertools import compress
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -418,14 +419,17 @@ def _entries(kind: str, rows: list[tuple], paths: list[str | None] | None = None
     return entries, built, skipped_urls, skipped_unavailable, duplicates, rejected
 
 
-def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple], entered: tuple | None = None
-                 ) -> PlayerLibrary:
+def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple], entered: tuple | None = None,
+                 layout: list | None = None) -> PlayerLibrary:
     """``_build(taste_only=True)`` of every row, from the quiet rows' paths and tags (no path of them named twice:
-    each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full."""
+    each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full. ``entered``: what
+    ``_entries`` gave for ``rows``, when known; ``layout``: a list that gets how the catalogue was put together
+    (which quiet rows it holds, None for all; the other rows' keys in their order; the order of the whole)."""
     paths, tags, rest_paths = quiet
     tags = tags[:3]  # album, album artist, artist (what follows: ``extra`` columns of ``_read_taste``)
     rest = _build(db, kind, rows, taste_only=True, paths=rest_paths, entered=entered)
     skipped = paths.count(None)
+    keep = None
     if skipped:  # rows that name no local file
         keep = [p is not None for p in paths]
         paths = [p for p in paths if p is not None]
@@ -436,6 +440,8 @@ def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple], entered:
     columns = [paths + other.paths, *(mine + theirs for mine, theirs in zip(tags, (other.albums, other.albumartists,
                                                                                   other.artists), strict=True))]
     catalogue = Catalogue([keys[i] for i in order], *([column[i] for i in order] for column in columns))
+    if layout is not None:
+        layout += [keep, other.keys, order]
     return PlayerLibrary(db, kind, rest.tracks, rest.skipped_urls + skipped, rest.skipped_unavailable,
                          rest.duplicates, catalogue=catalogue, rejected=rest.rejected)
 
@@ -568,23 +574,26 @@ def _read_kept_now(path: str | Path, where: Path, timeout_s: float) -> PlayerLib
     kind, quiet, rows = result
     if quiet is None:
         return _build(db, kind, rows, taste_only=True)
-    entered = _entries(kind, rows, quiet[2])
-    library = _build_taste(db, kind, quiet, rows, entered)
-    data = _kept_data(quiet, rows, entered[0], library)
+    entered, layout = _entries(kind, rows, quiet[2]), []
+    library = _build_taste(db, kind, quiet, rows, entered, layout)
+    data = _kept_data(quiet, rows, entered[0], library, layout)
     if data is not None:
         kept_library.store(where, db, {**data, "kind": kind, "signature": signature})
     return library
 
 
-def _kept_data(quiet: _Quiet, rows: list[tuple], entries: _Entries, library: PlayerLibrary) -> dict | None:
+def _kept_data(quiet: _Quiet, rows: list[tuple], entries: _Entries, library: PlayerLibrary, layout: list
+               ) -> dict | None:
     """What the library kept between runs holds of this read (its catalogue; for each entry its location, start,
     segment flag and the raw values of the tags its Track needs besides the catalogue's, which ``_tags`` reads when
     the entry has history; the locations of the rows that are no track; the counts), or None when it is better read
     in full every time: rows that compare (a duplicate key), values of unusual types (a text year, a number for a
-    title: the signature's sums would not see every change of them). ``entries``: those of ``rows``."""
+    title: the signature's sums would not see every change of them). ``entries``: those of ``rows``; ``layout``:
+    what ``_build_taste`` said of the catalogue's order."""
     paths, tags, _ = quiet
     _albums, _albumartists, _artists, titles, genres, years, numbers, lengths, locations = tags
-    if library.duplicates or library.catalogue is None:
+    catalogue = library.catalogue
+    if library.duplicates or catalogue is None or any(map(eq, catalogue.keys, catalogue.keys[1:])):
         return None
     if not (set(map(type, titles)) | set(map(type, genres))) <= {*_TEXT}:
         return None
@@ -596,27 +605,20 @@ def _kept_data(quiet: _Quiet, rows: list[tuple], entries: _Entries, library: Pla
             or not set().union(*(map(type, map(itemgetter(at), rows)) for at in text_at)) <= {*_TEXT} \
             or not set().union(*(map(type, map(itemgetter(at), rows)) for at in number_at)) <= {*_NUMBERS}:
         return None
-    # key -> (raw location, start in ns, segment, title, genre, year, track number, length), as stored
-    of_key: dict[str, tuple] = {path: (location, 0, False, *values) for location, path, *values in zip(
-        locations, paths, titles, genres, years, numbers, lengths, strict=True) if path is not None}
+    keep, rest_keys, order = layout
     excluded = [location for location, path in zip(locations, paths, strict=True) if path is None]
-    title_at, genre_at, year_at, track_at, length_at = (1 + _COLUMNS.index(c) for c in _KEPT_TAGS)
-    for key, (_, begin_ns, segment, row) in entries.items():
-        if key in of_key:
-            return None
-        of_key[key] = (row[0], begin_ns, segment, row[title_at], row[genre_at], row[year_at], row[track_at],
-                       row[length_at])
-    chosen = {id(entry[3]) for entry in entries.values()}
-    excluded += [row[0] for row in rows if id(row) not in chosen]
-    catalogue = library.catalogue
-    if len(of_key) != len(catalogue):
-        return None
-    try:
-        picked = [of_key[key] for key in catalogue.keys]
-    except KeyError:
-        return None
-    columns = [list(column) for column in zip(*picked, strict=True)] if picked else [[] for _ in range(8)]
-    locations, begins, segments, titles, genres, years, numbers, lengths = columns
+    mine = [locations, titles, genres, years, numbers, lengths]
+    if keep is not None:
+        mine = [list(compress(column, keep)) for column in mine]
+    chosen = [entries[key] for key in rest_keys]  # (path, start in ns, segment, row)
+    theirs = [[entry[3][at] for entry in chosen] for at in (0, *(1 + _COLUMNS.index(c) for c in _KEPT_TAGS))]
+    # the catalogue's order: the quiet rows' entries (start 0, no segment), then the others', sorted by key
+    locations, titles, genres, years, numbers, lengths, begins, segments = (
+        [column[i] for i in order] for column in (*(a + b for a, b in zip(mine, theirs, strict=True)),
+                                                 [0] * len(mine[0]) + [entry[1] for entry in chosen],
+                                                 [False] * len(mine[0]) + [entry[2] for entry in chosen]))
+    listed = {id(entry[3]) for entry in chosen}
+    excluded += [row[0] for row in rows if id(row) not in listed]
     same = {v: v for column in (catalogue.albums, catalogue.albumartists, catalogue.artists, genres) for v in column}
     try:
         return {  # one object per distinct tag (``same``): the file stores a repeated one once
