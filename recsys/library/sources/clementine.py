@@ -513,8 +513,9 @@ _NUMBERS = (int, float, type(None))
 def _signature(conn: sqlite3.Connection, kind: str, location: str, info: list[tuple]) -> tuple:
     """The database's structure as one value: its kind, the columns of ``songs``, the number of rows and, summed over
     every row, the lengths of the location and text tags and the values of the number tags, CUE offsets,
-    availability, and the file's mtime, ctime and size as the player recorded them. One aggregate scan (a third of
-    a second at a million rows, against seconds for the rows themselves).
+    availability, and the file's mtime, ctime and size as the player recorded them: one aggregate scan, a fraction
+    of the cost of reading the rows themselves. (Not the database file's own size and mtime: every play changes
+    them.)
 
     What it notices: a row added or removed, a file moved or renamed (a new location, a new ctime), retagged or
     rewritten (the player records its new mtime), turned unavailable, cut by a CUE sheet. What it cannot: an edit by
