@@ -27,7 +27,8 @@ class _FakePlayer:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".fake"
 
-    def read(self, path: Path, settings: object = None, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, settings: object = None, taste_only: bool = False,
+             kept: Path | None = None) -> PlayerLibrary:
         return PlayerLibrary(path, "fake", [Track(path="/music/a.flac", title="from fake", rating=0.8),
                                             Track(path="/music/b.flac", album="B")], 0, 0)
 

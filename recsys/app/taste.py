@@ -1,8 +1,9 @@
 """What `recsys train-classifier`, `recsys playlist` and `recsys eval --playlist` share: the index snapshot joined
 to the owner's taste, read live.
 
-They read the index snapshot (vectors and tags, no lancedb or torch on the way) and the player database afresh on
-every run, so ratings given a minute ago count and nothing is ever copied out of the player. Of the library they
+They read the index snapshot (vectors and tags, no lancedb or torch on the way) and the player's history afresh on
+every run, so ratings given a minute ago count and no rating is ever copied out of the player (what does not change
+between runs -- paths, tags -- is kept in the home: ``recsys.library.kept``). Of the library they
 keep as Track records only the tracks with a rating, plays or skips; every track is in the catalogue (its key, file,
 album and artist tags: ``recsys.library.catalogue``), which is what keeps them fast on a large library.
 """
@@ -15,9 +16,11 @@ from pathlib import Path
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
+from recsys.home.claim import is_own
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_search
 from recsys.library.catalogue import Catalogue
+from recsys.library.kept import folder as kept_folder
 from recsys.library.sources import load_taste_library
 from recsys.library.track import Track
 from recsys.playlists import Inputs
@@ -43,7 +46,8 @@ class Taste:
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
     lib = current_snapshot(settings.home_path, settings.index)
-    library, catalogue = load_taste_library(settings.library.db, settings.library.folders, settings=settings)
+    library, catalogue = load_taste_library(settings.library.db, settings.library.folders, settings=settings,
+                                            keep=kept_library_folder(settings.home_path))
     source = library.source()
     embedded = set(lib.keys)
     if not any(key in embedded for key in catalogue.keys):
@@ -53,6 +57,12 @@ def load_taste(settings: Settings) -> Taste:
     files.update(lib.values("path"))
     inputs = Inputs(library.db_path, library.folders, files)
     return Taste(lib, library.tracks, source, catalogue, inputs, library.db_kind)
+
+
+def kept_library_folder(home: Path) -> Path | None:
+    """Where the player's library is kept between runs (``recsys.library.kept``): under a home recsys made (its
+    marker), nowhere else (None): a folder that is not recsys's is never written to."""
+    return kept_folder(home) if is_own(home) else None
 
 
 def require_history(taste: Taste, seeds: bool = False) -> None:

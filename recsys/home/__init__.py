@@ -8,6 +8,8 @@
     <home>/models/                        encoder runs, current.json, the classifier (MODELS)
     <home>/cache/audio/                   decoded training windows (recsys.training.cache)
     <home>/cache/fingerprints/            each file's acoustic fingerprint by content id (recsys.embedder.fingerprint)
+    <home>/cache/library/                 each player database's library less the history, for the taste commands
+                                          (recsys.library.kept)
     <home>/mlflow.db, mlartifacts/        MLflow's store (MLFLOW_DB; recsys.tracking)
     <home>/recsys.lock                    one writer at a time (recsys.home.lock)
     <home>/.recsys-home, .recsys-made     the marker (this folder is recsys's) and what recsys made here: the only

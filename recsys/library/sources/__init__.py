@@ -51,12 +51,13 @@ def recognising_source(path: Path) -> Source | None:
     return next((s for s in (source(name) for name in SOURCES) if s.recognises(path)), None)
 
 
-def read_source_db(path: Path, settings: Settings | None = None, taste_only: bool = False) -> PlayerLibrary:
+def read_source_db(path: Path, settings: Settings | None = None, taste_only: bool = False,
+                   kept: Path | None = None) -> PlayerLibrary:
     """Read ``path`` with the registered source that recognises it (the first source when none does), which gets
-    the settings section of its own name (None when there is none: Clementine's)."""
+    the settings section of its own name (None when there is none: Clementine's); ``kept``: see ``Source.read``."""
     chosen = recognising_source(path) or source(next(iter(SOURCES)))
     section = getattr(Settings() if settings is None else settings, chosen.name, None)
-    return chosen.read(path, section, taste_only=taste_only)
+    return chosen.read(path, section, taste_only=taste_only, kept=kept)
 
 
 def library_db(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool = True) -> Path | None:
@@ -158,13 +159,14 @@ def load_library(
     return library
 
 
-def load_taste_library(db: str | Path | None, folders: Sequence[str | Path], settings: Settings | None = None
-                       ) -> tuple[Library, Catalogue]:
+def load_taste_library(db: str | Path | None, folders: Sequence[str | Path], settings: Settings | None = None,
+                       keep: Path | None = None) -> tuple[Library, Catalogue]:
     """The library as the taste commands read it (`playlist`, `train-classifier`, `eval --playlist`): as Tracks, in
     key order, only those with a rating, plays or skips (``Track.has_history``; a folder scan knows none), and every
     track in the catalogue. The same tracks as :func:`load_library` with no exclusions, without a Track object for
-    each of the others (see :mod:`recsys.library.catalogue`)."""
-    library, player, scan = _read(db, folders, True, None, settings, taste_only=True)
+    each of the others (see :mod:`recsys.library.catalogue`). ``keep``: the folder where the player's library is kept
+    between runs (:mod:`recsys.library.kept`), None to read it all afresh."""
+    library, player, scan = _read(db, folders, True, None, settings, taste_only=True, kept=keep)
     tracks: list[Track] = []
     catalogue = Catalogue([], [], [], [], [])
     if player is not None:
@@ -185,8 +187,8 @@ def load_taste_library(db: str | Path | None, folders: Sequence[str | Path], set
 
 
 def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: bool,
-          progress: Callable[[int], None] | None, settings: Settings | None, taste_only: bool
-          ) -> tuple[Library, PlayerLibrary | None, ScanResult | None]:
+          progress: Callable[[int], None] | None, settings: Settings | None, taste_only: bool,
+          kept: Path | None = None) -> tuple[Library, PlayerLibrary | None, ScanResult | None]:
     """What both loaders start from: the library's facts, the player's tracks, the folder scan (None when absent)."""
     server = settings.library.subsonic if settings is not None else None
     db_path = library_db(db, folders, auto_detect and not server)
@@ -205,7 +207,7 @@ def _read(db: str | Path | None, folders: Sequence[str | Path], auto_detect: boo
         library.server, library.db_kind, library.db_user = player.server, player.kind, player.user
         library.skipped_unavailable, library.duplicate_rows = player.skipped_unavailable, player.duplicates
     elif db_path is not None:
-        player = read_source_db(db_path, settings, taste_only=taste_only)
+        player = read_source_db(db_path, settings, taste_only=taste_only, kept=kept)
         library.db_path, library.db_kind, library.db_user = player.path, player.kind, player.user
         library.skipped_urls, library.skipped_unavailable = player.skipped_urls, player.skipped_unavailable
         library.duplicate_rows = player.duplicates

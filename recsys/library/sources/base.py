@@ -39,10 +39,12 @@ class Source(Protocol):
     def recognises(self, path: Path) -> bool:
         """Whether ``path`` (given with ``--db``) is this player's database."""
 
-    def read(self, path: Path, section: Any, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, section: Any, taste_only: bool = False, kept: Path | None = None) -> PlayerLibrary:
         """The tracks the database lists, read as ``section`` says: the settings section of the source's own name
         (``settings.navidrome`` for ``navidrome``; None where the settings have none), which the registry hands
         over (a source never reads the settings object, and its defaults are the settings'); a
         :class:`~recsys.errors.RecsysError` naming the file when it cannot. ``taste_only``: every track in
         ``catalogue``, and in ``tracks`` at least those with a rating, plays or skips (``Track.has_history``; a
-        reader may leave the others out, which is what makes the taste commands fast on a large library)."""
+        reader may leave the others out, which is what makes the taste commands fast on a large library). ``kept``
+        (with ``taste_only``): a folder where the source may keep what does not change between runs
+        (:mod:`recsys.library.kept`; only Clementine's does), never the history, which is read live."""

@@ -301,7 +301,8 @@ class _BeetsSource:
         except PlayerDBError:
             return False
 
-    def read(self, path: Path, b: BeetsSection, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, b: BeetsSection, taste_only: bool = False, kept: Path | None = None) -> PlayerLibrary:
+        """Read afresh every time: nothing kept between runs (``kept`` is ignored)."""
         return read_beets_db(path, directory=b.directory, config=b.config, rating_scale=b.rating_scale,
                              taste_only=taste_only)
 

@@ -7,16 +7,22 @@ read everything inside one read transaction (one consistent snapshot), and never
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from itertools import compress
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
 from recsys.errors import RecsysError
+from recsys.library import kept as kept_library
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources.base import PlayerLibrary
 from recsys.library.track import Track, make_key, track_from_values
@@ -54,12 +60,17 @@ def find_player_db(home: Path | None = None) -> Path | None:
     return None
 
 
-def read_player_db(path: str | Path, timeout_s: float = 5.0, taste_only: bool = False) -> PlayerLibrary:
+def read_player_db(path: str | Path, timeout_s: float = 5.0, taste_only: bool = False,
+                   kept: Path | None = None) -> PlayerLibrary:
     """Read every local-file track of a Clementine or Strawberry database, without ever writing to it.
 
     ``timeout_s`` is how long to wait for a player that holds the database locked before giving up; ``taste_only``
-    (see ``Source.read``): Tracks of the rated, played or skipped rows only, every track in the catalogue.
+    (see ``Source.read``): Tracks of the rated, played or skipped rows only, every track in the catalogue. ``kept``
+    (with ``taste_only``): the folder of the libraries kept between runs (:mod:`recsys.library.kept`): the same
+    result, from the kept library and the live history when the database's structure has not changed since.
     """
+    if taste_only and kept is not None:
+        return _read_kept(path, Path(kept), timeout_s)
     if taste_only:
         db, (kind, quiet, rows) = read_consistent(path, _read_taste, timeout_s)
         if quiet is not None:
@@ -208,6 +219,13 @@ def _read_songs(conn: sqlite3.Connection, db: Path) -> tuple[str, list[tuple]]:
     return kind, select_tolerant(conn, f"SELECT {location} AS location, {wanted} FROM songs")
 
 
+def _no_history(kind: str) -> list[str]:
+    """SQL conditions that together hold for a row with no rating, plays or skips, exactly where
+    ``_may_have_history`` reads those columns as none too (see ``_quiet_rows``)."""
+    unrated = "rating IN (-1, 0)" if kind == "clementine" else "rating = -1"  # Strawberry's 0 is a rating
+    return [f"(rating IS NULL OR {unrated})", *(f"({c} IS NULL OR {c} = 0)" for c in ("playcount", "skipcount"))]
+
+
 def _quiet_rows(kind: str, location: str) -> str:
     """SQL that holds for a row whose every rule below is the usual one: a location (BLOB or text), no rating, plays
     or skips (what ``_may_have_history`` reads as none), available, no CUE sheet, starting at 0, text tags. Such a
@@ -216,10 +234,9 @@ def _quiet_rows(kind: str, location: str) -> str:
     and a text such as '0' (kept as text only in a column without a numeric type) equals no number in either, so
     its row is read in full. A row left out is only read in full, never misread. ``typeof`` only where a
     comparison would not say the same: the test is evaluated for every row of the library."""
-    unrated = "rating IN (-1, 0)" if kind == "clementine" else "rating = -1"  # Strawberry's 0 is a rating
     return " AND ".join([
-        f"typeof({location}) IN ('blob', 'text')", f"(rating IS NULL OR {unrated})",
-        *(f"({c} IS NULL OR {c} = 0)" for c in ("playcount", "skipcount", "unavailable", "beginning")),
+        f"typeof({location}) IN ('blob', 'text')", *_no_history(kind),
+        *(f"({c} IS NULL OR {c} = 0)" for c in ("unavailable", "beginning")),
         "(cue_path IS NULL OR cue_path = '')",
         *(f"typeof({c}) IN ('text', 'null')" for c in ("album", "albumartist", "artist")),
     ])
@@ -228,12 +245,13 @@ def _quiet_rows(kind: str, location: str) -> str:
 _Quiet = tuple[list[str | None], list[list[str]], list[str | None]]  # quiet paths, their three tags, the others' paths
 
 
-def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, _Quiet | None, list[tuple]]:
+def _read_taste(conn: sqlite3.Connection, db: Path, extra: Sequence[str] = ()
+                ) -> tuple[str, _Quiet | None, list[tuple]]:
     """What ``taste_only`` needs: (kind, the quiet rows, every other row in full), where the quiet rows (see
     ``_quiet_rows``: most of a large library) are read as four columns -- their paths decoded in bulk, their album,
     album artist and artist tags -- instead of sixteen (and the other rows' paths, decoded with them). When a path is
     named by two rows (a CUE sheet's segments, a duplicate) or a column is missing, (kind, None, every row in full):
-    the rules that compare rows read them all."""
+    the rules that compare rows read them all. ``extra``: more columns of the quiet rows, after their three tags."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(songs)")}
     kind, location = _shape(db, conn, columns)
     if not {*_COLUMNS} <= columns:
@@ -241,10 +259,11 @@ def _read_taste(conn: sqlite3.Connection, db: Path) -> tuple[str, _Quiet | None,
     quiet = _quiet_rows(kind, location)
     wanted = ", ".join(_COLUMNS)
     rows = select_tolerant(conn, f"SELECT {location} AS location, {wanted} FROM songs WHERE NOT ({quiet})")
-    lean = select_tolerant(conn, f"SELECT {location}, IFNULL(album, ''), IFNULL(albumartist, ''), IFNULL(artist, '') "
-                                 f"FROM songs WHERE {quiet}")
+    more = "".join(f", {c}" for c in extra)
+    lean = select_tolerant(conn, f"SELECT {location}, IFNULL(album, ''), IFNULL(albumartist, ''), IFNULL(artist, '')"
+                                 f"{more} FROM songs WHERE {quiet}")
     if not lean:
-        return kind, ([], [[], [], []], location_paths([row[0] for row in rows])), rows
+        return kind, ([], [[] for _ in range(3 + len(extra))], location_paths([row[0] for row in rows])), rows
     locations, *tags = (list(column) for column in zip(*lean, strict=True))
     paths = location_paths(locations)
     rest = location_paths([row[0] for row in rows])
@@ -327,9 +346,34 @@ def _text(value: object) -> str:
 
 
 def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
-           paths: list[str | None] | None = None) -> PlayerLibrary:
+           paths: list[str | None] | None = None, entered: tuple | None = None) -> PlayerLibrary:
     """Tracks from the rows; ``taste_only``: Tracks only of the rows that may carry a rating, plays or skips, and
-    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded."""
+    every track in the catalogue (see :mod:`recsys.library.catalogue`). ``paths``: the rows' locations, decoded;
+    ``entered``: what ``_entries`` gave for them, when already known."""
+    entries, built, skipped_urls, skipped_unavailable, duplicates, rejected = entered or _entries(kind, rows, paths)
+    ordered = sorted(entries)
+    if not taste_only:
+        tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered]
+        return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, rejected=rejected)
+    tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered
+              if key in built or _may_have_history(entries[key][3], kind)]
+    chosen = [entries[key] for key in ordered]
+    tags = [entry[3] for entry in chosen]
+    columns = [[row[at] if type(row[at]) is str else _text(row[at]) for row in tags]
+               for at in (_ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT)]
+    catalogue = Catalogue(ordered, [entry[0] for entry in chosen], *columns)
+    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue,
+                         rejected=rejected)
+
+
+_Entries = dict[str, tuple[str, int, bool, tuple]]  # key -> (path, start in ns, segment, row)
+
+
+def _entries(kind: str, rows: list[tuple], paths: list[str | None] | None = None
+             ) -> tuple[_Entries, dict[str, Track], int, int, int, list[tuple[str, str]]]:
+    """The rows as one entry per track key (the row that knows more of the owner's taste where two name one key),
+    and what was left out: (entries, the Tracks built to compare two rows of a key, rows naming no local file,
+    unavailable rows, rows naming a key listed already, rejected rows with why)."""
     skipped_urls = skipped_unavailable = 0
     kept: list[tuple[str, int, tuple]] = []  # (path, start in ns, row)
     unavailable_at = 1 + _COLUMNS.index("unavailable")
@@ -356,7 +400,7 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
                 cut.add(path)
             kept.append((path, begin, row))
     # one entry per key: the row that knows more about the owner's taste, the first among equals
-    entries: dict[str, tuple[str, int, bool, tuple]] = {}  # key -> (path, start in ns, segment, row)
+    entries: _Entries = {}
     built: dict[str, Track] = {}  # the Track of a key listed twice, built to compare the rows
     duplicates = 0
     for path, begin_ns, row in kept:
@@ -372,27 +416,20 @@ def _build(db: Path, kind: str, rows: list[tuple], taste_only: bool = False,
             built[key] = old
         else:
             entries[key], built[key] = entry, new
-    ordered = sorted(entries)
-    if not taste_only:
-        tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered]
-        return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, rejected=rejected)
-    tracks = [built.get(key) or _track(*entries[key], kind) for key in ordered
-              if key in built or _may_have_history(entries[key][3], kind)]
-    chosen = [entries[key] for key in ordered]
-    tags = [entry[3] for entry in chosen]
-    columns = [[row[at] if type(row[at]) is str else _text(row[at]) for row in tags]
-               for at in (_ALBUM_AT, _ALBUMARTIST_AT, _ARTIST_AT)]
-    catalogue = Catalogue(ordered, [entry[0] for entry in chosen], *columns)
-    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates, catalogue=catalogue,
-                         rejected=rejected)
+    return entries, built, skipped_urls, skipped_unavailable, duplicates, rejected
 
 
-def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple]) -> PlayerLibrary:
+def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple], entered: tuple | None = None,
+                 layout: list | None = None) -> PlayerLibrary:
     """``_build(taste_only=True)`` of every row, from the quiet rows' paths and tags (no path of them named twice:
-    each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full."""
+    each is one catalogue entry keyed by its path, no Track) and the other ``rows`` in full. ``entered``: what
+    ``_entries`` gave for ``rows``, when known; ``layout``: a list that gets how the catalogue was put together
+    (which quiet rows it holds, None for all; the other rows' keys in their order; the order of the whole)."""
     paths, tags, rest_paths = quiet
-    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths)
+    tags = tags[:3]  # album, album artist, artist (what follows: ``extra`` columns of ``_read_taste``)
+    rest = _build(db, kind, rows, taste_only=True, paths=rest_paths, entered=entered)
     skipped = paths.count(None)
+    keep = None
     if skipped:  # rows that name no local file
         keep = [p is not None for p in paths]
         paths = [p for p in paths if p is not None]
@@ -403,6 +440,8 @@ def _build_taste(db: Path, kind: str, quiet: _Quiet, rows: list[tuple]) -> Playe
     columns = [paths + other.paths, *(mine + theirs for mine, theirs in zip(tags, (other.albums, other.albumartists,
                                                                                   other.artists), strict=True))]
     catalogue = Catalogue([keys[i] for i in order], *([column[i] for i in order] for column in columns))
+    if layout is not None:
+        layout += [keep, other.keys, order]
     return PlayerLibrary(db, kind, rest.tracks, rest.skipped_urls + skipped, rest.skipped_unavailable,
                          rest.duplicates, catalogue=catalogue, rejected=rest.rejected)
 
@@ -419,17 +458,20 @@ def _may_have_history(row: tuple, kind: str) -> bool:
 
 
 def _track(path: str, begin_ns: int, segment: bool, row: tuple, kind: str) -> Track:
-    """The Track of one row. The usual values (an int, a str, NULL) are taken inline, anything else goes through the
-    helpers above: a helper call per value cost seconds on a 100,000-track library."""
+    """The Track of one row: its tags (:func:`_tags`) and its history (:func:`_history`)."""
     (_, rating, playcount, skipcount, lastplayed, title, artist, album, albumartist, genre, year, number, length,
      _beginning, _cue_path, _unavailable) = row
+    return track_from_values(_tags(path, begin_ns, segment, title, artist, album, albumartist, genre, year, number,
+                                   length) + _history(rating, playcount, skipcount, lastplayed, kind))
+
+
+def _tags(path: str, begin_ns: int, segment: bool, title: object, artist: object, album: object,
+          albumartist: object, genre: object, year: object, number: object, length: object) -> tuple:
+    """The first eleven values of a row's Track (``track_from_values``), all but its history: what the library kept
+    between runs holds of it. The usual values (an int, a str, NULL) are taken inline, anything else goes through
+    the helpers above: a helper call per value cost seconds on a 100,000-track library."""
     length_ns = (length if type(length) is int else _int(length)) or 0
-    year = (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year)
-    number = (number if number > 0 else None) if type(number) is int else _positive(number)
-    lastplayed = (lastplayed if lastplayed > 0 else None) if type(lastplayed) is int else _positive(lastplayed)
-    playcount = (playcount if playcount > 0 else 0) if type(playcount) is int else _positive(playcount) or 0
-    skipcount = (skipcount if skipcount > 0 else 0) if type(skipcount) is int else _positive(skipcount) or 0
-    return track_from_values((
+    return (
         path,
         begin_ns / 1e9 if segment else 0.0,
         length_ns / 1e9 if length_ns > 0 else None,
@@ -439,18 +481,192 @@ def _track(path: str, begin_ns: int, segment: bool, row: tuple, kind: str) -> Tr
         album if type(album) is str else _text(album),
         albumartist if type(albumartist) is str else _text(albumartist),
         genre if type(genre) is str else _text(genre),
-        year,
-        number,
+        (year if year > 0 else None) if type(year) is int else None if year is None else _positive(year),
+        (number if number > 0 else None) if type(number) is int else _positive(number),
+    )
+
+
+def _history(rating: object, playcount: object, skipcount: object, lastplayed: object, kind: str) -> tuple:
+    """The last four values of a row's Track: rating, plays, skips, last play (read live on every run)."""
+    return (
         None if type(rating) in _NUMBER and (rating < 0 or rating > 1) else _rating(rating, kind),  # unrated: -1
-        playcount,
-        skipcount,
-        lastplayed,
-    ))
+        (playcount if playcount > 0 else 0) if type(playcount) is int else _positive(playcount) or 0,
+        (skipcount if skipcount > 0 else 0) if type(skipcount) is int else _positive(skipcount) or 0,
+        (lastplayed if lastplayed > 0 else None) if type(lastplayed) is int else _positive(lastplayed),
+    )
 
 
 def _richness(track: Track) -> tuple[bool, int, int]:
     """Of two rows for one track, keep the one that knows more about the owner's taste."""
     return track.rating is not None, track.playcount, track.lastplayed or 0
+
+
+# What the library kept between runs (recsys.library.kept) holds of a database, and how it knows the database as
+# it was: every column a row's catalogue entry or Track tags are made of (all but its history), summed.
+_KEPT_TAGS = ("title", "genre", "year", "track", "length")  # the quiet rows' columns it needs beyond the catalogue's
+_SIGNATURE_TEXT = ("title", "artist", "album", "albumartist", "genre", "cue_path")
+_SIGNATURE_NUMBERS = ("year", "track", "length", "beginning", "unavailable", "mtime", "ctime", "filesize")
+_TEXT = (str, type(None))
+_NUMBERS = (int, float, type(None))
+
+
+def _signature(conn: sqlite3.Connection, kind: str, location: str, info: list[tuple]) -> tuple:
+    """The database's structure as one value: its kind, the columns of ``songs``, the number of rows and, summed over
+    every row, the lengths of the location and text tags and the values of the number tags, CUE offsets,
+    availability, and the file's mtime, ctime and size as the player recorded them: one aggregate scan, a fraction
+    of the cost of reading the rows themselves. (Not the database file's own size and mtime: every play changes
+    them.)
+
+    What it notices: a row added or removed, a file moved or renamed (a new location, a new ctime), retagged or
+    rewritten (the player records its new mtime), turned unavailable, cut by a CUE sheet. What it cannot: an edit by
+    another program than the player that keeps every sum equal (a tag rewritten to another of the same length,
+    with the file's mtime kept) -- until the next change that does move a sum. The history columns are not in it:
+    they are read live."""
+    names = {row[1] for row in info}
+    sums = [f"total(length({c}))" for c in (location, *_SIGNATURE_TEXT) if c in names]
+    sums += [f"total({c})" for c in _SIGNATURE_NUMBERS if c in names]
+    totals = conn.execute(f"SELECT count(*), {', '.join(sums)} FROM songs").fetchone()
+    return kind, tuple(tuple(row) for row in info), tuple(totals)
+
+
+def _read_kept(path: str | Path, where: Path, timeout_s: float) -> PlayerLibrary:
+    """``read_player_db(path, taste_only=True)`` through the library kept under ``where``: in one read transaction,
+    the signature and, when it is the kept library's, only the rows with history (five columns) -- no location
+    decoded, no tag read; otherwise the full taste read, whose result is kept for the next run when it can be (see
+    ``_kept_data``)."""
+    with _no_cycle_collection():
+        return _read_kept_now(path, where, timeout_s)
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector off for the block: the read makes a million objects, none of them in a cycle (they
+    are freed as usual when no longer used), and the collector's passes over them cost more than the read itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_kept_now(path: str | Path, where: Path, timeout_s: float) -> PlayerLibrary:
+    db = Path(path).expanduser().absolute()
+    previous = kept_library.load(where, db)
+
+    def read(conn: sqlite3.Connection, shown: Path) -> tuple[tuple, bool, object]:
+        info = conn.execute("PRAGMA table_info(songs)").fetchall()
+        kind, location = _shape(shown, conn, {row[1] for row in info})
+        signature = _signature(conn, kind, location, info)
+        if previous is not None and previous["signature"] == signature:
+            history = select_tolerant(conn, f"SELECT {location}, rating, playcount, skipcount, lastplayed FROM songs "
+                                            f"WHERE NOT ({' AND '.join(_no_history(kind))})")
+            return signature, True, history
+        return signature, False, _read_taste(conn, shown, (*_KEPT_TAGS, location))
+
+    db, (signature, same, result) = read_consistent(db, read, timeout_s)
+    if same:
+        library = _from_kept(db, previous, result)
+        if library is not None:
+            return library
+        previous = None  # the kept library does not describe this database after all: read it in full
+        db, (signature, same, result) = read_consistent(db, read, timeout_s)
+    kind, quiet, rows = result
+    if quiet is None:
+        return _build(db, kind, rows, taste_only=True)
+    entered, layout = _entries(kind, rows, quiet[2]), []
+    library = _build_taste(db, kind, quiet, rows, entered, layout)
+    data = _kept_data(quiet, rows, entered[0], library, layout)
+    if data is not None:
+        kept_library.store(where, db, {**data, "kind": kind, "signature": signature})
+    return library
+
+
+def _kept_data(quiet: _Quiet, rows: list[tuple], entries: _Entries, library: PlayerLibrary, layout: list
+               ) -> dict | None:
+    """What the library kept between runs holds of this read (its catalogue; for each entry its location, start,
+    segment flag and the raw values of the tags its Track needs besides the catalogue's, which ``_tags`` reads when
+    the entry has history; the locations of the rows that are no track; the counts), or None when it is better read
+    in full every time: rows that compare (a duplicate key), values of unusual types (a text year, a number for a
+    title: the signature's sums would not see every change of them). ``entries``: those of ``rows``; ``layout``:
+    what ``_build_taste`` said of the catalogue's order."""
+    paths, tags, _ = quiet
+    _albums, _albumartists, _artists, titles, genres, years, numbers, lengths, locations = tags
+    catalogue = library.catalogue
+    if library.duplicates or catalogue is None or any(map(eq, catalogue.keys, catalogue.keys[1:])):
+        return None
+    if not (set(map(type, titles)) | set(map(type, genres))) <= {*_TEXT}:
+        return None
+    if not (set(map(type, years)) | set(map(type, numbers)) | set(map(type, lengths))) <= {*_NUMBERS}:
+        return None
+    text_at = [1 + _COLUMNS.index(c) for c in _SIGNATURE_TEXT]
+    number_at = [1 + _COLUMNS.index(c) for c in _SIGNATURE_NUMBERS if c in _COLUMNS]
+    if not set(map(type, map(itemgetter(0), rows))) <= {bytes, *_TEXT} \
+            or not set().union(*(map(type, map(itemgetter(at), rows)) for at in text_at)) <= {*_TEXT} \
+            or not set().union(*(map(type, map(itemgetter(at), rows)) for at in number_at)) <= {*_NUMBERS}:
+        return None
+    keep, rest_keys, order = layout
+    excluded = [location for location, path in zip(locations, paths, strict=True) if path is None]
+    mine = [locations, titles, genres, years, numbers, lengths]
+    if keep is not None:
+        mine = [list(compress(column, keep)) for column in mine]
+    chosen = [entries[key] for key in rest_keys]  # (path, start in ns, segment, row)
+    theirs = [[entry[3][at] for entry in chosen] for at in (0, *(1 + _COLUMNS.index(c) for c in _KEPT_TAGS))]
+    # the catalogue's order: the quiet rows' entries (start 0, no segment), then the others', sorted by key
+    locations, titles, genres, years, numbers, lengths, begins, segments = (
+        [column[i] for i in order] for column in (*(a + b for a, b in zip(mine, theirs, strict=True)),
+                                                 [0] * len(mine[0]) + [entry[1] for entry in chosen],
+                                                 [False] * len(mine[0]) + [entry[2] for entry in chosen]))
+    listed = {id(entry[3]) for entry in chosen}
+    excluded += [row[0] for row in rows if id(row) not in listed]
+    same = {v: v for column in (catalogue.albums, catalogue.albumartists, catalogue.artists, genres) for v in column}
+    try:
+        return {  # one object per distinct tag (``same``): the file stores a repeated one once
+            "keys": catalogue.keys, "paths": catalogue.paths,
+            **{name: list(map(same.__getitem__, column)) for name, column in (
+                ("albums", catalogue.albums), ("albumartists", catalogue.albumartists),
+                ("artists", catalogue.artists), ("genres", genres))},
+            "titles": titles, "locations": locations, "years": years, "numbers": numbers, "lengths": lengths,
+            "begins": array("q", begins).tobytes(), "segments": bytes(segments), "excluded": excluded,
+            "counts": [library.skipped_urls, library.skipped_unavailable, library.duplicates],
+            "rejected": [list(item) for item in library.rejected],
+        }
+    except OverflowError:  # a start past 64 bits
+        return None
+
+
+def _from_kept(db: Path, data: dict, history: list[tuple]) -> PlayerLibrary | None:
+    """The taste read of the database from its kept library and the live ``history`` rows (location, rating, plays,
+    skips, last play); None when they do not fit (a location the kept library does not know, a garbled file)."""
+    try:
+        kind = data["kind"]
+        columns = [data[name] for name in ("keys", "paths", "albums", "albumartists", "artists", "titles", "genres",
+                                            "years", "numbers", "lengths", "locations")]
+        keys, paths, albums, albumartists, artists, titles, genres, years, numbers, lengths, locations = columns
+        begins, segments = array("q", data["begins"]), data["segments"]
+        if len({len(column) for column in (*columns, begins, segments)}) != 1 \
+                or not all(isinstance(column, list) for column in columns):
+            return None
+        skipped_urls, skipped_unavailable, duplicates = data["counts"]
+        rejected = [(key, why) for key, why in data["rejected"]]
+        # ``history`` is what ``_may_have_history`` keeps: the SQL rule of ``_no_history`` says "none" exactly where it
+        # does (a number equal to 0 or -1 or NULL; a text or blob is never equal to a number in either)
+        at = dict(zip(locations, range(len(locations)), strict=True)).get
+        picked = [(i, row) for row in history if (i := at(row[0])) is not None]
+        if len(picked) < len(history):  # the rows that are no track, or a location the kept library does not know
+            known = set(data["excluded"])
+            if any(at(row[0]) is None and row[0] not in known for row in history):
+                return None
+        picked.sort(key=itemgetter(0))
+        tracks = [track_from_values(
+            _tags(paths[i], begins[i], segments[i] == 1, titles[i], artists[i], albums[i], albumartists[i], genres[i],
+                  years[i], numbers[i], lengths[i]) + _history(rating, playcount, skipcount, lastplayed, kind))
+            for i, (_, rating, playcount, skipcount, lastplayed) in picked]
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return PlayerLibrary(db, kind, tracks, skipped_urls, skipped_unavailable, duplicates,
+                         catalogue=Catalogue(keys, paths, albums, albumartists, artists), rejected=rejected)
 
 
 class _ClementineSource:
@@ -464,9 +680,10 @@ class _ClementineSource:
     def recognises(self, path: Path) -> bool:
         return path.suffix == ".db" and path.name in {p.name for p in (*CLEMENTINE_PATHS, *STRAWBERRY_PATHS)}
 
-    def read(self, path: Path, section: object = None, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, section: object = None, taste_only: bool = False,
+             kept: Path | None = None) -> PlayerLibrary:
         """The player has no settings section: ``section`` is None."""
-        return read_player_db(path, taste_only=taste_only)
+        return read_player_db(path, taste_only=taste_only, kept=kept)
 
 
 SOURCE = _ClementineSource()

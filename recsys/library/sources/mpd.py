@@ -53,7 +53,9 @@ class MpdSource:
 
         return is_mpd(path)
 
-    def read(self, path: Path, section: MpdSection, taste_only: bool = False) -> PlayerLibrary:
+    def read(self, path: Path, section: MpdSection, taste_only: bool = False,
+             kept: Path | None = None) -> PlayerLibrary:
+        """Read afresh every time: nothing kept between runs (``kept`` is ignored)."""
         from recsys.servers.mpd import all_songs, connect, first, local_path, music_directory, parse_address, stickers
 
         address = parse_address(str(path))

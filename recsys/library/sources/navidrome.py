@@ -241,8 +241,10 @@ class _NavidromeSource:
         except PlayerDBError:
             return False
 
-    def read(self, path: Path, nd: NavidromeSection, taste_only: bool = False) -> PlayerLibrary:
-        """Every track, whether ``taste_only`` or not (a Track per row: not yet made lean like Clementine's)."""
+    def read(self, path: Path, nd: NavidromeSection, taste_only: bool = False,
+             kept: Path | None = None) -> PlayerLibrary:
+        """Every track, whether ``taste_only`` or not (a Track per row: not yet made lean like Clementine's); nothing
+        kept between runs (``kept`` is ignored)."""
         return read_navidrome_db(path, user=nd.user, path_map=nd.mapping(), loved_stars=nd.loved_stars)
 
 
