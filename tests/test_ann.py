@@ -8,9 +8,19 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from recsys.index.ann import AnnError, Searcher, build_snapshot, load_snapshot, read_manifest, snapshot_is_current
+from recsys.index.ann import (
+    AnnError,
+    LibraryVectors,
+    Searcher,
+    build_snapshot,
+    load_snapshot,
+    read_manifest,
+    snapshot_is_current,
+)
 from recsys.index.store import TrackRow, TrackStore
 
 DIM = 16
@@ -320,3 +330,18 @@ def test_tag_matrix_copies_buffers_not_python_floats():
         tracemalloc.stop()
     assert matrix.shape == (n, n_tags)
     assert peak < 3 * matrix.nbytes, f"{peak / 2**20:.1f} MB traced for a {matrix.nbytes / 2**20:.0f} MB matrix"
+
+
+def test_whether_any_track_is_embedded_is_asked_of_the_key_column(tmp_path, monkeypatch):
+    """`recsys playlist` checks that some track of the library is embedded: in the key column's Arrow buffers, the
+    first keys first, every key only when none of those is there; never by a set of a million keys."""
+    keys = [f"/m/{i:03d}.flac" for i in range(10)]
+    pq.write_table(pa.table({"key": keys, "path": keys}), tmp_path / "meta.parquet")
+    lib = LibraryVectors(np.eye(10, 4, dtype=np.float32), pq.ParquetFile(tmp_path / "meta.parquet"), "enc", 1)
+    monkeypatch.setattr(LibraryVectors, "values", lambda self, name: pytest.fail(f"{name} made a Python list"))
+    absent = [f"/other/{i:03d}.flac" for i in range(200)]
+    assert lib.holds_any("key", [keys[3]])
+    assert lib.holds_any("key", [*absent, keys[9]])  # past the first ones asked
+    assert not lib.holds_any("key", absent)
+    assert not lib.holds_any("key", [])
+    assert not lib.holds_any("key", ["/m/\udce9.flac"])  # a name of another encoding is in no Arrow column

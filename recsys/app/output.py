@@ -124,7 +124,7 @@ def as_written(tracks: Sequence[PlaylistEntry], fmt: str, settings: Settings, db
 def snapshot_inputs(settings: Settings, lib: LibraryVectors) -> Inputs:
     """What a playlist written from the snapshot alone must never overwrite: the configured player database and
     music folders, and every file the snapshot knows."""
-    return Inputs(settings.library.db, settings.library.folders, set(lib.values("path")))
+    return Inputs(settings.library.db, settings.library.folders, lib.files)
 
 
 def snapshot_entry(lib: LibraryVectors, row: int, similarity: float) -> PlaylistEntry:

@@ -43,7 +43,7 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,6 +142,17 @@ class LibraryVectors:
 
         return row_numbers(pc.is_in(self.column(name), value_set=arrow_strings(wanted)))
 
+    def holds_any(self, name: str, wanted: Sequence[str], first: int = 64) -> bool:
+        """Whether column ``name`` holds any of ``wanted``: the ``first`` of them asked first (of a library that is
+        embedded nearly any track is), all of them only when none of those is there."""
+        return bool(self.rows_with(name, wanted[:first])) or (len(wanted) > first
+                                                              and bool(self.rows_with(name, wanted[first:])))
+
+    @property
+    def files(self) -> SnapshotFiles:
+        """The files the snapshot's rows name, as the write guard asks about them (``recsys.guard.Files``)."""
+        return SnapshotFiles(self)
+
     @property
     def keys(self) -> list[str]:
         return self.values("key")
@@ -159,6 +170,28 @@ class LibraryVectors:
         table = self._groups[group]
         offset = i - int(self._group_starts[group])
         return {name: table.column(name)[offset].as_py() for name in table.column_names if name != SEARCH_COLUMN}
+
+
+class SnapshotFiles:
+    """The files a snapshot's rows name, for the write guard (``recsys.guard.Files``): a destination is looked up
+    in the path column's Arrow buffers, never by a set of a million Python strings."""
+
+    def __init__(self, lib: LibraryVectors) -> None:
+        self._lib = lib
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and bool(self._lib.rows_with("path", [path]))
+
+    def named(self, name: str) -> list[str]:
+        """The snapshot's files whose last path component is ``name``."""
+        import pyarrow.compute as pc
+
+        wanted = arrow_strings([name])
+        if not len(wanted) or not name or "/" in name:  # not UTF-8: no Arrow column holds it
+            return []
+        paths = self._lib.column("path")
+        found = pc.or_(pc.ends_with(paths, pattern="/" + name), pc.equal(paths, wanted[0]))
+        return [paths[i].as_py() for i in row_numbers(found)]
 
 
 def arrow_strings(values: Iterable[str]) -> pa.Array:
