@@ -130,9 +130,12 @@ class LibraryVectors:
         return self._columns[name]
 
     def values(self, name: str) -> list:
-        """Column ``name`` as a Python list (built once)."""
+        """Column ``name`` as a Python list (built once): a million strings cost about 0.1 s, so a reader that needs
+        a few rows asks :meth:`row` or :meth:`rows_with` instead. A column of one chunk (the whole file read at
+        once) is converted straight from it: the chunked array's conversion copies the list once more."""
         if name not in self._lists:
-            self._lists[name] = self.column(name).to_pylist()
+            column = self.column(name)
+            self._lists[name] = column.chunk(0).to_pylist() if column.num_chunks == 1 else column.to_pylist()
         return self._lists[name]
 
     def rows_with(self, name: str, wanted: Collection[str]) -> list[int]:
