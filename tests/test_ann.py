@@ -345,3 +345,15 @@ def test_whether_any_track_is_embedded_is_asked_of_the_key_column(tmp_path, monk
     assert not lib.holds_any("key", absent)
     assert not lib.holds_any("key", [])
     assert not lib.holds_any("key", ["/m/\udce9.flac"])  # a name of another encoding is in no Arrow column
+
+
+def test_prefetch_reads_what_there_is_and_never_fails(tmp_path):
+    """Bringing the graph into the page cache is only for speed: a short, empty or missing file is no error."""
+    from recsys.index.ann import prefetch
+
+    data = tmp_path / "index.faiss"
+    data.write_bytes(b"x" * 1000)
+    prefetch(data, 10**9)  # more than the file holds
+    prefetch(data, 0)
+    prefetch(tmp_path / "missing.faiss", 100)
+    assert data.read_bytes() == b"x" * 1000
