@@ -357,3 +357,15 @@ def test_prefetch_reads_what_there_is_and_never_fails(tmp_path):
     prefetch(data, 0)
     prefetch(tmp_path / "missing.faiss", 100)
     assert data.read_bytes() == b"x" * 1000
+
+
+@pytest.mark.parametrize(("command", "unused"), [
+    ("recsys.app.similar", ("recsys.recommender.rank", "urllib.request", "pandas")),
+    ("recsys.app.playlist", ("recsys.recommender.classifier", "xml.etree.ElementTree", "pandas")),
+])
+def test_query_commands_import_only_what_they_use(command, unused):
+    """Start-up is most of a query's time at a million tracks: `similar` never imports the ranking nor urllib (an
+    existing playlist's sniffing does), `playlist` never the classifier's training nor an XSPF reader."""
+    code = f"import sys, recsys.cli, {command}; print(sorted(m for m in {unused!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
@@ -22,7 +23,9 @@ from recsys.library.catalogue import Catalogue
 from recsys.library.sources import load_taste_library
 from recsys.library.track import Track
 from recsys.playlists import Inputs
-from recsys.recommender.classifier import ClassifierReport, train_classifier
+
+if TYPE_CHECKING:  # training is `recsys train-classifier`'s: a playlist never imports it
+    from recsys.recommender.classifier import ClassifierReport
 
 
 class NotEmbeddedError(RecsysError):
@@ -90,6 +93,8 @@ def vote_search(settings: Settings, lib: LibraryVectors, hubness: bool = True):
 def train(settings: Settings, taste: Taste, tracks: Sequence[Track], models: Path,
           tracking: str | None) -> ClassifierReport:
     """Train the classifier on ``tracks`` with the configured settings, into ``models`` (tracked when ``tracking``)."""
+    from recsys.recommender.classifier import train_classifier
+
     c = settings.classifier
     return train_classifier(taste.lib, tracks, models, tracking, min_ratings=c.min_ratings, seed=c.seed,
                             pseudo_until=c.pseudo_until, neighbours_k=c.knn_k, search=vote_search(settings, taste.lib),
