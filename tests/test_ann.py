@@ -369,3 +369,30 @@ def test_query_commands_import_only_what_they_use(command, unused):
     code = f"import sys, recsys.cli, {command}; print(sorted(m for m in {unused!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_columns_read_ahead_are_the_columns_read_after(tmp_path):
+    """A reader's first column is read on a thread while the index loads: what it then reads is the column itself,
+    and a read that failed on the thread is read again (and reported, if it fails again) by the reader."""
+    from recsys.index.ann import ReadAhead
+
+    keys = [f"/m/{i:05d}.flac" for i in range(3000)]
+    pq.write_table(pa.table({"key": keys, "path": keys}), tmp_path / "meta.parquet", row_group_size=1000)
+    meta = pq.ParquetFile(tmp_path / "meta.parquet")
+    lib = LibraryVectors(np.eye(3000, 4, dtype=np.float32), meta, "enc", 1,
+                         ahead=ReadAhead(meta, ["key", "no such column"]))
+    assert lib.row(2500)["key"] == keys[2500] and lib.column("key").to_pylist() == keys
+    assert lib.values("path") == keys
+
+    failing = pq.ParquetFile(tmp_path / "meta.parquet")
+    real, calls = failing.read, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(kwargs.get("columns"))
+        if len(calls) == 1:
+            raise OSError("read error on the thread")
+        return real(*args, **kwargs)
+
+    failing.read = fails_once
+    lib = LibraryVectors(np.eye(3000, 4, dtype=np.float32), failing, "enc", 1, ahead=ReadAhead(failing, ["key"]))
+    assert lib.keys == keys and calls == [["key"], ["key"]]

@@ -25,7 +25,7 @@ from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_scores, hub_search
-from recsys.index.lookup import Hit, hit, resolve_query
+from recsys.index.lookup import Hit, first_column, hit, resolve_query
 from recsys.library.filters import Filter, parse, selected_mask, snapshot_column
 from recsys.library.groups import one_recording_with, recording_key
 from recsys.playlists import write_playlist
@@ -47,7 +47,8 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
     written as a playlist, nearest first."""
     flt = parse(where)
     chosen = playlist_format(out, fmt, settings) if out is not None or fmt else None
-    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index,
+                                                       read_ahead=[first_column(query)]))
     row = resolve_query(lib, query)
     note = lib.behind
     if flt:

@@ -54,6 +54,19 @@ def hit(lib: LibraryVectors, row: int, score: float) -> Hit:
                artist=m.get("artist") or "", title=m.get("title") or "", album=m.get("album") or "")
 
 
+def _names_a_file(query: str) -> bool:
+    """Whether ``query`` is taken for a path or file:// URI before it is taken for text."""
+    return query.startswith("file://") or os.sep in query or os.path.exists(query)
+
+
+def first_column(query: str) -> str:
+    """The snapshot column :func:`resolve_query` reads first for ``query`` (the key, the path or the label column):
+    a reader has it read while the index loads (``recsys.index.ann.load_snapshot``'s ``read_ahead``)."""
+    if "@" in query:
+        return "key"
+    return "path" if _names_a_file(query) else SEARCH_COLUMN
+
+
 def _as_path(query: str) -> str | None:
     if query.startswith("file://"):
         path = uri_to_path(query)
@@ -61,7 +74,7 @@ def _as_path(query: str) -> str | None:
             raise TrackNotFound(f"{query} names no local file (only file:///path or file://localhost/path): give "
                                 "the path of a file in your library")
         return path
-    if os.sep in query or os.path.exists(query):
+    if _names_a_file(query):
         return os.path.abspath(os.path.expanduser(query))
     return None
 
