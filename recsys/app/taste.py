@@ -46,7 +46,7 @@ class Taste:
 
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
-    lib = current_snapshot(settings.home_path, settings.index, read_ahead=["key"])  # read while the index loads
+    lib = current_snapshot(settings.home_path, settings.index)
     library, catalogue = load_taste_library(settings.library.db, settings.library.folders, settings=settings)
     source = library.source()
     if not lib.holds_any("key", catalogue.keys):
