@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 from recsys.config import Settings
 from recsys.errors import RecsysError
-from recsys.guard import AnyOf
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_search
 from recsys.library.catalogue import Catalogue
 from recsys.library.sources import load_taste_library
 from recsys.library.track import Track
-from recsys.playlists import Inputs
+from recsys.playlists import AnyOf, Inputs
 
 if TYPE_CHECKING:  # training is `recsys train-classifier`'s: a playlist never imports it
     from recsys.recommender.classifier import ClassifierReport
@@ -56,15 +55,6 @@ def load_taste(settings: Settings) -> Taste:
     return Taste(lib, library.tracks, source, catalogue, inputs, library.db_kind)
 
 
-def taste_inputs(db: str | Path | None, folders: Sequence[str | Path], catalogue: Catalogue,
-                 lib: LibraryVectors) -> Inputs:
-    """What a playlist must never write: the player database, the music folders, every file of the library and
-    every file the snapshot names (a track gone from the player may still be in the index). Both are asked about
-    the one destination (``recsys.guard.AnyOf``): a set of every path cost a playlist a second at a million
-    tracks."""
-    return Inputs(db, folders, AnyOf((catalogue.paths, lib.files)))
-
-
 def require_history(taste: Taste, seeds: bool = False) -> None:
     """One line naming the library when it is music folders alone, which carry no ratings (recsys reads stars from a
     player or a server), before any ranking: after `embed --library DIR` (remembered) the playlist blamed the
@@ -76,6 +66,15 @@ def require_history(taste: Taste, seeds: bool = False) -> None:
     instead = ", or build around tracks with --seed" if seeds else ""
     raise RecsysError(f"{taste.source} holds no ratings: music folders carry none (recsys reads your stars from a "
                       f"player or a server): give your player's database with --db (or --mpd, --subsonic){instead}")
+
+
+def taste_inputs(db: str | Path | None, folders: Sequence[str | Path], catalogue: Catalogue,
+                 lib: LibraryVectors) -> Inputs:
+    """What a playlist must never write: the player database, the music folders, every file of the library and
+    every file the snapshot names (a track gone from the player may still be in the index). Both are asked about
+    the one destination (``recsys.guard.AnyOf``): a set of every path cost a playlist a second at a million
+    tracks."""
+    return Inputs(db, folders, AnyOf((catalogue.paths, lib.files)))
 
 
 VOTE_EF_SEARCH = 64  # HNSW breadth for the neighbour votes: recall@21 1.000 at 100k (128 for `similar`), 1.7x faster
