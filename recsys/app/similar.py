@@ -78,9 +78,10 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
     """The k tracks nearest to several tracks together (those a beets query picks): to the one track itself, else to
     the mean of their vectors; the tracks themselves and exact copies of them left out. Keys not in the index (not
     embedded yet) are counted in a note; none in the index is an error."""
-    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
-    row_of = {key: i for i, key in enumerate(lib.keys)}
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index, read_ahead=["key"]))
     wanted = list(dict.fromkeys(keys))
+    found = lib.rows_with("key", wanted)  # a few rows of a million: never a {key: row} of every key
+    row_of = {lib.column("key")[i].as_py(): i for i in found}
     rows = [row_of[key] for key in wanted if key in row_of]
     if not rows:
         raise RecsysError(f"none of the {len(wanted)} tracks asked about is in the index: run `recsys embed` on this "
