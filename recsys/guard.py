@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from recsys.errors import RecsysError
 
@@ -27,14 +28,47 @@ class WriteRefused(RecsysError):
     """A write destination is one of the user's things."""
 
 
+@runtime_checkable
+class Files(Protocol):
+    """A large collection of files as the guard asks about it, without a set of every path: whether it holds one
+    path, and which of its files have one name (the only ones that can be the same file by another path)."""
+
+    def __contains__(self, path: object) -> bool: ...
+
+    def named(self, name: str) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """Several collections of files asked as one (the player's tracks, the index snapshot's), none copied: at a
+    million tracks a set of both cost a playlist a second."""
+
+    parts: tuple[Collection[str] | Files, ...]
+
+    def __contains__(self, path: object) -> bool:
+        return any(path in part for part in self.parts)
+
+    def named(self, name: str) -> Iterator[str]:
+        for part in self.parts:
+            yield from _named(part, name)
+
+
 @dataclass(frozen=True)
 class Inputs:
     """What recsys reads and must never write, whatever the flags say: the player database (and its side files),
-    the music folders, and every music file of the library (``files``: absolute paths, possibly outside the folders)."""
+    the music folders, and every music file of the library (``files``: absolute paths, possibly outside the folders;
+    any collection, or a :class:`Files` that answers without one)."""
 
     db: str | Path | None = None
     folders: Sequence[str | Path] = ()
-    files: Collection[str] = ()
+    files: Collection[str] | Files = ()
+
+
+def _named(files: Collection[str] | Files, name: str) -> Iterable[str]:
+    """The files of ``files`` whose name (last path component) is ``name``."""
+    if isinstance(files, Files):
+        return files.named(name)
+    return (f for f in files if f.endswith(name) and os.path.basename(f) == name)
 
 
 def is_under(path: str, folder: str) -> bool:
@@ -69,10 +103,10 @@ def refusal(path: str | Path, inputs: Inputs | None) -> str | None:
         top = os.path.realpath(Path(folder).expanduser())
         if is_under(real, top) or is_under(given, str(Path(folder).expanduser().absolute())):
             return f"inside the music folder {folder}"
-    # only a file of the same name can be the same file: a cheap name test first (100,000 files on a large library)
-    base = os.path.basename(real)
-    if any(name in inputs.files for name in names) or any(
-            _same_file(real, f) for f in inputs.files if f.endswith(base) and os.path.basename(f) == base):
+    # only an existing file can be a library file by another path (a hard link, a bind mount), and only one of the
+    # same name: the library's files are searched for the name, never compared one by one
+    if any(name in inputs.files for name in names) or (os.path.exists(real) and any(
+            _same_file(real, f) for f in _named(inputs.files, os.path.basename(real)))):
         return "a music file of your library"
     return None
 

@@ -8,9 +8,19 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from recsys.index.ann import AnnError, Searcher, build_snapshot, load_snapshot, read_manifest, snapshot_is_current
+from recsys.index.ann import (
+    AnnError,
+    LibraryVectors,
+    Searcher,
+    build_snapshot,
+    load_snapshot,
+    read_manifest,
+    snapshot_is_current,
+)
 from recsys.index.store import TrackRow, TrackStore
 
 DIM = 16
@@ -320,3 +330,69 @@ def test_tag_matrix_copies_buffers_not_python_floats():
         tracemalloc.stop()
     assert matrix.shape == (n, n_tags)
     assert peak < 3 * matrix.nbytes, f"{peak / 2**20:.1f} MB traced for a {matrix.nbytes / 2**20:.0f} MB matrix"
+
+
+def test_whether_any_track_is_embedded_is_asked_of_the_key_column(tmp_path, monkeypatch):
+    """`recsys playlist` checks that some track of the library is embedded: in the key column's Arrow buffers, the
+    first keys first, every key only when none of those is there; never by a set of a million keys."""
+    keys = [f"/m/{i:03d}.flac" for i in range(10)]
+    pq.write_table(pa.table({"key": keys, "path": keys}), tmp_path / "meta.parquet")
+    lib = LibraryVectors(np.eye(10, 4, dtype=np.float32), pq.ParquetFile(tmp_path / "meta.parquet"), "enc", 1)
+    monkeypatch.setattr(LibraryVectors, "values", lambda self, name: pytest.fail(f"{name} made a Python list"))
+    absent = [f"/other/{i:03d}.flac" for i in range(200)]
+    assert lib.holds_any("key", [keys[3]])
+    assert lib.holds_any("key", [*absent, keys[9]])  # past the first ones asked
+    assert not lib.holds_any("key", absent)
+    assert not lib.holds_any("key", [])
+    assert not lib.holds_any("key", ["/m/\udce9.flac"])  # a name of another encoding is in no Arrow column
+
+
+def test_prefetch_reads_what_there_is_and_never_fails(tmp_path):
+    """Bringing the graph into the page cache is only for speed: a short, empty or missing file is no error."""
+    from recsys.index.ann import prefetch
+
+    data = tmp_path / "index.faiss"
+    data.write_bytes(b"x" * 1000)
+    prefetch(data, 10**9)  # more than the file holds
+    prefetch(data, 0)
+    prefetch(tmp_path / "missing.faiss", 100)
+    assert data.read_bytes() == b"x" * 1000
+
+
+@pytest.mark.parametrize(("command", "unused"), [
+    ("recsys.app.similar", ("recsys.recommender.rank", "urllib.request", "pandas")),
+    ("recsys.app.playlist", ("recsys.recommender.classifier", "xml.etree.ElementTree", "pandas")),
+])
+def test_query_commands_import_only_what_they_use(command, unused):
+    """Start-up is most of a query's time at a million tracks: `similar` never imports the ranking nor urllib (an
+    existing playlist's sniffing does), `playlist` never the classifier's training nor an XSPF reader."""
+    code = f"import sys, recsys.cli, {command}; print(sorted(m for m in {unused!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_columns_read_ahead_are_the_columns_read_after(tmp_path):
+    """A reader's first column is read on a thread while the index loads: what it then reads is the column itself,
+    and a read that failed on the thread is read again (and reported, if it fails again) by the reader."""
+    from recsys.index.ann import ReadAhead
+
+    keys = [f"/m/{i:05d}.flac" for i in range(3000)]
+    pq.write_table(pa.table({"key": keys, "path": keys}), tmp_path / "meta.parquet", row_group_size=1000)
+    meta = pq.ParquetFile(tmp_path / "meta.parquet")
+    lib = LibraryVectors(np.eye(3000, 4, dtype=np.float32), meta, "enc", 1,
+                         ahead=ReadAhead(meta, ["key", "no such column"]))
+    assert lib.row(2500)["key"] == keys[2500] and lib.column("key").to_pylist() == keys
+    assert lib.values("path") == keys
+
+    failing = pq.ParquetFile(tmp_path / "meta.parquet")
+    real, calls = failing.read, []
+
+    def fails_once(*args, **kwargs):
+        calls.append(kwargs.get("columns"))
+        if len(calls) == 1:
+            raise OSError("read error on the thread")
+        return real(*args, **kwargs)
+
+    failing.read = fails_once
+    lib = LibraryVectors(np.eye(3000, 4, dtype=np.float32), failing, "enc", 1, ahead=ReadAhead(failing, ["key"]))
+    assert lib.keys == keys and calls == [["key"], ["key"]]

@@ -222,3 +222,49 @@ def test_vlc_plays_cue_segments_in_the_playlist_s_order(tmp_path):
     assert [e.find("x:title", NS).text for e in vlc_order] == [t.title for t in tracks]
     starts = [[o.text for o in e.findall("x:extension/vlc:option", NS)][:1] for e in vlc_order]
     assert starts == [["start-time=10.000"], [], ["start-time=20.000"], ["start-time=0.000"]]
+
+
+def test_a_playlist_never_replaces_a_file_of_the_library_or_of_the_index(tmp_path, monkeypatch):
+    """The taste commands' guard is asked about the one destination, without a set of every path: a file only the
+    player lists and a file only the index snapshot names are refused, by their path, through a link to them, and
+    by another name of the same file (a hard link, as a bind mount would show it); other files are written."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recsys.app.taste import taste_inputs
+    from recsys.index.ann import LibraryVectors
+    from recsys.library.catalogue import Catalogue
+    from recsys.library.track import Track
+
+    files = {}
+    for name in ("player-only.flac", "index-only.flac", "both.flac"):
+        files[name] = tmp_path / "music" / name
+        files[name].parent.mkdir(exist_ok=True)
+        files[name].write_bytes(b"fLaC " + name.encode())
+    paths = [str(files["index-only.flac"]), str(files["both.flac"])]
+    pq.write_table(pa.table({"key": paths, "path": paths}), tmp_path / "meta.parquet")
+    lib = LibraryVectors(np.eye(2, 4, dtype=np.float32), pq.ParquetFile(tmp_path / "meta.parquet"), "enc", 1)
+    catalogue = Catalogue.of([Track(path=str(files["player-only.flac"])), Track(path=str(files["both.flac"]))])
+
+    def no_list(self, name):
+        pytest.fail(f"the guard made the snapshot's {name} column a Python list")
+
+    monkeypatch.setattr(LibraryVectors, "values", no_list)
+    inputs = taste_inputs(None, [], catalogue, lib)  # no music folder: the file rule alone must hold
+    (tmp_path / "elsewhere").mkdir()
+    before = {p: p.read_bytes() for p in files.values()}
+    for name, path in files.items():
+        hard = tmp_path / "elsewhere" / name
+        os.link(path, hard)
+        (tmp_path / f"link-{name}").symlink_to(path)
+        for target in (path, hard, tmp_path / f"link-{name}"):
+            with pytest.raises(PlaylistWriteError, match="a music file of your library") as err:
+                write_playlist(target, [ranked("/m/a.flac")], title="x", overwrite=True, inputs=inputs)
+            assert "recsys never writes it" in str(err.value), target
+    assert {p: p.read_bytes() for p in files.values()} == before
+    copy = tmp_path / "copies" / "index-only.flac"  # the same name, another file: not the library's
+    copy.parent.mkdir()
+    copy.write_text("#EXTM3U\n")
+    write_playlist(copy, [ranked("/m/a.flac")], title="x", fmt="m3u8", overwrite=True, inputs=inputs)
+    write_playlist(tmp_path / "fine.xspf", [ranked("/m/a.flac")], title="x", inputs=inputs)

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.atomic import NAME_MAX, clip_name
 from recsys.config import Settings
@@ -22,7 +23,9 @@ from recsys.embedder.fingerprint import FingerprintCache, row_agreement
 from recsys.index.ann import LibraryVectors
 from recsys.playlists import WRITERS, Inputs, PlaylistEntry, PlaylistWriteError
 from recsys.playlists.output import written_by_recsys
-from recsys.recommender.rank import RankedTrack
+
+if TYPE_CHECKING:  # the ranking's record, named here only in type hints: `similar` never imports the ranking
+    from recsys.recommender.rank import RankedTrack
 
 
 def check_out(out: str | None) -> None:
@@ -121,7 +124,7 @@ def as_written(tracks: Sequence[PlaylistEntry], fmt: str, settings: Settings, db
 def snapshot_inputs(settings: Settings, lib: LibraryVectors) -> Inputs:
     """What a playlist written from the snapshot alone must never overwrite: the configured player database and
     music folders, and every file the snapshot knows."""
-    return Inputs(settings.library.db, settings.library.folders, set(lib.values("path")))
+    return Inputs(settings.library.db, settings.library.folders, lib.files)
 
 
 def snapshot_entry(lib: LibraryVectors, row: int, similarity: float) -> PlaylistEntry:

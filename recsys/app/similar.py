@@ -25,7 +25,7 @@ from recsys.config import Settings
 from recsys.errors import RecsysError
 from recsys.index.ann import LibraryVectors, Searcher, current_snapshot
 from recsys.index.hubness import hub_scores, hub_search
-from recsys.index.lookup import Hit, hit, resolve_query
+from recsys.index.lookup import Hit, first_column, hit, resolve_query
 from recsys.library.filters import Filter, parse, selected_mask, snapshot_column
 from recsys.library.groups import one_recording_with, recording_key
 from recsys.playlists import write_playlist
@@ -47,7 +47,8 @@ def find_similar(settings: Settings, query: str, k: int = 10, where: Sequence[st
     written as a playlist, nearest first."""
     flt = parse(where)
     chosen = playlist_format(out, fmt, settings) if out is not None or fmt else None
-    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index,
+                                                       read_ahead=[first_column(query)]))
     row = resolve_query(lib, query)
     note = lib.behind
     if flt:
@@ -77,9 +78,10 @@ def find_similar_to_tracks(settings: Settings, keys: Sequence[str], k: int = 10)
     """The k tracks nearest to several tracks together (those a beets query picks): to the one track itself, else to
     the mean of their vectors; the tracks themselves and exact copies of them left out. Keys not in the index (not
     embedded yet) are counted in a note; none in the index is an error."""
-    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index))
-    row_of = {key: i for i, key in enumerate(lib.keys)}
+    lib = with_fingerprints(settings, current_snapshot(settings.home_path, settings.index, read_ahead=["key"]))
     wanted = list(dict.fromkeys(keys))
+    found = lib.rows_with("key", wanted)  # a few rows of a million: never a {key: row} of every key
+    row_of = {lib.column("key")[i].as_py(): i for i in found}
     rows = [row_of[key] for key in wanted if key in row_of]
     if not rows:
         raise RecsysError(f"none of the {len(wanted)} tracks asked about is in the index: run `recsys embed` on this "

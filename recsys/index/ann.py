@@ -42,8 +42,9 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +74,7 @@ MISSING_SCORE = np.float32(-np.finfo(np.float32).max)  # the score FAISS gives a
 # the inverted lists memory-mapped where this FAISS can, else read: codes are tens of bytes a track
 IVF_READ_FLAGS = getattr(faiss, "IO_FLAG_MMAP", 0)
 ADD_BATCH = 65536  # vectors encoded into the compressed index at a time: its build holds codes, not a copy
+PREFETCH_CHUNK = 64 << 20  # bytes of the graph handed to the kernel at a time (prefetch)
 RERANK_BYTES = 32 << 20  # candidate vectors gathered at a time for re-scoring: bounded for a batch of thousands
 SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "album", "genre", "year",
                     "track_number", "duration_s"]
@@ -98,7 +100,7 @@ class LibraryVectors:
 
     def __init__(self, vectors: np.ndarray, meta: pq.ParquetFile, encoder_id: str, table_version: int,
                  kind: str = "flat", folder: Path | None = None, manifest: dict | None = None,
-                 index: faiss.Index | None = None) -> None:
+                 index: faiss.Index | None = None, ahead: ReadAhead | None = None) -> None:
         self.vectors = vectors
         self.encoder_id, self.table_version, self.kind = encoder_id, table_version, kind
         self.folder, self.manifest = folder, manifest or {}
@@ -111,6 +113,7 @@ class LibraryVectors:
         # lists (recsys.app.output.with_fingerprints), read by recsys.library.groups.one_recording_with
         self.agreement: Callable[[int, int], float | None] | None = None
         self._parquet = meta
+        self._ahead = ahead  # columns being read on a thread: waited for before the file is read again
         self._columns: dict[str, pa.ChunkedArray] = {}
         self._lists: dict[str, list] = {}
         self._groups: dict[int, pa.Table] = {}
@@ -125,15 +128,44 @@ class LibraryVectors:
         return self._parquet.schema_arrow.names
 
     def column(self, name: str) -> pa.ChunkedArray:
+        self._settle()
         if name not in self._columns:
             self._columns[name] = self._parquet.read(columns=[name]).column(name)
         return self._columns[name]
 
+    def _settle(self) -> None:
+        """Wait for the columns read ahead (``load_snapshot``'s ``read_ahead``): one reader of the file at a time."""
+        if self._ahead is not None:
+            for name, column in self._ahead.wait().items():
+                self._columns.setdefault(name, column)
+            self._ahead = None
+
     def values(self, name: str) -> list:
-        """Column ``name`` as a Python list (built once)."""
+        """Column ``name`` as a Python list (built once): a million strings cost about 0.1 s, so a reader that needs
+        a few rows asks :meth:`row` or :meth:`rows_with` instead. A column of one chunk (the whole file read at
+        once) is converted straight from it: the chunked array's conversion copies the list once more."""
         if name not in self._lists:
-            self._lists[name] = self.column(name).to_pylist()
+            column = self.column(name)
+            self._lists[name] = column.chunk(0).to_pylist() if column.num_chunks == 1 else column.to_pylist()
         return self._lists[name]
+
+    def rows_with(self, name: str, wanted: Collection[str]) -> list[int]:
+        """The rows whose column ``name`` is one of ``wanted``, in row order: compared in the column's Arrow buffers,
+        never as a Python string per row (at a million rows the list costs ten times the comparison)."""
+        import pyarrow.compute as pc  # only the lookups need it: not on every reader's start-up
+
+        return row_numbers(pc.is_in(self.column(name), value_set=arrow_strings(wanted)))
+
+    def holds_any(self, name: str, wanted: Sequence[str], first: int = 64) -> bool:
+        """Whether column ``name`` holds any of ``wanted``: the ``first`` of them asked first (of a library that is
+        embedded nearly any track is), all of them only when none of those is there."""
+        return bool(self.rows_with(name, wanted[:first])) or (len(wanted) > first
+                                                              and bool(self.rows_with(name, wanted[first:])))
+
+    @property
+    def files(self) -> SnapshotFiles:
+        """The files the snapshot's rows name, as the write guard asks about them (``recsys.guard.Files``)."""
+        return SnapshotFiles(self)
 
     @property
     def keys(self) -> list[str]:
@@ -147,11 +179,59 @@ class LibraryVectors:
     def row(self, i: int) -> dict:
         """Row ``i``'s metadata, reading only its row group."""
         group = int(np.searchsorted(self._group_starts, i, side="right")) - 1
+        self._settle()
         if group not in self._groups:
             self._groups[group] = self._parquet.read_row_group(group)
         table = self._groups[group]
         offset = i - int(self._group_starts[group])
         return {name: table.column(name)[offset].as_py() for name in table.column_names if name != SEARCH_COLUMN}
+
+
+class SnapshotFiles:
+    """The files a snapshot's rows name, for the write guard (``recsys.guard.Files``): a destination is looked up
+    in the path column's Arrow buffers, never by a set of a million Python strings."""
+
+    def __init__(self, lib: LibraryVectors) -> None:
+        self._lib = lib
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and bool(self._lib.rows_with("path", [path]))
+
+    def named(self, name: str) -> list[str]:
+        """The snapshot's files whose last path component is ``name``."""
+        import pyarrow.compute as pc
+
+        wanted = arrow_strings([name])
+        if not len(wanted) or not name or "/" in name:  # not UTF-8: no Arrow column holds it
+            return []
+        paths = self._lib.column("path")
+        found = pc.or_(pc.ends_with(paths, pattern="/" + name), pc.equal(paths, wanted[0]))
+        return [paths[i].as_py() for i in row_numbers(found)]
+
+
+def arrow_strings(values: Iterable[str]) -> pa.Array:
+    """``values`` as an Arrow string array, built from their UTF-8 bytes: ``pa.array`` of Python strings imports
+    pandas (~0.3 s, more than a whole `recsys similar` may take). A value that is not UTF-8 (a file name of another
+    encoding, decoded by ``os.fsdecode``) is left out: no Arrow column holds it."""
+    data = []
+    for value in values:
+        try:
+            data.append(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            continue
+    offsets = np.cumsum([0, *map(len, data)], dtype=np.int32)  # under 2 GB: a library's keys are ~0.1 GB at 1 M
+    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+def row_numbers(mask: pa.ChunkedArray | pa.Array) -> list[int]:
+    """The rows where a boolean column is true (null counts as false), in order; without numpy's view of the
+    column, which imports pandas."""
+    import pyarrow.compute as pc
+
+    found = pc.indices_nonzero(mask)
+    if not len(found):
+        return []
+    return np.frombuffer(found.buffers()[1], np.uint64)[found.offset:found.offset + len(found)].tolist()
 
 
 def _read_json(path: Path) -> dict | None:
@@ -437,8 +517,65 @@ def _tag_matrix(column: pa.ChunkedArray, n_tags: int) -> np.ndarray:
     return out
 
 
-def load_snapshot(home: Path) -> LibraryVectors:
-    """The current snapshot, every file opened (vectors memory-mapped); a swap meanwhile makes it start over."""
+def prefetch(path: Path, nbytes: int) -> None:
+    """Bring the first ``nbytes`` of ``path`` into the page cache in large sequential reads, handed straight to
+    /dev/null (no copy into Python). Why: FAISS copies an HNSW graph (the file's start; the vectors after it stay
+    mapped) out of its mapping a page fault at a time, which from a cold cache is several times slower than the
+    disk reading the region in order (`similar` cold, benchmarks/RESULTS.md); with the file cached this costs
+    milliseconds. A system without ``sendfile`` to a file skips it: only the speed differs."""
+    if nbytes <= 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # the read that follows says what is wrong
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            done = 0
+            while done < nbytes:
+                sent = os.sendfile(null, fd, done, min(nbytes - done, PREFETCH_CHUNK))
+                if not sent:
+                    break
+                done += sent
+        finally:
+            os.close(null)
+    except (OSError, AttributeError):  # no sendfile to a file here: FAISS reads it as it did
+        pass
+    finally:
+        os.close(fd)
+
+
+class ReadAhead:
+    """Metadata columns read on a thread while FAISS reads the graph: both release the GIL, so on two cores the
+    column a reader needs first (the labels of a text query, the keys of a playlist) costs no wall time of its own.
+    A failed read is left to the reader, which reads the column again and reports what is wrong."""
+
+    def __init__(self, meta: pq.ParquetFile, names: Sequence[str]) -> None:
+        self._names = [name for name in dict.fromkeys(names) if name in meta.schema_arrow.names]
+        self._read: dict[str, pa.ChunkedArray] = {}
+        self._thread = threading.Thread(target=self._run, args=(meta,), daemon=True) if self._names else None
+        if self._thread is not None:
+            self._thread.start()
+
+    def _run(self, meta: pq.ParquetFile) -> None:
+        try:
+            table = meta.read(columns=self._names)
+        except Exception:  # the reader reads it again and says what is wrong
+            return
+        self._read = {name: table.column(name) for name in self._names}
+
+    def wait(self) -> dict[str, pa.ChunkedArray]:
+        """The columns read (none when the read failed), once the thread is done."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        return self._read
+
+
+def load_snapshot(home: Path, read_ahead: Sequence[str] = ()) -> LibraryVectors:
+    """The current snapshot, every file opened (vectors memory-mapped); a swap meanwhile makes it start over.
+    ``read_ahead``: metadata columns the caller reads first, read while the index loads (:class:`ReadAhead`)."""
     home = Path(home)
     for attempt in range(LOAD_ATTEMPTS):
         last = attempt == LOAD_ATTEMPTS - 1
@@ -451,27 +588,33 @@ def load_snapshot(home: Path) -> LibraryVectors:
                 raise _damaged(home, f"{MANIFEST} is missing or unreadable")
             break
         damage = snapshot_damage(folder, manifest) if "files" in manifest else None
+        ahead = None
         try:
             if damage is not None:
                 raise OSError(damage)
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             meta = pq.ParquetFile(folder / "meta.parquet")  # not pq.read_table: that imports pandas (~0.2 s)
+            ahead = ReadAhead(meta, read_ahead)
             index = None
             if manifest.get("kind") == "hnsw":
                 # the graph's vectors memory-mapped, not read: 0.09 s instead of 0.5 s at a million rows
-                index = faiss.read_index(str(folder / "index.faiss"), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
+                graph = folder / "index.faiss"
+                prefetch(graph, graph.stat().st_size - vectors.size * vectors.itemsize)
+                index = faiss.read_index(str(graph), getattr(faiss, "IO_FLAG_MMAP_IFC", 0))
             elif manifest.get("kind") == "ivf":
                 index = faiss.read_index(str(folder / "index.faiss"), IVF_READ_FLAGS)
             if vectors.ndim != 2 or len(vectors) != meta.metadata.num_rows:
                 raise ValueError(f"vectors.npy holds {len(vectors)} rows, meta.parquet {meta.metadata.num_rows}")
         except (OSError, ValueError, RuntimeError) as exc:
+            if ahead is not None:
+                ahead.wait()
             if not last and (home / ANN).resolve() != folder:
                 continue  # the folder was replaced between resolving the link and opening its files
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise _damaged(home, first) from None
         lib = LibraryVectors(vectors, meta, encoder_id=manifest["encoder_id"],
                              table_version=int(manifest["table_version"]), kind=manifest.get("kind", "flat"),
-                             folder=folder, manifest=manifest, index=index)
+                             folder=folder, manifest=manifest, index=index, ahead=ahead)
         if HUB_FILE in manifest.get("files", {}):  # snapshots built before hubness reduction lack it
             lib.hub = np.load(folder / HUB_FILE)
         if TAGS_FILE in manifest.get("files", {}):
@@ -480,13 +623,14 @@ def load_snapshot(home: Path) -> LibraryVectors:
     raise AnnError(f"no index in {home}: run `recsys embed`")
 
 
-def current_snapshot(home: Path, index: IndexSettings) -> LibraryVectors:
+def current_snapshot(home: Path, index: IndexSettings, read_ahead: Sequence[str] = ()) -> LibraryVectors:
     """The last complete snapshot, for readers: never built here (only a writer holding the home lock builds), so
-    a reader always gets a whole index; ``behind`` says when the table or the index settings moved on since."""
+    a reader always gets a whole index; ``behind`` says when the table or the index settings moved on since.
+    ``read_ahead``: the metadata columns the reader needs first (``load_snapshot``)."""
     home = Path(home)
     if read_manifest(home) is None and not (home / ANN).exists():
         raise AnnError(f"nothing is embedded in {home} yet: run `recsys embed` first")
-    lib = load_snapshot(home)
+    lib = load_snapshot(home, read_ahead)
     stamp = read_stamp(home) or {}
     if stamp.get("table_version") not in (None, lib.table_version):
         lib.behind = ("the index is behind the table (a run was interrupted or is still going): results leave out "

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from recsys.choices import PLAYLIST_WRITERS as WRITERS
 from recsys.choices import load
+from recsys.guard import AnyOf
 from recsys.playlists.output import Inputs, PlaylistEntry, PlaylistWriteError, write_file
 
 Encoder = Callable[[Sequence[PlaylistEntry], str, str], bytes]
 
-__all__ = ["WRITERS", "Inputs", "PlaylistEntry", "PlaylistWriteError", "write_playlist"]
+__all__ = ["WRITERS", "AnyOf", "Inputs", "PlaylistEntry", "PlaylistWriteError", "write_playlist"]
 
 
 def write_playlist(path: Path, tracks: Sequence[PlaylistEntry], title: str, fmt: str = "xspf", overwrite: bool = False,

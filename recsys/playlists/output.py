@@ -10,7 +10,6 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from recsys.atomic import write_bytes_atomic
 from recsys.errors import RecsysError
@@ -81,6 +80,8 @@ def written_by_recsys(path: Path, title: str) -> bool:
             head = f.read(_SNIFF_BYTES)
     except OSError:
         return False
+    from xml.sax.saxutils import escape  # imports urllib.request: only when an existing file is read
+
     text = xml_text(title)
     if head.startswith(b"#EXTM3U"):
         return f"\n#PLAYLIST:{text}\n".encode() in head

@@ -16,7 +16,6 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from xml.etree import ElementTree as ET
 
 from recsys.atomic import read_regular
 from recsys.errors import RecsysError
@@ -64,6 +63,8 @@ def _uri_path(uri: str, folder: Path) -> str | None:
 
 
 def _read_xspf(data: bytes, folder: Path, where: Path) -> list[tuple[str, str | None, float | None]]:
+    from xml.etree import ElementTree as ET  # only a playlist read needs it: not every `recsys playlist`'s start-up
+
     try:
         root = ET.fromstring(data)
     except ET.ParseError as exc:
