@@ -48,7 +48,7 @@ class Taste:
 
 def load_taste(settings: Settings) -> Taste:
     """The snapshot and the live library; an error naming what to run when none of the tracks is embedded."""
-    lib = current_snapshot(settings.home_path, settings.index)
+    lib = current_snapshot(settings.home_path, settings.index, read_ahead=["key"])  # read while the library is
     library, catalogue = load_taste_library(settings.library.db, settings.library.folders, settings=settings,
                                             keep=kept_library_folder(settings.home_path))
     source = library.source()
