@@ -65,6 +65,8 @@ This module imports numpy and faiss, never torch: the playlist command must star
 from __future__ import annotations
 
 import bisect
+import dataclasses
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -105,7 +107,9 @@ DISLIKED = 0.4  # 2 stars and below
 SHORTLIST_MIN = 2000
 SAME_ARTIST_LOOKAHEAD = 3  # candidates, in MMR order, looked past for another artist before one plays twice in a row
 SHORTLIST_PER_PICK = 20
-COPY_BATCH = 64  # shortlisted candidates whose owned copies one matrix product finds (``_OwnedCopies``)
+COPY_BATCH = 64  # shortlisted candidates whose owned copies one matrix product finds (``_OwnedCopies``) ...
+GUESS_PASSES = 3  # ... once MMR has run this many passes that guessed them
+OWNED_BLOCK = 16384  # owned vectors gathered for one product
 COPY_MARGIN = 1e-4  # cosine below DUPLICATE_CANDIDATE_COS still handed to one_recording_with (rounding of a product)
 EXPLAIN_N = 2
 MODES = RANK_MODES
@@ -241,25 +245,38 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     tracks that are no candidates; ``owned_recordings`` their performer-and-title keys) is removed as a ``COPY``:
     a copy of a track the owner rated is not a discovery, however near it sounds to the liked ones."""
     cand = vectors[short]
-    rel = np.asarray(relevance, dtype=np.float32)
-    max_sim = np.full(len(short), -1.0, dtype=np.float32)
     seed_sim = (np.max(cand @ np.asarray(vectors[list(seeds)], dtype=np.float32).T, axis=1) if len(seeds)
                 else np.full(len(short), -1.0, dtype=np.float32))
-    alive = np.ones(len(short), dtype=bool)
-    per_artist: Counter[str] = Counter()
-    per_album: Counter[str] = Counter()
-    seen_recordings: set[str] = set(seed_recordings) - {""}
     owned = np.zeros(0, dtype=np.int64) if owned is None else np.asarray(owned, dtype=np.int64)
     copies = _OwnedCopies(vectors, cand, owned)
 
-    def copy_of_owned(i: int, upcoming: np.ndarray) -> bool:
+    def copy_of_owned(i: int, upcoming: np.ndarray, alive: np.ndarray) -> bool:
         if recordings[i] and recordings[i] in owned_recordings:
             return True
         if not len(owned):
             return False
-        near = copies.near(i, upcoming[alive[upcoming]] if i not in copies else upcoming)
+        near = copies.near(i, upcoming, alive)
         return bool(len(near)) and one_recording_with(vectors, int(short[i]), near, agreement)
 
+    rules = dataclasses.replace(rules, exists=functools.cache(rules.exists))  # every pass sees the same files
+    while True:  # a pass that guessed (``_OwnedCopies``) is run again once its guesses are known
+        picked, removed = _mmr_pass(vectors, short, cand, relevance, seed_sim, artists, albums, recordings, paths,
+                                    rules, seeds, seed_recordings, agreement, copy_of_owned)
+        if not copies.guessed():
+            return picked, removed
+
+
+def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevance: np.ndarray, seed_sim: np.ndarray,
+              artists: list[str], albums: list[str], recordings: list[str], paths: list[str], rules: _Rules,
+              seeds: Sequence[int], seed_recordings: Sequence[str], agreement: Agreement | None,
+              copy_of_owned: Callable[[int, np.ndarray, np.ndarray], bool]) -> tuple[list[int], Counter[str]]:
+    """One run of ``_mmr``'s greedy picks; ``copy_of_owned(position, the positions in MMR order from it, alive)``."""
+    rel = np.asarray(relevance, dtype=np.float32)
+    max_sim = np.full(len(short), -1.0, dtype=np.float32)
+    alive = np.ones(len(short), dtype=bool)
+    per_artist: Counter[str] = Counter()
+    per_album: Counter[str] = Counter()
+    seen_recordings: set[str] = set(seed_recordings) - {""}
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
@@ -278,7 +295,7 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                     max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
                     and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
-            elif copy_of_owned(int(i), ranked[at:]):
+            elif copy_of_owned(int(i), ranked[at:], alive):
                 reason = COPY
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -314,33 +331,57 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
 
 class _OwnedCopies:
     """The ``owned`` rows (rated or often played: no candidates) within ``DUPLICATE_CANDIDATE_COS`` of each shortlisted
-    candidate, found when first asked: the first question also answers the next ``COPY_BATCH`` candidates in MMR
-    order, in one matrix product against the owned vectors (copied once), so a playlist of 100 tracks reads the
-    owned vectors about twice, not once per candidate (200,000 owned rows at a million tracks). The rows come a
+    candidate, found a batch of candidates at a time: one matrix product against the owned vectors costs a tenth of
+    a product per candidate (200,000 owned rows at a million tracks), but only for the candidates that MMR asks
+    about, a hundred-odd of the shortlist, and which those are depends on the answers.
+
+    So the first pass guesses: a candidate not computed yet is taken for no copy and noted; when the pass ends, the
+    noted ones are computed in one product and ``_mmr`` runs again. Copies are rare, so the second pass is almost
+    always the last (it asks exactly what the first did). From the ``GUESS_PASSES``-th pass on, a question is
+    answered at once, with the next ``COPY_BATCH`` alive candidates in MMR order in the same product. The rows come a
     little wider than the threshold (``one_recording_with`` applies it again on its own cosines), in row order."""
 
     def __init__(self, vectors: np.ndarray, cand: np.ndarray, owned: np.ndarray) -> None:
         self._vectors, self._cand, self._owned = vectors, cand, owned
-        self._owned_vectors: np.ndarray | None = None
         self._near: dict[int, np.ndarray] = {}
+        self._pending: dict[int, None] = {}
+        self._passes = 1
 
-    def __contains__(self, i: int) -> bool:
-        return i in self._near
-
-    def near(self, i: int, upcoming: np.ndarray) -> np.ndarray:
-        """The owned rows near candidate ``i`` (a position in the shortlist); ``upcoming``: the positions likely
-        asked next (alive), answered in the same product."""
-        if i not in self._near:
-            batch = [i, *islice((j for j in upcoming.tolist() if j != i and j not in self._near), COPY_BATCH - 1)]
-            if self._owned_vectors is None:
-                self._owned_vectors = np.asarray(self._vectors[self._owned], dtype=np.float32)
-            sims = self._owned_vectors @ self._cand[batch].T  # (owned, batch)
-            hits, which = np.nonzero(sims >= DUPLICATE_CANDIDATE_COS - COPY_MARGIN)
-            order = np.argsort(which, kind="stable")  # per candidate, its owned rows in row order
-            bounds = np.searchsorted(which[order], np.arange(len(batch) + 1))
-            for k, j in enumerate(batch):
-                self._near[j] = self._owned[hits[order[bounds[k]:bounds[k + 1]]]]
+    def near(self, i: int, upcoming: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """The owned rows near candidate ``i`` (a position in the shortlist): none for now where this pass guesses.
+        ``upcoming``: the positions in MMR order from ``i``, those ``alive`` answered with it when it is computed."""
+        if i in self._near:
+            return self._near[i]
+        if self._passes < GUESS_PASSES:
+            self._pending[i] = None
+            return self._owned[:0]
+        self._compute([i, *islice((j for j in upcoming[alive[upcoming]].tolist() if j != i and j not in self._near),
+                                  COPY_BATCH - 1)])
         return self._near[i]
+
+    def guessed(self) -> bool:
+        """Whether the pass just run guessed (then its guesses are computed now, for the next pass)."""
+        self._passes += 1
+        if not self._pending:
+            return False
+        self._compute(list(self._pending))
+        self._pending.clear()
+        return True
+
+    def _compute(self, batch: list[int]) -> None:
+        queries = self._cand[batch].T
+        hits, which = [], []
+        for start in range(0, len(self._owned), OWNED_BLOCK):  # a block at a time: no copy of 200,000 vectors
+            rows = self._owned[start:start + OWNED_BLOCK]
+            near, of = np.nonzero(np.asarray(self._vectors[rows], dtype=np.float32) @ queries
+                                  >= DUPLICATE_CANDIDATE_COS - COPY_MARGIN)
+            hits.append(rows[near])
+            which.append(of)
+        found, of = np.concatenate(hits), np.concatenate(which)
+        order = np.argsort(of, kind="stable")  # per candidate, its owned rows in row order
+        bounds = np.searchsorted(of[order], np.arange(len(batch) + 1))
+        for k, j in enumerate(batch):
+            self._near[j] = found[order[bounds[k]:bounds[k + 1]]]
 
 
 def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed: Counter[str],
