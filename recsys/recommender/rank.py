@@ -71,7 +71,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -87,6 +87,7 @@ from recsys.library.groups import (
     one_recording_with,
     recording_key,
 )
+from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
@@ -495,7 +496,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
     library = Catalogue.of(tracks) if library is None else library
-    row_of = {k: i for i, k in enumerate(lib.keys)}
+    row_of = dict(zip(lib.keys, range(len(lib.keys)), strict=True))  # a million keys: zip, not a comprehension
     evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library, row_of), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
@@ -518,11 +519,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     predicted = shown_rating(like)
 
     candidate = np.ones(n, dtype=bool)
-    for t in tracks:
-        row = row_of.get(t.key)
-        if row is not None and ((t.rating is not None and not include_rated)
-                                or (t.rating is None and t.playcount >= played_min and not include_played)):
-            candidate[row] = False
+    left_out = [t.key for t in tracks if (t.rating is not None and not include_rated)
+                or (t.rating is None and t.playcount >= played_min and not include_played)]
+    left_out_rows = np.fromiter(map(row_of.get, left_out, repeat(-1)), np.int64, len(left_out))
+    candidate[left_out_rows[left_out_rows >= 0]] = False
     owned = np.flatnonzero(~candidate)  # rated (or often played) and left out: so are their copies (``_mmr``)
     if len(seeds):
         candidate[[row_of[s] for s in seeds]] = False
@@ -576,8 +576,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     seed_rows = [row_of[s] for s in seeds]
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
-    owned_recordings = {recording_key(a, t) for a, t in zip(_take(meta, "artist", owned), _take(meta, "title", owned),
-                                                            strict=True)} - {""}
+    owned_recordings = _owned_recordings(meta, owned, title_raw)
     picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
                                seed_rows, seed_recordings, getattr(lib, "agreement", None), owned, owned_recordings)
     removed.update(mmr_removed)
@@ -604,6 +603,18 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         (order[chosen] < relevance[chosen]).sum())
     return Ranking(out, how, candidates, _stop_reason(len(out), top_n, candidates, shortlisted, removed, rules),
                    dict(removed), resting)
+
+
+def _owned_recordings(meta: Any, owned: np.ndarray, titles: Sequence[str | None]) -> set[str]:
+    """The performer-and-title keys (``recording_key``) of the ``owned`` rows whose title is one of ``titles`` (the
+    shortlist's): the only ones a candidate's key can equal. Every owned title is normalised (``tag_key`` uncached: a
+    few hundred thousand distinct titles would only churn its cache), the artist only of those few."""
+    wanted = {tag_key(t) for t in titles} - {""}
+    owned_titles = _take(meta, "title", owned)
+    same = np.fromiter(map(wanted.__contains__, map(tag_key.__wrapped__, owned_titles)), bool, len(owned))
+    which = np.flatnonzero(same)
+    return {recording_key(a, owned_titles[j]) for a, j in zip(_take(meta, "artist", owned[which]), which.tolist(),
+                                                              strict=True)} - {""}
 
 
 def _rest(relevance: np.ndarray, rows: np.ndarray, keys: Sequence[str], rested: Collection[str],
