@@ -99,9 +99,9 @@ def _folder(path: str) -> str:
     return path.rpartition("/")[0]  # os.path.dirname's job at a fifth of its cost (a 100,000-track loop)
 
 
-def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``values``: whether its ``tag_key`` is one of ``tags``, and whether it is blank. Each distinct value
-    is normalised once; the test of a million tracks is two set lookups each, in C (``map``)."""
+def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """For each of ``values``: whether its ``tag_key`` is one of ``tags``, and (called when needed) whether it is
+    blank. Each distinct value is normalised once; the test of a million tracks is a set lookup each, in C (``map``)."""
     matching, blank = set(), set()
     for value in set(values):
         key = tag_key(value)
@@ -110,7 +110,7 @@ def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.nda
         elif key in tags:
             matching.add(value)
     return (np.fromiter(map(matching.__contains__, values), bool, len(values)),
-            np.fromiter(map(blank.__contains__, values), bool, len(values)))
+            lambda: np.fromiter(map(blank.__contains__, values), bool, len(values)))
 
 
 def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Catalogue, root: str,
@@ -144,17 +144,18 @@ def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Cata
     releases = _release_folders(library, {_folder(paths[i]) for i in mine} - loose)
     # which tag values match, each distinct value tested once (a few per album), then set lookups per track
     in_album, untagged_album = _matching(albums, album_tags)
-    by_albumartist, no_owner = _matching(albumartists, artist_tags)
+    by_albumartist, no_owner_of = _matching(albumartists, artist_tags)
     by_artist, no_artist = _matching(artists, artist_tags)
+    no_owner = no_owner_of()
     # the album: its tag, else (untagged) its folder; the artist: the album artist's tag, else the artist's, else
     # (both untagged) the album folder's parent
     named = in_album | by_albumartist
     named |= no_owner & by_artist
     if album_folders:
-        for i in np.flatnonzero(untagged_album & ~named).tolist():
+        for i in np.flatnonzero(untagged_album() & ~named).tolist():
             named[i] = _folder(paths[i]) in album_folders
     if artist_folders:
-        for i in np.flatnonzero(no_owner & no_artist & ~named).tolist():
+        for i in np.flatnonzero(no_owner & no_artist() & ~named).tolist():
             named[i] = _folder(_folder(paths[i])) in artist_folders
     for rows in releases.values():
         named[rows] = True
