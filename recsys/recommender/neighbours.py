@@ -168,8 +168,8 @@ def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Cata
     # album-mates (same tags and folder) are named once: the named tracks grouped by their three tags and folder,
     # the groups in the order of their first track
     named_paths = _at(paths, which)
-    mates = list(zip(_at(albums, which), _at(albumartists, which), _at(artists, which), map(_folder, named_paths),
-                     strict=True))
+    folders = map(itemgetter(0), map(str.rpartition, named_paths, repeat("/")))  # _folder's rule, in C
+    mates = list(zip(_at(albums, which), _at(albumartists, which), _at(artists, which), folders, strict=True))
     groups = dict.fromkeys(mates)  # in the order of their first track
     first = dict(zip(reversed(mates), range(len(mates) - 1, -1, -1), strict=True))  # each group's first track
     mate = np.fromiter(map(dict(zip(groups, range(len(groups)), strict=True)).__getitem__, mates), np.int64,

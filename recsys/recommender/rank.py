@@ -106,6 +106,7 @@ from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
 SHORTLIST_MIN = 2000
+MMR_HEAD = 64  # candidates ordered per MMR pick (a partition); the rest only when these run out
 SAME_ARTIST_LOOKAHEAD = 3  # candidates, in MMR order, looked past for another artist before one plays twice in a row
 SHORTLIST_PER_PICK = 20
 COPY_BATCH = 64  # shortlisted candidates whose owned copies one matrix product finds (``_OwnedCopies``) ...
@@ -286,8 +287,14 @@ def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevanc
         gain[~alive] = -np.inf
         choice = fallback = None
         waited = 0
-        ranked = np.argsort(-gain, kind="stable")
-        for at, i in enumerate(ranked):
+        ranked, at = _best_first(gain, MMR_HEAD), 0
+        while True:
+            if at == len(ranked):  # past the head: the whole order (the head is its beginning)
+                if len(ranked) == len(gain):
+                    break
+                ranked = np.argsort(-gain, kind="stable")
+            i = int(ranked[at])
+            at += 1
             if not alive[i]:
                 break
             artist, album = artists[i], albums[i]
@@ -296,7 +303,7 @@ def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevanc
                     max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
                     and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
-            elif copy_of_owned(int(i), ranked[at:], alive):
+            elif copy_of_owned(i, ranked[at - 1:], alive):
                 reason = COPY
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -309,12 +316,12 @@ def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevanc
                 removed[reason] += 1
                 continue
             if artist and artist == last_artist:  # look a little further for another artist to put between
-                fallback = int(i) if fallback is None else fallback
+                fallback = i if fallback is None else fallback
                 waited += 1
                 if waited > SAME_ARTIST_LOOKAHEAD:
                     break
                 continue
-            choice = int(i)
+            choice = i
             break
         if choice is None:
             choice = fallback  # only this artist is near enough: the same artist again, rather than nothing
@@ -328,6 +335,16 @@ def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevanc
         last_artist = artists[choice]
         np.maximum(max_sim, cand @ cand[choice], out=max_sim)
     return picked, removed
+
+
+def _best_first(values: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` positions (more where values tie at the n-th) of ``np.argsort(-values, kind="stable")``: the
+    values up to the n-th largest, in that order, from a partition instead of a sort of them all."""
+    if n >= len(values):
+        return np.argsort(-values, kind="stable")
+    negative = -values
+    head = np.flatnonzero(negative <= np.partition(negative, n - 1)[n - 1])  # ties at the n-th: all of them
+    return head[np.argsort(negative[head], kind="stable")]
 
 
 class _OwnedCopies:
@@ -703,9 +720,9 @@ def _nearest_rated(vectors: np.ndarray, chosen: np.ndarray, keys: Sequence[str],
         if not len(rows) or not len(chosen):
             return [[] for _ in chosen]
         sims = vectors[chosen] @ vectors[rows].T
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :EXPLAIN_N]
         result = []
-        for i, row in enumerate(order):
+        for i in range(len(chosen)):
+            row = _best_first(sims[i], EXPLAIN_N)[:EXPLAIN_N]
             result.append([])
             for j in row:
                 t = by_key.get(keys[rows[j]])
