@@ -64,7 +64,6 @@ This module imports numpy and faiss, never torch: the playlist command must star
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import functools
 import os
@@ -654,9 +653,8 @@ def _ungrouped(library: Catalogue, keys: Sequence[str], rows: np.ndarray, root: 
     """For each of ``rows``: it has no album and no artist (``album_of``, ``artist_of``: an untagged file of a loose
     folder), so no rating of its album or artist can ever vouch for it. A bisection per row in the catalogue."""
     out = np.zeros(len(rows), dtype=bool)
-    for j, row in enumerate(rows.tolist()):
-        i = bisect.bisect_left(library.keys, keys[row])
-        if i < len(library.keys) and library.keys[i] == keys[row]:
+    for j, i in enumerate(library.positions(keys[row] for row in rows.tolist())):
+        if i >= 0:
             path, album, albumartist, artist = (library.paths[i], library.albums[i], library.albumartists[i],
                                                 library.artists[i])
             out[j] = not album_of(album, albumartist, artist, path, loose) and not artist_of(artist, albumartist,
