@@ -99,18 +99,18 @@ def _folder(path: str) -> str:
     return path.rpartition("/")[0]  # os.path.dirname's job at a fifth of its cost (a 100,000-track loop)
 
 
-def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
-    """For each of ``values``: whether its ``tag_key`` is one of ``tags``, and (called when needed) whether it is
-    blank. Each distinct value is normalised once; the test of a million tracks is a set lookup each, in C (``map``)."""
-    matching, blank = set(), set()
+def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values``: whether its ``tag_key`` is one of ``tags``, and whether it is blank. Each distinct value
+    is normalised once; each of a million tracks is one dict lookup, in C (``map``): 1 matching, 2 blank, 0 else."""
+    code = {}
     for value in set(values):
         key = tag_key(value)
         if not key:
-            blank.add(value)
+            code[value] = 2
         elif key in tags:
-            matching.add(value)
-    return (np.fromiter(map(matching.__contains__, values), bool, len(values)),
-            lambda: np.fromiter(map(blank.__contains__, values), bool, len(values)))
+            code[value] = 1
+    codes = np.fromiter(map(code.get, values, repeat(0)), np.int8, len(values))
+    return codes == 1, codes == 2
 
 
 def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Catalogue, root: str,
@@ -120,10 +120,10 @@ def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Cata
     Only those can get an album or artist vote, so only those are named: the normalised names of every track cost
     0.9 s at 100,000 tracks (3 s on a loaded machine), more than the playlist may take. A track is named when its
     folder, its album folder's parent or a tag (each distinct tag value normalised once by ``tag_key``, the rule
-    ``album_of`` and ``artist_of`` compare by) matches an evidence track's: each tag column is tested against the
-    set of its matching values, so the test of every track is a set lookup, and only untagged tracks' folders are
-    looked at. The evidence tracks are found in the catalogue by bisection (it is in key order), the named ones'
-    rows through ``row_of``. Rows no track names, and untagged tracks of a loose folder
+    ``album_of`` and ``artist_of`` compare by) matches an evidence track's: each tag column's distinct values are
+    tested once, so the test of every track is a dict lookup, and only untagged tracks' folders are looked at. The
+    evidence tracks are found in the catalogue by bisection (it is in key order), the named ones' rows through
+    ``row_of``. Rows no track names, and untagged tracks of a loose folder
     (``recsys.library.groups.loose_folders``: the root, a folder of more files than an album holds; a flat library
     is not one album nor one artist), get -1.
 
@@ -144,18 +144,17 @@ def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Cata
     releases = _release_folders(library, {_folder(paths[i]) for i in mine} - loose)
     # which tag values match, each distinct value tested once (a few per album), then set lookups per track
     in_album, untagged_album = _matching(albums, album_tags)
-    by_albumartist, no_owner_of = _matching(albumartists, artist_tags)
+    by_albumartist, no_owner = _matching(albumartists, artist_tags)
     by_artist, no_artist = _matching(artists, artist_tags)
-    no_owner = no_owner_of()
     # the album: its tag, else (untagged) its folder; the artist: the album artist's tag, else the artist's, else
     # (both untagged) the album folder's parent
     named = in_album | by_albumartist
     named |= no_owner & by_artist
     if album_folders:
-        for i in np.flatnonzero(untagged_album() & ~named).tolist():
+        for i in np.flatnonzero(untagged_album & ~named).tolist():
             named[i] = _folder(paths[i]) in album_folders
     if artist_folders:
-        for i in np.flatnonzero(no_owner & no_artist() & ~named).tolist():
+        for i in np.flatnonzero(no_owner & no_artist & ~named).tolist():
             named[i] = _folder(_folder(paths[i])) in artist_folders
     for rows in releases.values():
         named[rows] = True
