@@ -594,7 +594,7 @@ def test_the_ranking_knobs_come_from_the_settings_and_these_tests_run_on_the_pro
 
 @pytest.mark.parametrize("seed", range(3))
 def test_library_groups_join_exactly_the_tracks_album_of_and_artist_of_join(seed):
-    """The album and artist ids (factorized tag columns, array lookups) put a track with an evidence track exactly
+    """The album and artist ids (tag values coded once, a lookup per track) put a track with an evidence track exactly
     when the one rule says so: the same ``album_of`` key (joined through the evidence's release folders, those of
     at most RELEASE_MAX_TAGS album tags), the same ``artist_of`` key; on messy libraries (compilations, album titles
     several artists share, untagged files, loose folders, tracks without a vector, CUE segments of one file)."""
