@@ -164,13 +164,13 @@ def test_collect_labels_logs_what_it_drops_in_entry_order(caplog):
 
 @pytest.mark.parametrize("seed", range(5))
 def test_best_first_is_the_stable_sorts_beginning(seed):
-    """Ties (many equal values, -inf for the dead), every length: the head is exactly where the stable sort of all
+    """Ties (many equal values, -inf for the dead, NaN), every length: the head is exactly where the stable sort of all
     the values begins, ties at its end included."""
     rng = np.random.default_rng(seed)
     for size in (1, 2, 5, 64, 300):
-        values = rng.choice(np.array([0.1, 0.5, 0.5, 0.9, -np.inf], np.float32), size)
+        values = rng.choice(np.array([0.1, 0.5, 0.5, 0.9, -np.inf, np.nan], np.float32), size)
         full = np.argsort(-values, kind="stable")
         for n in (1, 2, 3, 64, 500):
             head = rank_module._best_first(values, n)
             assert len(head) >= min(n, size) and head.tolist() == full[:len(head)].tolist()
-            assert len(head) == size or values[full[len(head)]] < values[head[-1]]  # no tie left out
+            assert len(head) == size or not values[full[len(head)]] >= values[head[-1]]  # no tie left out

@@ -343,6 +343,8 @@ def _best_first(values: np.ndarray, n: int) -> np.ndarray:
         return np.argsort(-values, kind="stable")
     negative = -values
     head = np.flatnonzero(negative <= np.partition(negative, n - 1)[n - 1])  # ties at the n-th: all of them
+    if len(head) < n:  # NaN among the first n (it sorts last): the whole sort
+        return np.argsort(-values, kind="stable")
     return head[np.argsort(negative[head], kind="stable")]
 
 
@@ -627,7 +629,8 @@ def _owned_recordings(meta: Any, owned: np.ndarray, titles: Sequence[str | None]
     few hundred thousand distinct titles would only churn its cache), the artist only of those few."""
     wanted = {tag_key(t) for t in titles} - {""}
     owned_titles = _take(meta, "title", owned)
-    same = np.fromiter(map(wanted.__contains__, map(tag_key.__wrapped__, owned_titles)), bool, len(owned))
+    normalised = map(getattr(tag_key, "__wrapped__", tag_key), owned_titles)
+    same = np.fromiter(map(wanted.__contains__, normalised), bool, len(owned))
     which = np.flatnonzero(same)
     return {recording_key(a, owned_titles[j]) for a, j in zip(_take(meta, "artist", owned[which]), which.tolist(),
                                                               strict=True)} - {""}
