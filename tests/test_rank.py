@@ -13,7 +13,7 @@ import pytest
 from recsys.app.ranking import rank_settings
 from recsys.config import Settings
 from recsys.library.catalogue import Catalogue
-from recsys.library.track import Track
+from recsys.library.track import Track, make_key
 from recsys.recommender.labels import collect_labels
 from recsys.recommender.neighbours import exact_search, library_groups, neighbourhoods, vote
 from recsys.recommender.persistence import RatingModel
@@ -594,10 +594,10 @@ def test_the_ranking_knobs_come_from_the_settings_and_these_tests_run_on_the_pro
 
 @pytest.mark.parametrize("seed", range(3))
 def test_library_groups_join_exactly_the_tracks_album_of_and_artist_of_join(seed):
-    """The album and artist ids (factorized tag columns, array lookups) put a track with an evidence track exactly
+    """The album and artist ids (tag values coded once, a lookup per track) put a track with an evidence track exactly
     when the one rule says so: the same ``album_of`` key (joined through the evidence's release folders, those of
     at most RELEASE_MAX_TAGS album tags), the same ``artist_of`` key; on messy libraries (compilations, album titles
-    several artists share, untagged files, loose folders, tracks without a vector)."""
+    several artists share, untagged files, loose folders, tracks without a vector, CUE segments of one file)."""
     import random
 
     rng = random.Random(seed)
@@ -611,13 +611,14 @@ def _check_groups(rng) -> None:  # noqa: ANN001 - a random.Random
     from recsys.library.text import tag_key
     from recsys.recommender.neighbours import RELEASE_MAX_TAGS
 
-    rows = sorted((f"{rng.choice(['/m', '/m/A', '/m/A/X', '/m/A/Y', '/m/B', '/m/B/Z', '/m/VA/Hits', '/m/dump'])}"
-                   f"/t{i}.flac", rng.choice(["", "X", "x ", "Hits", "Greatest Hits", "Y"]),
+    files = [f"{rng.choice(['/m', '/m/A', '/m/A/X', '/m/A/Y', '/m/B', '/m/B/Z', '/m/VA/Hits', '/m/dump'])}/t{i}.flac"
+             for i in range(rng.randint(1, 80))]
+    segments = [(make_key(p, start, True), p) for p in files if rng.random() < 0.2 for start in (0.0, 212.5)]
+    rows = sorted((key, p, rng.choice(["", "X", "x ", "Hits", "Greatest Hits", "Y"]),
                    rng.choice(["", "", "Various Artists", "A", "B"]), rng.choice(["", "A", "B", "a", "C"]))
-                  for i in range(rng.randint(1, 80)))
-    library = Catalogue(*(list(column) for column in zip(*[(p, p, al, aa, ar) for p, al, aa, ar in rows],
-                                                            strict=True)))
-    keys = [p for p, *_ in rows if rng.random() < 0.9]
+                  for key, p in [*((p, p) for p in files), *segments])  # a CUE file's tracks: keys of one path
+    library = Catalogue(*(list(column) for column in zip(*rows, strict=True)))
+    keys = [k for k, *_ in rows if rng.random() < 0.9]
     rng.shuffle(keys)
     if not keys:
         return
@@ -625,12 +626,13 @@ def _check_groups(rng) -> None:  # noqa: ANN001 - a random.Random
     evidence = np.array(rng.sample(range(len(keys)), min(len(keys), rng.randint(1, 6))))
     root, loose = rng.choice(["/m", "", "/m/A"]), frozenset(rng.sample(["/m/dump", "/m/B"], rng.randint(0, 2)))
     groups = library_groups(keys, row_of, library, root, evidence, loose)
-    tags = {p: (al, aa, ar) for p, al, aa, ar in rows}
-    album = {k: album_of(*tags[k], k, loose | {root}) for k in keys}
-    artist = {k: artist_of(tags[k][2], tags[k][1], k, root, loose | {root}) for k in keys}
-    folder = {k: k.rpartition("/")[0] for k in keys}
+    tags = {k: (al, aa, ar) for k, _, al, aa, ar in rows}
+    path = {k: p for k, p, *_ in rows}
+    album = {k: album_of(*tags[k], path[k], loose | {root}) for k in keys}
+    artist = {k: artist_of(tags[k][2], tags[k][1], path[k], root, loose | {root}) for k in keys}
+    folder = {k: path[k].rpartition("/")[0] for k in keys}
     releases = {folder[keys[e]] for e in evidence} - loose - {root}
-    releases = {f for f in releases if len({tag_key(al) for p, al, _, _ in rows
+    releases = {f for f in releases if len({tag_key(al) for _, p, al, _, _ in rows
                                                if p.rpartition("/")[0] == f} - {""}) <= RELEASE_MAX_TAGS}
     parent: dict[str, str] = {}
 

@@ -50,15 +50,19 @@ class Catalogue:
         return cls([t.key for t in tracks], [t.path for t in tracks], [t.album for t in tracks],
                    [t.albumartist for t in tracks], [t.artist for t in tracks])
 
-    def albumartists_of(self, keys: Iterable[str]) -> list[str | None]:
-        """The album artist tag of each of ``keys`` (None for a key not in the library): the index snapshot has no
-        album-artist column, and the playlist's caps must group a compilation as the votes do. A bisection per key
-        (the catalogue is in key order): a shortlist of thousands costs milliseconds, never a dict of the library."""
-        out: list[str | None] = []
+    def positions(self, keys: Iterable[str]) -> list[int]:
+        """The index of each of ``keys`` in the catalogue, -1 for a key not in it. A bisection per key (the catalogue
+        is in key order): thousands of keys cost milliseconds, never a dict of the library."""
+        out = []
         for key in keys:
             i = bisect.bisect_left(self.keys, key)
-            out.append(self.albumartists[i] if i < len(self.keys) and self.keys[i] == key else None)
+            out.append(i if i < len(self.keys) and self.keys[i] == key else -1)
         return out
+
+    def albumartists_of(self, keys: Iterable[str]) -> list[str | None]:
+        """The album artist tag of each of ``keys`` (None for a key not in the library): the index snapshot has no
+        album-artist column, and the playlist's caps must group a compilation as the votes do."""
+        return [self.albumartists[i] if i >= 0 else None for i in self.positions(keys)]
 
     def rows(self, keep: Sequence[bool]) -> Catalogue:
         """The entries where ``keep`` holds."""

@@ -62,34 +62,37 @@ def collect_labels(keys: Sequence[str], tracks: Sequence[Track], pseudo_until: i
     ``library`` is every track of the library (whose root names the untagged artists), when ``tracks`` are only
     those with a rating, plays or skips (``Track.has_history``); ``row_of`` is ``keys``' index when the caller has
     it (a million keys: built once per playlist)."""
-    row_of = {k: i for i, k in enumerate(keys)} if row_of is None else row_of
+    row_of = dict(zip(keys, range(len(keys)), strict=True)) if row_of is None else row_of
     if library is not None:
         root, loose = library.root, library.loose
     else:
         paths = [t.path for t in tracks]
         root = library_root(paths)
         loose = loose_folders(paths, root)
-    dropped: Counter[str] = Counter()
-    seen: set[str] = set()
+    # the first entry of each key counts; what is dropped is counted in the order of the entries. A few hundred
+    # thousand tracks have a history and a few thousand a rating: only those are looked at one by one
+    keys_of = [t.key for t in tracks]
+    first = dict(zip(reversed(keys_of), range(len(tracks) - 1, -1, -1), strict=True))
+    kept = None if len(first) == len(tracks) else set(first.values())
+    events: list[tuple[int, str]] = []  # (entry, why it is dropped)
+    if kept is not None:
+        events += [(i, "duplicate entry" if tracks[i].rating is not None else "duplicate unrated entry")
+                   for i in range(len(tracks)) if i not in kept]
     explicit: list[tuple[int, float, Track]] = []
-    unrated: list[Track] = []
-    for t in tracks:
-        if t.key in seen:
-            dropped["duplicate entry" if t.rating is not None else "duplicate unrated entry"] += 1
-            continue
-        seen.add(t.key)
-        if t.rating is None:
-            unrated.append(t)
-        elif not 0.0 <= t.rating <= 1.0:
-            dropped["rating out of range"] += 1
+    for i in [i for i, t in enumerate(tracks) if t.rating is not None and (kept is None or i in kept)]:
+        t = tracks[i]
+        if not 0.0 <= t.rating <= 1.0:
+            events.append((i, "rating out of range"))
             log.debug("rating dropped (out of range %r): %s", t.rating, t.key)
         elif t.key not in row_of:
-            dropped["no vector (not embedded)"] += 1
+            events.append((i, "no vector (not embedded)"))
             log.debug("rating dropped (no vector): %s", t.key)
         else:
             explicit.append((row_of[t.key], float(t.rating), t))
+    dropped = Counter(reason for _, reason in sorted(events))
     pseudo: list[tuple[int, float, Track]] = []
     if len(explicit) < pseudo_until:
+        unrated = [t for i, t in enumerate(tracks) if t.rating is None and (kept is None or i in kept)]
         for t in unrated:
             if t.key not in row_of:
                 continue

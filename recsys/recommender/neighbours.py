@@ -33,8 +33,10 @@ their own tracks had liked tracks left out because only one rated track shared t
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 
 import numpy as np
 
@@ -97,32 +99,40 @@ def _folder(path: str) -> str:
     return path.rpartition("/")[0]  # os.path.dirname's job at a fifth of its cost (a 100,000-track loop)
 
 
-def _factorized(values: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Each value's index among the distinct ``values`` (first seen first), and those distinct values: a column of a
-    million tags becomes integers, and a rule on the tags is applied once per distinct value."""
-    distinct = list(dict.fromkeys(values))
-    index = {value: i for i, value in enumerate(distinct)}
-    return np.fromiter(map(index.__getitem__, values), np.int64, len(values)), distinct
+class _TagCodes(dict):
+    """Tag value -> 1 when its ``tag_key`` is one of ``tags``, 2 when it is blank, else 0: each distinct value is
+    normalised when first met (``__missing__``), every other lookup stays in C."""
+
+    def __init__(self, tags: set[str]) -> None:
+        super().__init__()
+        self._tags = tags
+
+    def __missing__(self, value: str) -> int:
+        key = tag_key(value)
+        code = self[value] = 2 if not key else 1 if key in self._tags else 0
+        return code
 
 
-def _matching(distinct: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """For each of the ``distinct`` values: whether its ``tag_key`` is one of ``tags``, and whether it is blank."""
-    keys = [tag_key(value) for value in distinct]
-    return (np.array([bool(k) and k in tags for k in keys], bool).reshape(-1),
-            np.array([not k for k in keys], bool).reshape(-1))
+def _matching(values: Sequence[str], tags: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``values``: whether its ``tag_key`` is one of ``tags``, and whether it is blank; one pass over a
+    million tracks' values (a dict lookup each, in C), each distinct value normalised once."""
+    codes = np.fromiter(map(_TagCodes(tags).__getitem__, values), np.int8, len(values))
+    return codes == 1, codes == 2
 
 
-def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalogue, root: str,
+def library_groups(keys: Sequence[str], row_of: Mapping[str, int], library: Catalogue, root: str,
                    evidence: np.ndarray, loose: frozenset[str] = frozenset()) -> Groups:
     """Album and artist ids of the library's rows that share an album or an artist with an ``evidence`` row.
 
     Only those can get an album or artist vote, so only those are named: the normalised names of every track cost
     0.9 s at 100,000 tracks (3 s on a loaded machine), more than the playlist may take. A track is named when its
     folder, its album folder's parent or a tag (each distinct tag value normalised once by ``tag_key``, the rule
-    ``album_of`` and ``artist_of`` compare by) matches an evidence track's: the tag columns are factorized into
-    integers, so the test of every track is an array lookup, and only untagged tracks' folders are looked at.
-    Rows no track names, and untagged tracks of a loose folder (``recsys.library.groups.loose_folders``: the root, a
-    folder of more files than an album holds; a flat library is not one album nor one artist), get -1.
+    ``album_of`` and ``artist_of`` compare by) matches an evidence track's: each tag column's distinct values are
+    tested once, so the test of every track is a dict lookup, and only untagged tracks' folders are looked at. The
+    evidence tracks are found in the catalogue by bisection (it is in key order), the named ones' rows through
+    ``row_of``. Rows no track names, and untagged tracks of a loose folder
+    (``recsys.library.groups.loose_folders``: the root, a folder of more files than an album holds; a flat library
+    is not one album nor one artist), get -1.
 
     A release folder joins its tracks into one album whatever their tags say: an evidence track's folder (not the
     root) whose files carry at most ``RELEASE_MAX_TAGS`` album tags is one release tagged unevenly (a soundtrack
@@ -130,8 +140,7 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     then the tag albums and the folder together, so the disc folders of one album tag stay one album too.
     """
     album, artist = np.full(len(keys), -1, np.int64), np.full(len(keys), -1, np.int64)
-    wanted = {keys[r] for r in np.asarray(evidence).tolist()}
-    mine = [i for i, key in enumerate(library.keys) if key in wanted]  # 1,000,000 lookups in the big row_of: 3 s
+    mine = [i for i in library.positions(keys[r] for r in np.asarray(evidence).tolist()) if i >= 0]
     paths, albums, albumartists, artists = library.paths, library.albums, library.albumartists, library.artists
     # what album_of and artist_of read: the album tag, else the folder; the (album) artist tag, else its parent
     album_tags = {tag_key(albums[i]) for i in mine} - {""}
@@ -140,56 +149,59 @@ def library_groups(keys: Sequence[str], row_of: dict[str, int], library: Catalog
     artist_tags = {tag_key(albumartists[i]) or tag_key(artists[i]) for i in mine} - {""}
     artist_folders = {_folder(_folder(paths[i])) for i in mine if not (tag_key(albumartists[i]) or tag_key(artists[i]))}
     releases = _release_folders(library, {_folder(paths[i]) for i in mine} - loose)
-    # which tag values match, each distinct value tested once (a few per album), then array lookups per track
-    album_codes, album_values = _factorized(albums)
-    albumartist_codes, albumartist_values = _factorized(albumartists)
-    artist_codes, artist_values = _factorized(artists)
-    in_album, untagged_album = _matching(album_values, album_tags)
-    by_albumartist, no_albumartist = _matching(albumartist_values, artist_tags)
-    by_artist, no_artist = _matching(artist_values, artist_tags)
+    # which tag values match, each distinct value tested once (a few per album), then set lookups per track
+    in_album, untagged_album = _matching(albums, album_tags)
+    by_albumartist, no_owner = _matching(albumartists, artist_tags)
+    by_artist, no_artist = _matching(artists, artist_tags)
     # the album: its tag, else (untagged) its folder; the artist: the album artist's tag, else the artist's, else
     # (both untagged) the album folder's parent
-    named = in_album[album_codes] | by_albumartist[albumartist_codes]
-    no_owner = no_albumartist[albumartist_codes]
-    named |= no_owner & by_artist[artist_codes]
+    named = in_album | by_albumartist
+    named |= no_owner & by_artist
     if album_folders:
-        for i in np.flatnonzero(untagged_album[album_codes] & ~named).tolist():
+        for i in np.flatnonzero(untagged_album & ~named).tolist():
             named[i] = _folder(paths[i]) in album_folders
     if artist_folders:
-        for i in np.flatnonzero(no_owner & no_artist[artist_codes] & ~named).tolist():
+        for i in np.flatnonzero(no_owner & no_artist & ~named).tolist():
             named[i] = _folder(_folder(paths[i])) in artist_folders
     for rows in releases.values():
         named[rows] = True
-    which = np.flatnonzero(named)
-    rows_of = np.fromiter((row_of.get(library.keys[i], -1) for i in which.tolist()), np.int64, len(which))
-    which, rows_of = which[rows_of >= 0], rows_of[rows_of >= 0]  # a track without a vector gets no vote
+    which = np.flatnonzero(named).tolist()
+    rows_of = np.fromiter(map(row_of.get, _at(library.keys, which), repeat(-1)), np.int64, len(which))
+    has = rows_of >= 0  # a track without a vector gets no vote
+    which, rows_of = [i for i, h in zip(which, has.tolist(), strict=True) if h], rows_of[has]
+    if not which:
+        return Groups(album, artist)
+    # album-mates (same tags and folder) are named once: the named tracks grouped by their three tags and folder,
+    # the groups in the order of their first track
+    named_paths = _at(paths, which)
+    folders = map(itemgetter(0), map(str.rpartition, named_paths, repeat("/")))  # _folder's rule, in C
+    mates = list(zip(_at(albums, which), _at(albumartists, which), _at(artists, which), folders, strict=True))
+    groups = dict.fromkeys(mates)  # in the order of their first track
+    first = dict(zip(reversed(mates), range(len(mates) - 1, -1, -1), strict=True))  # each group's first track
+    mate = np.fromiter(map(dict(zip(groups, range(len(groups)), strict=True)).__getitem__, mates), np.int64,
+                       len(mates))
     joined = _Union()
-    named_rows = []  # (album name, artist name, rows) of each set of album-mates
-    if len(which):
-        # album-mates (same tags and folder) are named once: the named tracks grouped by their three tags and folder,
-        # the groups in the order of their first track
-        folder_codes, _ = _factorized([_folder(paths[i]) for i in which.tolist()])
-        mates = np.stack([album_codes[which], albumartist_codes[which], artist_codes[which], folder_codes], axis=1)
-        _, first, inverse = np.unique(mates, axis=0, return_index=True, return_inverse=True)
-        rank_of = np.empty(len(first), np.int64)
-        rank_of[np.argsort(first, kind="stable")] = np.arange(len(first))
-        mate = rank_of[np.asarray(inverse).reshape(-1)]
-        by_group = np.argsort(mate, kind="stable")
-        bounds = np.searchsorted(mate[by_group], np.arange(len(first) + 1)).tolist()
-        for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-            members = by_group[start:end]
-            i = int(which[members[0]])
-            album_tag, albumartist, artist_tag, folder = albums[i], albumartists[i], artists[i], _folder(paths[i])
-            album_name = album_of(album_tag, albumartist, artist_tag, paths[i], loose)
-            named_rows.append((album_name, artist_of(artist_tag, albumartist, paths[i], root, loose),
-                               rows_of[members]))
-            if folder in releases and album_name:
-                joined.join(album_name, f"folder:{folder}")
+    names = []  # (album name, artist name) of each set of album-mates
+    for group in groups:
+        album_tag, albumartist, artist_tag, folder = group
+        path = named_paths[first[group]]
+        album_name = album_of(album_tag, albumartist, artist_tag, path, loose)
+        names.append((album_name, artist_of(artist_tag, albumartist, path, root, loose)))
+        if folder in releases and album_name:
+            joined.join(album_name, f"folder:{folder}")
     ids: dict[str, int] = {}
-    for album_name, artist_name, rows in named_rows:
-        album[rows] = ids.setdefault(joined.find(album_name), len(ids)) if album_name else -1
-        artist[rows] = ids.setdefault(artist_name, len(ids)) if artist_name else -1
+    album_ids = np.array([ids.setdefault(joined.find(a), len(ids)) if a else -1 for a, _ in names], np.int64)
+    artist_ids = np.array([ids.setdefault(a, len(ids)) if a else -1 for _, a in names], np.int64)
+    album[rows_of], artist[rows_of] = album_ids[mate], artist_ids[mate]
     return Groups(album, artist)
+
+
+def _at(values: Sequence[str], indices: list[int]) -> list[str]:
+    """``values`` at ``indices`` (in C: a list of a few hundred thousand)."""
+    if not indices:
+        return []
+    picked = itemgetter(*indices)(values)
+    return [picked] if len(indices) == 1 else list(picked)
 
 
 def _release_folders(library: Catalogue, candidates: set[str]) -> dict[str, list[int]]:

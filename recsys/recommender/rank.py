@@ -64,11 +64,13 @@ This module imports numpy and faiss, never torch: the playlist command must star
 
 from __future__ import annotations
 
-import bisect
+import dataclasses
+import functools
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,7 @@ from recsys.library.groups import (
     one_recording_with,
     recording_key,
 )
+from recsys.library.text import tag_key
 from recsys.library.track import Labelled, Track
 from recsys.recommender.labels import LIKED, collect_labels
 from recsys.recommender.neighbours import (
@@ -102,8 +105,13 @@ from recsys.recommender.persistence import RatingModel
 
 DISLIKED = 0.4  # 2 stars and below
 SHORTLIST_MIN = 2000
+MMR_HEAD = 64  # candidates ordered per MMR pick (a partition); the rest only when these run out
 SAME_ARTIST_LOOKAHEAD = 3  # candidates, in MMR order, looked past for another artist before one plays twice in a row
 SHORTLIST_PER_PICK = 20
+COPY_BATCH = 64  # shortlisted candidates whose owned copies one matrix product finds (``_OwnedCopies``) ...
+GUESS_PASSES = 3  # ... once MMR has run this many passes that guessed them
+OWNED_BLOCK = 16384  # owned vectors gathered for one product
+COPY_MARGIN = 1e-4  # cosine below DUPLICATE_CANDIDATE_COS still handed to one_recording_with (rounding of a product)
 EXPLAIN_N = 2
 MODES = RANK_MODES
 SCORERS = ("blend", "neighbours", "classifier")
@@ -238,25 +246,38 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
     tracks that are no candidates; ``owned_recordings`` their performer-and-title keys) is removed as a ``COPY``:
     a copy of a track the owner rated is not a discovery, however near it sounds to the liked ones."""
     cand = vectors[short]
-    rel = np.asarray(relevance, dtype=np.float32)
-    max_sim = np.full(len(short), -1.0, dtype=np.float32)
     seed_sim = (np.max(cand @ np.asarray(vectors[list(seeds)], dtype=np.float32).T, axis=1) if len(seeds)
                 else np.full(len(short), -1.0, dtype=np.float32))
-    alive = np.ones(len(short), dtype=bool)
-    per_artist: Counter[str] = Counter()
-    per_album: Counter[str] = Counter()
-    seen_recordings: set[str] = set(seed_recordings) - {""}
     owned = np.zeros(0, dtype=np.int64) if owned is None else np.asarray(owned, dtype=np.int64)
-    owned_vectors = np.asarray(vectors[owned], dtype=np.float32)
+    copies = _OwnedCopies(vectors, cand, owned)
 
-    def copy_of_owned(i: int) -> bool:
+    def copy_of_owned(i: int, upcoming: np.ndarray, alive: np.ndarray) -> bool:
         if recordings[i] and recordings[i] in owned_recordings:
             return True
         if not len(owned):
             return False
-        near = owned[owned_vectors @ cand[i] >= DUPLICATE_CANDIDATE_COS]
+        near = copies.near(i, upcoming, alive)
         return bool(len(near)) and one_recording_with(vectors, int(short[i]), near, agreement)
 
+    rules = dataclasses.replace(rules, exists=functools.cache(rules.exists))  # every pass sees the same files
+    while True:  # a pass that guessed (``_OwnedCopies``) is run again once its guesses are known
+        picked, removed = _mmr_pass(vectors, short, cand, relevance, seed_sim, artists, albums, recordings, paths,
+                                    rules, seeds, seed_recordings, agreement, copy_of_owned)
+        if not copies.guessed():
+            return picked, removed
+
+
+def _mmr_pass(vectors: np.ndarray, short: np.ndarray, cand: np.ndarray, relevance: np.ndarray, seed_sim: np.ndarray,
+              artists: list[str], albums: list[str], recordings: list[str], paths: list[str], rules: _Rules,
+              seeds: Sequence[int], seed_recordings: Sequence[str], agreement: Agreement | None,
+              copy_of_owned: Callable[[int, np.ndarray, np.ndarray], bool]) -> tuple[list[int], Counter[str]]:
+    """One run of ``_mmr``'s greedy picks; ``copy_of_owned(position, the positions in MMR order from it, alive)``."""
+    rel = np.asarray(relevance, dtype=np.float32)
+    max_sim = np.full(len(short), -1.0, dtype=np.float32)
+    alive = np.ones(len(short), dtype=bool)
+    per_artist: Counter[str] = Counter()
+    per_album: Counter[str] = Counter()
+    seen_recordings: set[str] = set(seed_recordings) - {""}
     removed: Counter[str] = Counter()
     picked: list[int] = []
     last_artist: str | None = None
@@ -265,7 +286,14 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
         gain[~alive] = -np.inf
         choice = fallback = None
         waited = 0
-        for i in np.argsort(-gain, kind="stable"):
+        ranked, at = _best_first(gain, MMR_HEAD), 0
+        while True:
+            if at == len(ranked):  # past the head: the whole order (the head is its beginning)
+                if len(ranked) == len(gain):
+                    break
+                ranked = np.argsort(-gain, kind="stable")
+            i = int(ranked[at])
+            at += 1
             if not alive[i]:
                 break
             artist, album = artists[i], albums[i]
@@ -274,7 +302,7 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                     max(max_sim[i], seed_sim[i]) >= DUPLICATE_CANDIDATE_COS
                     and one_recording_with(vectors, int(short[i]), [*short[picked].tolist(), *seeds], agreement)):
                 reason = "duplicate"
-            elif copy_of_owned(int(i)):
+            elif copy_of_owned(i, ranked[at - 1:], alive):
                 reason = COPY
             elif artist and per_artist[artist] >= rules.max_per_artist:
                 reason = "artist cap"
@@ -287,12 +315,12 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
                 removed[reason] += 1
                 continue
             if artist and artist == last_artist:  # look a little further for another artist to put between
-                fallback = int(i) if fallback is None else fallback
+                fallback = i if fallback is None else fallback
                 waited += 1
                 if waited > SAME_ARTIST_LOOKAHEAD:
                     break
                 continue
-            choice = int(i)
+            choice = i
             break
         if choice is None:
             choice = fallback  # only this artist is near enough: the same artist again, rather than nothing
@@ -306,6 +334,73 @@ def _mmr(vectors: np.ndarray, short: np.ndarray, relevance: np.ndarray, artists:
         last_artist = artists[choice]
         np.maximum(max_sim, cand @ cand[choice], out=max_sim)
     return picked, removed
+
+
+def _best_first(values: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` positions (more where values tie at the n-th) of ``np.argsort(-values, kind="stable")``: the
+    values up to the n-th largest, in that order, from a partition instead of a sort of them all."""
+    if n >= len(values):
+        return np.argsort(-values, kind="stable")
+    negative = -values
+    head = np.flatnonzero(negative <= np.partition(negative, n - 1)[n - 1])  # ties at the n-th: all of them
+    if len(head) < n:  # NaN among the first n (it sorts last): the whole sort
+        return np.argsort(-values, kind="stable")
+    return head[np.argsort(negative[head], kind="stable")]
+
+
+class _OwnedCopies:
+    """The ``owned`` rows (rated or often played: no candidates) within ``DUPLICATE_CANDIDATE_COS`` of each shortlisted
+    candidate, found a batch of candidates at a time: one matrix product against the owned vectors costs a tenth of
+    a product per candidate (200,000 owned rows at a million tracks), but only for the candidates that MMR asks
+    about, a hundred-odd of the shortlist, and which those are depends on the answers.
+
+    So the first pass guesses: a candidate not computed yet is taken for no copy and noted; when the pass ends, the
+    noted ones are computed in one product and ``_mmr`` runs again. Copies are rare, so the second pass is almost
+    always the last (it asks exactly what the first did). From the ``GUESS_PASSES``-th pass on, a question is
+    answered at once, with the next ``COPY_BATCH`` alive candidates in MMR order in the same product. The rows come a
+    little wider than the threshold (``one_recording_with`` applies it again on its own cosines), in row order."""
+
+    def __init__(self, vectors: np.ndarray, cand: np.ndarray, owned: np.ndarray) -> None:
+        self._vectors, self._cand, self._owned = vectors, cand, owned
+        self._near: dict[int, np.ndarray] = {}
+        self._pending: dict[int, None] = {}
+        self._passes = 1
+
+    def near(self, i: int, upcoming: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """The owned rows near candidate ``i`` (a position in the shortlist): none for now where this pass guesses.
+        ``upcoming``: the positions in MMR order from ``i``, those ``alive`` answered with it when it is computed."""
+        if i in self._near:
+            return self._near[i]
+        if self._passes < GUESS_PASSES:
+            self._pending[i] = None
+            return self._owned[:0]
+        self._compute([i, *islice((j for j in upcoming[alive[upcoming]].tolist() if j != i and j not in self._near),
+                                  COPY_BATCH - 1)])
+        return self._near[i]
+
+    def guessed(self) -> bool:
+        """Whether the pass just run guessed (then its guesses are computed now, for the next pass)."""
+        self._passes += 1
+        if not self._pending:
+            return False
+        self._compute(list(self._pending))
+        self._pending.clear()
+        return True
+
+    def _compute(self, batch: list[int]) -> None:
+        queries = self._cand[batch].T
+        hits, which = [], []
+        for start in range(0, len(self._owned), OWNED_BLOCK):  # a block at a time: no copy of 200,000 vectors
+            rows = self._owned[start:start + OWNED_BLOCK]
+            near, of = np.nonzero(np.asarray(self._vectors[rows], dtype=np.float32) @ queries
+                                  >= DUPLICATE_CANDIDATE_COS - COPY_MARGIN)
+            hits.append(rows[near])
+            which.append(of)
+        found, of = np.concatenate(hits), np.concatenate(which)
+        order = np.argsort(of, kind="stable")  # per candidate, its owned rows in row order
+        bounds = np.searchsorted(of[order], np.arange(len(batch) + 1))
+        for k, j in enumerate(batch):
+            self._near[j] = found[order[bounds[k]:bounds[k + 1]]]
 
 
 def _stop_reason(n: int, top_n: int, candidates: int, shortlisted: int, removed: Counter[str],
@@ -419,7 +514,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
         raise RankError("the library has no vectors: run `recsys embed` first")
     n = len(vectors)
     library = Catalogue.of(tracks) if library is None else library
-    row_of = {k: i for i, k in enumerate(lib.keys)}
+    row_of = dict(zip(lib.keys, range(len(lib.keys)), strict=True))  # a million keys: zip, not a comprehension
     evidence, liked, weights = _strongest(*_evidence(lib, tracks, seeds, pseudo_until, library, row_of), max_voters)
     if model is None and not liked.any():
         raise RankError("no liked or often played tracks to learn your taste from: rate some tracks 4 stars or "
@@ -442,11 +537,10 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     predicted = shown_rating(like)
 
     candidate = np.ones(n, dtype=bool)
-    for t in tracks:
-        row = row_of.get(t.key)
-        if row is not None and ((t.rating is not None and not include_rated)
-                                or (t.rating is None and t.playcount >= played_min and not include_played)):
-            candidate[row] = False
+    left_out = [t.key for t in tracks if (t.rating is not None and not include_rated)
+                or (t.rating is None and t.playcount >= played_min and not include_played)]
+    left_out_rows = np.fromiter(map(row_of.get, left_out, repeat(-1)), np.int64, len(left_out))
+    candidate[left_out_rows[left_out_rows >= 0]] = False
     owned = np.flatnonzero(~candidate)  # rated (or often played) and left out: so are their copies (``_mmr``)
     if len(seeds):
         candidate[[row_of[s] for s in seeds]] = False
@@ -500,8 +594,7 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
     seed_rows = [row_of[s] for s in seeds]
     seed_recordings = [recording_key(a, t) for a, t in zip(_take(meta, "artist", seed_rows),
                                                              _take(meta, "title", seed_rows), strict=True)]
-    owned_recordings = {recording_key(a, t) for a, t in zip(_take(meta, "artist", owned), _take(meta, "title", owned),
-                                                            strict=True)} - {""}
+    owned_recordings = _owned_recordings(meta, owned, title_raw)
     picked, mmr_removed = _mmr(vectors, short, order[short], artists, albums, recordings, paths, rules,
                                seed_rows, seed_recordings, getattr(lib, "agreement", None), owned, owned_recordings)
     removed.update(mmr_removed)
@@ -530,6 +623,19 @@ def rank(lib: Any, tracks: Sequence[Track], model: RatingModel | None, settings:
                    dict(removed), resting)
 
 
+def _owned_recordings(meta: Any, owned: np.ndarray, titles: Sequence[str | None]) -> set[str]:
+    """The performer-and-title keys (``recording_key``) of the ``owned`` rows whose title is one of ``titles`` (the
+    shortlist's): the only ones a candidate's key can equal. Every owned title is normalised (``tag_key`` uncached: a
+    few hundred thousand distinct titles would only churn its cache), the artist only of those few."""
+    wanted = {tag_key(t) for t in titles} - {""}
+    owned_titles = _take(meta, "title", owned)
+    normalised = map(getattr(tag_key, "__wrapped__", tag_key), owned_titles)
+    same = np.fromiter(map(wanted.__contains__, normalised), bool, len(owned))
+    which = np.flatnonzero(same)
+    return {recording_key(a, owned_titles[j]) for a, j in zip(_take(meta, "artist", owned[which]), which.tolist(),
+                                                              strict=True)} - {""}
+
+
 def _rest(relevance: np.ndarray, rows: np.ndarray, keys: Sequence[str], rested: Collection[str],
           lam: float) -> np.ndarray:
     """``relevance`` with the ``rested`` tracks among ``rows`` pushed below every other: lowered by more than MMR's
@@ -550,9 +656,8 @@ def _ungrouped(library: Catalogue, keys: Sequence[str], rows: np.ndarray, root: 
     """For each of ``rows``: it has no album and no artist (``album_of``, ``artist_of``: an untagged file of a loose
     folder), so no rating of its album or artist can ever vouch for it. A bisection per row in the catalogue."""
     out = np.zeros(len(rows), dtype=bool)
-    for j, row in enumerate(rows.tolist()):
-        i = bisect.bisect_left(library.keys, keys[row])
-        if i < len(library.keys) and library.keys[i] == keys[row]:
+    for j, i in enumerate(library.positions(keys[row] for row in rows.tolist())):
+        if i >= 0:
             path, album, albumartist, artist = (library.paths[i], library.albums[i], library.albumartists[i],
                                                 library.artists[i])
             out[j] = not album_of(album, albumartist, artist, path, loose) and not artist_of(artist, albumartist,
@@ -616,9 +721,9 @@ def _nearest_rated(vectors: np.ndarray, chosen: np.ndarray, keys: Sequence[str],
         if not len(rows) or not len(chosen):
             return [[] for _ in chosen]
         sims = vectors[chosen] @ vectors[rows].T
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :EXPLAIN_N]
         result = []
-        for i, row in enumerate(order):
+        for i in range(len(chosen)):
+            row = _best_first(sims[i], EXPLAIN_N)[:EXPLAIN_N]
             result.append([])
             for j in row:
                 t = by_key.get(keys[rows[j]])
