@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from test_rank import clusters, library, rank, unit
 
 import recsys.recommender.rank as rank_module
 from recsys.library.groups import DUPLICATE_CANDIDATE_COS, album_of, artist_of, library_root, loose_folders
@@ -20,7 +21,6 @@ from recsys.recommender.labels import (
     PSEUDO_WEIGHT,
     collect_labels,
 )
-from tests.test_rank import clusters, library, rank, unit
 
 
 class _OneProductPerCandidate:
