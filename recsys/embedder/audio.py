@@ -337,7 +337,7 @@ def _pyav_window(path: Source, container: av.container.InputContainer, stream: a
     if _short(got, wanted, rate):
         raise DecodeError(f"{path}: audio ends at {start + got / rate:.1f} s but the header says {duration:.1f} s; "
                           f"the file is truncated or corrupt, replace it")
-    return np.concatenate(chunks)[:wanted]
+    return chunks[0][:wanted] if len(chunks) == 1 else np.concatenate(chunks)[:wanted]
 
 
 def _decode_from(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
@@ -377,28 +377,35 @@ def _decode_mixed(container: av.container.InputContainer, stream: av.audio.strea
     as much as decoding it. Only the frames before ``start_s`` are dropped by their timestamps, and the start of the
     first one kept; what follows is taken as it comes."""
     mixer = av.AudioResampler(format="fltp", layout="mono", rate=rate, frame_size=_MIXED_FRAME)
-    chunks: list[np.ndarray] = []
-    fed = drop = 0
+    mono = np.empty(wanted + _MIXED_FRAME, dtype=np.float32)  # filled in place: no copy of the whole, no page faults
+    got = fed = drop = 0
     position = None
-    seconds_per_tick = None
     for frame in container.decode(stream):
         if not fed:
             if frame.pts is not None and frame.time_base:
-                seconds_per_tick = seconds_per_tick or float(frame.time_base)
-                position = frame.pts * seconds_per_tick
+                position = float(frame.pts * frame.time_base)
             elif position is None:
                 position = 0.0
             drop = max(0, round((start_s - position) * rate))
             position += frame.samples / rate
             if drop >= frame.samples:
                 continue
-        chunks.extend(m.to_ndarray()[0] for m in mixer.resample(frame))
+        for out in mixer.resample(frame):
+            mono, got = _put(mono, got, out.to_ndarray()[0])
         fed += frame.samples
         if fed - drop >= wanted:
             break
-    chunks.extend(m.to_ndarray()[0] for m in mixer.resample(None))
-    mono = np.concatenate(chunks)[drop:] if chunks else np.zeros(0, np.float32)
-    return [mono] if len(mono) else []
+    for out in mixer.resample(None):  # what the mixer still holds
+        mono, got = _put(mono, got, out.to_ndarray()[0])
+    return [mono[drop:got]] if got > drop else []
+
+
+def _put(into: np.ndarray, at: int, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` copied into ``into`` from ``at`` on (a larger array when it does not fit), and where the next goes."""
+    if at + len(x) > len(into):
+        into = np.concatenate([into[:at], np.empty(max(len(x), len(into) // 2), dtype=np.float32)])
+    into[at:at + len(x)] = x
+    return into, at + len(x)
 
 
 # ---- public ----------------------------------------------------------------------------------------------------------
