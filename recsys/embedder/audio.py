@@ -298,7 +298,8 @@ def _planar(frame: av.AudioFrame) -> np.ndarray:
 
 
 def _pyav_crop(path: Source, crop_s: float, count: int, position: str, seg_start_s: float,
-               seg_length_s: float | None, max_duration_s: float) -> tuple[np.ndarray, int, float, float]:
+               seg_length_s: float | None, max_duration_s: float,
+               ffmpeg_mono: bool = False) -> tuple[np.ndarray, int, float, float]:
     container, stream = _open(path)
     with container:
         duration = _pyav_duration(path, container, stream)
@@ -312,7 +313,7 @@ def _pyav_crop(path: Source, crop_s: float, count: int, position: str, seg_start
         time_base = stream.time_base or Fraction(1, rate)
         origin = float(stream.start_time * time_base) if stream.start_time and stream.start_time > 0 else 0.0
         windows = crop_windows(duration, crop_s, count, position, seg_start_s, seg_length_s)
-        parts = [_pyav_window(path, container, stream, start, length, origin, rate, time_base, duration)
+        parts = [_pyav_window(path, container, stream, start, length, origin, rate, time_base, duration, ffmpeg_mono)
                  for start, length in windows]
     mono = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return mono, rate, windows[0][0], segment
@@ -320,13 +321,13 @@ def _pyav_crop(path: Source, crop_s: float, count: int, position: str, seg_start
 
 def _pyav_window(path: Source, container: av.container.InputContainer, stream: av.audio.stream.AudioStream,
                  start: float, length: float, origin: float, rate: int, time_base: Fraction,
-                 duration: float) -> np.ndarray:
-    """Seek to ``start`` and decode ``length`` seconds, mono float32."""
+                 duration: float, ffmpeg_mono: bool = False) -> np.ndarray:
+    """Seek to ``start`` and decode ``length`` seconds, mono float32 (``ffmpeg_mono``: by :func:`_decode_mixed`)."""
     wanted = round(length * rate)
     try:
         if start > 0:
             container.seek(int((start + origin) / time_base), backward=True, any_frame=False, stream=stream)
-        chunks = _decode_from(container, stream, start + origin, wanted, rate)
+        chunks = (_decode_mixed if ffmpeg_mono else _decode_from)(container, stream, start + origin, wanted, rate)
     except av.FFmpegError as exc:
         raise DecodeError(f"{path}: corrupt audio data ({_first_line(exc)}); re-encode or replace the file") \
             from exc
@@ -336,7 +337,7 @@ def _pyav_window(path: Source, container: av.container.InputContainer, stream: a
     if _short(got, wanted, rate):
         raise DecodeError(f"{path}: audio ends at {start + got / rate:.1f} s but the header says {duration:.1f} s; "
                           f"the file is truncated or corrupt, replace it")
-    return np.concatenate(chunks)[:wanted]
+    return chunks[0][:wanted] if len(chunks) == 1 else np.concatenate(chunks)[:wanted]
 
 
 def _decode_from(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
@@ -364,6 +365,47 @@ def _decode_from(container: av.container.InputContainer, stream: av.audio.stream
         if got >= wanted:
             break
     return chunks
+
+
+_MIXED_FRAME = 32768  # samples per frame out of FFmpeg's resampler in _decode_mixed
+
+
+def _decode_mixed(container: av.container.InputContainer, stream: av.audio.stream.AudioStream, start_s: float,
+                  wanted: int, rate: int) -> list[np.ndarray]:
+    """:func:`_decode_from`, mixed down to mono float by FFmpeg's resampler (same rate: sample for sample) in frames
+    of :data:`_MIXED_FRAME`, where the numpy conversion and mean of every decoded frame (1,000-4,000 a minute) cost
+    as much as decoding it. Only the frames before ``start_s`` are dropped by their timestamps, and the start of the
+    first one kept; what follows is taken as it comes."""
+    mixer = av.AudioResampler(format="fltp", layout="mono", rate=rate, frame_size=_MIXED_FRAME)
+    mono = np.empty(wanted + _MIXED_FRAME, dtype=np.float32)  # filled in place: no copy of the whole, no page faults
+    got = fed = drop = 0
+    position = None
+    for frame in container.decode(stream):
+        if not fed:
+            if frame.pts is not None and frame.time_base:
+                position = float(frame.pts * frame.time_base)
+            elif position is None:
+                position = 0.0
+            drop = max(0, round((start_s - position) * rate))
+            position += frame.samples / rate
+            if drop >= frame.samples:
+                continue
+        for out in mixer.resample(frame):
+            mono, got = _put(mono, got, out.to_ndarray()[0])
+        fed += frame.samples
+        if fed - drop >= wanted:
+            break
+    for out in mixer.resample(None):  # what the mixer still holds
+        mono, got = _put(mono, got, out.to_ndarray()[0])
+    return [mono[drop:got]] if got > drop else []
+
+
+def _put(into: np.ndarray, at: int, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """``x`` copied into ``into`` from ``at`` on (a larger array when it does not fit), and where the next goes."""
+    if at + len(x) > len(into):
+        into = np.concatenate([into[:at], np.empty(max(len(x), len(into) // 2), dtype=np.float32)])
+    into[at:at + len(x)] = x
+    return into, at + len(x)
 
 
 # ---- public ----------------------------------------------------------------------------------------------------------
@@ -421,24 +463,33 @@ def probe_duration(path: str | Path) -> float:
 
 def load_crop(path: str | Path, sample_rate: int, crop_s: float = 30.0, position: str = "center",
               seg_start_s: float = 0.0, seg_length_s: float | None = None,
-              max_duration_s: float = 900.0, count: int = 1) -> Clip:
+              max_duration_s: float = 900.0, count: int = 1, ffmpeg_mono: bool = False) -> Clip:
     """Decode the excerpts chosen by :func:`crop_windows`, joined end to end (mono = mean of channels, resampled
     to ``sample_rate``). Each excerpt is reached by seeking; nothing else of the file is decoded.
+
+    ``ffmpeg_mono``: PyAV alone, each frame mixed down by FFmpeg's resampler (the fingerprints' whole-file decode:
+    libsndfile decodes Ogg Opus at half PyAV's speed, and per frame the numpy mix-down costs as much as decoding).
+    Not for the encoders: its samples differ from the default path's in the last bits (and for Opus, in the
+    decoder), so their vectors would not be the ones already stored.
 
     Raises TrackTooLong when the track (the segment when given) is longer than ``max_duration_s``, and DecodeError
     with a one-line message for anything that is not decodable audio.
     """
     crop_windows(1.0, crop_s, count, position)  # bad settings fail as settings, before any file is blamed
     with _opened(path) as source:
-        try:
-            with _decoder_stderr_silenced():
-                mono, rate, start, segment = _soundfile_crop(source, crop_s, count, position, seg_start_s,
-                                                             seg_length_s, max_duration_s)
-            decoder = "soundfile"
-        except _Fallback:
-            mono, rate, start, segment = _pyav_crop(source, crop_s, count, position, seg_start_s, seg_length_s,
-                                                    max_duration_s)
-            decoder = "pyav"
+        found = None
+        if not ffmpeg_mono:
+            try:
+                with _decoder_stderr_silenced():
+                    found = _soundfile_crop(source, crop_s, count, position, seg_start_s, seg_length_s,
+                                            max_duration_s)
+            except _Fallback:
+                pass
+        decoder = "soundfile" if found is not None else "pyav"
+        if found is None:
+            found = _pyav_crop(source, crop_s, count, position, seg_start_s, seg_length_s, max_duration_s,
+                               ffmpeg_mono)
+    mono, rate, start, segment = found
     if not np.isfinite(mono).all():
         raise DecodeError(f"{path}: the audio holds NaN or infinite samples; re-encode or replace the file")
     if rate != sample_rate:
