@@ -4,8 +4,6 @@ duplicates rule was tuned on (the reference maths below, the default decoder's s
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -34,15 +32,6 @@ def _reference_file(path) -> np.ndarray:
     """The fingerprint of a whole file the plain way: the embedder's default decode, then the reference maths."""
     clip = load_crop(path, fp.SAMPLE_RATE, crop_s=fp.MAX_SECONDS, position="start", max_duration_s=float("inf"))
     return _reference_samples(clip.samples)
-
-
-def _cpu(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        started = time.process_time()
-        fn()
-        best = min(best, time.process_time() - started)
-    return best
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +67,10 @@ def test_ffmpeg_mix_down_decodes_the_same_sound(stereo_files):
             assert agreement > 0.95 and offset == 0.0, (fmt, segment, agreement, offset)
 
 
-def test_fingerprinting_a_file_costs_under_two_thirds_of_the_plain_way(stereo_files):
-    """`recsys embed` fingerprints every track with a close neighbour: the decode and the maths were as costly as
-    the embedding itself. Measured in CPU time, side by side, best of three (the machine may be busy)."""
-    paths = list(stereo_files.values())
-    for path in paths:  # the same fingerprints, cheaper
+def test_fingerprinting_a_file_gives_the_plain_way_s_fingerprint(stereo_files):
+    """`recsys embed` fingerprints every track with a close neighbour through the cheaper decode (FFmpeg's
+    mix-down): its fingerprints must be those of the plain way. What it saves is measured side by side in
+    benchmarks/fingerprint_phase.py, not here (timed tests flake on a busy machine)."""
+    for path in stereo_files.values():
         agreement, offset, _ = fp.match(fp.fingerprint_file(str(path), 30.0), _reference_file(path))
-        assert agreement > 0.95 and offset == 0.0
-    plain = _cpu(lambda: [_reference_file(p) for p in paths])
-    fast = _cpu(lambda: [fp.fingerprint_file(str(p), 30.0) for p in paths])
-    assert fast < 0.67 * plain, (fast, plain)
+        assert agreement > 0.95 and offset == 0.0, (path, agreement, offset)
