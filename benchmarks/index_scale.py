@@ -259,8 +259,8 @@ def main() -> None:
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
     build_peak = (f"build's peak RSS {peak_mb():.0f} MiB (RSS before it {before_build:.0f} MiB)" if reset
                   else f"peak RSS of the process so far {peak_mb():.0f} MiB")
-    build_peak += (f", anonymous at most {anon.peak:.0f} MiB (sampled every {anon.every} s; the rest is pages of "
-                   "the memory-mapped vectors.npy, reclaimable)")
+    build_peak += (f", anonymous at most {anon.peak:.0f} MiB (sampled every {anon.every} s; the rest: file pages, "
+                   "the libraries and memory-mapped files, reclaimable)")
     snapshot = (home / "ann").resolve()
     index_file = snapshot / "index.faiss"
     index_bytes = index_file.stat().st_size if index_file.exists() else 0

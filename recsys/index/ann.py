@@ -74,7 +74,7 @@ LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the
 MISSING_SCORE = np.float32(-np.finfo(np.float32).max)  # the score FAISS gives a missing hit (row -1)
 # the inverted lists memory-mapped where this FAISS can, else read: codes are tens of bytes a track
 IVF_READ_FLAGS = getattr(faiss, "IO_FLAG_MMAP", 0)
-SNAPSHOT_BATCH = 65536  # table rows a snapshot build reads and writes at a time (TrackStore.iter_rows)
+SNAPSHOT_BATCH = 4096  # table rows a snapshot build reads and writes at a time (TrackStore.iter_rows)
 ADD_BATCH = 65536  # vectors encoded into the compressed index at a time: its build holds codes, not a copy
 RERANK_BYTES = 32 << 20  # candidate vectors gathered at a time for re-scoring: bounded for a batch of thousands
 SNAPSHOT_COLUMNS = ["key", "path", "start_s", "content_id", "artist", "title", "album", "genre", "year",
@@ -224,8 +224,9 @@ def pq_bytes(dim: int, pq_m: int = 0) -> int:
     return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
 
 
-def build_ivf(vectors: np.ndarray, index: IndexSettings, seed: int = 0) -> tuple[faiss.Index, dict]:
-    """The compressed index of ``vectors`` (N x D, float32, memory-mapped is fine) and its manifest params.
+def build_ivf(vectors: np.ndarray | _FileRows, index: IndexSettings, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """The compressed index of ``vectors`` (N x D, float32, memory-mapped or read from the file) and its manifest
+    params.
 
     The coarse quantiser and the codes are trained on a random sample of at most ``ivf_train_sample`` rows (build
     time bounded whatever N), and the rows are encoded ``ADD_BATCH`` at a time, so the build holds the sample and
@@ -326,7 +327,8 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
             graph.add(vectors)
             faiss.write_index(graph, str(folder / "index.faiss"))
         elif kind == "ivf":
-            ivf, params = build_ivf(vectors, ix)
+            with _FileRows(folder / "vectors.npy") as rows:  # read, not mapped: the writer holds codes alone
+                ivf, params = build_ivf(rows, ix)
             manifest["params"] = params
             faiss.write_index(ivf, str(folder / "index.faiss"))
             del ivf
@@ -399,6 +401,42 @@ def _write_rows(store: TrackStore, folder: Path, encoder_id: str, excluded: pa.A
         if held or not count:
             meta_file.write_table(pa.concat_tables(pending) if pending else schema.empty_table(),
                                   row_group_size=META_ROW_GROUP)
+
+
+class _FileRows:
+    """The rows of a float32 C-ordered .npy file, read with ``pread`` a slice or a set of rows at a time. Rows read
+    from a memory map stay mapped into the writer (its RSS grows by the whole file, 0.8 KB a track at D=200, though
+    the kernel may reclaim them); rows read this way are the caller's arrays, freed with them."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # closed by __exit__
+        version = np.lib.format.read_magic(self._file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        self.shape, _, self.dtype = read_header(self._file)
+        self._start, self._row = self._file.tell(), self.dtype.itemsize * int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def _read(self, first: int, count: int) -> np.ndarray:
+        data = os.pread(self._file.fileno(), count * self._row, self._start + first * self._row)
+        return np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        if isinstance(key, slice):
+            first, stop, _ = key.indices(len(self))
+            return self._read(first, max(stop - first, 0))
+        out = np.empty((len(key), *self.shape[1:]), self.dtype)
+        for i, row in enumerate(key):
+            out[i] = self._read(int(row), 1)[0]
+        return out
+
+    def __enter__(self) -> _FileRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 def _npy_header(file: BinaryIO, shape: tuple[int, int]) -> None:

@@ -118,7 +118,7 @@ VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
 TAGS_COLUMN = "tags"
 TAG_NAMES_FILE = "tags.json"
 _NAMES = "names"  # the tags column's metadata key holding its names, in order
-SCAN_BATCH = 65536  # rows a streamed read (TrackStore.scan) holds at a time: ~60 MB at D=200 with the metadata
+SCAN_BATCH = 4096  # rows a streamed read (TrackStore.scan) holds at a time; Lance reads ahead 16 batches
 STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
 
 _TEXT = pa.string()
