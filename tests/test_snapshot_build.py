@@ -17,7 +17,7 @@ from recsys.config import IndexSettings
 from recsys.index import ann, hubness
 from recsys.index.ann import build_ivf, build_snapshot, load_snapshot
 from recsys.index.hubness import HUB_FILE, hub_stats
-from recsys.index.store import TrackRow, TrackStore
+from recsys.index.store import TableDamaged, TrackRow, TrackStore
 from recsys.library.text import search_label
 
 DIM = 16
@@ -176,3 +176,17 @@ def test_build_memory_is_bounded_by_a_batch(tmp_path, monkeypatch):
     small = _build_peak(tmp_path / "small", 4000)
     large = _build_peak(tmp_path / "large", 20000)
     assert large < 1.3 * small, (small, large)
+
+
+def test_a_damaged_table_fails_the_streamed_build_in_one_line(tmp_path, small_batches):
+    """A data file truncated under the scan: Lance's error, raised while the batches stream, is the store's one-line
+    TableDamaged, and the snapshot before stays whole."""
+    store = _fill(tmp_path, 1200)
+    before = build_snapshot(store, tmp_path, "enc")
+    data = sorted((tmp_path / "tracks.lance" / "data").glob("*.lance"), key=lambda p: p.stat().st_mtime_ns)
+    for path in data[1:]:  # the first fragment reads; the failure comes from the stream (Lance reads ahead)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(TableDamaged, match=r"the tracks table in .* is damaged \(.*\): run `recsys repair`$"):
+        build_snapshot(TrackStore.open(tmp_path), tmp_path, "enc")
+    assert ann.read_manifest(tmp_path) == before and len(load_snapshot(tmp_path)) == 1200
+    assert [p.name for p in tmp_path.glob("ann-*")] == [(tmp_path / "ann").resolve().name]
