@@ -26,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -119,6 +120,30 @@ def rows(vectors: np.ndarray, start: int) -> list[TrackRow]:
                      album=f"album {i // 12}", title=f"track {i}", genre="bench", year=2000 + i % 25,
                      track_number=i % 12 + 1, encoder_id=ENCODER_ID, vector=v, embedded_at=now)
             for i, v in zip(range(start, start + len(vectors)), vectors, strict=True)]
+
+
+class AnonPeak:
+    """The largest RssAnon of this process seen while the block runs, sampled by a thread: VmHWM counts the
+    memory-mapped files' pages too, which the kernel reclaims under pressure; anonymous memory is what a build
+    needs the machine to have."""
+
+    def __init__(self, every: float = 0.2) -> None:
+        self.every, self.peak = every, status_mb("RssAnon")
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.every):
+            self.peak = max(self.peak, status_mb("RssAnon"))
+
+    def __enter__(self) -> AnonPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, status_mb("RssAnon"))
 
 
 def du(path: Path) -> int:
@@ -229,10 +254,13 @@ def main() -> None:
     before_build = status_mb("VmRSS")
     reset = reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
-    manifest = build_snapshot(store, home, ENCODER_ID, index=ix)
+    with AnonPeak() as anon:
+        manifest = build_snapshot(store, home, ENCODER_ID, index=ix)
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu
     build_peak = (f"build's peak RSS {peak_mb():.0f} MiB (RSS before it {before_build:.0f} MiB)" if reset
                   else f"peak RSS of the process so far {peak_mb():.0f} MiB")
+    build_peak += (f", anonymous at most {anon.peak:.0f} MiB (sampled every {anon.every} s; the rest: file pages, "
+                   "the libraries and memory-mapped files, reclaimable)")
     snapshot = (home / "ann").resolve()
     index_file = snapshot / "index.faiss"
     index_bytes = index_file.stat().st_size if index_file.exists() else 0

@@ -143,7 +143,7 @@ def test_failed_build_leaves_the_old_snapshot(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("recsys.index.ann.pq.write_table", broken)
+    monkeypatch.setattr("recsys.index.ann.pq.ParquetWriter.write_table", broken)  # meta.parquet: the disk is full
     store.delete(["t1'"])
     with pytest.raises(OSError):
         build_snapshot(store, tmp_path, "enc")

@@ -45,12 +45,14 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.config import IndexSettings
@@ -73,6 +75,7 @@ LOAD_ATTEMPTS = 3  # a snapshot swapped in while a reader opens the old one: the
 MISSING_SCORE = np.float32(-np.finfo(np.float32).max)  # the score FAISS gives a missing hit (row -1)
 # the inverted lists memory-mapped where this FAISS can, else read: codes are tens of bytes a track
 IVF_READ_FLAGS = getattr(faiss, "IO_FLAG_MMAP", 0)
+SNAPSHOT_BATCH = 4096  # table rows a snapshot build reads and writes at a time (TrackStore.iter_rows)
 ADD_BATCH = 65536  # vectors encoded into the compressed index at a time: its build holds codes, not a copy
 PREFETCH_CHUNK = 64 << 20  # bytes of the graph handed to the kernel at a time (prefetch)
 RERANK_BYTES = 32 << 20  # candidate vectors gathered at a time for re-scoring: bounded for a batch of thousands
@@ -301,8 +304,9 @@ def pq_bytes(dim: int, pq_m: int = 0) -> int:
     return max(m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0)
 
 
-def build_ivf(vectors: np.ndarray, index: IndexSettings, seed: int = 0) -> tuple[faiss.Index, dict]:
-    """The compressed index of ``vectors`` (N x D, float32, memory-mapped is fine) and its manifest params.
+def build_ivf(vectors: np.ndarray | _FileRows, index: IndexSettings, seed: int = 0) -> tuple[faiss.Index, dict]:
+    """The compressed index of ``vectors`` (N x D, float32, memory-mapped or read from the file) and its manifest
+    params.
 
     The coarse quantiser and the codes are trained on a random sample of at most ``ivf_train_sample`` rows (build
     time bounded whatever N), and the rows are encoded ``ADD_BATCH`` at a time, so the build holds the sample and
@@ -378,36 +382,33 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
     home = Path(home)
     version = store.version  # read before the rows: if a write slips in between, the snapshot reads as stale
     table_rows = store.count
-    meta, vectors = store.read_all(encoder_id)
-    dim = int(vectors.shape[1]) or int(store.dim or 0)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(meta), dim)
+    dim = int(store.dim or 0)
     left_out = set(exclude)
-    if left_out:
-        keep = np.array([k not in left_out for k in meta.column("key").to_pylist()], dtype=bool)
-        meta, vectors = meta.filter(pa.array(keep)), np.ascontiguousarray(vectors[keep])
-    kind = index_kind(len(meta), ix)
+    excluded = pa.array(sorted(left_out), pa.string())
+    count = sum(batch.num_rows - _excluded_in(batch, excluded)
+                for batch in store.scan(encoder_id, ["key"], SNAPSHOT_BATCH))  # the rows are written by count
+    kind = index_kind(count, ix)
     params = {"m": ix.hnsw_m, "ef_construction": ix.hnsw_ef_construction} if kind == "hnsw" else {}
     manifest = {"table_version": version, "table_rows": table_rows, "encoder_id": encoder_id, "dim": dim,
-                "count": len(meta), "kind": kind, "params": params, "settings": index_settings(ix),
+                "count": count, "kind": kind, "params": params, "settings": index_settings(ix),
                 "excluded": excluded_digest(left_out), "missing": len(left_out),
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     _check_link(home)
     folder = _new_folder(home, version)
     try:
-        np.save(folder / "vectors.npy", vectors)
-        if kind == "ivf":  # the copy in memory goes: the index is built from the file, batch by batch
-            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-        labels = [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
-            *(meta.column(name).to_pylist() for name in ("artist", "title", "path", "start_s")), strict=True)]
-        table = meta.select(SNAPSHOT_COLUMNS).append_column(SEARCH_COLUMN, pa.array(labels, pa.string()))
-        pq.write_table(table, folder / "meta.parquet", row_group_size=META_ROW_GROUP)
+        tag_names = store.tag_names
+        n_tags = len(tag_names) if store.n_tags and tag_names else 0
+        _write_rows(store, folder, encoder_id, excluded, count, dim, n_tags)
+        # the index and the hub statistics read the file: the build holds no copy of the vectors of its own
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r") if count else np.zeros((0, dim), np.float32)
         if kind == "hnsw":
             graph = faiss.IndexHNSWFlat(dim, ix.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = ix.hnsw_ef_construction
             graph.add(vectors)
             faiss.write_index(graph, str(folder / "index.faiss"))
         elif kind == "ivf":
-            ivf, params = build_ivf(vectors, ix)
+            with _FileRows(folder / "vectors.npy") as rows:  # read, not mapped: the writer holds codes alone
+                ivf, params = build_ivf(rows, ix)
             manifest["params"] = params
             faiss.write_index(ivf, str(folder / "index.faiss"))
             del ivf
@@ -418,9 +419,7 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
                 lambda q, k: faiss.knn(q, vectors, k, metric=faiss.METRIC_INNER_PRODUCT))
             np.save(folder / HUB_FILE, hub_stats(vectors, search))
             manifest["hubness"] = {"k": HUB_K}
-        tag_names = store.tag_names
-        if "tags" in meta.column_names and tag_names:
-            np.save(folder / TAGS_FILE, _tag_matrix(meta.column("tags"), len(tag_names)))
+        if n_tags:
             manifest["tags"] = tag_names
         manifest["files"] = {name: (folder / name).stat().st_size for name in SNAPSHOT_FILES
                              if (folder / name).exists()}
@@ -435,6 +434,95 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
             forget_made(home, [folder.name])
         raise
     return manifest
+
+
+def _excluded_in(batch: pa.RecordBatch, excluded: pa.Array) -> int:
+    """How many of ``batch``'s rows have a key in ``excluded``."""
+    return int(pc.sum(pc.is_in(batch.column("key"), value_set=excluded)).as_py() or 0) if len(excluded) else 0
+
+
+def _write_rows(store: TrackStore, folder: Path, encoder_id: str, excluded: pa.Array, count: int, dim: int,
+                n_tags: int) -> None:
+    """vectors.npy, meta.parquet (with the search labels) and, with ``n_tags``, tags.npy of the ``count`` rows of
+    ``encoder_id`` whose key is not in ``excluded``, read from the table ``SNAPSHOT_BATCH`` rows at a time: the
+    build holds a batch and a row group, never the table (the files are what writing it whole would write)."""
+    schema = store.row_schema(SNAPSHOT_COLUMNS).append(pa.field(SEARCH_COLUMN, pa.string()))
+    columns = SNAPSHOT_COLUMNS + (["tags"] if n_tags else [])
+    written, pending, held = 0, [], 0
+    with (open(folder / "vectors.npy", "wb") as vector_file,
+          open(folder / TAGS_FILE, "wb") if n_tags else nullcontext() as tag_file,
+          pq.ParquetWriter(folder / "meta.parquet", schema) as meta_file):
+        _npy_header(vector_file, (count, dim))
+        if tag_file is not None:
+            _npy_header(tag_file, (count, n_tags))
+        for batch, vectors in store.iter_rows(encoder_id, columns, SNAPSHOT_BATCH):
+            if _excluded_in(batch, excluded):
+                keep = pc.invert(pc.is_in(batch.column("key"), value_set=excluded))
+                batch, vectors = batch.filter(keep), vectors[keep.to_numpy(zero_copy_only=False)]
+            written += batch.num_rows
+            if written > count:
+                break
+            vector_file.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+            if tag_file is not None:
+                tag_file.write(_tag_matrix(pa.chunked_array([batch.column("tags")]), n_tags).tobytes())
+            labels = [search_label(a, t, p, s or 0.0) for a, t, p, s in zip(
+                *(batch.column(name).to_pylist() for name in ("artist", "title", "path", "start_s")), strict=True)]
+            pending.append(pa.Table.from_batches([batch.select(SNAPSHOT_COLUMNS)]).append_column(
+                SEARCH_COLUMN, pa.array(labels, pa.string())))
+            held += batch.num_rows
+            if held >= META_ROW_GROUP:  # whole row groups out, the rest carried: the groups of one table written
+                table = pa.concat_tables(pending)
+                full = held - held % META_ROW_GROUP
+                meta_file.write_table(table.slice(0, full), row_group_size=META_ROW_GROUP)
+                pending, held = [table.slice(full)], held - full
+        if written != count:  # only a writer without the home lock (or the bucket's lease) changes it
+            raise AnnError(f"the table in {store.location.table_uri('tracks')} changed while the index snapshot was "
+                           f"built ({written} rows read, {count} counted): run the command again")
+        if held or not count:
+            meta_file.write_table(pa.concat_tables(pending) if pending else schema.empty_table(),
+                                  row_group_size=META_ROW_GROUP)
+
+
+class _FileRows:
+    """The rows of a float32 C-ordered .npy file, read with ``pread`` a slice or a set of rows at a time. Rows read
+    from a memory map stay mapped into the writer (its RSS grows by the whole file, 0.8 KB a track at D=200, though
+    the kernel may reclaim them); rows read this way are the caller's arrays, freed with them."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "rb")  # closed by __exit__
+        version = np.lib.format.read_magic(self._file)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        self.shape, _, self.dtype = read_header(self._file)
+        self._start, self._row = self._file.tell(), self.dtype.itemsize * int(np.prod(self.shape[1:]))
+
+    def __len__(self) -> int:
+        return int(self.shape[0])
+
+    def _read(self, first: int, count: int) -> np.ndarray:
+        data = os.pread(self._file.fileno(), count * self._row, self._start + first * self._row)
+        return np.frombuffer(data, self.dtype).reshape(count, *self.shape[1:])
+
+    def __getitem__(self, key: slice | np.ndarray) -> np.ndarray:
+        if isinstance(key, slice):
+            first, stop, _ = key.indices(len(self))
+            return self._read(first, max(stop - first, 0))
+        out = np.empty((len(key), *self.shape[1:]), self.dtype)
+        for i, row in enumerate(key):
+            out[i] = self._read(int(row), 1)[0]
+        return out
+
+    def __enter__(self) -> _FileRows:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+
+def _npy_header(file: BinaryIO, shape: tuple[int, int]) -> None:
+    """The header np.save writes for a float32 C-ordered array of ``shape``; its data follows row by row."""
+    np.lib.format.write_array_header_1_0(file, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+                                                "fortran_order": False, "shape": shape})
 
 
 def _check_link(home: Path) -> None:

@@ -27,7 +27,7 @@ import errno
 import json
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -118,6 +118,7 @@ VECTOR_COLUMNS = [*META_COLUMNS, "vector"]
 TAGS_COLUMN = "tags"
 TAG_NAMES_FILE = "tags.json"
 _NAMES = "names"  # the tags column's metadata key holding its names, in order
+SCAN_BATCH = 4096  # rows a streamed read (TrackStore.scan) holds at a time; Lance reads ahead 16 batches
 STATE_COLUMNS = ["key", "path", "content_id", "size", "mtime_ns", "encoder_id"]
 
 _TEXT = pa.string()
@@ -394,6 +395,38 @@ class TrackStore:
         table = self._select(VECTOR_COLUMNS + ([TAGS_COLUMN] if self.n_tags else []), where)
         vectors = _vectors(table.column("vector"), self.dim or 0)
         return table.drop_columns(["vector"]), vectors
+
+    def iter_rows(self, encoder_id: str | None, columns: Sequence[str],
+                  batch_rows: int = SCAN_BATCH) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """(metadata ``columns``, float32 n x D vectors) of all rows or of one encoder's rows, ``batch_rows`` at most
+        at a time: what :meth:`read_all` returns, in the same order, with memory bounded by a batch instead of the
+        table (whose vector column and its float32 copy outgrow a machine at millions of tracks). Row i of a batch
+        <-> vector i."""
+        dim = self.dim or 0
+        for batch in self.scan(encoder_id, [*columns, "vector"], batch_rows):
+            yield batch.drop_columns(["vector"]), _vectors(pa.chunked_array([batch.column("vector")]), dim)
+
+    def scan(self, encoder_id: str | None, columns: Sequence[str],
+             batch_rows: int = SCAN_BATCH) -> Iterator[pa.RecordBatch]:
+        """``columns`` of all rows or of one encoder's rows, streamed at most ``batch_rows`` at a time in the table's
+        order (the order of :meth:`read_all`); a damaged table raises :class:`TableDamaged` as the other reads do."""
+        if self._tracks is None:
+            return
+        query = self._tracks.search()
+        if encoder_id is not None:
+            query = query.where(col("encoder_id") == lit(encoder_id))
+        query = query.select(list(columns)).limit(None)
+        batches = iter(self._reading(TRACKS, lambda: query.to_batches(batch_rows)))
+        while (batch := self._reading(TRACKS, lambda: next(batches, None))) is not None:
+            if batch.num_rows:
+                yield batch
+
+    def row_schema(self, columns: Sequence[str]) -> pa.Schema:
+        """The Arrow schema of ``columns`` as :meth:`scan` and :meth:`read_all` return them (also of a table with no
+        rows yet)."""
+        if self._tracks is None:
+            return pa.schema([pa.field(name, _FIELD_TYPES[name]) for name in columns])
+        return self._reading(TRACKS, lambda: self._tracks.search().select(list(columns)).limit(None).output_schema())
 
     def failures(self) -> list[FailureRow]:
         if self._failures is None:
