@@ -164,7 +164,9 @@ def run(args: list[str], code: str | None = None) -> tuple[float, str, int, floa
         env["BENCH_PEAK_FILE"] = peak.name
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", PEAK, *args], capture_output=True, text=True, env=env)
+        # -P: no current folder first on sys.path, where a checkout would shadow ``code`` (the "before" ran this
+        # checkout's code whenever the benchmark was started from a checkout's root)
+        done = subprocess.run([sys.executable, "-P", "-c", PEAK, *args], capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
