@@ -105,7 +105,8 @@ def timed_embed(db: Path, encoder: str, workers: int, code: Path | None = None) 
     if code is not None:
         env["PYTHONPATH"] = str(code)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "recsys.cli", "--home", str(home), "embed", "--db", str(db),
+    # -P: no current folder first on sys.path, where a checkout's root would shadow ``code``
+    done = subprocess.run([sys.executable, "-P", "-m", "recsys.cli", "--home", str(home), "embed", "--db", str(db),
                            "--encoder", name, "--workers", str(workers), "--device", "cpu", "-q"], check=True,
                           capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
