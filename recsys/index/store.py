@@ -458,7 +458,8 @@ class TrackStore:
             for version in versions:
                 try:
                     self._tracks.checkout(version)
-                    rows = self._tracks.search().select(VECTOR_COLUMNS).limit(None).to_arrow().num_rows
+                    query = self._tracks.search().select(VECTOR_COLUMNS).limit(None)
+                    rows = sum(batch.num_rows for batch in query.to_batches(SCAN_BATCH))  # streamed, as damage()
                 except (RuntimeError, OSError, ValueError, pa.ArrowException):
                     continue
                 return version, rows
