@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, BinaryIO
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from recsys.config import IndexSettings
@@ -438,6 +437,8 @@ def build_snapshot(store: TrackStore, home: Path, encoder_id: str,
 
 def _excluded_in(batch: pa.RecordBatch, excluded: pa.Array) -> int:
     """How many of ``batch``'s rows have a key in ``excluded``."""
+    import pyarrow.compute as pc  # the writer's alone: not on every reader's start-up
+
     return int(pc.sum(pc.is_in(batch.column("key"), value_set=excluded)).as_py() or 0) if len(excluded) else 0
 
 
@@ -446,6 +447,8 @@ def _write_rows(store: TrackStore, folder: Path, encoder_id: str, excluded: pa.A
     """vectors.npy, meta.parquet (with the search labels) and, with ``n_tags``, tags.npy of the ``count`` rows of
     ``encoder_id`` whose key is not in ``excluded``, read from the table ``SNAPSHOT_BATCH`` rows at a time: the
     build holds a batch and a row group, never the table (the files are what writing it whole would write)."""
+    import pyarrow.compute as pc
+
     schema = store.row_schema(SNAPSHOT_COLUMNS).append(pa.field(SEARCH_COLUMN, pa.string()))
     columns = SNAPSHOT_COLUMNS + (["tags"] if n_tags else [])
     written, pending, held = 0, [], 0
